@@ -1,0 +1,62 @@
+"""One-line user errors and their exit codes (the table in docs/protocol.md)."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    BAD_IMAGE = 3
+    WEIGHTS = 4
+    OUTPUT = 5
+    OUT_OF_MEMORY = 6
+    DEVICE = 7
+    CANCELLED = 130
+
+
+class NstError(Exception):
+    """An error the user can fix: the message names the problem and the fix, on one line."""
+
+    code: ExitCode = ExitCode.INTERNAL
+
+    def __init__(self, message: str) -> None:
+        # Messages travel as one JSON field and one GIMP dialog line: never multi-line.
+        super().__init__(" ".join(message.split()))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(NstError):
+    code = ExitCode.USAGE
+
+
+class ImageError(NstError):
+    code = ExitCode.BAD_IMAGE
+
+
+class WeightsError(NstError):
+    code = ExitCode.WEIGHTS
+
+
+class OutputError(NstError):
+    code = ExitCode.OUTPUT
+
+
+class OutOfMemoryError(NstError):
+    code = ExitCode.OUT_OF_MEMORY
+
+
+class DeviceError(NstError):
+    code = ExitCode.DEVICE
+
+
+class Cancelled(NstError):
+    code = ExitCode.CANCELLED
+
+    def __init__(self, message: str = "Cancelled.") -> None:
+        super().__init__(message)

@@ -1,0 +1,218 @@
+"""What a user may set, its limits, and how it overlays a preset into concrete settings.
+
+`Options` is what the CLI, the job file and the plug-ins speak (None = the preset's value).
+`Settings` is the fully resolved recipe the engine runs. `describe()` is what the plug-ins
+read to build their menus, so ranges and defaults are written only here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from .errors import UsageError
+from .presets import DEFAULT_PRESET, PRESETS, USER_PRESETS, Preset
+
+KEEP_COLORS = ("off", "luminance", "histogram")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+OPTIMIZERS = ("lbfgs", "adam", "gd")
+STYLE_LOSSES = ("gram", "w2")
+MODELS = ("vgg19", "vgg16")
+POOLINGS = ("max", "avg")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# (min, max) for numbers; a value outside is a usage error naming the range.
+LIMITS: dict[str, tuple[float, float]] = {
+    "size": (32, 16384),
+    "iterations": (1, 100000),
+    "content_weight": (0.0, 1e12),
+    "style_weight": (0.0, 1e12),
+    "tv_weight": (0.0, 1e12),
+    "strength": (0.0, 100.0),
+    "style_scale": (0.05, 8.0),
+    "learning_rate": (1e-6, 10.0),
+    "seed": (0, 2**31 - 1),
+    "max_memory": (64, 1 << 22),  # MiB
+}
+
+
+@dataclass
+class Options:
+    preset: str = DEFAULT_PRESET
+    size: int | None = None
+    iterations: int | None = None
+    content_weight: float | None = None
+    style_weight: float | None = None
+    tv_weight: float | None = None
+    strength: float = 1.0  # multiplies the style weight: the plug-ins' "style strength"
+    content_layers: list[str] | None = None
+    style_layers: list[str] | None = None
+    style_layer_weights: list[float] | None = None
+    style_loss: str | None = None
+    style_blend: list[float] | None = None
+    style_scale: float = 1.0
+    keep_colors: str = "off"
+    init: str | None = None  # content | noise | path of an image
+    optimizer: str | None = None
+    learning_rate: float | None = None
+    model: str | None = None
+    pooling: str | None = None
+    multiscale: bool | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    weights: str | None = None
+    max_memory: float | None = None  # MiB; None = from the device's free memory
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Options:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UsageError(
+                f"Unknown option {', '.join(unknown)}: use one of {', '.join(sorted(known))}."
+            )
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Settings(Preset):
+    """A preset with the user's options applied: everything the engine needs, no None."""
+
+    strength: float = 1.0
+    style_blend: tuple[float, ...] = ()
+    style_scale: float = 1.0
+    keep_colors: str = "off"
+    init_path: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    weights: str | None = None
+    max_memory: float | None = None
+
+    @property
+    def effective_style_weight(self) -> float:
+        return self.style_weight * self.strength
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"Unknown {name} '{value}': use one of {', '.join(choices)}.")
+
+
+def _check_range(name: str, value: float | None) -> None:
+    if value is None:
+        return
+    low, high = LIMITS[name]
+    if not low <= value <= high:
+        flag = "--" + name.replace("_", "-")
+        raise UsageError(f"{flag} {value} is out of range: use a value from {low:g} to {high:g}.")
+
+
+def preset_by_name(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UsageError(
+            f"Unknown preset '{name}': use one of {', '.join(PRESETS)} (see `python -m nst_core presets`)."
+        ) from None
+
+
+def resolve(options: Options, n_styles: int = 1) -> Settings:
+    """Validate `options` and overlay them on their preset."""
+    preset = preset_by_name(options.preset)
+    for name in LIMITS:
+        _check_range(name, getattr(options, name))
+    _check_choice("keep-colors mode", options.keep_colors, KEEP_COLORS)
+    _check_choice("device", options.device, DEVICES)
+    _check_choice("precision", options.precision, PRECISIONS)
+    for name, choices in (
+        ("optimizer", OPTIMIZERS),
+        ("style_loss", STYLE_LOSSES),
+        ("model", MODELS),
+        ("pooling", POOLINGS),
+    ):
+        value = getattr(options, name)
+        if value is not None:
+            _check_choice(name.replace("_", " "), value, choices)
+
+    blend = tuple(options.style_blend) if options.style_blend else (1.0,) * n_styles
+    if len(blend) != n_styles:
+        raise UsageError(
+            f"{n_styles} style image(s) but {len(blend)} blend weight(s): give one --style-blend weight per style."
+        )
+    if any(w < 0 for w in blend) or sum(blend) <= 0:
+        raise UsageError("Style blend weights must be zero or positive and not all zero.")
+
+    overrides: dict[str, Any] = {}
+    for name in (
+        "size", "iterations", "content_weight", "style_weight", "tv_weight", "style_loss",
+        "optimizer", "learning_rate", "model", "pooling", "multiscale",
+    ):
+        value = getattr(options, name)
+        if value is not None:
+            overrides[name] = value
+    if options.content_layers is not None:
+        overrides["content_layers"] = tuple(options.content_layers)
+        overrides["content_layer_weights"] = (1.0,) * len(options.content_layers)
+    if options.style_layers is not None:
+        overrides["style_layers"] = tuple(options.style_layers)
+        if options.style_layer_weights is None:
+            overrides["style_layer_weights"] = (1.0,) * len(options.style_layers)
+    if options.style_layer_weights is not None:
+        overrides["style_layer_weights"] = tuple(options.style_layer_weights)
+    layers = overrides.get("style_layers", preset.style_layers)
+    layer_weights = overrides.get("style_layer_weights", preset.style_layer_weights)
+    if len(layers) != len(layer_weights):
+        raise UsageError(
+            f"{len(layers)} style layer(s) but {len(layer_weights)} style layer weight(s): give one weight per layer."
+        )
+
+    init = options.init or preset.init
+    init_path = None
+    if init not in ("content", "noise"):
+        init_path, init = init, "image"
+
+    base = {f.name: getattr(preset, f.name) for f in fields(Preset)}
+    base.update(overrides)
+    base["init"] = init
+    return Settings(
+        **base,
+        strength=options.strength,
+        style_blend=blend,
+        style_scale=options.style_scale,
+        keep_colors=options.keep_colors,
+        init_path=init_path,
+        seed=options.seed,
+        device=options.device,
+        precision=options.precision,
+        weights=options.weights,
+        max_memory=options.max_memory,
+    )
+
+
+def describe() -> dict[str, Any]:
+    """Presets, defaults and ranges for front ends (`python -m nst_core describe --json`)."""
+    defaults = Options()
+    return {
+        "version": 1,
+        "default_preset": DEFAULT_PRESET,
+        "presets": [
+            {"name": p.name, "label": p.label, "description": p.description, "user": p.user,
+             "size": p.size, "iterations": p.iterations, "cost": p.cost}
+            for p in PRESETS.values()
+        ],
+        "user_presets": list(USER_PRESETS),
+        "options": {
+            **{
+                name: {"default": getattr(defaults, name), "min": low, "max": high}
+                for name, (low, high) in LIMITS.items()
+            },
+            "keep_colors": {"default": defaults.keep_colors, "choices": list(KEEP_COLORS)},
+            "device": {"default": defaults.device, "choices": list(DEVICES)},
+            "optimizer": {"default": None, "choices": list(OPTIMIZERS)},
+        },
+    }

@@ -1,0 +1,136 @@
+"""Named recipes as data: the published seed recipes and the three tuned user tiers.
+
+Every default of the method lives here once; `options.resolve` overlays what the user set.
+Layer names are VGG names (relu4_2, conv1_1, pool3); Keras-style aliases such as
+block4_conv2 (a convolution followed by its ReLU) are accepted by the network module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_PRESET = "balanced"
+USER_PRESETS = ("fast", "balanced", "best")
+
+VGG19_STYLE_LAYERS = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    label: str
+    description: str
+    model: str = "vgg19"  # vgg19 | vgg16
+    pooling: str = "max"  # max | avg
+    size: int = 512  # longest side of the output, pixels
+    iterations: int = 300  # total over all scales
+    content_layers: tuple[str, ...] = ("relu4_2",)
+    content_layer_weights: tuple[float, ...] = (1.0,)
+    style_layers: tuple[str, ...] = VGG19_STYLE_LAYERS
+    style_layer_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    content_weight: float = 1.0
+    style_weight: float = 1e4
+    tv_weight: float = 0.0
+    style_loss: str = "gram"  # gram | w2
+    optimizer: str = "lbfgs"  # lbfgs | adam | gd
+    learning_rate: float = 0.02  # adam / gd step on [0, 1] pixels
+    init: str = "content"  # content | noise
+    multiscale: bool = True  # coarse-to-fine from min_scale up to size
+    min_scale: int = 128
+    cost: str = ""  # measured cost, shown by `nst_core presets`
+    user: bool = False  # offered in the GIMP menus
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            name="gatys-vgg16",
+            label="Gatys (VGG16)",
+            description="Gatys et al. on VGG16: content block4_conv2, style block1_conv1..block4_conv1 "
+            "equal weights, content 1, style 1000, noise start, L-BFGS, 500 iterations, 512x512.",
+            model="vgg16",
+            size=512,
+            iterations=500,
+            content_layers=("block4_conv2",),
+            style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1"),
+            style_layer_weights=(1.0, 1.0, 1.0, 1.0),
+            content_weight=1.0,
+            style_weight=1000.0,
+            init="noise",
+            optimizer="lbfgs",
+            multiscale=False,
+        ),
+        Preset(
+            name="vgg16-avg",
+            label="VGG16, average pooling",
+            description="VGG16 with average pooling, style block1_conv2..block5_conv2 weighted "
+            "0.05, 0.2, 0.2, 0.25, 0.3, content block4_conv2 weighted 1/10, L-BFGS.",
+            model="vgg16",
+            pooling="avg",
+            content_layers=("block4_conv2",),
+            content_layer_weights=(0.1,),
+            style_layers=("block1_conv2", "block2_conv2", "block3_conv2", "block4_conv2", "block5_conv2"),
+            style_layer_weights=(0.05, 0.2, 0.2, 0.25, 0.3),
+            optimizer="lbfgs",
+            multiscale=False,
+        ),
+        Preset(
+            name="vgg19-tv",
+            label="VGG19 with total variation",
+            description="VGG19, style relu1_1..relu5_1, content relu3_2 and relu4_2, Gram divided by C*H*W, "
+            "total-variation term, L-BFGS from noise.",
+            content_layers=("relu3_2", "relu4_2"),
+            content_layer_weights=(1.0, 1.0),
+            tv_weight=1e-3,
+            init="noise",
+            optimizer="lbfgs",
+            multiscale=False,
+        ),
+        Preset(
+            name="vgg19-adam",
+            label="VGG19 with Adam",
+            description="VGG19, style block1_conv1..block5_conv1 weighted 1.0, 0.8, 0.7, 0.2, 0.1, "
+            "content block5_conv4, Adam, 400 px.",
+            size=400,
+            content_layers=("block5_conv4",),
+            style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+            style_layer_weights=(1.0, 0.8, 0.7, 0.2, 0.1),
+            optimizer="adam",
+            multiscale=False,
+        ),
+        Preset(
+            name="vgg19-gd",
+            label="VGG19, gradient descent",
+            description="VGG19, start from the content, plain gradient steps, best image kept.",
+            optimizer="gd",
+            init="content",
+            multiscale=False,
+        ),
+        Preset(
+            name="fast",
+            label="Fast",
+            description="Quick look: coarse-to-fine up to 384 px, few iterations.",
+            size=384,
+            iterations=120,
+            user=True,
+        ),
+        Preset(
+            name="balanced",
+            label="Balanced",
+            description="The default: coarse-to-fine up to 512 px.",
+            size=512,
+            iterations=300,
+            user=True,
+        ),
+        Preset(
+            name="best",
+            label="Best",
+            description="Highest quality: coarse-to-fine up to 768 px, more iterations.",
+            size=768,
+            iterations=600,
+            user=True,
+        ),
+    )
+}
