@@ -1,0 +1,420 @@
+"""The plug-in side of the engine's job protocol (docs/protocol.md), shared by the GIMP 3
+and the GIMP 2.10 plug-in: it must run on Python 2.7 and 3 with the standard library only.
+
+A run writes the layer's pixels and a job file into a private temporary folder, starts
+`<engine python> -m nst_core run-job JOB.json` as a child process, turns its JSON event
+lines into progress calls, and returns the result's pixels. The child cannot outlive the
+plug-in: its stdin is a pipe we never write (the engine stops at end of file), on Linux it
+gets a parent-death signal, and the plug-in kills it on SIGTERM, on cancel and at exit.
+"""
+# ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
+# (Python 2.7 needs the old spellings those rules would modernise, and has no `raise ... from`.)
+from __future__ import absolute_import, division, print_function, unicode_literals
+
+import atexit
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+
+PROTOCOL_VERSION = 1
+CONFIG_NAME = "nst_config.json"
+DEFAULT_PRESET = "balanced"
+
+EXIT_USAGE = 2
+EXIT_BAD_IMAGE = 3
+EXIT_CANCELLED = 130
+NOT_INSTALLED = "Neural style engine not installed: run install.py (it sets up the engine and writes %s)."
+TEMP_PREFIX = "nst-plugin-"
+BYTES_PER_SAMPLE = {"u8": 1, "float32": 4}
+WINDOWS_CREATE_NO_WINDOW = 0x08000000
+LINUX_PR_SET_PDEATHSIG = 1
+
+
+class EngineError(Exception):
+    """A one-line message for the user and the engine's exit code (docs/protocol.md)."""
+
+    def __init__(self, message, code=1):
+        # type: (str, int) -> None
+        message = " ".join(("%s" % message).split())
+        Exception.__init__(self, message)
+        self.message = message
+        self.code = code
+
+    def __str__(self):
+        # type: () -> str
+        return self.message
+
+
+class EngineNotInstalled(EngineError):
+    def __init__(self, message=None):
+        # type: (str | None) -> None
+        EngineError.__init__(self, message or NOT_INSTALLED % CONFIG_NAME, 1)
+
+
+def _read_json(path):
+    # type: (str) -> dict
+    with io.open(path, "r", encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def load_config(plugin_dir):
+    # type: (str) -> dict
+    """The installed config beside the plug-in, or {} when there is none yet.
+
+    $NST_PLUGIN_CONFIG names another file; $NST_ENGINE_PYTHON and $NST_WEIGHTS override
+    single fields. A config that exists but cannot be read raises EngineNotInstalled,
+    because reinstalling is the fix.
+    """
+    path = os.environ.get("NST_PLUGIN_CONFIG") or os.path.join(plugin_dir, CONFIG_NAME)
+    config = {}  # type: dict
+    if os.path.isfile(path):
+        try:
+            config = _read_json(path)
+        except (IOError, OSError, ValueError) as exc:
+            raise EngineNotInstalled(
+                "Neural style config %s is unreadable (%s): run install.py again." % (path, exc)
+            )
+        if not isinstance(config, dict):
+            raise EngineNotInstalled("Neural style config %s is not a JSON object: run install.py again."
+                                     % path)
+    for field, variable in (("python", "NST_ENGINE_PYTHON"), ("weights", "NST_WEIGHTS")):
+        if os.environ.get(variable):
+            config[field] = os.environ[variable]
+    return config
+
+
+def engine_description(config):
+    # type: (dict) -> dict
+    """`python -m nst_core describe --json` as recorded at install time ({} if none)."""
+    engine = config.get("engine")
+    return engine if isinstance(engine, dict) else {}
+
+
+def user_presets(config):
+    # type: (dict) -> list
+    """[(name, label)] of the presets meant for users; just the default one without a config."""
+    engine = engine_description(config)
+    wanted = engine.get("user_presets")
+    presets = [p for p in engine.get("presets", []) if isinstance(p, dict) and "name" in p]
+    if wanted:
+        by_name = dict((p["name"], p) for p in presets)
+        presets = [by_name.get(name, {"name": name}) for name in wanted]
+    else:
+        presets = [p for p in presets if p.get("user")]
+    if not presets:
+        name = engine.get("default_preset") or DEFAULT_PRESET
+        return [(name, name.capitalize())]
+    return [(p["name"], p.get("label") or p["name"].capitalize()) for p in presets]
+
+
+def option_spec(config, name):
+    # type: (dict, str) -> dict
+    """The engine's default and limits ({"default", "min", "max"} or {"choices"}) for an option."""
+    spec = engine_description(config).get("options", {}).get(name)
+    return spec if isinstance(spec, dict) else {}
+
+
+def format_seconds(seconds):
+    # type: (float) -> str
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    if hours:
+        return "%d:%02d:%02d" % (hours, rest // 60, rest % 60)
+    return "%d:%02d" % (rest // 60, rest % 60)
+
+
+def progress_text(event):
+    # type: (dict) -> str
+    """'Neural style: scale 2/4, iteration 30/80, 0:42 left' from a progress event."""
+    parts = []
+    if event.get("scales", 1) > 1:
+        parts.append("scale %s/%s" % (event.get("scale"), event.get("scales")))
+    if "iteration" in event:
+        parts.append("iteration %s/%s" % (event.get("iteration"), event.get("iterations")))
+    if event.get("eta") is not None:
+        parts.append("%s left" % format_seconds(event["eta"]))
+    return "Neural style: " + ", ".join(parts)
+
+
+def _pid_alive(pid):
+    # type: (int) -> bool
+    try:
+        os.kill(pid, 0)
+    except OSError as exc:
+        return exc.errno == 1  # EPERM: alive, someone else's
+    return True
+
+
+def remove_stale_folders():
+    # type: () -> None
+    """Remove folders left by plug-ins that were killed (GIMP's Cancel sends SIGKILL)."""
+    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+        return
+    base = tempfile.gettempdir()
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if name.startswith(TEMP_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+
+
+def _die_with_parent():
+    # type: () -> None
+    """preexec_fn (Linux): the kernel sends SIGKILL to the engine when the plug-in dies."""
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(LINUX_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return  # the engine still stops when its stdin pipe closes
+    if os.getppid() != parent:  # the plug-in died before prctl took effect
+        os._exit(EXIT_CANCELLED)
+
+
+def child_environment():
+    # type: () -> dict
+    """GIMP's environment minus what would make the engine's Python load GIMP's modules."""
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
+        env.pop(name, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"
+    return env
+
+
+_LIVE_RUNS = []  # type: list
+
+
+def _close_live_runs():
+    # type: () -> None
+    for live in list(_LIVE_RUNS):
+        live.close()
+
+
+atexit.register(_close_live_runs)
+
+
+class _TerminateGuard(object):
+    """While a child runs in the main thread, SIGTERM closes it before the plug-in exits."""
+
+    def __enter__(self):
+        # type: () -> _TerminateGuard
+        self.previous = None
+        if os.name == "posix":
+            try:
+                self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            except ValueError:  # not the main thread: rely on the parent-death signal
+                pass
+        return self
+
+    def __exit__(self, *exc_info):
+        # type: (object) -> None
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+    @staticmethod
+    def _on_sigterm(signum, frame):
+        # type: (int, object) -> None
+        _close_live_runs()
+        os._exit(128 + signum)
+
+
+class EngineRun(object):
+    """One engine job in a private temporary folder (a context manager: `with EngineRun(c) as r`)."""
+
+    def __init__(self, config):
+        # type: (dict) -> None
+        self.config = config
+        self.process = None  # type: subprocess.Popen | None
+        self.content = None  # type: dict | None
+        self.stderr_path = None  # type: str | None
+        remove_stale_folders()
+        self.folder = tempfile.mkdtemp(prefix="%s%d-" % (TEMP_PREFIX, os.getpid()))
+        _LIVE_RUNS.append(self)
+
+    def __enter__(self):
+        # type: () -> EngineRun
+        return self
+
+    def __exit__(self, *exc_info):
+        # type: (object) -> None
+        self.close()
+
+    def set_content_raw(self, data, width, height, fmt, channels):
+        # type: (bytes, int, int, str, int) -> None
+        """The layer's pixels: row-major, interleaved, "u8" (0..255) or "float32" (0..1)."""
+        if fmt not in BYTES_PER_SAMPLE or channels not in (1, 2, 3, 4):
+            raise EngineError("Unsupported pixel layout %s x %s channels: use u8 or float32 with 1 to 4 "
+                              "channels." % (fmt, channels), EXIT_USAGE)
+        expected = width * height * channels * BYTES_PER_SAMPLE[fmt]
+        if width < 1 or height < 1 or len(data) != expected:
+            raise EngineError("Pixel buffer of %d bytes does not match %dx%d %s x %d: this is a plug-in bug."
+                              % (len(data), width, height, fmt, channels))
+        path = os.path.join(self.folder, "content.raw")
+        with open(path, "wb") as handle:
+            handle.write(data)
+        self.content = {"raw": path, "width": width, "height": height, "format": fmt, "channels": channels}
+
+    def run(self, styles, options, on_progress):
+        # type: (list, dict, object) -> bytes
+        """Stylise the content; styles: [(path, weight)]; on_progress(fraction, text) -> False cancels."""
+        python = self._engine_python()
+        if self.content is None:
+            raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
+        if not styles:
+            raise EngineError("No style image given: choose a style image file.", EXIT_USAGE)
+        for path, _weight in styles:
+            if not path or not os.path.isfile(path):
+                raise EngineError("Style image %s not found: choose an existing image file." % path,
+                                  EXIT_BAD_IMAGE)
+        job_path = self._write_job(styles, options)
+        with _TerminateGuard():
+            self._start(python, job_path)
+            last = self._follow(on_progress)
+            code = self.process.wait()
+        self.process = None
+        if last.get("event") == "error" or code != 0:
+            raise self._failure(last, code)
+        return self._read_output()
+
+    def close(self):
+        # type: () -> None
+        """Kill a live child and remove the temporary folder (safe to call twice)."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            try:
+                process.kill()
+                process.wait()
+            except OSError:
+                pass
+        if process is not None:
+            for stream in (process.stdin, process.stdout):
+                if stream is not None:
+                    stream.close()
+        if self.folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+        if self in _LIVE_RUNS:
+            _LIVE_RUNS.remove(self)
+
+    def _engine_python(self):
+        # type: () -> str
+        python = self.config.get("python")
+        if not python:
+            raise EngineNotInstalled()
+        if not os.path.isfile(python):
+            raise EngineNotInstalled(
+                "Neural style engine Python %s is missing: run install.py again." % python)
+        return python
+
+    def _write_job(self, styles, options):
+        # type: (list, dict) -> str
+        options = dict((k, v) for k, v in options.items() if v is not None)
+        if self.config.get("weights") and "weights" not in options:
+            options["weights"] = self.config["weights"]
+        output = {"raw": os.path.join(self.folder, "result.raw"), "format": self.content["format"]}
+        job = {
+            "version": PROTOCOL_VERSION,
+            "content": self.content,
+            "styles": [{"path": path, "weight": float(weight)} for path, weight in styles],
+            "options": options,
+            "output": output,
+        }
+        path = os.path.join(self.folder, "job.json")
+        with io.open(path, "w", encoding="utf-8") as handle:
+            handle.write("%s" % json.dumps(job, indent=2))
+        return path
+
+    def _start(self, python, job_path):
+        # type: (str, str) -> None
+        self.stderr_path = os.path.join(self.folder, "engine-stderr.txt")
+        kwargs = {}  # type: dict
+        if sys.platform.startswith("linux"):
+            kwargs["preexec_fn"] = _die_with_parent
+        if os.name == "nt":
+            kwargs["creationflags"] = WINDOWS_CREATE_NO_WINDOW
+        else:
+            kwargs["close_fds"] = True
+        with open(self.stderr_path, "wb") as stderr:
+            try:
+                self.process = subprocess.Popen(
+                    [python, "-m", "nst_core", "run-job", job_path],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
+                    cwd=self.folder, env=child_environment(), **kwargs)
+            except OSError as exc:
+                raise EngineNotInstalled(
+                    "Neural style engine %s cannot start (%s): run install.py again." % (python, exc))
+
+    def _follow(self, on_progress):
+        # type: (object) -> dict
+        """Forward events until the child closes its stdout; the last done/error event."""
+        last = {}  # type: dict
+        for raw in iter(self.process.stdout.readline, b""):
+            try:
+                event = json.loads(raw.decode("utf-8", "replace"))
+            except ValueError:
+                continue  # not an event: ignore, as the protocol asks
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("event")
+            if kind == "start":
+                keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
+            elif kind == "progress":
+                keep_going = on_progress(float(event.get("fraction", 0.0)), progress_text(event))
+            else:
+                keep_going = True
+                if kind in ("done", "error"):
+                    last = event
+            if keep_going is False:
+                self.close_child()
+                raise EngineError("Cancelled.", EXIT_CANCELLED)
+        return last
+
+    def close_child(self):
+        # type: () -> None
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def _failure(self, last, code):
+        # type: (dict, int) -> EngineError
+        if last.get("event") == "error" and last.get("message"):
+            return EngineError(last["message"], int(last.get("code", code) or 1))
+        detail = self._stderr_tail()
+        return EngineError("Neural style engine failed (exit code %s)%s: see the message above or run "
+                           "install.py again." % (code, ": " + detail if detail else ""), code or 1)
+
+    def _stderr_tail(self):
+        # type: () -> str
+        try:
+            with io.open(self.stderr_path, "r", encoding="utf-8", errors="replace") as handle:
+                lines = [line.strip() for line in handle if line.strip()]
+        except (IOError, OSError, TypeError):
+            return ""
+        return lines[-1][:300] if lines else ""
+
+    def _read_output(self):
+        # type: () -> bytes
+        path = os.path.join(self.folder, "result.raw")
+        content = self.content
+        samples = content["width"] * content["height"] * content["channels"]
+        expected = samples * BYTES_PER_SAMPLE[content["format"]]
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except (IOError, OSError):
+            raise EngineError("The engine reported success but wrote no result: please report this bug.")
+        if len(data) != expected:
+            raise EngineError("The engine's result has %d bytes, not %d: please report this bug."
+                              % (len(data), expected))
+        return data
