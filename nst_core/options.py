@@ -142,7 +142,8 @@ def resolve(options: Options, n_styles: int = 1) -> Settings:
     blend = tuple(options.style_blend) if options.style_blend else (1.0,) * n_styles
     if len(blend) != n_styles:
         raise UsageError(
-            f"{n_styles} style image(s) but {len(blend)} blend weight(s): give one --style-blend weight per style."
+            f"{n_styles} style image(s) but {len(blend)} blend weight(s): "
+            "give one --style-blend weight per style."
         )
     if any(w < 0 for w in blend) or sum(blend) <= 0:
         raise UsageError("Style blend weights must be zero or positive and not all zero.")
@@ -168,7 +169,8 @@ def resolve(options: Options, n_styles: int = 1) -> Settings:
     layer_weights = overrides.get("style_layer_weights", preset.style_layer_weights)
     if len(layers) != len(layer_weights):
         raise UsageError(
-            f"{len(layers)} style layer(s) but {len(layer_weights)} style layer weight(s): give one weight per layer."
+            f"{len(layers)} style layer(s) but {len(layer_weights)} style layer weight(s): "
+            "give one weight per layer."
         )
 
     init = options.init or preset.init

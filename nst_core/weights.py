@@ -1,0 +1,307 @@
+"""The official VGG weight files, a resumable verified downloader, and where the engine finds weights.
+
+Standard library only and Python 3.9 compatible: `install.py` imports this module from the
+checkout. Stylising never downloads: `find_weights` only looks, `fetch` is run by the installer
+or `python -m nst_core weights fetch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import paths
+from .errors import UsageError, WeightsError
+
+WEIGHTS_ENV = "NST_WEIGHTS"
+STAMP_NAME = "verified-weights.json"
+CHUNK = 1 << 20
+Progress = Callable[[int, "int | None"], None]  # (done_bytes, total_bytes or None when unknown)
+
+
+@dataclass(frozen=True)
+class OfficialWeights:
+    model: str
+    filename: str
+    url: str
+    sha256: str  # full digest; torchvision's file name carries only its first 8 hex digits
+    size: int  # bytes
+
+    @property
+    def label(self) -> str:
+        return self.model.upper()
+
+
+# torchvision's IMAGENET1K_V1 files (the classifier is included; the engine uses `features` only).
+OFFICIAL: dict[str, OfficialWeights] = {
+    "vgg19": OfficialWeights(
+        model="vgg19",
+        filename="vgg19-dcbb9e9d.pth",
+        url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+        sha256="dcbb9e9dad569fff7a846263a77324fc34978fea2bfb039c012d710e1776ae44",
+        size=574673361,
+    ),
+    "vgg16": OfficialWeights(
+        model="vgg16",
+        filename="vgg16-397923af.pth",
+        url="https://download.pytorch.org/models/vgg16-397923af.pth",
+        sha256="397923af8e79cdbb6a7127f12361acd7a2f83e06b05044ddf496e83de57a5bf0",
+        size=553433881,
+    ),
+}
+
+
+def official(model: str) -> OfficialWeights:
+    try:
+        return OFFICIAL[model]
+    except KeyError:
+        raise UsageError(f"Unknown model '{model}': use one of {', '.join(OFFICIAL)}.") from None
+
+
+def official_for_file(path: Path) -> OfficialWeights | None:
+    """The official entry whose file name `path` carries, if any."""
+    for entry in OFFICIAL.values():
+        if Path(path).name == entry.filename:
+            return entry
+    return None
+
+
+def fetch_hint(model: str) -> str:
+    flag = "" if model == "vgg19" else f" --model {model}"
+    return f"run `python3 install.py` or `python -m nst_core weights fetch{flag}`, or pass --weights FILE"
+
+
+# -- hashing -------------------------------------------------------------------------------------
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_matches(actual: str, expected: str) -> bool:
+    """Full digests compare equal; a short one (at least 8 hex digits, as torchvision's) is a prefix."""
+    expected = expected.strip().lower()
+    if len(expected) < 8:
+        raise ValueError(f"SHA-256 '{expected}' is too short: give at least 8 hex digits")
+    return actual.lower().startswith(expected)
+
+
+# -- download --------------------------------------------------------------------------------------
+
+
+def download(url: str, dest: Path | str, sha256: str, progress: Progress | None = None,
+             timeout: float = 60.0) -> Path:
+    """Download `url` to `dest` through `dest.part`, resuming a partial file; verify, then rename."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(
+            f"Cannot create folder {dest.parent} ({exc.strerror}): choose another with --dir."
+        ) from None
+    resumed = part.exists() and part.stat().st_size > 0
+    _transfer(url, part, progress, timeout)
+    if not hash_matches(sha256_of(part), sha256) and resumed:
+        # A stale partial file from another download can poison a resume: start once from scratch.
+        part.unlink()
+        _transfer(url, part, progress, timeout)
+    if not hash_matches(sha256_of(part), sha256):
+        part.unlink()
+        raise WeightsError(f"Download of {url} has the wrong SHA-256: retry later, or pass --weights FILE.")
+    os.replace(part, dest)
+    return dest
+
+
+def _transfer(url: str, part: Path, progress: Progress | None, timeout: float) -> None:
+    """Bring `part` up to the whole file, with a Range request when part of it is there already."""
+    offset = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"User-Agent": "gimp-neural-style"})
+    if offset:
+        request.add_header("Range", f"bytes={offset}-")
+    try:
+        try:
+            response = urllib.request.urlopen(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and offset:
+                return  # nothing left to send: the part is complete (its hash decides)
+            raise
+        with response:
+            start = _resume_offset(response, offset)
+            length = response.headers.get("Content-Length")
+            total = start + int(length) if length and length.isdigit() else None
+            _copy(response, part, start, total, progress)
+    except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets, TLS errors
+        reason = getattr(exc, "reason", None) or exc
+        raise WeightsError(
+            f"Download of {url} failed ({reason}): check the connection and retry "
+            "(the partial file is resumed), or download it yourself and pass --weights FILE."
+        ) from None
+
+
+def _resume_offset(response: http.client.HTTPResponse, offset: int) -> int:
+    """Where the body starts in the file: `offset` for a matching 206, 0 when the server ignored Range."""
+    if not offset or response.status != 206:
+        return 0
+    content_range = response.headers.get("Content-Range", "")  # "bytes 100-999/1000"
+    first = content_range.replace("bytes", "").strip().split("-", 1)[0]
+    if first != str(offset):
+        raise http.client.HTTPException(f"unexpected Content-Range '{content_range}'")
+    return offset
+
+
+def _copy(response: http.client.HTTPResponse, part: Path, start: int, total: int | None,
+          progress: Progress | None) -> None:
+    """Append the body to `part` from `start`; disk errors become WeightsError, network ones propagate."""
+    done = start
+    try:
+        out = open(part, "r+b" if start else "wb")
+        out.seek(start)
+        out.truncate()
+    except OSError as exc:
+        raise _write_error(part, exc) from None
+    with out:
+        if progress:
+            progress(done, total)
+        for block in iter(lambda: response.read(CHUNK), b""):
+            try:
+                out.write(block)
+            except OSError as exc:
+                raise _write_error(part, exc) from None
+            done += len(block)
+            if progress:
+                progress(done, total)
+    if total is not None and done < total:
+        raise http.client.IncompleteRead(b"", total - done)
+
+
+def _write_error(part: Path, exc: OSError) -> WeightsError:
+    return WeightsError(f"Cannot write {part} ({exc.strerror or exc}): free some disk space or use --dir.")
+
+
+def fetch(model: str = "vgg19", directory: Path | str | None = None,
+          progress: Progress | None = None) -> Path:
+    """Make sure the official weights of `model` are in `directory` (the data folder by default)."""
+    entry = official(model)
+    dest = Path(directory) if directory is not None else paths.weights_dir()
+    dest = dest / entry.filename
+    if dest.is_file():
+        try:
+            return verify(dest, model)
+        except WeightsError:
+            dest.unlink()  # a bad copy is replaced, not kept beside the good one
+    return download(entry.url, dest, entry.sha256, progress)
+
+
+# -- verification ----------------------------------------------------------------------------------
+
+
+def verify(path: Path | str, model: str | None = None) -> Path:
+    """Check an official file's size and hash (remembered by size and mtime); accept others as they are."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} not found: {fetch_hint(model or 'vgg19')}.")
+    entry = official_for_file(path)
+    if entry is None:
+        return path  # the network module loads it with weights_only=True and rejects a bad file
+    if model is not None and entry.model != model:
+        raise WeightsError(
+            f"{path.name} holds {entry.label} weights but the model is {model}: "
+            f"pass {model.upper()} weights or use --model {entry.model}."
+        )
+    stat = path.stat()
+    if stat.st_size != entry.size:
+        raise WeightsError(
+            f"Weights file {path} is incomplete or damaged ({stat.st_size} of {entry.size} bytes): "
+            f"delete it and {fetch_hint(entry.model)}."
+        )
+    if _stamped(path, stat) == entry.sha256:
+        return path
+    digest = sha256_of(path)
+    if not hash_matches(digest, entry.sha256):
+        raise WeightsError(
+            f"Weights file {path} has the wrong SHA-256 (corrupt download): "
+            f"delete it and {fetch_hint(entry.model)}."
+        )
+    _stamp(path, stat, digest)
+    return path
+
+
+def _stamp_file() -> Path:
+    return paths.data_dir() / STAMP_NAME
+
+
+def _stamp_key(path: Path) -> str:
+    return str(path.resolve())
+
+
+def _read_stamps() -> dict:
+    try:
+        with open(_stamp_file(), encoding="utf-8") as stream:
+            data = json.load(stream)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _stamped(path: Path, stat: os.stat_result) -> str | None:
+    record = _read_stamps().get(_stamp_key(path))
+    if not isinstance(record, dict):
+        return None
+    same = record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
+    return record.get("sha256") if same else None
+
+
+def _stamp(path: Path, stat: os.stat_result, digest: str) -> None:
+    stamps = _read_stamps()
+    stamps[_stamp_key(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    target = _stamp_file()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(target.name + f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(stamps, indent=1), encoding="utf-8")
+        os.replace(temporary, target)
+    except OSError:
+        pass  # only a cache: the next run hashes again
+
+
+# -- lookup ------------------------------------------------------------------------------------------
+
+
+def candidates(model: str) -> list[Path]:
+    """Where the engine looks for `model`'s weights, in order (`$NST_WEIGHTS` first when set)."""
+    entry = official(model)
+    found = [Path(os.environ[WEIGHTS_ENV]).expanduser()] if os.environ.get(WEIGHTS_ENV) else []
+    return found + [paths.weights_dir() / entry.filename, paths.torch_hub_checkpoints() / entry.filename]
+
+
+def find_weights(model: str = "vgg19") -> Path:
+    """The first weights file present for `model` (not yet verified: see `resolve_weights`)."""
+    env_value = os.environ.get(WEIGHTS_ENV)
+    if env_value and not Path(env_value).expanduser().is_file():
+        raise WeightsError(f"{WEIGHTS_ENV} names {env_value}, which does not exist: fix or unset it.")
+    for candidate in candidates(model):
+        if candidate.is_file():
+            return candidate
+    raise WeightsError(f"{official(model).label} weights not found: {fetch_hint(model)}.")
+
+
+def resolve_weights(explicit: Path | str | None, model: str = "vgg19") -> Path:
+    """The weights to use: `explicit` (--weights, the job's `weights`) or the first found; verified."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"Weights file {path} not found: check the path given with --weights.")
+        return verify(path, model)
+    return verify(find_weights(model), model)
