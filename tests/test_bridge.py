@@ -1,0 +1,347 @@
+"""Host-side tests of plug-ins/neural_style/nst_bridge.py: config, presets, the engine child.
+
+Most tests drive the bridge against a scripted stand-in for the engine child (written to
+a temporary folder and named as the config's "python"), because what is tested here is the
+bridge's side of the protocol: events, exit codes, cancel, parent death, cleanup. One test
+runs the real engine, and one runs the bridge under Python 2.7 as GIMP 2.10 does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN_DIR = REPO / "plug-ins" / "neural_style"
+sys.path.insert(0, str(PLUGIN_DIR))
+
+import nst_bridge  # noqa: E402
+
+from nst_core.options import describe  # noqa: E402
+
+# A stand-in engine: `FAKE -m nst_core run-job JOB.json`, behaviour chosen by $FAKE_MODE.
+FAKE_ENGINE = textwrap.dedent(
+    """\
+    import json, os, stat, sys, time
+    job_path = sys.argv[4]
+    job = json.load(open(job_path))
+    mode = os.environ.get("FAKE_MODE", "invert")
+    def emit(**event):
+        print(json.dumps(event), flush=True)
+    with open(os.path.join(os.environ["FAKE_LOG"], "child.json"), "w") as fh:
+        json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "job": job, "cwd": os.getcwd(),
+                   "pythonpath": os.environ.get("PYTHONPATH"),
+                   "stdin_is_pipe": stat.S_ISFIFO(os.fstat(0).st_mode)}, fh)
+    emit(event="start", version=1, device="cpu", scales=[32, 48], iterations=4, memory_estimate=1)
+    print("a line that is not an event", flush=True)
+    if mode == "error":
+        emit(event="error", message="Weights file x.pth is truncated: download it again.", code=4)
+        sys.exit(4)
+    if mode == "crash":
+        sys.stderr.write("Traceback (most recent call last):\\nRuntimeError: boom\\n")
+        sys.exit(1)
+    for i in (1, 2):
+        emit(event="progress", scale=i, scales=2, iteration=2, iterations=2, fraction=i / 2,
+             elapsed=1.0, eta=62.0 * (2 - i), unknown_field=1,
+             loss={"total": 1.0, "content": 0.5, "style": 0.5, "tv": 0.0})
+        if mode == "hang":
+            time.sleep(600)
+    content = job["content"]
+    data = open(content["raw"], "rb").read()
+    out = bytes(255 - b for b in data) if mode == "invert" else data[:-1]
+    open(job["output"]["raw"], "wb").write(out)
+    emit(event="done", output=job["output"]["raw"], seconds=0.1)
+    """
+)
+
+
+@pytest.fixture
+def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    script = tmp_path / "fake-engine"
+    script.write_text(f"#!{sys.executable}\n" + FAKE_ENGINE)
+    script.chmod(0o755)
+    monkeypatch.setenv("FAKE_LOG", str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", "/gimp/own/modules")  # must not reach the engine
+    monkeypatch.setattr(nst_bridge.tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    return {"python": str(script), "weights": str(tmp_path / "w.pth")}
+
+
+@pytest.fixture
+def style_file(tmp_path: Path) -> str:
+    path = tmp_path / "style.png"
+    path.write_bytes(b"not read by the stand-in engine")
+    return str(path)
+
+
+def child_record(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "child.json").read_text())
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0): only a reaped or running-elsewhere process counts.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split(") ")[-1][0] != "Z"
+
+
+def wait_until(predicate, seconds: float = 20.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+PIXELS = bytes(range(48)) * 2  # 8 RGBA u8 pixels, 4x2
+
+
+def test_run_returns_result_and_forwards_progress(fake_engine: dict, style_file: str, tmp_path: Path) -> None:
+    calls: list[tuple[float, str]] = []
+    with nst_bridge.EngineRun(fake_engine) as run:
+        folder = run.folder
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        result = run.run([(style_file, 1.0)], {"seed": 3, "size": None}, lambda f, t: calls.append((f, t)))
+    assert result == bytes(255 - b for b in PIXELS)
+    assert calls[0] == (0.0, "Neural style: starting on cpu")
+    assert calls[1:] == [
+        (0.5, "Neural style: scale 1/2, iteration 2/2, 1:02 left"),
+        (1.0, "Neural style: scale 2/2, iteration 2/2, 0:00 left"),
+    ]
+    assert not os.path.exists(folder)
+    child = child_record(tmp_path)
+    assert child["argv"][:3] == ["-m", "nst_core", "run-job"]
+    assert child["pythonpath"] is None and child["stdin_is_pipe"]
+    job = child["job"]
+    assert job["version"] == nst_bridge.PROTOCOL_VERSION == 1
+    layout = {"width": 4, "height": 6, "format": "u8", "channels": 4}
+    assert job["content"] == layout | {"raw": os.path.join(child["cwd"], "content.raw")}
+    assert job["styles"] == [{"path": style_file, "weight": 1.0}]
+    assert job["options"] == {"seed": 3, "weights": fake_engine["weights"]}  # None dropped, weights added
+    assert job["output"]["format"] == "u8"
+
+
+def test_engine_error_event_becomes_engine_error(fake_engine, style_file, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_MODE", "error")
+    with nst_bridge.EngineRun(fake_engine) as run, pytest.raises(nst_bridge.EngineError) as info:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+    assert info.value.code == 4
+    assert info.value.message == "Weights file x.pth is truncated: download it again."
+
+
+def test_crash_without_error_event_reports_exit_code_and_last_stderr_line(
+    fake_engine, style_file, monkeypatch
+) -> None:
+    monkeypatch.setenv("FAKE_MODE", "crash")
+    with nst_bridge.EngineRun(fake_engine) as run, pytest.raises(nst_bridge.EngineError) as info:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+    assert info.value.code == 1
+    assert "exit code 1" in info.value.message and "RuntimeError: boom" in info.value.message
+    assert "\n" not in info.value.message
+
+
+def test_short_result_is_reported(fake_engine, style_file, monkeypatch) -> None:
+    monkeypatch.setenv("FAKE_MODE", "short")
+    with nst_bridge.EngineRun(fake_engine) as run, pytest.raises(nst_bridge.EngineError, match="not 96"):
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+
+
+def test_cancel_from_progress_kills_child_and_removes_folder(fake_engine, style_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("FAKE_MODE", "hang")
+    run = nst_bridge.EngineRun(fake_engine)
+    folder = run.folder
+    run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+    with pytest.raises(nst_bridge.EngineError) as info:
+        run.run([(style_file, 1.0)], {}, lambda fraction, text: fraction < 0.5)
+    assert info.value.code == 130 and info.value.message == "Cancelled."
+    assert not pid_exists(child_record(tmp_path)["pid"])
+    run.close()
+    assert not os.path.exists(folder) and os.listdir(tmp_path / "tmp") == []
+
+
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ({}, "not installed: run install.py"),
+        ({"python": "/nonexistent/python"}, "/nonexistent/python is missing: run install.py again"),
+    ],
+)
+def test_missing_engine_says_run_install(problem: dict, message: str, style_file: str) -> None:
+    with nst_bridge.EngineRun(problem) as run, pytest.raises(nst_bridge.EngineNotInstalled, match=message):
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+
+
+def test_missing_style_is_a_bad_image_error(fake_engine: dict, tmp_path: Path) -> None:
+    with nst_bridge.EngineRun(fake_engine) as run, pytest.raises(nst_bridge.EngineError) as info:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(str(tmp_path / "nope.jpg"), 1.0)], {}, lambda f, t: True)
+    assert info.value.code == 3 and "nope.jpg not found" in info.value.message
+    assert not (tmp_path / "child.json").exists()
+
+
+def test_buffer_size_must_match_layout(fake_engine: dict) -> None:
+    with nst_bridge.EngineRun(fake_engine) as run:
+        with pytest.raises(nst_bridge.EngineError, match="does not match 5x6 u8"):
+            run.set_content_raw(PIXELS, 5, 6, "u8", 4)
+        with pytest.raises(nst_bridge.EngineError, match="use u8 or float32"):
+            run.set_content_raw(PIXELS, 4, 6, "u16", 4)
+
+
+def test_stale_folders_of_dead_plugins_are_removed(fake_engine: dict, tmp_path: Path) -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "tmp" / f"{nst_bridge.TEMP_PREFIX}{dead.pid}-abc"
+    live = tmp_path / "tmp" / f"{nst_bridge.TEMP_PREFIX}{os.getpid()}-abc"
+    other = tmp_path / "tmp" / "unrelated-123"
+    for folder in (stale, live, other):
+        folder.mkdir()
+    with nst_bridge.EngineRun(fake_engine):
+        pass
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+# A plug-in process that starts a hanging engine child and reports the child's pid.
+PLUGIN_PROCESS = textwrap.dedent(
+    """\
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import nst_bridge
+    run = nst_bridge.EngineRun({"python": sys.argv[2]})
+    print(run.folder, flush=True)
+    run.set_content_raw(bytes(16), 2, 2, "u8", 4)
+    run.run([(sys.argv[3], 1.0)], {}, lambda f, t: print("progress", f, flush=True))
+    """
+)
+
+
+@pytest.fixture
+def hanging_plugin(fake_engine: dict, style_file: str, tmp_path: Path, monkeypatch) -> Iterator[tuple]:
+    monkeypatch.setenv("FAKE_MODE", "hang")
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    plugin = subprocess.Popen(
+        [sys.executable, "-c", PLUGIN_PROCESS, str(PLUGIN_DIR), fake_engine["python"], style_file],
+        stdout=subprocess.PIPE, text=True,
+    )
+    folder = plugin.stdout.readline().strip()
+    assert plugin.stdout.readline().startswith("progress")  # the child is running
+    child = child_record(tmp_path)["pid"]
+    yield plugin, child, folder
+    plugin.kill()
+    plugin.wait()
+    if pid_exists(child):
+        os.kill(child, signal.SIGKILL)
+
+
+def test_engine_dies_with_a_killed_plugin(hanging_plugin: tuple) -> None:
+    plugin, child, folder = hanging_plugin
+    assert pid_exists(child)
+    plugin.kill()  # what GIMP's Cancel does
+    plugin.wait()
+    assert wait_until(lambda: not pid_exists(child)), "engine child outlived its killed parent"
+    assert os.path.isdir(folder)  # SIGKILL leaves it; the next run sweeps it (test above)
+
+
+def test_sigterm_to_plugin_kills_engine_and_removes_folder(hanging_plugin: tuple) -> None:
+    plugin, child, folder = hanging_plugin
+    plugin.send_signal(signal.SIGTERM)
+    assert plugin.wait(timeout=30) == 128 + signal.SIGTERM
+    assert wait_until(lambda: not pid_exists(child))
+    assert not os.path.exists(folder)
+
+
+def test_config_file_and_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NST_PLUGIN_CONFIG", raising=False)
+    monkeypatch.delenv("NST_ENGINE_PYTHON", raising=False)
+    monkeypatch.delenv("NST_WEIGHTS", raising=False)
+    assert nst_bridge.load_config(str(tmp_path)) == {}
+    config = {"version": 1, "python": "/p/python", "weights": "/w.pth", "engine": describe()}
+    (tmp_path / nst_bridge.CONFIG_NAME).write_text(json.dumps(config))
+    assert nst_bridge.load_config(str(tmp_path)) == config
+    monkeypatch.setenv("NST_ENGINE_PYTHON", "/other/python")
+    monkeypatch.setenv("NST_WEIGHTS", "/other.pth")
+    overridden = config | {"python": "/other/python", "weights": "/other.pth"}
+    assert nst_bridge.load_config(str(tmp_path)) == overridden
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("{broken")
+    monkeypatch.setenv("NST_PLUGIN_CONFIG", str(elsewhere))
+    with pytest.raises(nst_bridge.EngineNotInstalled, match="elsewhere.json is unreadable.*run install.py"):
+        nst_bridge.load_config(str(tmp_path))
+
+
+def test_user_presets_come_from_the_engine_description() -> None:
+    engine = describe()
+    expected = [(p["name"], p["label"]) for p in engine["presets"] if p["name"] in engine["user_presets"]]
+    assert nst_bridge.user_presets({"engine": engine}) == expected
+    assert [name for name, _ in expected] == list(engine["user_presets"])
+    assert nst_bridge.user_presets({}) == [("balanced", "Balanced")]
+    assert nst_bridge.option_spec({"engine": engine}, "strength") == engine["options"]["strength"]
+    assert nst_bridge.option_spec({}, "strength") == {}
+
+
+def python27() -> str:
+    """GIMP 2.10's Python: $NST_PYTHON2, python2.7 on PATH, or a pyenv 2.7 build."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [os.environ.get("NST_PYTHON2"), shutil.which("python2.7"), *pyenv.glob("2.7*/bin/python2.7")]
+    for candidate in candidates:
+        if candidate and subprocess.run([str(candidate), "-c", "pass"], capture_output=True).returncode == 0:
+            return str(candidate)
+    pytest.fail("No Python 2.7 found to check the bridge for GIMP 2.10: set NST_PYTHON2=/path/to/python2.7")
+
+
+def test_bridge_runs_on_python27(fake_engine: dict, style_file: str, tmp_path: Path) -> None:
+    driver = textwrap.dedent(
+        """\
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import nst_bridge
+        run = nst_bridge.EngineRun({"python": sys.argv[2]})
+        run.set_content_raw(b"\\x00\\x10\\x20\\xff" * 6, 3, 2, "u8", 4)
+        texts = []
+        result = run.run([(sys.argv[3], 1.0)], {"seed": 1}, lambda f, t: texts.append(t))
+        run.close()
+        assert result == b"\\xff\\xef\\xdf\\x00" * 6, repr(result)
+        print(texts[-1])
+        print(nst_bridge.user_presets({}))
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR",)}
+    done = subprocess.run(
+        [python27(), "-c", driver, str(PLUGIN_DIR), fake_engine["python"], style_file],
+        capture_output=True, text=True, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "Neural style: scale 2/2, iteration 2/2, 0:00 left"
+
+
+def test_real_engine_through_the_bridge(vgg19_weights: Path, style_png: Path) -> None:
+    config = {"python": sys.executable, "weights": str(vgg19_weights)}
+    pixels = bytearray()
+    for y in range(32):
+        for x in range(48):
+            pixels += bytes((x * 5, y * 7, 128, 255 if x < 40 else 100))
+    fractions: list[float] = []
+    with nst_bridge.EngineRun(config) as run:
+        run.set_content_raw(bytes(pixels), 48, 32, "u8", 4)
+        result = run.run([(str(style_png), 1.0)], {"iterations": 2, "size": 32, "device": "cpu", "seed": 0},
+                         lambda f, t: fractions.append(f))
+    assert len(result) == len(pixels) and result != bytes(pixels)
+    assert result[3::4] == bytes(pixels)[3::4]  # alpha copied back exactly
+    assert fractions and fractions[-1] == pytest.approx(1.0)
