@@ -1,0 +1,145 @@
+"""The engine's events (docs/protocol.md) as dicts, and the sinks that show them.
+
+Everything the CLI and `run-job` report goes through one of these dicts, so JSON lines for the
+plug-ins and the terminal bar for humans always say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from .errors import NstError
+
+PROTOCOL_VERSION = 1
+Event = dict[str, Any]
+
+
+def _number(value: Any) -> float | None:
+    """JSON has no NaN or infinity: a diverged loss is sent as null."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def start_event(device: str, scales: Sequence[int], iterations: int, memory_estimate: int) -> Event:
+    return {
+        "event": "start",
+        "version": PROTOCOL_VERSION,
+        "device": device,
+        "scales": [int(s) for s in scales],
+        "iterations": int(iterations),
+        "memory_estimate": int(memory_estimate),
+    }
+
+
+def progress_event(progress: Any) -> Event:
+    """From an `nst_core.optimize.Progress` (read by attribute: this module imports no torch)."""
+    return {
+        "event": "progress",
+        "scale": int(progress.scale),
+        "scales": int(progress.scales),
+        "iteration": int(progress.iteration),
+        "iterations": int(progress.iterations),
+        "fraction": min(1.0, max(0.0, float(progress.fraction))),
+        "elapsed": _number(progress.elapsed),
+        "eta": _number(progress.eta),
+        "loss": {name: _number(value) for name, value in dict(progress.loss).items()},
+    }
+
+
+def done_event(output: str, seconds: float) -> Event:
+    return {"event": "done", "output": str(output), "seconds": round(float(seconds), 3)}
+
+
+def error_event(error: NstError) -> Event:
+    return {"event": "error", "message": error.message, "code": int(error.code)}
+
+
+class Sink:
+    """Receives events; the base class shows only errors, as one line on stderr."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()  # the stdin watcher may report from another thread
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self._show(event)
+
+    def _show(self, event: Event) -> None:
+        if event["event"] == "error":
+            print(f"error: {event['message']}", file=sys.stderr, flush=True)
+
+
+class JsonLines(Sink):
+    """One JSON object per line on stdout: the machine-readable protocol."""
+
+    def _show(self, event: Event) -> None:
+        stream = self.stream or sys.stdout
+        stream.write(json.dumps(event, allow_nan=False) + "\n")
+        stream.flush()
+
+
+class ProgressBar(Sink):
+    """A one-line bar on stderr, redrawn in place."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._drawn = False
+
+    def _show(self, event: Event) -> None:
+        stream = self.stream or sys.stderr
+        kind = event["event"]
+        if kind == "progress":
+            stream.write("\r" + render_bar(event))
+            self._drawn = True
+        else:
+            if self._drawn:
+                stream.write("\n")
+                self._drawn = False
+            stream.write(_summary(event) + "\n")
+        stream.flush()
+
+
+def render_bar(event: Event) -> str:
+    fraction = event["fraction"]
+    filled = round(fraction * ProgressBar.WIDTH)
+    bar = "#" * filled + "-" * (ProgressBar.WIDTH - filled)
+    loss = event["loss"].get("total")
+    loss_text = f"loss {loss:.3g}" if loss is not None else "loss -"
+    return (
+        f"[{bar}] {fraction * 100:3.0f}%  scale {event['scale']}/{event['scales']}  "
+        f"step {event['iteration']}/{event['iterations']}  {loss_text}  eta {_clock(event['eta'])} "
+    )
+
+
+def _summary(event: Event) -> str:
+    kind = event["event"]
+    if kind == "start":
+        sizes = ", ".join(str(s) for s in event["scales"])
+        return f"Stylising on {event['device']}: {sizes} px, {event['iterations']} iterations"
+    if kind == "done":
+        return f"Wrote {event['output']} in {event['seconds']:.1f} s"
+    return f"error: {event['message']}"
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def make_sink(mode: str) -> Sink:
+    """`bar`, `json` or `none` (errors only)."""
+    if mode == "json":
+        return JsonLines()
+    if mode == "bar":
+        return ProgressBar()
+    return Sink()
