@@ -72,10 +72,35 @@ class Options:
             raise UsageError(
                 f"Unknown option {', '.join(unknown)}: use one of {', '.join(sorted(known))}."
             )
-        return cls(**data)
+        types = {f.name: str(f.type) for f in fields(cls)}
+        return cls(**{name: _typed(name, value, types[name]) for name, value in data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _typed(name: str, value: Any, annotation: str) -> Any:
+    """`value` checked against the field's annotation (job files are JSON: no argparse types there)."""
+    if value is None and "None" in annotation:
+        return None
+    kind = annotation.split(" |")[0]
+    if kind == "int" and _is_number(value) and float(value).is_integer():
+        return int(value)
+    if kind == "float" and _is_number(value):
+        return float(value)
+    if kind in ("str", "bool") and type(value).__name__ == kind:
+        return value
+    if kind.startswith("list[") and isinstance(value, list):
+        item = kind[5:-1]
+        if all(isinstance(v, str) if item == "str" else _is_number(v) for v in value):
+            return [v if item == "str" else float(v) for v in value]
+    wanted = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false",
+              "list[str]": "a list of strings", "list[float]": "a list of numbers"}[kind]
+    raise UsageError(f"Option {name} must be {wanted}, not {value!r}: fix the job file or command line.")
 
 
 @dataclass(frozen=True)
