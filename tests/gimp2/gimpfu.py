@@ -1,0 +1,317 @@
+"""A stand-in for GIMP 2.10's `gimpfu`, enough to run the Neural Style plug-in outside GIMP.
+
+It keeps the real module's names and call signatures (register, main, pdb, gimp, PF_*,
+image types, layer modes) and the pixel-region semantics the plug-in relies on: regions
+address drawable coordinates, writes need a dirty region and reach the drawable on
+`flush()`. Every pdb/gimp call is recorded in `calls`, messages in `messages`, so tests
+can check what the plug-in asked GIMP to do. Python 2.7 and 3, like the plug-in.
+"""
+# ruff: noqa: UP004, UP010, UP031
+# (Python 2.7 runs this module too: explicit `object` bases, __future__ imports, % formatting.)
+from __future__ import absolute_import, division, print_function
+
+import string
+
+# Parameter types, with gimpfu 2.10's values.
+PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING = 0, 1, 2, 3, 4
+PF_INT32, PF_INT16, PF_INT8, PF_FLOAT, PF_STRING = PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING
+PF_INT = PF_INT32
+PF_TOGGLE = PF_BOOL = 1000
+PF_SLIDER = 1001
+PF_SPINNER = PF_ADJUSTMENT = 1002
+PF_FONT, PF_FILE, PF_BRUSH, PF_PATTERN, PF_GRADIENT = 1003, 1004, 1005, 1006, 1007
+PF_RADIO, PF_TEXT, PF_PALETTE, PF_FILENAME, PF_DIRNAME, PF_OPTION = 1008, 1009, 1010, 1011, 1012, 1013
+PF_TYPES = (PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING) + tuple(range(1000, 1014))
+
+# Enums the plug-in uses, with GIMP 2.10's values.
+RGB, GRAY, INDEXED = 0, 1, 2
+RGB_IMAGE, RGBA_IMAGE, GRAY_IMAGE, GRAYA_IMAGE, INDEXED_IMAGE, INDEXEDA_IMAGE = 0, 1, 2, 3, 4, 5
+LAYER_MODE_NORMAL = 28
+ADD_MASK_WHITE, ADD_MASK_SELECTION = 0, 4
+CHANNEL_OP_ADD, CHANNEL_OP_SUBTRACT, CHANNEL_OP_REPLACE = 0, 1, 2
+RUN_INTERACTIVE, RUN_NONINTERACTIVE, RUN_WITH_LAST_VALS = 0, 1, 2
+
+BYTES_PER_PIXEL = {RGB_IMAGE: 3, RGBA_IMAGE: 4, GRAY_IMAGE: 1, GRAYA_IMAGE: 2, INDEXED_IMAGE: 1,
+                   INDEXEDA_IMAGE: 2}
+NAME_CHARACTERS = set(string.ascii_letters + string.digits + "_-")
+RANGED_TYPES = (PF_SLIDER, PF_SPINNER, PF_RADIO, PF_OPTION)  # gimpfu's dialog reads their 5th field
+
+calls = []  # [(name, args)] of every pdb and gimp call, in order
+messages = []  # what reached the user through pdb.gimp_message / gimp.message
+registered = {}  # procedure name -> everything register() was given
+
+
+class error(RuntimeError):
+    pass
+
+
+def reset():
+    """Forget the calls and messages recorded so far (the registry stays)."""
+    del calls[:]
+    del messages[:]
+
+
+def called(name):
+    """The argument tuples of every recorded call to `name`."""
+    return [args for call, args in calls if call == name]
+
+
+def _check_name(name, what):
+    if not name or set(name) - NAME_CHARACTERS:
+        raise error("%s name %r contains illegal characters" % (what, name))
+
+
+def _check_param(param):
+    if len(param) < 4:
+        raise error("parameter definition must contain at least 4 elements: %r" % (param,))
+    if param[0] not in PF_TYPES:
+        raise error("unknown parameter type in %r" % (param,))
+    _check_name(param[1], "parameter")
+    if param[0] in RANGED_TYPES and len(param) < 5:
+        raise error("%s needs its range or choices as a fifth element" % param[1])
+
+
+def register(proc_name, blurb, help, author, copyright, date, label, imagetypes, params, results,
+             function, menu=None, domain=None, on_query=None, on_run=None):
+    """Records the procedure after gimpfu's own sanity checks."""
+    _check_name(proc_name, "procedure")
+    for param in params:
+        _check_param(param)
+    if menu is None or not menu.startswith("<"):
+        raise error("give the menu path with menu=, like '<Image>/Filters'")
+    registered[proc_name] = {
+        "blurb": blurb, "help": help, "author": author, "copyright": copyright, "date": date,
+        "label": label, "imagetypes": imagetypes, "params": list(params), "results": list(results),
+        "function": function, "menu": menu, "domain": domain,
+    }
+
+
+def main():
+    """GIMP would now query or run the procedure; the tests call it directly instead."""
+
+
+def _record(name, *args):
+    calls.append((name, args))
+
+
+class Channel(object):
+    """A layer mask or the selection: one byte of coverage per pixel."""
+
+    def __init__(self, width, height, coverage):
+        self.width, self.height = width, height
+        self.pixels = bytearray(coverage)
+
+
+class PixelRegion(object):
+    def __init__(self, drawable, x, y, width, height, dirty, shadow):
+        self.drawable, self.dirty, self.shadow = drawable, dirty, shadow
+        self.x, self.y, self.w, self.h = x, y, width, height
+        self.bpp = drawable.bpp
+        if x < 0 or y < 0 or x + width > drawable.width or y + height > drawable.height:
+            raise error("pixel region %r lies outside the drawable" % ((x, y, width, height),))
+
+    def _rows(self, key):
+        columns, rows = key
+        x1, x2, y1, y2 = columns.start, columns.stop, rows.start, rows.stop
+        if not (self.x <= x1 < x2 <= self.x + self.w and self.y <= y1 < y2 <= self.y + self.h):
+            raise error("slice %r is outside the region" % (key,))
+        stride, bpp = self.drawable.width * self.bpp, self.bpp
+        return [(row * stride + x1 * bpp, row * stride + x2 * bpp) for row in range(y1, y2)]
+
+    def __getitem__(self, key):
+        source = self.drawable.pixels
+        return bytes(b"".join(bytes(source[start:stop]) for start, stop in self._rows(key)))
+
+    def __setitem__(self, key, data):
+        if not self.dirty:
+            raise error("writing to a pixel region that was not opened dirty")
+        if not isinstance(data, bytes):
+            raise TypeError("pixel data must be a byte string")
+        rows = self._rows(key)
+        if len(data) != sum(stop - start for start, stop in rows):
+            raise error("pixel data does not fill the slice")
+        pending = self.drawable.pending
+        offset = 0
+        for start, stop in rows:
+            pending.append((start, data[offset:offset + stop - start]))
+            offset += stop - start
+
+
+class Layer(object):
+    """gimp.Layer(image, name, width, height, type, opacity, mode) with real pixel bytes."""
+
+    def __init__(self, image, name, width, height, type, opacity=100.0, mode=LAYER_MODE_NORMAL):
+        self.image, self.name, self.width, self.height, self.type = image, name, width, height, type
+        self.opacity, self.mode = opacity, mode
+        self.bpp = BYTES_PER_PIXEL[type]
+        self.has_alpha = type in (RGBA_IMAGE, GRAYA_IMAGE, INDEXEDA_IMAGE)
+        self.offsets = (0, 0)
+        self.pixels = bytearray(width * height * self.bpp)
+        self.pending = []  # writes that reach the pixels on flush(), as in GIMP's tile cache
+        self.mask = None
+        self.updates = []
+
+    def get_pixel_rgn(self, x, y, width, height, dirty=True, shadow=False):
+        _record("drawable.get_pixel_rgn", self, x, y, width, height, dirty, shadow)
+        if shadow:
+            raise error("this stand-in keeps no shadow buffers: write new layers directly")
+        return PixelRegion(self, x, y, width, height, dirty, shadow)
+
+    def flush(self):
+        _record("drawable.flush", self)
+        for start, data in self.pending:
+            self.pixels[start:start + len(data)] = data
+        del self.pending[:]
+
+    def update(self, x, y, width, height):
+        _record("drawable.update", self, x, y, width, height)
+        self.updates.append((x, y, width, height))
+
+    def set_offsets(self, x, y):
+        _record("layer.set_offsets", self, x, y)
+        self.offsets = (x, y)
+
+    def fill_pixels(self, data):
+        """Test setup: the layer's whole content at once (not part of gimpfu)."""
+        if len(data) != len(self.pixels):
+            raise error("wrong pixel count for the layer")
+        self.pixels[:] = data
+
+    def __repr__(self):
+        return "<Layer %r>" % (self.name,)
+
+
+class Image(object):
+    """gimp.Image(width, height, base_type): a flat layer stack and a rectangular selection."""
+
+    def __init__(self, width, height, base_type=RGB):
+        self.width, self.height, self.base_type = width, height, base_type
+        self.layers = []
+        self.selection = None  # (x, y, width, height) in image coordinates, or None for "none"
+        self.open_undo_groups = 0
+
+
+def _selection_in(image, drawable):
+    """The selection's bounds inside the drawable, in drawable coordinates, or None if outside."""
+    offset_x, offset_y = drawable.offsets
+    if image.selection is None:
+        return 0, 0, drawable.width, drawable.height
+    sx, sy, sw, sh = image.selection
+    x1, y1 = max(sx - offset_x, 0), max(sy - offset_y, 0)
+    x2, y2 = min(sx + sw - offset_x, drawable.width), min(sy + sh - offset_y, drawable.height)
+    if x2 <= x1 or y2 <= y1:
+        return None
+    return x1, y1, x2 - x1, y2 - y1
+
+
+class Pdb(object):
+    """The procedures the plug-in may call, with GIMP 2.10's signatures and return values."""
+
+    def __getattr__(self, name):
+        raise AttributeError("the gimpfu stand-in has no pdb procedure %s: add it if GIMP 2.10 has it"
+                             % name)
+
+    def gimp_image_undo_group_start(self, image):
+        _record("gimp_image_undo_group_start", image)
+        image.open_undo_groups += 1
+
+    def gimp_image_undo_group_end(self, image):
+        _record("gimp_image_undo_group_end", image)
+        if image.open_undo_groups < 1:
+            raise error("undo group ended without a start")
+        image.open_undo_groups -= 1
+
+    def gimp_message(self, message):
+        _record("gimp_message", message)
+        messages.append(message)
+
+    def gimp_progress_set_text(self, message):
+        _record("gimp_progress_set_text", message)
+
+    def gimp_item_is_layer(self, item):
+        _record("gimp_item_is_layer", item)
+        return int(isinstance(item, Layer))
+
+    def gimp_item_get_parent(self, item):
+        _record("gimp_item_get_parent", item)
+        return None  # this stand-in has no layer groups
+
+    def gimp_drawable_mask_intersect(self, drawable):
+        _record("gimp_drawable_mask_intersect", drawable)
+        bounds = _selection_in(drawable.image, drawable)
+        return (0, 0, 0, 0, 0) if bounds is None else (1,) + bounds
+
+    def gimp_selection_is_empty(self, image):
+        _record("gimp_selection_is_empty", image)
+        return int(image.selection is None)
+
+    def gimp_image_select_rectangle(self, image, operation, x, y, width, height):
+        _record("gimp_image_select_rectangle", image, operation, x, y, width, height)
+        if operation != CHANNEL_OP_REPLACE:
+            raise error("this stand-in only replaces the selection")
+        image.selection = (x, y, width, height)
+
+    def gimp_layer_new(self, image, width, height, type, name, opacity, mode):
+        _record("gimp_layer_new", image, width, height, type, name, opacity, mode)
+        return Layer(image, name, width, height, type, opacity, mode)
+
+    def gimp_image_get_item_position(self, image, item):
+        _record("gimp_image_get_item_position", image, item)
+        return image.layers.index(item)
+
+    def gimp_image_insert_layer(self, image, layer, parent, position):
+        _record("gimp_image_insert_layer", image, layer, parent, position)
+        if layer.image is not image or layer in image.layers or parent is not None:
+            raise error("cannot insert %r here" % (layer,))
+        image.layers.insert(max(0, min(position, len(image.layers))), layer)
+
+    def gimp_image_remove_layer(self, image, layer):
+        _record("gimp_image_remove_layer", image, layer)
+        image.layers.remove(layer)
+
+    def gimp_layer_create_mask(self, layer, mask_type):
+        _record("gimp_layer_create_mask", layer, mask_type)
+        if mask_type == ADD_MASK_WHITE:
+            return Channel(layer.width, layer.height, b"\xff" * (layer.width * layer.height))
+        if mask_type != ADD_MASK_SELECTION:
+            raise error("this stand-in makes white and selection masks only")
+        inside = _selection_in(layer.image, layer)
+        coverage = bytearray(layer.width * layer.height)
+        if inside is not None:
+            x, y, width, height = inside
+            for row in range(y, y + height):
+                coverage[row * layer.width + x:row * layer.width + x + width] = b"\xff" * width
+        return Channel(layer.width, layer.height, coverage)
+
+    def gimp_layer_add_mask(self, layer, mask):
+        _record("gimp_layer_add_mask", layer, mask)
+        if layer not in layer.image.layers or layer.mask is not None:
+            raise error("a mask needs a layer in the image that has none yet")
+        layer.mask = mask
+
+
+class Gimp(object):
+    """The `gimp` module: progress, messages, and the Image and Layer constructors."""
+
+    Image = Image
+    Layer = Layer
+
+    def __init__(self, pdb):
+        self.pdb = pdb
+
+    def progress_init(self, message=None):
+        _record("gimp.progress_init", message)
+
+    def progress_update(self, percentage):
+        _record("gimp.progress_update", percentage)
+
+    def message(self, message):
+        _record("gimp.message", message)
+        messages.append(message)
+
+    def displays_flush(self):
+        _record("gimp.displays_flush")
+
+
+pdb = Pdb()
+gimp = Gimp(pdb)
