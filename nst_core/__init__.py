@@ -4,3 +4,26 @@ Importing the package is cheap (no torch); the heavy modules load on first use.
 """
 
 __version__ = "0.1.0"
+
+from typing import Any
+
+# Public names and the module that holds each; loaded on first access so that
+# `import nst_core` stays cheap (the GIMP side and the CLI's --help never load torch).
+_LAZY = {
+    "stylize": "stylize",
+    "plan_job": "stylize",
+    "Job": "stylize",
+    "Progress": "optimize",
+    "load_image": "images",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

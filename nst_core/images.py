@@ -1,0 +1,177 @@
+"""Images in and out: loading, array and tensor conversions, resizing, alpha handling.
+
+The engine's image type is a numpy float32 array H x W x C in [0, 1], C in 1..4
+(gray, gray + alpha, RGB, RGBA), non-linear sRGB as GIMP hands it over.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from .colors import luma
+from .errors import ImageError
+
+_FIX_IMAGE = "save it again as PNG or JPEG"
+_MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Any image Pillow reads, as H x W x C float32 in [0, 1] with its own channel count."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"Image {path} does not exist: check the file name.")
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return to_array(image, name=str(path))
+    except ImageError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(
+            f"Image {path} cannot be read ({type(exc).__name__}: {exc}): it is corrupt or not an image; "
+            f"{_FIX_IMAGE}."
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"Image {path} is too large to open safely ({exc}): scale it down first.") from None
+
+
+def _pil_to_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit gray PNGs: keep the precision as float rather than dropping to 8 bits.
+        values = np.asarray(image.convert("I"), dtype=np.float32) / 65535.0
+        return np.clip(values, 0.0, 1.0)[..., None]
+    if image.mode == "F":
+        return np.asarray(image, dtype=np.float32)[..., None]
+    if image.mode not in _MODE_CHANNELS:
+        has_alpha = "A" in image.getbands() or "transparency" in image.info
+        image = image.convert("RGBA" if has_alpha else "RGB")
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return array[..., None] if array.ndim == 2 else array
+
+
+def to_array(image: Image.Image | np.ndarray, name: str = "image") -> np.ndarray:
+    """A PIL image or numpy array (u8, u16 or float in [0, 1]) as a checked H x W x C float32 array."""
+    if isinstance(image, Image.Image):
+        array = _pil_to_array(image)
+    elif isinstance(image, np.ndarray):
+        array = _numpy_to_float(image, name)
+    else:
+        raise ImageError(f"The {name} is a {type(image).__name__}: pass a numpy array or a PIL image.")
+    if array.ndim != 3 or not 1 <= array.shape[2] <= 4:
+        raise ImageError(f"The {name} has shape {array.shape}: use H x W x C with 1 to 4 channels.")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"The {name} is empty (0 pixels): use an image with at least one pixel.")
+    if not np.isfinite(array).all():
+        raise ImageError(f"The {name} contains NaN or infinite values: pass values from 0 to 1.")
+    return np.ascontiguousarray(np.clip(array, 0.0, 1.0), dtype=np.float32)
+
+
+def _numpy_to_float(array: np.ndarray, name: str) -> np.ndarray:
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    if np.issubdtype(array.dtype, np.floating):
+        return array.astype(np.float32)
+    raise ImageError(f"The {name} has pixel type {array.dtype}: use uint8, uint16 or float32 in [0, 1].")
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """8-bit PIL image of an H x W x C array in [0, 1] (for saving)."""
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[array.shape[2]]
+    data = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(data[..., 0] if mode == "L" else data, mode)
+
+
+def fit_size(width: int, height: int, longest: int, min_side: int = 1) -> tuple[int, int]:
+    """(width, height) scaled so the longest side is `longest`, no side below `min_side`."""
+    scale = longest / max(width, height)
+    return max(min_side, round(width * scale)), max(min_side, round(height * scale))
+
+
+def resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Lanczos resize of an H x W x C float array (antialiased when shrinking)."""
+    if array.shape[1] == width and array.shape[0] == height:
+        return array.copy()
+    planes = [Image.fromarray(np.ascontiguousarray(array[..., c])) for c in range(array.shape[2])]
+    channels = [np.asarray(p.resize((width, height), Image.LANCZOS)) for p in planes]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def resize_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of N x C x H x W to `size` = (H, W), antialiased when shrinking."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image.clone()
+    shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
+    try:
+        out = F.interpolate(image, size=size, mode="bicubic", align_corners=False, antialias=shrinking)
+    except (NotImplementedError, RuntimeError):  # some back ends lack antialiased bicubic
+        out = F.interpolate(image, size=size, mode="bicubic", align_corners=False)
+    return out.clamp(0, 1)
+
+
+def to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """H x W x 3 array -> 1 x 3 x H x W float32 tensor."""
+    tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
+    return tensor.contiguous().to(device)
+
+
+def from_tensor(image: torch.Tensor) -> np.ndarray:
+    return image.detach()[0].permute(1, 2, 0).float().cpu().numpy().astype(np.float32, copy=True)
+
+
+def split_alpha(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB, alpha or None); gray is repeated to RGB."""
+    channels = array.shape[2]
+    color = array[..., : 1 if channels <= 2 else 3]
+    alpha = array[..., -1] if channels in (2, 4) else None
+    if color.shape[2] == 1:
+        color = np.repeat(color, 3, axis=2)
+    return np.ascontiguousarray(color), alpha
+
+
+def merge_alpha(rgb: np.ndarray, alpha: np.ndarray | None, channels: int) -> np.ndarray:
+    """Back to `channels` channels: gray layouts take the luminance of `rgb`."""
+    color = luma(rgb)[..., None] if channels <= 2 else rgb
+    parts = [color] if alpha is None else [color, alpha[..., None]]
+    return np.clip(np.concatenate(parts, axis=2), 0.0, 1.0).astype(np.float32)
+
+
+def fill_transparent(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Replace fully transparent pixels' colour by the nearby visible colours (push-pull).
+
+    Transparent pixels often hold arbitrary colour; left in place it would be stylised and
+    bleed into the visible edge through the network's receptive field.
+    """
+    hidden = alpha <= 0
+    if not hidden.any():
+        return rgb
+    if hidden.all():
+        return np.full_like(rgb, 0.5)
+    weight = (~hidden).astype(np.float32)[..., None]
+    filled = _push_pull(rgb * weight, weight)
+    return np.where(hidden[..., None], filled, rgb).astype(np.float32)
+
+
+def _push_pull(premultiplied: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    height, width = weight.shape[:2]
+    if max(height, width) <= 1 or weight.min() > 0:
+        return premultiplied / np.maximum(weight, 1e-12)
+    coarse = _push_pull(_halve(premultiplied), _halve(weight))
+    up = np.repeat(np.repeat(coarse, 2, axis=0), 2, axis=1)[:height, :width]
+    # Known pixels keep their (averaged) colour; holes take the coarser level's estimate.
+    own = premultiplied / np.maximum(weight, 1e-12)
+    return np.where(weight > 0, own, up)
+
+
+def _halve(array: np.ndarray) -> np.ndarray:
+    height, width = array.shape[:2]
+    padded = np.pad(array, ((0, height % 2), (0, width % 2), (0, 0)), mode="edge")
+    return 0.25 * (padded[0::2, 0::2] + padded[1::2, 0::2] + padded[0::2, 1::2] + padded[1::2, 1::2])

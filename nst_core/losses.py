@@ -1,0 +1,146 @@
+"""The loss terms, each written once.
+
+Normalisation (why the same weights work at any size, for VGG16 and VGG19, max or average
+pooling, and for both style losses): every feature statistic is a mean over positions, and
+every content and style term is a *relative* squared error, divided by the squared size of
+its own target. A term therefore reads "fraction of the target still wrong": about 1 when
+unrelated, 0 when matched, whatever the image size, channel count or activation scale.
+
+- content:  |F - P|^2 / |P|^2                        (F, P: C x HW features of image, content)
+- gram:     |G - A|^2 / |A|^2, G = F F^T / (H W)     (the Gram divided by the position count)
+- w2:       W2^2 / tr(S_s) with the Gaussian fits (mu, Sigma = S - mu mu^T + eps I, S = F F^T / HW):
+            W2^2 = |mu - mu_s|^2 + tr(Sigma) + tr(Sigma_s) - 2 tr((Sigma_s^1/2 Sigma Sigma_s^1/2)^1/2)
+- tv:       mean squared difference of neighbouring pixels (pixels in [0, 1]).
+
+Layer weights are normalised to sum 1, so a layer list of any length keeps the balance.
+Several styles blend by the weighted average of their statistics (A, or mu and S).
+All statistics are computed in float32 even when the network runs in half precision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+EPS = 1e-8
+COVARIANCE_EPS = 1e-5  # keeps Sigma positive definite for the square roots (relative to its trace / C)
+NEWTON_SCHULZ_STEPS = 12
+
+
+def _matrix(features: torch.Tensor) -> torch.Tensor:
+    """N x C x H x W (N = 1) -> C x HW in float32."""
+    return features.float().flatten(2).squeeze(0) if features.dim() == 4 else features.float().flatten(1)
+
+
+def relative_error(value: torch.Tensor, target: torch.Tensor, target_norm: torch.Tensor) -> torch.Tensor:
+    return (value - target).pow(2).sum() / target_norm
+
+
+def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    target = target.float()
+    return relative_error(features.float(), target, target.pow(2).sum() + EPS)
+
+
+def gram(features: torch.Tensor) -> torch.Tensor:
+    """Channel second moments F F^T / (H W)."""
+    f = _matrix(features)
+    return f @ f.T / f.shape[1]
+
+
+def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean per channel and the second moment S = F F^T / HW (what a w2 target blends)."""
+    f = _matrix(features)
+    return f.mean(dim=1), f @ f.T / f.shape[1]
+
+
+def tv_loss(image: torch.Tensor) -> torch.Tensor:
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+@dataclass(frozen=True)
+class GramTarget:
+    gram: torch.Tensor
+    norm: torch.Tensor  # |A|^2, computed once
+
+    def loss(self, features: torch.Tensor) -> torch.Tensor:
+        return relative_error(gram(features), self.gram, self.norm)
+
+
+def _covariance(mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    eye = torch.eye(len(mean), device=mean.device, dtype=mean.dtype)
+    cov = second - torch.outer(mean, mean)
+    return cov + eye * (COVARIANCE_EPS * cov.diagonal().mean().clamp_min(EPS))
+
+
+def sqrtm_eigh(matrix: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix (exact, not differentiated)."""
+    values, vectors = torch.linalg.eigh(matrix.double())
+    return ((vectors * values.clamp_min(0).sqrt()) @ vectors.T).to(matrix.dtype)
+
+
+def trace_sqrtm(matrix: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> torch.Tensor:
+    """tr(M^1/2) of a symmetric positive definite M: coupled Newton-Schulz, matmuls only, differentiable."""
+    norm = matrix.norm()
+    y = matrix / norm
+    eye = torch.eye(len(matrix), device=matrix.device, dtype=matrix.dtype)
+    z = eye
+    for _ in range(steps):
+        t = 0.5 * (3 * eye - z @ y)
+        y, z = y @ t, t @ z
+    return y.trace() * norm.sqrt()
+
+
+@dataclass(frozen=True)
+class W2Target:
+    mean: torch.Tensor
+    cov_sqrt: torch.Tensor  # Sigma_s^1/2, once per scale
+    cov_trace: torch.Tensor
+    norm: torch.Tensor  # tr(S_s) = |mu_s|^2 + tr(Sigma_s)
+
+    def loss(self, features: torch.Tensor) -> torch.Tensor:
+        mean, second = moments(features)
+        cov = _covariance(mean, second)
+        cross = trace_sqrtm(self.cov_sqrt @ cov @ self.cov_sqrt)
+        distance = (mean - self.mean).pow(2).sum() + cov.trace() + self.cov_trace - 2 * cross
+        return distance / self.norm
+
+
+StyleTarget = GramTarget | W2Target
+
+
+def style_statistics(features: torch.Tensor, kind: str) -> tuple[torch.Tensor, ...]:
+    """What a style contributes to a blend at one layer: (G,) for gram, (mu, S) for w2."""
+    if kind == "gram":
+        return (gram(features),)
+    return moments(features)
+
+
+def blend_statistics(
+    per_style: Sequence[tuple[torch.Tensor, ...]], weights: Sequence[float]
+) -> tuple[torch.Tensor, ...]:
+    total = float(sum(weights))
+    return tuple(
+        sum(w / total * stats[i] for w, stats in zip(weights, per_style, strict=True))  # type: ignore[misc]
+        for i in range(len(per_style[0]))
+    )
+
+
+def style_target(statistics: tuple[torch.Tensor, ...], kind: str) -> StyleTarget:
+    if kind == "gram":
+        (g,) = statistics
+        return GramTarget(g, g.pow(2).sum() + EPS)
+    mean, second = statistics
+    cov = _covariance(mean, second)
+    return W2Target(mean, sqrtm_eigh(cov), cov.trace(), second.trace() + EPS)
+
+
+def weighted_sum(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """Sum of layer terms with weights normalised to sum 1."""
+    total = sum(weights[name] for name in terms)
+    if total <= 0:
+        return sum(terms.values()) * 0.0  # type: ignore[return-value]
+    return sum(terms[name] * (weights[name] / total) for name in terms)  # type: ignore[return-value]

@@ -1,0 +1,186 @@
+"""VGG16 / VGG19 feature extractors built from torchvision's layout and a local weights file.
+
+Layer names follow the VGG paper (conv3_1, relu4_2, pool2); Keras-style names such as
+block4_conv2 mean the ReLU after that convolution (Keras fuses them). The file is not hashed
+here: `weights.py` verifies it; this module only refuses files it cannot use.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import UsageError, WeightsError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODELS = ("vgg16", "vgg19")
+
+_FIX_WEIGHTS = "re-run install.py or `python -m nst_core weights fetch`"
+
+
+def _blank_features(model: str) -> nn.Sequential:
+    """torchvision's `features` stack without allocating or initialising parameters."""
+    if model not in MODELS:
+        raise UsageError(f"Unknown model '{model}': use one of {', '.join(MODELS)}.")
+    with torch.device("meta"):
+        return getattr(torchvision.models, model)(weights=None).features
+
+
+@functools.cache
+def layer_indices(model: str) -> dict[str, int]:
+    """Every name a layer of `model` answers to, mapped to its index in `features`."""
+    names: dict[str, int] = {}
+    block, conv = 1, 0
+    for index, layer in enumerate(_blank_features(model)):
+        if isinstance(layer, nn.Conv2d):
+            conv += 1
+            names[f"conv{block}_{conv}"] = index
+        elif isinstance(layer, nn.ReLU):
+            names[f"relu{block}_{conv}"] = index
+            names[f"block{block}_conv{conv}"] = index
+        elif isinstance(layer, nn.MaxPool2d):
+            names[f"pool{block}"] = index
+            names[f"block{block}_pool"] = index
+            block, conv = block + 1, 0
+    return names
+
+
+def layer_index(model: str, name: str) -> int:
+    indices = layer_indices(model)
+    if name not in indices:
+        valid = ", ".join(n for n in indices if not n.startswith("block"))
+        raise UsageError(
+            f"Unknown {model} layer '{name}': use one of {valid} (or Keras names like block4_conv2)."
+        )
+    return indices[name]
+
+
+def pools_before(model: str, index: int) -> int:
+    """How many 2x poolings an image passes before layer `index` (sets the smallest usable size)."""
+    return sum(isinstance(layer, nn.MaxPool2d) for layer in list(_blank_features(model))[:index])
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} does not exist: {_FIX_WEIGHTS}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated or foreign files
+        raise WeightsError(
+            f"Weights file {path} is truncated or not a PyTorch file ({type(exc).__name__}): {_FIX_WEIGHTS}."
+        ) from None
+    if not isinstance(state, dict):
+        raise WeightsError(f"Weights file {path} does not hold a state dict: {_FIX_WEIGHTS}.")
+    return state
+
+
+@functools.lru_cache(maxsize=2)
+def _load_checked_features(model: str, path: str, _stamp: tuple[int, int]) -> nn.Sequential:
+    state = _read_state(Path(path))
+    features = _blank_features(model)
+    wanted = features.state_dict()
+    loaded: dict[str, torch.Tensor] = {}
+    for key, blank in wanted.items():
+        tensor = state.get(f"features.{key}", state.get(key))
+        if not isinstance(tensor, torch.Tensor):
+            raise WeightsError(
+                f"Weights file {path} has no features.{key}: it is not a torchvision {model} file; "
+                f"{_FIX_WEIGHTS}."
+            )
+        if tensor.shape != blank.shape:
+            raise WeightsError(
+                f"Weights file {path} has features.{key} of shape {tuple(tensor.shape)}, "
+                f"expected {tuple(blank.shape)} for {model}: {_FIX_WEIGHTS}."
+            )
+        loaded[key] = tensor.float()
+    features.load_state_dict(loaded, strict=True, assign=True)
+    return features
+
+
+def load_features(model: str, path: str | Path) -> nn.Sequential:
+    """The full `features` stack of `model` with the weights in `path` (cached per file version)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise WeightsError(f"Weights file {path} does not exist: {_FIX_WEIGHTS}.") from None
+    return _load_checked_features(model, str(path.resolve()), (stat.st_mtime_ns, stat.st_size))
+
+
+class VGGFeatures(nn.Module):
+    """RGB in [0, 1] -> the named layers' activations. Frozen, eval mode, cut after the deepest layer."""
+
+    def __init__(self, features: nn.Sequential, layers: dict[str, int], pooling: str = "max") -> None:
+        super().__init__()
+        if pooling not in ("max", "avg"):
+            raise UsageError(f"Unknown pooling '{pooling}': use max or avg.")
+        self.layers = dict(layers)
+        deepest = max(self.layers.values())
+        self.body = nn.Sequential(*[_fresh(layer, pooling) for layer in list(features)[: deepest + 1]])
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+        self._wanted: dict[int, list[str]] = {}
+        for name, index in self.layers.items():
+            self._wanted.setdefault(index, []).append(name)
+        # Each 2x pooling halves the image; the deepest layer must keep at least one pixel.
+        self.min_side = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (image - self.mean) / self.std
+        out: dict[str, torch.Tensor] = {}
+        for index, layer in enumerate(self.body):
+            x = layer(x)
+            for name in self._wanted.get(index, ()):
+                out[name] = x
+        return out
+
+
+def _fresh(layer: nn.Module, pooling: str) -> nn.Module:
+    # In-place ReLUs would overwrite a captured convolution output; copies keep the cache shared safely.
+    if isinstance(layer, nn.ReLU):
+        return nn.ReLU(inplace=False)
+    if isinstance(layer, nn.MaxPool2d) and pooling == "avg":
+        return nn.AvgPool2d(kernel_size=2, stride=2)
+    if isinstance(layer, nn.Conv2d):
+        conv = nn.Conv2d(layer.in_channels, layer.out_channels, 3, padding=1, device="meta")
+        conv.load_state_dict(layer.state_dict(), assign=True)
+        return conv
+    return layer
+
+
+def build_network(
+    model: str, weights: str | Path, layer_names: Iterable[str], pooling: str = "max"
+) -> VGGFeatures:
+    """A feature extractor for `layer_names` of `model` (names checked before the file is read)."""
+    layers = {name: layer_index(model, name) for name in layer_names}
+    if not layers:
+        raise UsageError("No content or style layers given: name at least one layer.")
+    return VGGFeatures(load_features(model, weights), layers, pooling)
+
+
+def smallest_side(model: str, layer_names: Iterable[str]) -> int:
+    """The smallest image side that still leaves the deepest layer at least 1 pixel wide."""
+    deepest = max(layer_index(model, name) for name in layer_names)
+    return 2 ** pools_before(model, deepest)
+
+
+def estimate_memory(model: str, layer_names: Iterable[str], height: int, width: int) -> int:
+    """Rough peak bytes of one optimisation step: activations kept for backward plus their gradients."""
+    deepest = max(layer_index(model, name) for name in layer_names)
+    floats_per_pixel, scale = 0.0, 1.0
+    for layer in list(_blank_features(model))[: deepest + 1]:
+        if isinstance(layer, nn.MaxPool2d):
+            scale /= 4
+        elif isinstance(layer, nn.Conv2d):
+            floats_per_pixel += 2 * layer.out_channels * scale  # conv output and its ReLU
+    parameters = sum(p.numel() for p in list(_blank_features(model))[: deepest + 1].parameters())
+    # x2 for the gradients alive during backward, +50% for allocator slack and the loss terms.
+    return int(height * width * floats_per_pixel * 4 * 2 * 1.5 + parameters * 4)

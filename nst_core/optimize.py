@@ -1,0 +1,329 @@
+"""The optimisation: scale schedule, objective per scale, one step per iteration, best iterate.
+
+Images here are torch tensors 1 x 3 x H x W in [0, 1] on the working device; `stylize.py`
+does all conversion from and to user images.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import losses
+from .errors import Cancelled
+from .images import fit_size, resize_tensor
+from .network import VGGFeatures
+from .options import Settings
+
+GD_STEP_FLOOR = 1e-12
+FP16_LOSS_SCALE = 1024.0  # static scale so half-precision gradients inside the network do not underflow
+
+
+class CancelToken(Protocol):
+    def is_set(self) -> bool: ...
+
+
+@dataclass
+class Progress:
+    scale: int  # 1-based
+    scales: int
+    iteration: int  # 1-based, within this scale
+    iterations: int  # of this scale
+    fraction: float  # of the whole job's work (pixel-weighted)
+    elapsed: float
+    eta: float
+    loss: dict[str, float]
+    preview: np.ndarray | None = None  # H x W x 3 float32, on the last iteration of each scale
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class ScalePlan:
+    width: int
+    height: int
+    iterations: int
+
+
+def scale_sizes(target: int, min_scale: int, multiscale: bool) -> list[int]:
+    """Longest sides from `min_scale` to `target`, each about sqrt(2) times the previous."""
+    if not multiscale or target <= min_scale:
+        return [target]
+    count = math.floor(math.log(target / min_scale, math.sqrt(2)) + 1e-9)
+    return [round(target / math.sqrt(2) ** k) for k in range(count, 0, -1)] + [target]
+
+
+def split_iterations(total: int, count: int) -> list[int]:
+    """Iterations per scale falling by sqrt(2) per scale: most work where it is cheap; at least 1 each."""
+    shares = [math.sqrt(2) ** -k for k in range(count)]
+    counts = [max(1, math.floor(total * s / sum(shares))) for s in shares]
+    counts[0] += max(0, total - sum(counts))
+    return counts
+
+
+def plan(
+    width: int, height: int, settings: Settings, working_size: int, min_side: int = 1
+) -> list[ScalePlan]:
+    """The schedule for a content of `width` x `height` stylised at longest side `working_size`."""
+    sizes = scale_sizes(working_size, min(settings.min_scale, working_size), settings.multiscale)
+    iterations = split_iterations(settings.iterations, len(sizes))
+    return [
+        ScalePlan(*fit_size(width, height, size, min_side), iterations=its)
+        for size, its in zip(sizes, iterations, strict=True)
+    ]
+
+
+@dataclass
+class Objective:
+    """Everything one scale's loss needs, computed once: content features, style targets, weights."""
+
+    network: VGGFeatures
+    content_targets: dict[str, torch.Tensor]
+    style_targets: dict[str, losses.StyleTarget]
+    content_layer_weights: dict[str, float]
+    style_layer_weights: dict[str, float]
+    content_weight: float
+    style_weight: float
+    tv_weight: float
+    autocast_dtype: torch.dtype | None = None
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with _autocast(image.device, self.autocast_dtype):
+            features = self.network(_network_layout(image))
+        content = losses.weighted_sum(
+            {n: losses.content_loss(features[n], t) for n, t in self.content_targets.items()},
+            self.content_layer_weights,
+        )
+        style = losses.weighted_sum(
+            {n: t.loss(features[n]) for n, t in self.style_targets.items()}, self.style_layer_weights
+        )
+        tv = losses.tv_loss(image) if self.tv_weight else image.new_zeros(())
+        parts = {
+            "content": self.content_weight * content,
+            "style": self.style_weight * style,
+            "tv": self.tv_weight * tv,
+        }
+        return parts["content"] + parts["style"] + parts["tv"], parts
+
+
+def _network_layout(image: torch.Tensor) -> torch.Tensor:
+    """channels_last on CUDA (faster convolutions); the optimised pixels stay contiguous for L-BFGS."""
+    return image.contiguous(memory_format=torch.channels_last) if image.is_cuda else image
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+@dataclass
+class ScaleInputs:
+    content: torch.Tensor  # 1 x 3 x H x W at this scale
+    styles: list[torch.Tensor]  # each resized for this scale
+
+
+def build_objective(
+    network: VGGFeatures, inputs: ScaleInputs, settings: Settings, autocast_dtype: torch.dtype | None
+) -> Objective:
+    kind = settings.style_loss
+    with torch.no_grad(), _autocast(inputs.content.device, autocast_dtype):
+        content_features = network(_network_layout(inputs.content))
+        content_targets = {n: content_features[n].float() for n in settings.content_layers}
+        per_style = []
+        for style in inputs.styles:
+            features = network(_network_layout(style))
+            per_style.append({n: losses.style_statistics(features[n], kind) for n in settings.style_layers})
+    blended = {
+        n: losses.blend_statistics([s[n] for s in per_style], settings.style_blend)
+        for n in settings.style_layers
+    }
+    return Objective(
+        network=network,
+        content_targets=content_targets,
+        style_targets={n: losses.style_target(stats, kind) for n, stats in blended.items()},
+        content_layer_weights=dict(zip(settings.content_layers, settings.content_layer_weights, strict=True)),
+        style_layer_weights=dict(zip(settings.style_layers, settings.style_layer_weights, strict=True)),
+        content_weight=settings.content_weight,
+        style_weight=settings.effective_style_weight,
+        tv_weight=settings.tv_weight,
+        autocast_dtype=autocast_dtype,
+    )
+
+
+@dataclass
+class Stepper:
+    """One optimiser over one scale's image; `step()` is the per-iteration work."""
+
+    image: torch.Tensor
+    objective: Objective
+    kind: str
+    learning_rate: float
+    loss_scale: float = 1.0
+    best_loss: float = math.inf
+    best_image: torch.Tensor | None = None
+    last_parts: dict[str, float] = field(default_factory=dict)
+    _optimizer: torch.optim.Optimizer | None = None
+
+    def __post_init__(self) -> None:
+        self.image = self.image.detach().contiguous().clone().requires_grad_(True)
+        if self.kind == "lbfgs":
+            self._optimizer = torch.optim.LBFGS(
+                [self.image], lr=1.0, max_iter=1, history_size=50,
+                tolerance_grad=0.0, tolerance_change=0.0,
+            )
+        elif self.kind == "adam":
+            self._optimizer = torch.optim.Adam([self.image], lr=self.learning_rate)
+
+    def _evaluate(self) -> torch.Tensor:
+        """Loss and gradient at the current pixels; remembers them if they are the best so far."""
+        self.image.grad = None
+        total, parts = self.objective(self.image)
+        (total * self.loss_scale).backward()
+        if self.loss_scale != 1.0:
+            self.image.grad.div_(self.loss_scale)
+        value = float(total.detach())
+        if value < self.best_loss:
+            self.best_loss = value
+            self.best_image = self.image.detach().clone()
+        self.last_parts = {"total": value, **{k: float(v.detach()) for k, v in parts.items()}}
+        return total.detach()
+
+    def step(self) -> dict[str, float]:
+        if self._optimizer is not None:
+            self._optimizer.step(self._evaluate)
+        else:
+            self._evaluate()
+            with torch.no_grad():
+                grad = self.image.grad
+                # Step length in pixel units, as for Adam: the raw gradient's scale depends on the weights.
+                self.image -= self.learning_rate * grad / grad.abs().mean().clamp_min(GD_STEP_FLOOR)
+        with torch.no_grad():
+            self.image.clamp_(0, 1)
+        return self.last_parts
+
+    def result(self) -> torch.Tensor:
+        return self.best_image if self.best_image is not None else self.image.detach()
+
+
+def initial_image(
+    init: str, content: torch.Tensor, seed: int, init_image: torch.Tensor | None = None
+) -> torch.Tensor:
+    if init == "noise":
+        generator = torch.Generator().manual_seed(seed)  # on the CPU: the same noise on every device
+        return torch.rand(content.shape, generator=generator).to(content.device)
+    if init == "image" and init_image is not None:
+        return resize_tensor(init_image, content.shape[-2:])
+    return content.clone()
+
+
+@dataclass
+class Clock:
+    """Progress as a fraction of the job's work, weighting each iteration by its pixel count."""
+
+    plans: Sequence[ScalePlan]
+    start: float = field(default_factory=time.perf_counter)
+
+    def fraction(self, scale: int, iteration: int) -> float:
+        cost = [p.width * p.height * p.iterations for p in self.plans]
+        done = sum(cost[:scale]) + self.plans[scale].width * self.plans[scale].height * iteration
+        return min(1.0, done / sum(cost))
+
+    def progress(self, scale: int, iteration: int, parts: dict[str, float]) -> Progress:
+        elapsed = time.perf_counter() - self.start
+        fraction = self.fraction(scale, iteration)
+        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
+        return Progress(
+            scale=scale + 1, scales=len(self.plans), iteration=iteration,
+            iterations=self.plans[scale].iterations, fraction=fraction, elapsed=elapsed, eta=eta,
+            loss=dict(parts),
+        )
+
+
+_THREADS_SET = False
+
+
+def use_all_cores() -> None:
+    global _THREADS_SET
+    if not _THREADS_SET:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        torch.set_num_threads(cores or 1)
+        _THREADS_SET = True
+
+
+def _check_cancel(cancel: CancelToken | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+
+
+def to_preview(image: torch.Tensor) -> np.ndarray:
+    return image.detach()[0].permute(1, 2, 0).float().cpu().numpy().astype(np.float32, copy=True)
+
+
+def run_scale(
+    stepper: Stepper, scale: int, clock: Clock,
+    progress: ProgressCallback | None, cancel: CancelToken | None,
+) -> torch.Tensor:
+    iterations = clock.plans[scale].iterations
+    for iteration in range(1, iterations + 1):
+        _check_cancel(cancel)
+        parts = stepper.step()
+        if progress is not None:
+            report = clock.progress(scale, iteration, parts)
+            if iteration == iterations:
+                report.preview = to_preview(stepper.result())
+            progress(report)
+    return stepper.result()
+
+
+def run(
+    network: VGGFeatures,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    settings: Settings,
+    plans: Sequence[ScalePlan],
+    *,
+    init_image: torch.Tensor | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """Coarse to fine over `plans`; returns the best iterate of the last scale (1 x 3 x H x W)."""
+    clock = Clock(plans)
+    image: torch.Tensor | None = None
+    loss_scale = FP16_LOSS_SCALE if autocast_dtype == torch.float16 else 1.0
+    for scale, step_plan in enumerate(plans):
+        _check_cancel(cancel)
+        size = (step_plan.height, step_plan.width)
+        inputs = scale_inputs(content, styles, size, settings.style_scale, network.min_side)
+        objective = build_objective(network, inputs, settings, autocast_dtype)
+        if image is None:
+            start = initial_image(settings.init, inputs.content, settings.seed, init_image)
+        else:
+            start = F.interpolate(image, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        stepper = Stepper(start, objective, settings.optimizer, settings.learning_rate, loss_scale)
+        image = run_scale(stepper, scale, clock, progress, cancel)
+        del objective, stepper
+    assert image is not None
+    return image
+
+
+def scale_inputs(
+    content: torch.Tensor, styles: Sequence[torch.Tensor], size: tuple[int, int], style_scale: float,
+    min_side: int,
+) -> ScaleInputs:
+    """Content at this scale's size; styles with longest side style_scale x this scale's longest side."""
+    longest = round(max(size) * style_scale)
+    resized = []
+    for style in styles:
+        h, w = style.shape[-2:]
+        sw, sh = fit_size(w, h, longest, min_side)
+        resized.append(resize_tensor(style, (sh, sw)))
+    return ScaleInputs(resize_tensor(content, size), resized)
