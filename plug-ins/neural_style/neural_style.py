@@ -9,6 +9,7 @@ install.py writes beside this file, so nothing about the method is repeated here
 import functools
 import os
 import sys
+from collections.abc import Callable
 
 import gi
 
@@ -31,7 +32,8 @@ CHOICE_LABELS = {
 UNKNOWN_RANGE = {"int": (0, 2**31 - 1), "double": (0.0, 1e6)}
 
 
-def number_argument(procedure, kind, name, label, blurb, spec, auto=False):
+def number_argument(procedure: Gimp.Procedure, kind: str, name: str, label: str, blurb: str, spec: dict,
+                    auto: bool = False) -> None:
     """An int/double argument with the engine's limits; auto=True adds 0 meaning 'engine decides'."""
     low, high = spec.get("min", UNKNOWN_RANGE[kind][0]), spec.get("max", UNKNOWN_RANGE[kind][1])
     default = 0 if auto else spec.get("default", low)
@@ -42,7 +44,8 @@ def number_argument(procedure, kind, name, label, blurb, spec, auto=False):
         procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
 
 
-def choice_argument(procedure, name, label, blurb, items, default):
+def choice_argument(procedure: Gimp.Procedure, name: str, label: str, blurb: str, items: list,
+                    default: str | None) -> None:
     choice = Gimp.Choice.new()
     for index, (nick, text) in enumerate(items):
         choice.add(nick, index, text, "")
@@ -50,20 +53,20 @@ def choice_argument(procedure, name, label, blurb, items, default):
     procedure.add_choice_argument(name, label, blurb, choice, default if default in nicks else nicks[0], RW)
 
 
-def engine_choices(config, name, fallback):
+def engine_choices(config: dict, name: str, fallback: str) -> tuple[list, str | None]:
     spec = nst_bridge.option_spec(config, name)
     nicks = spec.get("choices") or [fallback]
     return [(nick, CHOICE_LABELS.get(nick, nick.capitalize())) for nick in nicks], spec.get("default")
 
 
-def add_arguments(procedure, config):
+def add_arguments(procedure: Gimp.Procedure, config: dict) -> None:
     open_file = Gimp.FileChooserAction.OPEN
     spec = functools.partial(nst_bridge.option_spec, config)
-    procedure.add_file_argument("style-file", "_Style image", "The picture whose style is painted in",
+    procedure.add_file_argument("style-file", "St_yle image", "The picture whose style is painted in",
                                 open_file, True, None, RW)
-    procedure.add_file_argument("style2-file", "Second st_yle image (optional)",
+    procedure.add_file_argument("style2-file", "Second style _image (optional)",
                                 "A second style picture, blended with the first", open_file, True, None, RW)
-    procedure.add_double_argument("style2-blend", "Second style _share",
+    procedure.add_double_argument("style2-blend", "Second style shar_e",
                                   "How much of the style comes from the second picture", 0.0, 1.0, 0.5, RW)
     presets = nst_bridge.user_presets(config)
     default_preset = nst_bridge.engine_description(config).get("default_preset")
@@ -78,14 +81,14 @@ def add_arguments(procedure, config):
                     "Size of the style's brush strokes relative to the picture", spec("style_scale"))
     number_argument(procedure, "int", "size", "_Working size (0 = auto)",
                     "Longest side, in pixels, the style is computed at", spec("size"), auto=True)
-    number_argument(procedure, "int", "iterations", "_Iterations (0 = preset's)",
+    number_argument(procedure, "int", "iterations", "Iteratio_ns (0 = preset's)",
                     "Optimisation steps in all", spec("iterations"), auto=True)
     number_argument(procedure, "int", "seed", "Rando_m seed", "Same seed, same result", spec("seed"))
     devices, default = engine_choices(config, "device", "auto")
     choice_argument(procedure, "device", "_Device", "Where the engine runs", devices, default)
 
 
-def read_styles(config):
+def read_styles(config: Gimp.ProcedureConfig) -> list[tuple[str, float]]:
     first, second = config.get_property("style-file"), config.get_property("style2-file")
     if first is None or not first.get_path():
         raise nst_bridge.EngineError("No style image chosen: pick a picture in 'Style image'.", 2)
@@ -95,7 +98,7 @@ def read_styles(config):
     return [(first.get_path(), 1.0 - share), (second.get_path(), share)]
 
 
-def read_options(config):
+def read_options(config: Gimp.ProcedureConfig) -> dict:
     return {
         "preset": config.get_property("preset"),
         "strength": config.get_property("strength"),
@@ -108,7 +111,7 @@ def read_options(config):
     }
 
 
-def check_layers(drawables):
+def check_layers(drawables: list) -> list[Gimp.Layer]:
     layers = [d for d in drawables if isinstance(d, Gimp.Layer) and not d.is_group()]
     if not drawables or len(layers) != len(drawables):
         raise nst_bridge.EngineError("Neural Style works on layers: select one or more layers (not groups, "
@@ -116,14 +119,15 @@ def check_layers(drawables):
     return layers
 
 
-def pixel_layout(image, layer):
+def pixel_layout(image: Gimp.Image, layer: Gimp.Layer) -> tuple[str, str, int]:
     """(babl format, engine format, channels): 8-bit stays u8, deeper images go through float."""
     u8 = image.get_precision() in U8_PRECISIONS
     model = "Y'A" if layer.is_gray() else "R'G'B'A"
     return model + (" u8" if u8 else " float"), "u8" if u8 else "float32", 2 if layer.is_gray() else 4
 
 
-def stylize_layer(image, layer, styles, options, engine_config, report):
+def stylize_layer(image: Gimp.Image, layer: Gimp.Layer, styles: list, options: dict, engine_config: dict,
+                  report: Callable[[float, str], bool]) -> dict:
     """Run the engine on the selected part of `layer`; the result and where it goes."""
     found, x, y, width, height = layer.mask_intersect()
     if not found:
@@ -138,7 +142,7 @@ def stylize_layer(image, layer, styles, options, engine_config, report):
     return {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl, "pixels": result}
 
 
-def insert_result(image, result, style_names):
+def insert_result(image: Gimp.Image, result: dict, style_names: str) -> None:
     source = result["source"]
     _, offset_x, offset_y = source.get_offsets()
     kind = Gimp.ImageType.GRAYA_IMAGE if source.is_gray() else Gimp.ImageType.RGBA_IMAGE
@@ -156,8 +160,8 @@ def insert_result(image, result, style_names):
     layer.update(0, 0, width, height)
 
 
-def progress_reporter(index, count):
-    def report(fraction, text):
+def progress_reporter(index: int, count: int) -> Callable[[float, str], bool]:
+    def report(fraction: float, text: str) -> bool:
         Gimp.progress_update((index + fraction) / count)
         Gimp.progress_set_text(text if count == 1 else f"{text} (layer {index + 1}/{count})")
         return True
@@ -165,7 +169,7 @@ def progress_reporter(index, count):
     return report
 
 
-def show_dialog(procedure, config):
+def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
@@ -177,7 +181,8 @@ def show_dialog(procedure, config):
     return accepted
 
 
-def neural_style(procedure, run_mode, image, drawables, config, data):
+def neural_style(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list,
+                 config: Gimp.ProcedureConfig, data: object) -> Gimp.ValueArray:
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     Gimp.progress_init("Neural style")
@@ -205,13 +210,13 @@ def neural_style(procedure, run_mode, image, drawables, config, data):
 
 
 class NeuralStyle(Gimp.PlugIn):
-    def do_query_procedures(self):
+    def do_query_procedures(self) -> list[str]:
         return [PROC_NAME]
 
-    def do_set_i18n(self, name):
+    def do_set_i18n(self, name: str) -> bool:
         return False
 
-    def do_create_procedure(self, name):
+    def do_create_procedure(self, name: str) -> Gimp.Procedure:
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, neural_style, None)
         procedure.set_image_types("RGB*, GRAY*")
         procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE

@@ -1,0 +1,130 @@
+"""Batch snippet for the chroot's GIMP 3: run python-fu-neural-style on the cases of a plan.
+
+    tests/gimp/run_in_gimp.sh ... tests/gimp/batch_neural_style.py PLAN.json
+
+PLAN.json: {"out": folder, "config_path": the file $NST_PLUGIN_CONFIG names,
+"cases": [{"name", "canvas": [w, h], "layers": [{"png", "name", "offsets"}] (bottom first),
+"select": [[x, y, w, h], "rect" | "ellipse"] or absent, "convert": "gray" | precision name,
+"args": {argument: value}, "engine_config": a config to use for this case only}]}.
+
+For each case the manifest (OUT/manifest.json) records the call's status and error message,
+the layers before and after (top first), and raw pixel dumps of every layer after the call,
+which pytest checks on the host. Any unexpected exception makes GIMP exit non-zero.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import gi
+
+gi.require_version("Gimp", "3.0")
+gi.require_version("Gegl", "0.4")
+from gi.repository import Gegl, Gimp, Gio  # noqa: E402
+
+PROC_NAME = "python-fu-neural-style"
+NONINTERACTIVE = Gimp.RunMode.NONINTERACTIVE
+
+
+def registration(procedure):
+    preset = next(p for p in procedure.get_arguments() if p.name == "preset")
+    return {
+        "menu_label": procedure.get_menu_label(),
+        "menu_paths": list(procedure.get_menu_paths()),
+        "image_types": procedure.get_image_types(),
+        "arguments": [p.name for p in procedure.get_arguments()],
+        "presets": list(Gimp.param_spec_choice_get_choice(preset).list_nicks()),
+    }
+
+
+def build_image(case):
+    image = Gimp.Image.new(case["canvas"][0], case["canvas"][1], Gimp.ImageBaseType.RGB)
+    for spec in case["layers"]:
+        layer = Gimp.file_load_layer(NONINTERACTIVE, image, Gio.File.new_for_path(spec["png"]))
+        layer.set_name(spec["name"])
+        image.insert_layer(layer, None, 0)
+        layer.set_offsets(*spec["offsets"])
+    if case.get("convert") == "gray":
+        image.convert_grayscale()
+    elif case.get("convert"):
+        image.convert_precision(getattr(Gimp.Precision, case["convert"]))
+    if case.get("select"):
+        (x, y, w, h), shape = case["select"]
+        select = image.select_rectangle if shape == "rect" else image.select_ellipse
+        select(Gimp.ChannelOps.REPLACE, x, y, w, h)
+    return image
+
+
+def dump_layer(layer, path):
+    """Raw u8 pixels (Y'A or R'G'B'A) of the whole layer, plus float ones for deep images."""
+    model = "Y'A" if layer.is_gray() else "R'G'B'A"
+    rect = Gegl.Rectangle.new(0, 0, layer.get_width(), layer.get_height())
+    buffer = layer.get_buffer()
+    with open(path, "wb") as handle:
+        handle.write(buffer.get(rect, 1.0, model + " u8", Gegl.AbyssPolicy.NONE))
+    with open(path + ".float", "wb") as handle:
+        handle.write(buffer.get(rect, 1.0, model + " float", Gegl.AbyssPolicy.NONE))
+
+
+def describe_layers(image, out, tag):
+    layers = []
+    for index, layer in enumerate(image.get_layers()):
+        _, x, y = layer.get_offsets()
+        raw = os.path.join(out, f"{tag}-{index}.raw")
+        dump_layer(layer, raw)
+        layers.append({"name": layer.get_name(), "offsets": [x, y], "raw": raw,
+                       "size": [layer.get_width(), layer.get_height()], "gray": layer.is_gray(),
+                       "has_alpha": layer.has_alpha(), "channels": 2 if layer.is_gray() else 4})
+    return layers
+
+
+def call_plugin(procedure, image, args):
+    config = procedure.create_config()
+    config.set_property("run-mode", NONINTERACTIVE)
+    config.set_property("image", image)
+    config.set_core_object_array("drawables", image.get_selected_layers())
+    for name, value in args.items():
+        config.set_property(name, Gio.File.new_for_path(value) if name.endswith("-file") else value)
+    status = procedure.run(config).index(0)
+    error = Gimp.get_pdb().get_last_error() if status != Gimp.PDBStatusType.SUCCESS else None
+    return status.value_nick, error
+
+
+def run_case(procedure, case, plan):
+    image = build_image(case)
+    image.set_selected_layers(image.get_layers())
+    before = [layer.get_name() for layer in image.get_layers()]
+    saved = plan["config_path"] + ".saved"
+    if "engine_config" in case:
+        shutil.copyfile(plan["config_path"], saved)
+        with open(plan["config_path"], "w") as handle:
+            json.dump(case["engine_config"], handle)
+    try:
+        status, error = call_plugin(procedure, image, case["args"])
+    finally:
+        if "engine_config" in case:
+            shutil.move(saved, plan["config_path"])
+    result = {"status": status, "error": error, "before": before,
+              "layers": describe_layers(image, plan["out"], case["name"]),
+              "image": {"precision": image.get_precision().value_nick,
+                        "size": [image.get_width(), image.get_height()]}}
+    image.delete()
+    return result
+
+
+def main():
+    with open(sys.argv[1]) as handle:
+        plan = json.load(handle)
+    procedure = Gimp.get_pdb().lookup_procedure(PROC_NAME)
+    manifest = {"registered": procedure is not None, "cases": {}}
+    if procedure is not None:
+        manifest["registration"] = registration(procedure)
+        for case in plan["cases"]:
+            manifest["cases"][case["name"]] = run_case(procedure, case, plan)
+    with open(os.path.join(plan["out"], "manifest.json"), "w") as handle:
+        json.dump(manifest, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The GIMP 3 plug-in in a real GIMP 3.0 (a Debian trixie chroot, headless), end to end.
+
+One GIMP run covers every case (see batch_neural_style.py); the tests below check its
+manifest. The engine runs from this test environment's own Python, made visible inside
+the chroot by bind mounts, with the random test weights. Needs root (chroot, mount
+namespaces); the chroot is built on first use (tests/gimp/make_chroot.sh, about 70-120 s).
+Set NST_SKIP_GIMP=1 to skip these tests on a machine without root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_content_image, make_style_image
+from PIL import Image
+
+from nst_core.options import describe
+
+pytestmark = pytest.mark.gimp
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PLUGIN_SOURCE = REPO / "plug-ins" / "neural_style"
+CHROOT = Path(os.environ.get("GIMP3_ROOT", "/var/tmp/gimp3-root"))
+CANVAS = [64, 48]
+ENGINE_ARGS = {"preset": "balanced", "strength": 1.0, "keep-colors": "off", "style-scale": 1.0,
+               "size": 32, "iterations": 2, "seed": 0, "device": "cpu"}
+# The same settings under the engine's option names, for the run-job comparison.
+ENGINE_OPTIONS = {name.replace("-", "_"): value for name, value in ENGINE_ARGS.items()}
+STYLED = " (Neural Style: style)"
+
+
+@pytest.fixture(scope="module")
+def chroot() -> Path:
+    if os.environ.get("NST_SKIP_GIMP") == "1":
+        pytest.skip("GIMP 3 tests skipped on request (NST_SKIP_GIMP=1)")
+    if os.geteuid() != 0:
+        pytest.fail("The GIMP 3 tests need root (chroot and mount namespaces): run pytest as root, "
+                    "or set NST_SKIP_GIMP=1 to skip them.", pytrace=False)
+    if not (CHROOT / "usr/bin/gimp-console-3.0").exists():
+        built = subprocess.run([HERE / "make_chroot.sh", CHROOT], capture_output=True, text=True)
+        if built.returncode != 0:
+            pytest.fail(f"Could not build the GIMP 3 chroot at {CHROOT} (needs network to a Debian "
+                        f"mirror): {built.stderr.strip()[-800:]}", pytrace=False)
+    if Path(sys.base_prefix).resolve().parts[1:2] in (("usr",), ()):
+        pytest.fail(f"This venv's base Python lives in {sys.base_prefix}, a system folder that cannot be "
+                    "mounted into the chroot: make the test venv from a self-contained Python (pyenv, "
+                    "python.org build) and run again.", pytrace=False)
+    return CHROOT
+
+
+def write_inputs(work: Path) -> dict[str, str]:
+    opaque = make_content_image(48, 32)
+    transparent = make_content_image(40, 24).convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, 40).round().astype(np.uint8), (24, 1))
+    transparent.putalpha(Image.fromarray(alpha, "L"))
+    paths = {name: work / f"{name}.png" for name in ("opaque", "transparent", "style")}
+    opaque.save(paths["opaque"])
+    transparent.save(paths["transparent"])
+    make_style_image(40, 40).save(paths["style"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def plan_cases(inputs: dict[str, str], work: Path) -> list[dict]:
+    args = ENGINE_ARGS | {"style-file": inputs["style"]}
+    opaque = {"png": inputs["opaque"], "name": "Opaque", "offsets": [8, 6]}
+    broken_python = work / "broken-python"
+    broken_python.write_text("#!/bin/sh\necho 'engine exploded' >&2\nexit 3\n")
+    broken_python.chmod(0o755)
+    corrupt = work / "corrupt-weights.pth"
+    corrupt.write_bytes(b"this is not a weights file")
+    config = json.loads((work / "nst_config.json").read_text())
+    return [
+        {"name": "two_layers", "canvas": CANVAS, "args": args, "layers": [
+            {"png": inputs["opaque"], "name": "Opaque", "offsets": [0, 0]},
+            {"png": inputs["transparent"], "name": "Partly transparent", "offsets": [20, 18]}]},
+        {"name": "rect_selection", "canvas": CANVAS, "args": args, "layers": [opaque],
+         "select": [[14, 10, 24, 16], "rect"]},
+        {"name": "ellipse_selection", "canvas": CANVAS, "args": args, "layers": [opaque],
+         "select": [[10, 8, 30, 20], "ellipse"]},
+        {"name": "gray", "canvas": CANVAS, "args": args, "layers": [opaque], "convert": "gray"},
+        {"name": "deep", "canvas": CANVAS, "args": args, "layers": [opaque], "convert": "U16_NON_LINEAR"},
+        {"name": "missing_style", "canvas": CANVAS, "layers": [opaque],
+         "args": args | {"style-file": str(work / "no-such-style.jpg")}},
+        {"name": "broken_python", "canvas": CANVAS, "args": args, "layers": [opaque],
+         "engine_config": config | {"python": str(broken_python)}},
+        {"name": "corrupt_weights", "canvas": CANVAS, "args": args, "layers": [opaque],
+         "engine_config": config | {"weights": str(corrupt)}},
+        {"name": "not_installed", "canvas": CANVAS, "args": args, "layers": [opaque],
+         "engine_config": {"version": 1}},
+    ]
+
+
+def install_plugin(profile: Path) -> None:
+    target = profile / "plug-ins" / "neural_style"
+    target.mkdir(parents=True)
+    for name in ("neural_style.py", "nst_bridge.py"):
+        shutil.copy(PLUGIN_SOURCE / name, target / name)
+    (target / "neural_style.py").chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Run every case in one GIMP; the manifest and the paths the tests need."""
+    work = tmp_path_factory.mktemp("gimp-plugin")
+    inputs = write_inputs(work)
+    config = {"version": 1, "python": sys.executable, "weights": str(vgg19_weights), "engine": describe()}
+    (work / "nst_config.json").write_text(json.dumps(config))
+    plan = {"out": str(work / "out"), "config_path": str(work / "nst_config.json"),
+            "cases": plan_cases(inputs, work)}
+    (work / "out").mkdir()
+    (work / "plan.json").write_text(json.dumps(plan))
+    install_plugin(work / "profile")
+    binds = {sys.prefix, sys.base_prefix, str(REPO), str(work), str(vgg19_weights.parent)}
+    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot), "--profile", str(work / "profile"),
+               "--env", f"NST_PLUGIN_CONFIG={work / 'nst_config.json'}", "--timeout", "300"]
+    for path in sorted(binds):
+        command += ["--bind", path]
+    done = subprocess.run([*command, str(HERE / "batch_neural_style.py"), str(work / "plan.json")],
+                          capture_output=True, text=True)
+    manifest_path = work / "out" / "manifest.json"
+    if done.returncode != 0 or not manifest_path.exists():
+        output = f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+        pytest.fail(f"GIMP run failed (exit {done.returncode}):\n{output}",
+                    pytrace=False)
+    return {"manifest": json.loads(manifest_path.read_text()), "inputs": inputs, "work": work,
+            "weights": str(vgg19_weights), "log": done.stderr}
+
+
+def case(gimp: dict, name: str) -> dict:
+    return gimp["manifest"]["cases"][name]
+
+
+def pixels(layer: dict, deep: bool = False) -> np.ndarray:
+    """A layer's dump as an H x W x C array (u8, or float32 0..1 when deep)."""
+    width, height = layer["size"]
+    if deep:
+        data = np.fromfile(layer["raw"] + ".float", dtype="<f4")
+    else:
+        data = np.fromfile(layer["raw"], dtype=np.uint8)
+    return data.reshape(height, width, layer["channels"])
+
+
+def layer_named(result: dict, name: str) -> dict:
+    return next(layer for layer in result["layers"] if layer["name"] == name)
+
+
+def assert_styled(result: dict, source_name: str) -> tuple[np.ndarray, np.ndarray]:
+    assert result["status"] == "success", result["error"]
+    names = [layer["name"] for layer in result["layers"]]
+    assert names.index(source_name + STYLED) == names.index(source_name) - 1  # directly above
+    source, styled = layer_named(result, source_name), layer_named(result, source_name + STYLED)
+    return pixels(source), pixels(styled)
+
+
+def test_procedure_is_registered_with_menu_and_label(gimp: dict) -> None:
+    manifest = gimp["manifest"]
+    assert manifest["registered"], gimp["log"][-3000:]
+    registration = manifest["registration"]
+    assert registration["menu_label"] == "Neural _Style..."
+    assert registration["menu_paths"] == ["<Image>/Filters"]
+    assert registration["image_types"] == "RGB*, GRAY*"
+    assert registration["presets"] == list(describe()["user_presets"])
+    for argument in ("style-file", "style2-file", "style2-blend", "preset", "strength", "keep-colors",
+                     "style-scale", "size", "iterations", "seed", "device"):
+        assert argument in registration["arguments"]
+
+
+def test_two_selected_layers_get_styled_layers_above_them(gimp: dict) -> None:
+    result = case(gimp, "two_layers")
+    assert result["status"] == "success", result["error"]
+    assert [layer["name"] for layer in result["layers"]] == [
+        "Partly transparent" + STYLED, "Partly transparent", "Opaque" + STYLED, "Opaque"]
+    for name in ("Opaque", "Partly transparent"):
+        source, styled = layer_named(result, name), layer_named(result, name + STYLED)
+        assert styled["size"] == source["size"] and styled["offsets"] == source["offsets"]
+        before, after = pixels(source), pixels(styled)
+        assert np.array_equal(after[..., 3], before[..., 3])  # the source's alpha is kept
+        visible = before[..., 3] > 0
+        assert np.abs(after[visible][:, :3].astype(int) - before[visible][:, :3]).mean() > 2
+    assert layer_named(result, "Partly transparent")["offsets"] == [20, 18]
+    assert pixels(layer_named(result, "Partly transparent" + STYLED))[..., 3].min() == 0
+
+
+def test_rectangular_selection_limits_the_new_layer(gimp: dict) -> None:
+    result = case(gimp, "rect_selection")
+    source, styled = assert_styled(result, "Opaque")
+    layer = layer_named(result, "Opaque" + STYLED)
+    assert layer["offsets"] == [14, 10] and layer["size"] == [24, 16]
+    assert (styled[..., 3] == 255).all()
+    inside = source[4:20, 6:30]  # the selection in the source layer's coordinates (offset 8, 6)
+    assert np.abs(styled[..., :3].astype(int) - inside[..., :3]).mean() > 2
+
+
+def test_pixels_outside_a_round_selection_stay_transparent(gimp: dict) -> None:
+    result = case(gimp, "ellipse_selection")
+    _, styled = assert_styled(result, "Opaque")
+    layer = layer_named(result, "Opaque" + STYLED)
+    assert layer["offsets"] == [10, 8] and layer["size"] == [30, 20]
+    alpha = styled[..., 3]
+    assert alpha[0, 0] == alpha[0, -1] == alpha[-1, 0] == alpha[-1, -1] == 0
+    assert alpha[10, 15] == 255
+
+
+def test_grayscale_image_gets_a_gray_layer(gimp: dict) -> None:
+    result = case(gimp, "gray")
+    source, styled = assert_styled(result, "Opaque")
+    layer = layer_named(result, "Opaque" + STYLED)
+    assert layer["gray"] and layer["channels"] == 2 and layer["size"] == [48, 32]
+    assert np.abs(styled[..., 0].astype(int) - source[..., 0]).mean() > 2
+
+
+def test_16_bit_image_goes_through_float_pixels(gimp: dict) -> None:
+    result = case(gimp, "deep")
+    assert result["status"] == "success", result["error"]
+    assert result["image"]["precision"] == "u16-non-linear"
+    source = pixels(layer_named(result, "Opaque"), deep=True)
+    styled = pixels(layer_named(result, "Opaque" + STYLED), deep=True)
+    assert styled.shape == source.shape
+    assert np.allclose(styled[..., 3], 1.0)
+    assert np.abs(styled[..., :3] - source[..., :3]).mean() > 0.01
+    # Not just 8-bit values: a 16-bit result has levels between the 256 steps.
+    assert np.abs(styled[..., :3] * 255 - np.round(styled[..., :3] * 255)).max() > 0.01
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("missing_style", "no-such-style.jpg not found: choose an existing image file"),
+        ("broken_python", "engine failed (exit code 3): engine exploded"),
+        ("corrupt_weights", "corrupt-weights.pth"),
+        ("not_installed", "not installed: run install.py"),
+    ],
+)
+def test_failures_return_an_execution_error_and_add_no_layer(gimp: dict, name: str, message: str) -> None:
+    result = case(gimp, name)
+    assert result["status"] == "execution-error"
+    assert message in result["error"] and "\n" not in result["error"]
+    assert [layer["name"] for layer in result["layers"]] == result["before"]
+
+
+def test_corrupt_weights_message_comes_from_the_engine(gimp: dict) -> None:
+    error = case(gimp, "corrupt_weights")["error"]
+    assert "weights" in error.lower() and "Traceback" not in error
+
+
+def test_result_equals_the_engine_run_directly(gimp: dict) -> None:
+    """The plug-in adds nothing to the pixels: same input and options through run-job agree."""
+    result = case(gimp, "two_layers")
+    source, styled = assert_styled(result, "Opaque")
+    work = gimp["work"]
+    height, width, channels = source.shape
+    source.tofile(work / "direct-content.raw")
+    job = {"version": 1,
+           "content": {"raw": "direct-content.raw", "width": width, "height": height, "format": "u8",
+                       "channels": channels},
+           "styles": [{"path": gimp["inputs"]["style"], "weight": 1.0}],
+           "options": ENGINE_OPTIONS | {"weights": gimp["weights"]},
+           "output": {"raw": "direct-result.raw", "format": "u8"}}
+    (work / "direct-job.json").write_text(json.dumps(job))
+    done = subprocess.run([sys.executable, "-m", "nst_core", "run-job", str(work / "direct-job.json")],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    direct = np.fromfile(work / "direct-result.raw", dtype=np.uint8).reshape(source.shape)
+    assert np.abs(direct.astype(int) - styled).max() <= 1
