@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import threading
 from collections.abc import Sequence
@@ -60,15 +61,26 @@ def error_event(error: NstError) -> Event:
 
 
 class Sink:
-    """Receives events; the base class shows only errors, as one line on stderr."""
+    """Receives events; the base class shows only errors, as one line on stderr.
+
+    A run ends with exactly one `done` or `error`: later events are dropped.
+    """
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream
+        self.finished = False
         self._lock = threading.Lock()  # the stdin watcher may report from another thread
 
-    def emit(self, event: Event) -> None:
-        with self._lock:
-            self._show(event)
+    def emit(self, event: Event, timeout: float = -1) -> None:
+        """Show `event`; a `timeout` in seconds gives up rather than wait on a blocked writer."""
+        if not self._lock.acquire(timeout=timeout):
+            return
+        try:
+            if not self.finished:
+                self.finished = event["event"] in ("done", "error")
+                self._show(event)
+        finally:
+            self._lock.release()
 
     def _show(self, event: Event) -> None:
         if event["event"] == "error":
@@ -80,8 +92,12 @@ class JsonLines(Sink):
 
     def _show(self, event: Event) -> None:
         stream = self.stream or sys.stdout
-        stream.write(json.dumps(event, allow_nan=False) + "\n")
-        stream.flush()
+        try:
+            stream.write(json.dumps(event, allow_nan=False) + "\n")
+            stream.flush()
+        except BrokenPipeError:
+            # The reader is gone (the plug-in closed): keep running to the cancel, quietly.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
 
 
 class ProgressBar(Sink):

@@ -221,21 +221,36 @@ def verify(path: Path | str, model: str | None = None) -> Path:
             f"pass {model.upper()} weights or use --model {entry.model}."
         )
     stat = path.stat()
-    if stat.st_size != entry.size:
-        raise WeightsError(
-            f"Weights file {path} is incomplete or damaged ({stat.st_size} of {entry.size} bytes): "
-            f"delete it and {fetch_hint(entry.model)}."
-        )
     if _stamped(path, stat) == entry.sha256:
         return path
+    _stamp(path, stat, _check_against(path, entry))
+    return path
+
+
+def check(path: Path | str, model: str | None = None) -> str:
+    """Hash `path` against the official file of `model` (default: the one its name says, else VGG19)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"Weights file {path} not found: check the path.")
+    named = official_for_file(path)
+    entry = official(model) if model else (named or official("vgg19"))
+    return _check_against(path, entry)
+
+
+def _check_against(path: Path, entry: OfficialWeights) -> str:
+    size = path.stat().st_size
+    if size != entry.size:
+        raise WeightsError(
+            f"Weights file {path} is incomplete or damaged ({size} of {entry.size} bytes): "
+            f"delete it and {fetch_hint(entry.model)}."
+        )
     digest = sha256_of(path)
     if not hash_matches(digest, entry.sha256):
         raise WeightsError(
             f"Weights file {path} has the wrong SHA-256 (corrupt download): "
             f"delete it and {fetch_hint(entry.model)}."
         )
-    _stamp(path, stat, digest)
-    return path
+    return digest
 
 
 def _stamp_file() -> Path:

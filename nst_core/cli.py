@@ -1,0 +1,319 @@
+"""`python -m nst_core`: stylize, run-job, presets, describe, info, weights.
+
+torch loads only inside the commands that compute (stylize, run-job, info): `--help`,
+`presets`, `describe` and `weights` stay fast, and the installer calls them before torch exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .errors import ExitCode, NstError, UsageError
+from .events import Sink, error_event, make_sink
+from .options import (
+    DEVICES,
+    KEEP_COLORS,
+    MODELS,
+    OPTIMIZERS,
+    POOLINGS,
+    PRECISIONS,
+    STYLE_LOSSES,
+    Options,
+    describe,
+)
+from .presets import DEFAULT_PRESET, PRESETS
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one `error:` line (exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def _choices(values: Sequence[str]) -> str:
+    return "{" + ",".join(values) + "}"
+
+
+# Every Options field, its flag and help. Values are checked by options.resolve, in one place,
+# so the command line and job files give the same messages.
+OPTION_FLAGS: dict[str, dict[str, Any]] = {
+    "preset": {"metavar": "NAME", "help": f"recipe to start from (default {DEFAULT_PRESET}; see `presets`)"},
+    "size": {"type": int, "metavar": "N", "help": "longest side of the output in pixels "
+             "(default: the preset's size, at most the content's)"},
+    "iterations": {"type": int, "metavar": "N", "help": "optimisation steps over all scales"},
+    "content_weight": {"type": float, "metavar": "W"},
+    "style_weight": {"type": float, "metavar": "W"},
+    "tv_weight": {"type": float, "metavar": "W", "help": "total-variation (smoothness) weight"},
+    "strength": {"type": float, "metavar": "F", "help": "multiplies the style weight (default 1)"},
+    "content_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu4_2 (spaces or commas)"},
+    "style_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu1_1 relu2_1 relu3_1"},
+    "style_layer_weights": {"nargs": "+", "metavar": "W", "help": "one weight per style layer"},
+    "style_loss": {"metavar": _choices(STYLE_LOSSES)},
+    "style_blend": {"nargs": "+", "metavar": "W", "help": "one blend weight per style image"},
+    "style_scale": {"type": float, "metavar": "F", "help": "style size relative to the output (brush size)"},
+    "keep_colors": {"metavar": _choices(KEEP_COLORS), "help": "keep the content's colours"},
+    "init": {"metavar": "{content,noise,PATH}", "help": "starting image"},
+    "optimizer": {"metavar": _choices(OPTIMIZERS)},
+    "learning_rate": {"type": float, "metavar": "F", "help": "step size for adam and gd"},
+    "model": {"metavar": _choices(MODELS)},
+    "pooling": {"metavar": _choices(POOLINGS)},
+    "multiscale": {"action": argparse.BooleanOptionalAction, "help": "coarse-to-fine scales"},
+    "seed": {"type": int, "metavar": "N"},
+    "device": {"metavar": _choices(DEVICES), "help": "default auto: CUDA, then MPS, then CPU"},
+    "precision": {"metavar": _choices(PRECISIONS)},
+    "weights": {"metavar": "FILE", "help": "VGG weights file (default: the installed one)"},
+    "max_memory": {"type": float, "metavar": "MIB", "help": "memory budget in MiB (default: what is free)"},
+}
+LIST_OF_FLOATS = ("style_layer_weights", "style_blend")
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("style options (default: the preset's)")
+    for name, spec in OPTION_FLAGS.items():
+        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
+
+
+def options_from_args(args: argparse.Namespace) -> Options:
+    values: dict[str, Any] = {}
+    for name in OPTION_FLAGS:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if OPTION_FLAGS[name].get("nargs"):
+            value = [item for token in value for item in token.split(",") if item]
+        if name in LIST_OF_FLOATS:
+            value = [_float(name, item) for item in value]
+        values[name] = value
+    return Options.from_dict(values)
+
+
+def _float(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise UsageError(f"--{name.replace('_', '-')} takes numbers, not '{text}'.") from None
+
+
+# -- running a command with one-line errors --------------------------------------------------------
+
+
+def run_reported(sink: Sink, action: Callable[[], object]) -> int:
+    """Run `action`; any failure becomes one error line or event and its exit code."""
+    from .job import describe_error
+
+    try:
+        action()
+        return int(ExitCode.OK)
+    except (Exception, KeyboardInterrupt) as exc:  # every failure ends as one line
+        error = describe_error(exc)
+        if os.environ.get("NST_DEBUG") == "1":
+            traceback.print_exc()
+        sink.emit(error_event(error))
+        return int(error.code)
+
+
+# -- stylize and run-job ---------------------------------------------------------------------------
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .job import CancelWatcher, stdin_is_pipe
+
+    mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
+    sink = make_sink(mode)
+    watcher = CancelWatcher(on_abort=_abort_reporter(sink))
+    if stdin_is_pipe():
+        watcher.start(watch_stdin=True)
+
+    def action() -> None:
+        from .job import Job, Output, execute
+
+        options = options_from_args(args)
+        job = Job(Path(args.content), [Path(s) for s in args.styles], options, Output(Path(args.output)),
+                  output_longest=options.size, shrink_to_working=options.size is None)
+        execute(job, sink, watcher)
+
+    code = run_reported(sink, action)
+    watcher.finish()
+    return code
+
+
+def cmd_run_job(args: argparse.Namespace) -> int:
+    from .job import CancelWatcher, execute, read_job, stdin_is_pipe
+
+    sink = make_sink("json")
+    watcher = CancelWatcher(on_abort=_abort_reporter(sink)).start(watch_stdin=stdin_is_pipe())
+    code = run_reported(sink, lambda: execute(read_job(args.job), sink, watcher))
+    watcher.finish()
+    return code
+
+
+def _abort_reporter(sink: Sink) -> Callable[[], None]:
+    from .errors import Cancelled
+
+    return lambda: sink.emit(error_event(Cancelled()), timeout=1.0)
+
+
+# -- presets, describe, info -----------------------------------------------------------------------
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(describe()["presets"], indent=2))
+        return 0
+    rows = [("name", "size", "iters", "cost", "description")]
+    for p in PRESETS.values():
+        name = p.name + (" *" if p.name == DEFAULT_PRESET else "")
+        rows.append((name, str(p.size), str(p.iterations), p.cost or "-", p.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
+    print(f"\n* the default. Menus in GIMP offer: {', '.join(p.name for p in PRESETS.values() if p.user)}.")
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    print(json.dumps(describe(), indent=2))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    sink = Sink()
+
+    def action() -> None:
+        from .devices import device_info
+
+        info = {"version": __version__, **device_info(args.device), "weights": _weights_status()}
+        print(json.dumps(info, indent=2) if args.json else _info_text(info))
+
+    return run_reported(sink, action)
+
+
+def _weights_status() -> dict[str, dict[str, Any]]:
+    from .weights import OFFICIAL, resolve_weights
+
+    status = {}
+    for model in OFFICIAL:
+        try:
+            status[model] = {"path": str(resolve_weights(None, model)), "ok": True}
+        except NstError as error:
+            status[model] = {"path": None, "ok": False, "problem": error.message}
+    return status
+
+
+def _info_text(info: dict[str, Any]) -> str:
+    def gib(value: int | None) -> str:
+        return "unknown" if value is None else f"{value / 2**30:.1f} GiB"
+
+    lines = [
+        f"engine   {info['version']} (torch {info['torch']}, CUDA {info['cuda'] or 'none'})",
+        f"device   {info['device']}, {info['threads']} threads",
+        f"memory   {gib(info['free_memory'])} free of {gib(info['total_memory'])}",
+    ]
+    for model, state in info["weights"].items():
+        lines.append(f"{model:8} {state['path'] if state['ok'] else state['problem']}")
+    return "\n".join(lines)
+
+
+# -- weights ---------------------------------------------------------------------------------------
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from . import weights
+
+    def action() -> None:
+        if args.action == "fetch":
+            path = weights.fetch(args.model, args.dir, _download_bar() if sys.stderr.isatty() else None)
+            print(path)
+        elif args.action == "check":
+            digest = weights.check(args.path, args.model)
+            print(f"ok: {args.path} sha256 {digest}")
+        else:
+            print(weights.find_weights(args.model))
+
+    return run_reported(Sink(), action)
+
+
+def _download_bar() -> Callable[[int, int | None], None]:
+    def show(done: int, total: int | None) -> None:
+        mib = done / 2**20
+        text = f"{mib:7.1f} MiB"
+        if total:
+            text = f"{100 * done / total:3.0f}%  {mib:.1f} of {total / 2**20:.1f} MiB"
+        sys.stderr.write(f"\rDownloading  {text} ")
+        if total and done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
+
+
+# -- the parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="python -m nst_core",
+                    description="Neural style transfer (Gatys et al.) on VGG features.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    stylize = commands.add_parser("stylize", help="repaint an image in the style of others")
+    stylize.add_argument("content", metavar="CONTENT", help="the image to repaint")
+    stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
+    stylize.add_argument("-o", "--output", required=True, metavar="OUT", help="result file (.png, .jpg, ...)")
+    stylize.add_argument("--progress", choices=("bar", "json", "none"),
+                         help="bar (default on a terminal), JSON lines on stdout, or none")
+    _add_option_flags(stylize)
+    stylize.set_defaults(handler=cmd_stylize)
+
+    run_job = commands.add_parser("run-job", help="run a job file (docs/protocol.md); JSON lines on stdout")
+    run_job.add_argument("job", metavar="JOB.json")
+    run_job.set_defaults(handler=cmd_run_job)
+
+    presets = commands.add_parser("presets", help="list the presets")
+    presets.add_argument("--json", action="store_true")
+    presets.set_defaults(handler=cmd_presets)
+
+    describe_cmd = commands.add_parser("describe", help="presets, defaults and ranges as JSON (front ends)")
+    describe_cmd.add_argument("--json", action="store_true", help="the only format; accepted for clarity")
+    describe_cmd.set_defaults(handler=cmd_describe)
+
+    info = commands.add_parser("info", help="device, memory, torch and weights")
+    info.add_argument("--json", action="store_true")
+    info.add_argument("--device", default="auto", choices=DEVICES)
+    info.set_defaults(handler=cmd_info)
+
+    _add_weights_parser(commands)
+    return parser
+
+
+def _add_weights_parser(commands: argparse._SubParsersAction) -> None:
+    weights = commands.add_parser("weights", help="download, check or locate the VGG weights")
+    actions = weights.add_subparsers(dest="action", required=True, metavar="ACTION", parser_class=Parser)
+    fetch = actions.add_parser("fetch", help="download the official weights (resumes; verifies SHA-256)")
+    fetch.add_argument("--model", default="vgg19", choices=MODELS)
+    fetch.add_argument("--dir", type=Path, help="folder to put them in (default: the data folder)")
+    check = actions.add_parser("check", help="verify a weights file against the official SHA-256")
+    check.add_argument("path", metavar="PATH", type=Path)
+    check.add_argument("--model", choices=MODELS, help="default: the model its file name says, else vgg19")
+    where = actions.add_parser("path", help="print the weights file the engine would use")
+    where.add_argument("--model", default="vgg19", choices=MODELS)
+    weights.set_defaults(handler=cmd_weights)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return int(error.code)
+    return int(args.handler(args))
+

@@ -1,0 +1,410 @@
+"""The engine side of the job protocol (docs/protocol.md): read a job, run it, write the result atomically.
+
+`python -m nst_core stylize` runs through the same `execute` as `run-job`, so both validate
+inputs in the same order, report the same events and leave no partial file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import Cancelled, ImageError, NstError, OutOfMemoryError, OutputError, UsageError
+from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
+from .options import Options, resolve
+
+RAW_FORMATS = {"u8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
+JOB_KEYS = ("version", "content", "styles", "options", "output")
+
+
+@dataclass(frozen=True)
+class RawImage:
+    """A headerless interleaved buffer, as GIMP hands layer pixels over."""
+
+    path: Path
+    width: int
+    height: int
+    format: str
+    channels: int
+
+
+@dataclass(frozen=True)
+class Output:
+    path: Path
+    raw_format: str | None = None  # None: an image file in the format its suffix names
+
+
+@dataclass
+class Job:
+    content: Path | RawImage
+    styles: list[Path]
+    options: Options
+    output: Output
+    # Longest side of the result; None keeps the content's own size (as run-job always does)
+    # or, with `shrink_to_working`, the working size (the preset's, at most the content's).
+    output_longest: int | None = None
+    shrink_to_working: bool = False
+
+
+# -- reading a job file ----------------------------------------------------------------------------
+
+
+def read_job(path: Path | str) -> Job:
+    """Parse and check JOB.json; relative paths are relative to its folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"Cannot read job file {path} ({exc}): check the path.") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"Job file {path} is not valid JSON ({exc}): fix the file.") from None
+    return parse_job(data, path.resolve().parent)
+
+
+def parse_job(data: Any, base: Path) -> Job:
+    _require(isinstance(data, dict), "the job must be a JSON object")
+    version = data.get("version")
+    if version != PROTOCOL_VERSION:
+        raise UsageError(
+            f"Job version {version!r} is not supported: this engine reads version {PROTOCOL_VERSION}; "
+            "update the plug-in and the engine together (run install.py)."
+        )
+    unknown = sorted(set(data) - set(JOB_KEYS))
+    _require(not unknown, f"unknown key(s) {', '.join(unknown)}; use {', '.join(JOB_KEYS)}")
+    styles = data.get("styles")
+    _require(isinstance(styles, list) and styles, "`styles` must be a non-empty list")
+    options_data = data.get("options", {})
+    _require(isinstance(options_data, dict), "`options` must be an object")
+    options = Options.from_dict(options_data)
+    _resolve_option_paths(options, base)
+    style_paths, blend = zip(*(_style(s, base) for s in styles), strict=True)
+    if options.style_blend is None:
+        options.style_blend = list(blend)
+    else:
+        _require(all(s.get("weight") is None for s in styles),
+                 "give blend weights per style or as options.style_blend, not both")
+    content = _content(data.get("content"), base)
+    return Job(content, list(style_paths), options, _output(data.get("output"), base))
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise UsageError(f"Bad job file: {problem} (see docs/protocol.md).")
+
+
+def _file(value: Any, base: Path, what: str) -> Path:
+    _require(isinstance(value, str) and value != "", f"{what} must be a file name")
+    return base / value  # an absolute `value` replaces `base`
+
+
+def _style(entry: Any, base: Path) -> tuple[Path, float]:
+    _require(isinstance(entry, dict), "each style must be an object with a `path`")
+    weight = entry.get("weight", 1.0)
+    is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+    _require(is_number, "a style `weight` must be a number")
+    return _file(entry.get("path"), base, "a style `path`"), float(weight)
+
+
+def _content(entry: Any, base: Path) -> Path | RawImage:
+    _require(isinstance(entry, dict), "`content` must be an object with `path` or `raw`")
+    if "path" in entry:
+        return _file(entry["path"], base, "`content.path`")
+    width, height, channels = entry.get("width"), entry.get("height"), entry.get("channels")
+    fmt = entry.get("format")
+    _require(all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, channels)),
+             "raw `content` needs positive whole `width`, `height` and `channels`")
+    _require(1 <= channels <= 4, f"raw `channels` is {channels}; use 1 to 4")
+    _require(fmt in RAW_FORMATS, f"raw `format` is {fmt!r}; use u8 or float32")
+    return RawImage(_file(entry.get("raw"), base, "`content.raw`"), width, height, fmt, channels)
+
+
+def _output(entry: Any, base: Path) -> Output:
+    _require(isinstance(entry, dict), "`output` must be an object with `path` or `raw`")
+    if "path" in entry:
+        return Output(_file(entry["path"], base, "`output.path`"))
+    fmt = entry.get("format")
+    _require(fmt in RAW_FORMATS, f"raw output `format` is {fmt!r}; use u8 or float32")
+    return Output(_file(entry.get("raw"), base, "`output.raw`"), raw_format=fmt)
+
+
+def _resolve_option_paths(options: Options, base: Path) -> None:
+    if options.weights:
+        options.weights = str(base / options.weights)
+    if options.init and options.init not in ("content", "noise"):
+        options.init = str(base / options.init)
+
+
+# -- raw buffers -------------------------------------------------------------------------------------
+
+
+def read_raw(raw: RawImage) -> np.ndarray:
+    dtype = RAW_FORMATS[raw.format]
+    expected = raw.width * raw.height * raw.channels * dtype.itemsize
+    try:
+        data = raw.path.read_bytes()
+    except OSError as exc:
+        raise ImageError(
+            f"Raw image {raw.path} cannot be read ({exc.strerror}): check the job file."
+        ) from None
+    if len(data) != expected:
+        raise UsageError(
+            f"Raw image {raw.path} has {len(data)} bytes but {raw.width}x{raw.height}x{raw.channels} "
+            f"{raw.format} needs {expected}: fix `width`, `height`, `channels` or `format` in the job."
+        )
+    array = np.frombuffer(data, dtype=dtype).reshape(raw.height, raw.width, raw.channels)
+    from .images import to_array
+
+    return to_array(array, name=f"raw image {raw.path.name}")
+
+
+def load_content(content: Path | RawImage) -> np.ndarray:
+    if isinstance(content, RawImage):
+        return read_raw(content)
+    from .images import load_image
+
+    return load_image(content)
+
+
+# -- running -----------------------------------------------------------------------------------------
+
+
+def execute(job: Job, sink: Sink, cancel: CancelWatcher | None = None) -> Path:
+    """Check everything cheap first, then load, stylise, and write the output atomically."""
+    started = time.perf_counter()
+    settings = resolve(job.options, len(job.styles))  # usage errors before anything is read
+    if settings.init_path and not Path(settings.init_path).is_file():
+        raise ImageError(f"Init image {settings.init_path} does not exist: check --init.")
+    check_writable(job.output)
+    from .weights import resolve_weights
+
+    job.options.weights = str(resolve_weights(job.options.weights, settings.model))
+    content = load_content(job.content)
+    from .images import load_image
+
+    styles = [load_image(path) for path in job.styles]
+    result = _stylize(job, content, styles, sink, cancel)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()
+    written = write_output(result, job.output)
+    sink.emit(done_event(str(written), time.perf_counter() - started))
+    return written
+
+
+def _stylize(job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink,
+             cancel: CancelWatcher | None) -> np.ndarray:
+    from .devices import describe_device, pick_device
+    from .images import fit_size
+    from .stylize import plan_job, stylize
+
+    height, width = content.shape[:2]
+    output_size = fit_size(width, height, job.output_longest) if job.output_longest else None
+    plan = plan_job(width, height, job.options, len(styles), output_size)
+    if job.shrink_to_working:
+        output_size = fit_size(width, height, plan.working_size)
+    device = pick_device(plan.settings.device)
+    sink.emit(start_event(describe_device(device), [max(p.width, p.height) for p in plan.plans],
+                          plan.iterations, plan.memory_estimate()))
+    try:
+        return stylize(content, styles, job.options, output_size=output_size,
+                       progress=lambda p: sink.emit(progress_event(p)), cancel=cancel, device=device)
+    except (MemoryError, RuntimeError) as exc:
+        error = out_of_memory(exc, device.type, plan.working_size)
+        if error is None:
+            raise
+        raise error from None
+
+
+def out_of_memory(exc: BaseException, device: str, working_size: int) -> OutOfMemoryError | None:
+    """An OutOfMemoryError for torch's (or Python's) out-of-memory exceptions; None for anything else."""
+    text = str(exc).lower()
+    if not (isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text):
+        return None
+    # Memory grows with the pixel count: half the pixels is 1/sqrt(2) of the side.
+    smaller = max(64, int(working_size / math.sqrt(2)) // 16 * 16)
+    fallback = "" if device == "cpu" else " or --device cpu"
+    return OutOfMemoryError(
+        f"Not enough {device} memory to stylise at {working_size} px: use --size {smaller}{fallback}."
+    )
+
+
+def describe_error(exc: BaseException) -> NstError:
+    """Any exception as a one-line NstError (unexpected ones as an internal error to report)."""
+    if isinstance(exc, NstError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Cancelled()
+    error = NstError(f"internal error: {type(exc).__name__}: {exc} (please report)")
+    return error
+
+
+# -- the output, written atomically ------------------------------------------------------------------
+
+_PENDING: set[Path] = set()  # temporary files a hard exit must remove
+
+
+def image_format(path: Path) -> str:
+    from PIL import Image
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise OutputError(
+            f"Cannot write {path}: unknown image format '{path.suffix}'; use .png, .jpg, .tif or .webp."
+        )
+    return fmt
+
+
+def check_writable(output: Output) -> None:
+    """Fail before the long run when the result could not be written."""
+    folder = output.path.parent
+    if output.path.is_dir():
+        example = output.path / "result.png"
+        raise OutputError(f"Output {output.path} is a folder: give a file name such as {example}.")
+    if not folder.is_dir():
+        raise OutputError(f"Output folder {folder} does not exist: create it or choose another output path.")
+    if output.raw_format is None:
+        image_format(output.path)
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".nst-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"Cannot write to {folder} ({exc.strerror}): choose another output path.") from None
+
+
+def write_output(array: np.ndarray, output: Output) -> Path:
+    """Write to a temporary file beside the output, then rename: never a partial result."""
+    path = output.path
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    _PENDING.add(temporary)
+    try:
+        if output.raw_format is None:
+            _save_image(array, temporary, image_format(path))
+        else:
+            _save_raw(array, temporary, output.raw_format)
+        os.replace(temporary, path)
+    except (OSError, ValueError) as exc:
+        raise OutputError(f"Cannot write {path} ({exc}): choose another output path.") from None
+    finally:
+        _PENDING.discard(temporary)
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def _save_image(array: np.ndarray, path: Path, fmt: str) -> None:
+    from .images import to_pil
+
+    image = to_pil(array)
+    try:
+        image.save(path, format=fmt)
+    except (OSError, ValueError, KeyError):
+        if image.mode not in ("LA", "RGBA"):
+            raise
+        image.convert(image.mode[:-1]).save(path, format=fmt)  # formats without alpha (JPEG)
+
+
+def _save_raw(array: np.ndarray, path: Path, fmt: str) -> None:
+    if fmt == "u8":
+        data = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    else:
+        data = array.astype(RAW_FORMATS[fmt])
+    path.write_bytes(np.ascontiguousarray(data).tobytes())
+
+
+# -- cancellation: end of stdin, the parent's death, SIGTERM -------------------------------------------
+
+
+class CancelWatcher:
+    """A cancel token (`is_set()`) that watches the process's lifeline.
+
+    The plug-in keeps a pipe on our stdin and never writes to it: end of file means it closed
+    the run or died. A changed parent pid catches a parent that died while someone else holds
+    the pipe. A run that does not stop within `grace` seconds is ended hard, so a cancelled
+    job never keeps the GPU.
+    """
+
+    def __init__(self, on_abort: Callable[[], None] | None = None, grace: float = 3.0,
+                 poll: float = 0.25) -> None:
+        self._event = threading.Event()
+        self._finished = threading.Event()
+        self._on_abort = on_abort
+        self._grace = grace
+        self._poll = poll
+        self._previous_sigterm: Any = None
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def set(self) -> None:
+        if not self._event.is_set():
+            self._event.set()
+            threading.Thread(target=self._abort_later, name="nst-abort", daemon=True).start()
+
+    def finish(self) -> None:
+        """The run has ended (its last event is out): a late cancel must not kill the process."""
+        self._finished.set()
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+    def start(self, watch_stdin: bool) -> CancelWatcher:
+        if watch_stdin:
+            threading.Thread(target=self._watch_stdin, name="nst-stdin", daemon=True).start()
+        threading.Thread(target=self._watch_parent, args=(os.getppid(),), name="nst-parent",
+                         daemon=True).start()
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: self.set())
+        return self
+
+    def _watch_stdin(self) -> None:
+        fd = sys.stdin.fileno()
+        try:
+            while os.read(fd, 65536):
+                pass
+        except OSError:
+            pass
+        self.set()
+
+    def _watch_parent(self, parent: int) -> None:
+        while not self._finished.wait(self._poll):
+            if os.getppid() != parent:
+                self.set()
+                return
+
+    def _abort_later(self) -> None:
+        if self._finished.wait(self._grace):
+            return
+        if self._on_abort is not None:
+            try:
+                self._on_abort()
+            except Exception:
+                pass  # the reader may be gone: exit regardless
+        for temporary in list(_PENDING):
+            temporary.unlink(missing_ok=True)
+        os._exit(int(Cancelled.code))
+
+
+def stdin_is_pipe() -> bool:
+    """Watch stdin only where end of file means something: a pipe or socket, not a TTY or /dev/null."""
+    import stat
+
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except (OSError, ValueError, AttributeError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

@@ -1,0 +1,233 @@
+"""The job protocol end to end: job files, raw buffers in and out, events, cancel, parent death."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nst_core import cli
+from nst_core.errors import UsageError
+from nst_core.job import RawImage, parse_job, read_raw
+
+TINY = {"iterations": 2, "size": 48, "seed": 0, "device": "cpu"}
+RAW = {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3}
+
+
+def write_job(folder: Path, **overrides: object) -> Path:
+    job = {"version": 1, "content": {"path": "content.png"}, "styles": [{"path": "style.png"}],
+           "options": dict(TINY), "output": {"path": "result.png"}}
+    job.update(overrides)
+    path = folder / "job.json"
+    path.write_text(json.dumps(job))
+    return path
+
+
+def run_job(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict]]:
+    code = cli.main(["run-job", str(path)])
+    lines = capsys.readouterr().out.splitlines()
+    return code, [json.loads(line) for line in lines]
+
+
+def rgba_pixels(width: int, height: int) -> np.ndarray:
+    y, x = np.mgrid[0:height, 0:width]
+    alpha = ((x * 7 + y * 3) % 256).astype(np.uint8)  # every value differs: an exact copy is visible
+    return np.stack([x * 255 // width, y * 255 // height, 128 + 0 * x, alpha], axis=-1).astype(np.uint8)
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+
+
+def test_relative_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
+    data = {"version": 1, "content": {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3},
+            "styles": [{"path": "s1.png", "weight": 2}, {"path": "/abs/s2.png"}],
+            "options": {"weights": "w.pth", "init": "start.png", "size": 64},
+            "output": {"raw": "out.raw", "format": "float32"}}
+    job = parse_job(data, tmp_path)
+    assert job.content == RawImage(tmp_path / "c.raw", 4, 2, "u8", 3)
+    assert job.styles == [tmp_path / "s1.png", Path("/abs/s2.png")]
+    assert job.options.style_blend == [2.0, 1.0]
+    assert job.options.weights == str(tmp_path / "w.pth") and job.options.init == str(tmp_path / "start.png")
+    assert job.output.path == tmp_path / "out.raw" and job.output.raw_format == "float32"
+    assert job.output_longest is None  # run-job always answers at the content's size
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"version": 2}, "Job version 2 is not supported"),
+        ({"version": None}, "Job version None is not supported"),
+        ({"styles": []}, "`styles` must be a non-empty list"),
+        ({"extra": 1}, "unknown key.s. extra"),
+        ({"options": {"sharpness": 3}}, "Unknown option sharpness"),
+        ({"options": {"size": "big"}}, "Option size must be a whole number"),
+        ({"content": {**RAW, "format": "u16"}}, "use u8 or float32"),
+        ({"content": {**RAW, "channels": 5}}, "use 1 to 4"),
+        ({"content": {**RAW, "width": 0}}, "positive whole `width`"),
+        ({"output": {"raw": "o.raw"}}, "raw output `format` is None"),
+        ({"styles": [{"path": "s.png", "weight": "x"}]}, "must be a number"),
+        ({"styles": [{"path": "s.png", "weight": 1}], "options": {"style_blend": [1]}}, "not both"),
+    ],
+)
+def test_bad_job_files(tmp_path: Path, change: dict, message: str) -> None:
+    data = {"version": 1, "content": {"path": "c.png"}, "styles": [{"path": "s.png"}], "options": {},
+            "output": {"path": "o.png"}}
+    data.update(change)
+    with pytest.raises(UsageError, match=message) as caught:
+        parse_job(data, tmp_path)
+    assert caught.value.code == 2 and "\n" not in caught.value.message
+
+
+def test_raw_buffer_of_wrong_size(tmp_path: Path) -> None:
+    (tmp_path / "c.raw").write_bytes(bytes(4 * 2 * 3 - 1))
+    with pytest.raises(UsageError, match=r"has 23 bytes but 4x2x3 u8 needs 24"):
+        read_raw(RawImage(tmp_path / "c.raw", 4, 2, "u8", 3))
+
+
+def test_raw_float32_is_little_endian(tmp_path: Path) -> None:
+    values = np.array([0.0, 0.25, 0.5, 1.0], dtype="<f4")
+    (tmp_path / "c.raw").write_bytes(values.tobytes())
+    array = read_raw(RawImage(tmp_path / "c.raw", 2, 1, "float32", 2))
+    assert array.shape == (1, 2, 2) and np.array_equal(array.ravel(), values)
+
+
+# -- running (in process: tiny images, two iterations) --------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["u8", "float32"])
+def test_raw_rgba_in_and_out(tmp_path: Path, style_png: Path, vgg19_weights: Path,
+                             capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    width, height = 40, 28
+    pixels = rgba_pixels(width, height)
+    data = pixels if fmt == "u8" else (pixels / 255.0).astype("<f4")
+    (tmp_path / "content.raw").write_bytes(data.tobytes())
+    path = write_job(
+        tmp_path,
+        content={"raw": "content.raw", "width": width, "height": height, "format": fmt, "channels": 4},
+        styles=[{"path": str(style_png)}],
+        options={**TINY, "size": 32, "weights": str(vgg19_weights)},
+        output={"raw": "out.raw", "format": fmt},
+    )
+    code, events = run_job(path, capsys)
+    assert code == 0, events
+    assert [e["event"] for e in events][0] == "start" and events[-1]["event"] == "done"
+    assert events[-1]["output"] == str(tmp_path / "out.raw")
+    dtype = np.uint8 if fmt == "u8" else np.dtype("<f4")
+    out = np.frombuffer((tmp_path / "out.raw").read_bytes(), dtype=dtype)
+    assert out.size == width * height * 4
+    out = out.reshape(height, width, 4)
+    assert np.array_equal(out[..., 3], data[..., 3])  # alpha copied exactly
+    assert not np.array_equal(out[..., :3], data[..., :3])  # the colour was repainted
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_job_events_follow_the_protocol(tmp_path: Path, content_png: Path, style_png: Path,
+                                        vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_job(tmp_path, options={**TINY, "weights": str(vgg19_weights), "preset": "fast"})
+    code, events = run_job(path, capsys)
+    assert code == 0, events
+    start, *progress, done = events
+    assert start["event"] == "start" and start["version"] == 1 and start["device"] == "cpu"
+    assert start["scales"] == [48] and start["iterations"] == 2 and start["memory_estimate"] > 0
+    assert [e["event"] for e in progress] == ["progress"] * len(progress) and progress
+    last = progress[-1]
+    assert last["fraction"] == pytest.approx(1.0) and last["iteration"] == last["iterations"]
+    assert set(last["loss"]) >= {"total", "content", "style", "tv"}
+    assert done == {"event": "done", "output": str(tmp_path / "result.png"), "seconds": done["seconds"]}
+    from PIL import Image
+
+    with Image.open(tmp_path / "result.png") as result:
+        assert result.size == (96, 64)  # the content's size, whatever the working size
+
+
+# -- the lifeline: end of stdin, parent death (real processes) -------------------------------------------
+
+LONG = {"iterations": 100000, "size": 64, "device": "cpu", "preset": "fast"}
+
+
+def engine_command(job: Path) -> list[str]:
+    return [sys.executable, "-m", "nst_core", "run-job", str(job)]
+
+
+def wait_for_progress(stream, seconds: float = 120) -> list[dict]:  # noqa: ANN001 (a text pipe)
+    events: list[dict] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        events.append(json.loads(line))
+        if events[-1]["event"] != "start":
+            break
+    return events
+
+
+def test_closing_stdin_cancels_promptly(tmp_path: Path, content_png: Path, style_png: Path,
+                                        vgg19_weights: Path) -> None:
+    job = write_job(tmp_path, options={**LONG, "weights": str(vgg19_weights)})
+    engine = subprocess.Popen(engine_command(job), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        events = wait_for_progress(engine.stdout)
+        assert events and events[-1]["event"] == "progress", engine.stderr.read()
+        closed = time.monotonic()
+        engine.stdin.close()
+        code = engine.wait(timeout=30)
+        waited = time.monotonic() - closed
+        rest = [json.loads(line) for line in engine.stdout.read().splitlines()]
+    finally:
+        engine.kill()
+        engine.wait()
+    assert code == 130
+    assert rest[-1] == {"event": "error", "message": "Cancelled.", "code": 130}
+    assert waited < 15
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "job.json", "style.png"]
+
+
+PARENT = """
+import subprocess, sys, time
+engine = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+print(engine.pid, flush=True)
+for line in engine.stdout:
+    if b'"progress"' in line:
+        print("running", flush=True)
+        break
+time.sleep(600)
+"""
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")  # a zombie has exited; only its parent's reaping is left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the orphan")
+def test_engine_exits_when_its_parent_dies(tmp_path: Path, content_png: Path, style_png: Path,
+                                           vgg19_weights: Path) -> None:
+    """stdin is /dev/null here, so only the parent-pid watch can notice the death."""
+    job = write_job(tmp_path, options={**LONG, "weights": str(vgg19_weights)})
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, *engine_command(job)], stdout=subprocess.PIPE,
+                              text=True)
+    engine_pid = int(parent.stdout.readline())
+    try:
+        assert parent.stdout.readline().strip() == "running"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 15
+        while not process_gone(engine_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert process_gone(engine_pid)
+    finally:
+        if not process_gone(engine_pid):
+            os.kill(engine_pid, signal.SIGKILL)
+    assert not (tmp_path / "result.png").exists()
