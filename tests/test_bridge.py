@@ -206,16 +206,29 @@ def test_buffer_size_must_match_layout(fake_engine: dict) -> None:
 
 
 def test_stale_folders_of_dead_plugins_are_removed(fake_engine: dict, tmp_path: Path) -> None:
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    stale = tmp_path / "tmp" / f"{nst_bridge.TEMP_PREFIX}{dead.pid}-abc"
-    live = tmp_path / "tmp" / f"{nst_bridge.TEMP_PREFIX}{os.getpid()}-abc"
+    dead = subprocess.run([sys.executable, "-c", PLUGIN_PROCESS_LOCK, str(PLUGIN_DIR)],
+                          env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")), capture_output=True, text=True)
+    stale = Path(dead.stdout.strip())
+    assert dead.returncode == -signal.SIGKILL and stale.is_dir()  # killed: no cleanup ran
     other = tmp_path / "tmp" / "unrelated-123"
-    for folder in (stale, live, other):
-        folder.mkdir()
-    with nst_bridge.EngineRun(fake_engine):
-        pass
-    assert not stale.exists() and live.exists() and other.exists()
+    other.mkdir()
+    with nst_bridge.EngineRun(fake_engine) as live:
+        with nst_bridge.EngineRun(fake_engine):
+            assert os.path.isdir(live.folder)  # locked by a live run: kept
+    assert not stale.exists() and other.exists()
+
+
+# A plug-in that dies by SIGKILL with its run open, as GIMP's Cancel kills it.
+PLUGIN_PROCESS_LOCK = textwrap.dedent(
+    """\
+    import os, signal, sys
+    sys.path.insert(0, sys.argv[1])
+    import nst_bridge
+    run = nst_bridge.EngineRun({})
+    print(run.folder, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
 
 
 # A plug-in process that starts a hanging engine child and reports the child's pid.

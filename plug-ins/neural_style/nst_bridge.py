@@ -21,6 +21,11 @@ import subprocess
 import sys
 import tempfile
 
+try:
+    import fcntl
+except ImportError:  # Windows: nothing is left behind there, the child dies through close()
+    fcntl = None
+
 PROTOCOL_VERSION = 1
 CONFIG_NAME = "nst_config.json"
 DEFAULT_PRESET = "balanced"
@@ -30,6 +35,7 @@ EXIT_BAD_IMAGE = 3
 EXIT_CANCELLED = 130
 NOT_INSTALLED = "Neural style engine not installed: run install.py (it sets up the engine and writes %s)."
 TEMP_PREFIX = "nst-plugin-"
+LOCK_NAME = ".lock"
 BYTES_PER_SAMPLE = {"u8": 1, "float32": 4}
 WINDOWS_CREATE_NO_WINDOW = 0x08000000
 LINUX_PR_SET_PDEATHSIG = 1
@@ -141,29 +147,38 @@ def progress_text(event):
     return "Neural style: " + ", ".join(parts)
 
 
-def _pid_alive(pid):
-    # type: (int) -> bool
-    try:
-        os.kill(pid, 0)
-    except OSError as exc:
-        return exc.errno == 1  # EPERM: alive, someone else's
-    return True
+def _lock_folder(folder):
+    # type: (str) -> object
+    """Hold an exclusive lock on `folder` while this process lives (POSIX; None elsewhere)."""
+    if fcntl is None:
+        return None
+    handle = open(os.path.join(folder, LOCK_NAME), "wb")
+    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return handle
 
 
 def remove_stale_folders():
     # type: () -> None
-    """Remove folders left by plug-ins that were killed (GIMP's Cancel sends SIGKILL)."""
-    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
+    """Remove folders of plug-ins that were killed (GIMP's Cancel sends SIGKILL, so no cleanup ran).
+
+    A folder is stale when nobody holds its lock: the kernel drops a dead process's locks.
+    This holds across PID namespaces (Flatpak, containers), unlike checking process ids.
+    """
+    if fcntl is None:
         return
     base = tempfile.gettempdir()
     try:
-        names = os.listdir(base)
+        names = [name for name in os.listdir(base) if name.startswith(TEMP_PREFIX)]
     except OSError:
         return
     for name in names:
-        pid = name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if name.startswith(TEMP_PREFIX) and pid.isdigit() and not _pid_alive(int(pid)):
-            shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        folder = os.path.join(base, name)
+        try:
+            with open(os.path.join(folder, LOCK_NAME), "ab") as handle:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(folder, ignore_errors=True)
+        except (IOError, OSError):
+            continue  # alive (locked), not ours, or still being created
 
 
 def _die_with_parent():
@@ -240,6 +255,7 @@ class EngineRun(object):
         self.stderr_path = None  # type: str | None
         remove_stale_folders()
         self.folder = tempfile.mkdtemp(prefix="%s%d-" % (TEMP_PREFIX, os.getpid()))
+        self.lock = _lock_folder(self.folder)
         _LIVE_RUNS.append(self)
 
     def __enter__(self):
@@ -304,6 +320,9 @@ class EngineRun(object):
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+        if self.lock is not None:
+            self.lock.close()
+            self.lock = None
         if self in _LIVE_RUNS:
             _LIVE_RUNS.remove(self)
 

@@ -5,7 +5,8 @@
 PLAN.json: {"out": folder, "config_path": the file $NST_PLUGIN_CONFIG names,
 "cases": [{"name", "canvas": [w, h], "layers": [{"png", "name", "offsets"}] (bottom first),
 "select": [[x, y, w, h], "rect" | "ellipse"] or absent, "convert": "gray" | precision name,
-"args": {argument: value}, "engine_config": a config to use for this case only}]}.
+"args": {argument: value}, "engine_config": a config to use for this case only,
+"kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine runs}]}.
 
 For each case the manifest (OUT/manifest.json) records the call's status and error message,
 the layers before and after (top first), and raw pixel dumps of every layer after the call,
@@ -15,7 +16,10 @@ which pytest checks on the host. Any unexpected exception makes GIMP exit non-ze
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
+import time
 
 import gi
 
@@ -91,6 +95,39 @@ def call_plugin(procedure, image, args):
     return status.value_nick, error
 
 
+def engine_processes():
+    """{pid: (parent pid, working folder)} of running `-m nst_core run-job` processes."""
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            if b"run-job" in argv and b"nst_core" in argv and fields[0] != "Z":
+                found[int(pid)] = (int(fields[1]), os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+    return found
+
+
+def kill_plugin_when_engine_runs(report):
+    """Watcher thread: SIGKILL the plug-in under a live engine, then see whether the engine dies."""
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not engine_processes():
+        time.sleep(0.05)
+    engines = engine_processes()
+    if not engines:
+        return
+    time.sleep(0.5)
+    pid, (plugin, folder) = next(iter(engines.items()))
+    report.update(engine_pid=pid, folder=folder)
+    os.kill(plugin, signal.SIGKILL)
+    while time.monotonic() < end and pid in engine_processes():
+        time.sleep(0.05)
+    report["engine_died"] = pid not in engine_processes()
+
+
 def run_case(procedure, case, plan):
     image = build_image(case)
     image.set_selected_layers(image.get_layers())
@@ -100,15 +137,21 @@ def run_case(procedure, case, plan):
         shutil.copyfile(plan["config_path"], saved)
         with open(plan["config_path"], "w") as handle:
             json.dump(case["engine_config"], handle)
+    killed = {}
+    if case.get("kill_plugin"):
+        watcher = threading.Thread(target=kill_plugin_when_engine_runs, args=(killed,), daemon=True)
+        watcher.start()
     try:
         status, error = call_plugin(procedure, image, case["args"])
+        if case.get("kill_plugin"):
+            watcher.join(130)
     finally:
         if "engine_config" in case:
             shutil.move(saved, plan["config_path"])
     result = {"status": status, "error": error, "before": before,
               "layers": describe_layers(image, plan["out"], case["name"]),
               "image": {"precision": image.get_precision().value_nick,
-                        "size": [image.get_width(), image.get_height()]}}
+                        "size": [image.get_width(), image.get_height()]}, "killed": killed}
     image.delete()
     return result
 
@@ -122,6 +165,9 @@ def main():
         manifest["registration"] = registration(procedure)
         for case in plan["cases"]:
             manifest["cases"][case["name"]] = run_case(procedure, case, plan)
+        # A killed plug-in cannot clean up; the next run sweeps its folder (there is one after it).
+        manifest["left_behind"] = [c["killed"]["folder"] for c in manifest["cases"].values()
+                                   if c["killed"].get("folder") and os.path.exists(c["killed"]["folder"])]
     with open(os.path.join(plan["out"], "manifest.json"), "w") as handle:
         json.dump(manifest, handle, indent=1)
 

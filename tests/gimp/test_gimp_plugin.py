@@ -78,6 +78,8 @@ def plan_cases(inputs: dict[str, str], work: Path) -> list[dict]:
     corrupt.write_bytes(b"this is not a weights file")
     config = json.loads((work / "nst_config.json").read_text())
     return [
+        {"name": "cancelled", "canvas": CANVAS, "args": args | {"iterations": 100000, "size": 64},
+         "layers": [opaque], "kill_plugin": True},
         {"name": "two_layers", "canvas": CANVAS, "args": args, "layers": [
             {"png": inputs["opaque"], "name": "Opaque", "offsets": [0, 0]},
             {"png": inputs["transparent"], "name": "Partly transparent", "offsets": [20, 18]}]},
@@ -244,6 +246,18 @@ def test_failures_return_an_execution_error_and_add_no_layer(gimp: dict, name: s
     assert result["status"] == "execution-error"
     assert message in result["error"] and "\n" not in result["error"]
     assert [layer["name"] for layer in result["layers"]] == result["before"]
+
+
+def test_cancel_kills_the_engine_and_leaves_no_layer_or_files(gimp: dict) -> None:
+    """GIMP's Cancel kills the plug-in: its engine must die too, and its folder go at the next run."""
+    result = case(gimp, "cancelled")
+    killed = result["killed"]
+    assert killed.get("engine_pid"), "the engine never started"
+    assert killed["engine_died"], "the engine outlived its killed plug-in"
+    assert result["status"] != "success"
+    assert [layer["name"] for layer in result["layers"]] == result["before"]
+    assert os.path.basename(killed["folder"]).startswith("nst-plugin-")
+    assert gimp["manifest"]["left_behind"] == []
 
 
 def test_corrupt_weights_message_comes_from_the_engine(gimp: dict) -> None:
