@@ -370,24 +370,54 @@ def choose_torch(system, machine, requested, environ, rocm_root=Path("/opt/rocm"
     return cpu
 
 
-# -- the engine environment ------------------------------------------------------------------------
-
-# Runs in the engine's Python (any version, even 2.7): reports what it can import, as JSON.
+# Runs in the engine's Python (any version, even 2.7) and reports, as JSON, what is installed there,
+# without importing it: importing torch takes seconds, so ENGINE_CHECK does that once, later.
 PROBE = r"""
-import json, sys
+import json, os, re, sys
 info = {"python": list(sys.version_info[:3])}
-for name in ("torch", "torchvision", "PIL", "numpy", "nst_core"):
+try:
+    import importlib.util
+    from importlib import metadata
+except ImportError:
+    print(json.dumps(info))
+    sys.exit(0)
+for module, dist in (("torch", "torch"), ("torchvision", "torchvision"), ("PIL", "pillow"),
+                     ("numpy", "numpy"), ("nst_core", "gimp-neural-style")):
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        info[module] = {"error": "No module named %s" % module}
+        continue
     try:
-        module = __import__(name)
-        info[name] = {"version": str(getattr(module, "__version__", "?")),
-                      "file": getattr(module, "__file__", None)}
-    except Exception as exc:
-        info[name] = {"error": "%s: %s" % (type(exc).__name__, exc)}
-if "version" in info["torch"]:
-    import torch
-    info["torch"]["cuda"] = getattr(torch.version, "cuda", None)
-    info["torch"]["hip"] = getattr(torch.version, "hip", None)
+        version = metadata.version(dist)
+    except Exception:
+        version = "?"
+    info[module] = {"version": version, "file": spec.origin}
+if "file" in info["torch"]:
+    with open(os.path.join(os.path.dirname(info["torch"]["file"]), "version.py")) as handle:
+        text = handle.read()
+    for name in ("cuda", "hip"):
+        found = re.search(r"^%s\s*(?::[^=\n]*)?=\s*'([^']*)'" % name, text, re.M)
+        info["torch"][name] = found.group(1) if found else None
 print(json.dumps(info))
+"""
+
+# Imports torch for real (a missing CUDA library shows here) and loads a weights file the way the
+# engine does. Exit 3: torch is broken; exit 4: the weights are unusable (one line on stderr).
+ENGINE_CHECK = r"""
+import sys
+try:
+    import torch, torchvision
+except Exception as exc:
+    sys.stderr.write("%s: %s\n" % (type(exc).__name__, exc))
+    sys.exit(3)
+if len(sys.argv) > 1:
+    from nst_core.errors import NstError
+    from nst_core.network import load_features
+    try:
+        load_features("vgg19", sys.argv[1])
+    except NstError as error:
+        sys.stderr.write(error.message + "\n")
+        sys.exit(4)
 """
 
 
@@ -442,6 +472,30 @@ def import_problems(probe, names):
     return ["{} ({})".format(name, probe[name]["error"]) for name in names if "error" in probe.get(name, {})]
 
 
+def check_existing_python(python):
+    # type: (Path) -> dict
+    """--engine-python must be a Python new enough, with torch, torchvision, Pillow and NumPy."""
+    probe = probe_python(python)
+    if probe is None:
+        raise InstallError(
+            EXIT_ENGINE,
+            "--engine-python {} is not a working Python: give the path of the python executable "
+            "of an environment with torch.".format(python))
+    version = tuple(probe["python"][:2])
+    if version < ENGINE_MIN_PYTHON:
+        raise InstallError(EXIT_ENGINE, "--engine-python {} is Python {}.{}; the engine needs {}.{} or "
+                                        "newer: pick another, or leave out --engine-python."
+                                        .format(python, version[0], version[1], *ENGINE_MIN_PYTHON))
+    missing = import_problems(probe, ("torch", "torchvision", "PIL", "numpy"))
+    if missing:
+        raise InstallError(
+            EXIT_ENGINE,
+            "--engine-python {} cannot import {}: install them there first (python -m pip install "
+            "torch torchvision pillow numpy), or leave out --engine-python to let install.py make "
+            "its own environment.".format(python, "; ".join(missing)))
+    return probe
+
+
 def engine_base_python(environ):
     # type: (dict) -> str
     """A Python new enough for the engine to build its venv from: this one, or one on PATH."""
@@ -485,7 +539,7 @@ def project_name():
 class Manifest:
     """What the installer created, so that --uninstall removes exactly that and nothing else."""
 
-    KINDS = ("files", "dirs", "trees", "pip")
+    KINDS = ("files", "dirs", "trees", "pip", "checked")
 
     def __init__(self, path):
         # type: (Path) -> None
@@ -501,9 +555,10 @@ class Manifest:
             self.data.setdefault(kind, [])
 
     def add(self, kind, value):
-        # type: (str, str) -> None
-        if str(value) not in self.data[kind]:
-            self.data[kind].append(str(value))
+        # type: (str, object) -> None
+        value = value if isinstance(value, list) else str(value)
+        if value not in self.data[kind]:
+            self.data[kind].append(value)
             self.save()
 
     def discard(self, kind, value):
@@ -570,6 +625,7 @@ class Installer:
         self.changes = []  # type: list
         self.engine_python = None  # type: Path | None
         self.weights_path = None  # type: Path | None
+        self.weights_to_load = None  # type: Path | None
 
     def changed(self, text):
         # type: (str) -> None
@@ -596,9 +652,8 @@ class Installer:
     def plan_engine(self):
         # type: () -> dict
         if self.args.engine_python:
-            python = Path(self.args.engine_python).expanduser()
-            python = Path(os.path.abspath(str(python)))
-            return {"mode": "existing", "python": python, "build": None, "disk": 0}
+            python = Path(os.path.abspath(str(Path(self.args.engine_python).expanduser())))
+            return {"mode": "existing", "python": python, "probe": check_existing_python(python), "disk": 0}
         python = venv_python(self.venv, self.system)
         build = choose_torch(self.system, self.environ.get("NST_INSTALL_MACHINE") or platform.machine(),
                              self.args.torch, self.environ)
@@ -692,6 +747,7 @@ class Installer:
         self.manifest.add("files", self.data_dir / weights.STAMP_NAME)  # the engine's hash cache
         self.setup_engine(plan["engine"])
         self.setup_weights(plan["weights"])
+        self.check_engine()
         description = self.describe_engine()
         if not self.args.skip_self_test:
             self.self_test()
@@ -706,7 +762,7 @@ class Installer:
         # type: (dict) -> None
         say("Engine")
         if engine["mode"] == "existing":
-            self.use_existing_python(engine["python"])
+            self.use_existing_python(engine["python"], engine["probe"])
             return
         python, build = engine["python"], engine["build"]
         probe = engine["probe"]
@@ -730,7 +786,7 @@ class Installer:
             pip_install(python, ["torch", "torchvision"] + index, "torch ({})".format(build.kind))
             self.changes.append("torch installed")
             probe = probe_python(python) or {}
-        if not nst_core_current(probe) or import_problems(probe, ("PIL", "numpy")):
+        if not self.nst_core_right(probe) or import_problems(probe, ("PIL", "numpy")):
             pip_install(python, self.nst_core_arguments(), "nst_core with Pillow and NumPy")
             self.changes.append("nst_core installed")
         else:
@@ -741,27 +797,9 @@ class Installer:
         # type: () -> list
         return ["-e", str(REPO)] if self.args.dev else [str(REPO)]
 
-    def use_existing_python(self, python):
-        # type: (Path) -> None
-        probe = probe_python(python)
-        if probe is None:
-            raise InstallError(
-                EXIT_ENGINE,
-                "--engine-python {} is not a working Python: give the path of the python executable "
-                "of an environment with torch.".format(python))
-        version = tuple(probe["python"][:2])
-        if version < ENGINE_MIN_PYTHON:
-            raise InstallError(EXIT_ENGINE, "--engine-python {} is Python {}.{}; the engine needs {}.{} or "
-                                            "newer: pick another, or leave out --engine-python."
-                                            .format(python, version[0], version[1], *ENGINE_MIN_PYTHON))
-        missing = import_problems(probe, ("torch", "torchvision", "PIL", "numpy"))
-        if missing:
-            raise InstallError(
-                EXIT_ENGINE,
-                "--engine-python {} cannot import {}: install them there first (python -m pip install "
-                "torch torchvision pillow numpy), or leave out --engine-python to let install.py make "
-                "its own environment.".format(python, "; ".join(missing)))
-        if nst_core_current(probe) and not (self.args.dev and not self.nst_core_is_editable(probe)):
+    def use_existing_python(self, python, probe):
+        # type: (Path, dict) -> None
+        if self.nst_core_right(probe):
             say("  nst_core up to date in {} (torch {})".format(python, probe["torch"]["version"]))
         else:
             pip_install(python, ["--no-deps"] + self.nst_core_arguments(), "nst_core")
@@ -769,10 +807,13 @@ class Installer:
             self.changes.append("nst_core installed into {}".format(python))
         self.engine_python = python
 
-    @staticmethod
-    def nst_core_is_editable(probe):
+    def nst_core_right(self, probe):
         # type: (dict) -> bool
-        return Path(probe["nst_core"]["file"]).parent.resolve() == (REPO / "nst_core").resolve()
+        """The checkout's nst_core is there (and, with --dev, as the checkout itself)."""
+        if not nst_core_current(probe):
+            return False
+        editable = Path(probe["nst_core"]["file"]).parent.resolve() == (REPO / "nst_core").resolve()
+        return editable or not self.args.dev
 
     def engine(self, *arguments):
         # type: (str) -> subprocess.CompletedProcess
@@ -783,29 +824,32 @@ class Installer:
         say("Weights")
         try:
             if plan.action == "download":
-                make_dirs(plan.dest.parent, self.manifest)
-                self.manifest.add("files", plan.dest.with_name(plan.dest.name + ".part"))
-                say("  downloading {}".format(plan.source))
-                weights.download(plan.source, plan.dest, weights.official("vgg19").sha256, DownloadProgress())
-                self.manifest.add("files", plan.dest)
-                self.changed("downloaded and verified {}".format(plan.dest))
+                self.download_weights(plan.source, plan.dest)
             elif plan.action == "copy":
                 weights.verify(plan.source, "vgg19")
                 self.copy_weights(plan.source, plan.dest)
-            elif plan.action == "keep" and weights.official_for_file(plan.dest):
+            elif weights.official_for_file(plan.dest):
                 weights.verify(plan.dest, "vgg19")
                 say("  {} present and verified".format(plan.dest))
             else:
-                self.check_weights_with_engine(plan.dest)
+                self.weights_to_load = self.unchecked_user_weights(plan.dest)
         except NstError as exc:
-            raise InstallError(EXIT_WEIGHTS, self.weights_hint(exc.message))
+            raise InstallError(EXIT_WEIGHTS, exc.message)
         self.weights_path = plan.dest
 
-    @staticmethod
-    def weights_hint(message):
-        # type: (str) -> str
-        return "{} Without network: download {} on another machine, copy it here and run " \
-               "`python3 install.py --weights FILE`.".format(message, weights.official("vgg19").url)
+    def download_weights(self, url, dest):
+        # type: (str, Path) -> None
+        make_dirs(dest.parent, self.manifest)
+        self.manifest.add("files", dest.with_name(dest.name + ".part"))
+        say("  downloading {}".format(url))
+        try:
+            weights.download(url, dest, weights.official("vgg19").sha256, DownloadProgress())
+        except NstError as exc:
+            raise InstallError(EXIT_WEIGHTS, "{} Without network here: download {} elsewhere, copy it to "
+                                             "this machine and run `python3 install.py --weights FILE`."
+                                             .format(exc.message, weights.official("vgg19").url))
+        self.manifest.add("files", dest)
+        self.changed("downloaded and verified {}".format(dest))
 
     def copy_weights(self, source, dest):
         # type: (Path, Path) -> None
@@ -825,16 +869,40 @@ class Installer:
         self.manifest.add("files", dest)
         self.changed("copied the verified {} to {}".format(source, dest))
 
-    def check_weights_with_engine(self, path):
-        # type: (Path) -> None
-        result = self.engine("weights", "check", str(path))
-        if result.returncode != 0:
+    def unchecked_user_weights(self, path):
+        # type: (Path) -> Path | None
+        """A file of the user's own has no hash to compare: the engine must load it (once per version)."""
+        # Referenced in place, not copied: it is the user's file, and uninstall must not touch it.
+        if self.weights_stamp(path) in self.manifest.data["checked"]:
+            say("  using {} where it is (the engine loaded it before; unchanged since)".format(path))
+            return None
+        return path
+
+    @staticmethod
+    def weights_stamp(path):
+        # type: (Path) -> list
+        return [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+
+    def check_engine(self):
+        # type: () -> None
+        """Import torch for real, and load the user's own weights file if there is one to check."""
+        extra = [str(self.weights_to_load)] if self.weights_to_load else []
+        result = run_quiet([self.engine_python, "-c", ENGINE_CHECK] + extra, timeout=SELF_TEST_TIMEOUT)
+        problem = last_line(result.stderr + result.stdout)
+        if result.returncode == 4:
             raise InstallError(EXIT_WEIGHTS, "The engine cannot use {}: {} Pass VGG19 weights in "
                                              "torchvision's format with --weights, or leave it out to "
-                                             "download the official file.".format(
-                                                 path, last_line(result.stderr + result.stdout)))
-        # Referenced in place, not copied: it is the user's own file, and uninstall must not touch it.
-        say("  using {} where it is (checked by the engine)".format(path))
+                                             "download the official file.".format(self.weights_to_load,
+                                                                                  problem))
+        if result.returncode != 0:
+            raise InstallError(EXIT_ENGINE, "torch does not work in {} ({}): run install.py again to repair "
+                                            "it (or fix that environment, for --engine-python)."
+                                            .format(self.engine_python, problem))
+        if self.weights_to_load:
+            path = str(self.weights_to_load)
+            self.manifest.data["checked"] = [s for s in self.manifest.data["checked"] if s[0] != path]
+            self.manifest.add("checked", self.weights_stamp(self.weights_to_load))
+            say("  using {} where it is (the engine loads it)".format(path))
 
     def describe_engine(self):
         # type: () -> dict
@@ -1049,11 +1117,12 @@ def engine_info(result):
 
 def memory_text(info):
     # type: (dict) -> str
-    for key in ("memory_total", "total_memory", "memory"):
-        value = info.get(key)
-        if isinstance(value, (int, float)) and value > 0:
-            return ", {} memory".format(gigabytes(value))
-    return ""
+    """`info --json`'s memory fields (bytes; None where the device does not say)."""
+    total, free = info.get("total_memory"), info.get("free_memory")
+    if not total:
+        return ""
+    return ", {} memory ({} free)".format(gigabytes(total), gigabytes(free)) if free else \
+        ", {} memory".format(gigabytes(total))
 
 
 class DownloadProgress:
