@@ -1,0 +1,399 @@
+"""`python -m nst_core.bench`: how fast one iteration runs, against what the machine allows.
+
+For each size it prints the engine's seconds per iteration, a textbook implementation's
+(the baseline), the floor (the iteration's FLOPs over the measured machine rates) and the
+ratios between them, plus peak memory. Weights are random unless --weights is given: the
+cost of a step does not depend on the weight values. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import memory, optimize
+from .devices import describe_device, pick_device
+from .network import build_network, layer_index, load_features
+from .options import Options, Settings, resolve
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---- machine rates ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rates:
+    conv: float  # FLOP/s of a 3x3 convolution of a VGG-like shape
+    matmul: float  # FLOP/s of a Gram-shaped matrix product
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
+    """The fastest of `repeats` timed calls after one warm-up: the least disturbed by other load."""
+    fn()
+    _synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def measure_rates(device: torch.device, dtype: torch.dtype, side: int = 128, repeats: int = 5) -> Rates:
+    """3x3 convolution (256 -> 256 channels at side^2, VGG's third block at 512 px) and a Gram product."""
+    generator = torch.Generator().manual_seed(0)
+    fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    x = torch.randn(1, 256, side, side, generator=generator).to(device, dtype).to(memory_format=fmt)
+    w = torch.randn(256, 256, 3, 3, generator=generator).to(device, dtype).to(memory_format=fmt)
+    conv_seconds = best_time(lambda: F.conv2d(x, w, padding=1), device, repeats)
+    f = torch.randn(256, side * side, generator=generator).to(device, dtype)
+    mm_seconds = best_time(lambda: f @ f.T, device, repeats)
+    return Rates(
+        conv=2 * 256 * 256 * 9 * side * side / conv_seconds,
+        matmul=2 * 256 * 256 * side * side / mm_seconds,
+    )
+
+
+# ---- FLOPs of one iteration ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IterationFlops:
+    conv: float  # forward and input-gradient convolutions
+    gram: float  # Gram products and their gradients
+
+    @property
+    def total(self) -> float:
+        return self.conv + self.gram
+
+    def floor_seconds(self, rates: Rates) -> float:
+        return self.conv / rates.conv + self.gram / rates.matmul
+
+
+def iteration_flops(settings: Settings, width: int, height: int) -> IterationFlops:
+    """Forward and input-gradient backward (no weight gradients), and Gram products (2 C^2 HW each way)."""
+    layers = settings.content_layers + settings.style_layers
+    shapes = memory.layer_shapes(settings.model, layers, height, width)
+    conv = sum(
+        2 * 2 * s.channels_in * s.channels_out * 9 * s.height * s.width for s in shapes if s.kind == "conv"
+    )
+    gram = 0.0
+    if settings.style_loss == "gram":
+        for name in settings.style_layers:
+            s = shapes[layer_index(settings.model, name)]
+            gram += 2 * 2 * s.channels_out**2 * s.height * s.width
+    return IterationFlops(conv=float(conv), gram=float(gram))
+
+
+# ---- peak memory -----------------------------------------------------------------------------
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux: writing 5 resets the peak resident set size (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+# ---- the steps being timed -------------------------------------------------------------------
+
+
+def synthetic_images(width: int, height: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth content and a striped style (1 x 3 x H x W in [0, 1]); no files needed."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    content = torch.stack([x, y, 0.5 + 0.3 * torch.sin(6 * x * y)])
+    style = torch.stack([0.5 + 0.5 * torch.sin(40 * (x + 2 * y)), 0.5 + 0.5 * torch.cos(33 * x), y])
+    return content[None].to(device), style[None].to(device)
+
+
+class TextbookVGG(nn.Module):
+    """The plain implementation everyone starts from: features by index, Gram / (C H W), MSE."""
+
+    def __init__(self, features: nn.Sequential, content: Sequence[int], style: Sequence[int]) -> None:
+        super().__init__()
+        self.body = features[: max([*content, *style]) + 1]
+        self.content, self.style = list(content), list(style)
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        x = (x - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]
+        ).view(1, 3, 1, 1)
+        content, style = [], []
+        for index, layer in enumerate(self.body):
+            x = layer(x)
+            if index in self.content:
+                content.append(x)
+            if index in self.style:
+                style.append(x)
+        return content, style
+
+
+def _gram(x: torch.Tensor) -> torch.Tensor:
+    _, c, h, w = x.shape
+    f = x.view(c, h * w)
+    return f @ f.t() / (c * h * w)
+
+
+def textbook_step(
+    features: nn.Sequential, settings: Settings, content: torch.Tensor, style: torch.Tensor
+) -> Callable[[], None]:
+    """One L-BFGS iteration of the PyTorch-tutorial formulation, as the baseline."""
+    net = TextbookVGG(
+        _fresh_relus(features),
+        [layer_index(settings.model, n) for n in settings.content_layers],
+        [layer_index(settings.model, n) for n in settings.style_layers],
+    ).to(content.device)
+    with torch.no_grad():
+        content_targets = [t.detach() for t in net(content)[0]]
+        style_targets = [_gram(t) for t in net(style)[1]]
+    image = content.clone().requires_grad_(True)
+    lbfgs = torch.optim.LBFGS([image], max_iter=1)
+
+    def closure() -> torch.Tensor:
+        lbfgs.zero_grad()
+        c, s = net(image)
+        loss = sum(F.mse_loss(a, b) for a, b in zip(c, content_targets, strict=True))
+        loss = loss + 1e6 * sum(F.mse_loss(_gram(a), b) for a, b in zip(s, style_targets, strict=True))
+        loss.backward()
+        return loss
+
+    return lambda: lbfgs.step(closure)
+
+
+def _fresh_relus(features: nn.Sequential) -> nn.Sequential:
+    return nn.Sequential(*[nn.ReLU() if isinstance(m, nn.ReLU) else m for m in features])
+
+
+def engine_step(
+    settings: Settings, weights: Path, content: torch.Tensor, style: torch.Tensor, dtype: torch.dtype | None
+) -> Callable[[], object]:
+    """One iteration of the engine's own optimiser at one scale."""
+    network = build_network(
+        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling
+    ).to(content.device)
+    inputs = optimize.ScaleInputs(content, [style])
+    objective = optimize.build_objective(network, inputs, settings, dtype)
+    stepper = optimize.Stepper(content, objective, settings.optimizer, settings.learning_rate)
+    return stepper.step
+
+
+# ---- one row per size ------------------------------------------------------------------------
+
+
+def _random_weights(model: str, directory: Path) -> Path:
+    """Reproducible random weights in torchvision's layout, so the benchmark needs no download."""
+    import torchvision
+
+    torch.manual_seed(0)
+    features = getattr(torchvision.models, model)(weights=None).features
+    path = directory / f"{model}-random.pth"
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
+    return path
+
+
+def time_steps(step: Callable[[], object], device: torch.device, iterations: int, repeats: int) -> float:
+    """Seconds per iteration: the best of `repeats` runs of `iterations` steps after a warm-up step."""
+    step()
+    _synchronize(device)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(iterations):
+            step()
+        _synchronize(device)
+        best = min(best, (time.perf_counter() - start) / iterations)
+    return best
+
+
+def measure_size(
+    args: argparse.Namespace, settings: Settings, weights: Path, size: int, device: torch.device,
+    rates: Rates,
+) -> dict[str, object]:
+    width = height = size
+    content, style = synthetic_images(width, height, device)
+    dtype = DTYPES.get(args.precision)
+    autocast = None if dtype == torch.float32 else dtype
+    reset_peak(device)
+    seconds = time_steps(
+        engine_step(settings, weights, content, style, autocast), device, args.iterations, args.repeats
+    )
+    peak = peak_bytes(device)
+    flops = iteration_flops(settings, width, height)
+    floor = flops.floor_seconds(rates)
+    row: dict[str, object] = {
+        "size": size, "device": describe_device(device), "dtype": args.precision,
+        "seconds_per_iteration": round(seconds, 4), "floor_seconds": round(floor, 4),
+        "ratio_to_floor": round(seconds / floor, 2), "gflop_per_iteration": round(flops.total / 1e9, 1),
+        "peak_bytes": peak,
+        "estimate_bytes": memory.estimate_peak_bytes(settings, width, height, device.type),
+    }
+    if args.baseline:
+        features = load_features(settings.model, weights)
+        baseline = time_steps(
+            textbook_step(features, settings, content, style), device, args.iterations, args.repeats
+        )
+        row["baseline_seconds_per_iteration"] = round(baseline, 4)
+        row["engine_vs_baseline"] = round(seconds / baseline, 2)
+        row["baseline_ratio_to_floor"] = round(baseline / floor, 2)
+    return row
+
+
+def _print_row(row: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row), flush=True)
+        return
+    peak, estimate = int(row["peak_bytes"]) / memory.MIB, int(row["estimate_bytes"]) / memory.MIB
+    text = (
+        f"{row['size']:>5} px  {row['seconds_per_iteration']:.3f} s/it  floor {row['floor_seconds']:.3f} s "
+        f"({row['gflop_per_iteration']} GFLOP)  x{row['ratio_to_floor']} of floor  "
+        f"peak {peak:.0f} MiB (estimate {estimate:.0f})"
+    )
+    if "baseline_seconds_per_iteration" in row:
+        text += (
+            f"  | textbook {row['baseline_seconds_per_iteration']:.3f} s/it "
+            f"(x{row['baseline_ratio_to_floor']} of floor), engine/textbook {row['engine_vs_baseline']}"
+        )
+    print(text, flush=True)
+
+
+# ---- time to quality ------------------------------------------------------------------------
+
+
+def time_to_quality(preset: str, weights: Path, device: torch.device, size: int) -> list[dict[str, object]]:
+    """The preset against single-scale L-BFGS at full size given the same wall time, judged alike."""
+    from .stylize import stylize
+
+    content, style = synthetic_images(size, size, device)
+    options = Options(preset=preset, size=size, weights=str(weights), device=device.type)
+    start = time.perf_counter()
+    preset_result = stylize(_to_array(content), [_to_array(style)], options, device=device)
+    budget = time.perf_counter() - start
+
+    settings = resolve(Options(preset=preset, size=size, multiscale=False, weights=str(weights)))
+    network = build_network(
+        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling
+    ).to(device)
+    objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, None)
+    stepper = optimize.Stepper(content, objective, "lbfgs", settings.learning_rate)
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < budget:
+        stepper.step()
+        steps += 1
+    rows = []
+    for name, image, detail in (
+        (f"{preset} (coarse to fine)", torch.from_numpy(preset_result).permute(2, 0, 1)[None], "all scales"),
+        ("single-scale L-BFGS", stepper.result(), f"{steps} iterations"),
+    ):
+        with torch.no_grad():
+            _, parts = objective(image.to(device).float())
+        rows.append({
+            "race": name, "size": size, "seconds": round(budget, 1), "detail": detail,
+            "content_loss": round(float(parts["content"]), 4), "style_loss": round(float(parts["style"]), 4),
+        })
+    return rows
+
+
+def _to_array(image: torch.Tensor) -> np.ndarray:
+    return image[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m nst_core.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
+    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=None,
+                        help="comma-separated square sizes (default 256,512 on CPU, 512,1024,2048 on GPU)")
+    parser.add_argument("--precision", choices=["auto", *DTYPES], default="auto",
+                        help="network precision (auto: fp32 on CPU, fp16 autocast on CUDA)")
+    parser.add_argument("--preset", default="balanced")
+    parser.add_argument("--iterations", type=int, default=3, help="timed iterations per repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="the best repeat is reported")
+    parser.add_argument("--weights", default=None, help="a VGG weights file (default: random weights)")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the textbook implementation")
+    parser.add_argument("--time-to-quality", action="store_true",
+                        help="also compare the preset against single-scale L-BFGS given the same time")
+    parser.add_argument("--quality-size", type=int, default=512, help="size of the time-to-quality race")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser.parse_args(argv)
+
+
+def _auto_precision(name: str, device: torch.device) -> str:
+    if name != "auto":
+        return name
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = pick_device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    args.precision = _auto_precision(args.precision, device)
+    sizes = args.sizes or ([512, 1024, 2048] if device.type == "cuda" else [256, 512])
+    settings = resolve(Options(preset=args.preset, multiscale=False))
+    rates = measure_rates(device, DTYPES[args.precision])
+    _print_rates(rates, device, args)
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = Path(args.weights) if args.weights else _random_weights(settings.model, Path(scratch))
+        for size in sizes:
+            _print_row(measure_size(args, settings, weights, size, device, rates), args.json)
+        if args.time_to_quality:
+            for row in time_to_quality(args.preset, weights, device, args.quality_size):
+                _print_row_plain(row, args.json)
+    return 0
+
+
+def _print_rates(rates: Rates, device: torch.device, args: argparse.Namespace) -> None:
+    row = {
+        "rates": True, "device": describe_device(device), "dtype": args.precision,
+        "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "conv_gflops": round(rates.conv / 1e9, 1), "matmul_gflops": round(rates.matmul / 1e9, 1),
+    }
+    _print_row_plain(row, args.json)
+
+
+def _print_row_plain(row: dict[str, object], as_json: bool) -> None:
+    print(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""How much memory a job will need, before it starts, and how much the device can give.
+
+The model is per pixel: the activations the network keeps for the backward pass and the
+gradients alive while it runs, layer by layer from the VGG layout, times the bytes per
+element of the chosen precision; plus fixed costs (the torch runtime, the weights, the
+images). Its constants were fitted to peak RSS measured on CPU (docs/performance.md) and
+are checked by tests/test_memory.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from .network import _blank_features, layer_index
+from .options import Settings
+
+MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """One layer of the stack at a given image size: kind is conv, relu or pool."""
+
+    kind: str
+    channels_in: int
+    channels_out: int
+    height: int  # of the layer's input
+    width: int
+
+    @property
+    def input_elements(self) -> int:
+        return self.channels_in * self.height * self.width
+
+    @property
+    def output_elements(self) -> int:
+        if self.kind == "pool":
+            return self.channels_out * (self.height // 2) * (self.width // 2)
+        return self.channels_out * self.height * self.width
+
+
+def layer_shapes(model: str, layer_names: tuple[str, ...], height: int, width: int) -> list[LayerShape]:
+    """The layers an image of height x width passes through, up to the deepest named one."""
+    deepest = max(layer_index(model, name) for name in layer_names)
+    shapes: list[LayerShape] = []
+    channels = 3
+    for layer in list(_blank_features(model))[: deepest + 1]:
+        if isinstance(layer, nn.Conv2d):
+            shapes.append(LayerShape("conv", channels, layer.out_channels, height, width))
+            channels = layer.out_channels
+        elif isinstance(layer, nn.ReLU):
+            shapes.append(LayerShape("relu", channels, channels, height, width))
+        else:
+            shapes.append(LayerShape("pool", channels, channels, height, width))
+            height, width = height // 2, width // 2
+    return shapes
+
+
+# Fixed costs, measured: the RSS of a process that has imported torch (CPU), and what the
+# allocator and the convolution library keep besides the tensors themselves.
+RUNTIME_BYTES = {"cpu": 720 * MIB, "cuda": 0, "mps": 0}
+LBFGS_HISTORY = 50  # pairs of pixel-sized vectors the optimiser keeps (optimize.Stepper)
+LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate, start, content, spare
+
+
+def element_bytes(precision: str, device_type: str) -> int:
+    """Bytes per activation: 2 under bf16/fp16 autocast, else 4."""
+    return 2 if precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda") else 4
+
+
+def activation_bytes(settings: Settings, width: int, height: int, device_type: str) -> int:
+    """Peak bytes of the network's tensors during one forward and backward pass at width x height."""
+    layers = settings.content_layers + settings.style_layers
+    shapes = layer_shapes(settings.model, layers, height, width)
+    size = element_bytes(settings.precision, device_type)
+    named = {layer_index(settings.model, n) for n in layers}
+    kept = 0  # what autograd keeps from the forward pass for the backward pass
+    for index, shape in enumerate(shapes):
+        if shape.kind == "relu" or index in named:
+            kept += shape.output_elements * size
+        if shape.kind == "pool":
+            kept += shape.output_elements * (8 + size)  # int64 argmax indices and the output
+        if shape.kind == "conv" and size != 4 and index == 0:
+            kept += shape.input_elements * size  # the autocast copy of the image
+    for name in settings.content_layers:  # the content difference is kept in float32
+        kept += shapes[layer_index(settings.model, name)].output_elements * 4
+    largest = max(s.output_elements for s in shapes)
+    # Backward holds the gradient of a layer's output and of its input at once, plus the
+    # convolution's scratch; at the first block these are the largest tensors of the run.
+    return kept + 3 * largest * size
+
+
+def optimizer_bytes(settings: Settings, width: int, height: int) -> int:
+    history = LBFGS_HISTORY if settings.optimizer == "lbfgs" else 1
+    pairs = min(history, max(1, settings.iterations))
+    return (2 * pairs + LBFGS_VECTORS) * 3 * width * height * 4
+
+
+def fixed_bytes(settings: Settings, device_type: str) -> int:
+    layers = settings.content_layers + settings.style_layers
+    shapes = layer_shapes(settings.model, layers, 1, 1)
+    parameters = sum(s.channels_in * s.channels_out * 9 + s.channels_out for s in shapes if s.kind == "conv")
+    return RUNTIME_BYTES.get(device_type, 0) + 2 * parameters * 4
+
+
+def estimate_peak_bytes(settings: Settings, width: int, height: int, device_type: str) -> int:
+    """Peak memory of a job whose largest scale is width x height on `device_type` (cpu, cuda, mps).
+
+    On CPU this is the process's peak resident size; on a GPU the peak of allocated tensors.
+    """
+    return (
+        activation_bytes(settings, width, height, device_type)
+        + optimizer_bytes(settings, width, height)
+        + fixed_bytes(settings, device_type)
+    )
