@@ -24,6 +24,7 @@ from .network import VGGFeatures
 from .options import Settings
 
 GD_STEP_FLOOR = 1e-12
+LBFGS_HISTORY = 50  # pixel-sized vector pairs kept: part of the memory estimate (memory.py)
 FP16_LOSS_SCALE = 1024.0  # static scale so half-precision gradients inside the network do not underflow
 
 
@@ -131,24 +132,28 @@ class ScaleInputs:
 
 
 def build_objective(
-    network: VGGFeatures, inputs: ScaleInputs, settings: Settings, autocast_dtype: torch.dtype | None
+    network: VGGFeatures, inputs: ScaleInputs, settings: Settings, autocast_dtype: torch.dtype | None,
+    style_targets: dict[str, losses.StyleTarget] | None = None,
 ) -> Objective:
+    """The scale's objective; given `style_targets` (tiles share the whole image's) skip the styles."""
     kind = settings.style_loss
     with torch.no_grad(), _autocast(inputs.content.device, autocast_dtype):
         content_features = network(_network_layout(inputs.content))
         content_targets = {n: content_features[n].float() for n in settings.content_layers}
         per_style = []
-        for style in inputs.styles:
+        for style in inputs.styles if style_targets is None else ():
             features = network(_network_layout(style))
             per_style.append({n: losses.style_statistics(features[n], kind) for n in settings.style_layers})
-    blended = {
-        n: losses.blend_statistics([s[n] for s in per_style], settings.style_blend)
-        for n in settings.style_layers
-    }
+    if style_targets is None:
+        blended = {
+            n: losses.blend_statistics([s[n] for s in per_style], settings.style_blend)
+            for n in settings.style_layers
+        }
+        style_targets = {n: losses.style_target(stats, kind) for n, stats in blended.items()}
     return Objective(
         network=network,
         content_targets=content_targets,
-        style_targets={n: losses.style_target(stats, kind) for n, stats in blended.items()},
+        style_targets=style_targets,
         content_layer_weights=dict(zip(settings.content_layers, settings.content_layer_weights, strict=True)),
         style_layer_weights=dict(zip(settings.style_layers, settings.style_layer_weights, strict=True)),
         content_weight=settings.content_weight,
@@ -176,7 +181,7 @@ class Stepper:
         self.image = self.image.detach().contiguous().clone().requires_grad_(True)
         if self.kind == "lbfgs":
             self._optimizer = torch.optim.LBFGS(
-                [self.image], lr=1.0, max_iter=1, history_size=50,
+                [self.image], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY,
                 tolerance_grad=0.0, tolerance_change=0.0,
             )
         elif self.kind == "adam":
@@ -298,21 +303,54 @@ def run(
     """Coarse to fine over `plans`; returns the best iterate of the last scale (1 x 3 x H x W)."""
     clock = Clock(plans)
     image: torch.Tensor | None = None
-    loss_scale = FP16_LOSS_SCALE if autocast_dtype == torch.float16 else 1.0
-    for scale, step_plan in enumerate(plans):
-        _check_cancel(cancel)
-        size = (step_plan.height, step_plan.width)
-        inputs = scale_inputs(content, styles, size, settings.style_scale, network.min_side)
-        objective = build_objective(network, inputs, settings, autocast_dtype)
-        if image is None:
-            start = initial_image(settings.init, inputs.content, settings.seed, init_image)
-        else:
-            start = F.interpolate(image, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-        stepper = Stepper(start, objective, settings.optimizer, settings.learning_rate, loss_scale)
-        image = run_scale(stepper, scale, clock, progress, cancel)
-        del objective, stepper
+    for scale in range(len(plans)):
+        image = optimize_scale(
+            network, content, styles, settings, clock, scale, image,
+            init_image=init_image, autocast_dtype=autocast_dtype, progress=progress, cancel=cancel,
+        )
     assert image is not None
     return image
+
+
+def loss_scale_for(autocast_dtype: torch.dtype | None) -> float:
+    return FP16_LOSS_SCALE if autocast_dtype == torch.float16 else 1.0
+
+
+def start_image(
+    previous: torch.Tensor | None, content: torch.Tensor, settings: Settings, init_image: torch.Tensor | None
+) -> torch.Tensor:
+    """The first scale starts from the init; later ones from the previous result, upsampled."""
+    if previous is None:
+        return initial_image(settings.init, content, settings.seed, init_image)
+    size = tuple(content.shape[-2:])
+    return F.interpolate(previous, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def optimize_scale(
+    network: VGGFeatures,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    settings: Settings,
+    clock: Clock,
+    scale: int,
+    previous: torch.Tensor | None,
+    *,
+    init_image: torch.Tensor | None = None,
+    autocast_dtype: torch.dtype | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelToken | None = None,
+) -> torch.Tensor:
+    """One scale of the schedule on the whole image, starting from `previous` (or the init)."""
+    _check_cancel(cancel)
+    step_plan = clock.plans[scale]
+    size = (step_plan.height, step_plan.width)
+    inputs = scale_inputs(content, styles, size, settings.style_scale, network.min_side)
+    objective = build_objective(network, inputs, settings, autocast_dtype)
+    start = start_image(previous, inputs.content, settings, init_image)
+    stepper = Stepper(
+        start, objective, settings.optimizer, settings.learning_rate, loss_scale_for(autocast_dtype)
+    )
+    return run_scale(stepper, scale, clock, progress, cancel)
 
 
 def scale_inputs(
