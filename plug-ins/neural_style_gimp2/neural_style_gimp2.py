@@ -42,9 +42,14 @@ except ImportError:  # a broken install: the menu entry still appears and says s
 PROC_NAME = "python-fu-neural-style"
 MISSING_BRIDGE = ("Neural Style is incompletely installed (%s is missing beside %s): run install.py again."
                   % (BRIDGE_FILE, os.path.basename(__file__)))
-DEVICE_CHOICES = [("auto", "Automatic"), ("mps" if sys.platform == "darwin" else "cuda", "GPU"),
+DEVICE_CHOICES = [("auto", "Automatic (GPU if there is one)"),
+                  ("mps", "GPU (Apple)") if sys.platform == "darwin" else ("cuda", "GPU (CUDA / ROCm)"),
                   ("cpu", "CPU")]
+KEEP_COLORS_LABELS = {"off": "Off", "luminance": "Keep luminance colours",
+                      "histogram": "Match colour histogram"}
 STRENGTH_SLIDER_MAX = 10.0  # the engine accepts more, but a wider slider is too coarse to use
+# Before install.py has described the engine the dialog still opens (and a run says "not installed").
+UNKNOWN_SPEC = {"default": 1, "min": 0, "max": 2 ** 31 - 1}
 
 
 class PluginError(Exception):
@@ -71,19 +76,16 @@ def _spec(name):
     return nst_bridge.option_spec(CONFIG, name) if nst_bridge else {}
 
 
-def _number_param(kind, name, label, fallback, step, upper_cap=None):
-    """A slider or spinner whose default and limits come from the engine's description.
+def _number_param(kind, name, label, step, cap=None):
+    """A slider or spinner with the engine's default and limits (up to `cap`).
 
-    The fallbacks only shape the dialog before install.py has described the engine.
+    An option whose engine default is None ("the preset decides") gets 0 for that.
     """
-    spec = _spec(name)
-    default = spec.get("default")
-    low, high = spec.get("min", fallback[0]), spec.get("max", fallback[1])
-    if upper_cap is not None:
-        high = min(high, upper_cap)
-    if kind == PF_SPINNER:  # 0 means "the preset's value" for these spinners
-        low, default = 0, 0 if default is None else default
-    return (kind, name, label, fallback[2] if default is None else default, (low, high, step))
+    spec = dict(UNKNOWN_SPEC, **_spec(name))
+    low, high, default = spec["min"], spec["max"] if cap is None else min(spec["max"], cap), spec["default"]
+    if default is None:
+        low, default = 0, 0
+    return (kind, name, label, default, (low, high, step))
 
 
 def _preset_choices():
@@ -93,8 +95,8 @@ def _preset_choices():
 
 
 def _keep_colors_choices():
-    choices = _spec("keep_colors").get("choices") or ["off", "luminance", "histogram"]
-    return [(name, name.capitalize()) for name in choices]
+    choices = _spec("keep_colors").get("choices") or ["off"]
+    return [(name, KEEP_COLORS_LABELS.get(name, name.capitalize())) for name in choices]
 
 
 def _default_index(choices, wanted):
@@ -113,14 +115,14 @@ DEFAULT_PRESET = nst_bridge.engine_description(CONFIG).get("default_preset") if 
 PARAMS = [
     (PF_FILE, "style", "Style image", ""),
     (PF_FILE, "style2", "Second style image (optional)", ""),
-    (PF_SLIDER, "blend", "Share of the second style", 0.5, (0.0, 1.0, 0.05)),
+    (PF_SLIDER, "blend", "Second style share", 0.5, (0.0, 1.0, 0.05)),
     _option_param("preset", "Quality", PRESETS, DEFAULT_PRESET),
-    _number_param(PF_SLIDER, "strength", "Style strength", (0.0, 100.0, 1.0), 0.1, STRENGTH_SLIDER_MAX),
-    _option_param("keep_colors", "Keep colours", KEEP_COLORS, _spec("keep_colors").get("default")),
-    _number_param(PF_SLIDER, "style_scale", "Style scale", (0.05, 8.0, 1.0), 0.05),
-    _number_param(PF_SPINNER, "size", "Working size in pixels (0 = preset)", (0, 16384, 0), 32),
-    _number_param(PF_SPINNER, "iterations", "Iterations (0 = preset)", (0, 100000, 0), 10),
-    _number_param(PF_SPINNER, "seed", "Random seed", (0, 2 ** 31 - 1, 0), 1),
+    _number_param(PF_SLIDER, "strength", "Style strength", 0.1, STRENGTH_SLIDER_MAX),
+    _option_param("keep_colors", "Keep original colours", KEEP_COLORS, _spec("keep_colors").get("default")),
+    _number_param(PF_SLIDER, "style_scale", "Style scale", 0.05),
+    _number_param(PF_SPINNER, "size", "Working size in pixels (0 = auto)", 32),
+    _number_param(PF_SPINNER, "iterations", "Iterations (0 = preset's)", 10),
+    _number_param(PF_SPINNER, "seed", "Random seed", 1),
     _option_param("device", "Device", DEVICE_CHOICES, _spec("device").get("default")),
 ]
 PARAM_NAMES = [param[1] for param in PARAMS]

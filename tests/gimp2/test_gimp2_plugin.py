@@ -1,0 +1,313 @@
+"""The GIMP 2.10 plug-in, run on the stand-in gimpfu against the real engine (random weights).
+
+Images are tiny and runs take 2 iterations: these tests check the glue (registration,
+pixels in and out, layers, undo, progress, errors, cleanup), never how results look.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BRIDGE, HERE, PLUGIN, engine_config, python27
+from drive_plugin import load_plugin, new_image, pattern, plugin_args
+
+from nst_core.options import KEEP_COLORS, LIMITS, Options
+from nst_core.presets import DEFAULT_PRESET, PRESETS, USER_PRESETS
+
+PARAM_NAMES = ["style", "style2", "blend", "preset", "strength", "keep_colors", "style_scale", "size",
+               "iterations", "seed", "device"]
+
+
+class EngineSpy:
+    """Keeps what the plug-in gave the bridge and what the (real) engine returned."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, bridge) -> None:
+        self.content: tuple | None = None
+        self.styles: list | None = None
+        self.options: dict | None = None
+        self.result: bytes | None = None
+        set_content, run = bridge.EngineRun.set_content_raw, bridge.EngineRun.run
+
+        def spy_set_content(engine_run, data, width, height, fmt, channels):
+            self.content = (data, width, height, fmt, channels)
+            return set_content(engine_run, data, width, height, fmt, channels)
+
+        def spy_run(engine_run, styles, options, on_progress):
+            self.styles, self.options = styles, options
+            self.result = run(engine_run, styles, options, on_progress)
+            return self.result
+
+        monkeypatch.setattr(bridge.EngineRun, "set_content_raw", spy_set_content)
+        monkeypatch.setattr(bridge.EngineRun, "run", spy_run)
+
+
+def channel(data: bytes, bpp: int, index: int) -> bytes:
+    return data[index::bpp]
+
+
+def call_names(gimpfu) -> list[str]:
+    return [name for name, _args in gimpfu.calls]
+
+
+# Registration
+
+
+def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, gimpfu) -> None:
+    entry = gimpfu.registered["python-fu-neural-style"]
+    assert entry["label"] == "Neural _Style..."
+    assert (entry["menu"], entry["imagetypes"]) == ("<Image>/Filters", "RGB*, GRAY*")
+    assert entry["results"] == [] and entry["function"] is plugin.neural_style
+    params = {param[1]: param for param in entry["params"]}
+    assert list(params) == PARAM_NAMES
+    kinds = {gimpfu.PF_FILE: "file", gimpfu.PF_SLIDER: "slider", gimpfu.PF_OPTION: "option",
+             gimpfu.PF_SPINNER: "spinner"}
+    assert [kinds[params[name][0]] for name in PARAM_NAMES] == [
+        "file", "file", "slider", "option", "slider", "option", "slider", "spinner", "spinner", "spinner",
+        "option"]
+
+    user = [PRESETS[name] for name in USER_PRESETS]
+    assert params["preset"][4] == [preset.label for preset in user]
+    assert params["preset"][3] == USER_PRESETS.index(DEFAULT_PRESET)
+    defaults = Options()
+    assert params["strength"][3:] == (defaults.strength, (LIMITS["strength"][0], 10.0, 0.1))
+    assert params["style_scale"][3:] == (defaults.style_scale, LIMITS["style_scale"] + (0.05,))
+    assert params["size"][3:] == (0, (0, LIMITS["size"][1], 32))
+    assert params["iterations"][3:] == (0, (0, LIMITS["iterations"][1], 10))
+    assert params["seed"][3:] == (defaults.seed, (0, LIMITS["seed"][1], 1))
+    assert len(params["keep_colors"][4]) == len(KEEP_COLORS)
+    assert params["keep_colors"][3] == KEEP_COLORS.index(defaults.keep_colors)
+    assert [label.split(" ")[0] for label in params["device"][4]] == ["Automatic", "GPU", "CPU"]
+    assert params["device"][3] == 0
+    assert (params["style"][3], params["style2"][3], params["blend"][3]) == ("", "", 0.5)
+
+
+def test_registration_works_without_a_config_and_running_says_install(
+    gimpfu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style_file: str
+) -> None:
+    monkeypatch.setenv("NST_PLUGIN_CONFIG", str(tmp_path / "no-such-config.json"))
+    monkeypatch.delenv("NST_ENGINE_PYTHON", raising=False)
+    plugin = load_plugin(str(PLUGIN))
+    params = {param[1]: param for param in gimpfu.registered["python-fu-neural-style"]["params"]}
+    assert params["preset"][4] == ["Balanced"] and params["keep_colors"][4] == ["Off"]
+
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
+    plugin.neural_style(image, layer, *plugin_args(style_file))
+    assert len(gimpfu.messages) == 1 and "install.py" in gimpfu.messages[0]
+    assert image.layers == [layer] and image.open_undo_groups == 0
+
+
+# A run with the real engine
+
+
+def test_run_adds_the_engines_result_as_a_layer_above_the_source(plugin, gimpfu, monkeypatch, style_file):
+    spy = EngineSpy(monkeypatch, plugin.nst_bridge)
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGBA_IMAGE, offsets=(5, 7), name="Portrait")
+    below = gimpfu.gimp.Layer(image, "Background", 60, 50, gimpfu.RGB_IMAGE)
+    gimpfu.pdb.gimp_image_insert_layer(image, below, None, 1)
+    source = bytes(layer.pixels)
+    gimpfu.reset()
+
+    # GTK spinners hand gimpfu floats: iterations 2.0 must still reach the engine as 2.
+    plugin.neural_style(image, layer, *plugin_args(style_file, iterations=2.0, seed=3.0))
+
+    assert gimpfu.messages == []
+    assert [item.name for item in image.layers] == ["Portrait (Neural Style: Starry night)", "Portrait",
+                                                    "Background"]
+    result = image.layers[0]
+    assert (result.width, result.height, result.type, result.offsets) == (40, 30, gimpfu.RGBA_IMAGE, (5, 7))
+    assert result.mask is None  # no selection: nothing to mask
+    assert spy.content == (source, 40, 30, "u8", 4)
+    assert spy.styles == [(style_file, 1.0)]
+    assert spy.options == {"preset": DEFAULT_PRESET, "strength": 1.0, "keep_colors": "off",
+                           "style_scale": 1.0, "seed": 3, "device": "cpu", "iterations": 2}
+    assert bytes(result.pixels) == spy.result
+    assert channel(spy.result, 4, 3) == channel(source, 4, 3)  # alpha kept exactly
+    assert spy.result != source  # the colour channels were repainted
+    assert bytes(layer.pixels) == source  # the source layer is untouched
+
+    names = call_names(gimpfu)
+    assert names.count("gimp_image_undo_group_start") == names.count("gimp_image_undo_group_end") == 1
+    assert names.index("gimp_image_undo_group_start") < names.index("gimp_image_insert_layer")
+    assert names.index("gimp_image_insert_layer") < names.index("gimp_image_undo_group_end")
+    assert names.index("drawable.flush") < names.index("gimp_image_undo_group_end")
+    assert image.open_undo_groups == 0
+    assert gimpfu.called("gimp.progress_init")
+    fractions = [args[0] for args in gimpfu.called("gimp.progress_update")]
+    assert fractions and all(0.0 <= f <= 1.0 for f in fractions) and max(fractions) > 0
+    assert any("iteration" in args[0] for args in gimpfu.called("gimp_progress_set_text"))
+
+
+def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkeypatch, style_file) -> None:
+    spy = EngineSpy(monkeypatch, plugin.nst_bridge)
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.GRAY_IMAGE, offsets=(3, 4))
+    gimpfu.pdb.gimp_image_select_rectangle(image, gimpfu.CHANNEL_OP_REPLACE, 13, 9, 20, 16)
+    source = bytes(layer.pixels)
+    gimpfu.reset()
+
+    plugin.neural_style(image, layer, *plugin_args(style_file, style2=style_file, blend=0.25))
+
+    assert gimpfu.messages == []
+    crop = b"".join(source[row * 40 + 10:row * 40 + 30] for row in range(5, 21))  # layer coordinates
+    assert spy.content == (crop, 20, 16, "u8", 1)
+    assert spy.styles == [(style_file, 0.75), (style_file, 0.25)]
+    result = image.layers[0]
+    assert (result.width, result.height, result.type, result.offsets) == (20, 16, gimpfu.GRAY_IMAGE, (13, 9))
+    assert bytes(result.pixels) == spy.result and spy.result != crop
+    assert result.mask is not None and set(result.mask.pixels) == {255}
+    assert image.open_undo_groups == 0
+
+
+# Errors and cancelling
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"style": ""}, "No style image chosen"),
+        ({"style": "/no/such/style.png"}, "not found"),
+        ({"preset": 7}, "out of range"),
+    ],
+    ids=["no-style", "missing-style", "bad-choice"],
+)
+def test_errors_reach_the_user_and_leave_the_image_alone(plugin, gimpfu, style_file, change, words) -> None:
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGBA_IMAGE)
+    values = dict(zip(PARAM_NAMES, plugin_args(style_file), strict=True))
+    values.update(change)
+    plugin.neural_style(image, layer, *values.values())
+    assert len(gimpfu.messages) == 1 and words in gimpfu.messages[0]
+    assert "\n" not in gimpfu.messages[0] and "Traceback" not in gimpfu.messages[0]
+    assert image.layers == [layer] and not gimpfu.called("gimp_layer_new")
+    assert image.open_undo_groups == 0 and gimpfu.called("gimp_image_undo_group_end")
+
+
+def test_engine_errors_reach_the_user(plugin, gimpfu, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really an image")
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
+    plugin.neural_style(image, layer, *plugin_args(str(broken)))
+    assert len(gimpfu.messages) == 1 and "broken.png" in gimpfu.messages[0], gimpfu.messages
+    assert "\n" not in gimpfu.messages[0] and "Traceback" not in gimpfu.messages[0]
+    assert image.layers == [layer] and image.open_undo_groups == 0
+
+
+def test_selection_outside_the_layer_is_refused(plugin, gimpfu, style_file) -> None:
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE, offsets=(2, 2))
+    gimpfu.pdb.gimp_image_select_rectangle(image, gimpfu.CHANNEL_OP_REPLACE, 50, 40, 5, 5)
+    plugin.neural_style(image, layer, *plugin_args(style_file))
+    assert len(gimpfu.messages) == 1 and "selection does not touch" in gimpfu.messages[0]
+    assert image.layers == [layer] and image.open_undo_groups == 0
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return condition()
+
+
+def write_spec(tmp_path: Path, **spec) -> Path:
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec), encoding="utf-8")
+    return path
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_killing_the_plugin_stops_the_engine(config_file, style_file, tmp_path: Path, how) -> None:
+    marker = tmp_path / "progress.txt"
+    spec = write_spec(tmp_path, style=style_file, width=40, height=30, layer_type=1, iterations=100000,
+                      marker=str(marker), report=str(tmp_path / "report.json"))
+    plugin = subprocess.Popen([sys.executable, str(HERE / "drive_plugin.py"), str(spec)])
+    try:
+        # Wait until the engine is optimising, as when a user cancels a long run.
+        def working() -> bool:
+            return marker.exists() and len(marker.read_text().split()) > 2
+
+        assert wait_for(lambda: working() or plugin.poll() is not None, 120) and working(), (
+            "the engine never got to work: " + (tmp_path / "report.json").read_text()
+            if plugin.poll() is not None else "no progress within 2 minutes")
+        engines = children_of(plugin.pid)
+        assert len(engines) == 1 and is_running(engines[0])
+        os.kill(plugin.pid, how)
+        plugin.wait(timeout=30)
+        assert wait_for(lambda: not is_running(engines[0]), 20), "the engine outlived the plug-in"
+    finally:
+        if plugin.poll() is None:
+            plugin.kill()
+    assert not (tmp_path / "report.json").exists()
+
+
+# Installed layouts and GIMP 2.10's own Python
+
+
+@pytest.mark.parametrize("flat", [False, True], ids=["own-folder", "loose-file"])
+def test_finds_bridge_and_config_where_the_installer_puts_them(
+    gimpfu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flat: bool
+) -> None:
+    plugins = tmp_path / "plug-ins"
+    support = plugins / "neural_style_gimp2"
+    support.mkdir(parents=True)
+    shutil.copy(PLUGIN, (plugins if flat else support) / PLUGIN.name)
+    shutil.copy(BRIDGE, support / BRIDGE.name)
+    config = engine_config(None)
+    config["engine"]["presets"][0]["label"] = "Renamed by the installed config"
+    config["engine"]["user_presets"] = [config["engine"]["presets"][0]["name"]]
+    (support / "nst_config.json").write_text(json.dumps(config), encoding="utf-8")
+    monkeypatch.delenv("NST_PLUGIN_CONFIG", raising=False)
+    monkeypatch.delitem(sys.modules, "nst_bridge", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != BRIDGE.parent])
+
+    plugin = load_plugin(str((plugins if flat else support) / PLUGIN.name))
+
+    assert Path(plugin.nst_bridge.__file__).resolve().parent == support.resolve()
+    params = {param[1]: param for param in gimpfu.registered["python-fu-neural-style"]["params"]}
+    assert params["preset"][4] == ["Renamed by the installed config"]
+
+
+def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) -> None:
+    report_path = tmp_path / "report.json"
+    spec = write_spec(tmp_path, style=style_file, width=24, height=20, layer_type=3, offsets=[4, 6],
+                      iterations=2, report=str(report_path))
+    done = subprocess.run([python27(), str(HERE / "drive_plugin.py"), str(spec)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["python"] == [2, 7] and report["messages"] == [] and report["open_undo_groups"] == 0
+    result, source = report["layers"][0], report["layers"][1]
+    assert result["name"] == "Photo (Neural Style: Starry night)"
+    assert (result["width"], result["height"], result["offsets"]) == (24, 20, [4, 6])
+    pixels = base64.b64decode(result["pixels"])
+    assert base64.b64decode(source["pixels"]) == pattern(24, 20, 2)
+    assert channel(pixels, 2, 1) == channel(pattern(24, 20, 2), 2, 1) and pixels != pattern(24, 20, 2)
