@@ -136,20 +136,12 @@ def build_objective(
     style_targets: dict[str, losses.StyleTarget] | None = None,
 ) -> Objective:
     """The scale's objective; given `style_targets` (tiles share the whole image's) skip the styles."""
-    kind = settings.style_loss
     with torch.no_grad(), _autocast(inputs.content.device, autocast_dtype):
         content_features = network(_network_layout(inputs.content))
         content_targets = {n: content_features[n].float() for n in settings.content_layers}
-        per_style = []
-        for style in inputs.styles if style_targets is None else ():
-            features = network(_network_layout(style))
-            per_style.append({n: losses.style_statistics(features[n], kind) for n in settings.style_layers})
     if style_targets is None:
-        blended = {
-            n: losses.blend_statistics([s[n] for s in per_style], settings.style_blend)
-            for n in settings.style_layers
-        }
-        style_targets = {n: losses.style_target(stats, kind) for n, stats in blended.items()}
+        per_style = [style_statistics(network, s, settings, autocast_dtype) for s in inputs.styles]
+        style_targets = blended_style_targets(per_style, settings)
     return Objective(
         network=network,
         content_targets=content_targets,
@@ -161,6 +153,30 @@ def build_objective(
         tv_weight=settings.tv_weight,
         autocast_dtype=autocast_dtype,
     )
+
+
+Statistics = dict[str, tuple[torch.Tensor, ...]]
+
+
+def style_statistics(
+    network: VGGFeatures, style: torch.Tensor, settings: Settings, autocast_dtype: torch.dtype | None
+) -> Statistics:
+    """Per style layer, what one style image contributes to the targets."""
+    with torch.no_grad(), _autocast(style.device, autocast_dtype):
+        features = network(_network_layout(style))
+        return {n: losses.style_statistics(features[n], settings.style_loss) for n in settings.style_layers}
+
+
+def blended_style_targets(
+    per_style: Sequence[Statistics], settings: Settings
+) -> dict[str, losses.StyleTarget]:
+    """The styles' statistics blended by the style blend weights, as loss targets."""
+    return {
+        n: losses.style_target(
+            losses.blend_statistics([s[n] for s in per_style], settings.style_blend), settings.style_loss
+        )
+        for n in settings.style_layers
+    }
 
 
 @dataclass
