@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .errors import ExitCode, NstError, UsageError
+from .errors import Cancelled, ExitCode, NstError, UsageError
 from .events import Sink, error_event, make_sink
 from .options import (
     DEVICES,
@@ -106,10 +106,17 @@ def _float(name: str, text: str) -> float:
 # -- running a command with one-line errors --------------------------------------------------------
 
 
+def describe_error(exc: BaseException) -> NstError:
+    """Any exception as a one-line NstError (unexpected ones as an internal error to report)."""
+    if isinstance(exc, NstError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Cancelled()
+    return NstError(f"internal error: {type(exc).__name__}: {exc} (please report)")
+
+
 def run_reported(sink: Sink, action: Callable[[], object]) -> int:
     """Run `action`; any failure becomes one error line or event and its exit code."""
-    from .job import describe_error
-
     try:
         action()
         return int(ExitCode.OK)
@@ -157,8 +164,6 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 
 def _abort_reporter(sink: Sink) -> Callable[[], None]:
-    from .errors import Cancelled
-
     return lambda: sink.emit(error_event(Cancelled()), timeout=1.0)
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import Cancelled, ImageError, NstError, OutOfMemoryError, OutputError, UsageError
+from .errors import Cancelled, ImageError, OutOfMemoryError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
 from .options import Options, resolve
 
@@ -234,21 +234,11 @@ def out_of_memory(exc: BaseException, device: str, working_size: int) -> OutOfMe
     if not (isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text):
         return None
     # Memory grows with the pixel count: half the pixels is 1/sqrt(2) of the side.
-    smaller = max(64, int(working_size / math.sqrt(2)) // 16 * 16)
+    smaller = max(32, int(working_size / math.sqrt(2)) // 16 * 16)
     fallback = "" if device == "cpu" else " or --device cpu"
     return OutOfMemoryError(
         f"Not enough {device} memory to stylise at {working_size} px: use --size {smaller}{fallback}."
     )
-
-
-def describe_error(exc: BaseException) -> NstError:
-    """Any exception as a one-line NstError (unexpected ones as an internal error to report)."""
-    if isinstance(exc, NstError):
-        return exc
-    if isinstance(exc, KeyboardInterrupt):
-        return Cancelled()
-    error = NstError(f"internal error: {type(exc).__name__}: {exc} (please report)")
-    return error
 
 
 # -- the output, written atomically ------------------------------------------------------------------

@@ -1,0 +1,250 @@
+"""The command line: stylize with JSON or bar progress, sizes, info, weights, presets, one-line failures."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from nst_core import cli, events, weights
+from nst_core.errors import NstError, WeightsError
+
+FAST = ["--iterations", "2", "--device", "cpu", "--preset", "fast"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("NST_WEIGHTS", raising=False)
+    monkeypatch.delenv("NST_DEBUG", raising=False)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def size_of(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.size
+
+
+# -- commands that must not load torch -------------------------------------------------------------
+
+NO_TORCH = """
+import json, sys
+from nst_core.cli import main
+for argv in (["--help"], ["stylize", "--help"], ["presets"], ["presets", "--json"], ["describe", "--json"],
+             ["weights", "path"], ["weights", "check", "missing.pth"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "numpy"))))
+"""
+
+
+def test_light_commands_do_not_import_torch(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+
+
+def test_presets_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "presets")
+    assert code == 0 and "balanced *" in out and "gatys-vgg16" in out
+    code, out, _ = run(capsys, "presets", "--json")
+    assert code == 0 and {p["name"] for p in json.loads(out)} >= {"fast", "balanced", "best"}
+    code, out, _ = run(capsys, "describe", "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+
+
+# -- stylize ---------------------------------------------------------------------------------------
+
+
+def test_stylize_json_progress_in_a_real_process(tmp_path: Path, content_png: Path, style_png: Path,
+                                                 vgg19_weights: Path) -> None:
+    out = tmp_path / "out.png"
+    # stdin is /dev/null, not a pipe: it is not watched, so its end of file does not cancel.
+    result = subprocess.run(
+        [sys.executable, "-m", "nst_core", "stylize", content_png, style_png, "-o", out, "--size", "48",
+         "--weights", vgg19_weights, "--progress", "json", *FAST],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in lines] == ["start", "progress", "progress", "done"]
+    assert lines[-1]["output"] == str(out) and size_of(out) == (48, 32)
+    assert result.stderr == ""
+
+
+def test_stylize_default_size_is_capped_at_the_content(
+    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "out.jpg"  # no alpha in JPEG: the writer copes
+    code, stdout, stderr = run(capsys, "stylize", content_png, style_png, style_png, "--style-blend", "1",
+                               "3", "-o", out, "--weights", vgg19_weights, "--progress", "bar", *FAST)
+    assert code == 0, stderr
+    assert size_of(out) == (96, 64)  # fast is 384 px; the content is 96 x 64
+    assert stdout == "" and "[#####" in stderr and f"Wrote {out}" in stderr
+
+
+def test_stylize_size_sets_the_output_size(tmp_path: Path, content_png: Path, style_png: Path,
+                                           vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.png"
+    code, stdout, stderr = run(capsys, "stylize", content_png, style_png, "-o", out, "--size", "32",
+                               "--weights", vgg19_weights, "--progress", "none", *FAST)
+    assert (code, stdout, stderr) == (0, "", "")
+    assert size_of(out) == (32, 21)
+
+
+# -- failures during the run: one line, the right code, nothing written ---------------------------------
+
+
+@pytest.fixture
+def failing_stylize(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 (returns a setter)
+    import nst_core.stylize
+
+    def set_failure(exc: BaseException) -> None:
+        def fake(*args: object, **kwargs: object) -> None:
+            raise exc
+
+        monkeypatch.setattr(nst_core.stylize, "stylize", fake)
+
+    return set_failure
+
+
+def stylize_args(tmp_path: Path, content: Path, style: Path, weights_file: Path) -> list[str | Path]:
+    return ["stylize", content, style, "-o", tmp_path / "out.png", "--size", "48", "--weights", weights_file,
+            *FAST]
+
+
+def test_gpu_out_of_memory_is_exit_6(tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path,
+                                      failing_stylize, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+    import torch
+
+    failing_stylize(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    code, out, err = run(capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights))
+    assert code == 6
+    assert err == "error: Not enough cpu memory to stylise at 48 px: use --size 32.\n"
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_out_of_memory_suggests_a_smaller_size() -> None:
+    from nst_core.job import out_of_memory
+
+    error = out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"), "mps", 1024)
+    assert error is not None and error.code == 6
+    assert error.message == "Not enough mps memory to stylise at 1024 px: use --size 720 or --device cpu."
+    assert out_of_memory(MemoryError(), "cpu", 512).message.endswith("use --size 352.")
+    assert out_of_memory(RuntimeError("shape mismatch"), "cuda", 512) is None
+
+
+def test_unexpected_errors_are_one_line_unless_debugging(
+    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path, failing_stylize,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failing_stylize(ValueError("boom"))
+    argv = stylize_args(tmp_path, content_png, style_png, vgg19_weights)
+    code, _, err = run(capsys, *argv)
+    assert (code, err) == (1, "error: internal error: ValueError: boom (please report)\n")
+    monkeypatch.setenv("NST_DEBUG", "1")
+    code, _, err = run(capsys, *argv)
+    assert code == 1 and "Traceback" in err and err.endswith("(please report)\n")
+
+
+def test_interrupt_is_cancelled_in_json(tmp_path: Path, content_png: Path, style_png: Path,
+                                        vgg19_weights: Path, failing_stylize,  # noqa: ANN001
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    failing_stylize(KeyboardInterrupt())
+    code, out, err = run(capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights),
+                         "--progress", "json")
+    assert code == 130 and err == ""
+    assert [json.loads(line)["event"] for line in out.splitlines()] == ["start", "error"]
+    assert json.loads(out.splitlines()[-1]) == {"event": "error", "message": "Cancelled.", "code": 130}
+
+
+# -- info and weights ----------------------------------------------------------------------------------
+
+
+def test_info_json(vgg19_weights: Path, capsys: pytest.CaptureFixture[str],
+                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NST_WEIGHTS", str(vgg19_weights))
+    code, out, _ = run(capsys, "info", "--json", "--device", "cpu")
+    info = json.loads(out)
+    assert code == 0 and info["device"] == "cpu" and info["threads"] >= 1 and info["torch"]
+    assert info["total_memory"] > 0
+    assert info["weights"]["vgg19"] == {"path": str(vgg19_weights), "ok": True}
+    code, out, _ = run(capsys, "info")
+    assert code == 0 and f"vgg19    {vgg19_weights}" in out
+
+
+@pytest.fixture
+def small_official(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A few bytes made 'official' for vgg19, served from a file:// URL."""
+    path = tmp_path / "source.bin"
+    path.write_bytes(b"weights" * 1000)
+    entry = replace(weights.OFFICIAL["vgg19"], filename="vgg19-small.pth", url=path.as_uri(),
+                    sha256=weights.sha256_of(path), size=path.stat().st_size)
+    monkeypatch.setitem(weights.OFFICIAL, "vgg19", entry)
+    return path
+
+
+def test_weights_fetch_check_and_path(tmp_path: Path, small_official: Path,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "weights", "path")
+    assert code == 4 and "VGG19 weights not found" in err
+    code, out, _ = run(capsys, "weights", "fetch")
+    fetched = tmp_path / "data" / "weights" / "vgg19-small.pth"
+    assert (code, out) == (0, f"{fetched}\n") and fetched.read_bytes() == small_official.read_bytes()
+    code, out, _ = run(capsys, "weights", "path")
+    assert (code, out) == (0, f"{fetched}\n")
+    code, out, _ = run(capsys, "weights", "check", fetched)
+    assert code == 0 and out.startswith(f"ok: {fetched} sha256 ")
+    fetched.write_bytes(b"x" * small_official.stat().st_size)
+    code, _, err = run(capsys, "weights", "check", fetched)
+    assert code == 4 and "wrong SHA-256" in err and err.count("\n") == 1
+    code, out, _ = run(capsys, "weights", "fetch", "--dir", tmp_path / "elsewhere")
+    assert (code, out) == (0, f"{tmp_path / 'elsewhere' / 'vgg19-small.pth'}\n")
+
+
+# -- events ----------------------------------------------------------------------------------------------
+
+
+def test_progress_events_and_bar() -> None:
+    from nst_core.optimize import Progress
+
+    progress = Progress(scale=2, scales=3, iteration=5, iterations=10, fraction=0.5, elapsed=12.0,
+                        eta=3725.0, loss={"total": 12.5, "content": 2.5, "style": float("nan"), "tv": 0.0})
+    event = events.progress_event(progress)
+    assert json.loads(json.dumps(event, allow_nan=False)) == {
+        "event": "progress", "scale": 2, "scales": 3, "iteration": 5, "iterations": 10, "fraction": 0.5,
+        "elapsed": 12.0, "eta": 3725.0, "loss": {"total": 12.5, "content": 2.5, "style": None, "tv": 0.0},
+    }
+    bar = events.render_bar(event)
+    assert bar.startswith("[" + "#" * 15 + "-" * 15 + "]  50%")
+    assert "scale 2/3" in bar and "step 5/10" in bar and "loss 12.5" in bar and "eta 1:02:05" in bar
+
+
+def test_a_run_ends_with_exactly_one_final_event() -> None:
+    stream = io.StringIO()
+    sink = events.JsonLines(stream)
+    sink.emit(events.start_event("cpu", [128, 181], 10, 1 << 20))
+    sink.emit(events.done_event("out.png", 1.23456))
+    sink.emit(events.error_event(NstError("late")))
+    sink.emit(events.error_event(WeightsError("later")))
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines == [
+        {"event": "start", "version": 1, "device": "cpu", "scales": [128, 181], "iterations": 10,
+         "memory_estimate": 1 << 20},
+        {"event": "done", "output": "out.png", "seconds": 1.235},
+    ]
