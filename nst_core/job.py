@@ -235,9 +235,10 @@ def out_of_memory(exc: BaseException, device: str, working_size: int) -> OutOfMe
         return None
     # Memory grows with the pixel count: half the pixels is 1/sqrt(2) of the side.
     smaller = max(32, int(working_size / math.sqrt(2)) // 16 * 16)
-    fallback = "" if device == "cpu" else " or --device cpu"
+    fallback = "" if device == "cpu" else ", or the CPU (--device cpu)"
     return OutOfMemoryError(
-        f"Not enough {device} memory to stylise at {working_size} px: use --size {smaller}{fallback}."
+        f"Not enough {device} memory to stylise at {working_size} px: "
+        f"use a size of {smaller} px or less (--size {smaller}){fallback}."
     )
 
 

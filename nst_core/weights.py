@@ -298,6 +298,8 @@ def candidates(model: str) -> list[Path]:
     """Where the engine looks for `model`'s weights, in order (`$NST_WEIGHTS` first when set)."""
     entry = official(model)
     found = [Path(os.environ[WEIGHTS_ENV]).expanduser()] if os.environ.get(WEIGHTS_ENV) else []
+    # An official file of another model (VGG19 in $NST_WEIGHTS while asking for VGG16) is no candidate.
+    found = [path for path in found if official_for_file(path) in (None, entry)]
     return found + [paths.weights_dir() / entry.filename, paths.torch_hub_checkpoints() / entry.filename]
 
 

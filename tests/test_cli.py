@@ -135,7 +135,8 @@ def test_gpu_out_of_memory_is_exit_6(tmp_path: Path, content_png: Path, style_pn
     failing_stylize(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     code, out, err = run(capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights))
     assert code == 6
-    assert err == "error: Not enough cpu memory to stylise at 48 px: use --size 32.\n"
+    expected = "Not enough cpu memory to stylise at 48 px: use a size of 32 px or less (--size 32)."
+    assert err == f"error: {expected}\n"
     assert not (tmp_path / "out.png").exists()
 
 
@@ -144,8 +145,9 @@ def test_out_of_memory_suggests_a_smaller_size() -> None:
 
     error = out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"), "mps", 1024)
     assert error is not None and error.code == 6
-    assert error.message == "Not enough mps memory to stylise at 1024 px: use --size 720 or --device cpu."
-    assert out_of_memory(MemoryError(), "cpu", 512).message.endswith("use --size 352.")
+    assert error.message == ("Not enough mps memory to stylise at 1024 px: use a size of 720 px or less "
+                             "(--size 720), or the CPU (--device cpu).")
+    assert out_of_memory(MemoryError(), "cpu", 512).message.endswith("(--size 352).")
     assert out_of_memory(RuntimeError("shape mismatch"), "cuda", 512) is None
 
 

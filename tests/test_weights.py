@@ -229,6 +229,11 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data.unlink()
     monkeypatch.delenv("NST_WEIGHTS")
     assert weights.find_weights("vgg19") == hub
+    official16 = tmp_path / weights.OFFICIAL["vgg16"].filename
+    official16.write_bytes(b"w")
+    monkeypatch.setenv("NST_WEIGHTS", str(official16))
+    assert weights.find_weights("vgg19") == hub  # VGG16 weights are no answer for VGG19
+    assert weights.find_weights("vgg16") == official16
     monkeypatch.setenv("NST_WEIGHTS", str(tmp_path / "gone.pth"))
     with pytest.raises(WeightsError, match="NST_WEIGHTS names .* does not exist"):
         weights.find_weights("vgg19")
