@@ -23,6 +23,7 @@ import nst_bridge  # noqa: E402
 PROC_NAME = "python-fu-neural-style"
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 RW = GObject.ParamFlags.READWRITE
+FILE_ARGUMENTS = ("style-file", "style2-file")
 U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
 CHOICE_LABELS = {
     "auto": "Automatic (GPU if there is one)", "cuda": "GPU (CUDA / ROCm)", "mps": "GPU (Apple)",
@@ -60,7 +61,9 @@ def engine_choices(config: dict, name: str, fallback: str) -> tuple[list, str | 
 
 
 def add_arguments(procedure: Gimp.Procedure, config: dict) -> None:
-    open_file = Gimp.FileChooserAction.OPEN
+    # ANY, not OPEN: GIMP refuses a missing OPEN file before the plug-in runs, with no message.
+    # The dialog still opens files (file_choosers); the run checks the file and says what is wrong.
+    open_file = Gimp.FileChooserAction.ANY
     spec = functools.partial(nst_bridge.option_spec, config)
     procedure.add_file_argument("style-file", "St_yle image", "The picture whose style is painted in",
                                 open_file, True, None, RW)
@@ -175,7 +178,17 @@ def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config)
-    dialog.fill(None)
+    files = dialog.fill_box("style-files", [])
+    for name in FILE_ARGUMENTS:
+        spec = config.find_property(name)
+        chooser = GimpUi.FileChooser.new(Gimp.FileChooserAction.OPEN, spec.get_nick(), spec.get_blurb(),
+                                         config.get_property(name))
+        config.bind_property(name, chooser, "file",
+                             GObject.BindingFlags.SYNC_CREATE | GObject.BindingFlags.BIDIRECTIONAL)
+        files.pack_start(chooser, False, False, 0)
+        chooser.show()
+    others = [p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS]
+    dialog.fill(["style-files", *others])
     accepted = dialog.run()
     dialog.destroy()
     return accepted
