@@ -217,7 +217,7 @@ def _stylize(job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink
         output_size = fit_size(width, height, plan.working_size)
     device = pick_device(plan.settings.device)
     sink.emit(start_event(describe_device(device), [max(p.width, p.height) for p in plan.plans],
-                          plan.iterations, plan.memory_estimate()))
+                          plan.iterations, plan.memory_estimate(device.type)))
     try:
         return stylize(content, styles, job.options, output_size=output_size,
                        progress=lambda p: sink.emit(progress_event(p)), cancel=cancel, device=device)
