@@ -250,3 +250,24 @@ def test_a_run_ends_with_exactly_one_final_event() -> None:
          "memory_estimate": 1 << 20},
         {"event": "done", "output": "out.png", "seconds": 1.235},
     ]
+
+
+def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from nst_core import devices
+    from nst_core.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(devices, "_mps_available", lambda: False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert devices.pick_device("auto") == torch.device("cpu")
+        assert torch.get_num_threads() == devices.available_cores()
+    finally:
+        torch.set_num_threads(threads)
+    for name, message in (("cuda", "CUDA is not available"), ("mps", "MPS .* is not available")):
+        with pytest.raises(DeviceError, match=message + r".*use --device cpu") as caught:
+            devices.pick_device(name)
+        assert caught.value.code == 7
