@@ -231,3 +231,27 @@ def test_engine_exits_when_its_parent_dies(tmp_path: Path, content_png: Path, st
         if not process_gone(engine_pid):
             os.kill(engine_pid, signal.SIGKILL)
     assert not (tmp_path / "result.png").exists()
+
+
+def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nst_core import job as job_module
+
+    exits: list[int] = []
+    aborted: list[str] = []
+    monkeypatch.setattr(job_module.os, "_exit", exits.append)
+    pending = tmp_path / ".result.png.tmp"
+    pending.write_bytes(b"half")
+    monkeypatch.setattr(job_module, "_PENDING", {pending})
+    stuck = job_module.CancelWatcher(on_abort=lambda: aborted.append("error event"), grace=0.05)
+    stuck.set()
+    deadline = time.monotonic() + 10
+    while not exits and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (exits, aborted, pending.exists()) == ([130], ["error event"], False)
+
+    # A cancel after the run's last event (the plug-in closing our stdin after `done`) must not kill.
+    finished = job_module.CancelWatcher(on_abort=lambda: aborted.append("late"), grace=0.05)
+    finished.finish()
+    finished.set()
+    time.sleep(0.3)
+    assert finished.is_set() and exits == [130] and aborted == ["error event"]
