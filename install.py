@@ -139,7 +139,8 @@ def say(text=""):
 
 def quoted(command):
     # type: (list) -> str
-    return " ".join(shlex.quote(str(part)) for part in command)
+    parts = [str(part) for part in command]
+    return subprocess.list2cmdline(parts) if os.name == "nt" else " ".join(shlex.quote(p) for p in parts)
 
 
 def gigabytes(count):
@@ -707,8 +708,8 @@ class Installer:
         engine, weights_plan = plan["engine"], plan["weights"]
         say("GIMP Neural Style installer ({}, data folder {})".format(self.system, self.data_dir))
         if engine["mode"] == "existing":
-            say("  engine: use the existing Python {} (nst_core installed into it, nothing else)".format(
-                engine["python"]))
+            say("  engine: the existing Python {} (only nst_core goes into it, if missing or outdated)"
+                .format(engine["python"]))
         else:
             build = engine["build"]
             say("  engine: virtual environment {}".format(self.venv))
@@ -725,6 +726,10 @@ class Installer:
         if plan["disk"]:
             say("  disk: about {} needed".format(gigabytes(plan["disk"])))
 
+    def no_gimp_error(self):
+        # type: () -> InstallError
+        return InstallError(EXIT_NO_GIMP, no_gimp_message(self.where_plugins_would_go(), self.args.dry_run))
+
     def where_plugins_would_go(self):
         # type: () -> str
         root = gimp_config_roots(self.system, self.environ)[0][0]
@@ -738,7 +743,7 @@ class Installer:
         self.print_plan(plan)
         self.check_disk(plan["disk"])
         if not plan["profiles"] and self.args.dry_run:
-            raise InstallError(EXIT_NO_GIMP, no_gimp_message(self.where_plugins_would_go()))
+            raise self.no_gimp_error()
         if self.args.dry_run:
             say("Dry run: nothing was changed.")
             return EXIT_OK
@@ -755,7 +760,7 @@ class Installer:
             self.install_plugin(profile, description)
         self.summary(plan)
         if not plan["profiles"]:
-            raise InstallError(EXIT_NO_GIMP, no_gimp_message(self.where_plugins_would_go()))
+            raise self.no_gimp_error()
         return EXIT_OK
 
     def setup_engine(self, engine):
@@ -802,6 +807,8 @@ class Installer:
         if self.nst_core_right(probe):
             say("  nst_core up to date in {} (torch {})".format(python, probe["torch"]["version"]))
         else:
+            self.engine_python = python
+            self.check_engine()  # torch must really import there before we add to that environment
             pip_install(python, ["--no-deps"] + self.nst_core_arguments(), "nst_core")
             self.manifest.add("pip", python)
             self.changes.append("nst_core installed into {}".format(python))
@@ -982,11 +989,12 @@ def describe_weights(plan):
     return "{} (already there)".format(plan.dest)
 
 
-def no_gimp_message(where):
-    # type: (str) -> str
-    return ("No GIMP 3.x or 2.10 profile found; the engine is ready, but no plug-in was placed. Start GIMP "
-            "once so that it makes its profile folder and run install.py again, or name the folder with "
-            "--gimp-dir DIR (e.g. --gimp-dir {}).".format(Path(where).parents[1]))
+def no_gimp_message(where, dry_run):
+    # type: (str, bool) -> str
+    done = "no plug-in would be placed" if dry_run else "the engine is ready, but no plug-in was placed"
+    return ("No GIMP 3.x or 2.10 profile found: {}. Start GIMP once so that it makes its profile folder "
+            "and run install.py again, or name the folder with --gimp-dir DIR (e.g. --gimp-dir {})."
+            .format(done, Path(where).parents[1]))
 
 
 # -- plug-in files ---------------------------------------------------------------------------------
