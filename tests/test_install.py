@@ -315,12 +315,17 @@ def test_too_old_python_gets_a_message(tmp_path: Path) -> None:
 
 
 def old_pythons() -> list[str]:
-    found = []
-    for name in ("python2.7", "python2", "python3.5", "python3.6", "python3.7", "python3.8"):
-        path = shutil.which(name)
-        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
-            found.append(path)
-    return found
+    """Interpreters older than 3.9 on PATH or managed by pyenv, those that actually run."""
+    candidates = [shutil.which(name) for name in ("python2.7", "python2", "python3.5", "python3.6",
+                                                   "python3.7", "python3.8")]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        if root:
+            candidates += sorted(str(p) for p in Path(root).glob("versions/*/bin/python")
+                                 if p.parts[-3].startswith(("2.", "3.5", "3.6", "3.7", "3.8")))
+    return [path for path in dict.fromkeys(candidates)
+            if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0]
 
 
 PY3_ONLY = (ast.JoinedStr, ast.AnnAssign, ast.NamedExpr, ast.Nonlocal, ast.YieldFrom, ast.AsyncFunctionDef,
