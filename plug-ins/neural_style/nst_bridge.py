@@ -240,8 +240,10 @@ class _TerminateGuard(object):
     @staticmethod
     def _on_sigterm(signum, frame):
         # type: (int, object) -> None
-        _close_live_runs()
-        os._exit(128 + signum)
+        try:
+            _close_live_runs()
+        finally:
+            os._exit(128 + signum)
 
 
 class EngineRun(object):
@@ -316,7 +318,10 @@ class EngineRun(object):
         if process is not None:
             for stream in (process.stdin, process.stdout):
                 if stream is not None:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except (IOError, OSError, RuntimeError, ValueError):
+                        pass  # SIGTERM came during a read of this stream: it goes with the process
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
