@@ -23,7 +23,7 @@ from .errors import UsageError, WeightsError
 WEIGHTS_ENV = "NST_WEIGHTS"
 STAMP_NAME = "verified-weights.json"
 CHUNK = 1 << 20
-Progress = Callable[[int, "int | None"], None]  # (done_bytes, total_bytes or None when unknown)
+ByteProgress = Callable[[int, "int | None"], None]  # (done_bytes, total_bytes or None when unknown)
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ def hash_matches(actual: str, expected: str) -> bool:
 # -- download --------------------------------------------------------------------------------------
 
 
-def download(url: str, dest: Path | str, sha256: str, progress: Progress | None = None,
+def download(url: str, dest: Path | str, sha256: str, progress: ByteProgress | None = None,
              timeout: float = 60.0) -> Path:
     """Download `url` to `dest` through `dest.part`, resuming a partial file; verify, then rename."""
     dest = Path(dest)
@@ -124,7 +124,7 @@ def download(url: str, dest: Path | str, sha256: str, progress: Progress | None 
     return dest
 
 
-def _transfer(url: str, part: Path, progress: Progress | None, timeout: float) -> None:
+def _transfer(url: str, part: Path, progress: ByteProgress | None, timeout: float) -> None:
     """Bring `part` up to the whole file, with a Range request when part of it is there already."""
     offset = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "gimp-neural-style"})
@@ -162,7 +162,7 @@ def _resume_offset(response: http.client.HTTPResponse, offset: int) -> int:
 
 
 def _copy(response: http.client.HTTPResponse, part: Path, start: int, total: int | None,
-          progress: Progress | None) -> None:
+          progress: ByteProgress | None) -> None:
     """Append the body to `part` from `start`; disk errors become WeightsError, network ones propagate."""
     done = start
     try:
@@ -191,7 +191,7 @@ def _write_error(part: Path, exc: OSError) -> WeightsError:
 
 
 def fetch(model: str = "vgg19", directory: Path | str | None = None,
-          progress: Progress | None = None) -> Path:
+          progress: ByteProgress | None = None) -> Path:
     """Make sure the official weights of `model` are in `directory` (the data folder by default)."""
     entry = official(model)
     dest = Path(directory) if directory is not None else paths.weights_dir()
