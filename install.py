@@ -36,6 +36,7 @@ EXIT_CANCELLED = 130
 # Environment knobs for tests and unusual machines (documented in docs/install.md).
 PYTHON_VERSION_ENV = "NST_INSTALL_PYTHON_VERSION"  # pose as another Python version
 PLATFORM_ENV = "NST_INSTALL_PLATFORM"  # linux | windows | macos
+MACHINE_ENV = "NST_INSTALL_MACHINE"  # a CPU name as platform.machine() gives it, e.g. arm64
 FREE_BYTES_ENV = "NST_INSTALL_FREE_BYTES"  # pretend this much disk space is free
 WEIGHTS_URL_ENV = "NST_WEIGHTS_URL"  # a mirror of the official VGG19 file
 
@@ -656,7 +657,7 @@ class Installer:
             python = Path(os.path.abspath(str(Path(self.args.engine_python).expanduser())))
             return {"mode": "existing", "python": python, "probe": check_existing_python(python), "disk": 0}
         python = venv_python(self.venv, self.system)
-        build = choose_torch(self.system, self.environ.get("NST_INSTALL_MACHINE") or platform.machine(),
+        build = choose_torch(self.system, self.environ.get(MACHINE_ENV) or platform.machine(),
                              self.args.torch, self.environ)
         if self.args.index_url:
             build = build._replace(index_url=self.args.index_url, reason=build.reason + " (--index-url)")

@@ -29,7 +29,7 @@ BRIDGE = REPO / "plug-ins/neural_style/nst_bridge.py"
 MANIFEST = "install-manifest.json"
 CLEARED_ENV = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "APPDATA", "LOCALAPPDATA", "USERPROFILE",
                "TORCH_HOME", "NST_DATA_DIR", "NST_WEIGHTS", "NST_WEIGHTS_URL", "NST_INSTALL_PLATFORM",
-               "NST_INSTALL_FREE_BYTES", "NST_INSTALL_PYTHON_VERSION", "PYTHONPATH")
+               "NST_INSTALL_FREE_BYTES", "NST_INSTALL_PYTHON_VERSION", "NST_INSTALL_MACHINE", "PYTHONPATH")
 
 
 # -- helpers ---------------------------------------------------------------------------------------
