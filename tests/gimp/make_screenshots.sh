@@ -5,7 +5,7 @@
 #   after.png    the same through `python -m nst_core stylize`, styled by hubble_deep_field.jpg
 #   style.png    that style picture, 256 px
 #
-#   tests/gimp/make_screenshots.sh [--python PYTHON] [--weights FILE]
+#   tests/gimp/make_screenshots.sh [--python PYTHON] [--weights FILE] [--dialog-only]
 #
 # PYTHON (default: python3 on PATH) must have nst_core, torch and scikit-image. The weights
 # are FILE, else what the engine finds itself (official VGG19 weights, see docs/install.md),
@@ -14,11 +14,12 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-python=python3 weights=""
+python=python3 weights="" pair=1
 while (($#)); do
     case $1 in
         --python) python=$2; shift 2 ;;
         --weights) weights=$(realpath "$2"); shift 2 ;;
+        --dialog-only) pair=0; shift ;;
         *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
@@ -27,7 +28,8 @@ mkdir -p "$images"
 work=$(mktemp -d /tmp/nst-screenshots.XXXXXX)   # under /tmp: the same path inside the chroot
 trap 'rm -rf "$work"' EXIT
 
-# 1. Before and after, made by the engine on the host.
+# 1. Before and after, made by the engine on the host (minutes on a CPU).
+if ((pair)); then
 skimage=$("$python" -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')
 if [[ -z $weights ]] && ! "$python" -m nst_core weights check > /dev/null 2>&1; then
     weights=$work/vgg19-random.pth
@@ -47,7 +49,8 @@ for source, name in (("astronaut.png", "before.png"), ("hubble_deep_field.jpg", 
 EOF
 "$python" -m nst_core stylize "$images/before.png" "$images/style.png" -o "$images/after.png" \
     --preset fast --size 256 --seed 0 --progress none ${weights:+--weights "$weights"}
-echo "make_screenshots: before.png, style.png, after.png (weights: ${weights:-the engine's own})"
+echo "make_screenshots: before.png, style.png, after.png (weights: ${weights:-found by the engine})"
+fi
 
 # 2. The dialog, from GUI GIMP on Xvfb (xvfb and xdotool are added to the chroot if missing).
 EXTRA_PACKAGES="xvfb xdotool" "$here/make_chroot.sh" > /dev/null
