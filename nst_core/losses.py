@@ -8,8 +8,12 @@ unrelated, 0 when matched, whatever the image size, channel count or activation 
 
 - content:  |F - P|^2 / |P|^2                        (F, P: C x HW features of image, content)
 - gram:     |G - A|^2 / |A|^2, G = F F^T / (H W)     (the Gram divided by the position count)
-- w2:       W2^2 / tr(S_s) with the Gaussian fits (mu, Sigma = S - mu mu^T + eps I, S = F F^T / HW):
+- w2:       W2^2 / tr(S_s) with the Gaussian fits (mu, Sigma = S - mu mu^T, S = F F^T / HW; the
+            style's Sigma_s gets + eps I so its square root is well defined):
             W2^2 = |mu - mu_s|^2 + tr(Sigma) + tr(Sigma_s) - 2 tr((Sigma_s^1/2 Sigma Sigma_s^1/2)^1/2)
+            The last trace is the nuclear norm of B = Sigma_s^1/2 (F - mu) / sqrt(HW), taken as
+            tr((B B^T)^1/2) or tr((B^T B)^1/2), whichever matrix is smaller: at coarse scales the
+            deep layers have fewer positions than channels, and this is what keeps w2 cheap there.
 - tv:       mean squared difference of neighbouring pixels (pixels in [0, 1]).
 
 Layer weights are normalised to sum 1, so a layer list of any length keeps the balance.
@@ -70,7 +74,7 @@ class GramTarget:
         return relative_error(gram(features), self.gram, self.norm)
 
 
-def _covariance(mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+def _style_covariance(mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     eye = torch.eye(len(mean), device=mean.device, dtype=mean.dtype)
     cov = second - torch.outer(mean, mean)
     return cov + eye * (COVARIANCE_EPS * cov.diagonal().mean().clamp_min(EPS))
@@ -83,8 +87,8 @@ def sqrtm_eigh(matrix: torch.Tensor) -> torch.Tensor:
 
 
 def trace_sqrtm(matrix: torch.Tensor, steps: int = NEWTON_SCHULZ_STEPS) -> torch.Tensor:
-    """tr(M^1/2) of a symmetric positive definite M: coupled Newton-Schulz, matmuls only, differentiable."""
-    norm = matrix.norm()
+    """tr(M^1/2) of a symmetric positive semi-definite M: coupled Newton-Schulz (matmuls, differentiable)."""
+    norm = matrix.norm().clamp_min(EPS)
     y = matrix / norm
     eye = torch.eye(len(matrix), device=matrix.device, dtype=matrix.dtype)
     z = eye
@@ -102,10 +106,12 @@ class W2Target:
     norm: torch.Tensor  # tr(S_s) = |mu_s|^2 + tr(Sigma_s)
 
     def loss(self, features: torch.Tensor) -> torch.Tensor:
-        mean, second = moments(features)
-        cov = _covariance(mean, second)
-        cross = trace_sqrtm(self.cov_sqrt @ cov @ self.cov_sqrt)
-        distance = (mean - self.mean).pow(2).sum() + cov.trace() + self.cov_trace - 2 * cross
+        f = _matrix(features)
+        mean = f.mean(dim=1)
+        b = self.cov_sqrt @ (f - mean[:, None]) / f.shape[1] ** 0.5
+        cross = trace_sqrtm(b @ b.T if b.shape[0] <= b.shape[1] else b.T @ b)
+        cov_trace = (f - mean[:, None]).pow(2).sum() / f.shape[1]
+        distance = (mean - self.mean).pow(2).sum() + cov_trace + self.cov_trace - 2 * cross
         return distance / self.norm
 
 
@@ -134,7 +140,7 @@ def style_target(statistics: tuple[torch.Tensor, ...], kind: str) -> StyleTarget
         (g,) = statistics
         return GramTarget(g, g.pow(2).sum() + EPS)
     mean, second = statistics
-    cov = _covariance(mean, second)
+    cov = _style_covariance(mean, second)
     return W2Target(mean, sqrtm_eigh(cov), cov.trace(), second.trace() + EPS)
 
 

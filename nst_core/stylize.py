@@ -6,6 +6,8 @@ optimisation itself lives in `optimize.py`.
 
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -194,3 +196,14 @@ def weights_path(settings: Settings) -> Path:
             f"No {settings.model} weights file given: pass --weights FILE or run install.py."
         ) from None
     return Path(find_weights(settings.model))
+
+
+class _CallableModule(types.ModuleType):
+    """If this module was imported before `nst_core.stylize` was first read, the package attribute is
+    the module; calling it then still runs `stylize()`."""
+
+    def __call__(self, *args: object, **kwargs: object) -> np.ndarray:
+        return stylize(*args, **kwargs)  # type: ignore[arg-type]
+
+
+sys.modules[__name__].__class__ = _CallableModule

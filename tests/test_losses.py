@@ -42,8 +42,8 @@ def test_w2_one_channel_is_the_gaussian_distance() -> None:
     style = _features([[1, 3, 1, 3]])  # mean 2, variance 1, second moment 5
     image = _features([[0, 1, 0, 1]])  # mean 0.5, variance 0.25
     target = losses.style_target(losses.style_statistics(style, "w2"), "w2")
-    eps = losses.COVARIANCE_EPS  # Sigma + eps * mean(diag Sigma) * I
-    distance = (2 - 0.5) ** 2 + (math.sqrt(1 + eps) - math.sqrt(0.25 * (1 + eps))) ** 2
+    eps = losses.COVARIANCE_EPS  # Sigma_s + eps * mean(diag Sigma_s) * I
+    distance = (2 - 0.5) ** 2 + (math.sqrt(1 + eps) - math.sqrt(0.25)) ** 2
     assert target.loss(image).item() == pytest.approx(distance / 5, rel=1e-4)
 
 
@@ -51,11 +51,8 @@ def test_w2_diagonal_two_channels_and_zero_at_the_target() -> None:
     style = _features([[1, -1, 1, -1], [2, 2, -2, -2]])  # means 0, variances 1 and 4, uncorrelated
     image = _features([[2, 0, 2, 0], [0, 0, 0, 0]])  # means (1, 0), variances (1, 0)
     target = losses.style_target(losses.style_statistics(style, "w2"), "w2")
-    eps = losses.COVARIANCE_EPS
-    var_eps = eps * 0.5  # the image's eps is relative to its own mean variance (1 + 0) / 2
-    distance = 1 + (math.sqrt(1 + var_eps) - math.sqrt(1 + 2.5 * eps)) ** 2 + (
-        math.sqrt(var_eps) - math.sqrt(4 + 2.5 * eps)
-    ) ** 2
+    eps = 2.5 * losses.COVARIANCE_EPS  # relative to the style's mean variance (1 + 4) / 2
+    distance = 1 + (1 - math.sqrt(1 + eps)) ** 2 + (0 - math.sqrt(4 + eps)) ** 2
     assert target.loss(image).item() == pytest.approx(distance / 5, rel=1e-3)
     assert target.loss(style).item() == pytest.approx(0.0, abs=1e-4)
 
@@ -101,3 +98,23 @@ def test_losses_do_not_depend_on_image_size() -> None:
     for kind in ("gram", "w2"):
         target = losses.style_target(losses.style_statistics(style, kind), kind)
         assert target.loss(big).item() == pytest.approx(target.loss(tile).item(), rel=1e-4)
+
+
+def _w2_by_eigendecomposition(features: torch.Tensor, target: losses.W2Target) -> float:
+    f = features.double().flatten(2)[0]
+    mean = f.mean(1)
+    cov = (f - mean[:, None]) @ (f - mean[:, None]).T / f.shape[1]
+    root = target.cov_sqrt.double()
+    cross = losses.sqrtm_eigh(root @ cov @ root).trace()
+    distance = (mean - target.mean.double()).pow(2).sum() + cov.trace() + target.cov_trace - 2 * cross
+    return float(distance / target.norm)
+
+
+def test_w2_with_fewer_positions_than_channels() -> None:
+    """Deep layers at coarse scales: the small (positions x positions) matrix gives the same distance."""
+    generator = torch.Generator().manual_seed(3)
+    style = torch.rand(1, 12, 4, 5, generator=generator)
+    target = losses.style_target(losses.style_statistics(style, "w2"), "w2")
+    for shape in ((1, 12, 2, 3), (1, 12, 4, 4)):
+        image = torch.rand(shape, generator=generator)
+        assert target.loss(image).item() == pytest.approx(_w2_by_eigendecomposition(image, target), rel=2e-3)
