@@ -1,0 +1,212 @@
+"""The public API end to end on tiny images with random-weight networks (CPU).
+
+Random weights only say that the machinery works (losses fall, bytes repeat, alpha and
+colours are handled); they say nothing about how good a picture looks.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_content_image, make_style_image
+
+import nst_core
+from nst_core import colors, optimize
+from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
+from nst_core.options import Options
+from nst_core.presets import PRESETS
+
+
+def _array(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+@pytest.fixture(scope="module")
+def content() -> np.ndarray:
+    return _array(make_content_image(64, 48))
+
+
+@pytest.fixture(scope="module")
+def style() -> np.ndarray:
+    return _array(make_style_image(48, 48))
+
+
+def _options(weights: Path, **fields) -> Options:
+    return Options(**{"size": 64, "iterations": 2, "weights": str(weights), **fields})
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reports: list[optimize.Progress] = []
+
+    def __call__(self, report: optimize.Progress) -> None:
+        self.reports.append(report)
+
+
+def test_style_loss_falls_and_content_stays(vgg19_weights: Path) -> None:
+    content = _array(make_content_image(96, 72))
+    style = _array(make_style_image(64, 64))
+    recorder = Recorder()
+    out = nst_core.stylize(
+        content, [style], _options(vgg19_weights, size=96, iterations=20, multiscale=False),
+        progress=recorder,
+    )
+    first, last = recorder.reports[0].loss, recorder.reports[-1].loss
+    assert last["style"] <= 0.5 * first["style"]
+    settings_content_weight = PRESETS["balanced"].content_weight
+    assert last["content"] / settings_content_weight < 0.6  # relative error of the content features
+    assert out.shape == content.shape
+    assert np.abs(colors.luma(out) - colors.luma(content)).mean() < 0.15
+
+
+def test_same_seed_same_bytes(vgg19_weights: Path, content: np.ndarray, style: np.ndarray) -> None:
+    options = _options(vgg19_weights, init="noise", seed=7, iterations=3)
+    first = nst_core.stylize(content, [style], options)
+    second = nst_core.stylize(content, [style], options)
+    assert first.tobytes() == second.tobytes()
+    other = nst_core.stylize(content, [style], _options(vgg19_weights, init="noise", seed=8, iterations=3))
+    assert other.tobytes() != first.tobytes()
+
+
+def test_alpha_is_exact_and_transparent_colour_does_not_bleed(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
+    height, width = content.shape[:2]
+    alpha = np.ones((height, width), np.float32)
+    alpha[:, width // 2 :] = 0.0
+    alpha[: height // 4, : width // 2] = 0.5
+    rgba = np.concatenate([content, alpha[..., None]], axis=2)
+    red, green = rgba.copy(), rgba.copy()
+    red[alpha == 0, :3] = (1.0, 0.0, 0.0)
+    green[alpha == 0, :3] = (0.0, 1.0, 0.0)
+    options = _options(vgg19_weights)
+    out_red = nst_core.stylize(red, [style], options)
+    out_green = nst_core.stylize(green, [style], options)
+    assert out_red.shape == rgba.shape
+    assert np.array_equal(out_red[..., 3], alpha)
+    visible = alpha > 0
+    np.testing.assert_array_equal(out_red[visible], out_green[visible])
+
+
+def test_keep_luminance_colours_holds_content_chroma(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
+    out = nst_core.stylize(content, [style], _options(vgg19_weights, keep_colors="luminance", iterations=4))
+    chroma_out = colors.rgb_to_ycbcr(out)[..., 1:]
+    chroma_in = colors.rgb_to_ycbcr(content)[..., 1:]
+    # Only clipping to [0, 1] may move the chroma.
+    assert np.abs(chroma_out - chroma_in).mean() < 0.02
+    plain = nst_core.stylize(content, [style], _options(vgg19_weights, iterations=4))
+    plain_shift = np.abs(colors.rgb_to_ycbcr(plain)[..., 1:] - chroma_in).mean()
+    assert plain_shift > np.abs(chroma_out - chroma_in).mean()
+
+
+def test_histogram_colours_run(vgg19_weights: Path, content: np.ndarray, style: np.ndarray) -> None:
+    out = nst_core.stylize(content, [style], _options(vgg19_weights, keep_colors="histogram"))
+    assert out.shape == content.shape and out.dtype == np.float32
+
+
+def test_blend_with_zero_weight_equals_the_single_style(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
+    other = _array(make_style_image(40, 56, seed=5))
+    single = nst_core.stylize(content, [style], _options(vgg19_weights, iterations=4))
+    only_first = _options(vgg19_weights, iterations=4, style_blend=[1.0, 0.0])
+    np.testing.assert_allclose(nst_core.stylize(content, [style, other], only_first), single, atol=1e-5)
+    both = _options(vgg19_weights, iterations=4, style_blend=[1.0, 1.0])
+    mixed = nst_core.stylize(content, [style, other], both)
+    assert np.abs(mixed - single).max() > 1e-3
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_runs(preset: str, vgg19_weights: Path, vgg16_weights: Path,
+                           content: np.ndarray, style: np.ndarray) -> None:
+    weights = vgg16_weights if PRESETS[preset].model == "vgg16" else vgg19_weights
+    recorder = Recorder()
+    options = Options(preset=preset, size=48, iterations=2, weights=str(weights))
+    out = nst_core.stylize(content, [style], options, progress=recorder)
+    assert out.shape == content.shape
+    assert np.isfinite(out).all() and 0.0 <= out.min() and out.max() <= 1.0
+    assert len(recorder.reports) >= 2
+    assert all(np.isfinite(r.loss["total"]) for r in recorder.reports)
+
+
+def test_cancel_from_another_thread_stops_within_one_iteration(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
+    cancel = threading.Event()
+    seen: list[int] = []
+
+    def progress(report: optimize.Progress) -> None:
+        seen.append(report.iteration)
+        if len(seen) == 1:
+            canceller = threading.Thread(target=cancel.set)
+            canceller.start()
+            canceller.join()
+
+    with pytest.raises(Cancelled):
+        nst_core.stylize(content, [style], _options(vgg19_weights, iterations=50), progress=progress,
+                         cancel=cancel)
+    assert seen == [1]
+
+
+def test_progress_reports(vgg19_weights: Path, style: np.ndarray) -> None:
+    content = _array(make_content_image(182, 136))
+    options = _options(vgg19_weights, size=182, iterations=3, multiscale=True)
+    job = nst_core.plan_job(182, 136, options)
+    assert [(p.width, p.height, p.iterations) for p in job.plans] == [(129, 96, 2), (182, 136, 1)]
+    recorder = Recorder()
+    nst_core.stylize(content, [style], options, progress=recorder)
+    reports = recorder.reports
+    assert [(r.scale, r.scales, r.iteration, r.iterations) for r in reports] == [
+        (1, 2, 1, 2), (1, 2, 2, 2), (2, 2, 1, 1)
+    ]
+    fractions = [r.fraction for r in reports]
+    assert 0 < fractions[0] < fractions[1] < fractions[2] == pytest.approx(1.0)
+    assert all(r.elapsed >= 0 and r.eta >= 0 for r in reports)
+    assert reports[-1].eta == pytest.approx(0.0, abs=1e-6)
+    assert all(set(r.loss) == {"total", "content", "style", "tv"} for r in reports)
+    assert all(isinstance(v, float) for r in reports for v in r.loss.values())
+    assert [r.preview is not None for r in reports] == [False, True, True]
+    assert reports[1].preview.shape == (96, 129, 3) and reports[2].preview.shape == (136, 182, 3)
+
+
+def test_scale_schedule() -> None:
+    assert optimize.scale_sizes(512, 128, True) == [128, 181, 256, 362, 512]
+    assert optimize.scale_sizes(512, 128, False) == [512]
+    assert optimize.scale_sizes(100, 128, True) == [100]
+    counts = optimize.split_iterations(300, 5)
+    assert sum(counts) == 300 and counts == sorted(counts, reverse=True)
+    assert optimize.split_iterations(3, 5) == [1, 1, 1, 1, 1]
+
+
+def test_output_size_gray_and_gray_alpha(vgg19_weights: Path, content: np.ndarray, style: np.ndarray) -> None:
+    gray = colors.luma(content)[..., None]
+    out = nst_core.stylize(gray, [style], _options(vgg19_weights), output_size=(80, 60))
+    assert out.shape == (60, 80, 1)
+    gray_alpha = np.concatenate([gray, np.full_like(gray, 0.25)], axis=2)
+    out = nst_core.stylize(gray_alpha, [style], _options(vgg19_weights))
+    assert out.shape == gray_alpha.shape and np.array_equal(out[..., 1], gray_alpha[..., 1])
+
+
+def test_pil_and_uint8_inputs(vgg19_weights: Path) -> None:
+    content = make_content_image(40, 30)
+    out = nst_core.stylize(content, [np.asarray(make_style_image(32, 32))], _options(vgg19_weights))
+    assert out.shape == (30, 40, 3)
+
+
+def test_bad_inputs_are_clear_errors(vgg19_weights: Path, content: np.ndarray, style: np.ndarray,
+                                     tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="empty"):
+        nst_core.stylize(np.zeros((0, 4, 3), np.float32), [style], _options(vgg19_weights))
+    with pytest.raises(ImageError, match="style image 1"):
+        nst_core.stylize(content, [np.zeros((4, 4, 7), np.float32)], _options(vgg19_weights))
+    with pytest.raises(UsageError, match="relu9_1"):
+        nst_core.stylize(content, [style], _options(vgg19_weights, style_layers=["relu9_1"]))
+    with pytest.raises(WeightsError, match="does not exist"):
+        nst_core.stylize(content, [style], _options(tmp_path / "missing.pth"))
+    with pytest.raises(ImageError, match="does not exist"):
+        nst_core.stylize(content, [style], _options(vgg19_weights, init=str(tmp_path / "none.png")))
