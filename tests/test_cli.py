@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import subprocess
@@ -112,13 +113,14 @@ def test_stylize_size_sets_the_output_size(tmp_path: Path, content_png: Path, st
 
 @pytest.fixture
 def failing_stylize(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 (returns a setter)
-    import nst_core.stylize
+    # The module, not the package attribute: nst_core.stylize may be bound to the function.
+    module = importlib.import_module("nst_core.stylize")
 
     def set_failure(exc: BaseException) -> None:
         def fake(*args: object, **kwargs: object) -> None:
             raise exc
 
-        monkeypatch.setattr(nst_core.stylize, "stylize", fake)
+        monkeypatch.setattr(module, "stylize", fake)
 
     return set_failure
 

@@ -3,6 +3,7 @@ code, no traceback, and no output file (nor a temporary one) left behind."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 import shutil
@@ -170,9 +171,9 @@ def test_unwritable_output_is_exit_5_before_running(out_dir: Path, content_png: 
                                                     vgg19_weights: Path, output: str, message: str,
                                                     monkeypatch: pytest.MonkeyPatch,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    import nst_core.stylize
+    module = importlib.import_module("nst_core.stylize")  # the module, not the function
 
-    monkeypatch.setattr(nst_core.stylize, "stylize", lambda *a, **k: pytest.fail("ran before checking"))
+    monkeypatch.setattr(module, "stylize", lambda *a, **k: pytest.fail("ran before checking"))
     (out_dir.parent / "file.txt").write_text("a file, not a folder")
     argv = ["stylize", content_png, style_png, "-o", out_dir / output, "--weights", vgg19_weights, *FAST]
     fails(capsys, out_dir, 5, message, *argv)
