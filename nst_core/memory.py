@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
+from . import devices
 from .network import _blank_features, layer_index
+from .optimize import LBFGS_HISTORY
 from .options import Settings
 
 MIB = 1 << 20
@@ -60,7 +63,8 @@ def layer_shapes(model: str, layer_names: tuple[str, ...], height: int, width: i
 # Fixed costs, measured: the RSS of a process that has imported torch (CPU), and what the
 # allocator and the convolution library keep besides the tensors themselves.
 RUNTIME_BYTES = {"cpu": 720 * MIB, "cuda": 0, "mps": 0}
-LBFGS_HISTORY = 50  # pairs of pixel-sized vectors the optimiser keeps (optimize.Stepper)
+SAFETY = 1.1  # measured peaks were 0.95 to 1.11 times the model: err on the side of tiling
+FREE_SHARE = 0.85  # of the free memory: room for the images, the preview and other programs
 LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate, start, content, spare
 
 
@@ -83,17 +87,19 @@ def activation_bytes(settings: Settings, width: int, height: int, device_type: s
             kept += shape.output_elements * (8 + size)  # int64 argmax indices and the output
         if shape.kind == "conv" and size != 4 and index == 0:
             kept += shape.input_elements * size  # the autocast copy of the image
-    for name in settings.content_layers:  # the content difference is kept in float32
-        kept += shapes[layer_index(settings.model, name)].output_elements * 4
+    for name in settings.content_layers:
+        # Kept: the content target and the difference to it (float32); while the loss and its
+        # gradient are computed, two more of that size exist for a moment.
+        kept += 4 * shapes[layer_index(settings.model, name)].output_elements * 4
     largest = max(s.output_elements for s in shapes)
-    # Backward holds the gradient of a layer's output and of its input at once, plus the
-    # convolution's scratch; at the first block these are the largest tensors of the run.
-    return kept + 3 * largest * size
+    # Backward at the first block holds, at once, the gradient arriving from deeper layers,
+    # the Gram term's gradient, their sum and the ReLU's: the largest tensors of the run.
+    return kept + 4 * largest * size
 
 
-def optimizer_bytes(settings: Settings, width: int, height: int) -> int:
+def optimizer_bytes(settings: Settings, width: int, height: int, iterations: int | None = None) -> int:
     history = LBFGS_HISTORY if settings.optimizer == "lbfgs" else 1
-    pairs = min(history, max(1, settings.iterations))
+    pairs = min(history, max(1, iterations or settings.iterations))
     return (2 * pairs + LBFGS_VECTORS) * 3 * width * height * 4
 
 
@@ -104,13 +110,33 @@ def fixed_bytes(settings: Settings, device_type: str) -> int:
     return RUNTIME_BYTES.get(device_type, 0) + 2 * parameters * 4
 
 
-def estimate_peak_bytes(settings: Settings, width: int, height: int, device_type: str) -> int:
+def estimate_peak_bytes(
+    settings: Settings, width: int, height: int, device_type: str, iterations: int | None = None
+) -> int:
     """Peak memory of a job whose largest scale is width x height on `device_type` (cpu, cuda, mps).
 
     On CPU this is the process's peak resident size; on a GPU the peak of allocated tensors.
+    `iterations` at that scale (default: the whole job's) bounds the optimiser's history.
     """
-    return (
-        activation_bytes(settings, width, height, device_type)
-        + optimizer_bytes(settings, width, height)
-        + fixed_bytes(settings, device_type)
+    per_pixel = activation_bytes(settings, width, height, device_type) + optimizer_bytes(
+        settings, width, height, iterations
     )
+    return int(per_pixel * SAFETY) + fixed_bytes(settings, device_type)
+
+
+def job_bytes(
+    settings: Settings, width: int, height: int, device_type: str, iterations: int | None = None
+) -> int:
+    """What a scale needs beyond the engine's own runtime: the part a memory budget limits."""
+    runtime = RUNTIME_BYTES.get(device_type, 0)
+    return estimate_peak_bytes(settings, width, height, device_type, iterations) - runtime
+
+
+def budget_bytes(settings: Settings, device: torch.device) -> int:
+    """--max-memory, or most of what the device has free now (available RAM, free GPU memory)."""
+    if settings.max_memory is not None:
+        return int(settings.max_memory * MIB)
+    _, free = devices.memory(device)
+    if free is None:
+        return 1 << 62  # the platform does not tell: never tile on its account
+    return int(free * FREE_SHARE)
