@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, images, network, optimize
+from . import colors, images, memory, network, optimize, tiling
 from .errors import OutOfMemoryError, WeightsError
 from .options import Options, Settings, resolve
 
@@ -36,10 +36,12 @@ class Job:
     def iterations(self) -> int:
         return sum(p.iterations for p in self.plans)
 
-    def memory_estimate(self) -> int:
-        last = self.plans[-1]
-        layers = (*self.settings.content_layers, *self.settings.style_layers)
-        return network.estimate_memory(self.settings.model, layers, last.height, last.width)
+    def memory_estimate(self, device_type: str = "cpu") -> int:
+        """Peak bytes of the largest scale run whole (tiles, when a budget forces them, need less)."""
+        return max(
+            memory.estimate_peak_bytes(self.settings, p.width, p.height, device_type, p.iterations)
+            for p in self.plans
+        )
 
 
 def working_size(settings: Settings, width: int, height: int, output_size: tuple[int, int] | None) -> int:
@@ -121,11 +123,11 @@ def _run_on_device(
         init_rgb, _ = images.split_alpha(images.load_image(settings.init_path))
         init_t = images.to_tensor(init_rgb, device)
     try:
-        out = optimize.run(
-            net, content_t, styles_t, settings, job.plans,
+        out = tiling.BudgetedRun(
+            net, content_t, styles_t, settings, device.type, memory.budget_bytes(settings, device),
             init_image=init_t, autocast_dtype=autocast_dtype(device, settings.precision),
             progress=progress, cancel=cancel,
-        )
+        ).run(job.plans)
     except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError; MPS raises a plain one
         if "out of memory" not in str(exc).lower():
             raise
