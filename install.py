@@ -932,8 +932,10 @@ class Installer:
         outcome = run_self_test(self.engine_python, self.weights_path)
         seconds = time.time() - start
         device = outcome.get("device") or info.get("device", "?")
-        say("  device: {}{}".format(device, memory_text(info)))
-        say("  a {}x{} test image, {} iterations: {:.1f} s".format(
+        on_cpu = info.get("type") == "cpu" and "threads" in info
+        threads = ", {} threads".format(info["threads"]) if on_cpu else ""
+        say("  device: {}{}{}".format(device, threads, memory_text(info)))
+        say("  a {}x{} test picture, {} iterations: {:.1f} s, starting the engine included".format(
             SELF_TEST_SIZE[0], SELF_TEST_SIZE[1], SELF_TEST_OPTIONS["iterations"], seconds))
 
     def install_plugin(self, profile, description):
