@@ -45,6 +45,13 @@ def load_installer() -> types.ModuleType:
 installer = load_installer()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def engine_python_has_this_checkout() -> None:
+    """The installs below use this very Python as the engine: they must find nothing to pip-install."""
+    probe = installer.probe_python(Path(sys.executable))
+    assert probe and installer.nst_core_current(probe), "first run: pip install -e . (from this checkout)"
+
+
 def run_install(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
     environ.update(HOME=str(home), **env)
