@@ -278,8 +278,8 @@ def check_writable(profile):
     existing = next(f for f in (plugin_dir(profile), profile.path / "plug-ins", profile.path) if f.exists())
     if not os.access(str(existing), os.W_OK | os.X_OK):
         raise InstallError(EXIT_GIMP_NOT_WRITABLE, "GIMP profile folder {} is not writable: fix its "
-                                                   "permissions (it belongs to you, not root) or pick "
-                                                   "another with --gimp-dir.".format(existing))
+                                                   "owner or permissions (GIMP once run with sudo?) or "
+                                                   "pick another with --gimp-dir.".format(existing))
 
 
 # -- the torch build -------------------------------------------------------------------------------
@@ -1243,6 +1243,10 @@ def main(argv=None):
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted; run install.py again to finish (it resumes).\n")
         return EXIT_CANCELLED
+    except OSError as exc:  # a folder we may not write, a full disk: no traceback for those
+        sys.stderr.write("error: {} ({}): check that folder's permissions and the free disk space, "
+                         "then run install.py again.\n".format(exc.strerror or exc, exc.filename or "?"))
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

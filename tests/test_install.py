@@ -307,6 +307,18 @@ def test_profile_not_writable(tmp_path: Path, vgg19_weights: Path) -> None:
     assert listing(home) == before
 
 
+def test_unwritable_data_folder_is_one_line_not_a_traceback(tmp_path: Path, vgg19_weights: Path) -> None:
+    home = tmp_path / "home"
+    make_profiles(home, ".config/GIMP/3.0")
+    (home / "blocker").write_text("a file where the data folder's parent should be")
+    prefix = home / "blocker/data"
+    result = run_install(home, *install_args(vgg19_weights, "--prefix", str(prefix)))
+    assert result.returncode == installer.EXIT_INTERNAL, explain(result)
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
+    assert str(prefix) in result.stderr and "Traceback" not in result.stderr
+    assert not (home / ".config/GIMP/3.0/plug-ins").exists()
+
+
 # -- the Python version guard -------------------------------------------------------------------------
 
 
