@@ -50,25 +50,27 @@ def overlap_for(tile: int) -> int:
     return max(MIN_OVERLAP, tile // 4)
 
 
-def _starts(length: int, tile: int, overlap: int, shift: int) -> list[int]:
-    """Start positions of windows of `tile` covering [0, length), every neighbour overlapping."""
+def _spans(length: int, tile: int, overlap: int, shift: int) -> list[tuple[int, int]]:
+    """[start, end) windows of at most `tile` covering [0, length), neighbours sharing `overlap`.
+
+    The first window starts `shift` before 0 and is cut there; the last is cut at the end and
+    stays wider than the overlap. Cutting rather than sliding keeps the borders of a shifted
+    pass away from those of the pass before.
+    """
     if length <= tile:
-        return [0]
+        return [(0, length)]
     step = tile - overlap
     first = -(shift % step)
-    positions = range(first, length - overlap, step)
-    return sorted({min(max(p, 0), length - tile) for p in positions})
+    return [(max(p, 0), min(p + tile, length)) for p in range(first, length - overlap, step)]
 
 
 def plan_tiles(width: int, height: int, tile: int, overlap: int, pass_index: int = 0) -> list[Tile]:
     """The tile grid of one pass; odd passes move the grid by half a step on both axes."""
     step = max(1, tile - overlap)
     shift = (step // 2) * (pass_index % 2)
-    xs = _starts(width, tile, overlap, shift)
-    ys = _starts(height, tile, overlap, shift)
-    return [
-        Tile(x, y, min(x + tile, width), min(y + tile, height)) for y in ys for x in xs
-    ]
+    xs = _spans(width, tile, overlap, shift)
+    ys = _spans(height, tile, overlap, shift)
+    return [Tile(x0, y0, x1, y1) for y0, y1 in ys for x0, x1 in xs]
 
 
 def _ramp(length: int, overlap: int, fade_start: bool, fade_end: bool) -> np.ndarray:
@@ -99,9 +101,14 @@ def paste(canvas: torch.Tensor, patch: torch.Tensor, tile: Tile, mask: torch.Ten
     region.mul_(1.0 - mask).add_(patch * mask)
 
 
-def passes_for(iterations: int, tiles_per_pass: int, iterations_per_tile: int) -> int:
-    """How many passes spend `iterations` (counted per tile) at `iterations_per_tile` each."""
-    return max(1, math.ceil(iterations / max(1, tiles_per_pass * iterations_per_tile)))
+def tile_schedule(iterations: int) -> tuple[int, int]:
+    """(passes, iterations per tile) spending about a scale's `iterations` on every pixel.
+
+    A tile needs two iterations at least: the optimiser keeps the best *evaluated* iterate,
+    and the result of a tile's last step is only evaluated by the step after it.
+    """
+    passes = 2 if iterations >= 4 else 1
+    return passes, max(2, iterations // passes)
 
 
 def tile_windows(
@@ -188,8 +195,7 @@ class TiledScale:
         targets = whole_style_targets(
             self.network, styles, self.settings, size, self.tile, self.autocast_dtype
         )
-        passes = 2 if plan.iterations >= 2 else 1
-        per_tile = max(1, plan.iterations // passes)
+        passes, per_tile = tile_schedule(plan.iterations)
         windows = list(tile_windows(plan.width, plan.height, self.tile, passes))
         total = len(windows) * per_tile
         for number, (_, window, mask) in enumerate(windows):
@@ -290,7 +296,7 @@ def fits(settings: Settings, plan: optimize.ScalePlan, device_type: str, budget:
 
 def choose_tile(settings: Settings, plan: optimize.ScalePlan, device_type: str, budget: int) -> int:
     """The largest tile whose optimisation fits `budget` beside the full-size images."""
-    per_tile = max(1, plan.iterations // 2)
+    _, per_tile = tile_schedule(plan.iterations)
     spare = budget - _whole_image_bytes(plan.width, plan.height)
 
     def tile_fits(side: int) -> bool:
