@@ -238,6 +238,12 @@ def cmd_weights(args: argparse.Namespace) -> int:
         if args.action == "fetch":
             path = weights.fetch(args.model, args.dir, _download_bar() if sys.stderr.isatty() else None)
             print(path)
+        elif args.action == "check" and args.path.is_file() and weights.official_for_file(args.path) is None:
+            # No hash to compare for a file of the user's own: loading it is the check.
+            from .network import load_features
+
+            load_features(args.model or "vgg19", args.path)
+            print(f"ok: {args.path} loads as {args.model or 'vgg19'} weights")
         elif args.action == "check":
             digest = weights.check(args.path, args.model)
             print(f"ok: {args.path} sha256 {digest}")
@@ -306,7 +312,8 @@ def _add_weights_parser(commands: argparse._SubParsersAction) -> None:
     fetch = actions.add_parser("fetch", help="download the official weights (resumes; verifies SHA-256)")
     fetch.add_argument("--model", default="vgg19", choices=MODELS)
     fetch.add_argument("--dir", type=Path, help="folder to put them in (default: the data folder)")
-    check = actions.add_parser("check", help="verify a weights file against the official SHA-256")
+    check = actions.add_parser(
+        "check", help="verify a weights file: the official SHA-256, or that a file of your own loads")
     check.add_argument("path", metavar="PATH", type=Path)
     check.add_argument("--model", choices=MODELS, help="default: the model its file name says, else vgg19")
     where = actions.add_parser("path", help="print the weights file the engine would use")

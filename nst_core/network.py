@@ -170,17 +170,3 @@ def smallest_side(model: str, layer_names: Iterable[str]) -> int:
     """The smallest image side that still leaves the deepest layer at least 1 pixel wide."""
     deepest = max(layer_index(model, name) for name in layer_names)
     return 2 ** pools_before(model, deepest)
-
-
-def estimate_memory(model: str, layer_names: Iterable[str], height: int, width: int) -> int:
-    """Rough peak bytes of one optimisation step: activations kept for backward plus their gradients."""
-    deepest = max(layer_index(model, name) for name in layer_names)
-    floats_per_pixel, scale = 0.0, 1.0
-    for layer in list(_blank_features(model))[: deepest + 1]:
-        if isinstance(layer, nn.MaxPool2d):
-            scale /= 4
-        elif isinstance(layer, nn.Conv2d):
-            floats_per_pixel += 2 * layer.out_channels * scale  # conv output and its ReLU
-    parameters = sum(p.numel() for p in list(_blank_features(model))[: deepest + 1].parameters())
-    # x2 for the gradients alive during backward, +50% for allocator slack and the loss terms.
-    return int(height * width * floats_per_pixel * 4 * 2 * 1.5 + parameters * 4)

@@ -221,6 +221,16 @@ def test_weights_fetch_check_and_path(tmp_path: Path, small_official: Path,
     assert (code, out) == (0, f"{tmp_path / 'elsewhere' / 'vgg19-small.pth'}\n")
 
 
+def test_weights_check_loads_a_file_of_ones_own(tmp_path: Path, vgg19_weights: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "weights", "check", vgg19_weights)
+    assert code == 0 and "loads as vgg19 weights" in out
+    broken = tmp_path / "mine.pth"
+    broken.write_bytes(vgg19_weights.read_bytes()[:100_000])
+    code, out, err = run(capsys, "weights", "check", broken)
+    assert code == 4 and out == "" and "truncated" in err and err.count("\n") == 1
+
+
 # -- events ----------------------------------------------------------------------------------------------
 
 
