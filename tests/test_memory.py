@@ -1,0 +1,91 @@
+"""The peak-memory model: its shape, the budget, and agreement with measured peak RSS."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from nst_core import memory
+from nst_core.optimize import LBFGS_HISTORY
+from nst_core.options import Options, resolve
+from nst_core.stylize import plan_job
+
+
+def test_estimate_grows_with_pixels_and_shrinks_with_half_precision() -> None:
+    settings = resolve(Options())
+    small, large = (memory.estimate_peak_bytes(settings, s, s, "cpu") for s in (256, 512))
+    assert large > small
+    per_pixel = (large - small) / (512 * 512 - 256 * 256)
+    assert 1000 < per_pixel < 20000  # VGG19 to relu5_1 keeps kilobytes per pixel, not bytes or megabytes
+    half = resolve(Options(precision="bf16"))
+    assert memory.activation_bytes(half, 512, 512, "cpu") < memory.activation_bytes(settings, 512, 512, "cpu")
+
+
+def test_optimizer_history_is_bounded() -> None:
+    settings = resolve(Options())
+    few = memory.optimizer_bytes(settings, 256, 256, iterations=2)
+    many = memory.optimizer_bytes(settings, 256, 256, iterations=LBFGS_HISTORY)
+    assert few < many == memory.optimizer_bytes(settings, 256, 256, iterations=10 * LBFGS_HISTORY)
+
+
+def test_shallow_networks_need_less() -> None:
+    deep = resolve(Options())
+    shallow = resolve(Options(style_layers=["relu1_1"], content_layers=["relu1_1"]))
+    assert memory.fixed_bytes(shallow, "cpu") < memory.fixed_bytes(deep, "cpu")
+    assert memory.activation_bytes(shallow, 512, 512, "cpu") < memory.activation_bytes(deep, 512, 512, "cpu")
+
+
+def test_budget_is_max_memory_when_given() -> None:
+    settings = resolve(Options(max_memory=1500))
+    assert memory.budget_bytes(settings, torch.device("cpu")) == 1500 * memory.MIB
+    free = memory.budget_bytes(resolve(Options()), torch.device("cpu"))
+    assert 0 < free
+
+
+def test_job_reports_the_largest_scale() -> None:
+    job = plan_job(800, 600, Options(size=512))
+    last = job.plans[-1]
+    expected = memory.estimate_peak_bytes(job.settings, last.width, last.height, "cpu", last.iterations)
+    assert job.memory_estimate("cpu") >= expected > memory.fixed_bytes(job.settings, "cpu")
+
+
+MEASURE = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    from nst_core import memory
+    from nst_core.options import Options, resolve
+    from nst_core.stylize import stylize
+
+    size = int(sys.argv[1])
+    options = Options(size=size, iterations=2, multiscale=False, device="cpu", weights=sys.argv[2])
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    content = np.stack([x, y, 0.5 + 0 * x], axis=-1)
+    style = np.stack([np.sin(40 * x) * 0.5 + 0.5, y, x * y], axis=-1).astype(np.float32)
+    stylize(content, [style], options)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) * 1024
+    estimate = memory.estimate_peak_bytes(resolve(options), size, size, "cpu", 2)
+    print(json.dumps({"peak": peak, "estimate": estimate}))
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
+@pytest.mark.parametrize("size", [256, 384, 512])
+def test_estimate_is_within_a_quarter_of_the_measured_peak(size: int, vgg19_weights: Path) -> None:
+    # One process per size, so each peak is that job's alone.
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE, str(size), str(vgg19_weights)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert 0.75 <= result["peak"] / result["estimate"] <= 1.25, result
