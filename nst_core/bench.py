@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import memory, optimize
+from . import losses, memory, optimize
 from .devices import describe_device, pick_device
 from .network import build_network, layer_index, load_features
 from .options import Options, Settings, resolve
@@ -78,29 +78,42 @@ def measure_rates(device: torch.device, dtype: torch.dtype, side: int = 128, rep
 @dataclass(frozen=True)
 class IterationFlops:
     conv: float  # forward and input-gradient convolutions
-    gram: float  # Gram products and their gradients
+    style: float  # the style loss (Gram or W2 products) forward and backward
 
     @property
     def total(self) -> float:
-        return self.conv + self.gram
+        return self.conv + self.style
 
     def floor_seconds(self, rates: Rates) -> float:
-        return self.conv / rates.conv + self.gram / rates.matmul
+        return self.conv / rates.conv + self.style / rates.matmul
 
 
 def iteration_flops(settings: Settings, width: int, height: int) -> IterationFlops:
-    """Forward and input-gradient backward (no weight gradients), and Gram products (2 C^2 HW each way)."""
+    """Convolutions from the layer shapes (forward and input gradient, no weight gradients), plus the
+    style loss as the engine computes it, counted by torch on shape-only tensors."""
     layers = settings.content_layers + settings.style_layers
     shapes = memory.layer_shapes(settings.model, layers, height, width)
     conv = sum(
         2 * 2 * s.channels_in * s.channels_out * 9 * s.height * s.width for s in shapes if s.kind == "conv"
     )
-    gram = 0.0
-    if settings.style_loss == "gram":
-        for name in settings.style_layers:
-            s = shapes[layer_index(settings.model, name)]
-            gram += 2 * 2 * s.channels_out**2 * s.height * s.width
-    return IterationFlops(conv=float(conv), gram=float(gram))
+    style = sum(
+        style_loss_flops(settings.style_loss, shapes[layer_index(settings.model, name)])
+        for name in settings.style_layers
+    )
+    return IterationFlops(conv=float(conv), style=float(style))
+
+
+def style_loss_flops(kind: str, shape: memory.LayerShape) -> float:
+    """FLOPs of one layer's style loss and its gradient (matrix products; element-wise work is free)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = torch.device("meta")
+    features = torch.empty(1, shape.channels_out, shape.height, shape.width, device=meta)
+    target = losses.style_target(losses.style_statistics(features, kind), kind)
+    features.requires_grad_(True)
+    with FlopCounterMode(display=False) as counter:
+        target.loss(features).backward()
+    return float(counter.get_total_flops())
 
 
 # ---- peak memory -----------------------------------------------------------------------------
@@ -351,6 +364,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="skip the textbook implementation")
     parser.add_argument("--time-to-quality", action="store_true",
                         help="also compare the preset against single-scale L-BFGS given the same time")
+    parser.add_argument("--rate-side", type=int, default=128,
+                        help="side of the 256-channel convolution that measures the machine's rate")
     parser.add_argument("--quality-size", type=int, default=512, help="size of the time-to-quality race")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser.parse_args(argv)
@@ -370,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.precision = _auto_precision(args.precision, device)
     sizes = args.sizes or ([512, 1024, 2048] if device.type == "cuda" else [256, 512])
     settings = resolve(Options(preset=args.preset, multiscale=False))
-    rates = measure_rates(device, DTYPES[args.precision])
+    rates = measure_rates(device, DTYPES[args.precision], args.rate_side)
     _print_rates(rates, device, args)
     with tempfile.TemporaryDirectory() as scratch:
         weights = Path(args.weights) if args.weights else _random_weights(settings.model, Path(scratch))
