@@ -172,23 +172,32 @@ def progress_reporter(index: int, count: int) -> Callable[[float, str], bool]:
     return report
 
 
+def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
+    """An OPEN chooser bound to an ANY-action file argument (see add_arguments)."""
+    from gi.repository import GimpUi
+
+    spec = config.find_property(name)
+    chooser = GimpUi.FileChooser.new(Gimp.FileChooserAction.OPEN, spec.get_nick(), spec.get_blurb(),
+                                     config.get_property(name))
+    config.bind_property(name, chooser, "file",
+                         GObject.BindingFlags.SYNC_CREATE | GObject.BindingFlags.BIDIRECTIONAL)
+    chooser.show()
+    return chooser
+
+
 def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
     gi.require_version("GimpUi", "3.0")
     from gi.repository import GimpUi
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config)
-    files = dialog.fill_box("style-files", [])
-    for name in FILE_ARGUMENTS:
-        spec = config.find_property(name)
-        chooser = GimpUi.FileChooser.new(Gimp.FileChooserAction.OPEN, spec.get_nick(), spec.get_blurb(),
-                                         config.get_property(name))
-        config.bind_property(name, chooser, "file",
-                             GObject.BindingFlags.SYNC_CREATE | GObject.BindingFlags.BIDIRECTIONAL)
-        files.pack_start(chooser, False, False, 0)
-        chooser.show()
-    others = [p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS]
-    dialog.fill(["style-files", *others])
+    dialog.fill([p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS])
+    # The style pictures come first: they are what the user must choose.
+    content = dialog.get_content_area()
+    for position, name in enumerate(FILE_ARGUMENTS):
+        chooser = file_chooser(config, name)
+        content.pack_start(chooser, False, False, 0)
+        content.reorder_child(chooser, position)
     accepted = dialog.run()
     dialog.destroy()
     return accepted
