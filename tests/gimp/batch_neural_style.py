@@ -2,7 +2,7 @@
 
     tests/gimp/run_in_gimp.sh ... tests/gimp/batch_neural_style.py PLAN.json
 
-PLAN.json: {"out": folder, "config_path": the file $NST_PLUGIN_CONFIG names,
+PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside the plug-in,
 "cases": [{"name", "canvas": [w, h], "layers": [{"png", "name", "offsets"}] (bottom first),
 "select": [[x, y, w, h], "rect" | "ellipse"] or absent, "convert": "gray" | precision name,
 "args": {argument: value}, "engine_config": a config to use for this case only,

@@ -1,8 +1,9 @@
 """The GIMP 3 plug-in in a real GIMP 3.0 (a Debian trixie chroot, headless), end to end.
 
 One GIMP run covers every case (see batch_neural_style.py); the tests below check its
-manifest. The engine runs from this test environment's own Python, made visible inside
-the chroot by bind mounts, with the random test weights. Needs root (chroot, mount
+manifest. The plug-in is installed by install.py into the profile folder that GIMP then
+uses; the engine is this test environment's own Python (`--engine-python`), made visible
+inside the chroot by bind mounts, with the random test weights. Needs root (chroot, mount
 namespaces); the chroot is built on first use (tests/gimp/make_chroot.sh, about 70-120 s).
 Set NST_SKIP_GIMP=1 to skip these tests on a machine without root.
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +28,12 @@ pytestmark = pytest.mark.gimp
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PLUGIN_SOURCE = REPO / "plug-ins" / "neural_style"
+INSTALLED = Path("plug-ins") / "neural_style"  # inside the profile
 CHROOT = Path(os.environ.get("GIMP3_ROOT", "/var/tmp/gimp3-root"))
 CANVAS = [64, 48]
+# Four iterations: L-BFGS's first steps are tiny, so two barely move an unresized layer's pixels.
 ENGINE_ARGS = {"preset": "balanced", "strength": 1.0, "keep-colors": "off", "style-scale": 1.0,
-               "size": 32, "iterations": 2, "seed": 0, "device": "cpu"}
+               "size": 32, "iterations": 4, "seed": 0, "device": "cpu"}
 # The same settings under the engine's option names, for the run-job comparison.
 ENGINE_OPTIONS = {name.replace("-", "_"): value for name, value in ENGINE_ARGS.items()}
 STYLED = " (Neural Style: style)"
@@ -68,7 +70,7 @@ def write_inputs(work: Path) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()}
 
 
-def plan_cases(inputs: dict[str, str], work: Path) -> list[dict]:
+def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[dict]:
     args = ENGINE_ARGS | {"style-file": inputs["style"]}
     opaque = {"png": inputs["opaque"], "name": "Opaque", "offsets": [8, 6]}
     broken_python = work / "broken-python"
@@ -76,7 +78,7 @@ def plan_cases(inputs: dict[str, str], work: Path) -> list[dict]:
     broken_python.chmod(0o755)
     corrupt = work / "corrupt-weights.pth"
     corrupt.write_bytes(b"this is not a weights file")
-    config = json.loads((work / "nst_config.json").read_text())
+    config = json.loads(config_path.read_text())
     return [
         {"name": "cancelled", "canvas": CANVAS, "args": args | {"iterations": 100000, "size": 64},
          "layers": [opaque], "kill_plugin": True},
@@ -101,29 +103,46 @@ def plan_cases(inputs: dict[str, str], work: Path) -> list[dict]:
     ]
 
 
-def install_plugin(profile: Path) -> None:
-    target = profile / "plug-ins" / "neural_style"
-    target.mkdir(parents=True)
-    for name in ("neural_style.py", "nst_bridge.py"):
-        shutil.copy(PLUGIN_SOURCE / name, target / name)
-    (target / "neural_style.py").chmod(0o755)
+# What install.py must not take from the caller's environment: the test chooses every path.
+INSTALL_CLEARED = ("NST_DATA_DIR", "NST_WEIGHTS", "NST_ENGINE_PYTHON", "NST_PLUGIN_CONFIG", "PYTHONPATH",
+                   "XDG_DATA_HOME", "XDG_CONFIG_HOME", "TORCH_HOME")
+
+
+def install_plugin(work: Path, weights: Path) -> Path:
+    """`install.py --gimp-dir` into a fresh GIMP 3.0 profile; the profile folder."""
+    import nst_core
+
+    if Path(nst_core.__file__).resolve().parent != REPO / "nst_core":
+        pytest.fail("This Python's nst_core is not this checkout's: pip install -e . from the checkout "
+                    "(install.py would otherwise install into the test environment).", pytrace=False)
+    profile = work / "GIMP" / "3.0"
+    profile.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in INSTALL_CLEARED}
+    env["NST_DATA_DIR"] = str(work / "data")  # the install record goes there, not in the user's folder
+    done = subprocess.run([sys.executable, str(REPO / "install.py"), "--engine-python", sys.executable,
+                           "--weights", str(weights), "--gimp-dir", str(profile), "--skip-self-test"],
+                          capture_output=True, text=True, env=env, cwd=work, timeout=600)
+    if done.returncode != 0:
+        pytest.fail(f"install.py failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n"
+                    f"{done.stderr[-2000:]}", pytrace=False)
+    return profile
 
 
 @pytest.fixture(scope="module")
 def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Run every case in one GIMP; the manifest and the paths the tests need."""
+    """Install with install.py, run every case in one GIMP; the manifest and the paths the tests need."""
     work = tmp_path_factory.mktemp("gimp-plugin")
     inputs = write_inputs(work)
-    config = {"version": 1, "python": sys.executable, "weights": str(vgg19_weights), "engine": describe()}
-    (work / "nst_config.json").write_text(json.dumps(config))
-    plan = {"out": str(work / "out"), "config_path": str(work / "nst_config.json"),
-            "cases": plan_cases(inputs, work)}
+    profile = install_plugin(work, vgg19_weights)
+    config_path = profile / INSTALLED / "nst_config.json"
+    installed_config = json.loads(config_path.read_text())
+    plan = {"out": str(work / "out"), "config_path": str(config_path),
+            "cases": plan_cases(inputs, work, config_path)}
     (work / "out").mkdir()
     (work / "plan.json").write_text(json.dumps(plan))
-    install_plugin(work / "profile")
     binds = {sys.prefix, sys.base_prefix, str(REPO), str(work), str(vgg19_weights.parent)}
-    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot), "--profile", str(work / "profile"),
-               "--env", f"NST_PLUGIN_CONFIG={work / 'nst_config.json'}", "--timeout", "300"]
+    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot), "--profile", str(profile),
+               "--timeout", "300"]
     for path in sorted(binds):
         command += ["--bind", path]
     done = subprocess.run([*command, str(HERE / "batch_neural_style.py"), str(work / "plan.json")],
@@ -134,7 +153,8 @@ def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFac
         pytest.fail(f"GIMP run failed (exit {done.returncode}):\n{output}",
                     pytrace=False)
     return {"manifest": json.loads(manifest_path.read_text()), "inputs": inputs, "work": work,
-            "weights": str(vgg19_weights), "log": done.stderr}
+            "weights": str(vgg19_weights), "log": done.stderr, "profile": profile,
+            "config": installed_config}
 
 
 def case(gimp: dict, name: str) -> dict:
@@ -163,14 +183,31 @@ def assert_styled(result: dict, source_name: str) -> tuple[np.ndarray, np.ndarra
     return pixels(source), pixels(styled)
 
 
-def test_procedure_is_registered_with_menu_and_label(gimp: dict) -> None:
+def test_install_py_placed_the_plugin_and_its_config(gimp: dict, vgg19_weights: Path) -> None:
+    folder = gimp["profile"] / INSTALLED
+    for name in ("neural_style.py", "nst_bridge.py"):
+        assert (folder / name).read_bytes() == (PLUGIN_SOURCE / name).read_bytes()
+    assert os.access(folder / "neural_style.py", os.X_OK)
+    config = gimp["config"]
+    assert Path(config["python"]) == Path(sys.executable).absolute()
+    assert Path(config["weights"]) == vgg19_weights and config["flatpak"] is False
+    assert config["engine"] == json.loads(json.dumps(describe()))
+
+
+def test_gimp_registered_the_installed_plugin(gimp: dict) -> None:
     manifest = gimp["manifest"]
     assert manifest["registered"], gimp["log"][-3000:]
+    # GIMP records where each procedure came from in the profile's pluginrc (${gimp_dir} = the profile).
+    pluginrc = (gimp["profile"] / "pluginrc").read_bytes().decode("utf-8", "replace")  # icons are binary
+    plugins = {entry.split('"')[1]: entry for entry in pluginrc.split("(plug-in-def ")[1:]}
+    installed = "${gimp_dir}/" + (INSTALLED / "neural_style.py").as_posix()
+    assert '(proc-def "python-fu-neural-style"' in plugins[installed]
+    assert [path for path, entry in plugins.items() if "python-fu-neural-style" in entry] == [installed]
     registration = manifest["registration"]
     assert registration["menu_label"] == "Neural _Style..."
     assert registration["menu_paths"] == ["<Image>/Filters"]
     assert registration["image_types"] == "RGB*, GRAY*"
-    assert registration["presets"] == list(describe()["user_presets"])
+    assert registration["presets"] == list(gimp["config"]["engine"]["user_presets"])
     for argument in ("style-file", "style2-file", "style2-blend", "preset", "strength", "keep-colors",
                      "style-scale", "size", "iterations", "seed", "device"):
         assert argument in registration["arguments"]
@@ -193,23 +230,31 @@ def test_two_selected_layers_get_styled_layers_above_them(gimp: dict) -> None:
 
 
 def test_rectangular_selection_limits_the_new_layer(gimp: dict) -> None:
+    """The new layer covers exactly the selection (nothing visible outside it), opaque and restyled."""
     result = case(gimp, "rect_selection")
     source, styled = assert_styled(result, "Opaque")
     layer = layer_named(result, "Opaque" + STYLED)
     assert layer["offsets"] == [14, 10] and layer["size"] == [24, 16]
     assert (styled[..., 3] == 255).all()
+    original = np.asarray(Image.open(gimp["inputs"]["opaque"]).convert("RGBA"))
+    assert np.array_equal(source, original)  # the source layer is untouched
     inside = source[4:20, 6:30]  # the selection in the source layer's coordinates (offset 8, 6)
-    assert not np.array_equal(styled[..., :3], inside[..., :3])
+    assert np.abs(styled[..., :3].astype(int) - inside[..., :3]).mean() > 2
 
 
 def test_pixels_outside_a_round_selection_stay_transparent(gimp: dict) -> None:
     result = case(gimp, "ellipse_selection")
-    _, styled = assert_styled(result, "Opaque")
+    source, styled = assert_styled(result, "Opaque")
     layer = layer_named(result, "Opaque" + STYLED)
     assert layer["offsets"] == [10, 8] and layer["size"] == [30, 20]
+    # The ellipse inscribed in the 30 x 20 box: opaque well inside, transparent well outside.
+    rows, columns = np.mgrid[0:20, 0:30] + 0.5
+    radius = ((columns - 15) / 15) ** 2 + ((rows - 10) / 10) ** 2
     alpha = styled[..., 3]
-    assert alpha[0, 0] == alpha[0, -1] == alpha[-1, 0] == alpha[-1, -1] == 0
-    assert alpha[10, 15] == 255
+    assert (alpha[radius < 0.8] == 255).all() and (alpha[radius > 1.25] == 0).all()
+    inside = source[2:22, 2:32]  # the ellipse's box in the source layer's coordinates (offset 8, 6)
+    visible = radius < 0.8
+    assert np.abs(styled[visible][:, :3].astype(int) - inside[visible][:, :3]).mean() > 2
 
 
 def test_grayscale_image_gets_a_gray_layer(gimp: dict) -> None:
