@@ -69,8 +69,14 @@ LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate
 
 
 def element_bytes(precision: str, device_type: str) -> int:
-    """Bytes per activation: 2 under bf16/fp16 autocast, else 4."""
-    return 2 if precision in ("bf16", "fp16") or (precision == "auto" and device_type == "cuda") else 4
+    """Bytes per activation: 2 under autocast on a GPU, else 4.
+
+    On CPU a bf16 run peaked as high as fp32 (the losses take float32 copies of the features
+    and the weights are kept in both types), so it is counted as fp32 there.
+    """
+    if device_type == "cpu" or precision == "fp32":
+        return 4
+    return 2
 
 
 def activation_bytes(settings: Settings, width: int, height: int, device_type: str) -> int:
