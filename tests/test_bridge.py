@@ -41,6 +41,8 @@ FAKE_ENGINE = textwrap.dedent(
     with open(os.path.join(os.environ["FAKE_LOG"], "child.json"), "w") as fh:
         json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "job": job, "cwd": os.getcwd(),
                    "pythonpath": os.environ.get("PYTHONPATH"),
+                   "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+                   "styles_exist": [os.path.isfile(s["path"]) for s in job["styles"]],
                    "stdin_is_pipe": stat.S_ISFIFO(os.fstat(0).st_mode)}, fh)
     emit(event="start", version=1, device="cpu", scales=[32, 48], iterations=4, memory_estimate=1)
     print("a line that is not an event", flush=True)
@@ -75,6 +77,48 @@ def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     monkeypatch.setattr(nst_bridge.tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     return {"python": str(script), "weights": str(tmp_path / "w.pth")}
+
+
+# A stand-in for Flatpak's flatpak-spawn: records its arguments, then runs the command after its
+# options (in --directory, with the --env variables), or fails as flatpak-spawn does ($FAKE_FLATPAK).
+FAKE_FLATPAK_SPAWN = textwrap.dedent(
+    """\
+    import json, os, sys
+    args = sys.argv[1:]
+    with open(os.path.join(os.environ["FAKE_LOG"], "flatpak-spawn.json"), "w") as fh:
+        json.dump(args, fh)
+    failure = {
+        "denied": "The name org.freedesktop.Flatpak was not provided by any .service files",
+        "no-python": "Failed to start command: Failed to execute child process (No such file or directory)",
+    }.get(os.environ.get("FAKE_FLATPAK"))
+    if failure:
+        sys.stderr.write("Portal call failed: %s\\n" % failure)
+        sys.exit(1)
+    env = dict(os.environ)
+    while args[0].startswith("--"):
+        option = args.pop(0)
+        if option.startswith("--env="):
+            name, value = option[len("--env="):].split("=", 1)
+            env[name] = value
+        elif option.startswith("--directory="):
+            os.chdir(option[len("--directory="):])
+    os.execve(args[0], args, env)
+    """
+)
+
+
+@pytest.fixture
+def flatpak(fake_engine: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A Flatpak config with a fake flatpak-spawn first on PATH and the sandbox's cache folder."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    spawn = tools / "flatpak-spawn"
+    spawn.write_text(f"#!{sys.executable}\n" + FAKE_FLATPAK_SPAWN)
+    spawn.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # must come from flatpak-spawn's --env
+    return fake_engine | {"flatpak": True}
 
 
 @pytest.fixture
@@ -319,13 +363,17 @@ def python27() -> str:
     pytest.fail("No Python 2.7 found to check the bridge for GIMP 2.10: set NST_PYTHON2=/path/to/python2.7")
 
 
-def test_bridge_runs_on_python27(fake_engine: dict, style_file: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flatpak_config", [False, True], ids=["native", "flatpak"])
+def test_bridge_runs_on_python27(fake_engine: dict, style_file: str, tmp_path: Path, request,
+                                 flatpak_config: bool) -> None:
+    if flatpak_config:
+        request.getfixturevalue("flatpak")
     driver = textwrap.dedent(
         """\
         import sys
         sys.path.insert(0, sys.argv[1])
         import nst_bridge
-        run = nst_bridge.EngineRun({"python": sys.argv[2]})
+        run = nst_bridge.EngineRun({"python": sys.argv[2], "flatpak": sys.argv[4] == "1"})
         run.set_content_raw(b"\\x00\\x10\\x20\\xff" * 6, 3, 2, "u8", 4)
         texts = []
         result = run.run([(sys.argv[3], 1.0)], {"seed": 1}, lambda f, t: texts.append(t))
@@ -337,11 +385,13 @@ def test_bridge_runs_on_python27(fake_engine: dict, style_file: str, tmp_path: P
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR",)}
     done = subprocess.run(
-        [python27(), "-c", driver, str(PLUGIN_DIR), fake_engine["python"], style_file],
+        [python27(), "-c", driver, str(PLUGIN_DIR), fake_engine["python"], style_file,
+         str(int(flatpak_config))],
         capture_output=True, text=True, env=env,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "Neural style: scale 2/2, iteration 2/2, 0:00 left"
+    assert (tmp_path / "flatpak-spawn.json").exists() is flatpak_config
 
 
 def test_real_engine_through_the_bridge(vgg19_weights: Path, style_png: Path) -> None:
@@ -358,3 +408,65 @@ def test_real_engine_through_the_bridge(vgg19_weights: Path, style_png: Path) ->
     assert len(result) == len(pixels) and result != bytes(pixels)
     assert result[3::4] == bytes(pixels)[3::4]  # alpha copied back exactly
     assert fractions and fractions[-1] == pytest.approx(1.0)
+
+
+def test_flatpak_runs_the_engine_on_the_host_with_folders_it_sees(flatpak, style_file, tmp_path) -> None:
+    with nst_bridge.EngineRun(flatpak) as run:
+        folder = run.folder
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        result = run.run([(style_file, 1.0)], {"seed": 3}, lambda f, t: True)
+    assert result == bytes(255 - b for b in PIXELS)
+    # Not the sandbox's private /tmp: its cache folder, the same path on the host.
+    assert os.path.dirname(folder) == str(tmp_path / "cache" / "gimp-neural-style")
+    arguments = json.loads((tmp_path / "flatpak-spawn.json").read_text())
+    assert arguments == ["--host", "--watch-bus", f"--directory={folder}", "--env=PYTHONIOENCODING=utf-8",
+                         "--env=PYTHONUNBUFFERED=1", flatpak["python"], "-m", "nst_core", "run-job",
+                         os.path.join(folder, "job.json")]
+    child = child_record(tmp_path)
+    assert child["cwd"] == folder and child["stdin_is_pipe"] and child["unbuffered"] == "1"
+    assert child["pythonpath"] is None
+    # The style is copied into the run folder: a sandbox path may not exist on the host.
+    assert os.path.dirname(child["job"]["styles"][0]["path"]) == folder and child["styles_exist"] == [True]
+    assert not os.path.exists(folder) and os.listdir(tmp_path / "tmp") == []
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        ("denied", "outside the Flatpak sandbox (Portal call failed: The name org.freedesktop.Flatpak was "
+                   "not provided by any .service files): allow it once with `flatpak override --user "
+                   "--talk-name=org.freedesktop.Flatpak org.gimp.GIMP`, then restart GIMP."),
+        ("no-python", "cannot start on the host (Portal call failed: Failed to start command"),
+    ],
+)
+def test_flatpak_spawn_failure_is_one_line_with_the_fix(flatpak, style_file, monkeypatch, failure, message):
+    monkeypatch.setenv("FAKE_FLATPAK", failure)
+    with nst_bridge.EngineRun(flatpak) as run, pytest.raises(nst_bridge.EngineError) as info:
+        folder = run.folder
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+    assert message in info.value.message and "\n" not in info.value.message
+    assert not os.path.exists(folder)
+
+
+def test_flatpak_config_outside_flatpak_says_reinstall(flatpak, style_file, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
+    with nst_bridge.EngineRun(flatpak) as run, pytest.raises(nst_bridge.EngineNotInstalled) as info:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+    assert "cannot run flatpak-spawn" in info.value.message
+    assert "installed for a Flatpak GIMP; run install.py again" in info.value.message
+
+
+def test_flatpak_cancel_stops_the_engine_and_sweeps_stale_folders(flatpak, style_file, tmp_path, monkeypatch):
+    runs = tmp_path / "cache" / "gimp-neural-style"
+    stale = runs / "nst-plugin-1-dead"
+    stale.mkdir(parents=True)
+    (stale / ".lock").write_bytes(b"")  # nobody holds it: its plug-in died
+    monkeypatch.setenv("FAKE_MODE", "hang")
+    with nst_bridge.EngineRun(flatpak) as run, pytest.raises(nst_bridge.EngineError) as info:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda fraction, text: fraction < 0.5)
+    assert info.value.code == 130
+    assert not pid_exists(child_record(tmp_path)["pid"])
+    assert os.listdir(runs) == []

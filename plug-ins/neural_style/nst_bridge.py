@@ -6,6 +6,11 @@ A run writes the layer's pixels and a job file into a private temporary folder, 
 lines into progress calls, and returns the result's pixels. The child cannot outlive the
 plug-in: its stdin is a pipe we never write (the engine stops at end of file), on Linux it
 gets a parent-death signal, and the plug-in kills it on SIGTERM, on cancel and at exit.
+
+A Flatpak GIMP (config "flatpak": true) cannot run the engine's Python inside its sandbox:
+the engine is started on the host through `flatpak-spawn --host`, and the run folder lies
+in the sandbox's cache folder, which the host sees at the same path (the sandbox's /tmp is
+private).
 """
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
 # (Python 2.7 needs the old spellings those rules would modernise, and has no `raise ... from`.)
@@ -20,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 try:
     import fcntl
@@ -39,6 +45,16 @@ LOCK_NAME = ".lock"
 BYTES_PER_SAMPLE = {"u8": 1, "float32": 4}
 WINDOWS_CREATE_NO_WINDOW = 0x08000000
 LINUX_PR_SET_PDEATHSIG = 1
+
+FLATPAK_SPAWN = "flatpak-spawn"
+FLATPAK_PERMISSION = "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP"
+FLATPAK_RUNS = "gimp-neural-style"  # under the sandbox's $XDG_CACHE_HOME
+# What flatpak-spawn prints when it cannot reach Flatpak's host service (no permission, no bus).
+FLATPAK_SPAWN_FAILURES = ("Portal call failed", "Can't find bus")
+FLATPAK_NO_COMMAND = "Failed to start command"  # the host has no such engine Python
+FLATPAK_STOP_SECONDS = 5.0
+# flatpak-spawn does not pass our environment on; the engine's event stream needs these.
+ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 
 
 class EngineError(Exception):
@@ -157,8 +173,24 @@ def _lock_folder(folder):
     return handle
 
 
-def remove_stale_folders():
-    # type: () -> None
+def runs_folder(config):
+    # type: (dict) -> str
+    """Where run folders go: the temporary folder, or for Flatpak one the host sees at the same path."""
+    if not config.get("flatpak"):
+        return tempfile.gettempdir()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    base = os.path.join(cache, FLATPAK_RUNS)
+    if not os.path.isdir(base):
+        try:
+            os.makedirs(base)
+        except OSError as exc:
+            raise EngineError("Cannot make the folder %s (%s): free some disk space or fix its permissions."
+                              % (base, exc))
+    return base
+
+
+def remove_stale_folders(base=None):
+    # type: (str | None) -> None
     """Remove folders of plug-ins that were killed (GIMP's Cancel sends SIGKILL, so no cleanup ran).
 
     A folder is stale when nobody holds its lock: the kernel drops a dead process's locks.
@@ -166,7 +198,7 @@ def remove_stale_folders():
     """
     if fcntl is None:
         return
-    base = tempfile.gettempdir()
+    base = base or tempfile.gettempdir()
     try:
         names = [name for name in os.listdir(base) if name.startswith(TEMP_PREFIX)]
     except OSError:
@@ -202,9 +234,33 @@ def child_environment():
     env = dict(os.environ)
     for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
         env.pop(name, None)
-    env["PYTHONUNBUFFERED"] = "1"
-    env["PYTHONIOENCODING"] = "utf-8"
+    env.update(ENGINE_ENV)
     return env
+
+
+def engine_command(config, python, job_path, folder):
+    # type: (dict, str, str, str) -> list
+    """The engine's command line; for Flatpak, run on the host, dying with the plug-in (--watch-bus)."""
+    command = [python, "-m", "nst_core", "run-job", job_path]
+    if not config.get("flatpak"):
+        return command
+    env = ["--env=%s=%s" % item for item in sorted(ENGINE_ENV.items())]
+    return [FLATPAK_SPAWN, "--host", "--watch-bus", "--directory=" + folder] + env + command
+
+
+def stop_process(process, gently):
+    # type: (subprocess.Popen, bool) -> None
+    """Kill a live child; `gently` first asks with SIGTERM (flatpak-spawn passes it to the host engine)."""
+    if process.poll() is not None:
+        return
+    if gently:
+        process.terminate()
+        end = time.time() + FLATPAK_STOP_SECONDS
+        while process.poll() is None and time.time() < end:
+            time.sleep(0.05)
+    if process.poll() is None:
+        process.kill()
+    process.wait()
 
 
 _LIVE_RUNS = []  # type: list
@@ -255,8 +311,10 @@ class EngineRun(object):
         self.process = None  # type: subprocess.Popen | None
         self.content = None  # type: dict | None
         self.stderr_path = None  # type: str | None
-        remove_stale_folders()
-        self.folder = tempfile.mkdtemp(prefix="%s%d-" % (TEMP_PREFIX, os.getpid()))
+        self.flatpak = bool(config.get("flatpak"))
+        base = runs_folder(config)
+        remove_stale_folders(base)
+        self.folder = tempfile.mkdtemp(prefix="%s%d-" % (TEMP_PREFIX, os.getpid()), dir=base)
         self.lock = _lock_folder(self.folder)
         _LIVE_RUNS.append(self)
 
@@ -309,10 +367,9 @@ class EngineRun(object):
         # type: () -> None
         """Kill a live child and remove the temporary folder (safe to call twice)."""
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
+        if process is not None:
             try:
-                process.kill()
-                process.wait()
+                stop_process(process, self.flatpak)
             except OSError:
                 pass
         if process is not None:
@@ -336,7 +393,8 @@ class EngineRun(object):
         python = self.config.get("python")
         if not python:
             raise EngineNotInstalled()
-        if not os.path.isfile(python):
+        # A host path may not exist inside the Flatpak sandbox: there, starting it is the check.
+        if not self.flatpak and not os.path.isfile(python):
             raise EngineNotInstalled(
                 "Neural style engine Python %s is missing: run install.py again." % python)
         return python
@@ -347,6 +405,8 @@ class EngineRun(object):
         if self.config.get("weights") and "weights" not in options:
             options["weights"] = self.config["weights"]
         output = {"raw": os.path.join(self.folder, "result.raw"), "format": self.content["format"]}
+        if self.flatpak:
+            styles = self._copy_styles(styles)
         job = {
             "version": PROTOCOL_VERSION,
             "content": self.content,
@@ -358,6 +418,20 @@ class EngineRun(object):
         with io.open(path, "w", encoding="utf-8") as handle:
             handle.write("%s" % json.dumps(job, indent=2))
         return path
+
+    def _copy_styles(self, styles):
+        # type: (list) -> list
+        """Copies in the run folder: a path in the sandbox (a portal's, /tmp) may not exist on the host."""
+        copies = []
+        for index, (path, weight) in enumerate(styles):
+            copy = os.path.join(self.folder, "style-%d%s" % (index, os.path.splitext(path)[1]))
+            try:
+                shutil.copyfile(path, copy)
+            except (IOError, OSError) as exc:
+                raise EngineError("Cannot read style image %s (%s): choose a readable image file."
+                                  % (path, exc), EXIT_BAD_IMAGE)
+            copies.append((copy, weight))
+        return copies
 
     def _start(self, python, job_path):
         # type: (str, str) -> None
@@ -372,10 +446,14 @@ class EngineRun(object):
         with open(self.stderr_path, "wb") as stderr:
             try:
                 self.process = subprocess.Popen(
-                    [python, "-m", "nst_core", "run-job", job_path],
+                    engine_command(self.config, python, job_path, self.folder),
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
                     cwd=self.folder, env=child_environment(), **kwargs)
             except OSError as exc:
+                if self.flatpak:
+                    raise EngineNotInstalled(
+                        "Neural style cannot run %s (%s): it was installed for a Flatpak GIMP; run "
+                        "install.py again for this GIMP." % (FLATPAK_SPAWN, exc))
                 raise EngineNotInstalled(
                     "Neural style engine %s cannot start (%s): run install.py again." % (python, exc))
 
@@ -406,15 +484,20 @@ class EngineRun(object):
 
     def close_child(self):
         # type: () -> None
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, self.flatpak)
 
     def _failure(self, last, code):
         # type: (dict, int) -> EngineError
         if last.get("event") == "error" and last.get("message"):
             return EngineError(last["message"], int(last.get("code", code) or 1))
         detail = self._stderr_tail()
+        if self.flatpak and FLATPAK_NO_COMMAND in detail:
+            return EngineNotInstalled("Neural style engine %s cannot start on the host (%s): run "
+                                      "install.py again." % (self.config.get("python"), detail))
+        if self.flatpak and detail.startswith(FLATPAK_SPAWN_FAILURES):
+            return EngineError("Neural style cannot start its engine outside the Flatpak sandbox (%s): "
+                               "allow it once with `%s`, then restart GIMP." % (detail, FLATPAK_PERMISSION))
         return EngineError("Neural style engine failed (exit code %s)%s: see the message above or run "
                            "install.py again." % (code, ": " + detail if detail else ""), code or 1)
 
