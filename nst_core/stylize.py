@@ -142,7 +142,8 @@ def _out_of_memory(job: Job, device: torch.device) -> OutOfMemoryError:
     smaller = max(64, int(job.working_size * 0.7) // 64 * 64)
     return OutOfMemoryError(
         f"Not enough memory on {device.type} for {job.plans[-1].width}x{job.plans[-1].height} px "
-        f"(about {job.memory_estimate() / 2**30:.1f} GiB needed): use --size {smaller} or --device cpu."
+        f"(about {job.memory_estimate(device.type) / 2**30:.1f} GiB needed): "
+        f"use --size {smaller} or --device cpu."
     )
 
 
