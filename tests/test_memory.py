@@ -65,7 +65,8 @@ MEASURE = textwrap.dedent(
     from nst_core.stylize import stylize
 
     size = int(sys.argv[1])
-    options = Options(size=size, iterations=2, multiscale=False, device="cpu", weights=sys.argv[2])
+    options = Options(size=size, iterations=2, multiscale=False, device="cpu", weights=sys.argv[2],
+                      style_loss="gram")
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     content = np.stack([x, y, 0.5 + 0 * x], axis=-1)
     style = np.stack([np.sin(40 * x) * 0.5 + 0.5, y, x * y], axis=-1).astype(np.float32)
@@ -80,7 +81,7 @@ MEASURE = textwrap.dedent(
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
-@pytest.mark.parametrize("size", [256, 384, 512])
+@pytest.mark.parametrize("size", [256, 320, 384])
 def test_estimate_is_within_a_quarter_of_the_measured_peak(size: int, vgg19_weights: Path) -> None:
     # One process per size, so each peak is that job's alone.
     done = subprocess.run(
