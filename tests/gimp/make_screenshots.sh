@@ -2,19 +2,23 @@
 # Refresh the pictures in docs/images/ (run as root from anywhere in the checkout):
 #   dialog.png   the plug-in's real dialog, from GIMP 3 in the chroot on a virtual X display
 #   before.png   scikit-image's astronaut photo (a packaged test image), 256 px
-#   after.png    the same through `python -m nst_core stylize`, styled by hubble_deep_field.jpg
-#   style.png    that style picture, 256 px
+#   style.png    scikit-image's immunohistochemistry sample (ihc.png), 256 px: colourful, textured
+#   after.png    before.png through `python -m nst_core stylize` in that style (PAIR_OPTIONS)
 #
 #   tests/gimp/make_screenshots.sh [--python PYTHON] [--weights FILE] [--dialog-only]
 #
 # PYTHON (default: python3 on PATH) must have nst_core, torch and scikit-image. The weights
 # are FILE, else what the engine finds itself (official VGG19 weights, see docs/install.md),
 # else deterministic random test weights, and the script says which it used: random
-# weights give a texture, not a painting, and docs/gimp.md must say so.
+# weights give a texture, not a painting, and docs/gimp.md must say so. The dialog's
+# plug-in is installed by install.py into a temporary GIMP profile.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 python=python3 weights="" pair=1
+# Few iterations: the pair must show the photo's structure in the style's colours and grain,
+# and take minutes, not an hour, on a CPU.
+PAIR_OPTIONS=(--preset fast --size 256 --iterations 60 --seed 0)
 while (($#)); do
     case $1 in
         --python) python=$2; shift 2 ;;
@@ -23,51 +27,54 @@ while (($#)); do
         *) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
     esac
 done
+python=$(command -v "$python") || { echo "make_screenshots: no Python $python" >&2; exit 2; }
 images=$repo/docs/images
 mkdir -p "$images"
 work=$(mktemp -d /tmp/nst-screenshots.XXXXXX)   # under /tmp: the same path inside the chroot
 trap 'rm -rf "$work"' EXIT
 
-# 1. Before and after, made by the engine on the host (minutes on a CPU).
-if ((pair)); then
-skimage=$("$python" -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')
-if [[ -z $weights ]] && ! "$python" -m nst_core weights check > /dev/null 2>&1; then
+if [[ -z $weights ]]; then
+    weights=$("$python" -m nst_core weights path 2> /dev/null) || weights=""
+fi
+if [[ -z $weights ]]; then
     weights=$work/vgg19-random.pth
     PYTHONPATH=$repo/tests "$python" -c \
         'import sys; from pathlib import Path; from conftest import make_random_vgg_weights as m; m(Path(sys.argv[1]))' \
         "$weights"
-    echo "make_screenshots: no VGG19 weights found; after.png uses RANDOM test weights" >&2
+    echo "make_screenshots: no VGG19 weights found; using RANDOM test weights" >&2
 fi
+
+# 1. Before and after, made by the engine on the host (minutes on a CPU).
+if ((pair)); then
+skimage=$("$python" -c 'import os, skimage.data; print(os.path.dirname(skimage.data.__file__))')
 "$python" - "$skimage" "$images" << 'EOF'
 import sys
 from PIL import Image
 skimage, out = sys.argv[1:]
-for source, name in (("astronaut.png", "before.png"), ("hubble_deep_field.jpg", "style.png")):
+for source, name in (("astronaut.png", "before.png"), ("ihc.png", "style.png")):
     image = Image.open(f"{skimage}/{source}").convert("RGB")
     image.thumbnail((256, 256))
     image.save(f"{out}/{name}")
 EOF
 "$python" -m nst_core stylize "$images/before.png" "$images/style.png" -o "$images/after.png" \
-    --preset fast --size 256 --seed 0 --progress none ${weights:+--weights "$weights"}
-echo "make_screenshots: before.png, style.png, after.png (weights: ${weights:-found by the engine})"
+    "${PAIR_OPTIONS[@]}" --progress none --weights "$weights"
+echo "make_screenshots: before.png, style.png, after.png (${PAIR_OPTIONS[*]}; weights: $weights)"
 fi
 
 # 2. The dialog, from GUI GIMP on Xvfb (xvfb and xdotool are added to the chroot if missing).
 EXTRA_PACKAGES="xvfb xdotool" "$here/make_chroot.sh" > /dev/null
-mkdir -p "$work/profile/plug-ins/neural_style"
-cp "$repo"/plug-ins/neural_style/{neural_style,nst_bridge}.py "$work/profile/plug-ins/neural_style/"
-chmod +x "$work/profile/plug-ins/neural_style/neural_style.py"
-"$python" -c 'import json, sys; from nst_core.options import describe
-json.dump({"version": 1, "python": sys.executable, "engine": describe()}, open(sys.argv[1], "w"))' \
-    "$work/nst_config.json"
+profile=$work/GIMP/3.0
+mkdir -p "$profile"
+NST_DATA_DIR=$work/data "$python" "$repo/install.py" --engine-python "$python" --weights "$weights" \
+    --gimp-dir "$profile" --skip-self-test > "$work/install.log" 2>&1 ||
+    { tail -n 20 "$work/install.log" >&2; exit 1; }
 cp "$images/before.png" "$images/style.png" "$here/screenshot_dialog_inside.sh" "$work/"
 version=$(chroot "${GIMP3_ROOT:-/var/tmp/gimp3-root}" dpkg-query -W -f='${Version}' gimp | sed 's/-.*//; s/^[0-9]*://')
 # No welcome dialog (it appears when config-version is missing or older) and no update check.
 printf '(config-version "%s")\n(show-welcome-dialog no)\n(check-updates no)\n' "$version" > "$work/gimprc"
 n=99   # Xvfb keeps its lock in the host's /tmp: take a free display number
 while [[ -e /tmp/.X$n-lock || -e /tmp/.X11-unix/X$n ]]; do n=$((n + 1)); done
-"$here/run_in_gimp.sh" --profile "$work/profile" --env "NST_PLUGIN_CONFIG=$work/nst_config.json" \
-    --timeout 180 --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
+"$here/run_in_gimp.sh" --profile "$profile" --timeout 180 --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
 rm -f "/tmp/.X$n-lock" "/tmp/.X11-unix/X$n"   # left only if Xvfb was killed hard
 cp "$work/dialog.png" "$images/dialog.png"
 echo "make_screenshots: dialog.png"
