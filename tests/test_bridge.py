@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ PLUGIN_DIR = REPO / "plug-ins" / "neural_style"
 sys.path.insert(0, str(PLUGIN_DIR))
 
 import nst_bridge  # noqa: E402
+from interpreters import python27  # noqa: E402
 
 from nst_core.options import describe  # noqa: E402
 
@@ -351,16 +351,6 @@ def test_user_presets_come_from_the_engine_description() -> None:
     assert nst_bridge.user_presets({}) == [("balanced", "Balanced")]
     assert nst_bridge.option_spec({"engine": engine}, "strength") == engine["options"]["strength"]
     assert nst_bridge.option_spec({}, "strength") == {}
-
-
-def python27() -> str:
-    """GIMP 2.10's Python: $NST_PYTHON2, python2.7 on PATH, or a pyenv 2.7 build."""
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates = [os.environ.get("NST_PYTHON2"), shutil.which("python2.7"), *pyenv.glob("2.7*/bin/python2.7")]
-    for candidate in candidates:
-        if candidate and subprocess.run([str(candidate), "-c", "pass"], capture_output=True).returncode == 0:
-            return str(candidate)
-    pytest.fail("No Python 2.7 found to check the bridge for GIMP 2.10: set NST_PYTHON2=/path/to/python2.7")
 
 
 @pytest.mark.parametrize("flatpak_config", [False, True], ids=["native", "flatpak"])

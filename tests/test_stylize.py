@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_content_image, make_style_image
+from samples import make_content_image, make_style_image
 
 import nst_core
 from nst_core import colors, optimize

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_content_image
+from samples import make_content_image
 
 from nst_core import optimize, tiling
 from nst_core.errors import OutOfMemoryError
@@ -122,7 +122,7 @@ BIG_JOB = textwrap.dedent(
     import json, sys
     sys.path.insert(0, sys.argv[3])
     import numpy as np
-    from conftest import make_content_image, make_style_image
+    from samples import make_content_image, make_style_image
     from nst_core import network
     from nst_core.options import Options
     from nst_core.stylize import stylize

@@ -39,7 +39,7 @@ fi
 if [[ -z $weights ]]; then
     weights=$work/vgg19-random.pth
     PYTHONPATH=$repo/tests "$python" -c \
-        'import sys; from pathlib import Path; from conftest import make_random_vgg_weights as m; m(Path(sys.argv[1]))' \
+        'import sys; from pathlib import Path; from samples import make_random_vgg_weights as m; m(Path(sys.argv[1]))' \
         "$weights"
     echo "make_screenshots: no VGG19 weights found; using RANDOM test weights" >&2
 fi

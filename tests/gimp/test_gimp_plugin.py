@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_content_image, make_style_image
 from PIL import Image
+from samples import make_content_image, make_style_image
 
 from nst_core.options import describe
 

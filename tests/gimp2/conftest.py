@@ -1,31 +1,12 @@
-"""Fixtures for the GIMP 2.10 plug-in: the stand-in gimpfu, an engine config, Python 2.7."""
+"""Fixtures for the GIMP 2.10 plug-in: the stand-in gimpfu, an engine config."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-PLUGIN = REPO / "plug-ins" / "neural_style_gimp2" / "neural_style_gimp2.py"
-BRIDGE = REPO / "plug-ins" / "neural_style" / "nst_bridge.py"
-
-
-def engine_config(weights: Path | None) -> dict:
-    """What install.py writes: this venv's Python, the weights, the engine's self-description."""
-    from nst_core.options import describe
-
-    config = {"version": 1, "python": sys.executable, "engine": describe()}
-    if weights is not None:
-        config["weights"] = str(weights)
-    return config
+from gimp2_harness import BRIDGE, HERE, PLUGIN, engine_config
 
 
 @pytest.fixture
@@ -66,14 +47,3 @@ def style_file(tmp_path: Path) -> str:
     path = tmp_path / "Starry night.png"
     Image.effect_mandelbrot((48, 48), (-2.0, -1.5, 1.0, 1.5), 60).convert("RGB").save(path)
     return str(path)
-
-
-@functools.cache
-def python27() -> str:
-    """GIMP 2.10's Python: $NST_PYTHON2, python2.7 on PATH, or a pyenv 2.7 build."""
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates = [os.environ.get("NST_PYTHON2"), shutil.which("python2.7"), *pyenv.glob("2.7*/bin/python2.7")]
-    for candidate in candidates:
-        if candidate and subprocess.run([str(candidate), "-c", "pass"], capture_output=True).returncode == 0:
-            return str(candidate)
-    pytest.fail("No Python 2.7 found to check the GIMP 2.10 plug-in: set NST_PYTHON2=/path/to/python2.7")

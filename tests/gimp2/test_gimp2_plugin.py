@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BRIDGE, HERE, PLUGIN, engine_config, python27
 from drive_plugin import load_plugin, new_image, pattern, plugin_args
+from gimp2_harness import BRIDGE, HERE, PLUGIN, engine_config
+from interpreters import python27
 
 from nst_core.options import KEEP_COLORS, LIMITS, Options
 from nst_core.presets import DEFAULT_PRESET, PRESETS, USER_PRESETS

@@ -12,7 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import BRIDGE, PLUGIN, python27
+from gimp2_harness import BRIDGE, PLUGIN
+from interpreters import python27
 from py27_check import parso_errors, py27_problems
 
 # (snippet, words expected in the problem found). All of them fail on a real Python 2.7.
