@@ -48,7 +48,7 @@ def _choices(values: Sequence[str]) -> str:
 OPTION_FLAGS: dict[str, dict[str, Any]] = {
     "preset": {"metavar": "NAME", "help": f"recipe to start from (default {DEFAULT_PRESET}; see `presets`)"},
     "size": {"type": int, "metavar": "N", "help": "longest side of the output in pixels "
-             "(default: the preset's size, at most the content's)"},
+             "(default: the preset's size, twice it on a GPU, at most the content's)"},
     "iterations": {"type": int, "metavar": "N", "help": "optimisation steps over all scales"},
     "content_weight": {"type": float, "metavar": "W"},
     "style_weight": {"type": float, "metavar": "W"},

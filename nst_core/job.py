@@ -212,10 +212,10 @@ def _stylize(job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink
 
     height, width = content.shape[:2]
     output_size = fit_size(width, height, job.output_longest) if job.output_longest else None
-    plan = plan_job(width, height, job.options, len(styles), output_size)
+    device = pick_device(job.options.device)
+    plan = plan_job(width, height, job.options, len(styles), output_size, device.type)
     if job.shrink_to_working:
         output_size = fit_size(width, height, plan.working_size)
-    device = pick_device(plan.settings.device)
     sink.emit(start_event(describe_device(device), [max(p.width, p.height) for p in plan.plans],
                           plan.iterations, plan.memory_estimate(device.type)))
     try:

@@ -44,23 +44,31 @@ class Job:
         )
 
 
-def working_size(settings: Settings, width: int, height: int, output_size: tuple[int, int] | None) -> int:
+# A GPU makes the preset's size cheap: "auto" (no size given) works at twice it there, still
+# never above the content's own size, and the memory budget decides whole image or tiles.
+GPU_AUTO_SIZE_FACTOR = 2
+
+
+def working_size(settings: Settings, width: int, height: int, output_size: tuple[int, int] | None,
+                 auto: bool = False, device_type: str = "cpu") -> int:
     """The preset's size, capped at the content's longest side unless a larger output is asked for."""
     cap = max(width, height)
     if output_size is not None:
         cap = max(cap, *output_size)
-    return max(1, min(settings.size, cap))
+    size = settings.size * (GPU_AUTO_SIZE_FACTOR if auto and device_type != "cpu" else 1)
+    return max(1, min(size, cap))
 
 
 def plan_job(
     width: int, height: int, options: Options, n_styles: int = 1,
-    output_size: tuple[int, int] | None = None,
+    output_size: tuple[int, int] | None = None, device_type: str = "cpu",
 ) -> Job:
-    """Resolve `options` for a content of `width` x `height`: sizes and iterations per scale."""
+    """Resolve `options` for a content of `width` x `height` on a device of `device_type`:
+    sizes and iterations per scale."""
     settings = resolve(options, n_styles=n_styles)
     layers = (*settings.content_layers, *settings.style_layers)
     min_side = network.smallest_side(settings.model, layers)
-    size = working_size(settings, width, height, output_size)
+    size = working_size(settings, width, height, output_size, options.size is None, device_type)
     plans = optimize.plan(width, height, settings, size, min_side)
     return Job(settings, size, plans, output_size or (width, height))
 
@@ -79,14 +87,14 @@ def stylize(
     content_array = images.to_array(content, name="content image")
     style_arrays = [images.to_array(s, name=f"style image {i + 1}") for i, s in enumerate(styles)]
     height, width, channels = content_array.shape
-    job = plan_job(width, height, options, len(style_arrays), output_size)
+    device = device or pick_device(resolve(options, n_styles=len(style_arrays)).device)
+    job = plan_job(width, height, options, len(style_arrays), output_size, device.type)
     settings = job.settings
     rgb, alpha = images.split_alpha(content_array)
     if alpha is not None:
         rgb = images.fill_transparent(rgb, alpha)
     content_in, styles_in = _network_inputs(rgb, style_arrays, settings.keep_colors)
 
-    device = device or pick_device(settings.device)
     optimize.use_all_cores()
     net = network.build_network(
         settings.model, weights_path(settings), (*settings.content_layers, *settings.style_layers),

@@ -210,3 +210,12 @@ def test_bad_inputs_are_clear_errors(vgg19_weights: Path, content: np.ndarray, s
         nst_core.stylize(content, [style], _options(tmp_path / "missing.pth"))
     with pytest.raises(ImageError, match="does not exist"):
         nst_core.stylize(content, [style], _options(vgg19_weights, init=str(tmp_path / "none.png")))
+
+
+def test_auto_size_doubles_on_a_gpu_within_the_content() -> None:
+    auto = Options(preset="balanced")
+    assert nst_core.plan_job(2000, 1500, auto, device_type="cpu").working_size == 512
+    assert nst_core.plan_job(2000, 1500, auto, device_type="cuda").working_size == 1024
+    assert nst_core.plan_job(700, 500, auto, device_type="cuda").working_size == 700
+    chosen = Options(preset="balanced", size=300)
+    assert nst_core.plan_job(2000, 1500, chosen, device_type="cuda").working_size == 300
