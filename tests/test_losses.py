@@ -57,14 +57,28 @@ def test_w2_diagonal_two_channels_and_zero_at_the_target() -> None:
     assert target.loss(style).item() == pytest.approx(0.0, abs=1e-4)
 
 
-def test_newton_schulz_trace_matches_eigendecomposition() -> None:
+def test_trace_sqrtm_matches_eigendecomposition() -> None:
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(32, 32, generator=generator)
     spd = a @ a.T / 32 + 0.1 * torch.eye(32)
-    exact = losses.sqrtm_eigh(spd).trace()
-    assert losses.trace_sqrtm(spd).item() == pytest.approx(exact.item(), rel=1e-3)
+    exact = torch.linalg.eigvalsh(spd.double()).sqrt().sum()
+    assert losses.trace_sqrtm(spd).item() == pytest.approx(exact.item(), rel=1e-5)
     root = losses.sqrtm_eigh(spd)
     torch.testing.assert_close(root @ root, spd, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (5, 12)])
+def test_trace_sqrtm_gradient_is_the_nuclear_norms(shape: tuple[int, int]) -> None:
+    """tr((B^T B)^1/2) = |B|_* has gradient U V^T, also when centring leaves B a null direction."""
+    generator = torch.Generator().manual_seed(1)
+    b = torch.randn(*shape, generator=generator)
+    b = (b - b.mean(dim=1, keepdim=True)).requires_grad_(True)
+    gram_side = b @ b.T if shape[0] <= shape[1] else b.T @ b
+    losses.trace_sqrtm(gram_side).backward()
+    u, s, vh = torch.linalg.svd(b.detach().double(), full_matrices=False)
+    rank = int((s > 1e-6 * s.max()).sum())
+    torch.testing.assert_close(b.grad, (u[:, :rank] @ vh[:rank]).float(), atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(b.grad).all()
 
 
 def test_tv_loss() -> None:
