@@ -30,3 +30,12 @@ def style_png(tmp_path: Path) -> Path:
     path = tmp_path / "style.png"
     make_style_image().save(path)
     return path
+
+
+@pytest.fixture
+def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine's data folder and torch's cache in `tmp_path`: no test sees the user's weights."""
+    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("NST_WEIGHTS", raising=False)
+    monkeypatch.delenv("NST_DEBUG", raising=False)

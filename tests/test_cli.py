@@ -19,12 +19,7 @@ from nst_core.errors import NstError, WeightsError
 FAST = ["--iterations", "2", "--device", "cpu", "--preset", "fast"]
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("NST_WEIGHTS", raising=False)
-    monkeypatch.delenv("NST_DEBUG", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:

@@ -17,12 +17,7 @@ from nst_core import cli, weights
 FAST = ["--iterations", "2", "--size", "48", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("NST_WEIGHTS", raising=False)
-    monkeypatch.delenv("NST_DEBUG", raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
 @pytest.fixture

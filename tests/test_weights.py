@@ -22,10 +22,7 @@ PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
 @pytest.fixture(autouse=True)
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.delenv("NST_WEIGHTS", raising=False)
+def isolated(isolated_data: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(weights, "CHUNK", 1024)
 
 
