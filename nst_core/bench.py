@@ -9,6 +9,7 @@ cost of a step does not depend on the weight values. See docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -318,7 +319,8 @@ def _print_row(row: dict[str, object], as_json: bool) -> None:
 
 
 def time_to_quality(preset: str, weights: Path, device: torch.device, size: int) -> list[dict[str, object]]:
-    """The preset against single-scale L-BFGS at full size given the same wall time, judged alike."""
+    """The preset against single-scale L-BFGS at full size given the same wall time, judged alike:
+    content and style losses in fp32 at full size, the style by the preset's loss and by Gram."""
     from .stylize import stylize
 
     content, style = synthetic_images(size, size, device)
@@ -331,12 +333,14 @@ def time_to_quality(preset: str, weights: Path, device: torch.device, size: int)
     network = build_network(
         settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling
     ).to(device)
-    objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, None)
+    inputs = optimize.ScaleInputs(content, [style])
+    objective = optimize.build_objective(network, inputs, settings, None)
     stepper = optimize.Stepper(content, objective, "lbfgs", settings.learning_rate)
     start, steps = time.perf_counter(), 0
     while time.perf_counter() - start < budget:
         stepper.step()
         steps += 1
+    gram = optimize.build_objective(network, inputs, dataclasses.replace(settings, style_loss="gram"), None)
     rows = []
     for name, image, detail in (
         (f"{preset} (coarse to fine)", torch.from_numpy(preset_result).permute(2, 0, 1)[None], "all scales"),
@@ -344,9 +348,12 @@ def time_to_quality(preset: str, weights: Path, device: torch.device, size: int)
     ):
         with torch.no_grad():
             _, parts = objective(image.to(device).float())
+            _, gram_parts = gram(image.to(device).float())
         rows.append({
             "race": name, "size": size, "seconds": round(budget, 1), "detail": detail,
-            "content_loss": round(float(parts["content"]), 4), "style_loss": round(float(parts["style"]), 4),
+            "content_loss": round(float(parts["content"]), 4),
+            f"style_loss_{settings.style_loss}": round(float(parts["style"]), 4),
+            "style_loss_gram": round(float(gram_parts["style"]), 4),
         })
     return rows
 

@@ -55,3 +55,12 @@ def test_bench_prints_json_lines(vgg19_weights: Path) -> None:
         ratio = row["seconds_per_iteration"] / row["floor_seconds"]
         assert row["ratio_to_floor"] == pytest.approx(ratio, rel=0.05)
         assert row["baseline_seconds_per_iteration"] > 0
+
+
+def test_time_to_quality_races_for_the_same_time_and_judges_alike(vgg19_weights: Path) -> None:
+    rows = bench.time_to_quality("fast", vgg19_weights, torch.device("cpu"), 48)
+    assert [r["race"] for r in rows] == ["fast (coarse to fine)", "single-scale L-BFGS"]
+    assert rows[0]["seconds"] == rows[1]["seconds"] > 0
+    assert int(str(rows[1]["detail"]).split()[0]) >= 1
+    for row in rows:
+        assert row["content_loss"] > 0 and row["style_loss_w2"] > 0 and row["style_loss_gram"] > 0
