@@ -56,9 +56,12 @@ class Preset:
 # content error W2 reached a lower sliced-Wasserstein distance to the style's features, a
 # yardstick neither loss optimises: 0.049 vs 0.078 at content error 0.34 (W2 weight 10, Gram
 # 5), 0.074 vs 0.093 at 0.19-0.23. Equal layer weights as Gatys; a light TV term against
-# L-BFGS speckle; coarse-to-fine from 128 px. Costs: two timed L-BFGS iterations at 128, 256
-# and 512 px (VGG19, W2, 2 shared and busy CPU cores: 1.6, 4.6, 11.8 s/iteration), fitted
-# linearly in pixels and summed over each tier's scales; an idle machine is faster.
+# L-BFGS speckle; coarse-to-fine from 128 px (sqrt(2) apart, iterations falling by sqrt(2) per
+# scale). Iterations sized so a square image at the tier's size takes about 45 s, 2 min and
+# 5.5 min on 2 CPU cores (AVX-512, 166 GFLOP/s 3x3 convolutions; measured per-scale iteration
+# times 0.27, 0.5, 0.93, 1.8, 3.7 s at 128..512 px, scaling with the pixel count above that);
+# `balanced` measured end to end by `python -m nst_core.bench --time-to-quality`, where it also
+# beats single-scale L-BFGS given the same time (docs/performance.md). A 4:3 image costs 3/4.
 _USER_TIER: dict[str, Any] = dict(
     user=True,
     style_loss="w2",
@@ -142,8 +145,8 @@ PRESETS: dict[str, Preset] = {
             label="Fast",
             description="Quick look: coarse-to-fine up to 384 px, few iterations.",
             size=384,
-            iterations=120,
-            cost="about 7 min on a 2-core CPU (4:3 image)",
+            iterations=50,
+            cost="about 45 s on a 2-core CPU (384 px square)",
             **_USER_TIER,
         ),
         Preset(
@@ -151,8 +154,8 @@ PRESETS: dict[str, Preset] = {
             label="Balanced",
             description="The default: coarse-to-fine up to 512 px.",
             size=512,
-            iterations=300,
-            cost="about 20 min on a 2-core CPU (4:3 image)",
+            iterations=110,
+            cost="about 2 min on a 2-core CPU (512 px square; measured 112 s)",
             **_USER_TIER,
         ),
         Preset(
@@ -160,8 +163,8 @@ PRESETS: dict[str, Preset] = {
             label="Best",
             description="Highest quality: coarse-to-fine up to 768 px, more iterations.",
             size=768,
-            iterations=600,
-            cost="about 55 min on a 2-core CPU (4:3 image)",
+            iterations=200,
+            cost="about 5.5 min on a 2-core CPU (768 px square)",
             **_USER_TIER,
         ),
     )
