@@ -17,8 +17,10 @@ import torch
 from PIL import Image
 
 from . import colors, images, memory, network, optimize, tiling
-from .errors import OutOfMemoryError, WeightsError
+from .devices import pick_device
+from .errors import OutOfMemoryError
 from .options import Options, Settings, resolve
+from .weights import find_weights
 
 ImageLike = np.ndarray | Image.Image
 
@@ -190,34 +192,8 @@ def _cpu_has_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def pick_device(name: str) -> torch.device:
-    try:
-        from .devices import pick_device as pick
-    except ImportError:
-        return _fallback_device(name)
-    return pick(name)
-
-
-def _fallback_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(name)
-
-
 def weights_path(settings: Settings) -> Path:
-    if settings.weights:
-        return Path(settings.weights)
-    try:
-        from .weights import find_weights
-    except ImportError:
-        raise WeightsError(
-            f"No {settings.model} weights file given: pass --weights FILE or run install.py."
-        ) from None
-    return Path(find_weights(settings.model))
+    return Path(settings.weights) if settings.weights else find_weights(settings.model)
 
 
 class _CallableModule(types.ModuleType):
