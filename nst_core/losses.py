@@ -38,9 +38,15 @@ COVARIANCE_EPS = 1e-5  # keeps Sigma positive definite for the square roots (rel
 NULL_EIGENVALUE = 1e-9
 
 
-def _matrix(features: torch.Tensor) -> torch.Tensor:
-    """N x C x H x W (N = 1) -> C x HW in float32."""
-    return features.float().flatten(2).squeeze(0) if features.dim() == 4 else features.float().flatten(1)
+def _positions(features: torch.Tensor) -> torch.Tensor:
+    """1 x C x H x W -> HW x C in float32: a view, no copy, of a channels_last float32 map."""
+    return features.movedim(1, -1).reshape(-1, features.shape[1]).float()
+
+
+def _as_features(grad: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """An HW x C gradient back in the shape of `features`, in the channels_last layout."""
+    _, channels, height, width = features.shape
+    return grad.view(1, height, width, channels).movedim(-1, 1).to(features.dtype)
 
 
 def relative_error(value: torch.Tensor, target: torch.Tensor, target_norm: torch.Tensor) -> torch.Tensor:
@@ -54,14 +60,14 @@ def content_loss(features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def gram(features: torch.Tensor) -> torch.Tensor:
     """Channel second moments F F^T / (H W)."""
-    f = _matrix(features)
-    return f @ f.T / f.shape[1]
+    x = _positions(features)
+    return x.T @ x / x.shape[0]
 
 
 def moments(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean per channel and the second moment S = F F^T / HW (what a w2 target blends)."""
-    f = _matrix(features)
-    return f.mean(dim=1), f @ f.T / f.shape[1]
+    x = _positions(features)
+    return x.mean(dim=0), x.T @ x / x.shape[0]
 
 
 def tv_loss(image: torch.Tensor) -> torch.Tensor:
@@ -70,13 +76,39 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     return dx.pow(2).mean() + dy.pow(2).mean()
 
 
+class _GramLoss(torch.autograd.Function):
+    """|G - A|^2 / |A|^2 with the gradient written out: 4 X D / (N |A|^2), D = G - A (symmetric).
+
+    One matrix product forward and one backward; autograd's chain costs a third product and
+    several full-size element-wise passes.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, features: torch.Tensor, target: torch.Tensor,
+        norm: torch.Tensor,
+    ) -> torch.Tensor:
+        x = _positions(features)
+        difference = x.T @ x / x.shape[0] - target
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(features, difference * (4 / (x.shape[0] * norm)))
+        return difference.pow(2).sum() / norm
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None]:
+        features, scaled_difference = ctx.saved_tensors
+        return _as_features(_positions(features) @ (scaled_difference * grad), features), None, None
+
+
 @dataclass(frozen=True)
 class GramTarget:
     gram: torch.Tensor
     norm: torch.Tensor  # |A|^2, computed once
 
     def loss(self, features: torch.Tensor) -> torch.Tensor:
-        return relative_error(gram(features), self.gram, self.norm)
+        return _GramLoss.apply(features, self.gram, self.norm)
 
 
 def _style_covariance(mean: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -106,26 +138,73 @@ def sqrtm_eigh(matrix: torch.Tensor) -> torch.Tensor:
     return ((vectors * values.clamp_min(0).sqrt()) @ vectors.T).to(matrix.device, matrix.dtype)
 
 
-class _TraceSqrtm(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, matrix: torch.Tensor) -> torch.Tensor:
-        values, vectors = _eigh64(matrix)
-        ctx.save_for_backward(values, vectors)
-        ctx.target = (matrix.device, matrix.dtype)
-        return values.clamp_min(0).sqrt().sum().to(*ctx.target)
+def _trace_sqrt_and_gradient(
+    matrix: torch.Tensor, want_gradient: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """tr(M^1/2) of a symmetric positive semi-definite M and, if wanted, its gradient (1/2) M^-1/2,
+    taken as zero on M's null space (so the gradient through M = B B^T is the nuclear norm's U V^T)."""
+    values, vectors = _eigh64(matrix)
+    trace = values.clamp_min(0).sqrt().sum().to(matrix.device, matrix.dtype)
+    if not want_gradient:
+        return trace, None
+    live = values > values.max().clamp_min(0) * NULL_EIGENVALUE
+    half_inverse_root = torch.where(live, 0.5 * values.clamp_min(EPS).rsqrt(), torch.zeros_like(values))
+    gradient = (vectors * half_inverse_root) @ vectors.T
+    return trace, gradient.to(matrix.device, matrix.dtype)
+
+
+class _W2Loss(torch.autograd.Function):
+    """W2^2 / tr(S_s) (see the module docstring) with the gradient written out.
+
+    With X the N x C features, m their mean, R = Sigma_s^1/2 and Sigma = X^T X / N - m m^T:
+    - C <= N: cross = tr((R Sigma R)^1/2), and with G = (1/2) (R Sigma R)^-1/2, K = I - 2 R G R,
+      d loss / dX = 2 / (N norm) (X K + 1 ((m - m_s) - K m)^T): one product each way, as Gram.
+    - C > N (deep layers at coarse scales): B = (X - m) R / sqrt(N), cross = tr((B B^T)^1/2), an
+      N x N problem, and with G' = (1/2) (B B^T)^-1/2,
+      d loss / dX = 2 / (N norm) (X - m_s - 2 sqrt(N) G' B R).
+    """
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> torch.Tensor:
-        values, vectors = ctx.saved_tensors
-        live = values > values.max().clamp_min(0) * NULL_EIGENVALUE
-        inverse_root = torch.where(live, values.clamp_min(EPS).rsqrt(), torch.zeros_like(values))
-        dmatrix = (vectors * (0.5 * inverse_root)) @ vectors.T
-        return grad * dmatrix.to(*ctx.target)
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, features: torch.Tensor, target_mean: torch.Tensor,
+        root: torch.Tensor, target_trace: torch.Tensor, norm: torch.Tensor,
+    ) -> torch.Tensor:
+        x = _positions(features)
+        n, c = x.shape
+        want = ctx.needs_input_grad[0]
+        mean = x.mean(dim=0)
+        if c <= n:
+            cov = x.T @ x / n - torch.outer(mean, mean)
+            cross, g = _trace_sqrt_and_gradient(root @ cov @ root, want)
+            cov_trace = cov.trace()
+        else:
+            b = (x - mean) @ root / n**0.5
+            cross, g = _trace_sqrt_and_gradient(b @ b.T, want)
+            cov_trace = (x - mean).pow(2).sum() / n
+        distance = (mean - target_mean).pow(2).sum() + cov_trace + target_trace - 2 * cross
+        if want:
+            assert g is not None
+            scale = 2 / (n * norm)
+            ctx.dense = c <= n
+            if ctx.dense:
+                k = torch.eye(c, device=x.device, dtype=x.dtype) - 2 * root @ g @ root
+                ctx.save_for_backward(features, k * scale, ((mean - target_mean) - k @ mean) * scale)
+            else:
+                correction = target_mean + 2 * n**0.5 * (g @ b @ root)
+                ctx.save_for_backward(features, scale, correction)
+        return distance / norm
 
-
-def trace_sqrtm(matrix: torch.Tensor) -> torch.Tensor:
-    """tr(M^1/2) of a symmetric positive semi-definite M, differentiable (gradient (1/2) M^-1/2)."""
-    return _TraceSqrtm.apply(matrix)
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor, None, None, None, None]:
+        features, first, second = ctx.saved_tensors
+        x = _positions(features)
+        if ctx.dense:  # first = scale K, second = scale ((m - m_s) - K m)
+            result = torch.addmm(second * grad, x, first * grad)
+        else:  # first = scale, second = m_s + 2 sqrt(N) G' B R
+            result = (x - second) * (first * grad)
+        return _as_features(result, features), None, None, None, None
 
 
 @dataclass(frozen=True)
@@ -136,13 +215,7 @@ class W2Target:
     norm: torch.Tensor  # tr(S_s) = |mu_s|^2 + tr(Sigma_s)
 
     def loss(self, features: torch.Tensor) -> torch.Tensor:
-        f = _matrix(features)
-        mean = f.mean(dim=1)
-        b = self.cov_sqrt @ (f - mean[:, None]) / f.shape[1] ** 0.5
-        cross = trace_sqrtm(b @ b.T if b.shape[0] <= b.shape[1] else b.T @ b)
-        cov_trace = (f - mean[:, None]).pow(2).sum() / f.shape[1]
-        distance = (mean - self.mean).pow(2).sum() + cov_trace + self.cov_trace - 2 * cross
-        return distance / self.norm
+        return _W2Loss.apply(features, self.mean, self.cov_sqrt, self.cov_trace, self.norm)
 
 
 StyleTarget = GramTarget | W2Target

@@ -57,28 +57,78 @@ def test_w2_diagonal_two_channels_and_zero_at_the_target() -> None:
     assert target.loss(style).item() == pytest.approx(0.0, abs=1e-4)
 
 
-def test_trace_sqrtm_matches_eigendecomposition() -> None:
+def test_sqrtm_eigh_squares_back() -> None:
     generator = torch.Generator().manual_seed(0)
     a = torch.randn(32, 32, generator=generator)
     spd = a @ a.T / 32 + 0.1 * torch.eye(32)
-    exact = torch.linalg.eigvalsh(spd.double()).sqrt().sum()
-    assert losses.trace_sqrtm(spd).item() == pytest.approx(exact.item(), rel=1e-5)
     root = losses.sqrtm_eigh(spd)
     torch.testing.assert_close(root @ root, spd, atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("shape", [(12, 5), (5, 12)])
-def test_trace_sqrtm_gradient_is_the_nuclear_norms(shape: tuple[int, int]) -> None:
-    """tr((B^T B)^1/2) = |B|_* has gradient U V^T, also when centring leaves B a null direction."""
-    generator = torch.Generator().manual_seed(1)
-    b = torch.randn(*shape, generator=generator)
-    b = (b - b.mean(dim=1, keepdim=True)).requires_grad_(True)
-    gram_side = b @ b.T if shape[0] <= shape[1] else b.T @ b
-    losses.trace_sqrtm(gram_side).backward()
-    u, s, vh = torch.linalg.svd(b.detach().double(), full_matrices=False)
-    rank = int((s > 1e-6 * s.max()).sum())
-    torch.testing.assert_close(b.grad, (u[:, :rank] @ vh[:rank]).float(), atol=1e-5, rtol=1e-4)
-    assert torch.isfinite(b.grad).all()
+def _positions64(features: torch.Tensor) -> torch.Tensor:
+    return features.movedim(1, -1).reshape(-1, features.shape[1]).double()
+
+
+def _gram_by_autograd(features: torch.Tensor, target: losses.GramTarget) -> torch.Tensor:
+    x = _positions64(features)
+    return (x.T @ x / x.shape[0] - target.gram.double()).pow(2).sum() / target.norm.double()
+
+
+def _w2_by_autograd(features: torch.Tensor, target: losses.W2Target) -> torch.Tensor:
+    """The module docstring's formula, with the cross term as the nuclear norm (SVD, differentiable)."""
+    x = _positions64(features)
+    mean = x.mean(0)
+    b = (x - mean) @ target.cov_sqrt.double() / x.shape[0] ** 0.5
+    cross = torch.linalg.matrix_norm(b, "nuc")
+    spread = (x - mean).pow(2).sum() / x.shape[0]
+    distance = (mean - target.mean.double()).pow(2).sum() + spread + target.cov_trace.double() - 2 * cross
+    return distance / target.norm.double()
+
+
+@pytest.mark.parametrize("kind", ["gram", "w2"])
+@pytest.mark.parametrize("shape", [(1, 6, 5, 7), (1, 12, 2, 3)])  # more positions than channels, and fewer
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_written_out_gradients_match_autograd(
+    kind: str, shape: tuple[int, int, int, int], layout: torch.memory_format
+) -> None:
+    """The hand-written backward passes against autograd through the plain formulas in float64."""
+    generator = torch.Generator().manual_seed(4)
+    style = torch.rand(1, shape[1], 6, 5, generator=generator)
+    target = losses.style_target(losses.style_statistics(style, kind), kind)
+    reference = _gram_by_autograd if kind == "gram" else _w2_by_autograd
+    features = torch.rand(shape, generator=generator).contiguous(memory_format=layout).requires_grad_(True)
+    value = target.loss(features)
+    value.backward()
+    exact = features.detach().double().requires_grad_(True)
+    expected = reference(exact, target)  # type: ignore[arg-type]
+    expected.backward()
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
+    assert features.grad is not None and exact.grad is not None
+    tolerance = 1e-4 * exact.grad.abs().max().item()
+    torch.testing.assert_close(features.grad.double(), exact.grad, atol=tolerance, rtol=0)
+    # The gradient comes back in the layout the network produced (no copy into another layout).
+    if layout == torch.channels_last:
+        assert features.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_w2_gradient_is_zero_at_the_target_and_finite_with_a_null_direction() -> None:
+    style = _features([[1, -1, 1, -1], [2, 2, -2, -2]])
+    target = losses.style_target(losses.style_statistics(style, "w2"), "w2")
+    constant = _features([[0.5, 0.5, 0.5, 0.5], [1, 1, 1, 1]]).requires_grad_(True)  # covariance 0
+    target.loss(constant).backward()
+    assert constant.grad is not None and torch.isfinite(constant.grad).all()
+    at_target = style.clone().requires_grad_(True)
+    target.loss(at_target).backward()
+    assert at_target.grad is not None and at_target.grad.abs().max().item() < 1e-3
+
+
+def test_losses_without_gradients_keep_nothing() -> None:
+    style = torch.rand(1, 4, 5, 5, generator=torch.Generator().manual_seed(5))
+    for kind in ("gram", "w2"):
+        target = losses.style_target(losses.style_statistics(style, kind), kind)
+        with torch.no_grad():
+            value = target.loss(style * 0.5)
+        assert value.item() > 0 and value.grad_fn is None
 
 
 def test_tv_loss() -> None:
