@@ -7,7 +7,6 @@ does all conversion from and to user images.
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -99,7 +98,7 @@ class Objective:
 
     def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with _autocast(image.device, self.autocast_dtype):
-            features = self.network(_network_layout(image))
+            features = self.network(image)
         content = losses.weighted_sum(
             {n: losses.content_loss(features[n], t) for n, t in self.content_targets.items()},
             self.content_layer_weights,
@@ -114,11 +113,6 @@ class Objective:
             "tv": self.tv_weight * tv,
         }
         return parts["content"] + parts["style"] + parts["tv"], parts
-
-
-def _network_layout(image: torch.Tensor) -> torch.Tensor:
-    """channels_last on CUDA (faster convolutions); the optimised pixels stay contiguous for L-BFGS."""
-    return image.contiguous(memory_format=torch.channels_last) if image.is_cuda else image
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
@@ -137,7 +131,7 @@ def build_objective(
 ) -> Objective:
     """The scale's objective; given `style_targets` (tiles share the whole image's) skip the styles."""
     with torch.no_grad(), _autocast(inputs.content.device, autocast_dtype):
-        content_features = network(_network_layout(inputs.content))
+        content_features = network(inputs.content)
         content_targets = {n: content_features[n].float() for n in settings.content_layers}
     if style_targets is None:
         per_style = [style_statistics(network, s, settings, autocast_dtype) for s in inputs.styles]
@@ -163,7 +157,7 @@ def style_statistics(
 ) -> Statistics:
     """Per style layer, what one style image contributes to the targets."""
     with torch.no_grad(), _autocast(style.device, autocast_dtype):
-        features = network(_network_layout(style))
+        features = network(style)
         return {n: losses.style_statistics(features[n], settings.style_loss) for n in settings.style_layers}
 
 
@@ -266,17 +260,6 @@ class Clock:
             iterations=self.plans[scale].iterations, fraction=fraction, elapsed=elapsed, eta=eta,
             loss=dict(parts),
         )
-
-
-_THREADS_SET = False
-
-
-def use_all_cores() -> None:
-    global _THREADS_SET
-    if not _THREADS_SET:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        torch.set_num_threads(cores or 1)
-        _THREADS_SET = True
 
 
 def _check_cancel(cancel: CancelToken | None) -> None:

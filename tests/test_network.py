@@ -56,6 +56,15 @@ def test_network_is_cut_frozen_and_normalises(vgg19_weights: Path) -> None:
     torch.testing.assert_close(out["relu2_1"], expected.relu())
 
 
+def test_network_runs_channels_last_with_in_place_relus_where_safe(vgg19_weights: Path) -> None:
+    net = build_network("vgg19", vgg19_weights, ["relu1_1", "conv2_1", "relu2_1"])
+    out = net(torch.rand(1, 3, 20, 24))
+    assert all(o.is_contiguous(memory_format=torch.channels_last) for o in out.values())
+    assert net.body[0].weight.is_contiguous(memory_format=torch.channels_last)
+    relus = {index: layer.inplace for index, layer in enumerate(net.body) if isinstance(layer, torch.nn.ReLU)}
+    assert relus == {1: True, 3: True, 6: False}  # conv2_1 (index 5) is captured: its ReLU copies
+
+
 def test_average_pooling(vgg16_weights: Path) -> None:
     net = build_network("vgg16", vgg16_weights, ["relu3_1"], pooling="avg")
     assert sum(isinstance(m, torch.nn.AvgPool2d) for m in net.body) == 2
