@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, images, memory, network, optimize, tiling
+from . import colors, host, images, memory, network, optimize, tiling
 from .devices import pick_device
 from .errors import OutOfMemoryError
 from .options import Options, Settings, resolve
@@ -97,12 +97,14 @@ def stylize(
         rgb = images.fill_transparent(rgb, alpha)
     content_in, styles_in = _network_inputs(rgb, style_arrays, settings.keep_colors)
 
-    optimize.use_all_cores()
+    budget = memory.budget_bytes(settings, device)
+    needed = max(memory.job_bytes(settings, p.width, p.height, device.type, p.iterations) for p in job.plans)
+    host.prepare(device, needed, budget)
     net = network.build_network(
         settings.model, weights_path(settings), (*settings.content_layers, *settings.style_layers),
-        settings.pooling,
-    ).to(device)
-    result = _run_on_device(net, content_in, styles_in, job, device, progress, cancel)
+        settings.pooling, device,
+    )
+    result = _run_on_device(net, content_in, styles_in, job, device, budget, progress, cancel)
     return _finish(result, rgb, alpha, channels, settings.keep_colors, job.output_size)
 
 
@@ -120,11 +122,10 @@ def _network_inputs(
 
 def _run_on_device(
     net: network.VGGFeatures, content: np.ndarray, styles: Sequence[np.ndarray], job: Job,
-    device: torch.device, progress: optimize.ProgressCallback | None, cancel: optimize.CancelToken | None,
+    device: torch.device, budget: int,
+    progress: optimize.ProgressCallback | None, cancel: optimize.CancelToken | None,
 ) -> np.ndarray:
     settings = job.settings
-    if device.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
     last = job.plans[-1]
     content_t = images.to_tensor(images.resize(content, last.width, last.height), device)
     styles_t = [images.to_tensor(s, device) for s in styles]
@@ -134,7 +135,7 @@ def _run_on_device(
         init_t = images.to_tensor(init_rgb, device)
     try:
         out = tiling.BudgetedRun(
-            net, content_t, styles_t, settings, device.type, memory.budget_bytes(settings, device),
+            net, content_t, styles_t, settings, device.type, budget,
             init_image=init_t, autocast_dtype=autocast_dtype(device, settings.precision),
             progress=progress, cancel=cancel,
         ).run(job.plans)

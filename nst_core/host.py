@@ -1,0 +1,71 @@
+"""How the engine uses its host process: every core it may run on, and freed memory kept for reuse."""
+
+from __future__ import annotations
+
+import ctypes
+import sys
+
+import torch
+
+from .devices import available_cores
+
+# glibc's mallopt parameters (malloc.h) and its defaults, to switch back
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_DEFAULT_MMAP_MAX = 65536
+_KEEP_ALL = 2**31 - 1
+
+# A job whose estimate leaves this share of the memory budget free keeps its freed memory: glibc's
+# heap then fragments by a few percent (2-5% higher peak measured), which a tiled job, sized to
+# fill its budget, cannot afford (27% over a 2 GiB budget measured).
+KEEP_MEMORY_SHARE = 0.8
+
+_threads_set = False
+
+
+def use_all_cores() -> None:
+    global _threads_set
+    if not _threads_set:
+        torch.set_num_threads(available_cores())
+        _threads_set = True
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt.argtypes, libc.mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+        libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    except (OSError, AttributeError):  # not glibc
+        return None
+    return libc
+
+
+def keep_freed_memory(keep: bool = True) -> bool:
+    """Have glibc serve large blocks from its heap and keep freed memory instead of unmapping it
+    (or, with keep=False, go back to its defaults and hand free memory back now).
+
+    Every iteration frees and re-allocates the same activation maps, up to 64 MiB each at 512 px.
+    By default glibc maps blocks over 32 MiB fresh and unmaps them on free, so the kernel faults
+    in and zeroes every page again on each iteration: 4x the system time and about 5% of the wall
+    time of an iteration at 512 px on a CPU (docs/performance.md). False where there is no glibc.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    if keep:
+        return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_ALL))
+    done = bool(libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+    )
+    libc.malloc_trim(0)
+    return done
+
+
+def prepare(device: torch.device, estimate: int, budget: int) -> None:
+    """Before each job on `device` whose peak is estimated at `estimate` bytes within `budget`."""
+    use_all_cores()
+    if device.type == "cpu":
+        keep_freed_memory(estimate <= KEEP_MEMORY_SHARE * budget)
