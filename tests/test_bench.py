@@ -58,9 +58,20 @@ def test_bench_prints_json_lines(vgg19_weights: Path) -> None:
 
 
 def test_time_to_quality_races_for_the_same_time_and_judges_alike(vgg19_weights: Path) -> None:
-    rows = bench.time_to_quality("fast", vgg19_weights, torch.device("cpu"), 48)
-    assert [r["race"] for r in rows] == ["fast (coarse to fine)", "single-scale L-BFGS"]
-    assert rows[0]["seconds"] == rows[1]["seconds"] > 0
-    assert int(str(rows[1]["detail"]).split()[0]) >= 1
+    rows = bench.time_to_quality("fast", vgg19_weights, torch.device("cpu"), 48, match_limit=3)
+    assert [r["race"] for r in rows] == [
+        "fast (coarse to fine)", "single-scale L-BFGS, same time",
+        "single-scale L-BFGS, to the same total loss",
+    ]
+    preset, same_time, matched = rows
+    assert preset["seconds"] == same_time["seconds"] > 0
+    assert int(str(same_time["detail"]).split()[0]) >= 1
     for row in rows:
         assert row["content_loss"] > 0 and row["style_loss_w2"] > 0 and row["style_loss_gram"] > 0
+        assert row["total_loss"] >= row["content_loss"] + row["style_loss_w2"]  # plus the TV term
+    # The last row runs on from the same-time row until it matches the preset, or gives up at 3x.
+    assert same_time["seconds"] <= matched["seconds"] <= 3.5 * same_time["seconds"] + 1
+    if "not reached" in str(matched["detail"]):
+        assert matched["total_loss"] > preset["total_loss"]
+    else:
+        assert matched["total_loss"] <= preset["total_loss"] + 1e-4
