@@ -57,11 +57,11 @@ class Preset:
 # yardstick neither loss optimises: 0.049 vs 0.078 at content error 0.34 (W2 weight 10, Gram
 # 5), 0.074 vs 0.093 at 0.19-0.23. Equal layer weights as Gatys; a light TV term against
 # L-BFGS speckle; coarse-to-fine from 128 px (sqrt(2) apart, iterations falling by sqrt(2) per
-# scale). Iterations sized so a square image at the tier's size takes about 45 s, 2 min and
-# 5.5 min on 2 CPU cores (AVX-512, 166 GFLOP/s 3x3 convolutions; measured per-scale iteration
-# times 0.27, 0.5, 0.93, 1.8, 3.7 s at 128..512 px, scaling with the pixel count above that);
-# `balanced` measured end to end by `python -m nst_core.bench --time-to-quality`, where it also
-# beats single-scale L-BFGS given the same time (docs/performance.md). A 4:3 image costs 3/4.
+# scale). Iterations were sized so a square image at the tier's size took about 45 s, 2 min and
+# 5.5 min on 2 CPU cores (AVX-512); the faster iteration since (channels-last, written-out loss
+# gradients) brought that to 30 s, 80 s and 3.6 min, measured end to end. In
+# `python -m nst_core.bench --time-to-quality` `balanced` reaches in 80 s a total loss that
+# single-scale L-BFGS needs 3.3x the time for (docs/performance.md). A 4:3 image costs 3/4.
 _USER_TIER: dict[str, Any] = dict(
     user=True,
     style_loss="w2",
@@ -146,7 +146,7 @@ PRESETS: dict[str, Preset] = {
             description="Quick look: coarse-to-fine up to 384 px, few iterations.",
             size=384,
             iterations=50,
-            cost="about 45 s on a 2-core CPU (384 px square; measured 43 s)",
+            cost="about 30 s on a 2-core CPU (384 px square; measured 29-32 s)",
             **_USER_TIER,
         ),
         Preset(
@@ -155,7 +155,7 @@ PRESETS: dict[str, Preset] = {
             description="The default: coarse-to-fine up to 512 px.",
             size=512,
             iterations=110,
-            cost="about 2 min on a 2-core CPU (512 px square; measured 112 s)",
+            cost="about 80 s on a 2-core CPU (512 px square; measured 78-82 s)",
             **_USER_TIER,
         ),
         Preset(
@@ -164,7 +164,7 @@ PRESETS: dict[str, Preset] = {
             description="Highest quality: coarse-to-fine up to 768 px, more iterations.",
             size=768,
             iterations=200,
-            cost="about 5.5 min on a 2-core CPU (768 px square)",
+            cost="about 3.5 min on a 2-core CPU (768 px square; measured 219 s)",
             **_USER_TIER,
         ),
     )
