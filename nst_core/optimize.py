@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from . import losses
 from .errors import Cancelled
 from .images import fit_size, resize_tensor
+from .lbfgs import LBFGS
 from .network import VGGFeatures
 from .options import Settings
 
@@ -186,14 +187,12 @@ class Stepper:
     best_image: torch.Tensor | None = None
     last_parts: dict[str, float] = field(default_factory=dict)
     _optimizer: torch.optim.Optimizer | None = None
+    _lbfgs: LBFGS | None = None
 
     def __post_init__(self) -> None:
         self.image = self.image.detach().contiguous().clone().requires_grad_(True)
         if self.kind == "lbfgs":
-            self._optimizer = torch.optim.LBFGS(
-                [self.image], lr=1.0, max_iter=1, history_size=LBFGS_HISTORY,
-                tolerance_grad=0.0, tolerance_change=0.0,
-            )
+            self._lbfgs = LBFGS(LBFGS_HISTORY)
         elif self.kind == "adam":
             self._optimizer = torch.optim.Adam([self.image], lr=self.learning_rate)
 
@@ -212,7 +211,12 @@ class Stepper:
         return total.detach()
 
     def step(self) -> dict[str, float]:
-        if self._optimizer is not None:
+        if self._lbfgs is not None:
+            self._evaluate()
+            with torch.no_grad():
+                assert self.image.grad is not None
+                self.image.view(-1).add_(self._lbfgs.step(self.image.grad.reshape(-1)))
+        elif self._optimizer is not None:
             self._optimizer.step(self._evaluate)
         else:
             self._evaluate()
