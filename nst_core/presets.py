@@ -60,8 +60,8 @@ class Preset:
 # scale). Iterations were sized so a square image at the tier's size took about 45 s, 2 min and
 # 5.5 min on 2 CPU cores (AVX-512); the faster iteration since (channels-last, written-out loss
 # gradients) brought that to 30 s, 80 s and 3.6 min, measured end to end. In
-# `python -m nst_core.bench --time-to-quality` `balanced` reaches in 80 s a total loss that
-# single-scale L-BFGS needs 3.3x the time for (docs/performance.md). A 4:3 image costs 3/4.
+# `python -m nst_core.bench --time-to-quality` `balanced` reaches in 85 s a total loss that
+# single-scale L-BFGS has not reached in 4x the time (docs/performance.md). A 4:3 image costs 3/4.
 _USER_TIER: dict[str, Any] = dict(
     user=True,
     style_loss="w2",
@@ -155,7 +155,7 @@ PRESETS: dict[str, Preset] = {
             description="The default: coarse-to-fine up to 512 px.",
             size=512,
             iterations=110,
-            cost="about 80 s on a 2-core CPU (512 px square; measured 78-82 s)",
+            cost="about 80 s on a 2-core CPU (512 px square; measured 78-85 s)",
             **_USER_TIER,
         ),
         Preset(
