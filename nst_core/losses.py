@@ -88,10 +88,10 @@ class _GramLoss(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, features: torch.Tensor, target: torch.Tensor,
         norm: torch.Tensor,
     ) -> torch.Tensor:
-        x = _positions(features)
-        difference = x.T @ x / x.shape[0] - target
+        difference = gram(features) - target
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(features, difference * (4 / (x.shape[0] * norm)))
+            positions = features.shape[-2] * features.shape[-1]
+            ctx.save_for_backward(features, difference * (4 / (positions * norm)))
         return difference.pow(2).sum() / norm
 
     @staticmethod
@@ -173,7 +173,8 @@ class _W2Loss(torch.autograd.Function):
         n, c = x.shape
         want = ctx.needs_input_grad[0]
         mean = x.mean(dim=0)
-        if c <= n:
+        ctx.dense = dense = c <= n
+        if dense:
             cov = x.T @ x / n - torch.outer(mean, mean)
             cross, g = _trace_sqrt_and_gradient(root @ cov @ root, want)
             cov_trace = cov.trace()
@@ -185,8 +186,7 @@ class _W2Loss(torch.autograd.Function):
         if want:
             assert g is not None
             scale = 2 / (n * norm)
-            ctx.dense = c <= n
-            if ctx.dense:
+            if dense:
                 k = torch.eye(c, device=x.device, dtype=x.dtype) - 2 * root @ g @ root
                 ctx.save_for_backward(features, k * scale, ((mean - target_mean) - k @ mean) * scale)
             else:

@@ -266,7 +266,7 @@ class Clock:
         )
 
 
-def _check_cancel(cancel: CancelToken | None) -> None:
+def check_cancel(cancel: CancelToken | None) -> None:
     if cancel is not None and cancel.is_set():
         raise Cancelled()
 
@@ -281,7 +281,7 @@ def run_scale(
 ) -> torch.Tensor:
     iterations = clock.plans[scale].iterations
     for iteration in range(1, iterations + 1):
-        _check_cancel(cancel)
+        check_cancel(cancel)
         parts = stepper.step()
         if progress is not None:
             report = clock.progress(scale, iteration, parts)
@@ -344,7 +344,7 @@ def optimize_scale(
     cancel: CancelToken | None = None,
 ) -> torch.Tensor:
     """One scale of the schedule on the whole image, starting from `previous` (or the init)."""
-    _check_cancel(cancel)
+    check_cancel(cancel)
     step_plan = clock.plans[scale]
     size = (step_plan.height, step_plan.width)
     inputs = scale_inputs(content, styles, size, settings.style_scale, network.min_side)

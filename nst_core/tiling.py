@@ -15,10 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import losses, memory, optimize
-from .errors import Cancelled, OutOfMemoryError
+from .errors import OutOfMemoryError
 from .images import fit_size, resize_tensor
 from .network import VGGFeatures
 from .options import Settings
@@ -191,7 +190,7 @@ class TiledScale:
         plan = self.clock.plans[self.scale]
         size = (plan.height, plan.width)
         content = resize_tensor(content, size)
-        canvas = F.interpolate(start, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+        canvas = optimize.start_image(start, content, self.settings, None)
         targets = whole_style_targets(
             self.network, styles, self.settings, size, self.tile, self.autocast_dtype
         )
@@ -217,8 +216,7 @@ class TiledScale:
             optimize.loss_scale_for(self.autocast_dtype),
         )
         for iteration in range(1, iterations + 1):
-            if self.cancel is not None and self.cancel.is_set():
-                raise Cancelled()
+            optimize.check_cancel(self.cancel)
             parts = stepper.step()
             self._report(done + iteration, total, parts, canvas)
         return stepper.result()
