@@ -87,9 +87,9 @@ def rate_probes(device: torch.device, dtype: torch.dtype, side: int = 128) -> di
     return probes
 
 
-def rates_from(probes: dict[str, Probe], seconds: dict[str, float], floor: Rates | None = None) -> Rates:
-    """The best rate each probe showed (and at least `floor`'s): the machine's rates."""
-    best = {"conv": 0.0, "matmul": 0.0} if floor is None else dataclasses.asdict(floor)
+def rates_from(probes: dict[str, Probe], seconds: dict[str, float]) -> Rates:
+    """The best rate each kind of probe showed: the machine's rates."""
+    best = {"conv": 0.0, "matmul": 0.0}
     for name, probe in probes.items():
         best[probe.rate] = max(best[probe.rate], probe.flops / seconds[name])
     return Rates(**best)
@@ -270,29 +270,44 @@ def _random_weights(model: str, directory: Path) -> Path:
 
 
 def time_steps(
-    steps: dict[str, Callable[[], object]], device: torch.device, iterations: int, repeats: int
+    calls: dict[str, Callable[[], object]], counts: dict[str, int], device: torch.device, repeats: int
 ) -> dict[str, float]:
-    """Seconds per iteration of each step: the best of `repeats` runs of `iterations` steps.
+    """Seconds per call of each entry: the best of `repeats` blocks of `counts[name]` calls.
 
-    The steps take turns, so a burst of load from other programs hits them alike.
+    The entries take turns, so a burst of load from other programs hits them alike.
     """
-    for step in steps.values():
-        step()  # warm-up: first-call set-up of the convolution library
-    best = dict.fromkeys(steps, float("inf"))
+    best = dict.fromkeys(calls, float("inf"))
     for _ in range(repeats):
-        for name, step in steps.items():
+        for name, call in calls.items():
             _synchronize(device)
             start = time.perf_counter()
-            for _ in range(iterations):
-                step()
+            for _ in range(counts[name]):
+                call()
             _synchronize(device)
-            best[name] = min(best[name], (time.perf_counter() - start) / iterations)
+            best[name] = min(best[name], (time.perf_counter() - start) / counts[name])
     return best
 
 
+def matched_counts(
+    steps: dict[str, Callable[[], object]], probes: dict[str, Probe], device: torch.device, iterations: int
+) -> dict[str, int]:
+    """`iterations` calls of each step, and of each probe as many as last as long as the first step's.
+
+    A shared machine's speed swings within a second (this one's convolutions: 140 to 260 GFLOP/s
+    from one 0.1 s probe to the next). The best of short windows catches bursts that no window as
+    long as a step's ever sustains, so probes timed alone would set a floor no step can reach.
+    """
+    step_seconds = best_time(next(iter(steps.values())), device, repeats=1)  # also the warm-ups
+    for step in list(steps.values())[1:]:
+        step()
+    counts = dict.fromkeys(steps, iterations)
+    for name, probe in probes.items():
+        counts[name] = max(1, round(iterations * step_seconds / best_time(probe.call, device, repeats=1)))
+    return counts
+
+
 def measure_size(
-    args: argparse.Namespace, settings: Settings, weights: Path, size: int, device: torch.device,
-    rates: Rates,
+    args: argparse.Namespace, settings: Settings, weights: Path, size: int, device: torch.device
 ) -> dict[str, object]:
     width = height = size
     content, style = synthetic_images(width, height, device)
@@ -303,13 +318,15 @@ def measure_size(
     if args.baseline:
         features = load_features(settings.model, weights)
         steps["textbook"] = textbook_step(features, settings, content, style)
-    # The rate probes take turns with the steps: the machine's speed drifts (other programs, clock
-    # rates), and a floor measured minutes earlier would credit or blame the steps for the drift.
+    # The rate probes take turns with the steps, each timed over as long as a step: the machine's
+    # speed drifts (other programs, clock rates), and a floor measured at another time, or over
+    # shorter windows, would credit or blame the steps for the drift.
     probes = rate_probes(device, DTYPES[args.precision], args.rate_side)
     timed = {**steps, **{name: probe.call for name, probe in probes.items()}}
-    seconds = time_steps(timed, device, args.iterations, args.repeats)
+    counts = matched_counts(steps, probes, device, args.iterations)
+    seconds = time_steps(timed, counts, device, args.repeats)
     peak = peak_bytes(device)
-    rates = rates_from(probes, seconds, rates)
+    rates = rates_from(probes, seconds)
     flops = iteration_flops(settings, width, height)
     floor = flops.floor_seconds(rates)
     engine = seconds["engine"]
@@ -464,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         weights = Path(args.weights) if args.weights else _random_weights(settings.model, Path(scratch))
         for size in sizes:
-            _print_row(measure_size(args, settings, weights, size, device, rates), args.json)
+            _print_row(measure_size(args, settings, weights, size, device), args.json)
         if args.time_to_quality:
             rows = time_to_quality(args.preset, weights, device, args.quality_size, args.match_limit)
             for row in rows:

@@ -37,6 +37,35 @@ def test_floor_uses_both_rates() -> None:
     assert flops.floor_seconds(bench.Rates(conv=2e9, matmul=1e9)) == pytest.approx(3.0)
 
 
+def test_probes_are_timed_over_as_long_as_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe's block of calls lasts about as long as the steps' (the best of short windows would
+    catch bursts that no step-long window sustains), and at least one call."""
+    def step() -> None: ...
+    def quick() -> None: ...
+    def slow() -> None: ...
+    seconds = {step: 0.5, quick: 0.02, slow: 4.0}
+    called: list[str] = []
+    monkeypatch.setattr(bench, "best_time", lambda fn, device, repeats=5: seconds[fn])
+    probes = {"quick": bench.Probe(quick, 1e9, "conv"), "slow": bench.Probe(slow, 1e9, "matmul")}
+    counts = bench.matched_counts(
+        {"engine": step, "textbook": lambda: called.append("textbook")}, probes, torch.device("cpu"), 3
+    )
+    assert counts == {"engine": 3, "textbook": 3, "quick": 75, "slow": 1}
+    assert called == ["textbook"]  # every step is warmed up before it is timed
+
+
+def test_time_steps_reports_seconds_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter(range(100))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    calls: list[str] = []
+    seconds = bench.time_steps(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, {"a": 2, "b": 4},
+        torch.device("cpu"), repeats=2,
+    )
+    assert calls == ["a"] * 2 + ["b"] * 4 + ["a"] * 2 + ["b"] * 4  # they take turns
+    assert seconds == {"a": 0.5, "b": 0.25}  # one tick of the clock per block, over its calls
+
+
 def test_bench_prints_json_lines(vgg19_weights: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "nst_core.bench", "--sizes", "32", "--iterations", "1", "--repeats", "1",
