@@ -104,9 +104,7 @@ class Objective:
             {n: losses.content_loss(features[n], t) for n, t in self.content_targets.items()},
             self.content_layer_weights,
         )
-        style = losses.weighted_sum(
-            {n: t.loss(features[n]) for n, t in self.style_targets.items()}, self.style_layer_weights
-        )
+        style = losses.style_loss(self.style_targets, features, self.style_layer_weights)
         tv = losses.tv_loss(image) if self.tv_weight else image.new_zeros(())
         parts = {
             "content": self.content_weight * content,

@@ -111,6 +111,43 @@ def test_written_out_gradients_match_autograd(
         assert features.grad.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_style_loss_takes_all_layers_at_once_as_each_alone(threads: int) -> None:
+    """W2 layers share one call (their eigendecompositions side by side): the same value and, per
+    layer, the same gradient as each layer's own formula; a layer that wants no gradient gets none."""
+    generator = torch.Generator().manual_seed(6)
+    shapes = {"a": (1, 4, 9, 8), "b": (1, 12, 2, 3), "c": (1, 7, 5, 5), "d": (1, 5, 6, 6)}
+    kinds = {"a": "w2", "b": "w2", "c": "gram", "d": "w2"}
+    weights = {"a": 1.0, "b": 2.0, "c": 0.5, "d": 1.5}
+    styles = {n: torch.rand(1, s[1], 6, 5, generator=generator) for n, s in shapes.items()}
+    targets = {n: losses.style_target(losses.style_statistics(styles[n], kinds[n]), kinds[n]) for n in shapes}
+    features = {n: torch.rand(s, generator=generator).contiguous(memory_format=torch.channels_last)
+                for n, s in shapes.items()}
+    for name in ("a", "b", "c"):
+        features[name].requires_grad_(True)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        value = losses.style_loss(targets, features, weights)
+    finally:
+        torch.set_num_threads(previous)
+    value.backward()
+    expected = torch.zeros((), dtype=torch.float64)
+    for name, target in targets.items():
+        exact = features[name].detach().double().requires_grad_(True)
+        reference = _gram_by_autograd if kinds[name] == "gram" else _w2_by_autograd
+        term = reference(exact, target) * (weights[name] / sum(weights.values()))  # type: ignore[arg-type]
+        term.backward()
+        expected = expected + term.detach()
+        if name == "d":
+            assert features[name].grad is None
+            continue
+        assert exact.grad is not None and features[name].grad is not None
+        tolerance = 1e-4 * exact.grad.abs().max().item()
+        torch.testing.assert_close(features[name].grad.double(), exact.grad, atol=tolerance, rtol=0)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
 def test_w2_gradient_is_zero_at_the_target_and_finite_with_a_null_direction() -> None:
     style = _features([[1, -1, 1, -1], [2, 2, -2, -2]])
     target = losses.style_target(losses.style_statistics(style, "w2"), "w2")
