@@ -71,3 +71,6 @@ def prepare(device: torch.device, estimate: int, budget: int) -> None:
     use_all_cores()
     if device.type == "cpu":
         keep_freed_memory(estimate <= KEEP_MEMORY_SHARE * budget)
+    # cuDNN times its algorithms on each new shape and keeps the fastest: a job has one shape per
+    # scale (and per tile size), each run for many iterations, so the trials pay for themselves.
+    torch.backends.cudnn.benchmark = device.type == "cuda"

@@ -59,3 +59,11 @@ def test_only_jobs_well_inside_their_budget_keep_freed_memory(monkeypatch: pytes
     host.prepare(cpu, 900, 1000)  # would be tiled, or nearly: memory must go back to the system
     host.prepare(cuda, 100, 1000)  # GPU memory has its own caching allocator
     assert calls == [True, False]
+
+
+def test_cudnn_picks_its_algorithms_by_timing_them_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    host.prepare(torch.device("cuda"), 100, 1000)
+    assert torch.backends.cudnn.benchmark
+    host.prepare(torch.device("cpu"), 100, 1000)
+    assert not torch.backends.cudnn.benchmark
