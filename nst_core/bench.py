@@ -469,13 +469,12 @@ def _auto_precision(name: str, device: torch.device) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    host.use_all_cores()  # as stylize runs a job that fits its budget (both steps alike):
-    host.keep_freed_memory(device.type == "cpu")
     args.precision = _auto_precision(args.precision, device)
     sizes = args.sizes or ([512, 1024, 2048] if device.type == "cuda" else [256, 512])
     settings = resolve(Options(preset=args.preset, multiscale=False, style_loss=args.style_loss))
+    # The host as stylize prepares it for a job of the largest size (for both steps alike).
+    needed = max(memory.job_bytes(settings, size, size, device.type) for size in sizes)
+    host.prepare(device, needed, memory.budget_bytes(settings, device))
     rates = measure_rates(device, DTYPES[args.precision], args.rate_side, repeats=10)
     _print_rates(rates, device, args)
     with tempfile.TemporaryDirectory() as scratch:
