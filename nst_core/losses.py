@@ -136,9 +136,7 @@ def _eigh64(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @functools.cache
 def _eigh_workers(count: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(
-        count, thread_name_prefix="eigh", initializer=torch.set_num_threads, initargs=(1,)
-    )
+    return ThreadPoolExecutor(count, thread_name_prefix="eigh")
 
 
 def _eigh64_all(matrices: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -149,7 +147,7 @@ def _eigh64_all(matrices: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, to
         return [_eigh64(m) for m in matrices]
     pool = _eigh_workers(workers)
     largest_first = sorted(range(len(matrices)), key=lambda i: -matrices[i].shape[0])
-    futures = {i: pool.submit(torch.linalg.eigh, matrices[i].detach().double()) for i in largest_first}
+    futures = {i: pool.submit(_eigh64, matrices[i]) for i in largest_first}
     return [futures[i].result() for i in range(len(matrices))]
 
 
