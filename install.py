@@ -8,6 +8,7 @@
 Running it again upgrades in place and leaves alone whatever is already right.
 Standard library only; see docs/install.md.
 """
+
 # ruff: noqa: E402, UP010, UP031, UP032, B904
 # This file must *parse* on Python 2.7 and 3.5 so that an old interpreter reaches the version
 # check below and explains itself instead of dying with a SyntaxError: so no f-strings,
@@ -56,8 +57,9 @@ def refuse_old_python():
         sys.stderr.write(
             "error: install.py needs Python {}.{} or newer and this is Python {}.{} ({}): install "
             "Python 3.10 or newer (python.org or your package manager) and run it with that one, "
-            "e.g. `python3 install.py`.\n".format(MIN_PYTHON[0], MIN_PYTHON[1], version[0], version[1],
-                                                   sys.executable)
+            "e.g. `python3 install.py`.\n".format(
+                MIN_PYTHON[0], MIN_PYTHON[1], version[0], version[1], sys.executable
+            )
         )
         sys.exit(EXIT_OLD_PYTHON)
 
@@ -106,7 +108,7 @@ PLUGIN_LAYOUTS = {
 TORCH_INDEX = "https://download.pytorch.org/whl/"
 CUDA_BUILDS = ((13, 0), (12, 8), (12, 6))
 ROCM_BUILDS = ((6, 4), (6, 3))
-GB = 1000 ** 3
+GB = 1000**3
 TORCH_DISK = {"cuda": 6 * GB, "rocm": 12 * GB, "cpu": 1 * GB, "mps": 1 * GB}
 WEIGHTS_DISK = int(0.6 * GB)
 PIP_TAIL_LINES = 15
@@ -162,8 +164,12 @@ def run_quiet(command, timeout=300):
     # type: (list, float) -> subprocess.CompletedProcess
     """Run a helper program from a neutral folder (so a checkout in the cwd is not imported)."""
     return subprocess.run(
-        [str(part) for part in command], stdin=subprocess.DEVNULL, capture_output=True,
-        text=True, cwd=tempfile.gettempdir(), env=child_env(),
+        [str(part) for part in command],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+        env=child_env(),
         timeout=timeout,
     )
 
@@ -182,8 +188,10 @@ def detect_platform(environ):
     forced = environ.get(PLATFORM_ENV)
     if forced:
         if forced not in PLATFORMS:
-            raise InstallError(EXIT_USAGE, "{}={} is unknown: use one of {}.".format(
-                PLATFORM_ENV, forced, ", ".join(PLATFORMS)))
+            raise InstallError(
+                EXIT_USAGE,
+                "{}={} is unknown: use one of {}.".format(PLATFORM_ENV, forced, ", ".join(PLATFORMS)),
+            )
         return forced
     if sys.platform.startswith("win"):
         return "windows"
@@ -247,16 +255,21 @@ def explicit_profiles(folders, version_text):
         path = Path(folder).expanduser().resolve()
         version = parse_gimp_version(version_text) if version_text else parse_gimp_version(path.name)
         if version is None:
-            raise InstallError(EXIT_USAGE, "Cannot tell the GIMP version of {}: name the folder like 3.0 "
-                                           "or pass --gimp-version 3.0 (or 2.10).".format(path))
+            raise InstallError(
+                EXIT_USAGE,
+                "Cannot tell the GIMP version of {}: name the folder like 3.0 "
+                "or pass --gimp-version 3.0 (or 2.10).".format(path),
+            )
         if not supported_gimp(version):
-            raise InstallError(EXIT_USAGE, "GIMP {}.{} is not supported: use GIMP 3.x or 2.10.".format(
-                *version))
+            raise InstallError(
+                EXIT_USAGE, "GIMP {}.{} is not supported: use GIMP 3.x or 2.10.".format(*version)
+            )
         if not path.is_dir():
             raise InstallError(
                 EXIT_GIMP_NOT_WRITABLE,
                 "GIMP profile folder {} does not exist or is not a folder: start that GIMP once, "
-                "or fix --gimp-dir.".format(path))
+                "or fix --gimp-dir.".format(path),
+            )
         flatpak = (".var/app/" + GIMP_FLATPAK_ID + "/") in path.as_posix() + "/"
         profiles.append(Profile(path, version, flatpak))
     return profiles
@@ -272,14 +285,20 @@ def check_writable(profile):
     """Refuse a profile we could not finish writing, before anything is placed in it."""
     for folder in (profile.path / "plug-ins", plugin_dir(profile)):
         if folder.exists() and not folder.is_dir():
-            raise InstallError(EXIT_GIMP_NOT_WRITABLE, "Cannot install into {}: {} is a file where a "
-                                                       "folder should be: move it away and run install.py "
-                                                       "again.".format(profile.path, folder))
+            raise InstallError(
+                EXIT_GIMP_NOT_WRITABLE,
+                "Cannot install into {}: {} is a file where a "
+                "folder should be: move it away and run install.py "
+                "again.".format(profile.path, folder),
+            )
     existing = next(f for f in (plugin_dir(profile), profile.path / "plug-ins", profile.path) if f.exists())
     if not os.access(str(existing), os.W_OK | os.X_OK):
-        raise InstallError(EXIT_GIMP_NOT_WRITABLE, "GIMP profile folder {} is not writable: fix its "
-                                                   "owner or permissions (GIMP once run with sudo?) or "
-                                                   "pick another with --gimp-dir.".format(existing))
+        raise InstallError(
+            EXIT_GIMP_NOT_WRITABLE,
+            "GIMP profile folder {} is not writable: fix its "
+            "owner or permissions (GIMP once run with sudo?) or "
+            "pick another with --gimp-dir.".format(existing),
+        )
 
 
 # -- the torch build -------------------------------------------------------------------------------
@@ -329,14 +348,17 @@ def cuda_build(version, forced):
     build = pick_build(version, CUDA_BUILDS)
     if build is None:
         if forced:
-            raise InstallError(EXIT_USAGE, "The NVIDIA driver supports CUDA {}.{} only, older than any "
-                                           "current PyTorch build: update the driver, or use --torch cpu."
-                                           .format(*version))
+            raise InstallError(
+                EXIT_USAGE,
+                "The NVIDIA driver supports CUDA {}.{} only, older than any "
+                "current PyTorch build: update the driver, or use --torch cpu.".format(*version),
+            )
         return None
     tag = "cu{}{}".format(*build)
     seen = "driver supports CUDA {}.{}".format(*version) if version else "asked for with --torch cuda"
-    return TorchBuild("cuda", TORCH_INDEX + tag, "NVIDIA GPU ({}): CUDA {}.{} build".format(
-        seen, build[0], build[1]))
+    return TorchBuild(
+        "cuda", TORCH_INDEX + tag, "NVIDIA GPU ({}): CUDA {}.{} build".format(seen, build[0], build[1])
+    )
 
 
 def choose_torch(system, machine, requested, environ, rocm_root=Path("/opt/rocm")):
@@ -344,8 +366,9 @@ def choose_torch(system, machine, requested, environ, rocm_root=Path("/opt/rocm"
     """Which torch build suits this machine, and where pip gets it (None = PyPI)."""
     if system == "macos":
         if requested in ("cuda", "rocm"):
-            raise InstallError(EXIT_USAGE, "There is no {} torch for macOS: use --torch auto.".format(
-                requested))
+            raise InstallError(
+                EXIT_USAGE, "There is no {} torch for macOS: use --torch auto.".format(requested)
+            )
         if machine.lower() in ("arm64", "aarch64"):
             return TorchBuild("mps", None, "Apple Silicon: PyPI's build with the Metal (MPS) backend")
         return TorchBuild("cpu", None, "Intel Mac: PyPI's CPU build")
@@ -360,15 +383,19 @@ def choose_torch(system, machine, requested, environ, rocm_root=Path("/opt/rocm"
             build = cuda_build(version, requested == "cuda")
             if build is not None:
                 return build
-            return cpu._replace(reason="NVIDIA driver too old for current PyTorch (update it for GPU "
-                                       "speed): CPU build")
+            return cpu._replace(
+                reason="NVIDIA driver too old for current PyTorch (update it for GPU speed): CPU build"
+            )
     if system == "linux" and requested in ("auto", "rocm"):
         version = rocm_version(environ, rocm_root)
         if version is not None or requested == "rocm":
             build = pick_build(version if version and version != (0, 0) else None, ROCM_BUILDS)
             build = build or ROCM_BUILDS[0]
-            return TorchBuild("rocm", TORCH_INDEX + "rocm{}.{}".format(*build),
-                              "AMD GPU (ROCm): ROCm {}.{} build".format(*build))
+            return TorchBuild(
+                "rocm",
+                TORCH_INDEX + "rocm{}.{}".format(*build),
+                "AMD GPU (ROCm): ROCm {}.{} build".format(*build),
+            )
     return cpu
 
 
@@ -442,7 +469,8 @@ def package_files(folder):
     # type: (Path) -> dict
     return {
         path.relative_to(folder).as_posix(): path.read_bytes()
-        for path in sorted(folder.rglob("*.py")) if "__pycache__" not in path.parts
+        for path in sorted(folder.rglob("*.py"))
+        if "__pycache__" not in path.parts
     }
 
 
@@ -482,19 +510,25 @@ def check_existing_python(python):
         raise InstallError(
             EXIT_ENGINE,
             "--engine-python {} is not a working Python: give the path of the python executable "
-            "of an environment with torch.".format(python))
+            "of an environment with torch.".format(python),
+        )
     version = tuple(probe["python"][:2])
     if version < ENGINE_MIN_PYTHON:
-        raise InstallError(EXIT_ENGINE, "--engine-python {} is Python {}.{}; the engine needs {}.{} or "
-                                        "newer: pick another, or leave out --engine-python."
-                                        .format(python, version[0], version[1], *ENGINE_MIN_PYTHON))
+        raise InstallError(
+            EXIT_ENGINE,
+            "--engine-python {} is Python {}.{}; the engine needs {}.{} or "
+            "newer: pick another, or leave out --engine-python.".format(
+                python, version[0], version[1], *ENGINE_MIN_PYTHON
+            ),
+        )
     missing = import_problems(probe, ("torch", "torchvision", "PIL", "numpy"))
     if missing:
         raise InstallError(
             EXIT_ENGINE,
             "--engine-python {} cannot import {}: install them there first (python -m pip install "
             "torch torchvision pillow numpy), or leave out --engine-python to let install.py make "
-            "its own environment.".format(python, "; ".join(missing)))
+            "its own environment.".format(python, "; ".join(missing)),
+        )
     return probe
 
 
@@ -507,9 +541,11 @@ def engine_base_python(environ):
         found = shutil.which("python3.{}".format(minor), path=environ.get("PATH"))
         if found:
             return found
-    raise InstallError(EXIT_OLD_PYTHON, "The engine needs Python {}.{} or newer and none was found: install "
-                                        "one (python.org or your package manager) and run install.py with it."
-                                        .format(*ENGINE_MIN_PYTHON))
+    raise InstallError(
+        EXIT_OLD_PYTHON,
+        "The engine needs Python {}.{} or newer and none was found: install "
+        "one (python.org or your package manager) and run install.py with it.".format(*ENGINE_MIN_PYTHON),
+    )
 
 
 def pip_install(python, arguments, what):
@@ -518,18 +554,27 @@ def pip_install(python, arguments, what):
     command = [str(python), "-m", "pip", "install", "--disable-pip-version-check"] + arguments
     say("  installing {}: {}".format(what, quoted(command)))
     tail = collections.deque(maxlen=PIP_TAIL_LINES)
-    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, universal_newlines=True, env=child_env(),
-                               cwd=tempfile.gettempdir())
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        universal_newlines=True,
+        env=child_env(),
+        cwd=tempfile.gettempdir(),
+    )
     for line in process.stdout:
         tail.append(line.rstrip())
         say("    | " + line.rstrip())
     if process.wait() != 0:
-        raise InstallError(EXIT_ENGINE, "pip could not install {} (exit {}). Its last lines:\n{}\nFix the "
-                                        "cause (network, proxy, disk space, Python version) and retry with:\n"
-                                        "  {}\nthen run install.py again.".format(
-                                            what, process.returncode, "\n".join("  " + t for t in tail),
-                                            quoted(command)))
+        raise InstallError(
+            EXIT_ENGINE,
+            "pip could not install {} (exit {}). Its last lines:\n{}\nFix the "
+            "cause (network, proxy, disk space, Python version) and retry with:\n"
+            "  {}\nthen run install.py again.".format(
+                what, process.returncode, "\n".join("  " + t for t in tail), quoted(command)
+            ),
+        )
 
 
 def project_name():
@@ -551,8 +596,10 @@ class Manifest:
             try:
                 self.data = json.loads(path.read_text(encoding="utf-8"))
             except ValueError:
-                raise InstallError(EXIT_INTERNAL, "The install record {} is damaged: delete it and run "
-                                                  "install.py again.".format(path))
+                raise InstallError(
+                    EXIT_INTERNAL,
+                    "The install record {} is damaged: delete it and run install.py again.".format(path),
+                )
         for kind in self.KINDS:
             self.data.setdefault(kind, [])
 
@@ -648,8 +695,13 @@ class Installer:
         engine = self.plan_engine()
         weights_plan = self.plan_weights()
         need = engine["disk"] + (WEIGHTS_DISK if weights_plan.action in ("download", "copy") else 0)
-        return {"profiles": profiles, "unsupported": unsupported, "engine": engine,
-                "weights": weights_plan, "disk": need}
+        return {
+            "profiles": profiles,
+            "unsupported": unsupported,
+            "engine": engine,
+            "weights": weights_plan,
+            "disk": need,
+        }
 
     def plan_engine(self):
         # type: () -> dict
@@ -657,14 +709,20 @@ class Installer:
             python = Path(os.path.abspath(str(Path(self.args.engine_python).expanduser())))
             return {"mode": "existing", "python": python, "probe": check_existing_python(python), "disk": 0}
         python = venv_python(self.venv, self.system)
-        build = choose_torch(self.system, self.environ.get(MACHINE_ENV) or platform.machine(),
-                             self.args.torch, self.environ)
+        build = choose_torch(
+            self.system, self.environ.get(MACHINE_ENV) or platform.machine(), self.args.torch, self.environ
+        )
         if self.args.index_url:
             build = build._replace(index_url=self.args.index_url, reason=build.reason + " (--index-url)")
         probe = probe_python(python) if python.is_file() else None
         needs_torch = probe is None or not torch_build_fits(probe, build)
-        return {"mode": "venv", "python": python, "build": build, "probe": probe,
-                "disk": TORCH_DISK[build.kind] if needs_torch else 0}
+        return {
+            "mode": "venv",
+            "python": python,
+            "build": build,
+            "probe": probe,
+            "disk": TORCH_DISK[build.kind] if needs_torch else 0,
+        }
 
     def plan_weights(self):
         # type: () -> WeightsPlan
@@ -673,8 +731,10 @@ class Installer:
         if self.args.weights:
             source = Path(self.args.weights).expanduser().resolve()
             if not source.is_file():
-                raise InstallError(EXIT_WEIGHTS, "Weights file {} not found: check the path given with "
-                                                 "--weights.".format(source))
+                raise InstallError(
+                    EXIT_WEIGHTS,
+                    "Weights file {} not found: check the path given with --weights.".format(source),
+                )
             if source == dest:
                 return WeightsPlan("keep", source, dest)
             if weights.official_for_file(source) is not None:
@@ -701,25 +761,35 @@ class Installer:
                 EXIT_DISK_SPACE,
                 "Not enough disk space in {}: the install needs about {} and {} is free: free some "
                 "space, or install elsewhere with --prefix DIR (a CPU-only torch, --torch cpu, needs "
-                "about {}).".format(folder, gigabytes(need), gigabytes(free),
-                                    gigabytes(TORCH_DISK["cpu"] + WEIGHTS_DISK)))
+                "about {}).".format(
+                    folder, gigabytes(need), gigabytes(free), gigabytes(TORCH_DISK["cpu"] + WEIGHTS_DISK)
+                ),
+            )
 
     def print_plan(self, plan):
         # type: (dict) -> None
         engine, weights_plan = plan["engine"], plan["weights"]
         say("GIMP Neural Style installer ({}, data folder {})".format(self.system, self.data_dir))
         if engine["mode"] == "existing":
-            say("  engine: the existing Python {} (only nst_core goes into it, if missing or outdated)"
-                .format(engine["python"]))
+            say(
+                "  engine: the existing Python {} (nst_core goes into it if missing or outdated)".format(
+                    engine["python"]
+                )
+            )
         else:
             build = engine["build"]
             say("  engine: virtual environment {}".format(self.venv))
             say("  torch: {} build from {} ({})".format(build.kind, build.index_url or "PyPI", build.reason))
         say("  weights: {}".format(describe_weights(weights_plan)))
         for profile in plan["profiles"]:
-            say("  GIMP {}.{}{}: plug-in into {}".format(profile.version[0], profile.version[1],
-                                                           " (Flatpak)" if profile.flatpak else "",
-                                                           plugin_dir(profile)))
+            say(
+                "  GIMP {}.{}{}: plug-in into {}".format(
+                    profile.version[0],
+                    profile.version[1],
+                    " (Flatpak)" if profile.flatpak else "",
+                    plugin_dir(profile),
+                )
+            )
         for folder in plan["unsupported"]:
             say("  skipped {}: only GIMP 3.x and 2.10 are supported".format(folder))
         if not plan["profiles"]:
@@ -781,9 +851,13 @@ class Installer:
             if created:
                 self.manifest.add("trees", self.venv)
             if result.returncode != 0 or not python.is_file():
-                raise InstallError(EXIT_ENGINE, "Cannot create the virtual environment {}: {}: on Debian or "
-                                                "Ubuntu install python3-venv, then run install.py again."
-                                                .format(self.venv, last_line(result.stderr + result.stdout)))
+                raise InstallError(
+                    EXIT_ENGINE,
+                    "Cannot create the virtual environment {}: {}: on Debian or "
+                    "Ubuntu install python3-venv, then run install.py again.".format(
+                        self.venv, last_line(result.stderr + result.stdout)
+                    ),
+                )
             probe = probe_python(python) or {}
         if not torch_build_fits(probe, build):
             if "version" in probe.get("torch", {}):
@@ -853,9 +927,13 @@ class Installer:
         try:
             weights.download(url, dest, weights.official("vgg19").sha256, DownloadProgress())
         except NstError as exc:
-            raise InstallError(EXIT_WEIGHTS, "{} Without network here: download {} elsewhere, copy it to "
-                                             "this machine and run `python3 install.py --weights FILE`."
-                                             .format(exc.message, weights.official("vgg19").url))
+            raise InstallError(
+                EXIT_WEIGHTS,
+                "{} Without network here: download {} elsewhere, copy it to "
+                "this machine and run `python3 install.py --weights FILE`.".format(
+                    exc.message, weights.official("vgg19").url
+                ),
+            )
         self.manifest.add("files", dest)
         self.changed("downloaded and verified {}".format(dest))
 
@@ -898,14 +976,18 @@ class Installer:
         result = run_quiet([self.engine_python, "-c", ENGINE_CHECK] + extra, timeout=SELF_TEST_TIMEOUT)
         problem = last_line(result.stderr + result.stdout)
         if result.returncode == 4:
-            raise InstallError(EXIT_WEIGHTS, "The engine cannot use {}: {} Pass VGG19 weights in "
-                                             "torchvision's format with --weights, or leave it out to "
-                                             "download the official file.".format(self.weights_to_load,
-                                                                                  problem))
+            raise InstallError(
+                EXIT_WEIGHTS,
+                "The engine cannot use {}: {} Pass VGG19 weights in "
+                "torchvision's format with --weights, or leave it out to "
+                "download the official file.".format(self.weights_to_load, problem),
+            )
         if result.returncode != 0:
-            raise InstallError(EXIT_ENGINE, "torch does not work in {} ({}): run install.py again to repair "
-                                            "it (or fix that environment, for --engine-python)."
-                                            .format(self.engine_python, problem))
+            raise InstallError(
+                EXIT_ENGINE,
+                "torch does not work in {} ({}): run install.py again to repair "
+                "it (or fix that environment, for --engine-python).".format(self.engine_python, problem),
+            )
         if self.weights_to_load:
             path = str(self.weights_to_load)
             self.manifest.data["checked"] = [s for s in self.manifest.data["checked"] if s[0] != path]
@@ -920,9 +1002,12 @@ class Installer:
                 return json.loads(result.stdout)
         except ValueError:
             pass
-        raise InstallError(EXIT_ENGINE, "The engine does not start ({}): run install.py again; if it "
-                                        "persists, report this line.".format(
-                                            last_line(result.stderr + result.stdout)))
+        raise InstallError(
+            EXIT_ENGINE,
+            "The engine does not start ({}): run install.py again; if it persists, report this line.".format(
+                last_line(result.stderr + result.stdout)
+            ),
+        )
 
     def self_test(self):
         # type: () -> None
@@ -935,25 +1020,39 @@ class Installer:
         on_cpu = info.get("type") == "cpu" and "threads" in info
         threads = ", {} threads".format(info["threads"]) if on_cpu else ""
         say("  device: {}{}{}".format(device, threads, memory_text(info)))
-        say("  a {}x{} test picture, {} iterations: {:.1f} s, starting the engine included".format(
-            SELF_TEST_SIZE[0], SELF_TEST_SIZE[1], SELF_TEST_OPTIONS["iterations"], seconds))
+        say(
+            "  a {}x{} test picture, {} iterations: {:.1f} s, starting the engine included".format(
+                SELF_TEST_SIZE[0], SELF_TEST_SIZE[1], SELF_TEST_OPTIONS["iterations"], seconds
+            )
+        )
 
     def install_plugin(self, profile, description):
         # type: (Profile, dict) -> None
-        say("GIMP {}.{}{} ({})".format(profile.version[0], profile.version[1],
-                                          ", Flatpak" if profile.flatpak else "", profile.path))
+        say(
+            "GIMP {}.{}{} ({})".format(
+                profile.version[0], profile.version[1], ", Flatpak" if profile.flatpak else "", profile.path
+            )
+        )
         target = plugin_dir(profile)
         files = plugin_files(PLUGIN_LAYOUTS[profile.version[0]])
-        config = {"version": CONFIG_VERSION, "python": str(Path(os.path.abspath(str(self.engine_python)))),
-                  "weights": str(self.weights_path), "engine": description, "flatpak": profile.flatpak}
+        config = {
+            "version": CONFIG_VERSION,
+            "python": str(Path(os.path.abspath(str(self.engine_python)))),
+            "weights": str(self.weights_path),
+            "engine": description,
+            "flatpak": profile.flatpak,
+        }
         files["nst_config.json"] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)
         make_dirs(target.parent, self.manifest)
         try:
             written = place_files(target, files, self.manifest)
         except OSError as exc:
-            raise InstallError(EXIT_GIMP_NOT_WRITABLE, "Cannot write the plug-in into {} ({}): fix the "
-                                                       "folder's permissions or pick another profile with "
-                                                       "--gimp-dir.".format(target, exc.strerror or exc))
+            raise InstallError(
+                EXIT_GIMP_NOT_WRITABLE,
+                "Cannot write the plug-in into {} ({}): fix the "
+                "folder's permissions or pick another profile with "
+                "--gimp-dir.".format(target, exc.strerror or exc),
+            )
         for name in written:
             self.changed("wrote {}".format(target / name))
         if not written:
@@ -995,9 +1094,12 @@ def describe_weights(plan):
 def no_gimp_message(where, dry_run):
     # type: (str, bool) -> str
     done = "no plug-in would be placed" if dry_run else "the engine is ready, but no plug-in was placed"
-    return ("No GIMP 3.x or 2.10 profile found: {}. Start GIMP once so that it makes its profile folder "
-            "and run install.py again, or name the folder with --gimp-dir DIR (e.g. --gimp-dir {})."
-            .format(done, Path(where).parents[1]))
+    return (
+        "No GIMP 3.x or 2.10 profile found: {}. Start GIMP once so that it makes its profile folder "
+        "and run install.py again, or name the folder with --gimp-dir DIR (e.g. --gimp-dir {}).".format(
+            done, Path(where).parents[1]
+        )
+    )
 
 
 # -- plug-in files ---------------------------------------------------------------------------------
@@ -1012,8 +1114,12 @@ def plugin_files(layout):
             files[os.path.basename(source)] = Path(source).read_bytes()
     main = layout.folder + ".py"
     if main not in files:
-        raise InstallError(EXIT_INTERNAL, "This checkout lacks plug-ins/{}/{}: update it (git pull) and run "
-                                          "install.py again.".format(layout.folder, main))
+        raise InstallError(
+            EXIT_INTERNAL,
+            "This checkout lacks plug-ins/{}/{}: update it (git pull) and run install.py again.".format(
+                layout.folder, main
+            ),
+        )
     return {name: (content, 0o755 if name == main else 0o644) for name, content in files.items()}
 
 
@@ -1034,8 +1140,11 @@ def place_files(target, files, manifest):
         for name in files:
             manifest.add("files", target / name)
         return sorted(files)
-    written = [name for name, (content, mode) in sorted(files.items())
-               if write_if_changed(target / name, content, mode)]
+    written = [
+        name
+        for name, (content, mode) in sorted(files.items())
+        if write_if_changed(target / name, content, mode)
+    ]
     for name in written:
         manifest.add("files", target / name)
     for old in [Path(p) for p in manifest.data["files"] if Path(p).parent == target]:
@@ -1052,8 +1161,9 @@ def place_files(target, files, manifest):
 def png_bytes(width, height, pixel):
     # type: (int, int, object) -> bytes
     """A minimal RGB PNG; `pixel(x, y)` gives (r, g, b) in 0..255."""
-    rows = b"".join(b"\x00" + bytes(bytearray(c for x in range(width) for c in pixel(x, y)))
-                    for y in range(height))
+    rows = b"".join(
+        b"\x00" + bytes(bytearray(c for x in range(width) for c in pixel(x, y))) for y in range(height)
+    )
 
     def chunk(kind, data):
         # type: (bytes, bytes) -> bytes
@@ -1080,16 +1190,24 @@ def run_self_test(python, weights_path):
         (folder / "content.png").write_bytes(png_bytes(width, height, lambda x, y: (x * 5, y * 7, 128)))
         (folder / "style.png").write_bytes(png_bytes(32, 32, lambda x, y: ((x * y) % 256, 255 * (x % 2), 40)))
         options = dict(SELF_TEST_OPTIONS, weights=str(weights_path))
-        job = {"version": 1, "content": {"path": "content.png"}, "styles": [{"path": "style.png"}],
-               "options": options, "output": {"path": "result.png"}}
+        job = {
+            "version": 1,
+            "content": {"path": "content.png"},
+            "styles": [{"path": "style.png"}],
+            "options": options,
+            "output": {"path": "result.png"},
+        }
         (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
         events, stderr = follow_job(python, folder)
         last = events[-1] if events else {}
         if last.get("event") != "done" or png_size(folder / "result.png") != (width, height):
             problem = last.get("message") or last_line(stderr)
-            raise InstallError(EXIT_SELF_TEST, "The self-test failed: {} (the engine ran with {}); fix that "
-                                               "and run install.py again, or --skip-self-test to place the "
-                                               "plug-ins anyway.".format(problem, python))
+            raise InstallError(
+                EXIT_SELF_TEST,
+                "The self-test failed: {} (the engine ran with {}); fix that "
+                "and run install.py again, or --skip-self-test to place the "
+                "plug-ins anyway.".format(problem, python),
+            )
         return next((e for e in events if e.get("event") == "start"), {})
     finally:
         shutil.rmtree(str(folder), ignore_errors=True)
@@ -1099,9 +1217,15 @@ def follow_job(python, folder):
     # type: (Path, Path) -> tuple
     """Run a job and collect its JSON events; stdin stays open (the engine stops at its end)."""
     with tempfile.TemporaryFile(mode="w+") as errors:
-        process = subprocess.Popen([str(python), "-m", "nst_core", "run-job", "job.json"], cwd=str(folder),
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors,
-                                   universal_newlines=True, env=child_env())
+        process = subprocess.Popen(
+            [str(python), "-m", "nst_core", "run-job", "job.json"],
+            cwd=str(folder),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errors,
+            universal_newlines=True,
+            env=child_env(),
+        )
         watchdog = threading.Timer(SELF_TEST_TIMEOUT, process.kill)  # a hung engine must not hang us
         watchdog.start()
         events = []
@@ -1132,8 +1256,11 @@ def memory_text(info):
     total, free = info.get("total_memory"), info.get("free_memory")
     if not total:
         return ""
-    return ", {} memory ({} free)".format(gigabytes(total), gigabytes(free)) if free else \
-        ", {} memory".format(gigabytes(total))
+    return (
+        ", {} memory ({} free)".format(gigabytes(total), gigabytes(free))
+        if free
+        else ", {} memory".format(gigabytes(total))
+    )
 
 
 class DownloadProgress:
@@ -1168,8 +1295,11 @@ class DownloadProgress:
 def uninstall(manifest):
     # type: (Manifest) -> int
     if not manifest.path.is_file():
-        say("Nothing to uninstall: no install record at {} (pass the --prefix used to install)."
-            .format(manifest.path))
+        say(
+            "Nothing to uninstall: no install record at {} (pass the --prefix used to install).".format(
+                manifest.path
+            )
+        )
         return EXIT_OK
     data = manifest.data
     package = project_name()
@@ -1207,21 +1337,37 @@ def uninstall(manifest):
 def parse_args(argv):
     # type: (list) -> argparse.Namespace
     parser = argparse.ArgumentParser(
-        prog="install.py", description="Install (or upgrade, or remove) GIMP Neural Style: the engine's "
-        "Python environment, the VGG19 weights and the GIMP plug-ins. See docs/install.md.")
-    parser.add_argument("--prefix", help="data folder for the engine's environment and weights "
-                                         "(default: the per-user data folder)")
-    parser.add_argument("--torch", choices=("auto", "cpu", "cuda", "rocm"), default="auto",
-                        help="torch build (default: auto-detect the GPU)")
+        prog="install.py",
+        description="Install (or upgrade, or remove) GIMP Neural Style: the engine's "
+        "Python environment, the VGG19 weights and the GIMP plug-ins. See docs/install.md.",
+    )
+    parser.add_argument(
+        "--prefix",
+        help="data folder for the engine's environment and weights (default: the per-user data folder)",
+    )
+    parser.add_argument(
+        "--torch",
+        choices=("auto", "cpu", "cuda", "rocm"),
+        default="auto",
+        help="torch build (default: auto-detect the GPU)",
+    )
     parser.add_argument("--index-url", help="pip index for torch and torchvision (overrides --torch's)")
-    parser.add_argument("--engine-python", metavar="PATH",
-                        help="use this existing Python (with torch and torchvision) instead of a new venv")
+    parser.add_argument(
+        "--engine-python",
+        metavar="PATH",
+        help="use this existing Python (with torch and torchvision) instead of a new venv",
+    )
     parser.add_argument("--dev", action="store_true", help="install nst_core editable from this checkout")
     parser.add_argument("--weights", metavar="FILE", help="VGG19 weights file you already have")
-    parser.add_argument("--gimp-dir", metavar="DIR", action="append",
-                        help="GIMP profile folder to install into (e.g. ~/.config/GIMP/3.0); repeatable")
-    parser.add_argument("--gimp-version", metavar="X.Y", help="GIMP version of --gimp-dir when its name "
-                                                             "does not say")
+    parser.add_argument(
+        "--gimp-dir",
+        metavar="DIR",
+        action="append",
+        help="GIMP profile folder to install into (e.g. ~/.config/GIMP/3.0); repeatable",
+    )
+    parser.add_argument(
+        "--gimp-version", metavar="X.Y", help="GIMP version of --gimp-dir when its name does not say"
+    )
     parser.add_argument("--skip-self-test", action="store_true", help="do not run the engine on a test image")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     parser.add_argument("--uninstall", action="store_true", help="remove what earlier runs installed")
@@ -1244,8 +1390,10 @@ def main(argv=None):
         sys.stderr.write("error: interrupted; run install.py again to finish (it resumes).\n")
         return EXIT_CANCELLED
     except OSError as exc:  # a folder we may not write, a full disk: no traceback for those
-        sys.stderr.write("error: {} ({}): check that folder's permissions and the free disk space, "
-                         "then run install.py again.\n".format(exc.strerror or exc, exc.filename or "?"))
+        sys.stderr.write(
+            "error: {} ({}): check that folder's permissions and the free disk space, "
+            "then run install.py again.\n".format(exc.strerror or exc, exc.filename or "?")
+        )
         return EXIT_INTERNAL
 
 

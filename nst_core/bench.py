@@ -78,9 +78,13 @@ def rate_probes(device: torch.device, dtype: torch.dtype, side: int = 128) -> di
     f = torch.randn(256, side * side, generator=generator).to(device, dtype)
     conv_flops = 2 * 256 * 256 * 9 * side * side
     probes = {
-        f"rate: conv {name}": Probe(functools.partial(
-            F.conv2d, x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt), padding=1
-        ), conv_flops, "conv")
+        f"rate: conv {name}": Probe(
+            functools.partial(
+                F.conv2d, x.contiguous(memory_format=fmt), w.contiguous(memory_format=fmt), padding=1
+            ),
+            conv_flops,
+            "conv",
+        )
         for name, fmt in (("default layout", torch.contiguous_format), ("channels last", torch.channels_last))
     }
     probes["rate: matmul"] = Probe(lambda: f @ f.T, 2 * 256 * 256 * side * side, "matmul")
@@ -246,7 +250,10 @@ def engine_step(
 ) -> Callable[[], object]:
     """One iteration of the engine's own optimiser at one scale."""
     network = build_network(
-        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling,
+        settings.model,
+        weights,
+        settings.content_layers + settings.style_layers,
+        settings.pooling,
         content.device,
     )
     inputs = optimize.ScaleInputs(content, [style])
@@ -331,11 +338,17 @@ def measure_size(
     floor = flops.floor_seconds(rates)
     engine = seconds["engine"]
     row: dict[str, object] = {
-        "size": size, "device": describe_device(device), "dtype": args.precision,
-        "style_loss": settings.style_loss, "seconds_per_iteration": round(engine, 4),
-        "floor_seconds": round(floor, 4), "ratio_to_floor": round(engine / floor, 2),
-        "conv_gflops": round(rates.conv / 1e9, 1), "matmul_gflops": round(rates.matmul / 1e9, 1),
-        "gflop_per_iteration": round(flops.total / 1e9, 1), "peak_bytes": peak,
+        "size": size,
+        "device": describe_device(device),
+        "dtype": args.precision,
+        "style_loss": settings.style_loss,
+        "seconds_per_iteration": round(engine, 4),
+        "floor_seconds": round(floor, 4),
+        "ratio_to_floor": round(engine / floor, 2),
+        "conv_gflops": round(rates.conv / 1e9, 1),
+        "matmul_gflops": round(rates.matmul / 1e9, 1),
+        "gflop_per_iteration": round(flops.total / 1e9, 1),
+        "peak_bytes": peak,
         "estimate_bytes": memory.estimate_peak_bytes(settings, width, height, device.type),
     }
     if "textbook" in seconds:
@@ -400,10 +413,14 @@ def time_to_quality(
             total, parts = objective(image)
             _, gram_parts = gram(image)
         return {
-            "race": name, "size": size, "seconds": round(seconds, 1), "detail": detail,
+            "race": name,
+            "size": size,
+            "seconds": round(seconds, 1),
+            "detail": detail,
             "content_loss": round(float(parts["content"]), 4),
             f"style_loss_{settings.style_loss}": round(float(parts["style"]), 4),
-            "style_loss_gram": round(float(gram_parts["style"]), 4), "total_loss": round(float(total), 4),
+            "style_loss_gram": round(float(gram_parts["style"]), 4),
+            "total_loss": round(float(total), 4),
         }
 
     rows = [judge(f"{preset} (coarse to fine)", preset_image, budget, "all scales")]
@@ -420,8 +437,10 @@ def time_to_quality(
         steps += 1
     elapsed = time.perf_counter() - start
     reached = stepper.best_loss <= goal
-    detail = f"{steps} iterations, x{elapsed / budget:.2f} the time" if reached else (
-        f"not reached in {steps} iterations (x{match_limit:g} the time)"
+    detail = (
+        f"{steps} iterations, x{elapsed / budget:.2f} the time"
+        if reached
+        else (f"not reached in {steps} iterations (x{match_limit:g} the time)")
     )
     rows.append(judge("single-scale L-BFGS, to the same total loss", stepper.result(), elapsed, detail))
     return rows
@@ -437,25 +456,49 @@ def _to_array(image: torch.Tensor) -> np.ndarray:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nst_core.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default cpu)")
-    parser.add_argument("--sizes", type=lambda s: [int(v) for v in s.split(",")], default=None,
-                        help="comma-separated square sizes (default 256,512 on CPU, 512,1024,2048 on GPU)")
-    parser.add_argument("--precision", choices=["auto", *DTYPES], default="auto",
-                        help="network precision (auto: fp32 on CPU, fp16 autocast on CUDA)")
+    parser.add_argument(
+        "--sizes",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=None,
+        help="comma-separated square sizes (default 256,512 on CPU, 512,1024,2048 on GPU)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=["auto", *DTYPES],
+        default="auto",
+        help="network precision (auto: fp32 on CPU, fp16 autocast on CUDA)",
+    )
     parser.add_argument("--preset", default="balanced")
-    parser.add_argument("--style-loss", choices=["gram", "w2"], default=None,
-                        help="override the preset's (the textbook baseline always uses Gram)")
+    parser.add_argument(
+        "--style-loss",
+        choices=["gram", "w2"],
+        default=None,
+        help="override the preset's (the textbook baseline always uses Gram)",
+    )
     parser.add_argument("--iterations", type=int, default=3, help="timed iterations per repeat")
     parser.add_argument("--repeats", type=int, default=3, help="the best repeat is reported")
     parser.add_argument("--weights", default=None, help="a VGG weights file (default: random weights)")
-    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
-                        help="skip the textbook implementation")
-    parser.add_argument("--time-to-quality", action="store_true",
-                        help="also compare the preset against single-scale L-BFGS given the same time")
-    parser.add_argument("--rate-side", type=int, default=128,
-                        help="side of the 256-channel convolution that measures the machine's rate")
+    parser.add_argument(
+        "--no-baseline", dest="baseline", action="store_false", help="skip the textbook implementation"
+    )
+    parser.add_argument(
+        "--time-to-quality",
+        action="store_true",
+        help="also compare the preset against single-scale L-BFGS given the same time",
+    )
+    parser.add_argument(
+        "--rate-side",
+        type=int,
+        default=128,
+        help="side of the 256-channel convolution that measures the machine's rate",
+    )
     parser.add_argument("--quality-size", type=int, default=512, help="size of the time-to-quality race")
-    parser.add_argument("--match-limit", type=float, default=4.0,
-                        help="how many times the preset's time single-scale L-BFGS may take to match it")
+    parser.add_argument(
+        "--match-limit",
+        type=float,
+        default=4.0,
+        help="how many times the preset's time single-scale L-BFGS may take to match it",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
     return parser.parse_args(argv)
 
@@ -490,9 +533,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _print_rates(rates: Rates, device: torch.device, args: argparse.Namespace) -> None:
     row = {
-        "rates": True, "device": describe_device(device), "dtype": args.precision,
-        "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "conv_gflops": round(rates.conv / 1e9, 1), "matmul_gflops": round(rates.matmul / 1e9, 1),
+        "rates": True,
+        "device": describe_device(device),
+        "dtype": args.precision,
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "conv_gflops": round(rates.conv / 1e9, 1),
+        "matmul_gflops": round(rates.matmul / 1e9, 1),
     }
     _print_row_plain(row, args.json)
 

@@ -47,8 +47,12 @@ def _choices(values: Sequence[str]) -> str:
 # so the command line and job files give the same messages.
 OPTION_FLAGS: dict[str, dict[str, Any]] = {
     "preset": {"metavar": "NAME", "help": f"recipe to start from (default {DEFAULT_PRESET}; see `presets`)"},
-    "size": {"type": int, "metavar": "N", "help": "longest side of the output in pixels "
-             "(default: the preset's size, twice it on a GPU, at most the content's)"},
+    "size": {
+        "type": int,
+        "metavar": "N",
+        "help": "longest side of the output in pixels "
+        "(default: the preset's size, twice it on a GPU, at most the content's)",
+    },
     "iterations": {"type": int, "metavar": "N", "help": "optimisation steps over all scales"},
     "content_weight": {"type": float, "metavar": "W"},
     "style_weight": {"type": float, "metavar": "W"},
@@ -144,8 +148,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         from .job import Job, Output, execute
 
         options = options_from_args(args)
-        job = Job(Path(args.content), [Path(s) for s in args.styles], options, Output(Path(args.output)),
-                  output_longest=options.size, shrink_to_working=options.size is None)
+        job = Job(
+            Path(args.content),
+            [Path(s) for s in args.styles],
+            options,
+            Output(Path(args.output)),
+            output_longest=options.size,
+            shrink_to_working=options.size is None,
+        )
         execute(job, sink, watcher)
 
     code = run_reported(sink, action)
@@ -271,8 +281,9 @@ def _download_bar() -> Callable[[int, int | None], None]:
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="python -m nst_core",
-                    description="Neural style transfer (Gatys et al.) on VGG features.")
+    parser = Parser(
+        prog="python -m nst_core", description="Neural style transfer (Gatys et al.) on VGG features."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
 
@@ -280,8 +291,11 @@ def build_parser() -> Parser:
     stylize.add_argument("content", metavar="CONTENT", help="the image to repaint")
     stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
     stylize.add_argument("-o", "--output", required=True, metavar="OUT", help="result file (.png, .jpg, ...)")
-    stylize.add_argument("--progress", choices=("bar", "json", "none"),
-                         help="bar (default on a terminal), JSON lines on stdout, or none")
+    stylize.add_argument(
+        "--progress",
+        choices=("bar", "json", "none"),
+        help="bar (default on a terminal), JSON lines on stdout, or none",
+    )
     _add_option_flags(stylize)
     stylize.set_defaults(handler=cmd_stylize)
 
@@ -313,7 +327,8 @@ def _add_weights_parser(commands: argparse._SubParsersAction) -> None:
     fetch.add_argument("--model", default="vgg19", choices=MODELS)
     fetch.add_argument("--dir", type=Path, help="folder to put them in (default: the data folder)")
     check = actions.add_parser(
-        "check", help="verify a weights file: the official SHA-256, or that a file of your own loads")
+        "check", help="verify a weights file: the official SHA-256, or that a file of your own loads"
+    )
     check.add_argument("path", metavar="PATH", type=Path)
     check.add_argument("--model", choices=MODELS, help="default: the model its file name says, else vgg19")
     where = actions.add_parser("path", help="print the weights file the engine would use")
@@ -328,4 +343,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error.message}", file=sys.stderr)
         return int(error.code)
     return int(args.handler(args))
-

@@ -87,8 +87,13 @@ def _windows_memory() -> tuple[int | None, int | None]:
     import ctypes
 
     class MemoryStatus(ctypes.Structure):
-        _fields_ = [("length", ctypes.c_ulong), ("load", ctypes.c_ulong), ("total", ctypes.c_ulonglong),
-                    ("available", ctypes.c_ulonglong), ("rest", ctypes.c_ulonglong * 5)]
+        _fields_ = [
+            ("length", ctypes.c_ulong),
+            ("load", ctypes.c_ulong),
+            ("total", ctypes.c_ulonglong),
+            ("available", ctypes.c_ulonglong),
+            ("rest", ctypes.c_ulonglong * 5),
+        ]
 
     status = MemoryStatus()
     status.length = ctypes.sizeof(MemoryStatus)

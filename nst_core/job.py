@@ -95,8 +95,10 @@ def parse_job(data: Any, base: Path) -> Job:
     if options.style_blend is None:
         options.style_blend = list(blend)
     else:
-        _require(all(s.get("weight") is None for s in styles),
-                 "give blend weights per style or as options.style_blend, not both")
+        _require(
+            all(s.get("weight") is None for s in styles),
+            "give blend weights per style or as options.style_blend, not both",
+        )
     content = _content(data.get("content"), base)
     return Job(content, list(style_paths), options, _output(data.get("output"), base))
 
@@ -125,8 +127,10 @@ def _content(entry: Any, base: Path) -> Path | RawImage:
         return _file(entry["path"], base, "`content.path`")
     width, height, channels = entry.get("width"), entry.get("height"), entry.get("channels")
     fmt = entry.get("format")
-    _require(all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, channels)),
-             "raw `content` needs positive whole `width`, `height` and `channels`")
+    _require(
+        all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, channels)),
+        "raw `content` needs positive whole `width`, `height` and `channels`",
+    )
     _require(1 <= channels <= 4, f"raw `channels` is {channels}; use 1 to 4")
     _require(fmt in RAW_FORMATS, f"raw `format` is {fmt!r}; use u8 or float32")
     return RawImage(_file(entry.get("raw"), base, "`content.raw`"), width, height, fmt, channels)
@@ -204,8 +208,9 @@ def execute(job: Job, sink: Sink, cancel: CancelWatcher | None = None) -> Path:
     return written
 
 
-def _stylize(job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink,
-             cancel: CancelWatcher | None) -> np.ndarray:
+def _stylize(
+    job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink, cancel: CancelWatcher | None
+) -> np.ndarray:
     from .devices import describe_device, pick_device
     from .images import fit_size
     from .stylize import plan_job, stylize
@@ -216,11 +221,24 @@ def _stylize(job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink
     plan = plan_job(width, height, job.options, len(styles), output_size, device.type)
     if job.shrink_to_working:
         output_size = fit_size(width, height, plan.working_size)
-    sink.emit(start_event(describe_device(device), [max(p.width, p.height) for p in plan.plans],
-                          plan.iterations, plan.memory_estimate(device.type)))
+    sink.emit(
+        start_event(
+            describe_device(device),
+            [max(p.width, p.height) for p in plan.plans],
+            plan.iterations,
+            plan.memory_estimate(device.type),
+        )
+    )
     try:
-        return stylize(content, styles, job.options, output_size=output_size,
-                       progress=lambda p: sink.emit(progress_event(p)), cancel=cancel, device=device)
+        return stylize(
+            content,
+            styles,
+            job.options,
+            output_size=output_size,
+            progress=lambda p: sink.emit(progress_event(p)),
+            cancel=cancel,
+            device=device,
+        )
     except (MemoryError, RuntimeError) as exc:
         error = out_of_memory(exc, device.type, plan.working_size)
         if error is None:
@@ -329,8 +347,9 @@ class CancelWatcher:
     job never keeps the GPU.
     """
 
-    def __init__(self, on_abort: Callable[[], None] | None = None, grace: float = 3.0,
-                 poll: float = 0.25) -> None:
+    def __init__(
+        self, on_abort: Callable[[], None] | None = None, grace: float = 3.0, poll: float = 0.25
+    ) -> None:
         self._event = threading.Event()
         self._finished = threading.Event()
         self._on_abort = on_abort
@@ -356,8 +375,9 @@ class CancelWatcher:
     def start(self, watch_stdin: bool) -> CancelWatcher:
         if watch_stdin:
             threading.Thread(target=self._watch_stdin, name="nst-stdin", daemon=True).start()
-        threading.Thread(target=self._watch_parent, args=(os.getppid(),), name="nst-parent",
-                         daemon=True).start()
+        threading.Thread(
+            target=self._watch_parent, args=(os.getppid(),), name="nst-parent", daemon=True
+        ).start()
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: self.set())
         return self

@@ -87,7 +87,9 @@ class _GramLoss(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, features: torch.Tensor, target: torch.Tensor,
+        ctx: torch.autograd.function.FunctionCtx,
+        features: torch.Tensor,
+        target: torch.Tensor,
         norm: torch.Tensor,
     ) -> torch.Tensor:
         difference = gram(features) - target
@@ -198,7 +200,9 @@ class _W2Loss(torch.autograd.Function):
 
     @staticmethod
     def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, targets: tuple[W2Target, ...], weights: tuple[float, ...],
+        ctx: torch.autograd.function.FunctionCtx,
+        targets: tuple[W2Target, ...],
+        weights: tuple[float, ...],
         *features: torch.Tensor,
     ) -> torch.Tensor:
         xs = [_positions(f) for f in features]

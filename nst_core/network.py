@@ -123,10 +123,12 @@ class VGGFeatures(nn.Module):
         self.layers = dict(layers)
         deepest = max(self.layers.values())
         captured = set(self.layers.values())
-        self.body = nn.Sequential(*[
-            _fresh(layer, pooling, in_place=index - 1 not in captured)
-            for index, layer in enumerate(list(features)[: deepest + 1])
-        ])
+        self.body = nn.Sequential(
+            *[
+                _fresh(layer, pooling, in_place=index - 1 not in captured)
+                for index, layer in enumerate(list(features)[: deepest + 1])
+            ]
+        )
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.requires_grad_(False)
@@ -164,7 +166,10 @@ def _fresh(layer: nn.Module, pooling: str, in_place: bool) -> nn.Module:
 
 
 def build_network(
-    model: str, weights: str | Path, layer_names: Iterable[str], pooling: str = "max",
+    model: str,
+    weights: str | Path,
+    layer_names: Iterable[str],
+    pooling: str = "max",
     device: torch.device | str = "cpu",
 ) -> VGGFeatures:
     """A feature extractor for `layer_names` of `model` on `device` (names checked before reading)."""

@@ -125,7 +125,10 @@ class ScaleInputs:
 
 
 def build_objective(
-    network: VGGFeatures, inputs: ScaleInputs, settings: Settings, autocast_dtype: torch.dtype | None,
+    network: VGGFeatures,
+    inputs: ScaleInputs,
+    settings: Settings,
+    autocast_dtype: torch.dtype | None,
     style_targets: dict[str, losses.StyleTarget] | None = None,
 ) -> Objective:
     """The scale's objective; given `style_targets` (tiles share the whole image's) skip the styles."""
@@ -260,8 +263,13 @@ class Clock:
         fraction = self.fraction(scale, iteration)
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
         return Progress(
-            scale=scale + 1, scales=len(self.plans), iteration=iteration,
-            iterations=self.plans[scale].iterations, fraction=fraction, elapsed=elapsed, eta=eta,
+            scale=scale + 1,
+            scales=len(self.plans),
+            iteration=iteration,
+            iterations=self.plans[scale].iterations,
+            fraction=fraction,
+            elapsed=elapsed,
+            eta=eta,
             loss=dict(parts),
         )
 
@@ -276,8 +284,11 @@ def to_preview(image: torch.Tensor) -> np.ndarray:
 
 
 def run_scale(
-    stepper: Stepper, scale: int, clock: Clock,
-    progress: ProgressCallback | None, cancel: CancelToken | None,
+    stepper: Stepper,
+    scale: int,
+    clock: Clock,
+    progress: ProgressCallback | None,
+    cancel: CancelToken | None,
 ) -> torch.Tensor:
     iterations = clock.plans[scale].iterations
     for iteration in range(1, iterations + 1):
@@ -308,8 +319,17 @@ def run(
     image: torch.Tensor | None = None
     for scale in range(len(plans)):
         image = optimize_scale(
-            network, content, styles, settings, clock, scale, image,
-            init_image=init_image, autocast_dtype=autocast_dtype, progress=progress, cancel=cancel,
+            network,
+            content,
+            styles,
+            settings,
+            clock,
+            scale,
+            image,
+            init_image=init_image,
+            autocast_dtype=autocast_dtype,
+            progress=progress,
+            cancel=cancel,
         )
     assert image is not None
     return image
@@ -357,7 +377,10 @@ def optimize_scale(
 
 
 def scale_inputs(
-    content: torch.Tensor, styles: Sequence[torch.Tensor], size: tuple[int, int], style_scale: float,
+    content: torch.Tensor,
+    styles: Sequence[torch.Tensor],
+    size: tuple[int, int],
+    style_scale: float,
     min_side: int,
 ) -> ScaleInputs:
     """Content at this scale's size; styles with longest side style_scale x this scale's longest side."""

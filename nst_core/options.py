@@ -69,9 +69,7 @@ class Options:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise UsageError(
-                f"Unknown option {', '.join(unknown)}: use one of {', '.join(sorted(known))}."
-            )
+            raise UsageError(f"Unknown option {', '.join(unknown)}: use one of {', '.join(sorted(known))}.")
         types = {f.name: str(f.type) for f in fields(cls)}
         return cls(**{name: _typed(name, value, types[name]) for name, value in data.items()})
 
@@ -98,8 +96,14 @@ def _typed(name: str, value: Any, annotation: str) -> Any:
         item = kind[5:-1]
         if all(isinstance(v, str) if item == "str" else _is_number(v) for v in value):
             return [v if item == "str" else float(v) for v in value]
-    wanted = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false",
-              "list[str]": "a list of strings", "list[float]": "a list of numbers"}[kind]
+    wanted = {
+        "int": "a whole number",
+        "float": "a number",
+        "str": "a string",
+        "bool": "true or false",
+        "list[str]": "a list of strings",
+        "list[float]": "a list of numbers",
+    }[kind]
     raise UsageError(f"Option {name} must be {wanted}, not {value!r}: fix the job file or command line.")
 
 
@@ -175,8 +179,17 @@ def resolve(options: Options, n_styles: int = 1) -> Settings:
 
     overrides: dict[str, Any] = {}
     for name in (
-        "size", "iterations", "content_weight", "style_weight", "tv_weight", "style_loss",
-        "optimizer", "learning_rate", "model", "pooling", "multiscale",
+        "size",
+        "iterations",
+        "content_weight",
+        "style_weight",
+        "tv_weight",
+        "style_loss",
+        "optimizer",
+        "learning_rate",
+        "model",
+        "pooling",
+        "multiscale",
     ):
         value = getattr(options, name)
         if value is not None:
@@ -228,8 +241,15 @@ def describe() -> dict[str, Any]:
         "version": 1,
         "default_preset": DEFAULT_PRESET,
         "presets": [
-            {"name": p.name, "label": p.label, "description": p.description, "user": p.user,
-             "size": p.size, "iterations": p.iterations, "cost": p.cost}
+            {
+                "name": p.name,
+                "label": p.label,
+                "description": p.description,
+                "user": p.user,
+                "size": p.size,
+                "iterations": p.iterations,
+                "cost": p.cost,
+            }
             for p in PRESETS.values()
         ],
         "user_presets": list(USER_PRESETS),

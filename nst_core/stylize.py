@@ -51,8 +51,14 @@ class Job:
 GPU_AUTO_SIZE_FACTOR = 2
 
 
-def working_size(settings: Settings, width: int, height: int, output_size: tuple[int, int] | None,
-                 auto: bool = False, device_type: str = "cpu") -> int:
+def working_size(
+    settings: Settings,
+    width: int,
+    height: int,
+    output_size: tuple[int, int] | None,
+    auto: bool = False,
+    device_type: str = "cpu",
+) -> int:
     """The preset's size, capped at the content's longest side unless a larger output is asked for."""
     cap = max(width, height)
     if output_size is not None:
@@ -62,8 +68,12 @@ def working_size(settings: Settings, width: int, height: int, output_size: tuple
 
 
 def plan_job(
-    width: int, height: int, options: Options, n_styles: int = 1,
-    output_size: tuple[int, int] | None = None, device_type: str = "cpu",
+    width: int,
+    height: int,
+    options: Options,
+    n_styles: int = 1,
+    output_size: tuple[int, int] | None = None,
+    device_type: str = "cpu",
 ) -> Job:
     """Resolve `options` for a content of `width` x `height` on a device of `device_type`:
     sizes and iterations per scale."""
@@ -101,8 +111,11 @@ def stylize(
     needed = max(memory.job_bytes(settings, p.width, p.height, device.type, p.iterations) for p in job.plans)
     host.prepare(device, needed, budget)
     net = network.build_network(
-        settings.model, weights_path(settings), (*settings.content_layers, *settings.style_layers),
-        settings.pooling, device,
+        settings.model,
+        weights_path(settings),
+        (*settings.content_layers, *settings.style_layers),
+        settings.pooling,
+        device,
     )
     result = _run_on_device(net, content_in, styles_in, job, device, budget, progress, cancel)
     return _finish(result, rgb, alpha, channels, settings.keep_colors, job.output_size)
@@ -111,8 +124,10 @@ def stylize(
 def _network_inputs(
     rgb: np.ndarray, styles: Sequence[np.ndarray], keep_colors: str
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    style_rgbs = [images.fill_transparent(*images.split_alpha(s)) if s.shape[2] in (2, 4)
-                  else images.split_alpha(s)[0] for s in styles]
+    style_rgbs = [
+        images.fill_transparent(*images.split_alpha(s)) if s.shape[2] in (2, 4) else images.split_alpha(s)[0]
+        for s in styles
+    ]
     if keep_colors == "luminance":
         return colors.gray_rgb(rgb), [colors.match_luminance(s, rgb) for s in style_rgbs]
     if keep_colors == "histogram":
@@ -121,9 +136,14 @@ def _network_inputs(
 
 
 def _run_on_device(
-    net: network.VGGFeatures, content: np.ndarray, styles: Sequence[np.ndarray], job: Job,
-    device: torch.device, budget: int,
-    progress: optimize.ProgressCallback | None, cancel: optimize.CancelToken | None,
+    net: network.VGGFeatures,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    job: Job,
+    device: torch.device,
+    budget: int,
+    progress: optimize.ProgressCallback | None,
+    cancel: optimize.CancelToken | None,
 ) -> np.ndarray:
     settings = job.settings
     last = job.plans[-1]
@@ -135,9 +155,16 @@ def _run_on_device(
         init_t = images.to_tensor(init_rgb, device)
     try:
         out = tiling.BudgetedRun(
-            net, content_t, styles_t, settings, device.type, budget,
-            init_image=init_t, autocast_dtype=autocast_dtype(device, settings.precision),
-            progress=progress, cancel=cancel,
+            net,
+            content_t,
+            styles_t,
+            settings,
+            device.type,
+            budget,
+            init_image=init_t,
+            autocast_dtype=autocast_dtype(device, settings.precision),
+            progress=progress,
+            cancel=cancel,
         ).run(job.plans)
     except RuntimeError as exc:  # torch.OutOfMemoryError is a RuntimeError; MPS raises a plain one
         if "out of memory" not in str(exc).lower():
@@ -159,8 +186,12 @@ def _out_of_memory(job: Job, device: torch.device) -> OutOfMemoryError:
 
 
 def _finish(
-    result: np.ndarray, content_rgb: np.ndarray, alpha: np.ndarray | None, channels: int,
-    keep_colors: str, output_size: tuple[int, int],
+    result: np.ndarray,
+    content_rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    channels: int,
+    keep_colors: str,
+    output_size: tuple[int, int],
 ) -> np.ndarray:
     width, height = output_size
     result = images.resize(result, width, height)

@@ -110,9 +110,7 @@ def tile_schedule(iterations: int) -> tuple[int, int]:
     return passes, max(2, iterations // passes)
 
 
-def tile_windows(
-    width: int, height: int, tile: int, passes: int
-) -> Iterator[tuple[int, Tile, np.ndarray]]:
+def tile_windows(width: int, height: int, tile: int, passes: int) -> Iterator[tuple[int, Tile, np.ndarray]]:
     """(pass index, tile, feather mask) over all passes, in paste order."""
     overlap = overlap_for(tile)
     for index in range(passes):
@@ -147,8 +145,12 @@ def partition(length: int, tile: int) -> list[tuple[int, int]]:
 
 
 def whole_style_targets(
-    network: VGGFeatures, styles: Sequence[torch.Tensor], settings: Settings, size: tuple[int, int],
-    tile: int, autocast_dtype: torch.dtype | None,
+    network: VGGFeatures,
+    styles: Sequence[torch.Tensor],
+    settings: Settings,
+    size: tuple[int, int],
+    tile: int,
+    autocast_dtype: torch.dtype | None,
 ) -> dict[str, losses.StyleTarget]:
     """Style targets for the whole output, each style's statistics averaged over its pieces.
 
@@ -203,8 +205,14 @@ class TiledScale:
         return canvas
 
     def _optimise_tile(
-        self, content: torch.Tensor, canvas: torch.Tensor, window: Tile,
-        targets: dict[str, losses.StyleTarget], iterations: int, done: int, total: int,
+        self,
+        content: torch.Tensor,
+        canvas: torch.Tensor,
+        window: Tile,
+        targets: dict[str, losses.StyleTarget],
+        iterations: int,
+        done: int,
+        total: int,
     ) -> torch.Tensor:
         crop = (..., slice(window.y0, window.y1), slice(window.x0, window.x1))
         inputs = optimize.ScaleInputs(content[crop], [])
@@ -212,7 +220,10 @@ class TiledScale:
             self.network, inputs, self.settings, self.autocast_dtype, style_targets=targets
         )
         stepper = optimize.Stepper(
-            canvas[crop], objective, self.settings.optimizer, self.settings.learning_rate,
+            canvas[crop],
+            objective,
+            self.settings.optimizer,
+            self.settings.learning_rate,
             optimize.loss_scale_for(self.autocast_dtype),
         )
         for iteration in range(1, iterations + 1):
@@ -354,8 +365,14 @@ class BudgetedRun:
     def _coarse_start(self, plan: optimize.ScalePlan) -> torch.Tensor:
         coarse = coarse_plan(self.settings, plan, self.device_type, self.budget)
         return optimize.run(
-            self.network, self.content, self.styles, self.settings, [coarse], init_image=self.init_image,
-            autocast_dtype=self.autocast_dtype, cancel=self.cancel,
+            self.network,
+            self.content,
+            self.styles,
+            self.settings,
+            [coarse],
+            init_image=self.init_image,
+            autocast_dtype=self.autocast_dtype,
+            cancel=self.cancel,
         )
 
     def _run_scale(
@@ -365,9 +382,17 @@ class BudgetedRun:
 
         def run_whole() -> torch.Tensor:
             return optimize.optimize_scale(
-                self.network, self.content, self.styles, self.settings, clock, scale, previous,
-                init_image=self.init_image, autocast_dtype=self.autocast_dtype,
-                progress=self.progress, cancel=self.cancel,
+                self.network,
+                self.content,
+                self.styles,
+                self.settings,
+                clock,
+                scale,
+                previous,
+                init_image=self.init_image,
+                autocast_dtype=self.autocast_dtype,
+                progress=self.progress,
+                cancel=self.cancel,
             )
 
         def run_tiles(tile: int) -> torch.Tensor:
@@ -376,8 +401,14 @@ class BudgetedRun:
                 content = resize_tensor(self.content, (plan.height, plan.width))
                 start = optimize.start_image(None, content, self.settings, self.init_image)
             tiled = TiledScale(
-                self.network, self.settings, clock, scale, tile,
-                self.autocast_dtype, self.progress, self.cancel,
+                self.network,
+                self.settings,
+                clock,
+                scale,
+                tile,
+                self.autocast_dtype,
+                self.progress,
+                self.cancel,
             )
             return tiled.run(self.content, self.styles, start)
 

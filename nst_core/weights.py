@@ -100,8 +100,9 @@ def hash_matches(actual: str, expected: str) -> bool:
 # -- download --------------------------------------------------------------------------------------
 
 
-def download(url: str, dest: Path | str, sha256: str, progress: ByteProgress | None = None,
-             timeout: float = 60.0) -> Path:
+def download(
+    url: str, dest: Path | str, sha256: str, progress: ByteProgress | None = None, timeout: float = 60.0
+) -> Path:
     """Download `url` to `dest` through `dest.part`, resuming a partial file; verify, then rename."""
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
@@ -161,8 +162,13 @@ def _resume_offset(response: http.client.HTTPResponse, offset: int) -> int:
     return offset
 
 
-def _copy(response: http.client.HTTPResponse, part: Path, start: int, total: int | None,
-          progress: ByteProgress | None) -> None:
+def _copy(
+    response: http.client.HTTPResponse,
+    part: Path,
+    start: int,
+    total: int | None,
+    progress: ByteProgress | None,
+) -> None:
     """Append the body to `part` from `start`; disk errors become WeightsError, network ones propagate."""
     done = start
     try:
@@ -190,8 +196,9 @@ def _write_error(part: Path, exc: OSError) -> WeightsError:
     return WeightsError(f"Cannot write {part} ({exc.strerror or exc}): free some disk space or use --dir.")
 
 
-def fetch(model: str = "vgg19", directory: Path | str | None = None,
-          progress: ByteProgress | None = None) -> Path:
+def fetch(
+    model: str = "vgg19", directory: Path | str | None = None, progress: ByteProgress | None = None
+) -> Path:
     """Make sure the official weights of `model` are in `directory` (the data folder by default)."""
     entry = official(model)
     dest = Path(directory) if directory is not None else paths.weights_dir()

@@ -40,9 +40,11 @@ def test_floor_uses_both_rates() -> None:
 def test_probes_are_timed_over_as_long_as_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe's block of calls lasts about as long as the steps' (the best of short windows would
     catch bursts that no step-long window sustains), and at least one call."""
+
     def step() -> None: ...
     def quick() -> None: ...
     def slow() -> None: ...
+
     seconds = {step: 0.5, quick: 0.02, slow: 4.0}
     called: list[str] = []
     monkeypatch.setattr(bench, "best_time", lambda fn, device, repeats=5: seconds[fn])
@@ -59,8 +61,10 @@ def test_time_steps_reports_seconds_per_call(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
     calls: list[str] = []
     seconds = bench.time_steps(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, {"a": 2, "b": 4},
-        torch.device("cpu"), repeats=2,
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        {"a": 2, "b": 4},
+        torch.device("cpu"),
+        repeats=2,
     )
     assert calls == ["a"] * 2 + ["b"] * 4 + ["a"] * 2 + ["b"] * 4  # they take turns
     assert seconds == {"a": 0.5, "b": 0.25}  # one tick of the clock per block, over its calls
@@ -68,9 +72,27 @@ def test_time_steps_reports_seconds_per_call(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_bench_prints_json_lines(vgg19_weights: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "nst_core.bench", "--sizes", "32", "--iterations", "1", "--repeats", "1",
-         "--rate-side", "32", "--style-loss", "gram", "--weights", str(vgg19_weights), "--json"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nst_core.bench",
+            "--sizes",
+            "32",
+            "--iterations",
+            "1",
+            "--repeats",
+            "1",
+            "--rate-side",
+            "32",
+            "--style-loss",
+            "gram",
+            "--weights",
+            str(vgg19_weights),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in done.stdout.splitlines()]
@@ -89,7 +111,8 @@ def test_bench_prints_json_lines(vgg19_weights: Path) -> None:
 def test_time_to_quality_races_for_the_same_time_and_judges_alike(vgg19_weights: Path) -> None:
     rows = bench.time_to_quality("fast", vgg19_weights, torch.device("cpu"), 48, match_limit=3)
     assert [r["race"] for r in rows] == [
-        "fast (coarse to fine)", "single-scale L-BFGS, same time",
+        "fast (coarse to fine)",
+        "single-scale L-BFGS, same time",
         "single-scale L-BFGS, to the same total loss",
     ]
     preset, same_time, matched = rows

@@ -250,8 +250,12 @@ def test_buffer_size_must_match_layout(fake_engine: dict) -> None:
 
 
 def test_stale_folders_of_dead_plugins_are_removed(fake_engine: dict, tmp_path: Path) -> None:
-    dead = subprocess.run([sys.executable, "-c", PLUGIN_PROCESS_LOCK, str(PLUGIN_DIR)],
-                          env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")), capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", PLUGIN_PROCESS_LOCK, str(PLUGIN_DIR)],
+        env=dict(os.environ, TMPDIR=str(tmp_path / "tmp")),
+        capture_output=True,
+        text=True,
+    )
     stale = Path(dead.stdout.strip())
     assert dead.returncode == -signal.SIGKILL and stale.is_dir()  # killed: no cleanup ran
     other = tmp_path / "tmp" / "unrelated-123"
@@ -295,7 +299,8 @@ def hanging_plugin(fake_engine: dict, style_file: str, tmp_path: Path, monkeypat
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     plugin = subprocess.Popen(
         [sys.executable, "-c", PLUGIN_PROCESS, str(PLUGIN_DIR), fake_engine["python"], style_file],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     folder = plugin.stdout.readline().strip()
     assert plugin.stdout.readline().startswith("progress")  # the child is running
@@ -354,8 +359,9 @@ def test_user_presets_come_from_the_engine_description() -> None:
 
 
 @pytest.mark.parametrize("flatpak_config", [False, True], ids=["native", "flatpak"])
-def test_bridge_runs_on_python27(fake_engine: dict, style_file: str, tmp_path: Path, request,
-                                 flatpak_config: bool) -> None:
+def test_bridge_runs_on_python27(
+    fake_engine: dict, style_file: str, tmp_path: Path, request, flatpak_config: bool
+) -> None:
     if flatpak_config:
         request.getfixturevalue("flatpak")
     driver = textwrap.dedent(
@@ -375,9 +381,18 @@ def test_bridge_runs_on_python27(fake_engine: dict, style_file: str, tmp_path: P
     )
     env = {k: v for k, v in os.environ.items() if k not in ("TMPDIR",)}
     done = subprocess.run(
-        [python27(), "-c", driver, str(PLUGIN_DIR), fake_engine["python"], style_file,
-         str(int(flatpak_config))],
-        capture_output=True, text=True, env=env,
+        [
+            python27(),
+            "-c",
+            driver,
+            str(PLUGIN_DIR),
+            fake_engine["python"],
+            style_file,
+            str(int(flatpak_config)),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "Neural style: scale 2/2, iteration 2/2, 0:00 left"
@@ -393,8 +408,11 @@ def test_real_engine_through_the_bridge(vgg19_weights: Path, style_png: Path) ->
     fractions: list[float] = []
     with nst_bridge.EngineRun(config) as run:
         run.set_content_raw(bytes(pixels), 48, 32, "u8", 4)
-        result = run.run([(str(style_png), 1.0)], {"iterations": 2, "size": 32, "device": "cpu", "seed": 0},
-                         lambda f, t: fractions.append(f))
+        result = run.run(
+            [(str(style_png), 1.0)],
+            {"iterations": 2, "size": 32, "device": "cpu", "seed": 0},
+            lambda f, t: fractions.append(f),
+        )
     assert len(result) == len(pixels) and result != bytes(pixels)
     assert result[3::4] == bytes(pixels)[3::4]  # alpha copied back exactly
     assert fractions and fractions[-1] == pytest.approx(1.0)
@@ -409,9 +427,18 @@ def test_flatpak_runs_the_engine_on_the_host_with_folders_it_sees(flatpak, style
     # Not the sandbox's private /tmp: its cache folder, the same path on the host.
     assert os.path.dirname(folder) == str(tmp_path / "cache" / "gimp-neural-style")
     arguments = json.loads((tmp_path / "flatpak-spawn.json").read_text())
-    assert arguments == ["--host", "--watch-bus", f"--directory={folder}", "--env=PYTHONIOENCODING=utf-8",
-                         "--env=PYTHONUNBUFFERED=1", flatpak["python"], "-m", "nst_core", "run-job",
-                         os.path.join(folder, "job.json")]
+    assert arguments == [
+        "--host",
+        "--watch-bus",
+        f"--directory={folder}",
+        "--env=PYTHONIOENCODING=utf-8",
+        "--env=PYTHONUNBUFFERED=1",
+        flatpak["python"],
+        "-m",
+        "nst_core",
+        "run-job",
+        os.path.join(folder, "job.json"),
+    ]
     child = child_record(tmp_path)
     assert child["cwd"] == folder and child["stdin_is_pipe"] and child["unbuffered"] == "1"
     assert child["pythonpath"] is None
@@ -423,9 +450,12 @@ def test_flatpak_runs_the_engine_on_the_host_with_folders_it_sees(flatpak, style
 @pytest.mark.parametrize(
     "failure, message",
     [
-        ("denied", "outside the Flatpak sandbox (Portal call failed: The name org.freedesktop.Flatpak was "
-                   "not provided by any .service files): allow it once with `flatpak override --user "
-                   "--talk-name=org.freedesktop.Flatpak org.gimp.GIMP`, then restart GIMP."),
+        (
+            "denied",
+            "outside the Flatpak sandbox (Portal call failed: The name org.freedesktop.Flatpak was "
+            "not provided by any .service files): allow it once with `flatpak override --user "
+            "--talk-name=org.freedesktop.Flatpak org.gimp.GIMP`, then restart GIMP.",
+        ),
         ("no-python", "cannot start on the host (Portal call failed: Failed to start command"),
     ],
 )

@@ -66,14 +66,33 @@ def test_presets_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
 # -- stylize ---------------------------------------------------------------------------------------
 
 
-def test_stylize_json_progress_in_a_real_process(tmp_path: Path, content_png: Path, style_png: Path,
-                                                 vgg19_weights: Path) -> None:
+def test_stylize_json_progress_in_a_real_process(
+    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path
+) -> None:
     out = tmp_path / "out.png"
     # stdin is /dev/null, not a pipe: it is not watched, so its end of file does not cancel.
     result = subprocess.run(
-        [sys.executable, "-m", "nst_core", "stylize", content_png, style_png, "-o", out, "--size", "48",
-         "--weights", vgg19_weights, "--progress", "json", *FAST],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "nst_core",
+            "stylize",
+            content_png,
+            style_png,
+            "-o",
+            out,
+            "--size",
+            "48",
+            "--weights",
+            vgg19_weights,
+            "--progress",
+            "json",
+            *FAST,
+        ],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
@@ -83,22 +102,58 @@ def test_stylize_json_progress_in_a_real_process(tmp_path: Path, content_png: Pa
 
 
 def test_stylize_default_size_is_capped_at_the_content(
-    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path,
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out.jpg"  # no alpha in JPEG: the writer copes
-    code, stdout, stderr = run(capsys, "stylize", content_png, style_png, style_png, "--style-blend", "1",
-                               "3", "-o", out, "--weights", vgg19_weights, "--progress", "bar", *FAST)
+    code, stdout, stderr = run(
+        capsys,
+        "stylize",
+        content_png,
+        style_png,
+        style_png,
+        "--style-blend",
+        "1",
+        "3",
+        "-o",
+        out,
+        "--weights",
+        vgg19_weights,
+        "--progress",
+        "bar",
+        *FAST,
+    )
     assert code == 0, stderr
     assert size_of(out) == (96, 64)  # fast is 384 px; the content is 96 x 64
     assert stdout == "" and "[#####" in stderr and f"Wrote {out}" in stderr
 
 
-def test_stylize_size_sets_the_output_size(tmp_path: Path, content_png: Path, style_png: Path,
-                                           vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_stylize_size_sets_the_output_size(
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     out = tmp_path / "out.png"
-    code, stdout, stderr = run(capsys, "stylize", content_png, style_png, "-o", out, "--size", "32",
-                               "--weights", vgg19_weights, "--progress", "none", *FAST)
+    code, stdout, stderr = run(
+        capsys,
+        "stylize",
+        content_png,
+        style_png,
+        "-o",
+        out,
+        "--size",
+        "32",
+        "--weights",
+        vgg19_weights,
+        "--progress",
+        "none",
+        *FAST,
+    )
     assert (code, stdout, stderr) == (0, "", "")
     assert size_of(out) == (32, 21)
 
@@ -121,12 +176,28 @@ def failing_stylize(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 (returns a
 
 
 def stylize_args(tmp_path: Path, content: Path, style: Path, weights_file: Path) -> list[str | Path]:
-    return ["stylize", content, style, "-o", tmp_path / "out.png", "--size", "48", "--weights", weights_file,
-            *FAST]
+    return [
+        "stylize",
+        content,
+        style,
+        "-o",
+        tmp_path / "out.png",
+        "--size",
+        "48",
+        "--weights",
+        weights_file,
+        *FAST,
+    ]
 
 
-def test_gpu_out_of_memory_is_exit_6(tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path,
-                                      failing_stylize, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
+def test_gpu_out_of_memory_is_exit_6(
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    failing_stylize,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # noqa: ANN001
     import torch
 
     failing_stylize(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
@@ -142,15 +213,22 @@ def test_out_of_memory_suggests_a_smaller_size() -> None:
 
     error = out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"), "mps", 1024)
     assert error is not None and error.code == 6
-    assert error.message == ("Not enough mps memory to stylise at 1024 px: use a size of 720 px or less "
-                             "(--size 720), or the CPU (--device cpu).")
+    assert error.message == (
+        "Not enough mps memory to stylise at 1024 px: use a size of 720 px or less "
+        "(--size 720), or the CPU (--device cpu)."
+    )
     assert out_of_memory(MemoryError(), "cpu", 512).message.endswith("(--size 352).")
     assert out_of_memory(RuntimeError("shape mismatch"), "cuda", 512) is None
 
 
 def test_unexpected_errors_are_one_line_unless_debugging(
-    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path, failing_stylize,  # noqa: ANN001
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    failing_stylize,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     failing_stylize(ValueError("boom"))
     argv = stylize_args(tmp_path, content_png, style_png, vgg19_weights)
@@ -161,12 +239,18 @@ def test_unexpected_errors_are_one_line_unless_debugging(
     assert code == 1 and "Traceback" in err and err.endswith("(please report)\n")
 
 
-def test_interrupt_is_cancelled_in_json(tmp_path: Path, content_png: Path, style_png: Path,
-                                        vgg19_weights: Path, failing_stylize,  # noqa: ANN001
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_interrupt_is_cancelled_in_json(
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    failing_stylize,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     failing_stylize(KeyboardInterrupt())
-    code, out, err = run(capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights),
-                         "--progress", "json")
+    code, out, err = run(
+        capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights), "--progress", "json"
+    )
     assert code == 130 and err == ""
     assert [json.loads(line)["event"] for line in out.splitlines()] == ["start", "error"]
     assert json.loads(out.splitlines()[-1]) == {"event": "error", "message": "Cancelled.", "code": 130}
@@ -175,8 +259,9 @@ def test_interrupt_is_cancelled_in_json(tmp_path: Path, content_png: Path, style
 # -- info and weights ----------------------------------------------------------------------------------
 
 
-def test_info_json(vgg19_weights: Path, capsys: pytest.CaptureFixture[str],
-                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_info_json(
+    vgg19_weights: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("NST_WEIGHTS", str(vgg19_weights))
     code, out, _ = run(capsys, "info", "--json", "--device", "cpu")
     info = json.loads(out)
@@ -192,14 +277,20 @@ def small_official(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A few bytes made 'official' for vgg19, served from a file:// URL."""
     path = tmp_path / "source.bin"
     path.write_bytes(b"weights" * 1000)
-    entry = replace(weights.OFFICIAL["vgg19"], filename="vgg19-small.pth", url=path.as_uri(),
-                    sha256=weights.sha256_of(path), size=path.stat().st_size)
+    entry = replace(
+        weights.OFFICIAL["vgg19"],
+        filename="vgg19-small.pth",
+        url=path.as_uri(),
+        sha256=weights.sha256_of(path),
+        size=path.stat().st_size,
+    )
     monkeypatch.setitem(weights.OFFICIAL, "vgg19", entry)
     return path
 
 
-def test_weights_fetch_check_and_path(tmp_path: Path, small_official: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_weights_fetch_check_and_path(
+    tmp_path: Path, small_official: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, err = run(capsys, "weights", "path")
     assert code == 4 and "VGG19 weights not found" in err
     code, out, _ = run(capsys, "weights", "fetch")
@@ -216,8 +307,9 @@ def test_weights_fetch_check_and_path(tmp_path: Path, small_official: Path,
     assert (code, out) == (0, f"{tmp_path / 'elsewhere' / 'vgg19-small.pth'}\n")
 
 
-def test_weights_check_loads_a_file_of_ones_own(tmp_path: Path, vgg19_weights: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_weights_check_loads_a_file_of_ones_own(
+    tmp_path: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, "weights", "check", vgg19_weights)
     assert code == 0 and "loads as vgg19 weights" in out
     broken = tmp_path / "mine.pth"
@@ -232,12 +324,27 @@ def test_weights_check_loads_a_file_of_ones_own(tmp_path: Path, vgg19_weights: P
 def test_progress_events_and_bar() -> None:
     from nst_core.optimize import Progress
 
-    progress = Progress(scale=2, scales=3, iteration=5, iterations=10, fraction=0.5, elapsed=12.0,
-                        eta=3725.0, loss={"total": 12.5, "content": 2.5, "style": float("nan"), "tv": 0.0})
+    progress = Progress(
+        scale=2,
+        scales=3,
+        iteration=5,
+        iterations=10,
+        fraction=0.5,
+        elapsed=12.0,
+        eta=3725.0,
+        loss={"total": 12.5, "content": 2.5, "style": float("nan"), "tv": 0.0},
+    )
     event = events.progress_event(progress)
     assert json.loads(json.dumps(event, allow_nan=False)) == {
-        "event": "progress", "scale": 2, "scales": 3, "iteration": 5, "iterations": 10, "fraction": 0.5,
-        "elapsed": 12.0, "eta": 3725.0, "loss": {"total": 12.5, "content": 2.5, "style": None, "tv": 0.0},
+        "event": "progress",
+        "scale": 2,
+        "scales": 3,
+        "iteration": 5,
+        "iterations": 10,
+        "fraction": 0.5,
+        "elapsed": 12.0,
+        "eta": 3725.0,
+        "loss": {"total": 12.5, "content": 2.5, "style": None, "tv": 0.0},
     }
     bar = events.render_bar(event)
     assert bar.startswith("[" + "#" * 15 + "-" * 15 + "]  50%")
@@ -253,8 +360,14 @@ def test_a_run_ends_with_exactly_one_final_event() -> None:
     sink.emit(events.error_event(WeightsError("later")))
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines == [
-        {"event": "start", "version": 1, "device": "cpu", "scales": [128, 181], "iterations": 10,
-         "memory_estimate": 1 << 20},
+        {
+            "event": "start",
+            "version": 1,
+            "device": "cpu",
+            "scales": [128, 181],
+            "iterations": 10,
+            "memory_estimate": 1 << 20,
+        },
         {"event": "done", "output": "out.png", "seconds": 1.235},
     ]
 

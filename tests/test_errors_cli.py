@@ -27,8 +27,9 @@ def out_dir(tmp_path: Path) -> Path:
     return folder
 
 
-def fails(capsys: pytest.CaptureFixture[str], out_dir: Path, code: int, message: str,
-          *argv: str | Path) -> str:
+def fails(
+    capsys: pytest.CaptureFixture[str], out_dir: Path, code: int, message: str, *argv: str | Path
+) -> str:
     """Run the CLI, expect `code` and one `error:` line matching `message`, and an untouched out_dir."""
     result = cli.main([str(a) for a in argv])
     captured = capsys.readouterr()
@@ -61,25 +62,46 @@ def bad_images(tmp_path: Path, content_png: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "text", "empty", "folder"])
 @pytest.mark.parametrize("role", ["content", "style"])
-def test_bad_images_are_exit_3(tmp_path: Path, out_dir: Path, content_png: Path, style_png: Path,
-                               vgg19_weights: Path, bad_images: dict[str, Path], kind: str, role: str,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_images_are_exit_3(
+    tmp_path: Path,
+    out_dir: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    bad_images: dict[str, Path],
+    kind: str,
+    role: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     bad = bad_images[kind]
     content, style = (bad, style_png) if role == "content" else (content_png, bad)
     argv = stylize(out_dir, content, style, "--weights", vgg19_weights)
     fails(capsys, out_dir, 3, re.escape(bad.name), *argv)
 
 
-def test_missing_init_image(out_dir: Path, content_png: Path, style_png: Path, vgg19_weights: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:
-    fails(capsys, out_dir, 3, r"Init image .*nope.png does not exist: check --init",
-          *stylize(out_dir, content_png, style_png, "--weights", vgg19_weights, "--init", "nope.png"))
+def test_missing_init_image(
+    out_dir: Path, content_png: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(
+        capsys,
+        out_dir,
+        3,
+        r"Init image .*nope.png does not exist: check --init",
+        *stylize(out_dir, content_png, style_png, "--weights", vgg19_weights, "--init", "nope.png"),
+    )
 
 
-def test_json_mode_reports_the_error_as_an_event(out_dir: Path, style_png: Path, vgg19_weights: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    code = cli.main([str(a) for a in stylize(out_dir, out_dir / "nope.png", style_png, "--weights",
-                                             vgg19_weights, "--progress", "json")])
+def test_json_mode_reports_the_error_as_an_event(
+    out_dir: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(
+        [
+            str(a)
+            for a in stylize(
+                out_dir, out_dir / "nope.png", style_png, "--weights", vgg19_weights, "--progress", "json"
+            )
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 3 and captured.err == ""
     [event] = [json.loads(line) for line in captured.out.splitlines()]
@@ -105,8 +127,15 @@ def test_json_mode_reports_the_error_as_an_event(out_dir: Path, style_png: Path,
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     ],
 )
-def test_usage_errors_are_exit_2(out_dir: Path, content_png: Path, style_png: Path, vgg19_weights: Path,
-                                 flags: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_usage_errors_are_exit_2(
+    out_dir: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    flags: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     argv = stylize(out_dir, content_png, style_png, style_png, "--weights", vgg19_weights)
     fails(capsys, out_dir, 2, message, *argv, *flags)
 
@@ -114,16 +143,33 @@ def test_usage_errors_are_exit_2(out_dir: Path, content_png: Path, style_png: Pa
 # -- weights -------------------------------------------------------------------------------------------
 
 
-def test_missing_weights(out_dir: Path, content_png: Path, style_png: Path,
-                         capsys: pytest.CaptureFixture[str]) -> None:
-    fails(capsys, out_dir, 4, r"VGG19 weights not found: run `python3 install.py` or .*--weights FILE",
-          *stylize(out_dir, content_png, style_png))
-    fails(capsys, out_dir, 4, r"Weights file .*none.pth not found",
-          *stylize(out_dir, content_png, style_png, "--weights", out_dir.parent / "none.pth"))
+def test_missing_weights(
+    out_dir: Path, content_png: Path, style_png: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fails(
+        capsys,
+        out_dir,
+        4,
+        r"VGG19 weights not found: run `python3 install.py` or .*--weights FILE",
+        *stylize(out_dir, content_png, style_png),
+    )
+    fails(
+        capsys,
+        out_dir,
+        4,
+        r"Weights file .*none.pth not found",
+        *stylize(out_dir, content_png, style_png, "--weights", out_dir.parent / "none.pth"),
+    )
 
 
-def test_truncated_weights_file(tmp_path: Path, out_dir: Path, content_png: Path, style_png: Path,
-                                vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_truncated_weights_file(
+    tmp_path: Path,
+    out_dir: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     cut = tmp_path / "cut.pth"
     cut.write_bytes(vgg19_weights.read_bytes()[: vgg19_weights.stat().st_size // 2])
     fails(capsys, out_dir, 4, "cut.pth", *stylize(out_dir, content_png, style_png, "--weights", cut))
@@ -135,19 +181,35 @@ def test_truncated_official_file_is_caught_before_loading(
     official = tmp_path / "data" / "weights" / weights.OFFICIAL["vgg19"].filename
     official.parent.mkdir(parents=True)
     official.write_bytes(b"\0" * 1000)
-    fails(capsys, out_dir, 4, r"incomplete or damaged \(1000 of 574673361 bytes\): delete it and run",
-          *stylize(out_dir, content_png, style_png))
+    fails(
+        capsys,
+        out_dir,
+        4,
+        r"incomplete or damaged \(1000 of 574673361 bytes\): delete it and run",
+        *stylize(out_dir, content_png, style_png),
+    )
 
 
-def test_wrong_hash_weights_file(tmp_path: Path, out_dir: Path, content_png: Path, style_png: Path,
-                                 vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch,
-                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_wrong_hash_weights_file(
+    tmp_path: Path,
+    out_dir: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     copy = tmp_path / "vgg19-copy.pth"
     shutil.copy(vgg19_weights, copy)
     entry = replace(weights.OFFICIAL["vgg19"], filename=copy.name, size=copy.stat().st_size, sha256="ab" * 32)
     monkeypatch.setitem(weights.OFFICIAL, "vgg19", entry)
-    fails(capsys, out_dir, 4, "vgg19-copy.pth has the wrong SHA-256",
-          *stylize(out_dir, content_png, style_png, "--weights", copy))
+    fails(
+        capsys,
+        out_dir,
+        4,
+        "vgg19-copy.pth has the wrong SHA-256",
+        *stylize(out_dir, content_png, style_png, "--weights", copy),
+    )
 
 
 # -- output and device ------------------------------------------------------------------------------------
@@ -162,10 +224,16 @@ def test_wrong_hash_weights_file(tmp_path: Path, out_dir: Path, content_png: Pat
         (".", "is a folder: give a file name"),
     ],
 )
-def test_unwritable_output_is_exit_5_before_running(out_dir: Path, content_png: Path, style_png: Path,
-                                                    vgg19_weights: Path, output: str, message: str,
-                                                    monkeypatch: pytest.MonkeyPatch,
-                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_output_is_exit_5_before_running(
+    out_dir: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    output: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     module = importlib.import_module("nst_core.stylize")  # the module, not the function
 
     monkeypatch.setattr(module, "stylize", lambda *a, **k: pytest.fail("ran before checking"))
@@ -174,9 +242,14 @@ def test_unwritable_output_is_exit_5_before_running(out_dir: Path, content_png: 
     fails(capsys, out_dir, 5, message, *argv)
 
 
-def test_unavailable_device_is_exit_7(out_dir: Path, content_png: Path, style_png: Path,
-                                      vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch,
-                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_unavailable_device_is_exit_7(
+    out_dir: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -201,24 +274,30 @@ def run_job_fails(capsys: pytest.CaptureFixture[str], job: Path, code: int, mess
     [
         ("{not json", "is not valid JSON"),
         ('{"version": 7}', "Job version 7 is not supported: this engine reads version 1"),
-        ('[1, 2]', "the job must be a JSON object"),
+        ("[1, 2]", "the job must be a JSON object"),
     ],
 )
-def test_unreadable_job_files(tmp_path: Path, text: str, message: str,
-                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreadable_job_files(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = tmp_path / "job.json"
     job.write_text(text)
     run_job_fails(capsys, job, 2, message)
     run_job_fails(capsys, tmp_path / "absent.json", 2, "Cannot read job file")
 
 
-def test_job_option_and_raw_size_errors(tmp_path: Path, style_png: Path, vgg19_weights: Path,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_job_option_and_raw_size_errors(
+    tmp_path: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (tmp_path / "c.raw").write_bytes(bytes(10 * 10 * 4 - 3))
     raw = {"raw": "c.raw", "width": 10, "height": 10, "format": "u8", "channels": 4}
-    job = {"version": 1, "content": raw,
-           "styles": [{"path": str(style_png)}], "options": {"weights": str(vgg19_weights), "zoom": 2},
-           "output": {"raw": "result.raw", "format": "u8"}}
+    job = {
+        "version": 1,
+        "content": raw,
+        "styles": [{"path": str(style_png)}],
+        "options": {"weights": str(vgg19_weights), "zoom": 2},
+        "output": {"raw": "result.raw", "format": "u8"},
+    }
     path = tmp_path / "job.json"
     path.write_text(json.dumps(job))
     run_job_fails(capsys, path, 2, "Unknown option zoom: use one of")

@@ -37,8 +37,9 @@ def test_empty_and_malformed_arrays() -> None:
         images.to_array(np.zeros((2, 2, 3), np.int64))
 
 
-@pytest.mark.parametrize(("mode", "channels"), [("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4), ("P", 3),
-                                                ("CMYK", 3)])
+@pytest.mark.parametrize(
+    ("mode", "channels"), [("L", 1), ("LA", 2), ("RGB", 3), ("RGBA", 4), ("P", 3), ("CMYK", 3)]
+)
 def test_modes_keep_their_channels(tmp_path: Path, mode: str, channels: int) -> None:
     path = tmp_path / ("image.jpg" if mode == "CMYK" else "image.png")
     Image.new(mode, (5, 3)).save(path)

@@ -27,9 +27,23 @@ REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "install.py"
 BRIDGE = REPO / "plug-ins/neural_style/nst_bridge.py"
 MANIFEST = "install-manifest.json"
-CLEARED_ENV = ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME", "APPDATA", "LOCALAPPDATA", "USERPROFILE",
-               "TORCH_HOME", "NST_DATA_DIR", "NST_WEIGHTS", "NST_WEIGHTS_URL", "NST_INSTALL_PLATFORM",
-               "NST_INSTALL_FREE_BYTES", "NST_INSTALL_PYTHON_VERSION", "NST_INSTALL_MACHINE", "PYTHONPATH")
+CLEARED_ENV = (
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+    "XDG_CACHE_HOME",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "USERPROFILE",
+    "TORCH_HOME",
+    "NST_DATA_DIR",
+    "NST_WEIGHTS",
+    "NST_WEIGHTS_URL",
+    "NST_INSTALL_PLATFORM",
+    "NST_INSTALL_FREE_BYTES",
+    "NST_INSTALL_PYTHON_VERSION",
+    "NST_INSTALL_MACHINE",
+    "PYTHONPATH",
+)
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -55,8 +69,14 @@ def engine_python_has_this_checkout() -> None:
 def run_install(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
     environ.update(HOME=str(home), **env)
-    return subprocess.run([sys.executable, str(INSTALL), *args], capture_output=True, text=True, env=environ,
-                          cwd=home, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(INSTALL), *args],
+        capture_output=True,
+        text=True,
+        env=environ,
+        cwd=home,
+        timeout=600,
+    )
 
 
 def install_args(weights: Path, *extra: str) -> list[str]:
@@ -71,8 +91,12 @@ def listing(root: Path) -> dict[str, tuple]:
         if stat.S_ISDIR(info.st_mode):
             entries[path.relative_to(root).as_posix()] = ("dir",)
         else:
-            entries[path.relative_to(root).as_posix()] = ("file", info.st_size, info.st_mode,
-                                                          info.st_mtime_ns)
+            entries[path.relative_to(root).as_posix()] = (
+                "file",
+                info.st_size,
+                info.st_mode,
+                info.st_mtime_ns,
+            )
     return entries
 
 
@@ -161,14 +185,16 @@ def test_install_and_uninstall_on_other_platforms(tmp_path: Path, vgg19_weights:
         data = local / "gimp-neural-style"
     else:
         env = {}
-        gimp3, gimp2 = make_profiles(home, "Library/Application Support/GIMP/3.0",
-                                     "Library/Application Support/GIMP/2.10")
+        gimp3, gimp2 = make_profiles(
+            home, "Library/Application Support/GIMP/3.0", "Library/Application Support/GIMP/2.10"
+        )
         data = home / "Library/Application Support/gimp-neural-style"
     before = listing(home)
 
     # The self-test runs the same engine on every platform: the Linux test covers it.
-    result = run_install(home, *install_args(vgg19_weights, "--skip-self-test"), NST_INSTALL_PLATFORM=system,
-                         **env)
+    result = run_install(
+        home, *install_args(vgg19_weights, "--skip-self-test"), NST_INSTALL_PLATFORM=system, **env
+    )
     assert result.returncode == 0, explain(result)
     check_plugin(gimp3, "neural_style", "neural_style.py")
     check_plugin(gimp2, "neural_style_gimp2", "neural_style_gimp2.py")
@@ -182,8 +208,10 @@ def test_install_and_uninstall_on_other_platforms(tmp_path: Path, vgg19_weights:
 def test_explicit_gimp_dir_and_version(tmp_path: Path, vgg19_weights: Path) -> None:
     home = tmp_path / "home"
     (profile,) = make_profiles(home, "portable/gimp-profile")
-    result = run_install(home, *install_args(vgg19_weights, "--skip-self-test", "--gimp-dir", str(profile),
-                                             "--gimp-version", "3.0"))
+    result = run_install(
+        home,
+        *install_args(vgg19_weights, "--skip-self-test", "--gimp-dir", str(profile), "--gimp-version", "3.0"),
+    )
     assert result.returncode == 0, explain(result)
     check_plugin(profile, "neural_style", "neural_style.py")
 
@@ -285,8 +313,18 @@ def test_pip_failure_shows_its_last_lines_and_the_retry_command(tmp_path: Path, 
     home = tmp_path / "home"
     make_profiles(home, ".config/GIMP/3.0")
     index = f"http://127.0.0.1:{closed_port()}/simple"
-    result = run_install(home, "--torch", "cpu", "--index-url", index, "--weights", str(vgg19_weights),
-                         PIP_RETRIES="0", PIP_TIMEOUT="2", PIP_NO_CACHE_DIR="1")
+    result = run_install(
+        home,
+        "--torch",
+        "cpu",
+        "--index-url",
+        index,
+        "--weights",
+        str(vgg19_weights),
+        PIP_RETRIES="0",
+        PIP_TIMEOUT="2",
+        PIP_NO_CACHE_DIR="1",
+    )
     assert result.returncode == installer.EXIT_ENGINE, explain(result)
     assert "pip could not install torch" in result.stderr
     assert "retry with:" in result.stderr and f"--index-url {index}" in result.stderr
@@ -335,20 +373,36 @@ def test_too_old_python_gets_a_message(tmp_path: Path) -> None:
 
 def old_pythons() -> list[str]:
     """Interpreters older than 3.9 on PATH or managed by pyenv, those that actually run."""
-    candidates = [shutil.which(name) for name in ("python2.7", "python2", "python3.5", "python3.6",
-                                                   "python3.7", "python3.8")]
+    candidates = [
+        shutil.which(name)
+        for name in ("python2.7", "python2", "python3.5", "python3.6", "python3.7", "python3.8")
+    ]
     pyenv = shutil.which("pyenv")
     if pyenv:
         root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
         if root:
-            candidates += sorted(str(p) for p in Path(root).glob("versions/*/bin/python")
-                                 if p.parts[-3].startswith(("2.", "3.5", "3.6", "3.7", "3.8")))
-    return [path for path in dict.fromkeys(candidates)
-            if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0]
+            candidates += sorted(
+                str(p)
+                for p in Path(root).glob("versions/*/bin/python")
+                if p.parts[-3].startswith(("2.", "3.5", "3.6", "3.7", "3.8"))
+            )
+    return [
+        path
+        for path in dict.fromkeys(candidates)
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0
+    ]
 
 
-PY3_ONLY = (ast.JoinedStr, ast.AnnAssign, ast.NamedExpr, ast.Nonlocal, ast.YieldFrom, ast.AsyncFunctionDef,
-            ast.Await, ast.MatMult)
+PY3_ONLY = (
+    ast.JoinedStr,
+    ast.AnnAssign,
+    ast.NamedExpr,
+    ast.Nonlocal,
+    ast.YieldFrom,
+    ast.AsyncFunctionDef,
+    ast.Await,
+    ast.MatMult,
+)
 
 
 def test_install_py_parses_on_python_2_7() -> None:

@@ -22,8 +22,13 @@ RAW = {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3}
 
 
 def write_job(folder: Path, **overrides: object) -> Path:
-    job = {"version": 1, "content": {"path": "content.png"}, "styles": [{"path": "style.png"}],
-           "options": dict(TINY), "output": {"path": "result.png"}}
+    job = {
+        "version": 1,
+        "content": {"path": "content.png"},
+        "styles": [{"path": "style.png"}],
+        "options": dict(TINY),
+        "output": {"path": "result.png"},
+    }
     job.update(overrides)
     path = folder / "job.json"
     path.write_text(json.dumps(job))
@@ -46,10 +51,13 @@ def rgba_pixels(width: int, height: int) -> np.ndarray:
 
 
 def test_relative_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
-    data = {"version": 1, "content": {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3},
-            "styles": [{"path": "s1.png", "weight": 2}, {"path": "/abs/s2.png"}],
-            "options": {"weights": "w.pth", "init": "start.png", "size": 64},
-            "output": {"raw": "out.raw", "format": "float32"}}
+    data = {
+        "version": 1,
+        "content": {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3},
+        "styles": [{"path": "s1.png", "weight": 2}, {"path": "/abs/s2.png"}],
+        "options": {"weights": "w.pth", "init": "start.png", "size": 64},
+        "output": {"raw": "out.raw", "format": "float32"},
+    }
     job = parse_job(data, tmp_path)
     assert job.content == RawImage(tmp_path / "c.raw", 4, 2, "u8", 3)
     assert job.styles == [tmp_path / "s1.png", Path("/abs/s2.png")]
@@ -77,8 +85,13 @@ def test_relative_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
     ],
 )
 def test_bad_job_files(tmp_path: Path, change: dict, message: str) -> None:
-    data = {"version": 1, "content": {"path": "c.png"}, "styles": [{"path": "s.png"}], "options": {},
-            "output": {"path": "o.png"}}
+    data = {
+        "version": 1,
+        "content": {"path": "c.png"},
+        "styles": [{"path": "s.png"}],
+        "options": {},
+        "output": {"path": "o.png"},
+    }
     data.update(change)
     with pytest.raises(UsageError, match=message) as caught:
         parse_job(data, tmp_path)
@@ -102,8 +115,9 @@ def test_raw_float32_is_little_endian(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["u8", "float32"])
-def test_raw_rgba_in_and_out(tmp_path: Path, style_png: Path, vgg19_weights: Path,
-                             capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+def test_raw_rgba_in_and_out(
+    tmp_path: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
     width, height = 40, 28
     pixels = rgba_pixels(width, height)
     data = pixels if fmt == "u8" else (pixels / 255.0).astype("<f4")
@@ -128,8 +142,13 @@ def test_raw_rgba_in_and_out(tmp_path: Path, style_png: Path, vgg19_weights: Pat
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
 
 
-def test_job_events_follow_the_protocol(tmp_path: Path, content_png: Path, style_png: Path,
-                                        vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_job_events_follow_the_protocol(
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     path = write_job(tmp_path, options={**TINY, "weights": str(vgg19_weights), "preset": "fast"})
     code, events = run_job(path, capsys)
     assert code == 0, events
@@ -169,11 +188,13 @@ def wait_for_progress(stream, seconds: float = 120) -> list[dict]:  # noqa: ANN0
     return events
 
 
-def test_closing_stdin_cancels_promptly(tmp_path: Path, content_png: Path, style_png: Path,
-                                        vgg19_weights: Path) -> None:
+def test_closing_stdin_cancels_promptly(
+    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path
+) -> None:
     job = write_job(tmp_path, options={**LONG, "weights": str(vgg19_weights)})
-    engine = subprocess.Popen(engine_command(job), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True)
+    engine = subprocess.Popen(
+        engine_command(job), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         events = wait_for_progress(engine.stdout)
         assert events and events[-1]["event"] == "progress", engine.stderr.read()
@@ -212,12 +233,14 @@ def process_gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the orphan")
-def test_engine_exits_when_its_parent_dies(tmp_path: Path, content_png: Path, style_png: Path,
-                                           vgg19_weights: Path) -> None:
+def test_engine_exits_when_its_parent_dies(
+    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path
+) -> None:
     """stdin is /dev/null here, so only the parent-pid watch can notice the death."""
     job = write_job(tmp_path, options={**LONG, "weights": str(vgg19_weights)})
-    parent = subprocess.Popen([sys.executable, "-c", PARENT, *engine_command(job)], stdout=subprocess.PIPE,
-                              text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, *engine_command(job)], stdout=subprocess.PIPE, text=True
+    )
     engine_pid = int(parent.stdout.readline())
     try:
         assert parent.stdout.readline().strip() == "running"

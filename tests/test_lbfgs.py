@@ -28,8 +28,9 @@ def _run_ours(a: torch.Tensor, b: torch.Tensor, steps: int, history: int, first_
 def test_same_iterates_as_torch_given_torchs_first_step() -> None:
     a, b = _quadratic(30, 50.0, seed=0)
     x = torch.zeros_like(b, requires_grad=True)
-    reference = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=5, tolerance_grad=0.0,
-                                  tolerance_change=0.0)
+    reference = torch.optim.LBFGS(
+        [x], lr=1.0, max_iter=1, history_size=5, tolerance_grad=0.0, tolerance_change=0.0
+    )
 
     def closure() -> torch.Tensor:
         reference.zero_grad()

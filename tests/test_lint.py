@@ -1,4 +1,5 @@
-"""The code base stays ruff clean (the GIMP 2.10 plug-in is Python 2.7 and checked by its own tests)."""
+"""The code base stays ruff clean and ruff formatted (the GIMP 2.10 plug-in is Python 2.7 and checked
+by its own tests)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_ruff_clean() -> None:
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_clean(command: list[str]) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "--no-cache", str(REPO)],
+        [sys.executable, "-m", "ruff", *command, "--no-cache", str(REPO)],
         capture_output=True,
         text=True,
         cwd=REPO,

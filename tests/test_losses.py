@@ -121,8 +121,10 @@ def test_style_loss_takes_all_layers_at_once_as_each_alone(threads: int) -> None
     weights = {"a": 1.0, "b": 2.0, "c": 0.5, "d": 1.5}
     styles = {n: torch.rand(1, s[1], 6, 5, generator=generator) for n, s in shapes.items()}
     targets = {n: losses.style_target(losses.style_statistics(styles[n], kinds[n]), kinds[n]) for n in shapes}
-    features = {n: torch.rand(s, generator=generator).contiguous(memory_format=torch.channels_last)
-                for n, s in shapes.items()}
+    features = {
+        n: torch.rand(s, generator=generator).contiguous(memory_format=torch.channels_last)
+        for n, s in shapes.items()
+    }
     for name in ("a", "b", "c"):
         features[name].requires_grad_(True)
     previous = torch.get_num_threads()

@@ -86,7 +86,9 @@ def test_estimate_is_within_a_quarter_of_the_measured_peak(size: int, vgg19_weig
     # One process per size, so each peak is that job's alone.
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(size), str(vgg19_weights)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])

@@ -20,8 +20,18 @@ from nst_core.network import (
 
 @pytest.mark.parametrize(
     ("name", "index"),
-    [("relu1_1", 1), ("relu2_1", 6), ("relu3_1", 11), ("relu4_1", 20), ("relu4_2", 22), ("relu5_1", 29),
-     ("conv4_2", 21), ("pool1", 4), ("block4_conv2", 22), ("block5_conv4", 35)],
+    [
+        ("relu1_1", 1),
+        ("relu2_1", 6),
+        ("relu3_1", 11),
+        ("relu4_1", 20),
+        ("relu4_2", 22),
+        ("relu5_1", 29),
+        ("conv4_2", 21),
+        ("pool1", 4),
+        ("block4_conv2", 22),
+        ("block5_conv4", 35),
+    ],
 )
 def test_vgg19_layer_indices(name: str, index: int) -> None:
     assert layer_index("vgg19", name) == index

@@ -51,7 +51,9 @@ def test_style_loss_falls_and_content_stays(vgg19_weights: Path) -> None:
     style = _array(make_style_image(64, 64))
     recorder = Recorder()
     out = nst_core.stylize(
-        content, [style], _options(vgg19_weights, size=96, iterations=20, multiscale=False),
+        content,
+        [style],
+        _options(vgg19_weights, size=96, iterations=20, multiscale=False),
         progress=recorder,
     )
     first, last = recorder.reports[0].loss, recorder.reports[-1].loss
@@ -122,8 +124,9 @@ def test_blend_with_zero_weight_equals_the_single_style(
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
-def test_every_preset_runs(preset: str, vgg19_weights: Path, vgg16_weights: Path,
-                           content: np.ndarray, style: np.ndarray) -> None:
+def test_every_preset_runs(
+    preset: str, vgg19_weights: Path, vgg16_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
     weights = vgg16_weights if PRESETS[preset].model == "vgg16" else vgg19_weights
     recorder = Recorder()
     options = Options(preset=preset, size=48, iterations=2, weights=str(weights))
@@ -148,8 +151,9 @@ def test_cancel_from_another_thread_stops_within_one_iteration(
             canceller.join()
 
     with pytest.raises(Cancelled):
-        nst_core.stylize(content, [style], _options(vgg19_weights, iterations=50), progress=progress,
-                         cancel=cancel)
+        nst_core.stylize(
+            content, [style], _options(vgg19_weights, iterations=50), progress=progress, cancel=cancel
+        )
     assert seen == [1]
 
 
@@ -162,7 +166,9 @@ def test_progress_reports(vgg19_weights: Path, style: np.ndarray) -> None:
     nst_core.stylize(content, [style], options, progress=recorder)
     reports = recorder.reports
     assert [(r.scale, r.scales, r.iteration, r.iterations) for r in reports] == [
-        (1, 2, 1, 2), (1, 2, 2, 2), (2, 2, 1, 1)
+        (1, 2, 1, 2),
+        (1, 2, 2, 2),
+        (2, 2, 1, 1),
     ]
     fractions = [r.fraction for r in reports]
     assert 0 < fractions[0] < fractions[1] < fractions[2] == pytest.approx(1.0)
@@ -198,8 +204,9 @@ def test_pil_and_uint8_inputs(vgg19_weights: Path) -> None:
     assert out.shape == (30, 40, 3)
 
 
-def test_bad_inputs_are_clear_errors(vgg19_weights: Path, content: np.ndarray, style: np.ndarray,
-                                     tmp_path: Path) -> None:
+def test_bad_inputs_are_clear_errors(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray, tmp_path: Path
+) -> None:
     with pytest.raises(ImageError, match="empty"):
         nst_core.stylize(np.zeros((0, 4, 3), np.float32), [style], _options(vgg19_weights))
     with pytest.raises(ImageError, match="style image 1"):

@@ -149,16 +149,25 @@ BUDGET_MIB = 2048
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
 def test_print_size_job_stays_under_the_budget_without_seams(vgg19_weights: Path, tmp_path: Path) -> None:
     options = {
-        "size": 2048, "iterations": 2, "multiscale": False, "max_memory": BUDGET_MIB, "device": "cpu",
-        "style_layers": ["relu1_1"], "content_layers": ["relu1_1"], "weights": str(vgg19_weights),
+        "size": 2048,
+        "iterations": 2,
+        "multiscale": False,
+        "max_memory": BUDGET_MIB,
+        "device": "cpu",
+        "style_layers": ["relu1_1"],
+        "content_layers": ["relu1_1"],
+        "weights": str(vgg19_weights),
         # Plain gradient steps of fixed length: every tile really moves, so a seam would show.
-        "optimizer": "gd", "learning_rate": 0.05,
+        "optimizer": "gd",
+        "learning_rate": 0.05,
     }
     out_path = tmp_path / "out.npy"
     tests_dir = str(Path(__file__).parent)
     done = subprocess.run(
         [sys.executable, "-c", BIG_JOB, str(out_path), json.dumps(options), tests_dir],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     usage = json.loads(done.stdout.splitlines()[-1])

@@ -149,8 +149,13 @@ def test_network_errors_are_one_line(server: str, tmp_path: Path, where: str) ->
 def test_fetch_downloads_official_entry_into_dir(
     server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fake = replace(weights.OFFICIAL["vgg16"], filename="fake16.pth", url=f"{server}/file",
-                   sha256=PAYLOAD_SHA, size=len(PAYLOAD))
+    fake = replace(
+        weights.OFFICIAL["vgg16"],
+        filename="fake16.pth",
+        url=f"{server}/file",
+        sha256=PAYLOAD_SHA,
+        size=len(PAYLOAD),
+    )
     monkeypatch.setitem(weights.OFFICIAL, "vgg16", fake)
     path = weights.fetch("vgg16", tmp_path / "dir")
     assert path == tmp_path / "dir" / "fake16.pth" and path.read_bytes() == PAYLOAD

@@ -26,15 +26,21 @@ RW = GObject.ParamFlags.READWRITE
 FILE_ARGUMENTS = ("style-file", "style2-file")
 U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
 CHOICE_LABELS = {
-    "auto": "Automatic (GPU if there is one)", "cuda": "GPU (CUDA / ROCm)", "mps": "GPU (Apple)",
-    "cpu": "CPU", "off": "Off", "luminance": "Keep luminance colours", "histogram": "Match colour histogram",
+    "auto": "Automatic (GPU if there is one)",
+    "cuda": "GPU (CUDA / ROCm)",
+    "mps": "GPU (Apple)",
+    "cpu": "CPU",
+    "off": "Off",
+    "luminance": "Keep luminance colours",
+    "histogram": "Match colour histogram",
 }
 # Used only before install.py has written a config: a run then stops with "not installed".
 UNKNOWN_RANGE = {"int": (0, 2**31 - 1), "double": (0.0, 1e6)}
 
 
-def number_argument(procedure: Gimp.Procedure, kind: str, name: str, label: str, blurb: str, spec: dict,
-                    auto: bool = False) -> None:
+def number_argument(
+    procedure: Gimp.Procedure, kind: str, name: str, label: str, blurb: str, spec: dict, auto: bool = False
+) -> None:
     """An int/double argument with the engine's limits; auto=True adds 0 meaning 'engine decides'."""
     low, high = spec.get("min", UNKNOWN_RANGE[kind][0]), spec.get("max", UNKNOWN_RANGE[kind][1])
     default = 0 if auto else spec.get("default", low)
@@ -45,8 +51,9 @@ def number_argument(procedure: Gimp.Procedure, kind: str, name: str, label: str,
         procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
 
 
-def choice_argument(procedure: Gimp.Procedure, name: str, label: str, blurb: str, items: list,
-                    default: str | None) -> None:
+def choice_argument(
+    procedure: Gimp.Procedure, name: str, label: str, blurb: str, items: list, default: str | None
+) -> None:
     choice = Gimp.Choice.new()
     for index, (nick, text) in enumerate(items):
         choice.add(nick, index, text, "")
@@ -65,27 +72,80 @@ def add_arguments(procedure: Gimp.Procedure, config: dict) -> None:
     # The dialog still opens files (file_choosers); the run checks the file and says what is wrong.
     open_file = Gimp.FileChooserAction.ANY
     spec = functools.partial(nst_bridge.option_spec, config)
-    procedure.add_file_argument("style-file", "St_yle image", "The picture whose style is painted in",
-                                open_file, True, None, RW)
-    procedure.add_file_argument("style2-file", "Second style _image (optional)",
-                                "A second style picture, blended with the first", open_file, True, None, RW)
-    procedure.add_double_argument("style2-blend", "Second style shar_e",
-                                  "How much of the style comes from the second picture", 0.0, 1.0, 0.5, RW)
+    procedure.add_file_argument(
+        "style-file", "St_yle image", "The picture whose style is painted in", open_file, True, None, RW
+    )
+    procedure.add_file_argument(
+        "style2-file",
+        "Second style _image (optional)",
+        "A second style picture, blended with the first",
+        open_file,
+        True,
+        None,
+        RW,
+    )
+    procedure.add_double_argument(
+        "style2-blend",
+        "Second style shar_e",
+        "How much of the style comes from the second picture",
+        0.0,
+        1.0,
+        0.5,
+        RW,
+    )
     presets = nst_bridge.user_presets(config)
     default_preset = nst_bridge.engine_description(config).get("default_preset")
-    choice_argument(procedure, "preset", "_Quality", "Quality preset: more time gives a finer result",
-                    presets, default_preset)
-    number_argument(procedure, "double", "strength", "Style s_trength",
-                    "Multiplies the style weight: higher paints more style", spec("strength"))
+    choice_argument(
+        procedure,
+        "preset",
+        "_Quality",
+        "Quality preset: more time gives a finer result",
+        presets,
+        default_preset,
+    )
+    number_argument(
+        procedure,
+        "double",
+        "strength",
+        "Style s_trength",
+        "Multiplies the style weight: higher paints more style",
+        spec("strength"),
+    )
     keep_colors, default = engine_choices(config, "keep_colors", "off")
-    choice_argument(procedure, "keep-colors", "_Keep original colours",
-                    "Keep the layer's colours and take only the style's texture", keep_colors, default)
-    number_argument(procedure, "double", "style-scale", "Style sc_ale",
-                    "Size of the style's brush strokes relative to the picture", spec("style_scale"))
-    number_argument(procedure, "int", "size", "_Working size (0 = auto)",
-                    "Longest side, in pixels, the style is computed at", spec("size"), auto=True)
-    number_argument(procedure, "int", "iterations", "Iteratio_ns (0 = preset's)",
-                    "Optimisation steps in all", spec("iterations"), auto=True)
+    choice_argument(
+        procedure,
+        "keep-colors",
+        "_Keep original colours",
+        "Keep the layer's colours and take only the style's texture",
+        keep_colors,
+        default,
+    )
+    number_argument(
+        procedure,
+        "double",
+        "style-scale",
+        "Style sc_ale",
+        "Size of the style's brush strokes relative to the picture",
+        spec("style_scale"),
+    )
+    number_argument(
+        procedure,
+        "int",
+        "size",
+        "_Working size (0 = auto)",
+        "Longest side, in pixels, the style is computed at",
+        spec("size"),
+        auto=True,
+    )
+    number_argument(
+        procedure,
+        "int",
+        "iterations",
+        "Iteratio_ns (0 = preset's)",
+        "Optimisation steps in all",
+        spec("iterations"),
+        auto=True,
+    )
     number_argument(procedure, "int", "seed", "Rando_m seed", "Same seed, same result", spec("seed"))
     devices, default = engine_choices(config, "device", "auto")
     choice_argument(procedure, "device", "_Device", "Where the engine runs", devices, default)
@@ -117,8 +177,9 @@ def read_options(config: Gimp.ProcedureConfig) -> dict:
 def check_layers(drawables: list) -> list[Gimp.Layer]:
     layers = [d for d in drawables if isinstance(d, Gimp.Layer) and not d.is_group()]
     if not drawables or len(layers) != len(drawables):
-        raise nst_bridge.EngineError("Neural Style works on layers: select one or more layers (not groups, "
-                                     "masks or channels).", 2)
+        raise nst_bridge.EngineError(
+            "Neural Style works on layers: select one or more layers (not groups, masks or channels).", 2
+        )
     return layers
 
 
@@ -129,13 +190,22 @@ def pixel_layout(image: Gimp.Image, layer: Gimp.Layer) -> tuple[str, str, int]:
     return model + (" u8" if u8 else " float"), "u8" if u8 else "float32", 2 if layer.is_gray() else 4
 
 
-def stylize_layer(image: Gimp.Image, layer: Gimp.Layer, styles: list, options: dict, engine_config: dict,
-                  report: Callable[[float, str], bool]) -> dict:
+def stylize_layer(
+    image: Gimp.Image,
+    layer: Gimp.Layer,
+    styles: list,
+    options: dict,
+    engine_config: dict,
+    report: Callable[[float, str], bool],
+) -> dict:
     """Run the engine on the selected part of `layer`; the result and where it goes."""
     found, x, y, width, height = layer.mask_intersect()
     if not found:
-        raise nst_bridge.EngineError(f"The selection does not touch layer '{layer.get_name()}': select part "
-                                     "of it or use Select > All.", 2)
+        raise nst_bridge.EngineError(
+            f"The selection does not touch layer '{layer.get_name()}': select part "
+            "of it or use Select > All.",
+            2,
+        )
     babl, fmt, channels = pixel_layout(image, layer)
     rect = Gegl.Rectangle.new(x, y, width, height)
     pixels = layer.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE)
@@ -177,10 +247,12 @@ def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
     from gi.repository import GimpUi
 
     spec = config.find_property(name)
-    chooser = GimpUi.FileChooser.new(Gimp.FileChooserAction.OPEN, spec.get_nick(), spec.get_blurb(),
-                                     config.get_property(name))
-    config.bind_property(name, chooser, "file",
-                         GObject.BindingFlags.SYNC_CREATE | GObject.BindingFlags.BIDIRECTIONAL)
+    chooser = GimpUi.FileChooser.new(
+        Gimp.FileChooserAction.OPEN, spec.get_nick(), spec.get_blurb(), config.get_property(name)
+    )
+    config.bind_property(
+        name, chooser, "file", GObject.BindingFlags.SYNC_CREATE | GObject.BindingFlags.BIDIRECTIONAL
+    )
     chooser.show()
     return chooser
 
@@ -203,8 +275,14 @@ def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool
     return accepted
 
 
-def neural_style(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.Image, drawables: list,
-                 config: Gimp.ProcedureConfig, data: object) -> Gimp.ValueArray:
+def neural_style(
+    procedure: Gimp.Procedure,
+    run_mode: Gimp.RunMode,
+    image: Gimp.Image,
+    drawables: list,
+    config: Gimp.ProcedureConfig,
+    data: object,
+) -> Gimp.ValueArray:
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     Gimp.progress_init("Neural style")
@@ -213,9 +291,10 @@ def neural_style(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, image: Gimp.
         styles, options = read_styles(config), read_options(config)
         layers = check_layers(drawables)
         # Every layer is computed before any is inserted: a failure leaves the image untouched.
-        results = [stylize_layer(image, layer, styles, options, engine_config,
-                                 progress_reporter(index, len(layers)))
-                   for index, layer in enumerate(layers)]
+        results = [
+            stylize_layer(image, layer, styles, options, engine_config, progress_reporter(index, len(layers)))
+            for index, layer in enumerate(layers)
+        ]
     except nst_bridge.EngineError as error:
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
     finally:
@@ -241,14 +320,18 @@ class NeuralStyle(Gimp.PlugIn):
     def do_create_procedure(self, name: str) -> Gimp.Procedure:
         procedure = Gimp.ImageProcedure.new(self, name, Gimp.PDBProcType.PLUGIN, neural_style, None)
         procedure.set_image_types("RGB*, GRAY*")
-        procedure.set_sensitivity_mask(Gimp.ProcedureSensitivityMask.DRAWABLE
-                                       | Gimp.ProcedureSensitivityMask.DRAWABLES)
+        procedure.set_sensitivity_mask(
+            Gimp.ProcedureSensitivityMask.DRAWABLE | Gimp.ProcedureSensitivityMask.DRAWABLES
+        )
         procedure.set_menu_label("Neural _Style...")
         procedure.add_menu_path("<Image>/Filters")
-        procedure.set_documentation("Repaint layers in the style of a picture",
-                                    "Neural style transfer (Gatys et al.): each selected layer, within the "
-                                    "selection, is repainted in the style of the chosen picture and added "
-                                    "as a new layer above it.", name)
+        procedure.set_documentation(
+            "Repaint layers in the style of a picture",
+            "Neural style transfer (Gatys et al.): each selected layer, within the "
+            "selection, is repainted in the style of the chosen picture and added "
+            "as a new layer above it.",
+            name,
+        )
         procedure.set_attribution("GIMP Neural Style authors", "GPL-3.0-or-later", "2025")
         try:
             config = nst_bridge.load_config(PLUGIN_DIR)

@@ -12,6 +12,7 @@ the engine is started on the host through `flatpak-spawn --host`, and the run fo
 in the sandbox's cache folder, which the host sees at the same path (the sandbox's /tmp is
 private).
 """
+
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
 # (Python 2.7 needs the old spellings those rules would modernise, and has no `raise ... from`.)
 from __future__ import absolute_import, division, print_function, unicode_literals
@@ -102,8 +103,9 @@ def load_config(plugin_dir):
                 "Neural style config %s is unreadable (%s): run install.py again." % (path, exc)
             )
         if not isinstance(config, dict):
-            raise EngineNotInstalled("Neural style config %s is not a JSON object: run install.py again."
-                                     % path)
+            raise EngineNotInstalled(
+                "Neural style config %s is not a JSON object: run install.py again." % path
+            )
     for field, variable in (("python", "NST_ENGINE_PYTHON"), ("weights", "NST_WEIGHTS")):
         if os.environ.get(variable):
             config[field] = os.environ[variable]
@@ -184,8 +186,9 @@ def runs_folder(config):
         try:
             os.makedirs(base)
         except OSError as exc:
-            raise EngineError("Cannot make the folder %s (%s): free some disk space or fix its permissions."
-                              % (base, exc))
+            raise EngineError(
+                "Cannot make the folder %s (%s): free some disk space or fix its permissions." % (base, exc)
+            )
     return base
 
 
@@ -330,12 +333,17 @@ class EngineRun(object):
         # type: (bytes, int, int, str, int) -> None
         """The layer's pixels: row-major, interleaved, "u8" (0..255) or "float32" (0..1)."""
         if fmt not in BYTES_PER_SAMPLE or channels not in (1, 2, 3, 4):
-            raise EngineError("Unsupported pixel layout %s x %s channels: use u8 or float32 with 1 to 4 "
-                              "channels." % (fmt, channels), EXIT_USAGE)
+            raise EngineError(
+                "Unsupported pixel layout %s x %s channels: use u8 or float32 with 1 to 4 "
+                "channels." % (fmt, channels),
+                EXIT_USAGE,
+            )
         expected = width * height * channels * BYTES_PER_SAMPLE[fmt]
         if width < 1 or height < 1 or len(data) != expected:
-            raise EngineError("Pixel buffer of %d bytes does not match %dx%d %s x %d: this is a plug-in bug."
-                              % (len(data), width, height, fmt, channels))
+            raise EngineError(
+                "Pixel buffer of %d bytes does not match %dx%d %s x %d: this is a plug-in bug."
+                % (len(data), width, height, fmt, channels)
+            )
         path = os.path.join(self.folder, "content.raw")
         with open(path, "wb") as handle:
             handle.write(data)
@@ -351,8 +359,9 @@ class EngineRun(object):
             raise EngineError("No style image given: choose a style image file.", EXIT_USAGE)
         for path, _weight in styles:
             if not path or not os.path.isfile(path):
-                raise EngineError("Style image %s not found: choose an existing image file." % path,
-                                  EXIT_BAD_IMAGE)
+                raise EngineError(
+                    "Style image %s not found: choose an existing image file." % path, EXIT_BAD_IMAGE
+                )
         job_path = self._write_job(styles, options)
         with _TerminateGuard():
             self._start(python, job_path)
@@ -396,7 +405,8 @@ class EngineRun(object):
         # A host path may not exist inside the Flatpak sandbox: there, starting it is the check.
         if not self.flatpak and not os.path.isfile(python):
             raise EngineNotInstalled(
-                "Neural style engine Python %s is missing: run install.py again." % python)
+                "Neural style engine Python %s is missing: run install.py again." % python
+            )
         return python
 
     def _write_job(self, styles, options):
@@ -428,15 +438,18 @@ class EngineRun(object):
             try:
                 shutil.copyfile(path, copy)
             except (IOError, OSError) as exc:
-                raise EngineError("Cannot read style image %s (%s): choose a readable image file."
-                                  % (path, exc), EXIT_BAD_IMAGE)
+                raise EngineError(
+                    "Cannot read style image %s (%s): choose a readable image file." % (path, exc),
+                    EXIT_BAD_IMAGE,
+                )
             copies.append((copy, weight))
         return copies
 
     def _start(self, python, job_path):
         # type: (str, str) -> None
         self.stderr_path = os.path.join(self.folder, "engine-stderr.txt")
-        kwargs = {}  # type: dict
+        kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "cwd": self.folder}  # type: dict
+        kwargs["env"] = child_environment()
         if sys.platform.startswith("linux"):
             kwargs["preexec_fn"] = _die_with_parent
         if os.name == "nt":
@@ -445,17 +458,18 @@ class EngineRun(object):
             kwargs["close_fds"] = True
         with open(self.stderr_path, "wb") as stderr:
             try:
-                self.process = subprocess.Popen(
-                    engine_command(self.config, python, job_path, self.folder),
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr,
-                    cwd=self.folder, env=child_environment(), **kwargs)
+                command = engine_command(self.config, python, job_path, self.folder)
+                # One line: Python 2.7 refuses the trailing comma after **kwargs that a split call gets.
+                self.process = subprocess.Popen(command, stderr=stderr, **kwargs)
             except OSError as exc:
                 if self.flatpak:
                     raise EngineNotInstalled(
                         "Neural style cannot run %s (%s): it was installed for a Flatpak GIMP; run "
-                        "install.py again for this GIMP." % (FLATPAK_SPAWN, exc))
+                        "install.py again for this GIMP." % (FLATPAK_SPAWN, exc)
+                    )
                 raise EngineNotInstalled(
-                    "Neural style engine %s cannot start (%s): run install.py again." % (python, exc))
+                    "Neural style engine %s cannot start (%s): run install.py again." % (python, exc)
+                )
 
     def _follow(self, on_progress):
         # type: (object) -> dict
@@ -493,13 +507,20 @@ class EngineRun(object):
             return EngineError(last["message"], int(last.get("code", code) or 1))
         detail = self._stderr_tail()
         if self.flatpak and FLATPAK_NO_COMMAND in detail:
-            return EngineNotInstalled("Neural style engine %s cannot start on the host (%s): run "
-                                      "install.py again." % (self.config.get("python"), detail))
+            return EngineNotInstalled(
+                "Neural style engine %s cannot start on the host (%s): run "
+                "install.py again." % (self.config.get("python"), detail)
+            )
         if self.flatpak and detail.startswith(FLATPAK_SPAWN_FAILURES):
-            return EngineError("Neural style cannot start its engine outside the Flatpak sandbox (%s): "
-                               "allow it once with `%s`, then restart GIMP." % (detail, FLATPAK_PERMISSION))
-        return EngineError("Neural style engine failed (exit code %s)%s: see the message above or run "
-                           "install.py again." % (code, ": " + detail if detail else ""), code or 1)
+            return EngineError(
+                "Neural style cannot start its engine outside the Flatpak sandbox (%s): "
+                "allow it once with `%s`, then restart GIMP." % (detail, FLATPAK_PERMISSION)
+            )
+        return EngineError(
+            "Neural style engine failed (exit code %s)%s: see the message above or run "
+            "install.py again." % (code, ": " + detail if detail else ""),
+            code or 1,
+        )
 
     def _stderr_tail(self):
         # type: () -> str
@@ -522,6 +543,7 @@ class EngineRun(object):
         except (IOError, OSError):
             raise EngineError("The engine reported success but wrote no result: please report this bug.")
         if len(data) != expected:
-            raise EngineError("The engine's result has %d bytes, not %d: please report this bug."
-                              % (len(data), expected))
+            raise EngineError(
+                "The engine's result has %d bytes, not %d: please report this bug." % (len(data), expected)
+            )
         return data

@@ -77,9 +77,17 @@ def describe_layers(image, out, tag):
         _, x, y = layer.get_offsets()
         raw = os.path.join(out, f"{tag}-{index}.raw")
         dump_layer(layer, raw)
-        layers.append({"name": layer.get_name(), "offsets": [x, y], "raw": raw,
-                       "size": [layer.get_width(), layer.get_height()], "gray": layer.is_gray(),
-                       "has_alpha": layer.has_alpha(), "channels": 2 if layer.is_gray() else 4})
+        layers.append(
+            {
+                "name": layer.get_name(),
+                "offsets": [x, y],
+                "raw": raw,
+                "size": [layer.get_width(), layer.get_height()],
+                "gray": layer.is_gray(),
+                "has_alpha": layer.has_alpha(),
+                "channels": 2 if layer.is_gray() else 4,
+            }
+        )
     return layers
 
 
@@ -148,10 +156,17 @@ def run_case(procedure, case, plan):
     finally:
         if "engine_config" in case:
             shutil.move(saved, plan["config_path"])
-    result = {"status": status, "error": error, "before": before,
-              "layers": describe_layers(image, plan["out"], case["name"]),
-              "image": {"precision": image.get_precision().value_nick,
-                        "size": [image.get_width(), image.get_height()]}, "killed": killed}
+    result = {
+        "status": status,
+        "error": error,
+        "before": before,
+        "layers": describe_layers(image, plan["out"], case["name"]),
+        "image": {
+            "precision": image.get_precision().value_nick,
+            "size": [image.get_width(), image.get_height()],
+        },
+        "killed": killed,
+    }
     image.delete()
     return result
 
@@ -166,8 +181,11 @@ def main():
         for case in plan["cases"]:
             manifest["cases"][case["name"]] = run_case(procedure, case, plan)
         # A killed plug-in cannot clean up; the next run sweeps its folder (there is one after it).
-        manifest["left_behind"] = [c["killed"]["folder"] for c in manifest["cases"].values()
-                                   if c["killed"].get("folder") and os.path.exists(c["killed"]["folder"])]
+        manifest["left_behind"] = [
+            c["killed"]["folder"]
+            for c in manifest["cases"].values()
+            if c["killed"].get("folder") and os.path.exists(c["killed"]["folder"])
+        ]
     with open(os.path.join(plan["out"], "manifest.json"), "w") as handle:
         json.dump(manifest, handle, indent=1)
 

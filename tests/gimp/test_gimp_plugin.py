@@ -32,8 +32,16 @@ INSTALLED = Path("plug-ins") / "neural_style"  # inside the profile
 CHROOT = Path(os.environ.get("GIMP3_ROOT", "/var/tmp/gimp3-root"))
 CANVAS = [64, 48]
 # Four iterations: L-BFGS's first steps are tiny, so two barely move an unresized layer's pixels.
-ENGINE_ARGS = {"preset": "balanced", "strength": 1.0, "keep-colors": "off", "style-scale": 1.0,
-               "size": 32, "iterations": 4, "seed": 0, "device": "cpu"}
+ENGINE_ARGS = {
+    "preset": "balanced",
+    "strength": 1.0,
+    "keep-colors": "off",
+    "style-scale": 1.0,
+    "size": 32,
+    "iterations": 4,
+    "seed": 0,
+    "device": "cpu",
+}
 # The same settings under the engine's option names, for the run-job comparison.
 ENGINE_OPTIONS = {name.replace("-", "_"): value for name, value in ENGINE_ARGS.items()}
 STYLED = " (Neural Style: style)"
@@ -44,17 +52,26 @@ def chroot() -> Path:
     if os.environ.get("NST_SKIP_GIMP") == "1":
         pytest.skip("GIMP 3 tests skipped on request (NST_SKIP_GIMP=1)")
     if os.geteuid() != 0:
-        pytest.fail("The GIMP 3 tests need root (chroot and mount namespaces): run pytest as root, "
-                    "or set NST_SKIP_GIMP=1 to skip them.", pytrace=False)
+        pytest.fail(
+            "The GIMP 3 tests need root (chroot and mount namespaces): run pytest as root, "
+            "or set NST_SKIP_GIMP=1 to skip them.",
+            pytrace=False,
+        )
     if not (CHROOT / "usr/bin/gimp-console-3.0").exists():
         built = subprocess.run([HERE / "make_chroot.sh", CHROOT], capture_output=True, text=True)
         if built.returncode != 0:
-            pytest.fail(f"Could not build the GIMP 3 chroot at {CHROOT} (needs network to a Debian "
-                        f"mirror): {built.stderr.strip()[-800:]}", pytrace=False)
+            pytest.fail(
+                f"Could not build the GIMP 3 chroot at {CHROOT} (needs network to a Debian "
+                f"mirror): {built.stderr.strip()[-800:]}",
+                pytrace=False,
+            )
     if Path(sys.base_prefix).resolve().parts[1:2] in (("usr",), ()):
-        pytest.fail(f"This venv's base Python lives in {sys.base_prefix}, a system folder that cannot be "
-                    "mounted into the chroot: make the test venv from a self-contained Python (pyenv, "
-                    "python.org build) and run again.", pytrace=False)
+        pytest.fail(
+            f"This venv's base Python lives in {sys.base_prefix}, a system folder that cannot be "
+            "mounted into the chroot: make the test venv from a self-contained Python (pyenv, "
+            "python.org build) and run again.",
+            pytrace=False,
+        )
     return CHROOT
 
 
@@ -80,32 +97,80 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
     corrupt.write_bytes(b"this is not a weights file")
     config = json.loads(config_path.read_text())
     return [
-        {"name": "cancelled", "canvas": CANVAS, "args": args | {"iterations": 100000, "size": 64},
-         "layers": [opaque], "kill_plugin": True},
-        {"name": "two_layers", "canvas": CANVAS, "args": args, "layers": [
-            {"png": inputs["opaque"], "name": "Opaque", "offsets": [0, 0]},
-            {"png": inputs["transparent"], "name": "Partly transparent", "offsets": [20, 18]}]},
-        {"name": "rect_selection", "canvas": CANVAS, "args": args, "layers": [opaque],
-         "select": [[14, 10, 24, 16], "rect"]},
-        {"name": "ellipse_selection", "canvas": CANVAS, "args": args, "layers": [opaque],
-         "select": [[10, 8, 30, 20], "ellipse"]},
+        {
+            "name": "cancelled",
+            "canvas": CANVAS,
+            "args": args | {"iterations": 100000, "size": 64},
+            "layers": [opaque],
+            "kill_plugin": True,
+        },
+        {
+            "name": "two_layers",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [
+                {"png": inputs["opaque"], "name": "Opaque", "offsets": [0, 0]},
+                {"png": inputs["transparent"], "name": "Partly transparent", "offsets": [20, 18]},
+            ],
+        },
+        {
+            "name": "rect_selection",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "select": [[14, 10, 24, 16], "rect"],
+        },
+        {
+            "name": "ellipse_selection",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "select": [[10, 8, 30, 20], "ellipse"],
+        },
         {"name": "gray", "canvas": CANVAS, "args": args, "layers": [opaque], "convert": "gray"},
         {"name": "deep", "canvas": CANVAS, "args": args, "layers": [opaque], "convert": "U16_NON_LINEAR"},
-        {"name": "missing_style", "canvas": CANVAS, "layers": [opaque],
-         "args": args | {"style-file": str(work / "no-such-style.jpg")}},
-        {"name": "broken_python", "canvas": CANVAS, "args": args, "layers": [opaque],
-         "engine_config": config | {"python": str(broken_python)}},
-        {"name": "corrupt_weights", "canvas": CANVAS, "args": args, "layers": [opaque],
-         "engine_config": config | {"weights": str(corrupt)}},
+        {
+            "name": "missing_style",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "args": args | {"style-file": str(work / "no-such-style.jpg")},
+        },
+        {
+            "name": "broken_python",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "engine_config": config | {"python": str(broken_python)},
+        },
+        {
+            "name": "corrupt_weights",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "engine_config": config | {"weights": str(corrupt)},
+        },
         # Without a config the choices hold only their fallbacks, so call with those.
-        {"name": "not_installed", "canvas": CANVAS, "layers": [opaque], "engine_config": {"version": 1},
-         "args": args | {"device": "auto"}},
+        {
+            "name": "not_installed",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "engine_config": {"version": 1},
+            "args": args | {"device": "auto"},
+        },
     ]
 
 
 # What install.py must not take from the caller's environment: the test chooses every path.
-INSTALL_CLEARED = ("NST_DATA_DIR", "NST_WEIGHTS", "NST_ENGINE_PYTHON", "NST_PLUGIN_CONFIG", "PYTHONPATH",
-                   "XDG_DATA_HOME", "XDG_CONFIG_HOME", "TORCH_HOME")
+INSTALL_CLEARED = (
+    "NST_DATA_DIR",
+    "NST_WEIGHTS",
+    "NST_ENGINE_PYTHON",
+    "NST_PLUGIN_CONFIG",
+    "PYTHONPATH",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "TORCH_HOME",
+)
 
 
 def install_plugin(work: Path, weights: Path) -> Path:
@@ -113,18 +178,38 @@ def install_plugin(work: Path, weights: Path) -> Path:
     import nst_core
 
     if Path(nst_core.__file__).resolve().parent != REPO / "nst_core":
-        pytest.fail("This Python's nst_core is not this checkout's: pip install -e . from the checkout "
-                    "(install.py would otherwise install into the test environment).", pytrace=False)
+        pytest.fail(
+            "This Python's nst_core is not this checkout's: pip install -e . from the checkout "
+            "(install.py would otherwise install into the test environment).",
+            pytrace=False,
+        )
     profile = work / "GIMP" / "3.0"
     profile.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in INSTALL_CLEARED}
     env["NST_DATA_DIR"] = str(work / "data")  # the install record goes there, not in the user's folder
-    done = subprocess.run([sys.executable, str(REPO / "install.py"), "--engine-python", sys.executable,
-                           "--weights", str(weights), "--gimp-dir", str(profile), "--skip-self-test"],
-                          capture_output=True, text=True, env=env, cwd=work, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "install.py"),
+            "--engine-python",
+            sys.executable,
+            "--weights",
+            str(weights),
+            "--gimp-dir",
+            str(profile),
+            "--skip-self-test",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+        timeout=600,
+    )
     if done.returncode != 0:
-        pytest.fail(f"install.py failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n"
-                    f"{done.stderr[-2000:]}", pytrace=False)
+        pytest.fail(
+            f"install.py failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}",
+            pytrace=False,
+        )
     return profile
 
 
@@ -136,25 +221,43 @@ def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFac
     profile = install_plugin(work, vgg19_weights)
     config_path = profile / INSTALLED / "nst_config.json"
     installed_config = json.loads(config_path.read_text())
-    plan = {"out": str(work / "out"), "config_path": str(config_path),
-            "cases": plan_cases(inputs, work, config_path)}
+    plan = {
+        "out": str(work / "out"),
+        "config_path": str(config_path),
+        "cases": plan_cases(inputs, work, config_path),
+    }
     (work / "out").mkdir()
     (work / "plan.json").write_text(json.dumps(plan))
     binds = {sys.prefix, sys.base_prefix, str(REPO), str(work), str(vgg19_weights.parent)}
-    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot), "--profile", str(profile),
-               "--timeout", "300"]
+    command = [
+        str(HERE / "run_in_gimp.sh"),
+        "--root",
+        str(chroot),
+        "--profile",
+        str(profile),
+        "--timeout",
+        "300",
+    ]
     for path in sorted(binds):
         command += ["--bind", path]
-    done = subprocess.run([*command, str(HERE / "batch_neural_style.py"), str(work / "plan.json")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [*command, str(HERE / "batch_neural_style.py"), str(work / "plan.json")],
+        capture_output=True,
+        text=True,
+    )
     manifest_path = work / "out" / "manifest.json"
     if done.returncode != 0 or not manifest_path.exists():
         output = f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-        pytest.fail(f"GIMP run failed (exit {done.returncode}):\n{output}",
-                    pytrace=False)
-    return {"manifest": json.loads(manifest_path.read_text()), "inputs": inputs, "work": work,
-            "weights": str(vgg19_weights), "log": done.stderr, "profile": profile,
-            "config": installed_config}
+        pytest.fail(f"GIMP run failed (exit {done.returncode}):\n{output}", pytrace=False)
+    return {
+        "manifest": json.loads(manifest_path.read_text()),
+        "inputs": inputs,
+        "work": work,
+        "weights": str(vgg19_weights),
+        "log": done.stderr,
+        "profile": profile,
+        "config": installed_config,
+    }
 
 
 def case(gimp: dict, name: str) -> dict:
@@ -208,8 +311,19 @@ def test_gimp_registered_the_installed_plugin(gimp: dict) -> None:
     assert registration["menu_paths"] == ["<Image>/Filters"]
     assert registration["image_types"] == "RGB*, GRAY*"
     assert registration["presets"] == list(gimp["config"]["engine"]["user_presets"])
-    for argument in ("style-file", "style2-file", "style2-blend", "preset", "strength", "keep-colors",
-                     "style-scale", "size", "iterations", "seed", "device"):
+    for argument in (
+        "style-file",
+        "style2-file",
+        "style2-blend",
+        "preset",
+        "strength",
+        "keep-colors",
+        "style-scale",
+        "size",
+        "iterations",
+        "seed",
+        "device",
+    ):
         assert argument in registration["arguments"]
 
 
@@ -217,7 +331,11 @@ def test_two_selected_layers_get_styled_layers_above_them(gimp: dict) -> None:
     result = case(gimp, "two_layers")
     assert result["status"] == "success", result["error"]
     assert [layer["name"] for layer in result["layers"]] == [
-        "Partly transparent" + STYLED, "Partly transparent", "Opaque" + STYLED, "Opaque"]
+        "Partly transparent" + STYLED,
+        "Partly transparent",
+        "Opaque" + STYLED,
+        "Opaque",
+    ]
     for name in ("Opaque", "Partly transparent"):
         source, styled = layer_named(result, name), layer_named(result, name + STYLED)
         assert styled["size"] == source["size"] and styled["offsets"] == source["offsets"]
@@ -318,15 +436,25 @@ def test_result_equals_the_engine_run_directly(gimp: dict) -> None:
     work = gimp["work"]
     height, width, channels = source.shape
     source.tofile(work / "direct-content.raw")
-    job = {"version": 1,
-           "content": {"raw": "direct-content.raw", "width": width, "height": height, "format": "u8",
-                       "channels": channels},
-           "styles": [{"path": gimp["inputs"]["style"], "weight": 1.0}],
-           "options": ENGINE_OPTIONS | {"weights": gimp["weights"]},
-           "output": {"raw": "direct-result.raw", "format": "u8"}}
+    job = {
+        "version": 1,
+        "content": {
+            "raw": "direct-content.raw",
+            "width": width,
+            "height": height,
+            "format": "u8",
+            "channels": channels,
+        },
+        "styles": [{"path": gimp["inputs"]["style"], "weight": 1.0}],
+        "options": ENGINE_OPTIONS | {"weights": gimp["weights"]},
+        "output": {"raw": "direct-result.raw", "format": "u8"},
+    }
     (work / "direct-job.json").write_text(json.dumps(job))
-    done = subprocess.run([sys.executable, "-m", "nst_core", "run-job", str(work / "direct-job.json")],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_core", "run-job", str(work / "direct-job.json")],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     direct = np.fromfile(work / "direct-result.raw", dtype=np.uint8).reshape(source.shape)
     assert np.abs(direct.astype(int) - styled).max() <= 1

@@ -4,9 +4,10 @@ The tests import its helpers; as a script (`python drive_plugin.py SPEC.json`) i
 plug-in in a process of its own, under Python 3 or 2.7, so tests can kill that process
 like GIMP's Cancel does, or check the plug-in on a real Python 2.7. Python 2.7 and 3.
 """
+
 # ruff: noqa: UP010, UP015, UP020, UP025, UP031, UP036
-# (Python 2.7 runs this file too: __future__ imports, io.open, u'' and % formatting, version checks.)
-from __future__ import absolute_import, division, print_function
+# (Python 2.7 runs this file too: __future__ imports, io.open, % formatting, version checks.)
+from __future__ import absolute_import, division, print_function, unicode_literals
 
 import base64
 import io
@@ -61,11 +62,21 @@ def new_image(gimpfu, width, height, layer_type, offsets=(0, 0), name="Photo"):
     return image, layer
 
 
-def plugin_args(style, style2="", blend=0.5, preset=0, strength=1.0, keep_colors=0, style_scale=1.0,
-                size=0, iterations=2.0, seed=0, device=2):
+def plugin_args(
+    style,
+    style2="",
+    blend=0.5,
+    preset=0,
+    strength=1.0,
+    keep_colors=0,
+    style_scale=1.0,
+    size=0,
+    iterations=2.0,
+    seed=0,
+    device=2,
+):
     """The procedure's arguments after image and drawable, in PARAMS order (device 2 = CPU)."""
-    return [style, style2, blend, preset, strength, keep_colors, style_scale, size, iterations, seed,
-            device]
+    return [style, style2, blend, preset, strength, keep_colors, style_scale, size, iterations, seed, device]
 
 
 def _report_progress_to(marker):
@@ -77,15 +88,21 @@ def _report_progress_to(marker):
     def progress_update(self, percentage):
         original(self, percentage)
         with io.open(marker, "a", encoding="utf-8") as handle:
-            handle.write(u"%s\n" % percentage)
+            handle.write("%s\n" % percentage)
 
     gimpfu.Gimp.progress_update = progress_update
 
 
 def _layer_report(layer):
-    return {"name": layer.name, "width": layer.width, "height": layer.height, "type": layer.type,
-            "offsets": list(layer.offsets), "mask": layer.mask is not None,
-            "pixels": base64.b64encode(bytes(layer.pixels)).decode("ascii")}
+    return {
+        "name": layer.name,
+        "width": layer.width,
+        "height": layer.height,
+        "type": layer.type,
+        "offsets": list(layer.offsets),
+        "mask": layer.mask is not None,
+        "pixels": base64.b64encode(bytes(layer.pixels)).decode("ascii"),
+    }
 
 
 def run_script(spec):
@@ -96,13 +113,18 @@ def run_script(spec):
     if spec.get("marker"):
         _report_progress_to(spec["marker"])
     plugin = load_plugin(spec.get("plugin", PLUGIN))
-    image, layer = new_image(gimpfu, spec["width"], spec["height"], spec["layer_type"],
-                             tuple(spec.get("offsets", (0, 0))))
+    image, layer = new_image(
+        gimpfu, spec["width"], spec["height"], spec["layer_type"], tuple(spec.get("offsets", (0, 0)))
+    )
     plugin.neural_style(image, layer, *plugin_args(spec["style"], iterations=spec["iterations"]))
-    report = {"messages": gimpfu.messages, "layers": [_layer_report(item) for item in image.layers],
-              "open_undo_groups": image.open_undo_groups, "python": list(sys.version_info[:2])}
+    report = {
+        "messages": gimpfu.messages,
+        "layers": [_layer_report(item) for item in image.layers],
+        "open_undo_groups": image.open_undo_groups,
+        "python": list(sys.version_info[:2]),
+    }
     with io.open(spec["report"], "w", encoding="utf-8") as handle:
-        handle.write(u"%s" % json.dumps(report))
+        handle.write("%s" % json.dumps(report))
 
 
 if __name__ == "__main__":

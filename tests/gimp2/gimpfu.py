@@ -6,6 +6,7 @@ address drawable coordinates, writes need a dirty region and reach the drawable 
 `flush()`. Every pdb/gimp call is recorded in `calls`, messages in `messages`, so tests
 can check what the plug-in asked GIMP to do. Python 2.7 and 3, like the plug-in.
 """
+
 # ruff: noqa: UP004, UP010, UP031
 # (Python 2.7 runs this module too: explicit `object` bases, __future__ imports, % formatting.)
 from __future__ import absolute_import, division, print_function
@@ -31,8 +32,14 @@ ADD_MASK_WHITE, ADD_MASK_SELECTION = 0, 4
 CHANNEL_OP_ADD, CHANNEL_OP_SUBTRACT, CHANNEL_OP_REPLACE = 0, 1, 2
 RUN_INTERACTIVE, RUN_NONINTERACTIVE, RUN_WITH_LAST_VALS = 0, 1, 2
 
-BYTES_PER_PIXEL = {RGB_IMAGE: 3, RGBA_IMAGE: 4, GRAY_IMAGE: 1, GRAYA_IMAGE: 2, INDEXED_IMAGE: 1,
-                   INDEXEDA_IMAGE: 2}
+BYTES_PER_PIXEL = {
+    RGB_IMAGE: 3,
+    RGBA_IMAGE: 4,
+    GRAY_IMAGE: 1,
+    GRAYA_IMAGE: 2,
+    INDEXED_IMAGE: 1,
+    INDEXEDA_IMAGE: 2,
+}
 NAME_CHARACTERS = set(string.ascii_letters + string.digits + "_-")
 RANGED_TYPES = (PF_SLIDER, PF_SPINNER, PF_RADIO, PF_OPTION)  # gimpfu's dialog reads their 5th field
 
@@ -71,8 +78,23 @@ def _check_param(param):
         raise error("%s needs its range or choices as a fifth element" % param[1])
 
 
-def register(proc_name, blurb, help, author, copyright, date, label, imagetypes, params, results,
-             function, menu=None, domain=None, on_query=None, on_run=None):
+def register(
+    proc_name,
+    blurb,
+    help,
+    author,
+    copyright,
+    date,
+    label,
+    imagetypes,
+    params,
+    results,
+    function,
+    menu=None,
+    domain=None,
+    on_query=None,
+    on_run=None,
+):
     """Records the procedure after gimpfu's own sanity checks."""
     _check_name(proc_name, "procedure")
     for param in params:
@@ -80,9 +102,18 @@ def register(proc_name, blurb, help, author, copyright, date, label, imagetypes,
     if menu is None or not menu.startswith("<"):
         raise error("give the menu path with menu=, like '<Image>/Filters'")
     registered[proc_name] = {
-        "blurb": blurb, "help": help, "author": author, "copyright": copyright, "date": date,
-        "label": label, "imagetypes": imagetypes, "params": list(params), "results": list(results),
-        "function": function, "menu": menu, "domain": domain,
+        "blurb": blurb,
+        "help": help,
+        "author": author,
+        "copyright": copyright,
+        "date": date,
+        "label": label,
+        "imagetypes": imagetypes,
+        "params": list(params),
+        "results": list(results),
+        "function": function,
+        "menu": menu,
+        "domain": domain,
     }
 
 
@@ -133,7 +164,7 @@ class PixelRegion(object):
         pending = self.drawable.pending
         offset = 0
         for start, stop in rows:
-            pending.append((start, data[offset:offset + stop - start]))
+            pending.append((start, data[offset : offset + stop - start]))
             offset += stop - start
 
 
@@ -160,7 +191,7 @@ class Layer(object):
     def flush(self):
         _record("drawable.flush", self)
         for start, data in self.pending:
-            self.pixels[start:start + len(data)] = data
+            self.pixels[start : start + len(data)] = data
         del self.pending[:]
 
     def update(self, x, y, width, height):
@@ -208,8 +239,7 @@ class Pdb(object):
     """The procedures the plug-in may call, with GIMP 2.10's signatures and return values."""
 
     def __getattr__(self, name):
-        raise AttributeError("the gimpfu stand-in has no pdb procedure %s: add it if GIMP 2.10 has it"
-                             % name)
+        raise AttributeError("the gimpfu stand-in has no pdb procedure %s: add it if GIMP 2.10 has it" % name)
 
     def gimp_image_undo_group_start(self, image):
         _record("gimp_image_undo_group_start", image)
@@ -280,7 +310,7 @@ class Pdb(object):
         if inside is not None:
             x, y, width, height = inside
             for row in range(y, y + height):
-                coverage[row * layer.width + x:row * layer.width + x + width] = b"\xff" * width
+                coverage[row * layer.width + x : row * layer.width + x + width] = b"\xff" * width
         return Channel(layer.width, layer.height, coverage)
 
     def gimp_layer_add_mask(self, layer, mask):

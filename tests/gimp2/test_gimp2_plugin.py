@@ -24,8 +24,19 @@ from interpreters import python27
 from nst_core.options import KEEP_COLORS, LIMITS, Options
 from nst_core.presets import DEFAULT_PRESET, PRESETS, USER_PRESETS
 
-PARAM_NAMES = ["style", "style2", "blend", "preset", "strength", "keep_colors", "style_scale", "size",
-               "iterations", "seed", "device"]
+PARAM_NAMES = [
+    "style",
+    "style2",
+    "blend",
+    "preset",
+    "strength",
+    "keep_colors",
+    "style_scale",
+    "size",
+    "iterations",
+    "seed",
+    "device",
+]
 
 
 class EngineSpy:
@@ -69,11 +80,25 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert entry["results"] == [] and entry["function"] is plugin.neural_style
     params = {param[1]: param for param in entry["params"]}
     assert list(params) == PARAM_NAMES
-    kinds = {gimpfu.PF_FILE: "file", gimpfu.PF_SLIDER: "slider", gimpfu.PF_OPTION: "option",
-             gimpfu.PF_SPINNER: "spinner"}
+    kinds = {
+        gimpfu.PF_FILE: "file",
+        gimpfu.PF_SLIDER: "slider",
+        gimpfu.PF_OPTION: "option",
+        gimpfu.PF_SPINNER: "spinner",
+    }
     assert [kinds[params[name][0]] for name in PARAM_NAMES] == [
-        "file", "file", "slider", "option", "slider", "option", "slider", "spinner", "spinner", "spinner",
-        "option"]
+        "file",
+        "file",
+        "slider",
+        "option",
+        "slider",
+        "option",
+        "slider",
+        "spinner",
+        "spinner",
+        "spinner",
+        "option",
+    ]
 
     user = [PRESETS[name] for name in USER_PRESETS]
     assert params["preset"][4] == [preset.label for preset in user]
@@ -121,15 +146,25 @@ def test_run_adds_the_engines_result_as_a_layer_above_the_source(plugin, gimpfu,
     plugin.neural_style(image, layer, *plugin_args(style_file, iterations=2.0, seed=3.0))
 
     assert gimpfu.messages == []
-    assert [item.name for item in image.layers] == ["Portrait (Neural Style: Starry night)", "Portrait",
-                                                    "Background"]
+    assert [item.name for item in image.layers] == [
+        "Portrait (Neural Style: Starry night)",
+        "Portrait",
+        "Background",
+    ]
     result = image.layers[0]
     assert (result.width, result.height, result.type, result.offsets) == (40, 30, gimpfu.RGBA_IMAGE, (5, 7))
     assert result.mask is None  # no selection: nothing to mask
     assert spy.content == (source, 40, 30, "u8", 4)
     assert spy.styles == [(style_file, 1.0)]
-    assert spy.options == {"preset": USER_PRESETS[0], "strength": 1.0, "keep_colors": "off",
-                           "style_scale": 1.0, "seed": 3, "device": "cpu", "iterations": 2}
+    assert spy.options == {
+        "preset": USER_PRESETS[0],
+        "strength": 1.0,
+        "keep_colors": "off",
+        "style_scale": 1.0,
+        "seed": 3,
+        "device": "cpu",
+        "iterations": 2,
+    }
     assert bytes(result.pixels) == spy.result
     assert channel(spy.result, 4, 3) == channel(source, 4, 3)  # alpha kept exactly
     assert bytes(layer.pixels) == source  # the source layer is untouched
@@ -156,7 +191,7 @@ def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkey
     plugin.neural_style(image, layer, *plugin_args(style_file, style2=style_file, blend=0.25))
 
     assert gimpfu.messages == []
-    crop = b"".join(source[row * 40 + 10:row * 40 + 30] for row in range(5, 21))  # layer coordinates
+    crop = b"".join(source[row * 40 + 10 : row * 40 + 30] for row in range(5, 21))  # layer coordinates
     assert spy.content == (crop, 20, 16, "u8", 1)
     assert spy.styles == [(style_file, 0.75), (style_file, 0.25)]
     result = image.layers[0]
@@ -247,8 +282,16 @@ def write_spec(tmp_path: Path, **spec) -> Path:
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
 def test_killing_the_plugin_stops_the_engine(config_file, style_file, tmp_path: Path, how) -> None:
     marker = tmp_path / "progress.txt"
-    spec = write_spec(tmp_path, style=style_file, width=40, height=30, layer_type=1, iterations=100000,
-                      marker=str(marker), report=str(tmp_path / "report.json"))
+    spec = write_spec(
+        tmp_path,
+        style=style_file,
+        width=40,
+        height=30,
+        layer_type=1,
+        iterations=100000,
+        marker=str(marker),
+        report=str(tmp_path / "report.json"),
+    )
     private_tmp = tmp_path / "tmp"
     private_tmp.mkdir()
     env = dict(os.environ, TMPDIR=str(private_tmp))  # where the bridge makes its run folder
@@ -260,7 +303,9 @@ def test_killing_the_plugin_stops_the_engine(config_file, style_file, tmp_path: 
 
         assert wait_for(lambda: working() or plugin.poll() is not None, 120) and working(), (
             "the engine never got to work: " + (tmp_path / "report.json").read_text()
-            if plugin.poll() is not None else "no progress within 2 minutes")
+            if plugin.poll() is not None
+            else "no progress within 2 minutes"
+        )
         engines = children_of(plugin.pid)
         assert len(engines) == 1 and is_running(engines[0])
         os.kill(plugin.pid, how)
@@ -304,10 +349,19 @@ def test_finds_bridge_and_config_where_the_installer_puts_them(
 
 def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) -> None:
     report_path = tmp_path / "report.json"
-    spec = write_spec(tmp_path, style=style_file, width=24, height=20, layer_type=3, offsets=[4, 6],
-                      iterations=2, report=str(report_path))
-    done = subprocess.run([python27(), str(HERE / "drive_plugin.py"), str(spec)], capture_output=True,
-                          text=True, timeout=300)
+    spec = write_spec(
+        tmp_path,
+        style=style_file,
+        width=24,
+        height=20,
+        layer_type=3,
+        offsets=[4, 6],
+        iterations=2,
+        report=str(report_path),
+    )
+    done = subprocess.run(
+        [python27(), str(HERE / "drive_plugin.py"), str(spec)], capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report["python"] == [2, 7] and report["messages"] == [] and report["open_undo_groups"] == 0
