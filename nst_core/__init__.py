@@ -10,9 +10,9 @@ from typing import Any
 # Public names and the module that holds each; loaded on first access so that
 # `import nst_core` stays cheap (the GIMP side and the CLI's --help never load torch).
 _LAZY = {
-    "stylize": "stylize",
-    "plan_job": "stylize",
-    "Job": "stylize",
+    "stylize": "run",
+    "make_plan": "plan",
+    "Plan": "plan",
     "Progress": "optimize",
     "load_image": "images",
 }
@@ -24,9 +24,7 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        value = getattr(module, name)
-        # Importing nst_core/stylize.py binds the *module* to nst_core.stylize; the function wins.
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,13 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import host, losses, memory, optimize
 from .devices import describe_device, pick_device
+from .images import from_tensor
 from .network import build_network, layer_index, load_features
 from .options import Options, Settings, resolve
 
@@ -391,12 +391,12 @@ def time_to_quality(
     higher than the preset's (at most `match_limit` times as long): how much longer the plain
     method needs for the same quality.
     """
-    from .stylize import stylize
+    from .run import stylize
 
     content, style = synthetic_images(size, size, device)
     options = Options(preset=preset, size=size, weights=str(weights), device=device.type)
     start = time.perf_counter()
-    preset_result = stylize(_to_array(content), [_to_array(style)], options, device=device)
+    preset_result = stylize(from_tensor(content), [from_tensor(style)], options, device=device)
     budget = time.perf_counter() - start
     preset_image = torch.from_numpy(preset_result).permute(2, 0, 1)[None].to(device).float()
 
@@ -444,10 +444,6 @@ def time_to_quality(
     )
     rows.append(judge("single-scale L-BFGS, to the same total loss", stepper.result(), elapsed, detail))
     return rows
-
-
-def _to_array(image: torch.Tensor) -> np.ndarray:
-    return image[0].permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -515,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.precision = _auto_precision(args.precision, device)
     sizes = args.sizes or ([512, 1024, 2048] if device.type == "cuda" else [256, 512])
     settings = resolve(Options(preset=args.preset, multiscale=False, style_loss=args.style_loss))
-    # The host as stylize prepares it for a job of the largest size (for both steps alike).
+    # The host as a job prepares it, for a job of the largest size (for both steps alike).
     needed = max(memory.job_bytes(settings, size, size, device.type) for size in sizes)
     host.prepare(device, needed, memory.budget_bytes(settings, device))
     rates = measure_rates(device, DTYPES[args.precision], args.rate_side, repeats=10)

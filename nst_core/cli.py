@@ -145,18 +145,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         watcher.start(watch_stdin=True)
 
     def action() -> None:
-        from .job import Job, Output, execute
+        from .job import JobRequest, Output, execute
 
-        options = options_from_args(args)
-        job = Job(
-            Path(args.content),
-            [Path(s) for s in args.styles],
-            options,
-            Output(Path(args.output)),
-            output_longest=options.size,
-            shrink_to_working=options.size is None,
-        )
-        execute(job, sink, watcher)
+        styles = tuple(Path(s) for s in args.styles)
+        options, output = options_from_args(args), Output(Path(args.output))
+        execute(JobRequest(Path(args.content), styles, options, output, result_size="working"), sink, watcher)
 
     code = run_reported(sink, action)
     watcher.finish()

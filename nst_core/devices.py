@@ -8,15 +8,10 @@ from typing import Any
 
 import torch
 
+from . import host
 from .errors import DeviceError
 
 _REINSTALL = "use --device cpu (or auto), or re-run install.py to get a torch build for your GPU"
-
-
-def available_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))  # honours taskset and container CPU sets
-    return max(1, os.cpu_count() or 1)
 
 
 def _mps_available() -> bool:
@@ -41,9 +36,6 @@ def pick_device(name: str = "auto") -> torch.device:
         raise DeviceError(f"MPS (Apple GPU) is not available on this machine: {_REINSTALL}.")
     if name not in ("cuda", "mps", "cpu"):
         raise DeviceError(f"Unknown device '{name}': use auto, cuda, mps or cpu.")
-    if name == "cpu":
-        # torch defaults to the physical cores; the optimisation is compute bound, so use every core.
-        torch.set_num_threads(available_cores())
     return torch.device("cuda", torch.cuda.current_device()) if name == "cuda" else torch.device(name)
 
 
@@ -105,6 +97,7 @@ def _windows_memory() -> tuple[int | None, int | None]:
 def device_info(name: str = "auto") -> dict[str, Any]:
     """What `info` shows: the chosen device, its memory, the threads on CPU, torch's version."""
     device = pick_device(name)
+    host.use_all_cores()  # as a job would: the threads it reports are the ones a job gets
     total, free = memory(device)
     return {
         "device": describe_device(device),

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import sys
 
 import torch
-
-from .devices import available_cores
 
 # glibc's mallopt parameters (malloc.h) and its defaults, to switch back
 _M_TRIM_THRESHOLD = -1
@@ -22,14 +21,16 @@ _KEEP_ALL = 2**31 - 1
 # fill its budget, cannot afford (27% over a 2 GiB budget measured).
 KEEP_MEMORY_SHARE = 0.8
 
-_threads_set = False
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))  # honours taskset and container CPU sets
+    return max(1, os.cpu_count() or 1)
 
 
 def use_all_cores() -> None:
-    global _threads_set
-    if not _threads_set:
-        torch.set_num_threads(available_cores())
-        _threads_set = True
+    """torch defaults to the physical cores; the optimisation is compute bound, so use every core."""
+    torch.set_num_threads(available_cores())
 
 
 @functools.cache

@@ -7,7 +7,6 @@ inputs in the same order, report the same events and leave no partial file behin
 from __future__ import annotations
 
 import json
-import math
 import os
 import signal
 import sys
@@ -15,15 +14,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from .errors import Cancelled, ImageError, OutOfMemoryError, OutputError, UsageError
+from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
-from .options import Options, resolve
+from .options import Options
 
 RAW_FORMATS = {"u8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
 JOB_KEYS = ("version", "content", "styles", "options", "output")
@@ -46,22 +45,23 @@ class Output:
     raw_format: str | None = None  # None: an image file in the format its suffix names
 
 
-@dataclass
-class Job:
+@dataclass(frozen=True)
+class JobRequest:
+    """What a job file or the command line asks for: inputs, options, where the result goes."""
+
     content: Path | RawImage
-    styles: list[Path]
+    styles: tuple[Path, ...]
     options: Options
     output: Output
-    # Longest side of the result; None keeps the content's own size (as run-job always does)
-    # or, with `shrink_to_working`, the working size (the preset's, at most the content's).
-    output_longest: int | None = None
-    shrink_to_working: bool = False
+    # The result's size: the content's (run-job, so a layer gets back its own size), or the working
+    # size (`stylize` on the command line: --size, else the preset's size capped at the content's).
+    result_size: Literal["content", "working"] = "content"
 
 
 # -- reading a job file ----------------------------------------------------------------------------
 
 
-def read_job(path: Path | str) -> Job:
+def read_job(path: Path | str) -> JobRequest:
     """Parse and check JOB.json; relative paths are relative to its folder."""
     path = Path(path)
     try:
@@ -75,7 +75,7 @@ def read_job(path: Path | str) -> Job:
     return parse_job(data, path.resolve().parent)
 
 
-def parse_job(data: Any, base: Path) -> Job:
+def parse_job(data: Any, base: Path) -> JobRequest:
     _require(isinstance(data, dict), "the job must be a JSON object")
     version = data.get("version")
     if version != PROTOCOL_VERSION:
@@ -89,18 +89,17 @@ def parse_job(data: Any, base: Path) -> Job:
     _require(isinstance(styles, list) and styles, "`styles` must be a non-empty list")
     options_data = data.get("options", {})
     _require(isinstance(options_data, dict), "`options` must be an object")
-    options = Options.from_dict(options_data)
-    _resolve_option_paths(options, base)
+    options = _with_job_paths(Options.from_dict(options_data), base)
     style_paths, blend = zip(*(_style(s, base) for s in styles), strict=True)
     if options.style_blend is None:
-        options.style_blend = list(blend)
+        options = replace(options, style_blend=list(blend))
     else:
         _require(
             all(s.get("weight") is None for s in styles),
             "give blend weights per style or as options.style_blend, not both",
         )
     content = _content(data.get("content"), base)
-    return Job(content, list(style_paths), options, _output(data.get("output"), base))
+    return JobRequest(content, style_paths, options, _output(data.get("output"), base))
 
 
 def _require(condition: bool, problem: str) -> None:
@@ -145,11 +144,13 @@ def _output(entry: Any, base: Path) -> Output:
     return Output(_file(entry.get("raw"), base, "`output.raw`"), raw_format=fmt)
 
 
-def _resolve_option_paths(options: Options, base: Path) -> None:
+def _with_job_paths(options: Options, base: Path) -> Options:
+    """`options` with the file names it holds relative to the job file's folder."""
     if options.weights:
-        options.weights = str(base / options.weights)
+        options = replace(options, weights=str(base / options.weights))
     if options.init and options.init not in ("content", "noise"):
-        options.init = str(base / options.init)
+        options = replace(options, init=str(base / options.init))
+    return options
 
 
 # -- raw buffers -------------------------------------------------------------------------------------
@@ -186,78 +187,28 @@ def load_content(content: Path | RawImage) -> np.ndarray:
 # -- running -----------------------------------------------------------------------------------------
 
 
-def execute(job: Job, sink: Sink, cancel: CancelWatcher | None = None) -> Path:
-    """Check everything cheap first, then load, stylise, and write the output atomically."""
-    started = time.perf_counter()
-    settings = resolve(job.options, len(job.styles))  # usage errors before anything is read
-    if settings.init_path and not Path(settings.init_path).is_file():
-        raise ImageError(f"Init image {settings.init_path} does not exist: check --init.")
-    check_writable(job.output)
-    from .weights import resolve_weights
-
-    job.options.weights = str(resolve_weights(job.options.weights, settings.model))
-    content = load_content(job.content)
+def execute(request: JobRequest, sink: Sink, cancel: CancelWatcher | None = None) -> Path:
+    """Check the output first, load the inputs, plan (usage, device and weights errors), stylise, and
+    write the result atomically."""
+    from .devices import describe_device
     from .images import load_image
+    from .plan import make_plan
+    from .run import run_plan
 
-    styles = [load_image(path) for path in job.styles]
-    result = _stylize(job, content, styles, sink, cancel)
+    started = time.perf_counter()
+    check_writable(request.output)
+    content = load_content(request.content)
+    styles = [load_image(path) for path in request.styles]
+    height, width = content.shape[:2]
+    plan = make_plan(request.options, (width, height), len(styles), output=request.result_size)
+    sides = [s.longest for s in plan.scales]
+    sink.emit(start_event(describe_device(plan.device), sides, plan.iterations, plan.estimate))
+    result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-    written = write_output(result, job.output)
+    written = write_output(result, request.output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
-
-
-def _stylize(
-    job: Job, content: np.ndarray, styles: list[np.ndarray], sink: Sink, cancel: CancelWatcher | None
-) -> np.ndarray:
-    from .devices import describe_device, pick_device
-    from .images import fit_size
-    from .stylize import plan_job, stylize
-
-    height, width = content.shape[:2]
-    output_size = fit_size(width, height, job.output_longest) if job.output_longest else None
-    device = pick_device(job.options.device)
-    plan = plan_job(width, height, job.options, len(styles), output_size, device.type)
-    if job.shrink_to_working:
-        output_size = fit_size(width, height, plan.working_size)
-    sink.emit(
-        start_event(
-            describe_device(device),
-            [max(p.width, p.height) for p in plan.plans],
-            plan.iterations,
-            plan.memory_estimate(device.type),
-        )
-    )
-    try:
-        return stylize(
-            content,
-            styles,
-            job.options,
-            output_size=output_size,
-            progress=lambda p: sink.emit(progress_event(p)),
-            cancel=cancel,
-            device=device,
-        )
-    except (MemoryError, RuntimeError) as exc:
-        error = out_of_memory(exc, device.type, plan.working_size)
-        if error is None:
-            raise
-        raise error from None
-
-
-def out_of_memory(exc: BaseException, device: str, working_size: int) -> OutOfMemoryError | None:
-    """An OutOfMemoryError for torch's (or Python's) out-of-memory exceptions; None for anything else."""
-    text = str(exc).lower()
-    if not (isinstance(exc, MemoryError) or "out of memory" in text or "can't allocate memory" in text):
-        return None
-    # Memory grows with the pixel count: half the pixels is 1/sqrt(2) of the side.
-    smaller = max(32, int(working_size / math.sqrt(2)) // 16 * 16)
-    fallback = "" if device == "cpu" else ", or the CPU (--device cpu)"
-    return OutOfMemoryError(
-        f"Not enough {device} memory to stylise at {working_size} px: "
-        f"use a size of {smaller} px or less (--size {smaller}){fallback}."
-    )
 
 
 # -- the output, written atomically ------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+HISTORY = 50  # pixel-sized vector pairs kept: part of the memory estimate (memory.py)
 FIRST_STEP = 0.03  # mean pixel displacement of each scale's first iteration (pixels in [0, 1])
 CURVATURE_FLOOR = 1e-10  # pairs with s.y at or below this take no part (torch uses the same)
 

@@ -1,4 +1,5 @@
-"""How much memory a job will need, before it starts, and how much the device can give.
+"""How much memory a job will need, before it starts, how much the device can give, and the one
+out-of-memory path: the detector every handler uses and the message every one of them gives.
 
 The model is per pixel: the activations the network keeps for the backward pass and the
 gradients alive while it runs, layer by layer from the VGG layout, times the bytes per
@@ -9,15 +10,18 @@ are checked by tests/test_memory.py.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import devices
-from .network import _blank_features, layer_index
-from .optimize import LBFGS_HISTORY
-from .options import Settings
+from . import devices, host, lbfgs
+from .errors import OutOfMemoryError
+from .images import fit_size
+from .network import blank_features, layer_index
+from .options import LIMITS, Settings
 
 MIB = 1 << 20
 
@@ -48,7 +52,7 @@ def layer_shapes(model: str, layer_names: tuple[str, ...], height: int, width: i
     deepest = max(layer_index(model, name) for name in layer_names)
     shapes: list[LayerShape] = []
     channels = 3
-    for layer in list(_blank_features(model))[: deepest + 1]:
+    for layer in list(blank_features(model))[: deepest + 1]:
         if isinstance(layer, nn.Conv2d):
             shapes.append(LayerShape("conv", channels, layer.out_channels, height, width))
             channels = layer.out_channels
@@ -65,6 +69,7 @@ def layer_shapes(model: str, layer_names: tuple[str, ...], height: int, width: i
 RUNTIME_BYTES = {"cpu": 720 * MIB, "cuda": 0, "mps": 0}
 SAFETY = 1.1  # measured peaks were 0.95 to 1.11 times the model: err on the side of tiling
 FREE_SHARE = 0.85  # of the free memory: room for the images, the preview and other programs
+UNKNOWN_BUDGET = 1 << 62
 LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate, start, content, spare
 
 
@@ -104,7 +109,7 @@ def activation_bytes(settings: Settings, width: int, height: int, device_type: s
 
 
 def optimizer_bytes(settings: Settings, width: int, height: int, iterations: int | None = None) -> int:
-    history = LBFGS_HISTORY if settings.optimizer == "lbfgs" else 1
+    history = lbfgs.HISTORY if settings.optimizer == "lbfgs" else 1
     pairs = min(history, max(1, iterations or settings.iterations))
     return (2 * pairs + LBFGS_VECTORS) * 3 * width * height * 4
 
@@ -144,5 +149,104 @@ def budget_bytes(settings: Settings, device: torch.device) -> int:
         return int(settings.max_memory * MIB)
     _, free = devices.memory(device)
     if free is None:
-        return 1 << 62  # the platform does not tell: never tile on its account
+        return UNKNOWN_BUDGET  # the platform does not tell: never tile on its account
     return int(free * FREE_SHARE)
+
+
+def canvas_bytes(width: int, height: int) -> int:
+    """The full-size images beside a tile's optimisation: canvas, content, start and the upsampling's
+    scratch, in float32."""
+    return 4 * 3 * width * height * 4
+
+
+def largest_side(fits: Callable[[int], bool], low: int, high: int) -> int | None:
+    """The largest side from `low` to `high` (a multiple of 16 above `low`) that `fits`, or None."""
+    high = max(low, high)
+    if not fits(low):
+        return None
+    while high - low > 16:
+        middle = (low + high) // 2 // 16 * 16
+        if middle <= low:
+            break
+        if fits(middle):
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+# ---- running out of memory -------------------------------------------------------------------
+
+
+# What the allocators say in a plain RuntimeError: MPS and CUDA ("out of memory"), the CPU's
+# ("can't allocate memory"), and oneDNN, whose convolutions cannot create their primitive when its
+# scratch memory cannot be had (seen under an address-space limit, tests/test_out_of_memory.py).
+OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory", "could not create a primitive")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` says that an allocation failed: torch.OutOfMemoryError, MemoryError, or one of
+    the allocators' RuntimeErrors."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(words in text for words in OUT_OF_MEMORY_TEXTS)
+
+
+def release_cached(device: torch.device) -> None:
+    """Hand the allocators' cached blocks back, so that the next try (and the free memory read) has them.
+
+    On the CPU that is glibc's kept heap (host.keep_freed_memory): a job that ran out of memory is at
+    its limit, where keeping freed memory only fragments it, so the rest of the job goes without.
+    """
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
+    else:
+        host.keep_freed_memory(False)
+
+
+def not_enough_memory(
+    settings: Settings,
+    device: torch.device,
+    width: int,
+    height: int,
+    iterations: int,
+    needed: int,
+    available: int | None = None,
+) -> OutOfMemoryError:
+    """The one out-of-memory error: what `width` x `height` px needed, what this device has (the
+    budget --max-memory sets, or `available`, or what is free now), and the largest working size
+    whose whole-image job needs less than both."""
+    if available is None:
+        release_cached(device)
+        available = budget_bytes(settings, device)
+    room = min(available, needed - 1)
+
+    def size_fits(side: int) -> bool:
+        w, h = fit_size(width, height, side)
+        return job_bytes(settings, w, h, device.type, iterations) <= room
+
+    size = largest_side(size_fits, int(LIMITS["size"][0]), max(width, height) - 1)
+    explicit = settings.max_memory is not None
+    has = f"a budget of {_amount(available)}" if explicit else f"{_amount(available)} free"
+    budget_too_small = explicit and available < needed
+    fixes = [f"allow at least {math.ceil(needed / MIB)} MiB (--max-memory)"] if budget_too_small else []
+    if size is not None:
+        fixes.append(f"use a working size of {size} px or less (--size {size})")
+    if not budget_too_small:
+        fixes.append("close other programs")
+    if device.type != "cpu":
+        fixes.append("use the CPU (--device cpu)")
+    advice = fixes[0] if len(fixes) == 1 else ", ".join(fixes[:-1]) + " or " + fixes[-1]
+    return OutOfMemoryError(
+        f"Not enough {device.type} memory for {width}x{height} px (about {_amount(needed)} needed, {has}): "
+        f"{advice}."
+    )
+
+
+def _amount(count: int) -> str:
+    if count >= UNKNOWN_BUDGET:
+        return "an unknown amount"
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{max(1, round(count / MIB))} MiB"

@@ -16,15 +16,15 @@ import torchvision
 from torch import nn
 
 from .errors import UsageError, WeightsError
+from .options import MODELS
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-MODELS = ("vgg16", "vgg19")
 
 _FIX_WEIGHTS = "re-run install.py or `python -m nst_core weights fetch`"
 
 
-def _blank_features(model: str) -> nn.Sequential:
+def blank_features(model: str) -> nn.Sequential:
     """torchvision's `features` stack without allocating or initialising parameters."""
     if model not in MODELS:
         raise UsageError(f"Unknown model '{model}': use one of {', '.join(MODELS)}.")
@@ -37,7 +37,7 @@ def layer_indices(model: str) -> dict[str, int]:
     """Every name a layer of `model` answers to, mapped to its index in `features`."""
     names: dict[str, int] = {}
     block, conv = 1, 0
-    for index, layer in enumerate(_blank_features(model)):
+    for index, layer in enumerate(blank_features(model)):
         if isinstance(layer, nn.Conv2d):
             conv += 1
             names[f"conv{block}_{conv}"] = index
@@ -63,7 +63,7 @@ def layer_index(model: str, name: str) -> int:
 
 def pools_before(model: str, index: int) -> int:
     """How many 2x poolings an image passes before layer `index` (sets the smallest usable size)."""
-    return sum(isinstance(layer, nn.MaxPool2d) for layer in list(_blank_features(model))[:index])
+    return sum(isinstance(layer, nn.MaxPool2d) for layer in list(blank_features(model))[:index])
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -83,7 +83,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 @functools.lru_cache(maxsize=2)
 def _load_checked_features(model: str, path: str, _stamp: tuple[int, int]) -> nn.Sequential:
     state = _read_state(Path(path))
-    features = _blank_features(model)
+    features = blank_features(model)
     wanted = features.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     for key, blank in wanted.items():

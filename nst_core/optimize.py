@@ -1,7 +1,8 @@
-"""The optimisation: scale schedule, objective per scale, one step per iteration, best iterate.
+"""The optimisation of one scale: its objective, one step per iteration, the best iterate, progress.
 
-Images here are torch tensors 1 x 3 x H x W in [0, 1] on the working device; `stylize.py`
-does all conversion from and to user images.
+Images here are torch tensors 1 x 3 x H x W in [0, 1] on the working device; `run.py` converts
+from and to user images and drives the scales of a plan, each through `optimize_whole` here or
+`tiling.optimize_tiled`, both stepping through the one loop, `iterate`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import losses
+from . import lbfgs, losses
 from .errors import Cancelled
-from .images import fit_size, resize_tensor
+from .images import fit_size, from_tensor, resize_tensor
 from .lbfgs import LBFGS
 from .network import VGGFeatures
 from .options import Settings
+from .plan import ScalePlan
 
 GD_STEP_FLOOR = 1e-12
-LBFGS_HISTORY = 50  # pixel-sized vector pairs kept: part of the memory estimate (memory.py)
 FP16_LOSS_SCALE = 1024.0  # static scale so half-precision gradients inside the network do not underflow
 
 
@@ -46,41 +47,6 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass(frozen=True)
-class ScalePlan:
-    width: int
-    height: int
-    iterations: int
-
-
-def scale_sizes(target: int, min_scale: int, multiscale: bool) -> list[int]:
-    """Longest sides from `min_scale` to `target`, each about sqrt(2) times the previous."""
-    if not multiscale or target <= min_scale:
-        return [target]
-    count = math.floor(math.log(target / min_scale, math.sqrt(2)) + 1e-9)
-    return [round(target / math.sqrt(2) ** k) for k in range(count, 0, -1)] + [target]
-
-
-def split_iterations(total: int, count: int) -> list[int]:
-    """Iterations per scale falling by sqrt(2) per scale: most work where it is cheap; at least 1 each."""
-    shares = [math.sqrt(2) ** -k for k in range(count)]
-    counts = [max(1, math.floor(total * s / sum(shares))) for s in shares]
-    counts[0] += max(0, total - sum(counts))
-    return counts
-
-
-def plan(
-    width: int, height: int, settings: Settings, working_size: int, min_side: int = 1
-) -> list[ScalePlan]:
-    """The schedule for a content of `width` x `height` stylised at longest side `working_size`."""
-    sizes = scale_sizes(working_size, min(settings.min_scale, working_size), settings.multiscale)
-    iterations = split_iterations(settings.iterations, len(sizes))
-    return [
-        ScalePlan(*fit_size(width, height, size, min_side), iterations=its)
-        for size, its in zip(sizes, iterations, strict=True)
-    ]
 
 
 @dataclass
@@ -193,7 +159,7 @@ class Stepper:
     def __post_init__(self) -> None:
         self.image = self.image.detach().contiguous().clone().requires_grad_(True)
         if self.kind == "lbfgs":
-            self._lbfgs = LBFGS(LBFGS_HISTORY)
+            self._lbfgs = LBFGS(lbfgs.HISTORY)
         elif self.kind == "adam":
             self._optimizer = torch.optim.Adam([self.image], lr=self.learning_rate)
 
@@ -250,23 +216,24 @@ def initial_image(
 class Clock:
     """Progress as a fraction of the job's work, weighting each iteration by its pixel count."""
 
-    plans: Sequence[ScalePlan]
+    scales: Sequence[ScalePlan]
     start: float = field(default_factory=time.perf_counter)
 
-    def fraction(self, scale: int, iteration: int) -> float:
-        cost = [p.width * p.height * p.iterations for p in self.plans]
-        done = sum(cost[:scale]) + self.plans[scale].width * self.plans[scale].height * iteration
+    def fraction(self, scale: int, step: float, steps: int) -> float:
+        """Done after `step` of the `steps` that scale `scale` takes (its iterations, or its tile steps)."""
+        cost = [s.width * s.height * s.iterations for s in self.scales]
+        done = sum(cost[:scale]) + cost[scale] * step / steps
         return min(1.0, done / sum(cost))
 
-    def progress(self, scale: int, iteration: int, parts: dict[str, float]) -> Progress:
+    def progress(self, scale: int, step: int, steps: int, parts: dict[str, float]) -> Progress:
         elapsed = time.perf_counter() - self.start
-        fraction = self.fraction(scale, iteration)
+        fraction = self.fraction(scale, step, steps)
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
         return Progress(
             scale=scale + 1,
-            scales=len(self.plans),
-            iteration=iteration,
-            iterations=self.plans[scale].iterations,
+            scales=len(self.scales),
+            iteration=step,
+            iterations=steps,
             fraction=fraction,
             elapsed=elapsed,
             eta=eta,
@@ -274,69 +241,76 @@ class Clock:
         )
 
 
-def check_cancel(cancel: CancelToken | None) -> None:
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
+@dataclass(frozen=True)
+class RunContext:
+    """What every scale of one run shares: the network, the recipe, the full-size inputs on the
+    device, the precision, and where progress and cancel go."""
 
+    network: VGGFeatures
+    settings: Settings
+    content: torch.Tensor  # 1 x 3 x H x W at the output's size
+    styles: Sequence[torch.Tensor]
+    init_image: torch.Tensor | None
+    autocast: torch.dtype | None
+    clock: Clock
+    progress: ProgressCallback | None = None
+    cancel: CancelToken | None = None
 
-def to_preview(image: torch.Tensor) -> np.ndarray:
-    return image.detach()[0].permute(1, 2, 0).float().cpu().numpy().astype(np.float32, copy=True)
+    def check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise Cancelled()
 
-
-def run_scale(
-    stepper: Stepper,
-    scale: int,
-    clock: Clock,
-    progress: ProgressCallback | None,
-    cancel: CancelToken | None,
-) -> torch.Tensor:
-    iterations = clock.plans[scale].iterations
-    for iteration in range(1, iterations + 1):
-        check_cancel(cancel)
-        parts = stepper.step()
-        if progress is not None:
-            report = clock.progress(scale, iteration, parts)
-            if iteration == iterations:
-                report.preview = to_preview(stepper.result())
-            progress(report)
-    return stepper.result()
-
-
-def run(
-    network: VGGFeatures,
-    content: torch.Tensor,
-    styles: Sequence[torch.Tensor],
-    settings: Settings,
-    plans: Sequence[ScalePlan],
-    *,
-    init_image: torch.Tensor | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-) -> torch.Tensor:
-    """Coarse to fine over `plans`; returns the best iterate of the last scale (1 x 3 x H x W)."""
-    clock = Clock(plans)
-    image: torch.Tensor | None = None
-    for scale in range(len(plans)):
-        image = optimize_scale(
-            network,
-            content,
-            styles,
-            settings,
-            clock,
-            scale,
-            image,
-            init_image=init_image,
-            autocast_dtype=autocast_dtype,
-            progress=progress,
-            cancel=cancel,
+    def stepper(self, start: torch.Tensor, objective: Objective) -> Stepper:
+        settings = self.settings
+        return Stepper(
+            start, objective, settings.optimizer, settings.learning_rate, loss_scale_for(self.autocast)
         )
-    assert image is not None
-    return image
+
+    def report(
+        self,
+        scale: int | None,
+        step: int,
+        steps: int,
+        parts: dict[str, float],
+        preview: torch.Tensor | None = None,
+    ) -> None:
+        """Progress after `step` of `steps` in scale `scale` (None: outside the schedule, not reported)."""
+        if self.progress is None or scale is None:
+            return
+        report = self.clock.progress(scale, step, steps, parts)
+        report.preview = None if preview is None else from_tensor(preview)
+        self.progress(report)
 
 
 def loss_scale_for(autocast_dtype: torch.dtype | None) -> float:
     return FP16_LOSS_SCALE if autocast_dtype == torch.float16 else 1.0
+
+
+def iterate(
+    ctx: RunContext, stepper: Stepper, iterations: int, on_step: Callable[[int, dict[str, float]], None]
+) -> torch.Tensor:
+    """The step loop of every scale, whole or tiled: cancel checked before each step; the best iterate."""
+    for iteration in range(1, iterations + 1):
+        ctx.check_cancel()
+        on_step(iteration, stepper.step())
+    return stepper.result()
+
+
+def optimize_whole(
+    ctx: RunContext, index: int | None, scale: ScalePlan, previous: torch.Tensor | None
+) -> torch.Tensor:
+    """Scale number `index` of the schedule on the whole image, from `previous` (or the init)."""
+    ctx.check_cancel()
+    size = (scale.height, scale.width)
+    inputs = scale_inputs(ctx.content, ctx.styles, size, ctx.settings.style_scale, ctx.network.min_side)
+    objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast)
+    stepper = ctx.stepper(start_image(previous, inputs.content, ctx.settings, ctx.init_image), objective)
+
+    def on_step(iteration: int, parts: dict[str, float]) -> None:
+        last = iteration == scale.iterations
+        ctx.report(index, iteration, scale.iterations, parts, stepper.result() if last else None)
+
+    return iterate(ctx, stepper, scale.iterations, on_step)
 
 
 def start_image(
@@ -347,33 +321,6 @@ def start_image(
         return initial_image(settings.init, content, settings.seed, init_image)
     size = tuple(content.shape[-2:])
     return F.interpolate(previous, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
-
-
-def optimize_scale(
-    network: VGGFeatures,
-    content: torch.Tensor,
-    styles: Sequence[torch.Tensor],
-    settings: Settings,
-    clock: Clock,
-    scale: int,
-    previous: torch.Tensor | None,
-    *,
-    init_image: torch.Tensor | None = None,
-    autocast_dtype: torch.dtype | None = None,
-    progress: ProgressCallback | None = None,
-    cancel: CancelToken | None = None,
-) -> torch.Tensor:
-    """One scale of the schedule on the whole image, starting from `previous` (or the init)."""
-    check_cancel(cancel)
-    step_plan = clock.plans[scale]
-    size = (step_plan.height, step_plan.width)
-    inputs = scale_inputs(content, styles, size, settings.style_scale, network.min_side)
-    objective = build_objective(network, inputs, settings, autocast_dtype)
-    start = start_image(previous, inputs.content, settings, init_image)
-    stepper = Stepper(
-        start, objective, settings.optimizer, settings.learning_rate, loss_scale_for(autocast_dtype)
-    )
-    return run_scale(stepper, scale, clock, progress, cancel)
 
 
 def scale_inputs(

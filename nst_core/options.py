@@ -36,7 +36,7 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
-@dataclass
+@dataclass(frozen=True)
 class Options:
     preset: str = DEFAULT_PRESET
     size: int | None = None

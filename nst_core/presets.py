@@ -15,7 +15,7 @@ neighbouring pixels in [0, 1].
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_PRESET = "balanced"
@@ -48,7 +48,6 @@ class Preset:
     min_scale: int = 128
     cost: str = ""  # measured cost, shown by `nst_core presets`
     user: bool = False  # offered in the GIMP menus
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 # What the three menu tiers share (they differ in size and iterations). W2 rather than Gram:

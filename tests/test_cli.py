@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from nst_core import cli, events, weights
+from nst_core import run as run_module
 from nst_core.errors import NstError, WeightsError
 
 FAST = ["--iterations", "2", "--device", "cpu", "--preset", "fast"]
@@ -162,15 +163,12 @@ def test_stylize_size_sets_the_output_size(
 
 
 @pytest.fixture
-def failing_stylize(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 (returns a setter)
-    # The module, not the package attribute: nst_core.stylize may be bound to the function.
-    module = importlib.import_module("nst_core.stylize")
-
+def failing_run(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 (returns a setter)
     def set_failure(exc: BaseException) -> None:
         def fake(*args: object, **kwargs: object) -> None:
             raise exc
 
-        monkeypatch.setattr(module, "stylize", fake)
+        monkeypatch.setattr(run_module, "run_plan", fake)
 
     return set_failure
 
@@ -195,30 +193,25 @@ def test_gpu_out_of_memory_is_exit_6(
     content_png: Path,
     style_png: Path,
     vgg19_weights: Path,
-    failing_stylize,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # noqa: ANN001
+) -> None:
+    """Every try runs out of memory, whole and in tiles: the one message, with a size that would fit."""
     import torch
 
-    failing_stylize(torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    def out_of_memory(*args: object) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(run_module.optimize, "optimize_whole", out_of_memory)
+    monkeypatch.setattr(run_module.tiling, "optimize_tiled", out_of_memory)
     code, out, err = run(capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights))
     assert code == 6
-    expected = "Not enough cpu memory to stylise at 48 px: use a size of 32 px or less (--size 32)."
-    assert err == f"error: {expected}\n"
-    assert not (tmp_path / "out.png").exists()
-
-
-def test_out_of_memory_suggests_a_smaller_size() -> None:
-    from nst_core.job import out_of_memory
-
-    error = out_of_memory(RuntimeError("MPS backend out of memory (MPS allocated: 17 GB)"), "mps", 1024)
-    assert error is not None and error.code == 6
-    assert error.message == (
-        "Not enough mps memory to stylise at 1024 px: use a size of 720 px or less "
-        "(--size 720), or the CPU (--device cpu)."
+    expected = (
+        r"error: Not enough cpu memory for 48x32 px \(about \d+ MiB needed, [\d.]+ GiB free\): "
+        r"use a working size of 32 px or less \(--size 32\) or close other programs\.\n"
     )
-    assert out_of_memory(MemoryError(), "cpu", 512).message.endswith("(--size 352).")
-    assert out_of_memory(RuntimeError("shape mismatch"), "cuda", 512) is None
+    assert re.fullmatch(expected, err), err
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_unexpected_errors_are_one_line_unless_debugging(
@@ -226,11 +219,11 @@ def test_unexpected_errors_are_one_line_unless_debugging(
     content_png: Path,
     style_png: Path,
     vgg19_weights: Path,
-    failing_stylize,  # noqa: ANN001
+    failing_run,  # noqa: ANN001
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    failing_stylize(ValueError("boom"))
+    failing_run(ValueError("boom"))
     argv = stylize_args(tmp_path, content_png, style_png, vgg19_weights)
     code, _, err = run(capsys, *argv)
     assert (code, err) == (1, "error: internal error: ValueError: boom (please report)\n")
@@ -244,10 +237,10 @@ def test_interrupt_is_cancelled_in_json(
     content_png: Path,
     style_png: Path,
     vgg19_weights: Path,
-    failing_stylize,  # noqa: ANN001
+    failing_run,  # noqa: ANN001
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    failing_stylize(KeyboardInterrupt())
+    failing_run(KeyboardInterrupt())
     code, out, err = run(
         capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights), "--progress", "json"
     )
@@ -375,7 +368,7 @@ def test_a_run_ends_with_exactly_one_final_event() -> None:
 def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from nst_core import devices
+    from nst_core import devices, host
     from nst_core.errors import DeviceError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -384,7 +377,8 @@ def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         torch.set_num_threads(1)
         assert devices.pick_device("auto") == torch.device("cpu")
-        assert torch.get_num_threads() == devices.available_cores()
+        # The threads `info` reports are those a job gets: every core it may run on.
+        assert devices.device_info("cpu")["threads"] == torch.get_num_threads() == host.available_cores()
     finally:
         torch.set_num_threads(threads)
     for name, message in (("cuda", "CUDA is not available"), ("mps", "MPS .* is not available")):

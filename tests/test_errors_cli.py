@@ -3,7 +3,6 @@ code, no traceback, and no output file (nor a temporary one) left behind."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 import shutil
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nst_core import cli, weights
+from nst_core import cli, run, weights
 
 FAST = ["--iterations", "2", "--size", "48", "--device", "cpu"]
 
@@ -234,9 +233,7 @@ def test_unwritable_output_is_exit_5_before_running(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    module = importlib.import_module("nst_core.stylize")  # the module, not the function
-
-    monkeypatch.setattr(module, "stylize", lambda *a, **k: pytest.fail("ran before checking"))
+    monkeypatch.setattr(run, "run_plan", lambda *a, **k: pytest.fail("ran before checking"))
     (out_dir.parent / "file.txt").write_text("a file, not a folder")
     argv = ["stylize", content_png, style_png, "-o", out_dir / output, "--weights", vgg19_weights, *FAST]
     fails(capsys, out_dir, 5, message, *argv)

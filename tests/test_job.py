@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -60,11 +61,28 @@ def test_relative_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
     }
     job = parse_job(data, tmp_path)
     assert job.content == RawImage(tmp_path / "c.raw", 4, 2, "u8", 3)
-    assert job.styles == [tmp_path / "s1.png", Path("/abs/s2.png")]
+    assert job.styles == (tmp_path / "s1.png", Path("/abs/s2.png"))
     assert job.options.style_blend == [2.0, 1.0]
     assert job.options.weights == str(tmp_path / "w.pth") and job.options.init == str(tmp_path / "start.png")
     assert job.output.path == tmp_path / "out.raw" and job.output.raw_format == "float32"
-    assert job.output_longest is None  # run-job always answers at the content's size
+    assert job.result_size == "content"  # run-job always answers at the content's size
+
+
+def test_parsing_leaves_the_options_as_given(tmp_path: Path) -> None:
+    """The options are frozen: paths and blend weights from the job make a new object."""
+    options = {"weights": "w.pth", "size": 64}
+    data = {
+        "version": 1,
+        "content": {"path": "c.png"},
+        "styles": [{"path": "s.png", "weight": 3}],
+        "options": options,
+        "output": {"path": "o.png"},
+    }
+    job = parse_job(data, tmp_path)
+    assert options == {"weights": "w.pth", "size": 64}
+    assert (job.options.weights, job.options.style_blend) == (str(tmp_path / "w.pth"), [3.0])
+    with pytest.raises(FrozenInstanceError):
+        job.options.size = 128  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(

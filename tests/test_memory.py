@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from nst_core import memory
-from nst_core.optimize import LBFGS_HISTORY
+from nst_core.lbfgs import HISTORY as LBFGS_HISTORY
 from nst_core.options import Options, resolve
-from nst_core.stylize import plan_job
+from nst_core.plan import build_plan
 
 
 def test_estimate_grows_with_pixels_and_shrinks_with_half_precision_on_gpus() -> None:
@@ -50,10 +50,11 @@ def test_budget_is_max_memory_when_given() -> None:
 
 
 def test_job_reports_the_largest_scale() -> None:
-    job = plan_job(800, 600, Options(size=512))
-    last = job.plans[-1]
-    expected = memory.estimate_peak_bytes(job.settings, last.width, last.height, "cpu", last.iterations)
-    assert job.memory_estimate("cpu") >= expected > memory.fixed_bytes(job.settings, "cpu")
+    plan = build_plan(resolve(Options(size=512)), (800, 600), torch.device("cpu"), Path("w.pth"), 1 << 40)
+    last = plan.scales[-1]
+    expected = memory.estimate_peak_bytes(plan.settings, last.width, last.height, "cpu", last.iterations)
+    assert plan.estimate >= expected > memory.fixed_bytes(plan.settings, "cpu")
+    assert plan.job_bytes == plan.estimate - memory.RUNTIME_BYTES["cpu"]
 
 
 MEASURE = textwrap.dedent(
@@ -62,7 +63,7 @@ MEASURE = textwrap.dedent(
     import numpy as np
     from nst_core import memory
     from nst_core.options import Options, resolve
-    from nst_core.stylize import stylize
+    from nst_core.run import stylize
 
     size = int(sys.argv[1])
     options = Options(size=size, iterations=2, multiscale=False, device="cpu", weights=sys.argv[2],

@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from samples import make_content_image, make_style_image
 
 import nst_core
 from nst_core import colors, optimize
 from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
-from nst_core.options import Options
+from nst_core.options import Options, resolve
+from nst_core.plan import build_plan, scale_sizes, split_iterations
 from nst_core.presets import PRESETS
 
 
@@ -160,8 +162,8 @@ def test_cancel_from_another_thread_stops_within_one_iteration(
 def test_progress_reports(vgg19_weights: Path, style: np.ndarray) -> None:
     content = _array(make_content_image(182, 136))
     options = _options(vgg19_weights, size=182, iterations=3, multiscale=True)
-    job = nst_core.plan_job(182, 136, options)
-    assert [(p.width, p.height, p.iterations) for p in job.plans] == [(129, 96, 2), (182, 136, 1)]
+    plan = nst_core.make_plan(options, (182, 136))
+    assert [(s.width, s.height, s.iterations) for s in plan.scales] == [(129, 96, 2), (182, 136, 1)]
     recorder = Recorder()
     nst_core.stylize(content, [style], options, progress=recorder)
     reports = recorder.reports
@@ -181,12 +183,12 @@ def test_progress_reports(vgg19_weights: Path, style: np.ndarray) -> None:
 
 
 def test_scale_schedule() -> None:
-    assert optimize.scale_sizes(512, 128, True) == [128, 181, 256, 362, 512]
-    assert optimize.scale_sizes(512, 128, False) == [512]
-    assert optimize.scale_sizes(100, 128, True) == [100]
-    counts = optimize.split_iterations(300, 5)
+    assert scale_sizes(512, 128, True) == [128, 181, 256, 362, 512]
+    assert scale_sizes(512, 128, False) == [512]
+    assert scale_sizes(100, 128, True) == [100]
+    counts = split_iterations(300, 5)
     assert sum(counts) == 300 and counts == sorted(counts, reverse=True)
-    assert optimize.split_iterations(3, 5) == [1, 1, 1, 1, 1]
+    assert split_iterations(3, 5) == [1, 1, 1, 1, 1]
 
 
 def test_output_size_gray_and_gray_alpha(vgg19_weights: Path, content: np.ndarray, style: np.ndarray) -> None:
@@ -213,16 +215,39 @@ def test_bad_inputs_are_clear_errors(
         nst_core.stylize(content, [np.zeros((4, 4, 7), np.float32)], _options(vgg19_weights))
     with pytest.raises(UsageError, match="relu9_1"):
         nst_core.stylize(content, [style], _options(vgg19_weights, style_layers=["relu9_1"]))
-    with pytest.raises(WeightsError, match="does not exist"):
+    with pytest.raises(WeightsError, match="missing.pth not found"):
         nst_core.stylize(content, [style], _options(tmp_path / "missing.pth"))
     with pytest.raises(ImageError, match="does not exist"):
         nst_core.stylize(content, [style], _options(vgg19_weights, init=str(tmp_path / "none.png")))
 
 
 def test_auto_size_doubles_on_a_gpu_within_the_content() -> None:
-    auto = Options(preset="balanced")
-    assert nst_core.plan_job(2000, 1500, auto, device_type="cpu").working_size == 512
-    assert nst_core.plan_job(2000, 1500, auto, device_type="cuda").working_size == 1024
-    assert nst_core.plan_job(700, 500, auto, device_type="cuda").working_size == 700
-    chosen = Options(preset="balanced", size=300)
-    assert nst_core.plan_job(2000, 1500, chosen, device_type="cuda").working_size == 300
+    """Planned without a GPU: the sizes depend on the device's type, not on the device."""
+
+    def size(content: tuple[int, int], device: str, **options: object) -> int:
+        chosen = Options(preset="balanced", **options)  # type: ignore[arg-type]
+        plan = build_plan(
+            resolve(chosen),
+            content,
+            torch.device(device),
+            Path("w.pth"),
+            1 << 40,
+            auto_size=chosen.size is None,
+        )
+        return plan.working_size
+
+    assert size((2000, 1500), "cpu") == 512
+    assert size((2000, 1500), "cuda") == 1024
+    assert size((700, 500), "cuda") == 700
+    assert size((2000, 1500), "cuda", size=300) == 300
+
+
+def test_the_library_checks_official_weights_as_a_job_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: np.ndarray, style: np.ndarray
+) -> None:
+    """An official file name with the wrong content is refused before loading, on every entry point."""
+    fake = tmp_path / "vgg19-dcbb9e9d.pth"
+    fake.write_bytes(b"not the weights")
+    monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(WeightsError, match="incomplete or damaged"):
+        nst_core.stylize(content, [style], _options(fake))

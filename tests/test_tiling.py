@@ -1,4 +1,5 @@
-"""Tiles: geometry, feathered pasting, the out-of-memory fallback, and a print-size job under a budget."""
+"""Tiles: geometry, feathered pasting, and a print-size job under a budget (the out-of-memory fallback
+to tiles: tests/test_out_of_memory.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import pytest
 import torch
 from samples import make_content_image
 
-from nst_core import optimize, tiling
-from nst_core.errors import OutOfMemoryError
+from nst_core import tiling
 from nst_core.options import Options, resolve
+from nst_core.plan import build_plan
 
 
 def _coverage(width: int, height: int, tiles: list[tiling.Tile]) -> np.ndarray:
@@ -74,49 +75,6 @@ def test_partition_covers_once() -> None:
         assert all(0 < end - start <= tile for start, end in pieces)
 
 
-def _oom() -> torch.OutOfMemoryError:
-    return torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-
-def test_out_of_memory_switches_to_ever_smaller_tiles() -> None:
-    tried: list[int] = []
-
-    def whole() -> torch.Tensor:
-        raise _oom()
-
-    def tiles(side: int) -> torch.Tensor:
-        tried.append(side)
-        if side > 256:
-            raise _oom()
-        return torch.zeros(1)
-
-    tiling.with_tile_fallback(whole, tiles, 1024, "2048x1536 px")
-    assert tried == [1024, 512, 256]
-
-
-def test_out_of_memory_at_the_smallest_tile_is_a_one_line_error() -> None:
-    def tiles(side: int) -> torch.Tensor:
-        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes")
-
-    with pytest.raises(OutOfMemoryError) as caught:
-        tiling.with_tile_fallback(None, tiles, 512, "4096x4096 px")
-    assert "4096x4096" in caught.value.message and "\n" not in caught.value.message
-
-
-def test_other_errors_are_not_mistaken_for_out_of_memory() -> None:
-    def whole() -> torch.Tensor:
-        raise RuntimeError("shape mismatch")
-
-    with pytest.raises(RuntimeError, match="shape mismatch"):
-        tiling.with_tile_fallback(whole, lambda side: torch.zeros(1), 512, "x")
-
-
-def test_budget_too_small_for_any_tile_names_the_minimum() -> None:
-    settings = resolve(Options())
-    with pytest.raises(OutOfMemoryError, match="--max-memory"):
-        tiling.choose_tile(settings, optimize.ScalePlan(2048, 1536, 10), "cpu", 8 << 20)
-
-
 BIG_JOB = textwrap.dedent(
     """
     import json, sys
@@ -125,7 +83,7 @@ BIG_JOB = textwrap.dedent(
     from samples import make_content_image, make_style_image
     from nst_core import network
     from nst_core.options import Options
-    from nst_core.stylize import stylize
+    from nst_core.run import stylize
 
     def rss(field):
         for line in open("/proc/self/status"):
@@ -177,11 +135,12 @@ def test_print_size_job_stays_under_the_budget_without_seams(vgg19_weights: Path
     assert out.shape == (1536, 2048, 3) and np.isfinite(out).all()
     content = np.asarray(make_content_image(2048, 1536), np.float32) / 255
     assert np.abs(out - content).mean() > 0.005  # the tiles changed the picture
-    settings = resolve(Options(**options))
-    plan = optimize.ScalePlan(2048, 1536, 2)
-    assert not tiling.fits(settings, plan, "cpu", BUDGET_MIB << 20)  # the job really was tiled
-    tile = tiling.choose_tile(settings, plan, "cpu", BUDGET_MIB << 20)
-    _assert_no_seams(out, tiling.plan_tiles(2048, 1536, tile, tiling.overlap_for(tile)))
+    plan = build_plan(
+        resolve(Options(**options)), (2048, 1536), torch.device("cpu"), vgg19_weights, BUDGET_MIB << 20
+    )
+    (scale,) = plan.scales
+    assert scale.tile is not None  # the job really was tiled
+    _assert_no_seams(out, tiling.plan_tiles(2048, 1536, scale.tile, tiling.overlap_for(scale.tile)))
 
 
 def _assert_no_seams(image: np.ndarray, tiles: list[tiling.Tile]) -> None:

@@ -1,0 +1,142 @@
+"""Carrying out a plan: user images in, a stylised image out.
+
+Everything about user images (channels, alpha, gray, colours, sizes) happens here; the
+optimisation of a scale lives in `optimize.py` (whole) and `tiling.py` (in tiles). Running out
+of memory has one path: a scale falls back to ever smaller tiles, and whatever still fails
+becomes the one message of `memory.not_enough_memory`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import colors, host, images, memory, network, optimize, tiling
+from .optimize import RunContext
+from .options import Options
+from .plan import Plan, ScalePlan, make_plan, next_tile, tile_bytes
+
+ImageLike = np.ndarray | Image.Image
+
+
+def stylize(
+    content: ImageLike,
+    styles: Sequence[ImageLike],
+    options: Options,
+    *,
+    output_size: tuple[int, int] | None = None,
+    progress: optimize.ProgressCallback | None = None,
+    cancel: optimize.CancelToken | None = None,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Repaint `content` in the style of `styles`; float32 H x W x C like the content (or `output_size`)."""
+    content_array = images.to_array(content, name="content image")
+    style_arrays = [images.to_array(s, name=f"style image {i + 1}") for i, s in enumerate(styles)]
+    height, width = content_array.shape[:2]
+    plan = make_plan(
+        options, (width, height), len(style_arrays), output=output_size or "content", device=device
+    )
+    return run_plan(plan, content_array, style_arrays, progress, cancel)
+
+
+def run_plan(
+    plan: Plan,
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    progress: optimize.ProgressCallback | None = None,
+    cancel: optimize.CancelToken | None = None,
+) -> np.ndarray:
+    """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says."""
+    settings, device = plan.settings, plan.device
+    rgb, alpha = images.split_alpha(content)
+    if alpha is not None:
+        rgb = images.fill_transparent(rgb, alpha)
+    content_in, styles_in = _network_inputs(rgb, styles, settings.keep_colors)
+    init = images.split_alpha(images.load_image(settings.init_path))[0] if settings.init_path else None
+    host.prepare(device, plan.job_bytes, plan.budget)
+    last = plan.scales[-1]
+    try:
+        layers = (*settings.content_layers, *settings.style_layers)
+        net = network.build_network(settings.model, plan.weights, layers, settings.pooling, device)
+        ctx = RunContext(
+            network=net,
+            settings=settings,
+            content=images.to_tensor(images.resize(content_in, last.width, last.height), device),
+            styles=[images.to_tensor(s, device) for s in styles_in],
+            init_image=None if init is None else images.to_tensor(init, device),
+            autocast=plan.autocast,
+            clock=optimize.Clock(plan.scales),
+            progress=progress,
+            cancel=cancel,
+        )
+        result = images.from_tensor(_run_scales(ctx, plan))
+        return _finish(result, rgb, alpha, content.shape[2], settings.keep_colors, plan.output_size)
+    except Exception as exc:  # a scale's own failures are already NstErrors; this is the rest
+        if not memory.is_out_of_memory(exc):
+            raise
+    raise memory.not_enough_memory(settings, device, last.width, last.height, last.iterations, plan.job_bytes)
+
+
+def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
+    """Coarse to fine; returns the best iterate of the last scale (1 x 3 x H x W)."""
+    image = _run_scale(ctx, plan, None, plan.coarse, None) if plan.coarse else None
+    for index, scale in enumerate(plan.scales):
+        image = _run_scale(ctx, plan, index, scale, image)
+    assert image is not None
+    return image
+
+
+def _run_scale(
+    ctx: RunContext, plan: Plan, index: int | None, scale: ScalePlan, previous: torch.Tensor | None
+) -> torch.Tensor:
+    """A scale whole or in the plan's tiles; on running out of memory, again in ever smaller tiles."""
+    tile = scale.tile
+    while True:
+        try:
+            if tile is None:
+                return optimize.optimize_whole(ctx, index, scale, previous)
+            return tiling.optimize_tiled(ctx, index, scale, tile, previous)
+        except Exception as exc:  # only running out of memory is handled here
+            if not memory.is_out_of_memory(exc):
+                raise
+        memory.release_cached(plan.device)
+        smaller = next_tile(tile, scale)
+        if smaller is None:
+            needed = tile_bytes(plan.settings, scale, tile, plan.device.type)
+            width, height, iterations = scale.width, scale.height, scale.iterations
+            raise memory.not_enough_memory(plan.settings, plan.device, width, height, iterations, needed)
+        tile = smaller
+
+
+def _network_inputs(
+    rgb: np.ndarray, styles: Sequence[np.ndarray], keep_colors: str
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    style_rgbs = [
+        images.fill_transparent(*images.split_alpha(s)) if s.shape[2] in (2, 4) else images.split_alpha(s)[0]
+        for s in styles
+    ]
+    if keep_colors == "luminance":
+        return colors.gray_rgb(rgb), [colors.match_luminance(s, rgb) for s in style_rgbs]
+    if keep_colors == "histogram":
+        return rgb, [colors.match_color_statistics(s, rgb) for s in style_rgbs]
+    return rgb, style_rgbs
+
+
+def _finish(
+    result: np.ndarray,
+    content_rgb: np.ndarray,
+    alpha: np.ndarray | None,
+    channels: int,
+    keep_colors: str,
+    output_size: tuple[int, int],
+) -> np.ndarray:
+    width, height = output_size
+    result = images.resize(result, width, height)
+    if keep_colors == "luminance":
+        result = colors.with_content_chroma(result, images.resize(content_rgb, width, height))
+    if alpha is not None and alpha.shape != (height, width):
+        alpha = images.resize(alpha[..., None], width, height)[..., 0]
+    return images.merge_alpha(result, alpha, channels)
