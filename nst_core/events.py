@@ -101,37 +101,50 @@ class JsonLines(Sink):
 
 
 class ProgressBar(Sink):
-    """A one-line bar on stderr, redrawn in place."""
+    """A terminal progress bar on stderr (tqdm), between a line for the start and one for the end."""
 
-    WIDTH = 30
+    STEPS = 1000  # the bar's resolution: progress events carry a fraction of the job
+    FORMAT = "[{bar:30}] {percentage:3.0f}%  {desc}"
 
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream)
-        self._drawn = False
+        self._bar: Any = None
 
     def _show(self, event: Event) -> None:
         stream = self.stream or sys.stderr
-        kind = event["event"]
-        if kind == "progress":
-            stream.write("\r" + render_bar(event))
-            self._drawn = True
-        else:
-            if self._drawn:
-                stream.write("\n")
-                self._drawn = False
-            stream.write(_summary(event) + "\n")
+        if event["event"] == "progress":
+            done, status = round(event["fraction"] * self.STEPS), status_text(event)
+            if self._bar is None:
+                from tqdm import tqdm
+
+                # Every event is one iteration, seconds apart: draw each one (mininterval 0).
+                self._bar = tqdm(
+                    total=self.STEPS,
+                    initial=done,
+                    desc=status,
+                    file=stream,
+                    ascii="-#",
+                    bar_format=self.FORMAT,
+                    mininterval=0,
+                )
+            else:
+                self._bar.n = done
+                self._bar.set_description_str(status)
+            return
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        stream.write(_summary(event) + "\n")
         stream.flush()
 
 
-def render_bar(event: Event) -> str:
-    fraction = event["fraction"]
-    filled = round(fraction * ProgressBar.WIDTH)
-    bar = "#" * filled + "-" * (ProgressBar.WIDTH - filled)
+def status_text(event: Event) -> str:
+    """What the bar shows beside itself: 'scale 2/3  step 5/10  loss 12.5  eta 1:02:05'."""
     loss = event["loss"].get("total")
     loss_text = f"loss {loss:.3g}" if loss is not None else "loss -"
     return (
-        f"[{bar}] {fraction * 100:3.0f}%  scale {event['scale']}/{event['scales']}  "
-        f"step {event['iteration']}/{event['iterations']}  {loss_text}  eta {_clock(event['eta'])} "
+        f"scale {event['scale']}/{event['scales']}  step {event['iteration']}/{event['iterations']}  "
+        f"{loss_text}  eta {_clock(event['eta'])}"
     )
 
 

@@ -339,9 +339,16 @@ def test_progress_events_and_bar() -> None:
         "eta": 3725.0,
         "loss": {"total": 12.5, "content": 2.5, "style": None, "tv": 0.0},
     }
-    bar = events.render_bar(event)
-    assert bar.startswith("[" + "#" * 15 + "-" * 15 + "]  50%")
-    assert "scale 2/3" in bar and "step 5/10" in bar and "loss 12.5" in bar and "eta 1:02:05" in bar
+    stream = io.StringIO()
+    bar = events.ProgressBar(stream)
+    bar.emit(events.start_event("cpu", [128, 181, 256], 30, 1 << 20))
+    bar.emit(event)
+    bar.emit(events.done_event("out.png", 12.34))
+    start, drawn, done = stream.getvalue().split("\n", 2)
+    assert start == "Stylising on cpu: 128, 181, 256 px, 30 iterations"
+    assert drawn.startswith("\r[" + "#" * 15 + "-" * 15 + "]  50%")
+    assert "scale 2/3" in drawn and "step 5/10" in drawn and "loss 12.5" in drawn and "eta 1:02:05" in drawn
+    assert done == "Wrote out.png in 12.3 s\n"
 
 
 def test_a_run_ends_with_exactly_one_final_event() -> None:
