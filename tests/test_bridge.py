@@ -42,6 +42,7 @@ FAKE_ENGINE = textwrap.dedent(
         json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "job": job, "cwd": os.getcwd(),
                    "pythonpath": os.environ.get("PYTHONPATH"),
                    "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+                   "data_dir": os.environ.get("NST_DATA_DIR"),
                    "styles_exist": [os.path.isfile(s["path"]) for s in job["styles"]],
                    "stdin_is_pipe": stat.S_ISFIFO(os.fstat(0).st_mode)}, fh)
     emit(event="start", version=1, device="cpu", scales=[32, 48], iterations=4, memory_estimate=1)
@@ -356,6 +357,93 @@ def test_user_presets_come_from_the_engine_description() -> None:
     assert nst_bridge.user_presets({}) == [("balanced", "Balanced")]
     assert nst_bridge.option_spec({"engine": engine}, "strength") == engine["options"]["strength"]
     assert nst_bridge.option_spec({}, "strength") == {}
+
+
+# -- what both plug-ins share ---------------------------------------------------------------------------
+
+
+def test_dialog_choices_come_from_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = {"engine": describe()}
+    presets, default = nst_bridge.choices(config, "preset")
+    assert presets == nst_bridge.user_presets(config) and default == describe()["default_preset"]
+    keep_colors, default = nst_bridge.choices(config, "keep_colors")
+    assert [nick for nick, _ in keep_colors] == describe()["options"]["keep_colors"]["choices"]
+    assert default == "off" and dict(keep_colors)["luminance"] == "Keep luminance colours"
+    monkeypatch.setattr(nst_bridge.sys, "platform", "linux")
+    assert [nick for nick, _ in nst_bridge.choices(config, "device")[0]] == ["auto", "cuda", "cpu"]
+    monkeypatch.setattr(nst_bridge.sys, "platform", "darwin")
+    devices, default = nst_bridge.choices(config, "device")
+    assert devices == [("auto", "Automatic (GPU if there is one)"), ("mps", "GPU (Apple)"), ("cpu", "CPU")]
+    assert default == "auto"
+    # Before install.py described the engine: the dialog still opens, with what is known without it.
+    assert nst_bridge.choices({}, "keep_colors") == ([("off", "Off")], "off")
+    assert nst_bridge.choices({}, "preset") == ([("balanced", "Balanced")], "balanced")
+    assert [nick for nick, _ in nst_bridge.choices({}, "device")[0]] == ["auto", "mps", "cpu"]
+
+
+def test_numbers_and_what_zero_means() -> None:
+    config = {"engine": describe()}
+    limits = describe()["options"]
+    assert nst_bridge.number_range(config, "strength") == (
+        limits["strength"]["min"],
+        limits["strength"]["max"],
+        limits["strength"]["default"],
+    )
+    assert nst_bridge.number_range(config, "size") == (0, limits["size"]["max"], 0)  # 0: the preset's
+    assert nst_bridge.number_range(config, "iterations")[::2] == (0, 0)
+    assert nst_bridge.number_range({}, "seed") == (0, 2**31 - 1, 0)
+    values = {"preset": "fast", "size": 0, "iterations": 0, "seed": 0, "strength": 0.0, "device": "cpu"}
+    assert nst_bridge.dialog_options(config, values) == {
+        "preset": "fast",
+        "seed": 0,
+        "strength": 0.0,
+        "device": "cpu",
+    }
+    assert nst_bridge.dialog_options(config, dict(values, size=256))["size"] == 256
+
+
+def test_style_mix_and_the_result_layer_name() -> None:
+    with pytest.raises(nst_bridge.EngineError, match="No style image chosen") as caught:
+        nst_bridge.style_mix(None, "/b.png", 0.5)
+    assert caught.value.code == nst_bridge.EXIT_USAGE
+    assert nst_bridge.style_mix("/a.png", "", 0.3) == [("/a.png", 1.0)]
+    assert nst_bridge.style_mix("/a.png", "/b.png", 0.25) == [("/a.png", 0.75), ("/b.png", 0.25)]
+    assert nst_bridge.style_mix("/a.png", "/b.png", 7) == [("/a.png", 0.0), ("/b.png", 1.0)]
+    styles = nst_bridge.style_mix("/x/Starry night.jpg", "/y/ink.png", 0.5)
+    assert nst_bridge.result_name("Portrait", styles) == "Portrait (Neural Style: Starry night + ink)"
+    error = nst_bridge.selection_misses("Portrait")
+    assert error.code == 2 and error.message.startswith("The selection does not touch layer 'Portrait'")
+
+
+PY27_NAMES = """\
+# -*- coding: utf-8 -*-
+import sys
+sys.path.insert(0, sys.argv[1])
+import nst_bridge
+name = nst_bridge.result_name(b"Caf\\xc3\\xa9", [(b"/tmp/\\xc3\\xa9t\\xc3\\xa9.png", 1.0)])
+assert type(name) is str and name == b"Caf\\xc3\\xa9 (Neural Style: \\xc3\\xa9t\\xc3\\xa9)", repr(name)
+assert u"Caf\\xe9" in nst_bridge.selection_misses(b"Caf\\xc3\\xa9").message
+print("ok")
+"""
+
+
+def test_layer_names_of_gimp_210_stay_utf8_byte_strings(tmp_path: Path) -> None:
+    """GIMP 2.10 hands names over as UTF-8 byte strings and takes them back as such."""
+    done = subprocess.run([python27(), "-c", PY27_NAMES, str(PLUGIN_DIR)], capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (0, "ok\n"), done.stderr
+
+
+def test_the_engine_gets_the_installed_data_folder_and_the_start_event_is_kept(
+    fake_engine: dict, style_file: str, tmp_path: Path
+) -> None:
+    config = dict(fake_engine, data_dir=str(tmp_path / "data"))
+    with nst_bridge.EngineRun(config) as run:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+        assert run.started["event"] == "start" and run.started["device"] == "cpu"
+    assert child_record(tmp_path)["data_dir"] == str(tmp_path / "data")
+    env = nst_bridge.child_environment({"EXTRA": "1"})
+    assert env["EXTRA"] == "1" and "PYTHONPATH" not in env  # the fixture set it: GIMP's, not the engine's
 
 
 @pytest.mark.parametrize("flatpak_config", [False, True], ids=["native", "flatpak"])

@@ -6,7 +6,6 @@ Python through nst_bridge.py; its presets, defaults and ranges come from the con
 install.py writes beside this file, so nothing about the method is repeated here.
 """
 
-import functools
 import os
 import sys
 from collections.abc import Callable
@@ -23,163 +22,65 @@ import nst_bridge  # noqa: E402
 PROC_NAME = "python-fu-neural-style"
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 RW = GObject.ParamFlags.READWRITE
-FILE_ARGUMENTS = ("style-file", "style2-file")
 U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
-CHOICE_LABELS = {
-    "auto": "Automatic (GPU if there is one)",
-    "cuda": "GPU (CUDA / ROCm)",
-    "mps": "GPU (Apple)",
-    "cpu": "CPU",
-    "off": "Off",
-    "luminance": "Keep luminance colours",
-    "histogram": "Match colour histogram",
-}
-# Used only before install.py has written a config: a run then stops with "not installed".
-UNKNOWN_RANGE = {"int": (0, 2**31 - 1), "double": (0.0, 1e6)}
+# (name, kind, label, blurb). Ranges, defaults and choices come from the engine through the bridge;
+# "share" is the second style's part of the mix.
+ARGUMENTS = (
+    ("style-file", "file", "St_yle image", "The picture whose style is painted in"),
+    ("style2-file", "file", "Second style _image (optional)", "A second picture, blended with the first"),
+    ("style2-blend", "share", "Second style shar_e", "How much of the style comes from the second picture"),
+    ("preset", "choice", "_Quality", "Quality preset: more time gives a finer result"),
+    ("strength", "double", "Style s_trength", "Multiplies the style weight: higher paints more style"),
+    ("keep-colors", "choice", "_Keep original colours", "The layer's colours, the style's texture only"),
+    ("style-scale", "double", "Style sc_ale", "Size of the style's brush strokes relative to the picture"),
+    ("size", "int", "_Working size (0 = auto)", "Longest side, in pixels, the style is computed at"),
+    ("iterations", "int", "Iteratio_ns (0 = preset's)", "Optimisation steps in all"),
+    ("seed", "int", "Rando_m seed", "Same seed, same result"),
+    ("device", "choice", "_Device", "Where the engine runs"),
+)
+FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
+ENGINE_OPTIONS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "int", "double")]
 
 
-def number_argument(
-    procedure: Gimp.Procedure, kind: str, name: str, label: str, blurb: str, spec: dict, auto: bool = False
+def add_argument(
+    procedure: Gimp.Procedure, name: str, kind: str, label: str, blurb: str, config: dict
 ) -> None:
-    """An int/double argument with the engine's limits; auto=True adds 0 meaning 'engine decides'."""
-    low, high = spec.get("min", UNKNOWN_RANGE[kind][0]), spec.get("max", UNKNOWN_RANGE[kind][1])
-    default = 0 if auto else spec.get("default", low)
-    low = 0 if auto else low
-    if kind == "int":
-        procedure.add_int_argument(name, label, blurb, int(low), int(high), int(default), RW)
+    option = name.replace("-", "_")
+    if kind == "file":
+        # ANY, not OPEN: GIMP refuses a missing OPEN file before the plug-in runs, with no message.
+        # The dialog still opens files (file_chooser); the run checks the file and says what is wrong.
+        procedure.add_file_argument(name, label, blurb, Gimp.FileChooserAction.ANY, True, None, RW)
+    elif kind == "share":
+        procedure.add_double_argument(name, label, blurb, 0.0, 1.0, 0.5, RW)
+    elif kind == "choice":
+        items, default = nst_bridge.choices(config, option)
+        choice = Gimp.Choice.new()
+        for index, (nick, text) in enumerate(items):
+            choice.add(nick, index, text, "")
+        procedure.add_choice_argument(name, label, blurb, choice, default, RW)
     else:
-        procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
-
-
-def choice_argument(
-    procedure: Gimp.Procedure, name: str, label: str, blurb: str, items: list, default: str | None
-) -> None:
-    choice = Gimp.Choice.new()
-    for index, (nick, text) in enumerate(items):
-        choice.add(nick, index, text, "")
-    nicks = [nick for nick, _ in items]
-    procedure.add_choice_argument(name, label, blurb, choice, default if default in nicks else nicks[0], RW)
-
-
-def engine_choices(config: dict, name: str, fallback: str) -> tuple[list, str | None]:
-    spec = nst_bridge.option_spec(config, name)
-    nicks = spec.get("choices") or [fallback]
-    return [(nick, CHOICE_LABELS.get(nick, nick.capitalize())) for nick in nicks], spec.get("default")
-
-
-def add_arguments(procedure: Gimp.Procedure, config: dict) -> None:
-    # ANY, not OPEN: GIMP refuses a missing OPEN file before the plug-in runs, with no message.
-    # The dialog still opens files (file_choosers); the run checks the file and says what is wrong.
-    open_file = Gimp.FileChooserAction.ANY
-    spec = functools.partial(nst_bridge.option_spec, config)
-    procedure.add_file_argument(
-        "style-file", "St_yle image", "The picture whose style is painted in", open_file, True, None, RW
-    )
-    procedure.add_file_argument(
-        "style2-file",
-        "Second style _image (optional)",
-        "A second style picture, blended with the first",
-        open_file,
-        True,
-        None,
-        RW,
-    )
-    procedure.add_double_argument(
-        "style2-blend",
-        "Second style shar_e",
-        "How much of the style comes from the second picture",
-        0.0,
-        1.0,
-        0.5,
-        RW,
-    )
-    presets = nst_bridge.user_presets(config)
-    default_preset = nst_bridge.engine_description(config).get("default_preset")
-    choice_argument(
-        procedure,
-        "preset",
-        "_Quality",
-        "Quality preset: more time gives a finer result",
-        presets,
-        default_preset,
-    )
-    number_argument(
-        procedure,
-        "double",
-        "strength",
-        "Style s_trength",
-        "Multiplies the style weight: higher paints more style",
-        spec("strength"),
-    )
-    keep_colors, default = engine_choices(config, "keep_colors", "off")
-    choice_argument(
-        procedure,
-        "keep-colors",
-        "_Keep original colours",
-        "Keep the layer's colours and take only the style's texture",
-        keep_colors,
-        default,
-    )
-    number_argument(
-        procedure,
-        "double",
-        "style-scale",
-        "Style sc_ale",
-        "Size of the style's brush strokes relative to the picture",
-        spec("style_scale"),
-    )
-    number_argument(
-        procedure,
-        "int",
-        "size",
-        "_Working size (0 = auto)",
-        "Longest side, in pixels, the style is computed at",
-        spec("size"),
-        auto=True,
-    )
-    number_argument(
-        procedure,
-        "int",
-        "iterations",
-        "Iteratio_ns (0 = preset's)",
-        "Optimisation steps in all",
-        spec("iterations"),
-        auto=True,
-    )
-    number_argument(procedure, "int", "seed", "Rando_m seed", "Same seed, same result", spec("seed"))
-    devices, default = engine_choices(config, "device", "auto")
-    choice_argument(procedure, "device", "_Device", "Where the engine runs", devices, default)
+        low, high, default = nst_bridge.number_range(config, option)
+        if kind == "int":
+            procedure.add_int_argument(name, label, blurb, int(low), int(high), int(default), RW)
+        else:
+            procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
 
 
 def read_styles(config: Gimp.ProcedureConfig) -> list[tuple[str, float]]:
-    first, second = config.get_property("style-file"), config.get_property("style2-file")
-    if first is None or not first.get_path():
-        raise nst_bridge.EngineError("No style image chosen: pick a picture in 'Style image'.", 2)
-    if second is None or not second.get_path():
-        return [(first.get_path(), 1.0)]
+    first, second = (config.get_property(name) for name in FILE_ARGUMENTS)
     share = config.get_property("style2-blend")
-    return [(first.get_path(), 1.0 - share), (second.get_path(), share)]
+    return nst_bridge.style_mix(first and first.get_path(), second and second.get_path(), share)
 
 
-def read_options(config: Gimp.ProcedureConfig) -> dict:
-    return {
-        "preset": config.get_property("preset"),
-        "strength": config.get_property("strength"),
-        "keep_colors": config.get_property("keep-colors"),
-        "style_scale": config.get_property("style-scale"),
-        "size": config.get_property("size") or None,
-        "iterations": config.get_property("iterations") or None,
-        "seed": config.get_property("seed"),
-        "device": config.get_property("device"),
-    }
+def read_options(config: Gimp.ProcedureConfig, engine_config: dict) -> dict:
+    values = {name.replace("-", "_"): config.get_property(name) for name in ENGINE_OPTIONS}
+    return nst_bridge.dialog_options(engine_config, values)
 
 
 def check_layers(drawables: list) -> list[Gimp.Layer]:
     layers = [d for d in drawables if isinstance(d, Gimp.Layer) and not d.is_group()]
     if not drawables or len(layers) != len(drawables):
-        raise nst_bridge.EngineError(
-            "Neural Style works on layers: select one or more layers (not groups, masks or channels).", 2
-        )
+        raise nst_bridge.EngineError(nst_bridge.NOT_A_LAYER, nst_bridge.EXIT_USAGE)
     return layers
 
 
@@ -201,11 +102,7 @@ def stylize_layer(
     """Run the engine on the selected part of `layer`; the result and where it goes."""
     found, x, y, width, height = layer.mask_intersect()
     if not found:
-        raise nst_bridge.EngineError(
-            f"The selection does not touch layer '{layer.get_name()}': select part "
-            "of it or use Select > All.",
-            2,
-        )
+        raise nst_bridge.selection_misses(layer.get_name())
     babl, fmt, channels = pixel_layout(image, layer)
     rect = Gegl.Rectangle.new(x, y, width, height)
     pixels = layer.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE)
@@ -215,12 +112,12 @@ def stylize_layer(
     return {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl, "pixels": result}
 
 
-def insert_result(image: Gimp.Image, result: dict, style_names: str) -> None:
+def insert_result(image: Gimp.Image, result: dict, styles: list) -> None:
     source = result["source"]
     _, offset_x, offset_y = source.get_offsets()
     kind = Gimp.ImageType.GRAYA_IMAGE if source.is_gray() else Gimp.ImageType.RGBA_IMAGE
     width, height = result["width"], result["height"]
-    name = f"{source.get_name()} (Neural Style: {style_names})"
+    name = nst_bridge.result_name(source.get_name(), styles)
     layer = Gimp.Layer.new(image, name, width, height, kind, 100.0, Gimp.LayerMode.NORMAL)
     image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
     layer.set_offsets(offset_x + result["x"], offset_y + result["y"])
@@ -243,7 +140,7 @@ def progress_reporter(index: int, count: int) -> Callable[[float, str], bool]:
 
 
 def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
-    """An OPEN chooser bound to an ANY-action file argument (see add_arguments)."""
+    """An OPEN chooser bound to an ANY-action file argument (see add_argument)."""
     from gi.repository import GimpUi
 
     spec = config.find_property(name)
@@ -288,7 +185,7 @@ def neural_style(
     Gimp.progress_init("Neural style")
     try:
         engine_config = nst_bridge.load_config(PLUGIN_DIR)
-        styles, options = read_styles(config), read_options(config)
+        styles, options = read_styles(config), read_options(config, engine_config)
         layers = check_layers(drawables)
         # Every layer is computed before any is inserted: a failure leaves the image untouched.
         results = [
@@ -299,11 +196,10 @@ def neural_style(
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
     finally:
         Gimp.progress_end()
-    style_names = " + ".join(os.path.splitext(os.path.basename(path))[0] for path, _ in styles)
     image.undo_group_start()
     try:
         for result in results:
-            insert_result(image, result, style_names)
+            insert_result(image, result, styles)
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
@@ -337,7 +233,8 @@ class NeuralStyle(Gimp.PlugIn):
             config = nst_bridge.load_config(PLUGIN_DIR)
         except nst_bridge.EngineError:
             config = {}  # still register; a run reports how to fix the config
-        add_arguments(procedure, config)
+        for argument in ARGUMENTS:
+            add_argument(procedure, *argument, config)
         return procedure
 
 

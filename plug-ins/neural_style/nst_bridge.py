@@ -37,6 +37,8 @@ PROTOCOL_VERSION = 1
 CONFIG_NAME = "nst_config.json"
 DEFAULT_PRESET = "balanced"
 
+# The engine's exit codes that the plug-ins give themselves (all of them: docs/protocol.md).
+EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_BAD_IMAGE = 3
 EXIT_CANCELLED = 130
@@ -56,12 +58,13 @@ FLATPAK_NO_COMMAND = "Failed to start command"  # the host has no such engine Py
 FLATPAK_STOP_SECONDS = 5.0
 # flatpak-spawn does not pass our environment on; the engine's event stream needs these.
 ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
+DATA_DIR_ENV = "NST_DATA_DIR"  # the engine's data folder (nst_core/paths.py), from the config's data_dir
 
 
 class EngineError(Exception):
     """A one-line message for the user and the engine's exit code (docs/protocol.md)."""
 
-    def __init__(self, message, code=1):
+    def __init__(self, message, code=EXIT_INTERNAL):
         # type: (str, int) -> None
         message = " ".join(("%s" % message).split())
         Exception.__init__(self, message)
@@ -76,7 +79,7 @@ class EngineError(Exception):
 class EngineNotInstalled(EngineError):
     def __init__(self, message=None):
         # type: (str | None) -> None
-        EngineError.__init__(self, message or NOT_INSTALLED % CONFIG_NAME, 1)
+        EngineError.__init__(self, message or NOT_INSTALLED % CONFIG_NAME, EXIT_INTERNAL)
 
 
 def _read_json(path):
@@ -141,6 +144,105 @@ def option_spec(config, name):
     """The engine's default and limits ({"default", "min", "max"} or {"choices"}) for an option."""
     spec = engine_description(config).get("options", {}).get(name)
     return spec if isinstance(spec, dict) else {}
+
+
+# -- what both plug-ins' dialogs say and mean ----------------------------------------------------------
+
+CHOICE_LABELS = {
+    "auto": "Automatic (GPU if there is one)",
+    "cuda": "GPU (CUDA / ROCm)",
+    "mps": "GPU (Apple)",
+    "cpu": "CPU",
+    "off": "Off",
+    "luminance": "Keep luminance colours",
+    "histogram": "Match colour histogram",
+}
+# Before install.py has described the engine the dialogs still open (and a run says "not installed").
+FALLBACK_CHOICES = {"keep_colors": ["off"], "device": ["auto", "cuda", "mps", "cpu"]}
+UNKNOWN_RANGE = (0, 2**31 - 1)
+NOT_A_LAYER = "Neural Style works on layers: select one or more layers (not groups, masks or channels)."
+NO_STYLE = "No style image chosen: pick a picture in 'Style image'."
+
+
+def choices(config, name):
+    # type: (dict, str) -> tuple
+    """([(nick, label)], default nick) of a dialog choice: the quality preset, or an engine option with
+    choices (keep_colors, device). Devices this platform cannot have are left out: Apple's GPU off
+    macOS, CUDA on macOS."""
+    if name == "preset":
+        items = user_presets(config)
+        default = engine_description(config).get("default_preset")
+    else:
+        spec = option_spec(config, name)
+        nicks = spec.get("choices") or FALLBACK_CHOICES[name]
+        if name == "device":
+            absent = "cuda" if sys.platform == "darwin" else "mps"
+            nicks = [nick for nick in nicks if nick != absent]
+        items = [(nick, CHOICE_LABELS.get(nick, nick.capitalize())) for nick in nicks]
+        default = spec.get("default")
+    nicks = [nick for nick, _label in items]
+    return items, default if default in nicks else nicks[0]
+
+
+def number_range(config, name):
+    # type: (dict, str) -> tuple
+    """(low, high, default) of a number option. Where the engine's default is None (size, iterations:
+    the preset decides), the range starts at 0 and 0 means "the preset's value"."""
+    spec = option_spec(config, name)
+    low, high = spec.get("min", UNKNOWN_RANGE[0]), spec.get("max", UNKNOWN_RANGE[1])
+    if "default" in spec and spec["default"] is None:
+        return 0, high, 0
+    return low, high, spec.get("default", low)
+
+
+def dialog_options(config, values):
+    # type: (dict, dict) -> dict
+    """The engine options that a dialog's values mean: a 0 for an option the preset decides is left out."""
+    options = {}
+    for name, value in values.items():
+        if value == 0 and option_spec(config, name).get("default", 0) is None:
+            continue
+        options[name] = value
+    return options
+
+
+def style_mix(first, second, share):
+    # type: (str | None, str | None, float) -> list
+    """[(path, weight)] for the engine: the second style, when there is one, takes `share` of the mix."""
+    if not first:
+        raise EngineError(NO_STYLE, EXIT_USAGE)
+    if not second:
+        return [(first, 1.0)]
+    share = min(max(float(share), 0.0), 1.0)
+    return [(first, 1.0 - share), (second, share)]
+
+
+def result_name(layer_name, styles):
+    # type: (str, list) -> str
+    """'<layer> (Neural Style: <style> + <second style>)', from the style files' names."""
+    stems = [os.path.splitext(os.path.basename(_text(path)))[0] for path, _weight in styles]
+    return native("%s (Neural Style: %s)" % (_text(layer_name), " + ".join(stems)))
+
+
+def selection_misses(layer_name):
+    # type: (str) -> EngineError
+    return EngineError(
+        "The selection does not touch layer '%s': select part of it, or use Select > None."
+        % _text(layer_name),
+        EXIT_USAGE,
+    )
+
+
+def _text(value):
+    # type: (object) -> str
+    """Text from GIMP 2.10's byte strings (UTF-8) as well as from Python 3's str."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else "%s" % value
+
+
+def native(text):
+    # type: (str) -> str
+    """Python 2's byte str (UTF-8), which gimpfu and the OS calls take; Python 3's str as it is."""
+    return text.encode("utf-8") if sys.version_info[0] == 2 else text
 
 
 def format_seconds(seconds):
@@ -231,13 +333,25 @@ def _die_with_parent():
         os._exit(EXIT_CANCELLED)
 
 
-def child_environment():
-    # type: () -> dict
-    """GIMP's environment minus what would make the engine's Python load GIMP's modules."""
+def engine_environment(config):
+    # type: (dict) -> dict
+    """What the engine's environment must hold beside ours: an unbuffered UTF-8 event stream, and the
+    data folder the installer made (its hash cache of the weights lives there)."""
+    env = dict(ENGINE_ENV)
+    if config.get("data_dir"):
+        env[DATA_DIR_ENV] = config["data_dir"]
+    return env
+
+
+def child_environment(extra=None):
+    # type: (dict | None) -> dict
+    """This process's environment (GIMP's, or the installer's) for another Python: minus what would make
+    it load this one's modules, plus `extra`. The one recipe for every Python the plug-ins and the
+    installer start."""
     env = dict(os.environ)
     for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
         env.pop(name, None)
-    env.update(ENGINE_ENV)
+    env.update(extra or {})
     return env
 
 
@@ -247,7 +361,7 @@ def engine_command(config, python, job_path, folder):
     command = [python, "-m", "nst_core", "run-job", job_path]
     if not config.get("flatpak"):
         return command
-    env = ["--env=%s=%s" % item for item in sorted(ENGINE_ENV.items())]
+    env = ["--env=%s=%s" % item for item in sorted(engine_environment(config).items())]
     return [FLATPAK_SPAWN, "--host", "--watch-bus", "--directory=" + folder] + env + command
 
 
@@ -313,6 +427,7 @@ class EngineRun(object):
         self.config = config
         self.process = None  # type: subprocess.Popen | None
         self.content = None  # type: dict | None
+        self.started = {}  # type: dict
         self.stderr_path = None  # type: str | None
         self.flatpak = bool(config.get("flatpak"))
         base = runs_folder(config)
@@ -356,7 +471,7 @@ class EngineRun(object):
         if self.content is None:
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
         if not styles:
-            raise EngineError("No style image given: choose a style image file.", EXIT_USAGE)
+            raise EngineError(NO_STYLE, EXIT_USAGE)
         for path, _weight in styles:
             if not path or not os.path.isfile(path):
                 raise EngineError(
@@ -449,7 +564,7 @@ class EngineRun(object):
         # type: (str, str) -> None
         self.stderr_path = os.path.join(self.folder, "engine-stderr.txt")
         kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "cwd": self.folder}  # type: dict
-        kwargs["env"] = child_environment()
+        kwargs["env"] = child_environment(engine_environment(self.config))
         if sys.platform.startswith("linux"):
             kwargs["preexec_fn"] = _die_with_parent
         if os.name == "nt":
@@ -484,6 +599,7 @@ class EngineRun(object):
                 continue
             kind = event.get("event")
             if kind == "start":
+                self.started = event
                 keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
             elif kind == "progress":
                 keep_going = on_progress(float(event.get("fraction", 0.0)), progress_text(event))

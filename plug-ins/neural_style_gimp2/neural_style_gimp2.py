@@ -42,14 +42,7 @@ except ImportError:  # a broken install: the menu entry still appears and says s
 PROC_NAME = "python-fu-neural-style"
 MISSING_BRIDGE = ("Neural Style is incompletely installed (%s is missing beside %s): run install.py again."
                   % (BRIDGE_FILE, os.path.basename(__file__)))
-DEVICE_CHOICES = [("auto", "Automatic (GPU if there is one)"),
-                  ("mps", "GPU (Apple)") if sys.platform == "darwin" else ("cuda", "GPU (CUDA / ROCm)"),
-                  ("cpu", "CPU")]
-KEEP_COLORS_LABELS = {"off": "Off", "luminance": "Keep luminance colours",
-                      "histogram": "Match colour histogram"}
 STRENGTH_SLIDER_MAX = 10.0  # the engine accepts more, but a wider slider is too coarse to use
-# Before install.py has described the engine the dialog still opens (and a run says "not installed").
-UNKNOWN_SPEC = {"default": 1, "min": 0, "max": 2 ** 31 - 1}
 
 
 class PluginError(Exception):
@@ -72,106 +65,68 @@ def _load_config():
 CONFIG = _load_config()
 
 
-def _spec(name):
-    return nst_bridge.option_spec(CONFIG, name) if nst_bridge else {}
+def _choices(name):
+    """[(nick, label)] and the default's index; a placeholder when the bridge itself is missing."""
+    if nst_bridge is None:
+        return [("", "Default")], 0
+    items, default = nst_bridge.choices(CONFIG, name)
+    return items, [nick for nick, _label in items].index(default)
 
 
 def _number_param(kind, name, label, step, cap=None):
-    """A slider or spinner with the engine's default and limits (up to `cap`).
-
-    An option whose engine default is None ("the preset decides") gets 0 for that.
-    """
-    spec = dict(UNKNOWN_SPEC, **_spec(name))
-    low, high, default = spec["min"], spec["max"] if cap is None else min(spec["max"], cap), spec["default"]
-    if default is None:
-        low, default = 0, 0
-    return (kind, name, label, default, (low, high, step))
+    """A slider or spinner with the engine's default and limits (up to `cap`)."""
+    low, high, default = nst_bridge.number_range(CONFIG, name) if nst_bridge else (0, 2 ** 31 - 1, 0)
+    return (kind, name, label, default, (low, high if cap is None else min(high, cap), step))
 
 
-def _preset_choices():
-    if nst_bridge is None:
-        return [("", "Default")]
-    return nst_bridge.user_presets(CONFIG)
+def _option_param(name, label):
+    items, default = CHOICES[name]
+    return (PF_OPTION, name, label, default, [text for _nick, text in items])
 
 
-def _keep_colors_choices():
-    choices = _spec("keep_colors").get("choices") or ["off"]
-    return [(name, KEEP_COLORS_LABELS.get(name, name.capitalize())) for name in choices]
-
-
-def _default_index(choices, wanted):
-    names = [name for name, _label in choices]
-    return names.index(wanted) if wanted in names else 0
-
-
-def _option_param(name, label, choices, wanted):
-    return (PF_OPTION, name, label, _default_index(choices, wanted), [text for _name, text in choices])
-
-
-PRESETS = _preset_choices()
-KEEP_COLORS = _keep_colors_choices()
-DEFAULT_PRESET = nst_bridge.engine_description(CONFIG).get("default_preset") if nst_bridge else None
+CHOICES = dict((name, _choices(name)) for name in ("preset", "keep_colors", "device"))
 
 PARAMS = [
     (PF_FILE, "style", "Style image", ""),
     (PF_FILE, "style2", "Second style image (optional)", ""),
     (PF_SLIDER, "blend", "Second style share", 0.5, (0.0, 1.0, 0.05)),
-    _option_param("preset", "Quality", PRESETS, DEFAULT_PRESET),
+    _option_param("preset", "Quality"),
     _number_param(PF_SLIDER, "strength", "Style strength", 0.1, STRENGTH_SLIDER_MAX),
-    _option_param("keep_colors", "Keep original colours", KEEP_COLORS, _spec("keep_colors").get("default")),
+    _option_param("keep_colors", "Keep original colours"),
     _number_param(PF_SLIDER, "style_scale", "Style scale", 0.05),
     _number_param(PF_SPINNER, "size", "Working size in pixels (0 = auto)", 32),
     _number_param(PF_SPINNER, "iterations", "Iterations (0 = preset's)", 10),
     _number_param(PF_SPINNER, "seed", "Random seed", 1),
-    _option_param("device", "Device", DEVICE_CHOICES, _spec("device").get("default")),
+    _option_param("device", "Device"),
 ]
 PARAM_NAMES = [param[1] for param in PARAMS]
+LABELS = dict((param[1], param[2]) for param in PARAMS)
+NUMBERS = {"strength": float, "style_scale": float, "size": int, "iterations": int, "seed": int}
 
 
-def _choice(choices, index, what):
+def _choice(name, index):
+    """The nick of choice `index` of option `name` (gimpfu hands over the index)."""
+    items = CHOICES[name][0]
     index = int(index)
-    if not 0 <= index < len(choices):
-        raise PluginError("%s choice %d is out of range: use 0 to %d." % (what, index, len(choices) - 1))
-    return choices[index][0]
-
-
-def _styles(values):
-    """[(path, weight)]: the second style, when given, takes `blend` of the mix."""
-    first, second = values["style"] or "", values["style2"] or ""
-    if not first:
-        raise PluginError("No style image chosen: pick a style image file in the Neural Style dialog.")
-    if not second:
-        return [(first, 1.0)]
-    blend = min(max(float(values["blend"]), 0.0), 1.0)
-    return [(first, 1.0 - blend), (second, blend)]
+    if not 0 <= index < len(items):
+        raise PluginError("%s choice %d is out of range: use 0 to %d." % (LABELS[name], index, len(items) - 1))
+    return items[index][0]
 
 
 def _options(values):
-    """The engine options (nst_core.options names); 0 leaves size and iterations to the preset."""
-    options = {
-        "strength": float(values["strength"]),
-        "keep_colors": _choice(KEEP_COLORS, values["keep_colors"], "Keep colours"),
-        "style_scale": float(values["style_scale"]),
-        "seed": int(values["seed"]),
-        "device": _choice(DEVICE_CHOICES, values["device"], "Device"),
-    }
-    preset = _choice(PRESETS, values["preset"], "Quality")
-    if preset:
-        options["preset"] = preset
-    for name in ("size", "iterations"):
-        if int(values[name]) > 0:
-            options[name] = int(values[name])
-    return options
+    """The engine options the dialog's values mean (GTK spinners hand gimpfu floats: made ints here)."""
+    options = dict((name, _choice(name, values[name])) for name in CHOICES)
+    options.update((name, kind(values[name])) for name, kind in NUMBERS.items())
+    return nst_bridge.dialog_options(CONFIG, options)
 
 
 def _selection_bounds(drawable):
     """(x, y, width, height) of the selection inside the layer, in layer coordinates."""
     if not pdb.gimp_item_is_layer(drawable):
-        raise PluginError("Neural Style works on layers: select a layer (not a mask or channel) and retry.")
+        raise PluginError(nst_bridge.NOT_A_LAYER)
     non_empty, x, y, width, height = pdb.gimp_drawable_mask_intersect(drawable)
     if not non_empty or width < 1 or height < 1:
-        raise PluginError("The selection does not touch the active layer: select part of the layer, "
-                          "or use Select > None.")
+        raise nst_bridge.selection_misses(drawable.name)
     return x, y, width, height
 
 
@@ -188,11 +143,6 @@ def _stylise_pixels(pixels, bounds, bpp, styles, options):
     with nst_bridge.EngineRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
         run.set_content_raw(pixels, bounds[2], bounds[3], "u8", bpp)
         return run.run(styles, options, _on_progress)
-
-
-def _layer_name(drawable, style_path):
-    stem = os.path.splitext(os.path.basename(style_path))[0]
-    return "%s (Neural Style: %s)" % (drawable.name, stem)
 
 
 def _add_result_layer(image, drawable, pixels, bounds, name):
@@ -219,13 +169,13 @@ def _add_result_layer(image, drawable, pixels, bounds, name):
 def _stylise(image, drawable, values):
     if nst_bridge is None:
         raise PluginError(MISSING_BRIDGE)
-    styles = _styles(values)
+    styles = nst_bridge.style_mix(values["style"], values["style2"], values["blend"])
     options = _options(values)
     bounds = _selection_bounds(drawable)
     x, y, width, height = bounds
     region = drawable.get_pixel_rgn(x, y, width, height, False, False)
     result = _stylise_pixels(region[x:x + width, y:y + height], bounds, region.bpp, styles, options)
-    _add_result_layer(image, drawable, result, bounds, _layer_name(drawable, styles[0][0]))
+    _add_result_layer(image, drawable, result, bounds, nst_bridge.result_name(drawable.name, styles))
 
 
 def neural_style(image, drawable, *args):

@@ -195,6 +195,7 @@ def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkey
     assert spy.content == (crop, 20, 16, "u8", 1)
     assert spy.styles == [(style_file, 0.75), (style_file, 0.25)]
     result = image.layers[0]
+    assert result.name == "Photo (Neural Style: Starry night + Starry night)"  # both styles, as in GIMP 3
     assert (result.width, result.height, result.type, result.offsets) == (20, 16, gimpfu.GRAY_IMAGE, (13, 9))
     assert bytes(result.pixels) == spy.result
     assert result.mask is not None and set(result.mask.pixels) == {255}
