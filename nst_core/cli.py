@@ -13,7 +13,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from . import __version__
 from .errors import Cancelled, ExitCode, NstError, UsageError
@@ -256,16 +256,17 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return run_reported(Sink(), action)
 
 
-def _download_bar() -> Callable[[int, int | None], None]:
+def _download_bar(stream: TextIO | None = None) -> Callable[[int, int | None], None]:
+    """A tqdm bar for weights.fetch's (done, total) byte counts."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc="Downloading", unit="B", unit_scale=True, unit_divisor=1024, file=stream or sys.stderr)
+
     def show(done: int, total: int | None) -> None:
-        mib = done / 2**20
-        text = f"{mib:7.1f} MiB"
-        if total:
-            text = f"{100 * done / total:3.0f}%  {mib:.1f} of {total / 2**20:.1f} MiB"
-        sys.stderr.write(f"\rDownloading  {text} ")
+        bar.total = total
+        bar.update(done - bar.n)
         if total and done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
 
     return show
 

@@ -300,6 +300,16 @@ def test_weights_fetch_check_and_path(
     assert (code, out) == (0, f"{tmp_path / 'elsewhere' / 'vgg19-small.pth'}\n")
 
 
+def test_the_download_bar_counts_bytes() -> None:
+    stream = io.StringIO()
+    show = cli._download_bar(stream)
+    for done in (0, 3 << 20, 10 << 20):
+        show(done, 10 << 20)
+    drawn = stream.getvalue()
+    assert drawn.startswith("\rDownloading") and drawn.endswith("\n")
+    assert "100%|##########| 10.0M/10.0M" in drawn  # tqdm draws at most every 0.1 s: the end for sure
+
+
 def test_weights_check_loads_a_file_of_ones_own(
     tmp_path: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
