@@ -214,9 +214,10 @@ def fetch(
 # -- verification ----------------------------------------------------------------------------------
 
 
-def verify(path: Path | str, model: str | None = None) -> Path:
-    """Check an official file's size and hash (remembered by size and mtime); accept others as they are."""
-    path = Path(path)
+def verify(path: Path | str, model: str | None = None, stamps: Path | None = None) -> Path:
+    """Check an official file's size and hash (remembered by size and mtime in `stamps`, by default the
+    data folder's record); accept others as they are."""
+    path, stamps = Path(path), stamps or paths.data_dir() / STAMP_NAME
     if not path.is_file():
         raise WeightsError(f"Weights file {path} not found: {fetch_hint(model or 'vgg19')}.")
     entry = official_for_file(path)
@@ -228,9 +229,9 @@ def verify(path: Path | str, model: str | None = None) -> Path:
             f"pass {model.upper()} weights or use --model {entry.model}."
         )
     stat = path.stat()
-    if _stamped(path, stat) == entry.sha256:
+    if _stamped(stamps, path, stat) == entry.sha256:
         return path
-    _stamp(path, stat, _check_against(path, entry))
+    _stamp(stamps, path, stat, _check_against(path, entry))
     return path
 
 
@@ -260,40 +261,35 @@ def _check_against(path: Path, entry: OfficialWeights) -> str:
     return digest
 
 
-def _stamp_file() -> Path:
-    return paths.data_dir() / STAMP_NAME
-
-
 def _stamp_key(path: Path) -> str:
     return str(path.resolve())
 
 
-def _read_stamps() -> dict:
+def _read_stamps(stamps: Path) -> dict:
     try:
-        with open(_stamp_file(), encoding="utf-8") as stream:
+        with open(stamps, encoding="utf-8") as stream:
             data = json.load(stream)
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
         return {}
 
 
-def _stamped(path: Path, stat: os.stat_result) -> str | None:
-    record = _read_stamps().get(_stamp_key(path))
+def _stamped(stamps: Path, path: Path, stat: os.stat_result) -> str | None:
+    record = _read_stamps(stamps).get(_stamp_key(path))
     if not isinstance(record, dict):
         return None
     same = record.get("size") == stat.st_size and record.get("mtime_ns") == stat.st_mtime_ns
     return record.get("sha256") if same else None
 
 
-def _stamp(path: Path, stat: os.stat_result, digest: str) -> None:
-    stamps = _read_stamps()
-    stamps[_stamp_key(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    target = _stamp_file()
+def _stamp(stamps: Path, path: Path, stat: os.stat_result, digest: str) -> None:
+    records = _read_stamps(stamps)
+    records[_stamp_key(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        temporary = target.with_name(target.name + f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(stamps, indent=1), encoding="utf-8")
-        os.replace(temporary, target)
+        stamps.parent.mkdir(parents=True, exist_ok=True)
+        temporary = stamps.with_name(stamps.name + f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
+        os.replace(temporary, stamps)
     except OSError:
         pass  # only a cache: the next run hashes again
 

@@ -7,9 +7,8 @@ installed; the venv + pip path is exercised through --dry-run, a failing pip and
 
 from __future__ import annotations
 
+import argparse
 import ast
-import importlib.util
-import io
 import json
 import os
 import shutil
@@ -17,11 +16,13 @@ import socket
 import stat
 import subprocess
 import sys
-import tokenize
-import types
 from pathlib import Path
 
 import pytest
+from interpreters import python27
+
+from nst_install import engine, errors, plan, steps, torch_build
+from nst_install.checkout import nst_bridge, project
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "install.py"
@@ -49,21 +50,11 @@ CLEARED_ENV = (
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def load_installer() -> types.ModuleType:
-    spec = importlib.util.spec_from_file_location("nst_install", INSTALL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-installer = load_installer()
-
-
 @pytest.fixture(scope="module", autouse=True)
 def engine_python_has_this_checkout() -> None:
     """The installs below use this very Python as the engine: they must find nothing to pip-install."""
-    probe = installer.probe_python(Path(sys.executable))
-    assert probe and installer.nst_core_current(probe), "first run: pip install -e . (from this checkout)"
+    probe = engine.probe_python(Path(sys.executable))
+    assert probe and engine.nst_core_current(probe), "first run: pip install -e . (from this checkout)"
 
 
 def run_install(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
@@ -149,6 +140,7 @@ def test_linux_install_rerun_upgrade_uninstall(tmp_path: Path, vgg19_weights: Pa
     config = check_plugin(flatpak, "neural_style", "neural_style.py", flatpak=True)
     check_plugin(gimp2, "neural_style_gimp2", "neural_style_gimp2.py")
     assert config["python"] == sys.executable and config["weights"] == str(vgg19_weights)
+    assert config["data_dir"] == str(home / ".local/share/gimp-neural-style")  # the engine's too
     assert not (home / ".config/GIMP/2.8/plug-ins").exists()
     assert "Self-test" in first.stdout and "device:" in first.stdout
     assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP" in first.stdout
@@ -216,7 +208,7 @@ def test_explicit_gimp_dir_and_version(tmp_path: Path, vgg19_weights: Path) -> N
     check_plugin(profile, "neural_style", "neural_style.py")
 
     unnamed = run_install(home, *install_args(vgg19_weights, "--gimp-dir", str(profile)))
-    assert unnamed.returncode == installer.EXIT_USAGE
+    assert unnamed.returncode == errors.EXIT_USAGE
     assert "--gimp-version" in unnamed.stderr
 
 
@@ -256,7 +248,7 @@ def test_no_gimp_still_installs_the_engine(tmp_path: Path, vgg19_weights: Path) 
     home = tmp_path / "home"
     home.mkdir()
     result = run_install(home, *install_args(vgg19_weights, "--skip-self-test"))
-    assert result.returncode == installer.EXIT_NO_GIMP, explain(result)
+    assert result.returncode == errors.EXIT_NO_GIMP, explain(result)
     assert "No GIMP 3.x or 2.10 profile found" in result.stderr and "--gimp-dir" in result.stderr
     assert str(home / ".config/GIMP/3.0") in result.stderr
     assert (home / ".local/share/gimp-neural-style" / MANIFEST).is_file()
@@ -269,7 +261,7 @@ def test_no_network_for_weights(tmp_path: Path) -> None:
     make_profiles(home, ".config/GIMP/3.0")
     url = f"http://127.0.0.1:{closed_port()}/vgg19-dcbb9e9d.pth"
     result = run_install(home, "--engine-python", sys.executable, NST_WEIGHTS_URL=url)
-    assert result.returncode == installer.EXIT_WEIGHTS, explain(result)
+    assert result.returncode == errors.EXIT_WEIGHTS, explain(result)
     assert "--weights FILE" in result.stderr and url in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (home / ".config/GIMP/3.0/plug-ins").exists()
@@ -281,7 +273,7 @@ def test_official_name_with_wrong_content_is_refused(tmp_path: Path) -> None:
     fake = tmp_path / "vgg19-dcbb9e9d.pth"
     fake.write_bytes(b"not the weights")
     result = run_install(home, "--engine-python", sys.executable, "--weights", str(fake))
-    assert result.returncode == installer.EXIT_WEIGHTS, explain(result)
+    assert result.returncode == errors.EXIT_WEIGHTS, explain(result)
     assert "incomplete or damaged" in result.stderr
     assert not (home / ".config/GIMP/3.0/plug-ins").exists()
 
@@ -291,7 +283,7 @@ def test_not_enough_disk_space(tmp_path: Path) -> None:
     make_profiles(home, ".config/GIMP/3.0")
     before = listing(home)
     result = run_install(home, "--torch", "cpu", NST_INSTALL_FREE_BYTES=str(300 * 1000**2))
-    assert result.returncode == installer.EXIT_DISK_SPACE, explain(result)
+    assert result.returncode == errors.EXIT_DISK_SPACE, explain(result)
     assert "Not enough disk space" in result.stderr
     assert "needs about 1.6 GB and 0.3 GB is free" in result.stderr
     assert listing(home) == before
@@ -304,7 +296,7 @@ def test_engine_python_without_torch(tmp_path: Path, vgg19_weights: Path) -> Non
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
     python = bare / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
     result = run_install(home, "--engine-python", str(python), "--weights", str(vgg19_weights))
-    assert result.returncode == installer.EXIT_ENGINE, explain(result)
+    assert result.returncode == errors.EXIT_ENGINE, explain(result)
     assert "cannot import torch" in result.stderr and "--engine-python" in result.stderr
     assert not (home / ".config/GIMP/3.0/plug-ins").exists()
 
@@ -325,9 +317,10 @@ def test_pip_failure_shows_its_last_lines_and_the_retry_command(tmp_path: Path, 
         PIP_TIMEOUT="2",
         PIP_NO_CACHE_DIR="1",
     )
-    assert result.returncode == installer.EXIT_ENGINE, explain(result)
+    assert result.returncode == errors.EXIT_ENGINE, explain(result)
     assert "pip could not install torch" in result.stderr
     assert "retry with:" in result.stderr and f"--index-url {index}" in result.stderr
+    assert f"'{project().requirement('torch')}'" in result.stderr  # the tested releases, not the newest
     assert "ERROR:" in result.stderr, "pip's own last lines are missing"
     assert not (home / ".config/GIMP/3.0/plug-ins").exists()
     assert run_install(home, "--uninstall").returncode == 0
@@ -340,7 +333,7 @@ def test_profile_not_writable(tmp_path: Path, vgg19_weights: Path) -> None:
     (profile / "plug-ins").write_text("a file where GIMP's plug-in folder should be")
     before = listing(home)
     result = run_install(home, *install_args(vgg19_weights))
-    assert result.returncode == installer.EXIT_GIMP_NOT_WRITABLE, explain(result)
+    assert result.returncode == errors.EXIT_GIMP_NOT_WRITABLE, explain(result)
     assert str(profile / "plug-ins") in result.stderr and "move it away" in result.stderr
     assert listing(home) == before
 
@@ -351,7 +344,7 @@ def test_unwritable_data_folder_is_one_line_not_a_traceback(tmp_path: Path, vgg1
     (home / "blocker").write_text("a file where the data folder's parent should be")
     prefix = home / "blocker/data"
     result = run_install(home, *install_args(vgg19_weights, "--prefix", str(prefix)))
-    assert result.returncode == installer.EXIT_INTERNAL, explain(result)
+    assert result.returncode == errors.EXIT_INTERNAL, explain(result)
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1
     assert str(prefix) in result.stderr and "Traceback" not in result.stderr
     assert not (home / ".config/GIMP/3.0/plug-ins").exists()
@@ -359,32 +352,36 @@ def test_unwritable_data_folder_is_one_line_not_a_traceback(tmp_path: Path, vgg1
 
 # -- the Python version guard -------------------------------------------------------------------------
 
+# What Python 2.7 must parse: install.py and what it imports before its version check.
+GUARD_FILES = (INSTALL, REPO / "nst_install/__init__.py", REPO / "nst_install/errors.py")
+
 
 def test_too_old_python_gets_a_message(tmp_path: Path) -> None:
+    """Python 2.7 is the oldest that must get the one line (a `python install.py` on an old system):
+    it runs here for real, with every other Python older than 3.9 this machine has."""
     result = run_install(tmp_path, "--dry-run", NST_INSTALL_PYTHON_VERSION="3.5")
-    assert result.returncode == installer.EXIT_OLD_PYTHON
+    assert result.returncode == errors.EXIT_OLD_PYTHON
     assert "needs Python 3.9 or newer and this is Python 3.5" in result.stderr
     assert "Traceback" not in result.stderr
-    for python in old_pythons():  # the real thing, where this machine has one
+    pythons = list(dict.fromkeys([python27(), *old_pythons()]))
+    for python in pythons:
         real = subprocess.run([python, str(INSTALL)], capture_output=True, text=True, cwd=tmp_path)
-        assert real.returncode == installer.EXIT_OLD_PYTHON, f"{python}: {real.stderr}"
-        assert "needs Python 3.9 or newer" in real.stderr
+        assert real.returncode == errors.EXIT_OLD_PYTHON, f"{python}: {real.stderr}"
+        assert "needs Python 3.9 or newer" in real.stderr and len(real.stderr.splitlines()) == 1
+    assert not list((REPO / "nst_install").glob("*.pyc")), "an old Python left its bytecode in the checkout"
 
 
 def old_pythons() -> list[str]:
     """Interpreters older than 3.9 on PATH or managed by pyenv, those that actually run."""
-    candidates = [
-        shutil.which(name)
-        for name in ("python2.7", "python2", "python3.5", "python3.6", "python3.7", "python3.8")
-    ]
+    names = ("python2.7", "python2", "python3.5", "python3.6", "python3.7", "python3.8")
+    candidates = [shutil.which(name) for name in names]
     pyenv = shutil.which("pyenv")
     if pyenv:
         root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
         if root:
+            old = ("2.", "3.5", "3.6", "3.7", "3.8")
             candidates += sorted(
-                str(p)
-                for p in Path(root).glob("versions/*/bin/python")
-                if p.parts[-3].startswith(("2.", "3.5", "3.6", "3.7", "3.8"))
+                str(p) for p in Path(root).glob("versions/*/bin/python") if p.parts[-3].startswith(old)
             )
     return [
         path
@@ -393,41 +390,26 @@ def old_pythons() -> list[str]:
     ]
 
 
-PY3_ONLY = (
-    ast.JoinedStr,
-    ast.AnnAssign,
-    ast.NamedExpr,
-    ast.Nonlocal,
-    ast.YieldFrom,
-    ast.AsyncFunctionDef,
-    ast.Await,
-    ast.MatMult,
-)
+@pytest.mark.parametrize("path", GUARD_FILES, ids=lambda p: p.name)
+def test_the_guard_compiles_on_python_2_7(path: Path) -> None:
+    check = "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')"
+    done = subprocess.run([python27(), "-c", check, str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
-def test_install_py_parses_on_python_2_7() -> None:
-    """Old interpreters compile the whole file before the guard runs: no Python-3-only syntax anywhere."""
-    source = INSTALL.read_text()
-    tree = ast.parse(source)
-    problems = []
+@pytest.mark.parametrize("path", sorted((REPO / "nst_install").glob("*.py")), ids=lambda p: p.name)
+def test_the_installer_is_stdlib_and_python_3_9(path: Path) -> None:
+    """It runs before any environment exists, possibly on Python 3.9 (macOS's python3)."""
+    source = path.read_text()
+    tree = ast.parse(source, feature_version=(3, 9))
+    ours = ("nst_bridge", "nst_core")
     for node in ast.walk(tree):
-        if isinstance(node, PY3_ONLY):
-            problems.append(f"line {node.lineno}: {type(node).__name__}")
-        if isinstance(node, (ast.FunctionDef, ast.Lambda)):
-            arguments = node.args
-            annotated = [a for a in arguments.args + arguments.kwonlyargs if a.annotation is not None]
-            if arguments.kwonlyargs or annotated or getattr(node, "returns", None) is not None:
-                problems.append(f"line {node.lineno}: annotations or keyword-only arguments")
-        if isinstance(node, ast.Raise) and node.cause is not None:
-            problems.append(f"line {node.lineno}: raise ... from")
-    assert not problems, problems
-    assert "from __future__ import print_function" in source  # print(..., file=) parses on 2.7
-    assert "_" not in "".join(t for t in _number_tokens(source)), "digit separators do not parse on 2.7"
-
-
-def _number_tokens(source: str) -> list[str]:
-    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
-    return [t.string for t in tokens if t.type == tokenize.NUMBER]
+        if isinstance(node, ast.Import):
+            assert all(alias.name.split(".")[0] in (*sys.stdlib_module_names, *ours) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            assert node.module.split(".")[0] in (*sys.stdlib_module_names, *ours)
+    if path not in GUARD_FILES:
+        assert "from __future__ import annotations" in source  # annotations may use X | Y on 3.9
 
 
 # -- the torch build, as a unit ---------------------------------------------------------------------
@@ -446,7 +428,7 @@ def fake_smi(folder: Path, cuda: str) -> None:
 )
 def test_nvidia_driver_picks_the_matching_cuda_index(tmp_path: Path, cuda: str, index: str) -> None:
     fake_smi(tmp_path, cuda)
-    build = installer.choose_torch("linux", "x86_64", "auto", {"PATH": str(tmp_path)}, tmp_path / "no-rocm")
+    build = torch_build.choose_torch("linux", "x86_64", "auto", {"PATH": str(tmp_path)}, tmp_path / "no-rocm")
     assert build.kind == "cuda"
     assert build.index_url == "https://download.pytorch.org/whl/" + index
 
@@ -454,16 +436,16 @@ def test_nvidia_driver_picks_the_matching_cuda_index(tmp_path: Path, cuda: str, 
 def test_no_gpu_picks_the_cpu_index(tmp_path: Path) -> None:
     env = {"PATH": str(tmp_path)}
     for system in ("linux", "windows"):
-        build = installer.choose_torch(system, "x86_64", "auto", env, tmp_path / "no-rocm")
+        build = torch_build.choose_torch(system, "x86_64", "auto", env, tmp_path / "no-rocm")
         assert (build.kind, build.index_url) == ("cpu", "https://download.pytorch.org/whl/cpu")
 
 
 def test_old_nvidia_driver_falls_back_to_cpu_unless_cuda_is_forced(tmp_path: Path) -> None:
     fake_smi(tmp_path, "11.4")
     env = {"PATH": str(tmp_path)}
-    assert installer.choose_torch("linux", "x86_64", "auto", env, tmp_path / "no-rocm").kind == "cpu"
-    with pytest.raises(installer.InstallError, match="update the driver"):
-        installer.choose_torch("linux", "x86_64", "cuda", env, tmp_path / "no-rocm")
+    assert torch_build.choose_torch("linux", "x86_64", "auto", env, tmp_path / "no-rocm").kind == "cpu"
+    with pytest.raises(errors.InstallError, match="update the driver"):
+        torch_build.choose_torch("linux", "x86_64", "cuda", env, tmp_path / "no-rocm")
 
 
 def test_rocm_apple_and_overrides(tmp_path: Path) -> None:
@@ -471,11 +453,116 @@ def test_rocm_apple_and_overrides(tmp_path: Path) -> None:
     (rocm / ".info").mkdir(parents=True)
     (rocm / ".info/version").write_text("6.3.2-100\n")
     env = {"PATH": str(tmp_path)}
-    assert installer.choose_torch("linux", "x86_64", "auto", env, rocm).index_url.endswith("/rocm6.3")
-    assert installer.choose_torch("windows", "AMD64", "auto", env, rocm).kind == "cpu"
-    assert installer.choose_torch("macos", "arm64", "auto", env, rocm)[:2] == ("mps", None)
-    assert installer.choose_torch("macos", "x86_64", "auto", env, rocm)[:2] == ("cpu", None)
+    assert torch_build.choose_torch("linux", "x86_64", "auto", env, rocm).index_url.endswith("/rocm6.3")
+    assert torch_build.choose_torch("windows", "AMD64", "auto", env, rocm).kind == "cpu"
+    apple = torch_build.choose_torch("macos", "arm64", "auto", env, rocm)
+    intel = torch_build.choose_torch("macos", "x86_64", "auto", env, rocm)
+    assert (apple.kind, apple.index_url, intel.kind, intel.index_url) == ("mps", None, "cpu", None)
     fake_smi(tmp_path, "12.8")
-    assert installer.choose_torch("linux", "x86_64", "cpu", env, rocm).kind == "cpu"
-    with pytest.raises(installer.InstallError, match="macOS"):
-        installer.choose_torch("macos", "arm64", "cuda", env, rocm)
+    assert torch_build.choose_torch("linux", "x86_64", "cpu", env, rocm).kind == "cpu"
+    with pytest.raises(errors.InstallError, match="macOS"):
+        torch_build.choose_torch("macos", "arm64", "cuda", env, rocm)
+
+
+def test_tested_torch_releases() -> None:
+    """The venv gets the releases the project is tested with: pyproject.toml's range, which holds the
+    test environment's pins, and a torch outside it is replaced."""
+    pins = dict(
+        line.split("==") for line in (REPO / "tests/requirements.txt").read_text().split() if "==" in line
+    )
+    for name in ("torch", "torchvision"):
+        assert torch_build.satisfies(pins[name], project().requirement(name)), (
+            pins[name],
+            project().requirements,
+        )
+    assert torch_build.satisfies("2.14.1+cu128", "torch>=2.14,<2.15")
+    assert not torch_build.satisfies("2.15.0", "torch>=2.14,<2.15")
+    assert not torch_build.satisfies("2.13.9", "torch>=2.14,<2.15")
+    assert torch_build.satisfies("0.29.1", "torchvision==0.29.1") and not torch_build.satisfies(
+        "0.29", "x==0.29.1"
+    )
+    build = torch_build.TorchBuild("cpu", None, "test")
+    probe = {"torch": {"version": "2.14.1"}, "torchvision": {"version": "0.29.1"}}
+    assert engine.torch_fits(probe, build)
+    assert not engine.torch_fits(
+        {**probe, "torch": {"version": "2.16.0"}}, build
+    )  # a newer one is not trusted
+
+
+# -- the plan and its carrying out, in this process -----------------------------------------------------
+
+
+def install_namespace(**changes: object) -> argparse.Namespace:
+    values = {
+        "prefix": None,
+        "torch": "auto",
+        "index_url": None,
+        "engine_python": None,
+        "dev": False,
+        "weights": None,
+        "gimp_dir": None,
+        "gimp_version": None,
+        "skip_self_test": False,
+        "dry_run": False,
+        "uninstall": False,
+        "platform": None,
+    }
+    return argparse.Namespace(**{**values, **changes})
+
+
+def test_the_plan_is_one_typed_object_made_before_any_change(tmp_path: Path, vgg19_weights: Path) -> None:
+    home = tmp_path / "home"
+    gimp3, flatpak = make_profiles(home, ".config/GIMP/3.2", ".var/app/org.gimp.GIMP/config/GIMP/3.0")
+    before = listing(home)
+    args = install_namespace(engine_python=sys.executable, weights=str(vgg19_weights))
+    made = plan.make_plan(args, {"HOME": str(home), "PATH": os.environ["PATH"]})
+    assert listing(home) == before
+    assert made.engine.existing and not made.engine.install_torch and not made.engine.install_nst_core
+    assert (made.weights.action, made.weights.dest) == ("reference", vgg19_weights)
+    assert [(p.path, p.version, p.flatpak) for p in made.profiles] == [
+        (gimp3, (3, 2), False),
+        (flatpak, (3, 0), True),
+    ]
+    assert made.disk == 0 and made.data_dir == home / ".local/share/gimp-neural-style"
+    lines = plan.describe(made)
+    assert lines[0].startswith("GIMP Neural Style installer (linux, data folder ")
+    assert f"  GIMP 3.0 (Flatpak): plug-in into {flatpak / 'plug-ins/neural_style'}" in lines
+    with pytest.raises(AttributeError):
+        made.disk = 1  # type: ignore[misc]
+
+
+def test_the_engine_is_checked_once_and_the_self_test_runs_as_gimp_does(
+    tmp_path: Path, vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One import check (with the user's weights) for --engine-python; the self-test sends raw pixels
+    through the plug-ins' bridge and gets raw pixels back."""
+    home = tmp_path / "home"
+    make_profiles(home, ".config/GIMP/3.0")
+    monkeypatch.setenv("HOME", str(home))
+    for name in CLEARED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    checks, jobs = [], []
+    check_engine = steps.check_engine
+    monkeypatch.setattr(steps, "check_engine", lambda *a: checks.append(a) or check_engine(*a))
+    write_job = nst_bridge.EngineRun._write_job
+
+    def spy(run: nst_bridge.EngineRun, styles: list, options: dict) -> str:
+        path = write_job(run, styles, options)
+        jobs.append(json.loads(Path(path).read_text()))
+        return path
+
+    monkeypatch.setattr(nst_bridge.EngineRun, "_write_job", spy)
+    args = install_namespace(engine_python=sys.executable, weights=str(vgg19_weights))
+    made = plan.make_plan(args, dict(os.environ))
+    changes = steps.carry_out(made, steps.Manifest(made.data_dir / "install-manifest.json"))
+    assert checks == [(Path(sys.executable), vgg19_weights)]
+    [job] = jobs
+    assert job["content"] | {"raw": "-"} == {
+        "raw": "-",
+        "width": 48,
+        "height": 32,
+        "format": "u8",
+        "channels": 4,
+    }
+    assert job["output"]["format"] == "u8" and job["options"]["weights"] == str(vgg19_weights)
+    assert [text for text in changes.done if "nst_config.json" in text]

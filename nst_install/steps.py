@@ -1,0 +1,247 @@
+"""Carrying out an install plan, step by step; each step gets what it needs and returns what it made,
+and every change goes into the install record as it is made."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkout import REPO, NstError, nst_bridge, project, weights
+from .engine import (
+    SELF_TEST_OPTIONS,
+    SELF_TEST_SIZE,
+    check_engine,
+    describe_engine,
+    engine_info,
+    pip_install,
+    self_test,
+)
+from .errors import EXIT_ENGINE, EXIT_GIMP_NOT_WRITABLE, EXIT_WEIGHTS, InstallError
+from .plan import EnginePlan, InstallPlan, WeightsPlan
+from .profiles import CONFIG_VERSION, Profile, plugin_files
+from .records import Manifest, make_dirs, place_files
+from .system import gigabytes, last_line, run_quiet, say
+
+
+@dataclass
+class Changes:
+    """What this run changed, for the summary ("Nothing changed" when empty)."""
+
+    done: list[str] = field(default_factory=list)
+
+    def note(self, text: str, show: bool = True) -> None:
+        self.done.append(text)
+        if show:
+            say("  " + text)
+
+
+def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
+    """Engine, weights, one check that torch imports (and loads the user's own weights), nst_core,
+    the self-test, then the plug-ins: the order in which each step can rely on the ones before."""
+    changes = Changes()
+    make_dirs(plan.data_dir, manifest)
+    manifest.add("files", plan.data_dir / weights.STAMP_NAME)  # the engine's hash cache of the weights
+    say("Engine")
+    make_environment(plan.engine, manifest, changes)
+    say("Weights")
+    to_load = set_up_weights(plan.weights, plan.data_dir, manifest, changes)
+    check_engine(plan.engine.python, to_load)
+    if to_load is not None:
+        manifest.data["checked"] = [s for s in manifest.data["checked"] if s[0] != str(to_load)]
+        manifest.add("checked", weights_stamp(to_load))
+        say(f"  using {to_load} where it is (the engine loads it)")
+    install_nst_core(plan, manifest, changes)
+    description = describe_engine(plan.engine.python, plan.data_dir)
+    if plan.self_test:
+        report_self_test(plan)
+    for profile in plan.profiles:
+        install_plugin(profile, plan, description, manifest, changes)
+    return changes
+
+
+def make_environment(engine: EnginePlan, manifest: Manifest, changes: Changes) -> None:
+    """The venv and the torch build the plan asks for (nothing with --engine-python)."""
+    if engine.existing:
+        say(f"  the existing Python {engine.python}")
+        return
+    assert engine.venv is not None and engine.torch is not None
+    if engine.make_venv_with:
+        created = not engine.venv.exists()
+        changes.note(f"creating the virtual environment {engine.venv}")
+        make_dirs(engine.venv.parent, manifest)
+        result = run_quiet([engine.make_venv_with, "-m", "venv", "--clear", engine.venv], timeout=600)
+        if created:
+            manifest.add("trees", engine.venv)
+        if result.returncode != 0 or not engine.python.is_file():
+            raise InstallError(
+                EXIT_ENGINE,
+                f"Cannot create the virtual environment {engine.venv}: "
+                f"{last_line(result.stderr + result.stdout)}: on Debian or Ubuntu install python3-venv, then "
+                "run install.py again.",
+            )
+    if engine.install_torch:
+        run_quiet([engine.python, "-m", "pip", "uninstall", "-y", "torch", "torchvision"])
+        index = ["--index-url", engine.torch.index_url] if engine.torch.index_url else []
+        torch = [project().requirement("torch"), project().requirement("torchvision")]
+        pip_install(engine.python, [*torch, *index], f"torch ({engine.torch.kind})")
+        changes.note("torch installed", show=False)
+
+
+def install_nst_core(plan: InstallPlan, manifest: Manifest, changes: Changes) -> None:
+    engine = plan.engine
+    if not engine.install_nst_core:
+        say(f"  nst_core up to date in {engine.python}")
+        return
+    source = ["-e", str(REPO)] if plan.dev else [str(REPO)]
+    if engine.existing:
+        pip_install(engine.python, ["--no-deps", *source], "nst_core")
+        manifest.add("pip", engine.python)
+        changes.note(f"nst_core installed into {engine.python}", show=False)
+    else:
+        pip_install(engine.python, source, "nst_core and what it needs besides torch")
+        changes.note("nst_core installed", show=False)
+
+
+def set_up_weights(plan: WeightsPlan, data_dir: Path, manifest: Manifest, changes: Changes) -> Path | None:
+    """The weights in place and, where there is a hash, verified; a file of the user's own that the
+    engine has not loaded before (it has no hash to compare), or None."""
+    stamps = data_dir / weights.STAMP_NAME
+    try:
+        if plan.action == "download":
+            download_weights(plan.source, plan.dest, manifest, changes)
+        elif plan.action == "copy":
+            weights.verify(plan.source, "vgg19", stamps=stamps)
+            copy_weights(Path(plan.source), plan.dest, stamps, manifest, changes)
+        elif weights.official_for_file(plan.dest):
+            weights.verify(plan.dest, "vgg19", stamps=stamps)
+            say(f"  {plan.dest} present and verified")
+        elif weights_stamp(plan.dest) in manifest.data["checked"]:
+            # Referenced in place, not copied: it is the user's file, and uninstall must not touch it.
+            say(f"  using {plan.dest} where it is (the engine loaded it before; unchanged since)")
+        else:
+            return plan.dest
+    except NstError as exc:
+        raise InstallError(EXIT_WEIGHTS, exc.message) from None
+    return None
+
+
+def download_weights(url: str, dest: Path, manifest: Manifest, changes: Changes) -> None:
+    make_dirs(dest.parent, manifest)
+    manifest.add("files", dest.with_name(dest.name + ".part"))
+    say(f"  downloading {url}")
+    entry = weights.official("vgg19")
+    try:
+        weights.download(url, dest, entry.sha256, DownloadProgress())
+    except NstError as exc:
+        raise InstallError(
+            EXIT_WEIGHTS,
+            f"{exc.message} Without network here: download {entry.url} elsewhere, copy it to this machine "
+            "and run `python3 install.py --weights FILE`.",
+        ) from None
+    manifest.add("files", dest)
+    changes.note(f"downloaded and verified {dest}")
+
+
+def copy_weights(source: Path, dest: Path, stamps: Path, manifest: Manifest, changes: Changes) -> None:
+    if dest.is_file() and dest.stat().st_size == source.stat().st_size:
+        try:
+            weights.verify(dest, "vgg19", stamps=stamps)
+            say(f"  {dest} present and verified")
+            return
+        except NstError:
+            pass
+    make_dirs(dest.parent, manifest)
+    # Copied, not referenced: the official file belongs in the data folder, where the engine
+    # looks by default, and the install keeps working if the download is moved or deleted.
+    temporary = dest.with_name(dest.name + ".part")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, dest)
+    manifest.add("files", dest)
+    changes.note(f"copied the verified {source} to {dest}")
+
+
+def weights_stamp(path: Path) -> list:
+    """How the record knows a file of the user's own again: its path, size and modification time."""
+    return [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+
+
+def report_self_test(plan: InstallPlan) -> None:
+    say("Self-test")
+    info = engine_info(plan.engine.python, plan.data_dir)
+    started, seconds = self_test(plan.engine.python, plan.weights.dest, plan.data_dir)
+    device = started.get("device") or info.get("device", "?")
+    threads = f", {info['threads']} threads" if info.get("type") == "cpu" and "threads" in info else ""
+    say(f"  device: {device}{threads}{memory_text(info)}")
+    width, height = SELF_TEST_SIZE
+    iterations = SELF_TEST_OPTIONS["iterations"]
+    test = f"a {width}x{height} test picture, {iterations} iterations"
+    say(f"  {test}: {seconds:.1f} s, starting the engine included")
+
+
+def memory_text(info: dict) -> str:
+    """`info --json`'s memory fields (bytes; None where the device does not say)."""
+    total, free = info.get("total_memory"), info.get("free_memory")
+    if not total:
+        return ""
+    return f", {gigabytes(total)} memory ({gigabytes(free)} free)" if free else f", {gigabytes(total)} memory"
+
+
+def install_plugin(
+    profile: Profile, plan: InstallPlan, description: dict, manifest: Manifest, changes: Changes
+) -> None:
+    say(f"{profile.label} ({profile.path})")
+    target = profile.plugin_dir
+    files = plugin_files(profile)
+    config = {
+        "version": CONFIG_VERSION,
+        "python": str(Path(os.path.abspath(plan.engine.python))),
+        "weights": str(plan.weights.dest),
+        "data_dir": str(plan.data_dir),
+        "engine": description,
+        "flatpak": profile.flatpak,
+    }
+    files[nst_bridge.CONFIG_NAME] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+    make_dirs(target.parent, manifest)
+    try:
+        written = place_files(target, files, manifest)
+    except OSError as exc:
+        raise InstallError(
+            EXIT_GIMP_NOT_WRITABLE,
+            f"Cannot write the plug-in into {target} ({exc.strerror or exc}): fix the folder's permissions "
+            "or pick another profile with --gimp-dir.",
+        ) from None
+    for name in written:
+        changes.note(f"wrote {target / name}")
+    if not written:
+        say(f"  plug-in up to date in {target}")
+    if profile.flatpak:
+        say("  Flatpak GIMP: allow it to start the engine outside its sandbox, once:")
+        say("    " + nst_bridge.FLATPAK_PERMISSION)
+
+
+class DownloadProgress:
+    """A progress bar on a terminal, a line per tenth otherwise (logs stay short)."""
+
+    def __init__(self) -> None:
+        self.shown = -1
+        self.tty = sys.stdout.isatty()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not total:
+            return
+        percent = done * 100 // total
+        step = percent if self.tty else percent // 10 * 10
+        if step == self.shown:
+            return
+        self.shown = step
+        bar = "#" * (percent // 4) + "-" * (25 - percent // 4)
+        text = f"  [{bar}] {percent:3d}% of {gigabytes(total)}"
+        if self.tty:
+            sys.stdout.write("\r" + text + ("\n" if done >= total else ""))
+            sys.stdout.flush()
+        else:
+            say(text)
