@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from samples import make_content_image, make_random_vgg_weights, make_style_image
+from samples import JobFiles, make_content_image, make_random_vgg_weights, make_style_image
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +39,8 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("NST_WEIGHTS", raising=False)
     monkeypatch.delenv("NST_DEBUG", raising=False)
+
+
+@pytest.fixture
+def job_files(content_png: Path, style_png: Path, vgg19_weights: Path) -> JobFiles:
+    return JobFiles(content_png, style_png, vgg19_weights)

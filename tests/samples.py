@@ -5,6 +5,7 @@ Imported by the tests as `samples` (a plain module, because several folders have
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,3 +41,20 @@ def make_style_image(width: int = 80, height: int = 80, seed: int = 1) -> Image.
     stripes = 0.5 + 0.5 * np.sin((x + 2 * y) / 2.5)
     rgb = np.stack([stripes, 1 - stripes, 0.3 + 0.4 * rng.random((height, width))], axis=-1)
     return Image.fromarray((rgb * 255).round().astype(np.uint8), "RGB")
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """What a job on files needs: a content and a style picture, and the random VGG19 weights."""
+
+    content: Path
+    style: Path
+    weights: Path
+
+    def stylize(
+        self, output: Path, *flags: str | Path, content: Path | None = None, styles: tuple[Path, ...] = ()
+    ) -> list[str]:
+        """`stylize` arguments for these files (or `content`, `styles`) with the random weights; a later
+        --weights in `flags` wins."""
+        inputs = (content or self.content, *(styles or (self.style,)))
+        return [str(a) for a in ("stylize", *inputs, "-o", output, "--weights", self.weights, *flags)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from samples import JobFiles
 
 from nst_core import cli, events, weights
 from nst_core import run as run_module
@@ -67,34 +68,16 @@ def test_presets_table_and_json(capsys: pytest.CaptureFixture[str]) -> None:
 # -- stylize ---------------------------------------------------------------------------------------
 
 
-def test_stylize_json_progress_in_a_real_process(
-    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path
-) -> None:
+def test_stylize_json_progress_in_a_real_process(tmp_path: Path, job_files: JobFiles) -> None:
     out = tmp_path / "out.png"
     # stdin is /dev/null, not a pipe: it is not watched, so its end of file does not cancel.
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nst_core",
-            "stylize",
-            content_png,
-            style_png,
-            "-o",
-            out,
-            "--size",
-            "48",
-            "--weights",
-            vgg19_weights,
-            "--progress",
-            "json",
-            *FAST,
-        ],
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=300,
-    )
+    argv = [
+        sys.executable,
+        "-m",
+        "nst_core",
+        *job_files.stylize(out, "--size", "48", "--progress", "json", *FAST),
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     assert [e["event"] for e in lines] == ["start", "progress", "progress", "done"]
@@ -103,58 +86,22 @@ def test_stylize_json_progress_in_a_real_process(
 
 
 def test_stylize_default_size_is_capped_at_the_content(
-    tmp_path: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.jpg"  # no alpha in JPEG: the writer copes
-    code, stdout, stderr = run(
-        capsys,
-        "stylize",
-        content_png,
-        style_png,
-        style_png,
-        "--style-blend",
-        "1",
-        "3",
-        "-o",
-        out,
-        "--weights",
-        vgg19_weights,
-        "--progress",
-        "bar",
-        *FAST,
-    )
+    two = (job_files.style, job_files.style)
+    argv = job_files.stylize(out, "--style-blend", "1", "3", "--progress", "bar", *FAST, styles=two)
+    code, stdout, stderr = run(capsys, *argv)
     assert code == 0, stderr
     assert size_of(out) == (96, 64)  # fast is 384 px; the content is 96 x 64
     assert stdout == "" and "[#####" in stderr and f"Wrote {out}" in stderr
 
 
 def test_stylize_size_sets_the_output_size(
-    tmp_path: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out.png"
-    code, stdout, stderr = run(
-        capsys,
-        "stylize",
-        content_png,
-        style_png,
-        "-o",
-        out,
-        "--size",
-        "32",
-        "--weights",
-        vgg19_weights,
-        "--progress",
-        "none",
-        *FAST,
-    )
+    code, stdout, stderr = run(capsys, *job_files.stylize(out, "--size", "32", "--progress", "none", *FAST))
     assert (code, stdout, stderr) == (0, "", "")
     assert size_of(out) == (32, 21)
 
@@ -173,28 +120,12 @@ def failing_run(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201 (returns a set
     return set_failure
 
 
-def stylize_args(tmp_path: Path, content: Path, style: Path, weights_file: Path) -> list[str | Path]:
-    return [
-        "stylize",
-        content,
-        style,
-        "-o",
-        tmp_path / "out.png",
-        "--size",
-        "48",
-        "--weights",
-        weights_file,
-        *FAST,
-    ]
+def stylize_args(tmp_path: Path, files: JobFiles) -> list[str]:
+    return files.stylize(tmp_path / "out.png", "--size", "48", *FAST)
 
 
 def test_gpu_out_of_memory_is_exit_6(
-    tmp_path: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, job_files: JobFiles, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Every try runs out of memory, whole and in tiles: the one message, with a size that would fit."""
     import torch
@@ -204,7 +135,7 @@ def test_gpu_out_of_memory_is_exit_6(
 
     monkeypatch.setattr(run_module.optimize, "optimize_whole", out_of_memory)
     monkeypatch.setattr(run_module.tiling, "optimize_tiled", out_of_memory)
-    code, out, err = run(capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights))
+    code, out, err = run(capsys, *stylize_args(tmp_path, job_files))
     assert code == 6
     expected = (
         r"error: Not enough cpu memory for 48x32 px \(about \d+ MiB needed, [\d.]+ GiB free\): "
@@ -215,16 +146,11 @@ def test_gpu_out_of_memory_is_exit_6(
 
 
 def test_unexpected_errors_are_one_line_unless_debugging(
-    tmp_path: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    failing_run,  # noqa: ANN001
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, job_files: JobFiles, failing_run, capsys: pytest.CaptureFixture[str],  # noqa: ANN001
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> None:  # fmt: skip
     failing_run(ValueError("boom"))
-    argv = stylize_args(tmp_path, content_png, style_png, vgg19_weights)
+    argv = stylize_args(tmp_path, job_files)
     code, _, err = run(capsys, *argv)
     assert (code, err) == (1, "error: internal error: ValueError: boom (please report)\n")
     monkeypatch.setenv("NST_DEBUG", "1")
@@ -234,16 +160,12 @@ def test_unexpected_errors_are_one_line_unless_debugging(
 
 def test_interrupt_is_cancelled_in_json(
     tmp_path: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    failing_run,  # noqa: ANN001
-    capsys: pytest.CaptureFixture[str],
+    job_files: JobFiles,
+    failing_run,
+    capsys: pytest.CaptureFixture[str],  # noqa: ANN001
 ) -> None:
     failing_run(KeyboardInterrupt())
-    code, out, err = run(
-        capsys, *stylize_args(tmp_path, content_png, style_png, vgg19_weights), "--progress", "json"
-    )
+    code, out, err = run(capsys, *stylize_args(tmp_path, job_files), "--progress", "json")
     assert code == 130 and err == ""
     assert [json.loads(line)["event"] for line in out.splitlines()] == ["start", "error"]
     assert json.loads(out.splitlines()[-1]) == {"event": "error", "message": "Cancelled.", "code": 130}
@@ -327,16 +249,9 @@ def test_weights_check_loads_a_file_of_ones_own(
 def test_progress_events_and_bar() -> None:
     from nst_core.optimize import Progress
 
-    progress = Progress(
-        scale=2,
-        scales=3,
-        iteration=5,
-        iterations=10,
-        fraction=0.5,
-        elapsed=12.0,
-        eta=3725.0,
-        loss={"total": 12.5, "content": 2.5, "style": float("nan"), "tv": 0.0},
-    )
+    loss = {"total": 12.5, "content": 2.5, "style": float("nan"), "tv": 0.0}
+    progress = Progress(scale=2, scales=3, iteration=5, iterations=10, fraction=0.5, elapsed=12.0, eta=3725.0,
+                        loss=loss)  # fmt: skip
     event = events.progress_event(progress)
     assert json.loads(json.dumps(event, allow_nan=False)) == {
         "event": "progress",

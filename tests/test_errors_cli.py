@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from samples import JobFiles
 
 from nst_core import cli, run, weights
 
@@ -19,29 +20,34 @@ FAST = ["--iterations", "2", "--size", "48", "--device", "cpu"]
 pytestmark = pytest.mark.usefixtures("isolated_data")
 
 
+@dataclass(frozen=True)
+class Cli:
+    """The command line on the test's files, writing into a folder that every failure must leave empty."""
+
+    files: JobFiles
+    out_dir: Path
+    capsys: pytest.CaptureFixture[str]
+
+    def stylize(self, *flags: str | Path, **inputs: Path | tuple[Path, ...]) -> list[str]:
+        return self.files.stylize(self.out_dir / "out.png", *FAST, *flags, **inputs)  # type: ignore[arg-type]
+
+    def fails(self, code: int, message: str, argv: list[str]) -> str:
+        """Expect exit `code`, one `error:` line matching `message`, no traceback, and no file."""
+        result = cli.main(argv)
+        captured = self.capsys.readouterr()
+        assert result == code, captured.err
+        assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+        assert "Traceback" not in captured.err
+        assert re.search(message, captured.err), captured.err
+        assert list(self.out_dir.iterdir()) == []
+        return captured.err
+
+
 @pytest.fixture
-def out_dir(tmp_path: Path) -> Path:
+def run_cli(tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str]) -> Cli:
     folder = tmp_path / "out"
     folder.mkdir()
-    return folder
-
-
-def fails(
-    capsys: pytest.CaptureFixture[str], out_dir: Path, code: int, message: str, *argv: str | Path
-) -> str:
-    """Run the CLI, expect `code` and one `error:` line matching `message`, and an untouched out_dir."""
-    result = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    assert result == code, captured.err
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert "Traceback" not in captured.err
-    assert re.search(message, captured.err), captured.err
-    assert list(out_dir.iterdir()) == []
-    return captured.err
-
-
-def stylize(out_dir: Path, content: Path, *rest: str | Path) -> list[str | Path]:
-    return ["stylize", content, *rest, "-o", out_dir / "out.png", *FAST]
+    return Cli(job_files, folder, capsys)
 
 
 # -- images ------------------------------------------------------------------------------------------
@@ -61,47 +67,20 @@ def bad_images(tmp_path: Path, content_png: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "text", "empty", "folder"])
 @pytest.mark.parametrize("role", ["content", "style"])
-def test_bad_images_are_exit_3(
-    tmp_path: Path,
-    out_dir: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    bad_images: dict[str, Path],
-    kind: str,
-    role: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_bad_images_are_exit_3(run_cli: Cli, bad_images: dict[str, Path], kind: str, role: str) -> None:
     bad = bad_images[kind]
-    content, style = (bad, style_png) if role == "content" else (content_png, bad)
-    argv = stylize(out_dir, content, style, "--weights", vgg19_weights)
-    fails(capsys, out_dir, 3, re.escape(bad.name), *argv)
+    argv = run_cli.stylize(content=bad) if role == "content" else run_cli.stylize(styles=(bad,))
+    run_cli.fails(3, re.escape(bad.name), argv)
 
 
-def test_missing_init_image(
-    out_dir: Path, content_png: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fails(
-        capsys,
-        out_dir,
-        3,
-        r"Init image .*nope.png does not exist: check --init",
-        *stylize(out_dir, content_png, style_png, "--weights", vgg19_weights, "--init", "nope.png"),
-    )
+def test_missing_init_image(run_cli: Cli) -> None:
+    message = r"Init image .*nope.png does not exist: check --init"
+    run_cli.fails(3, message, run_cli.stylize("--init", "nope.png"))
 
 
-def test_json_mode_reports_the_error_as_an_event(
-    out_dir: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    code = cli.main(
-        [
-            str(a)
-            for a in stylize(
-                out_dir, out_dir / "nope.png", style_png, "--weights", vgg19_weights, "--progress", "json"
-            )
-        ]
-    )
-    captured = capsys.readouterr()
+def test_json_mode_reports_the_error_as_an_event(run_cli: Cli) -> None:
+    code = cli.main(run_cli.stylize("--progress", "json", content=run_cli.out_dir / "nope.png"))
+    captured = run_cli.capsys.readouterr()
     assert code == 3 and captured.err == ""
     [event] = [json.loads(line) for line in captured.out.splitlines()]
     assert event["event"] == "error" and event["code"] == 3 and "nope.png does not exist" in event["message"]
@@ -126,89 +105,46 @@ def test_json_mode_reports_the_error_as_an_event(
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),
     ],
 )
-def test_usage_errors_are_exit_2(
-    out_dir: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    flags: list[str],
-    message: str,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    argv = stylize(out_dir, content_png, style_png, style_png, "--weights", vgg19_weights)
-    fails(capsys, out_dir, 2, message, *argv, *flags)
+def test_usage_errors_are_exit_2(run_cli: Cli, flags: list[str], message: str) -> None:
+    two = (run_cli.files.style, run_cli.files.style)
+    run_cli.fails(2, message, run_cli.stylize(*flags, styles=two))
 
 
 # -- weights -------------------------------------------------------------------------------------------
 
 
-def test_missing_weights(
-    out_dir: Path, content_png: Path, style_png: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    fails(
-        capsys,
-        out_dir,
-        4,
-        r"VGG19 weights not found: run `python3 install.py` or .*--weights FILE",
-        *stylize(out_dir, content_png, style_png),
-    )
-    fails(
-        capsys,
-        out_dir,
-        4,
-        r"Weights file .*none.pth not found",
-        *stylize(out_dir, content_png, style_png, "--weights", out_dir.parent / "none.pth"),
-    )
+def without_weights(argv: list[str]) -> list[str]:
+    at = argv.index("--weights")
+    return argv[:at] + argv[at + 2 :]
 
 
-def test_truncated_weights_file(
-    tmp_path: Path,
-    out_dir: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    cut = tmp_path / "cut.pth"
-    cut.write_bytes(vgg19_weights.read_bytes()[: vgg19_weights.stat().st_size // 2])
-    fails(capsys, out_dir, 4, "cut.pth", *stylize(out_dir, content_png, style_png, "--weights", cut))
+def test_missing_weights(run_cli: Cli) -> None:
+    message = r"VGG19 weights not found: run `python3 install.py` or .*--weights FILE"
+    run_cli.fails(4, message, without_weights(run_cli.stylize()))
+    none = run_cli.out_dir.parent / "none.pth"
+    run_cli.fails(4, r"Weights file .*none.pth not found", run_cli.stylize("--weights", none))
 
 
-def test_truncated_official_file_is_caught_before_loading(
-    tmp_path: Path, out_dir: Path, content_png: Path, style_png: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_truncated_weights_file(tmp_path: Path, run_cli: Cli) -> None:
+    cut, whole = tmp_path / "cut.pth", run_cli.files.weights
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    run_cli.fails(4, "cut.pth", run_cli.stylize("--weights", cut))
+
+
+def test_truncated_official_file_is_caught_before_loading(tmp_path: Path, run_cli: Cli) -> None:
     official = tmp_path / "data" / "weights" / weights.OFFICIAL["vgg19"].filename
     official.parent.mkdir(parents=True)
     official.write_bytes(b"\0" * 1000)
-    fails(
-        capsys,
-        out_dir,
-        4,
-        r"incomplete or damaged \(1000 of 574673361 bytes\): delete it and run",
-        *stylize(out_dir, content_png, style_png),
-    )
+    message = r"incomplete or damaged \(1000 of 574673361 bytes\): delete it and run"
+    run_cli.fails(4, message, without_weights(run_cli.stylize()))
 
 
-def test_wrong_hash_weights_file(
-    tmp_path: Path,
-    out_dir: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_wrong_hash_weights_file(tmp_path: Path, run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "vgg19-copy.pth"
-    shutil.copy(vgg19_weights, copy)
+    shutil.copy(run_cli.files.weights, copy)
     entry = replace(weights.OFFICIAL["vgg19"], filename=copy.name, size=copy.stat().st_size, sha256="ab" * 32)
     monkeypatch.setitem(weights.OFFICIAL, "vgg19", entry)
-    fails(
-        capsys,
-        out_dir,
-        4,
-        "vgg19-copy.pth has the wrong SHA-256",
-        *stylize(out_dir, content_png, style_png, "--weights", copy),
-    )
+    run_cli.fails(4, "vgg19-copy.pth has the wrong SHA-256", run_cli.stylize("--weights", copy))
 
 
 # -- output and device ------------------------------------------------------------------------------------
@@ -224,34 +160,18 @@ def test_wrong_hash_weights_file(
     ],
 )
 def test_unwritable_output_is_exit_5_before_running(
-    out_dir: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    output: str,
-    message: str,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    run_cli: Cli, output: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(run, "run_plan", lambda *a, **k: pytest.fail("ran before checking"))
-    (out_dir.parent / "file.txt").write_text("a file, not a folder")
-    argv = ["stylize", content_png, style_png, "-o", out_dir / output, "--weights", vgg19_weights, *FAST]
-    fails(capsys, out_dir, 5, message, *argv)
+    (run_cli.out_dir.parent / "file.txt").write_text("a file, not a folder")
+    run_cli.fails(5, message, run_cli.files.stylize(run_cli.out_dir / output, *FAST))
 
 
-def test_unavailable_device_is_exit_7(
-    out_dir: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_unavailable_device_is_exit_7(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    argv = stylize(out_dir, content_png, style_png, "--weights", vgg19_weights)
-    fails(capsys, out_dir, 7, r"CUDA is not available .*: use --device cpu", *argv[:-1], "cuda")
+    run_cli.fails(7, r"CUDA is not available .*: use --device cpu", run_cli.stylize("--device", "cuda"))
 
 
 # -- job files -------------------------------------------------------------------------------------------

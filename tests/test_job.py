@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from samples import JobFiles
 
 from nst_core import cli
 from nst_core.errors import UsageError
@@ -161,13 +162,9 @@ def test_raw_rgba_in_and_out(
 
 
 def test_job_events_follow_the_protocol(
-    tmp_path: Path,
-    content_png: Path,
-    style_png: Path,
-    vgg19_weights: Path,
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = write_job(tmp_path, options={**TINY, "weights": str(vgg19_weights), "preset": "fast"})
+    path = write_job(tmp_path, options={**TINY, "weights": str(job_files.weights), "preset": "fast"})
     code, events = run_job(path, capsys)
     assert code == 0, events
     start, *progress, done = events
@@ -206,10 +203,8 @@ def wait_for_progress(stream, seconds: float = 120) -> list[dict]:  # noqa: ANN0
     return events
 
 
-def test_closing_stdin_cancels_promptly(
-    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path
-) -> None:
-    job = write_job(tmp_path, options={**LONG, "weights": str(vgg19_weights)})
+def test_closing_stdin_cancels_promptly(tmp_path: Path, job_files: JobFiles) -> None:
+    job = write_job(tmp_path, options={**LONG, "weights": str(job_files.weights)})
     engine = subprocess.Popen(
         engine_command(job), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -251,11 +246,9 @@ def process_gone(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to see the orphan")
-def test_engine_exits_when_its_parent_dies(
-    tmp_path: Path, content_png: Path, style_png: Path, vgg19_weights: Path
-) -> None:
+def test_engine_exits_when_its_parent_dies(tmp_path: Path, job_files: JobFiles) -> None:
     """stdin is /dev/null here, so only the parent-pid watch can notice the death."""
-    job = write_job(tmp_path, options={**LONG, "weights": str(vgg19_weights)})
+    job = write_job(tmp_path, options={**LONG, "weights": str(job_files.weights)})
     parent = subprocess.Popen(
         [sys.executable, "-c", PARENT, *engine_command(job)], stdout=subprocess.PIPE, text=True
     )

@@ -78,32 +78,14 @@ def test_flags_fill_options() -> None:
         "--max-memory",
         "2048",
     )
-    assert options == Options(
-        preset="fast",
-        size=256,
-        iterations=7,
-        content_weight=2.0,
-        style_weight=3e4,
-        tv_weight=0.1,
-        strength=1.5,
-        content_layers=["relu4_2", "relu3_2"],
-        style_layers=["relu1_1", "relu2_1"],
-        style_layer_weights=[1.0, 0.5],
-        style_loss="w2",
-        style_scale=0.5,
-        keep_colors="luminance",
-        init="noise",
-        optimizer="adam",
-        learning_rate=0.01,
-        model="vgg16",
-        pooling="avg",
-        multiscale=False,
-        seed=3,
-        device="cpu",
-        precision="fp32",
-        weights="w.pth",
-        max_memory=2048.0,
-    )
+    expected = Options(
+        preset="fast", size=256, iterations=7, content_weight=2.0, style_weight=3e4, tv_weight=0.1,
+        strength=1.5, content_layers=["relu4_2", "relu3_2"], style_layers=["relu1_1", "relu2_1"],
+        style_layer_weights=[1.0, 0.5], style_loss="w2", style_scale=0.5, keep_colors="luminance",
+        init="noise", optimizer="adam", learning_rate=0.01, model="vgg16", pooling="avg", multiscale=False,
+        seed=3, device="cpu", precision="fp32", weights="w.pth", max_memory=2048.0,
+    )  # fmt: skip
+    assert options == expected
 
 
 def test_no_flags_means_the_preset() -> None:

@@ -62,21 +62,16 @@ def new_image(gimpfu, width, height, layer_type, offsets=(0, 0), name="Photo"):
     return image, layer
 
 
-def plugin_args(
-    style,
-    style2="",
-    blend=0.5,
-    preset=0,
-    strength=1.0,
-    keep_colors=0,
-    style_scale=1.0,
-    size=0,
-    iterations=2.0,
-    seed=0,
-    device=2,
-):
-    """The procedure's arguments after image and drawable, in PARAMS order (device 2 = CPU)."""
-    return [style, style2, blend, preset, strength, keep_colors, style_scale, size, iterations, seed, device]
+# The procedure's arguments after image and drawable, in PARAMS order, and the tests' values for
+# them (iterations as GTK's spinners hand them over, a float; device 2 = CPU).
+ARGUMENT_DEFAULTS = [("style2", ""), ("blend", 0.5), ("preset", 0), ("strength", 1.0),
+                     ("keep_colors", 0), ("style_scale", 1.0), ("size", 0), ("iterations", 2.0),
+                     ("seed", 0), ("device", 2)]  # fmt: skip
+
+
+def plugin_args(style, **values):
+    """The procedure's arguments after image and drawable: `style`, then `values` or the defaults."""
+    return [style] + [values.get(name, default) for name, default in ARGUMENT_DEFAULTS]
 
 
 def _report_progress_to(marker):
