@@ -150,88 +150,84 @@ def preset_by_name(name: str) -> Preset:
         ) from None
 
 
+# Options that replace their preset's value when given (the layer lists have their own rules).
+PRESET_OVERRIDES = (
+    "size", "iterations", "content_weight", "style_weight", "tv_weight", "style_loss", "optimizer",
+    "learning_rate", "model", "pooling", "multiscale",
+)  # fmt: skip
+
+
 def resolve(options: Options, n_styles: int = 1) -> Settings:
     """Validate `options` and overlay them on their preset."""
     preset = preset_by_name(options.preset)
-    for name in LIMITS:
-        _check_range(name, getattr(options, name))
-    _check_choice("keep-colors mode", options.keep_colors, KEEP_COLORS)
-    _check_choice("device", options.device, DEVICES)
-    _check_choice("precision", options.precision, PRECISIONS)
-    for name, choices in (
-        ("optimizer", OPTIMIZERS),
-        ("style_loss", STYLE_LOSSES),
-        ("model", MODELS),
-        ("pooling", POOLINGS),
-    ):
-        value = getattr(options, name)
-        if value is not None:
-            _check_choice(name.replace("_", " "), value, choices)
-
-    blend = tuple(options.style_blend) if options.style_blend else (1.0,) * n_styles
-    if len(blend) != n_styles:
-        raise UsageError(
-            f"{n_styles} style image(s) but {len(blend)} blend weight(s): "
-            "give one --style-blend weight per style."
-        )
-    if any(w < 0 for w in blend) or sum(blend) <= 0:
-        raise UsageError("Style blend weights must be zero or positive and not all zero.")
-
-    overrides: dict[str, Any] = {}
-    for name in (
-        "size",
-        "iterations",
-        "content_weight",
-        "style_weight",
-        "tv_weight",
-        "style_loss",
-        "optimizer",
-        "learning_rate",
-        "model",
-        "pooling",
-        "multiscale",
-    ):
-        value = getattr(options, name)
-        if value is not None:
-            overrides[name] = value
-    if options.content_layers is not None:
-        overrides["content_layers"] = tuple(options.content_layers)
-        overrides["content_layer_weights"] = (1.0,) * len(options.content_layers)
-    if options.style_layers is not None:
-        overrides["style_layers"] = tuple(options.style_layers)
-        if options.style_layer_weights is None:
-            overrides["style_layer_weights"] = (1.0,) * len(options.style_layers)
-    if options.style_layer_weights is not None:
-        overrides["style_layer_weights"] = tuple(options.style_layer_weights)
-    layers = overrides.get("style_layers", preset.style_layers)
-    layer_weights = overrides.get("style_layer_weights", preset.style_layer_weights)
-    if len(layers) != len(layer_weights):
-        raise UsageError(
-            f"{len(layers)} style layer(s) but {len(layer_weights)} style layer weight(s): "
-            "give one weight per layer."
-        )
-
+    _check_values(options)
+    recipe = {f.name: getattr(preset, f.name) for f in fields(Preset)}
+    recipe.update(
+        {name: getattr(options, name) for name in PRESET_OVERRIDES if getattr(options, name) is not None}
+    )
+    recipe.update(_layers(options, preset))
     init = options.init or preset.init
-    init_path = None
-    if init not in ("content", "noise"):
-        init_path, init = init, "image"
-
-    base = {f.name: getattr(preset, f.name) for f in fields(Preset)}
-    base.update(overrides)
-    base["init"] = init
+    recipe["init"] = init if init in ("content", "noise") else "image"
     return Settings(
-        **base,
+        **recipe,
         strength=options.strength,
-        style_blend=blend,
+        style_blend=_style_blend(options, n_styles),
         style_scale=options.style_scale,
         keep_colors=options.keep_colors,
-        init_path=init_path,
+        init_path=None if recipe["init"] != "image" else init,
         seed=options.seed,
         device=options.device,
         precision=options.precision,
         weights=options.weights,
         max_memory=options.max_memory,
     )
+
+
+def _check_values(options: Options) -> None:
+    """Numbers within their LIMITS, names among their choices."""
+    for name in LIMITS:
+        _check_range(name, getattr(options, name))
+    _check_choice("keep-colors mode", options.keep_colors, KEEP_COLORS)
+    _check_choice("device", options.device, DEVICES)
+    _check_choice("precision", options.precision, PRECISIONS)
+    for name, choices in (("optimizer", OPTIMIZERS), ("style_loss", STYLE_LOSSES), ("model", MODELS)):
+        if getattr(options, name) is not None:
+            _check_choice(name.replace("_", " "), getattr(options, name), choices)
+    if options.pooling is not None:
+        _check_choice("pooling", options.pooling, POOLINGS)
+
+
+def _style_blend(options: Options, n_styles: int) -> tuple[float, ...]:
+    blend = tuple(options.style_blend) if options.style_blend else (1.0,) * n_styles
+    if len(blend) != n_styles:
+        raise UsageError(
+            f"{n_styles} style image(s) but {len(blend)} blend weight(s): give one --style-blend weight "
+            "per style."
+        )
+    if any(w < 0 for w in blend) or sum(blend) <= 0:
+        raise UsageError("Style blend weights must be zero or positive and not all zero.")
+    return blend
+
+
+def _layers(options: Options, preset: Preset) -> dict[str, tuple]:
+    """The layer lists the user gave (equal weights unless given), checked against their weights."""
+    given: dict[str, tuple] = {}
+    if options.content_layers is not None:
+        given["content_layers"] = tuple(options.content_layers)
+        given["content_layer_weights"] = (1.0,) * len(options.content_layers)
+    if options.style_layers is not None:
+        given["style_layers"] = tuple(options.style_layers)
+        given["style_layer_weights"] = (1.0,) * len(options.style_layers)
+    if options.style_layer_weights is not None:
+        given["style_layer_weights"] = tuple(options.style_layer_weights)
+    layers = given.get("style_layers", preset.style_layers)
+    layer_weights = given.get("style_layer_weights", preset.style_layer_weights)
+    if len(layers) != len(layer_weights):
+        raise UsageError(
+            f"{len(layers)} style layer(s) but {len(layer_weights)} style layer weight(s): "
+            "give one weight per layer."
+        )
+    return given
 
 
 def describe() -> dict[str, Any]:
