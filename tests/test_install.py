@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from interpreters import python27
+from interpreters import python27, python39
 
 from nst_install import engine, errors, plan, steps, torch_build
 from nst_install.checkout import nst_bridge, project
@@ -388,6 +388,16 @@ def old_pythons() -> list[str]:
         for path in dict.fromkeys(candidates)
         if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0
     ]
+
+
+def test_the_installer_runs_on_python_3_9(tmp_path: Path, vgg19_weights: Path) -> None:
+    home = tmp_path / "home"
+    make_profiles(home, ".config/GIMP/3.0")
+    environ = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV} | {"HOME": str(home)}
+    argv = [python39(), str(INSTALL), *install_args(vgg19_weights, "--dry-run")]
+    done = subprocess.run(argv, capture_output=True, text=True, env=environ, cwd=home, timeout=300)
+    assert done.returncode == 0, explain(done)
+    assert "Dry run: nothing was changed" in done.stdout and "GIMP 3.0: plug-in into" in done.stdout
 
 
 @pytest.mark.parametrize("path", GUARD_FILES, ids=lambda p: p.name)
