@@ -190,9 +190,16 @@ def number_range(config, name):
     the preset decides), the range starts at 0 and 0 means "the preset's value"."""
     spec = option_spec(config, name)
     low, high = spec.get("min", UNKNOWN_RANGE[0]), spec.get("max", UNKNOWN_RANGE[1])
-    if "default" in spec and spec["default"] is None:
+    if _preset_decides(config, name):
         return 0, high, 0
     return low, high, spec.get("default", low)
+
+
+def _preset_decides(config, name):
+    # type: (dict, str) -> bool
+    """The engine's default for `name` is None: its preset's value, which a dialog's 0 stands for."""
+    spec = option_spec(config, name)
+    return "default" in spec and spec["default"] is None
 
 
 def dialog_options(config, values):
@@ -200,7 +207,7 @@ def dialog_options(config, values):
     """The engine options that a dialog's values mean: a 0 for an option the preset decides is left out."""
     options = {}
     for name, value in values.items():
-        if value == 0 and option_spec(config, name).get("default", 0) is None:
+        if value == 0 and _preset_decides(config, name):
             continue
         options[name] = value
     return options
