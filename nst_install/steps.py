@@ -84,7 +84,8 @@ def make_environment(engine: EnginePlan, manifest: Manifest, changes: Changes) -
                 "run install.py again.",
             )
     if engine.install_torch:
-        run_quiet([engine.python, "-m", "pip", "uninstall", "-y", "torch", "torchvision"])
+        if not engine.make_venv_with:  # an existing venv: its torch may be the wrong build at a right version
+            run_quiet([engine.python, "-m", "pip", "uninstall", "-y", "torch", "torchvision"])
         index = ["--index-url", engine.torch.index_url] if engine.torch.index_url else []
         torch = [project().requirement("torch"), project().requirement("torchvision")]
         pip_install(engine.python, [*torch, *index], f"torch ({engine.torch.kind})")
