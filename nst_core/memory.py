@@ -10,6 +10,7 @@ are checked by tests/test_memory.py.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,17 +52,27 @@ def layer_shapes(model: str, layer_names: tuple[str, ...], height: int, width: i
     """The layers an image of height x width passes through, up to the deepest named one."""
     deepest = max(layer_index(model, name) for name in layer_names)
     shapes: list[LayerShape] = []
-    channels = 3
-    for layer in list(blank_features(model))[: deepest + 1]:
-        if isinstance(layer, nn.Conv2d):
-            shapes.append(LayerShape("conv", channels, layer.out_channels, height, width))
-            channels = layer.out_channels
-        elif isinstance(layer, nn.ReLU):
-            shapes.append(LayerShape("relu", channels, channels, height, width))
-        else:
-            shapes.append(LayerShape("pool", channels, channels, height, width))
+    for kind, channels_in, channels_out in _layout(model)[: deepest + 1]:
+        shapes.append(LayerShape(kind, channels_in, channels_out, height, width))
+        if kind == "pool":
             height, width = height // 2, width // 2
     return shapes
+
+
+@functools.cache
+def _layout(model: str) -> tuple[tuple[str, int, int], ...]:
+    """(kind, channels in, channels out) of every layer of `model`: planning asks for it often."""
+    layout = []
+    channels = 3
+    for layer in blank_features(model):
+        if isinstance(layer, nn.Conv2d):
+            layout.append(("conv", channels, layer.out_channels))
+            channels = layer.out_channels
+        elif isinstance(layer, nn.ReLU):
+            layout.append(("relu", channels, channels))
+        else:
+            layout.append(("pool", channels, channels))
+    return tuple(layout)
 
 
 # Fixed costs, measured: the RSS of a process that has imported torch (CPU), and what the
@@ -143,6 +154,21 @@ def job_bytes(
     return estimate_peak_bytes(settings, width, height, device_type, iterations) - runtime
 
 
+def tiled_job_bytes(
+    settings: Settings, width: int, height: int, tile: int, margin: int, device_type: str, iterations: int
+) -> int:
+    """`job_bytes` of a width x height scale run in blocks of `tile` px plus `margin` on each side:
+    one block's network pass, and beside it the whole image's optimiser vectors, content features
+    at the content layers, and canvases."""
+    side_x, side_y = min(width, tile + 2 * margin), min(height, tile + 2 * margin)
+    block = activation_bytes(settings, side_x, side_y, device_type)
+    whole = optimizer_bytes(settings, width, height, iterations) + canvas_bytes(width, height)
+    shapes = layer_shapes(settings.model, settings.content_layers, height, width)
+    content = sum(shapes[layer_index(settings.model, n)].output_elements * 4 for n in settings.content_layers)
+    runtime = RUNTIME_BYTES.get(device_type, 0)
+    return int((block + whole + content) * SAFETY) + fixed_bytes(settings, device_type) - runtime
+
+
 def budget_bytes(settings: Settings, device: torch.device) -> int:
     """--max-memory, or most of what the device has free now (available RAM, free GPU memory)."""
     if settings.max_memory is not None:
@@ -154,8 +180,8 @@ def budget_bytes(settings: Settings, device: torch.device) -> int:
 
 
 def canvas_bytes(width: int, height: int) -> int:
-    """The full-size images beside a tile's optimisation: canvas, content, start and the upsampling's
-    scratch, in float32."""
+    """The full-size images of a tiled scale beside the optimiser's vectors: the gradient the blocks
+    add up, the total variation's differences and their gradient, and the upsampling's scratch."""
     return 4 * 3 * width * height * 4
 
 

@@ -63,7 +63,29 @@ def layer_index(model: str, name: str) -> int:
 
 def pools_before(model: str, index: int) -> int:
     """How many 2x poolings an image passes before layer `index` (sets the smallest usable size)."""
-    return sum(isinstance(layer, nn.MaxPool2d) for layer in list(blank_features(model))[:index])
+    return _pools(list(blank_features(model))[:index])
+
+
+def _pools(layers: Iterable[nn.Module]) -> int:
+    return sum(isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)) for layer in layers)
+
+
+def border_margin(layers: Iterable[nn.Module]) -> int:
+    """How far, in input pixels, the zero padding at a crop's border reaches into the last layer's
+    features: a crop that extends this far past a window computes that window's features exactly as
+    the whole image does, when the crop starts on the deepest pooling's grid.
+
+    Each 3x3 convolution spreads the padding's effect by one cell of its layer; a 2x pooling makes
+    any touched cell wholly touched, so the reach rounds up to the new cell size.
+    """
+    reach, cell = 0, 1
+    for layer in layers:
+        if isinstance(layer, nn.Conv2d):
+            reach += cell * (layer.kernel_size[0] // 2)
+        elif isinstance(layer, (nn.MaxPool2d, nn.AvgPool2d)):
+            cell *= 2
+            reach = -(-reach // cell) * cell
+    return reach
 
 
 def _read_state(path: Path) -> dict[str, torch.Tensor]:
@@ -138,6 +160,8 @@ class VGGFeatures(nn.Module):
             self._wanted.setdefault(index, []).append(name)
         # Each 2x pooling halves the image; the deepest layer must keep at least one pixel.
         self.min_side = 2 ** sum(isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)) for m in self.body)
+        self.factors = {name: 2 ** _pools(list(self.body)[:index]) for name, index in self.layers.items()}
+        self.margin = border_margin(self.body)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (image - self.mean) / self.std
@@ -195,3 +219,8 @@ def smallest_side(model: str, layer_names: Iterable[str]) -> int:
     """The smallest image side that still leaves the deepest layer at least 1 pixel wide."""
     deepest = max(layer_index(model, name) for name in layer_names)
     return 2 ** pools_before(model, deepest)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """The network's mixed precision on `device` (`dtype` None: float32 throughout)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)

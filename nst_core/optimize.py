@@ -1,8 +1,9 @@
 """The optimisation of one scale: its objective, one step per iteration, the best iterate, progress.
 
 Images here are torch tensors 1 x 3 x H x W in [0, 1] on the working device; `run.py` converts
-from and to user images and drives the scales of a plan, each through `optimize_whole` here or
-`tiling.optimize_tiled`, both stepping through the one loop, `iterate`.
+from and to user images and drives the scales of a plan, each through `optimize_scale`, whose
+objective evaluates the whole image at once (`objective.Objective`) or block by block
+(`tiling.TiledObjective`): the same loss, the same steps.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import lbfgs, losses
+from . import lbfgs, tiling
 from .errors import Cancelled
 from .images import fit_size, from_tensor, resize_tensor
 from .lbfgs import LBFGS
 from .network import VGGFeatures
+from .objective import Evaluates, Objective, Terms, blended_style_targets, style_statistics
 from .options import Settings
 from .plan import ScalePlan
 
@@ -44,44 +46,10 @@ class Progress:
     eta: float
     loss: dict[str, float]
     preview: np.ndarray | None = None  # H x W x 3 float32, on the last iteration of each scale
+    tiles: int = 1  # the blocks this scale runs in (1: the whole image at once)
 
 
 ProgressCallback = Callable[[Progress], None]
-
-
-@dataclass
-class Objective:
-    """Everything one scale's loss needs, computed once: content features, style targets, weights."""
-
-    network: VGGFeatures
-    content_targets: dict[str, torch.Tensor]
-    style_targets: dict[str, losses.StyleTarget]
-    content_layer_weights: dict[str, float]
-    style_layer_weights: dict[str, float]
-    content_weight: float
-    style_weight: float
-    tv_weight: float
-    autocast_dtype: torch.dtype | None = None
-
-    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        with _autocast(image.device, self.autocast_dtype):
-            features = self.network(image)
-        content = losses.weighted_sum(
-            {n: losses.content_loss(features[n], t) for n, t in self.content_targets.items()},
-            self.content_layer_weights,
-        )
-        style = losses.style_loss(self.style_targets, features, self.style_layer_weights)
-        tv = losses.tv_loss(image) if self.tv_weight else image.new_zeros(())
-        parts = {
-            "content": self.content_weight * content,
-            "style": self.style_weight * style,
-            "tv": self.tv_weight * tv,
-        }
-        return parts["content"] + parts["style"] + parts["tv"], parts
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 @dataclass
@@ -95,50 +63,22 @@ def build_objective(
     inputs: ScaleInputs,
     settings: Settings,
     autocast_dtype: torch.dtype | None,
-    style_targets: dict[str, losses.StyleTarget] | None = None,
-) -> Objective:
-    """The scale's objective; given `style_targets` (tiles share the whole image's) skip the styles."""
-    with torch.no_grad(), _autocast(inputs.content.device, autocast_dtype):
-        content_features = network(inputs.content)
-        content_targets = {n: content_features[n].float() for n in settings.content_layers}
-    if style_targets is None:
+    tile: int | None = None,
+) -> Evaluates:
+    """The scale's objective, on the whole image at once or (`tile`) block by block."""
+    if tile is None:
         per_style = [style_statistics(network, s, settings, autocast_dtype) for s in inputs.styles]
-        style_targets = blended_style_targets(per_style, settings)
-    return Objective(
-        network=network,
-        content_targets=content_targets,
-        style_targets=style_targets,
-        content_layer_weights=dict(zip(settings.content_layers, settings.content_layer_weights, strict=True)),
-        style_layer_weights=dict(zip(settings.style_layers, settings.style_layer_weights, strict=True)),
-        content_weight=settings.content_weight,
-        style_weight=settings.effective_style_weight,
-        tv_weight=settings.tv_weight,
-        autocast_dtype=autocast_dtype,
-    )
-
-
-Statistics = dict[str, tuple[torch.Tensor, ...]]
-
-
-def style_statistics(
-    network: VGGFeatures, style: torch.Tensor, settings: Settings, autocast_dtype: torch.dtype | None
-) -> Statistics:
-    """Per style layer, what one style image contributes to the targets."""
-    with torch.no_grad(), _autocast(style.device, autocast_dtype):
-        features = network(style)
-        return {n: losses.style_statistics(features[n], settings.style_loss) for n in settings.style_layers}
-
-
-def blended_style_targets(
-    per_style: Sequence[Statistics], settings: Settings
-) -> dict[str, losses.StyleTarget]:
-    """The styles' statistics blended by the style blend weights, as loss targets."""
-    return {
-        n: losses.style_target(
-            losses.blend_statistics([s[n] for s in per_style], settings.style_blend), settings.style_loss
-        )
-        for n in settings.style_layers
-    }
+    else:
+        per_style = [
+            tiling.style_statistics(
+                network, s, settings.style_layers, settings.style_loss, tile, autocast_dtype
+            )
+            for s in inputs.styles
+        ]
+    terms = Terms.of(network, settings, blended_style_targets(per_style, settings), autocast_dtype)
+    if tile is None:
+        return Objective.build(terms, inputs.content, settings.content_layers)
+    return tiling.TiledObjective.build(terms, inputs.content, tile, settings.content_layers)
 
 
 @dataclass
@@ -146,7 +86,7 @@ class Stepper:
     """One optimiser over one scale's image; `step()` is the per-iteration work."""
 
     image: torch.Tensor
-    objective: Objective
+    objective: Evaluates
     kind: str
     learning_rate: float
     loss_scale: float = 1.0
@@ -165,11 +105,7 @@ class Stepper:
 
     def _evaluate(self) -> torch.Tensor:
         """Loss and gradient at the current pixels; remembers them if they are the best so far."""
-        self.image.grad = None
-        total, parts = self.objective(self.image)
-        (total * self.loss_scale).backward()
-        if self.loss_scale != 1.0:
-            self.image.grad.div_(self.loss_scale)
+        total, parts, self.image.grad = self.objective.value_and_grad(self.image.detach(), self.loss_scale)
         # The one read back to the host per iteration (on a GPU, its one wait): all values at once.
         values = torch.stack([total.detach().float(), *(v.detach().float() for v in parts.values())]).tolist()
         value = values[0]
@@ -177,7 +113,7 @@ class Stepper:
             self.best_loss = value
             self.best_image = self.image.detach().clone()
         self.last_parts = {"total": value, **dict(zip(parts, values[1:], strict=True))}
-        return total.detach()
+        return total
 
     def step(self) -> dict[str, float]:
         if self._lbfgs is not None:
@@ -214,16 +150,16 @@ def initial_image(
 
 @dataclass
 class Clock:
-    """Progress as a fraction of the job's work, weighting each iteration by its pixel count."""
+    """Progress as a fraction of the job's work, each scale weighted by its estimated cost (the
+    plan's seconds), so that the time left extrapolates from the time taken."""
 
-    scales: Sequence[ScalePlan]
+    costs: Sequence[float]
     start: float = field(default_factory=time.perf_counter)
 
     def fraction(self, scale: int, step: float, steps: int) -> float:
-        """Done after `step` of the `steps` that scale `scale` takes (its iterations, or its tile steps)."""
-        cost = [s.width * s.height * s.iterations for s in self.scales]
-        done = sum(cost[:scale]) + cost[scale] * step / steps
-        return min(1.0, done / sum(cost))
+        """Done after `step` of the `steps` that scale `scale` takes."""
+        done = sum(self.costs[:scale]) + self.costs[scale] * step / steps
+        return min(1.0, done / sum(self.costs))
 
     def progress(self, scale: int, step: int, steps: int, parts: dict[str, float]) -> Progress:
         elapsed = time.perf_counter() - self.start
@@ -231,7 +167,7 @@ class Clock:
         eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
         return Progress(
             scale=scale + 1,
-            scales=len(self.scales),
+            scales=len(self.costs),
             iteration=step,
             iterations=steps,
             fraction=fraction,
@@ -260,7 +196,7 @@ class RunContext:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
 
-    def stepper(self, start: torch.Tensor, objective: Objective) -> Stepper:
+    def stepper(self, start: torch.Tensor, objective: Evaluates) -> Stepper:
         settings = self.settings
         return Stepper(
             start, objective, settings.optimizer, settings.learning_rate, loss_scale_for(self.autocast)
@@ -273,12 +209,14 @@ class RunContext:
         steps: int,
         parts: dict[str, float],
         preview: torch.Tensor | None = None,
+        tiles: int = 1,
     ) -> None:
         """Progress after `step` of `steps` in scale `scale` (None: outside the schedule, not reported)."""
         if self.progress is None or scale is None:
             return
         report = self.clock.progress(scale, step, steps, parts)
         report.preview = None if preview is None else from_tensor(preview)
+        report.tiles = tiles
         self.progress(report)
 
 
@@ -296,19 +234,21 @@ def iterate(
     return stepper.result()
 
 
-def optimize_whole(
-    ctx: RunContext, index: int | None, scale: ScalePlan, previous: torch.Tensor | None
+def optimize_scale(
+    ctx: RunContext, index: int | None, scale: ScalePlan, previous: torch.Tensor | None, tile: int | None
 ) -> torch.Tensor:
-    """Scale number `index` of the schedule on the whole image, from `previous` (or the init)."""
+    """Scale number `index` of the schedule from `previous` (or the init), whole or in `tile` blocks."""
     ctx.check_cancel()
     size = (scale.height, scale.width)
     inputs = scale_inputs(ctx.content, ctx.styles, size, ctx.settings.style_scale, ctx.network.min_side)
-    objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast)
+    objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast, tile)
     stepper = ctx.stepper(start_image(previous, inputs.content, ctx.settings, ctx.init_image), objective)
+
+    tiles = len(objective.blocks) if isinstance(objective, tiling.TiledObjective) else 1
 
     def on_step(iteration: int, parts: dict[str, float]) -> None:
         last = iteration == scale.iterations
-        ctx.report(index, iteration, scale.iterations, parts, stepper.result() if last else None)
+        ctx.report(index, iteration, scale.iterations, parts, stepper.result() if last else None, tiles)
 
     return iterate(ctx, stepper, scale.iterations, on_step)
 

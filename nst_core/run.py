@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, host, images, memory, network, optimize, tiling
+from . import colors, host, images, memory, network, optimize, upscale
 from .optimize import RunContext
 from .options import Options
 from .plan import Plan, ScalePlan, make_plan, next_tile, tile_bytes
@@ -51,14 +51,14 @@ def run_plan(
 ) -> np.ndarray:
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says."""
     settings, device = plan.settings, plan.device
-    rgb, alpha = images.split_alpha(content)
-    if alpha is not None:
-        rgb = images.fill_transparent(rgb, alpha)
-    content_in, styles_in = _network_inputs(rgb, styles, settings.keep_colors)
-    init = images.split_alpha(images.load_image(settings.init_path))[0] if settings.init_path else None
     host.prepare(device, plan.job_bytes, plan.budget)
     last = plan.scales[-1]
-    try:
+    try:  # from the first copy of the pixels to the last: any allocation can be the one that fails
+        rgb, alpha = images.split_alpha(content)
+        if alpha is not None:
+            rgb = images.fill_transparent(rgb, alpha)
+        content_in, styles_in = _network_inputs(rgb, styles, settings.keep_colors)
+        init = images.split_alpha(images.load_image(settings.init_path))[0] if settings.init_path else None
         layers = (*settings.content_layers, *settings.style_layers)
         net = network.build_network(settings.model, plan.weights, layers, settings.pooling, device)
         ctx = RunContext(
@@ -68,7 +68,7 @@ def run_plan(
             styles=[images.to_tensor(s, device) for s in styles_in],
             init_image=None if init is None else images.to_tensor(init, device),
             autocast=plan.autocast,
-            clock=optimize.Clock(plan.scales),
+            clock=optimize.Clock(plan.seconds),
             progress=progress,
             cancel=cancel,
         )
@@ -82,7 +82,7 @@ def run_plan(
 
 def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
     """Coarse to fine; returns the best iterate of the last scale (1 x 3 x H x W)."""
-    image = _run_scale(ctx, plan, None, plan.coarse, None) if plan.coarse else None
+    image = None
     for index, scale in enumerate(plan.scales):
         image = _run_scale(ctx, plan, index, scale, image)
     assert image is not None
@@ -96,9 +96,7 @@ def _run_scale(
     tile = scale.tile
     while True:
         try:
-            if tile is None:
-                return optimize.optimize_whole(ctx, index, scale, previous)
-            return tiling.optimize_tiled(ctx, index, scale, tile, previous)
+            return optimize.optimize_scale(ctx, index, scale, previous, tile)
         except Exception as exc:  # only running out of memory is handled here
             if not memory.is_out_of_memory(exc):
                 raise
@@ -134,7 +132,13 @@ def _finish(
     output_size: tuple[int, int],
 ) -> np.ndarray:
     width, height = output_size
-    result = images.resize(result, width, height)
+    guide = (
+        images.resize(content_rgb, width, height) if content_rgb.shape[:2] != (height, width) else content_rgb
+    )
+    if guide.shape[2] == 1:
+        guide = np.repeat(guide, 3, axis=2)
+    # Painted below the layer's size: the result's edges follow the photo's at the layer's size.
+    result = upscale.guided_upscale(result, guide, width, height)
     if keep_colors == "luminance":
         result = colors.with_content_chroma(result, images.resize(content_rgb, width, height))
     if alpha is not None and alpha.shape != (height, width):

@@ -1,32 +1,38 @@
-"""Stylising images larger than memory: overlapping tiles, shifted between passes, feathered.
+"""Images larger than memory: tiles split the computation, never the optimisation.
 
-The optimisation of one tile only sees that tile, so three things keep the tiles agreeing:
-the start is an upsampled full-image result (the composition is already settled), the style
-targets are computed once for the whole output, and every tile is pasted back through a mask
-that falls smoothly to zero at its inner edges, so the picture stays continuous across borders.
-The grid moves by half a step between passes, so no border sits at the same place twice.
+A tiled scale optimises the same whole-image objective as an untiled one, with the network run
+block by block (the method of Galerne et al., "Scaling Painting Style Transfer", 2024):
+
+1. each block is the tile (its *core*) plus a margin as wide as the zero padding at a crop's border
+   reaches into the deepest layer (`network.border_margin`), starting on the deepest pooling's
+   grid, so the features of its core are the whole image's features, exactly;
+2. a forward pass per block adds its core's features to running sums, from which the whole image's
+   statistics, the loss, and the loss's gradient with respect to every feature (linear per
+   position, `losses.FeatureGradient`) follow once;
+3. a second forward pass per block, this time kept for autograd, back-propagates that gradient from
+   its core; the blocks' input gradients add up to the whole image's, margins included;
+4. the optimiser takes one step on the whole image.
+
+So the result is the untiled one up to floating-point rounding, at the price of the margins and of
+a second forward pass.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from . import losses, optimize
-from .images import fit_size, resize_tensor
-from .optimize import RunContext
-from .plan import ScalePlan, tile_schedule
-
-MIN_OVERLAP = 32
+from . import losses
+from .network import VGGFeatures, autocast
+from .objective import Terms
 
 
 @dataclass(frozen=True)
-class Tile:
-    """A window [x0, x1) x [y0, y1) of the image, in pixels."""
+class Window:
+    """[x0, x1) x [y0, y1), in pixels of the image."""
 
     x0: int
     y0: int
@@ -41,132 +47,175 @@ class Tile:
     def height(self) -> int:
         return self.y1 - self.y0
 
-
-def overlap_for(tile: int) -> int:
-    """A quarter of the tile: wide enough that the ramp hides the change of neighbourhood."""
-    return max(MIN_OVERLAP, tile // 4)
+    def crop(self, image: torch.Tensor) -> torch.Tensor:
+        return image[..., self.y0 : self.y1, self.x0 : self.x1]
 
 
-def _spans(length: int, tile: int, overlap: int, shift: int) -> list[tuple[int, int]]:
-    """[start, end) windows of at most `tile` covering [0, length), neighbours sharing `overlap`.
+@dataclass(frozen=True)
+class Block:
+    """A tile (`core`) and the larger window the network reads to compute the core's features."""
 
-    The first window starts `shift` before 0 and is cut there; the last is cut at the end and
-    stays wider than the overlap. Cutting rather than sliding keeps the borders of a shifted
-    pass away from those of the pass before.
-    """
-    if length <= tile:
-        return [(0, length)]
-    step = tile - overlap
-    first = -(shift % step)
-    return [(max(p, 0), min(p + tile, length)) for p in range(first, length - overlap, step)]
+    core: Window
+    padded: Window
 
+    def core_features(self, features: torch.Tensor, factor: int) -> torch.Tensor:
+        """The core's part of features computed from the padded window, `factor` times smaller.
 
-def plan_tiles(width: int, height: int, tile: int, overlap: int, pass_index: int = 0) -> list[Tile]:
-    """The tile grid of one pass; odd passes move the grid by half a step on both axes."""
-    step = max(1, tile - overlap)
-    shift = (step // 2) * (pass_index % 2)
-    xs = _spans(width, tile, overlap, shift)
-    ys = _spans(height, tile, overlap, shift)
-    return [Tile(x0, y0, x1, y1) for y0, y1 in ys for x0, x1 in xs]
+        Floor division gives the whole image's feature grid: the padded window starts on it, and a
+        core ending at the image's edge ends where the whole image's features end.
+        """
+        top, left = self.padded.y0 // factor, self.padded.x0 // factor
+        rows = slice(self.core.y0 // factor - top, self.core.y1 // factor - top)
+        columns = slice(self.core.x0 // factor - left, self.core.x1 // factor - left)
+        return features[..., rows, columns]
 
 
-def _ramp(length: int, overlap: int, fade_start: bool, fade_end: bool) -> np.ndarray:
-    """1 in the middle, a raised-cosine fall to near 0 over `overlap` pixels at faded ends."""
-    weight = np.ones(length, np.float32)
-    n = min(overlap, length // 2)
-    if n <= 0:
-        return weight
-    t = (np.arange(n, dtype=np.float32) + 0.5) / n
-    rise = 0.5 - 0.5 * np.cos(np.pi * t)
-    if fade_start:
-        weight[:n] = rise
-    if fade_end:
-        weight[length - n :] = rise[::-1]
-    return weight
+def axis_pieces(length: int, tile: int, align: int) -> list[tuple[int, int]]:
+    """[start, end) pieces covering [0, length) once, at most `tile` long, inner edges on multiples of
+    `align` (the deepest pooling's grid)."""
+    count = math.ceil(length / tile)
+    while True:  # rounding the edges to the grid can make a piece longer than `tile`: one more piece
+        edges = [0] + [round(i * length / count / align) * align for i in range(1, count)] + [length]
+        pieces = [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+        if max(b - a for a, b in pieces) <= tile or count >= length:
+            return pieces
+        count += 1
 
 
-def feather_mask(tile: Tile, width: int, height: int, overlap: int) -> np.ndarray:
-    """A (height, width) weight for pasting `tile`: ramps only on edges inside the image."""
-    wx = _ramp(tile.width, overlap, tile.x0 > 0, tile.x1 < width)
-    wy = _ramp(tile.height, overlap, tile.y0 > 0, tile.y1 < height)
-    return wy[:, None] * wx[None, :]
+def plan_blocks(width: int, height: int, tile: int, margin: int, align: int) -> list[Block]:
+    """The blocks of a width x height image in tiles of at most `tile` px, row by row."""
+    blocks = []
+    for y0, y1 in axis_pieces(height, tile, align):
+        for x0, x1 in axis_pieces(width, tile, align):
+            padded = Window(
+                max(0, x0 - margin), max(0, y0 - margin), min(width, x1 + margin), min(height, y1 + margin)
+            )
+            blocks.append(Block(Window(x0, y0, x1, y1), padded))
+    return blocks
 
 
-def paste(canvas: torch.Tensor, patch: torch.Tensor, tile: Tile, mask: torch.Tensor) -> None:
-    """Blend `patch` (1 x C x h x w) into `canvas` (1 x C x H x W) in place through `mask` (h x w)."""
-    region = canvas[..., tile.y0 : tile.y1, tile.x0 : tile.x1]
-    region.mul_(1.0 - mask).add_(patch * mask)
+def blocks_for(network: VGGFeatures, width: int, height: int, tile: int) -> list[Block]:
+    return plan_blocks(width, height, tile, network.margin, network.min_side)
 
 
-def tile_windows(width: int, height: int, tile: int, passes: int) -> Iterator[tuple[int, Tile, np.ndarray]]:
-    """(pass index, tile, feather mask) over all passes, in paste order."""
-    overlap = overlap_for(tile)
-    for index in range(passes):
-        for window in plan_tiles(width, height, tile, overlap, index):
-            yield index, window, feather_mask(window, width, height, overlap)
+def layer_sums(
+    network: VGGFeatures,
+    image: torch.Tensor,
+    layers: Iterable[str],
+    blocks: Iterable[Block],
+    autocast_dtype: torch.dtype | None,
+) -> dict[str, losses.LayerSums]:
+    """The sums over the whole image's positions of each layer's features, block by block."""
+    sums = {name: losses.LayerSums() for name in layers}
+    for block in blocks:
+        with torch.no_grad(), autocast(image.device, autocast_dtype):
+            features = network(block.padded.crop(image))
+        for name, layer in sums.items():
+            layer.add(block.core_features(features[name], network.factors[name]))
+    return sums
 
 
-def partition(length: int, tile: int) -> list[tuple[int, int]]:
-    """[start, end) pieces of nearly equal size, at most `tile` long, covering [0, length) once."""
-    count = max(1, math.ceil(length / tile))
-    edges = [round(i * length / count) for i in range(count + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+def style_statistics(
+    network: VGGFeatures,
+    style: torch.Tensor,
+    layers: Iterable[str],
+    kind: str,
+    tile: int,
+    autocast_dtype: torch.dtype | None,
+) -> dict[str, tuple[torch.Tensor, ...]]:
+    """`losses.style_statistics` of a whole style image, computed in blocks."""
+    height, width = style.shape[-2:]
+    sums = layer_sums(network, style, layers, blocks_for(network, width, height, tile), autocast_dtype)
+    return {name: layer.statistics(kind) for name, layer in sums.items()}
 
 
-# ---- running a scale in tiles ----------------------------------------------------------------
+@dataclass(frozen=True)
+class TiledObjective:
+    """The whole-image objective (`optimize.Objective`) evaluated block by block."""
 
+    terms: Terms
+    blocks: tuple[Block, ...]
+    content_targets: tuple[dict[str, torch.Tensor], ...]  # per block, its core's content features
+    content_norms: dict[str, torch.Tensor]  # per content layer, |P|^2 of the whole image
 
-def whole_style_targets(ctx: RunContext, size: tuple[int, int], tile: int) -> dict[str, losses.StyleTarget]:
-    """Style targets for the whole output, each style's statistics averaged over its pieces.
+    @classmethod
+    def build(cls, terms: Terms, content: torch.Tensor, tile: int, layers: tuple[str, ...]) -> TiledObjective:
+        network = terms.network
+        height, width = content.shape[-2:]
+        blocks = tuple(blocks_for(network, width, height, tile))
+        targets = []
+        for block in blocks:
+            with torch.no_grad(), autocast(content.device, terms.autocast_dtype):
+                features = network(block.padded.crop(content))
+            targets.append(
+                {n: block.core_features(features[n], network.factors[n]).float().clone() for n in layers}
+            )
+        norms = {n: sum(t[n].pow(2).sum() for t in targets) + losses.EPS for n in layers}
+        return cls(terms, blocks, tuple(targets), norms)  # type: ignore[arg-type]
 
-    Statistics are means over positions, so the pixel-weighted average of the pieces' is the
-    whole image's (up to the padding at piece borders), whatever the style's size.
-    """
-    settings, network = ctx.settings, ctx.network
-    longest = round(max(size) * settings.style_scale)
-    per_style = []
-    for style in ctx.styles:
-        h, w = style.shape[-2:]
-        sw, sh = fit_size(w, h, longest, network.min_side)
-        style = resize_tensor(style, (sh, sw))
-        pieces, weights = [], []
-        for y0, y1 in partition(sh, tile):
-            for x0, x1 in partition(sw, tile):
-                crop = style[..., y0:y1, x0:x1]
-                pieces.append(optimize.style_statistics(network, crop, settings, ctx.autocast))
-                weights.append(float((y1 - y0) * (x1 - x0)))
-        per_style.append(
-            {n: losses.blend_statistics([p[n] for p in pieces], weights) for n in settings.style_layers}
+    def value_and_grad(
+        self, image: torch.Tensor, loss_scale: float = 1.0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        terms, network = self.terms, self.terms.network
+        content_layers = tuple(self.content_norms)
+        # Pass 1: the whole image's statistics, and the content error, block by block.
+        sums = losses.sums_for(terms.style_targets)
+        errors = dict.fromkeys(content_layers, image.new_zeros(()))
+        for block, targets in zip(self.blocks, self.content_targets, strict=True):
+            with torch.no_grad(), autocast(image.device, terms.autocast_dtype):
+                features = network(block.padded.crop(image))
+            for name, layer in sums.items():
+                layer.add(block.core_features(features[name], network.factors[name]))
+            for name in content_layers:
+                core = block.core_features(features[name], network.factors[name]).float()
+                errors[name] = errors[name] + (core - targets[name]).pow(2).sum()
+        style, style_gradients = losses.style_loss_from_sums(
+            terms.style_targets, sums, terms.style_layer_weights
         )
-    return optimize.blended_style_targets(per_style, settings)
+        content_shares = losses.shares(terms.content_layer_weights, content_layers)
+        content = sum(errors[n] / self.content_norms[n] * content_shares[n] for n in content_layers)
+        # Pass 2: each block back-propagates the whole image's gradient from its core.
+        grad = torch.zeros_like(image)
+        for block, targets in zip(self.blocks, self.content_targets, strict=True):
+            crop = block.padded.crop(image).detach().requires_grad_(True)
+            with autocast(image.device, terms.autocast_dtype):
+                features = network(crop)
+            outputs, output_grads = [], []
+            for name, gradient in style_gradients.items():
+                core = block.core_features(features[name], network.factors[name])
+                outputs.append(core)
+                output_grads.append(gradient(core) * (terms.style_weight * loss_scale))
+            for name in content_layers:
+                core = block.core_features(features[name], network.factors[name])
+                scale = (
+                    2 * terms.content_weight * content_shares[name] * loss_scale / self.content_norms[name]
+                )
+                outputs.append(core)
+                output_grads.append(((core.float() - targets[name]) * scale).to(core.dtype))
+            torch.autograd.backward(outputs, output_grads)
+            assert crop.grad is not None
+            block.padded.crop(grad).add_(crop.grad.float())
+        if loss_scale != 1.0:
+            grad.div_(loss_scale)
+        tv = image.new_zeros(())
+        if terms.tv_weight:
+            pixels = image.detach().requires_grad_(True)
+            tv = losses.tv_loss(pixels)
+            grad.add_(torch.autograd.grad(tv * terms.tv_weight, pixels)[0])
+            tv = tv.detach()
+        parts = {
+            "content": terms.content_weight * content,
+            "style": terms.style_weight * style.detach(),
+            "tv": terms.tv_weight * tv,
+        }
+        return parts["content"] + parts["style"] + parts["tv"], parts, grad
 
 
-def optimize_tiled(
-    ctx: RunContext, index: int | None, scale: ScalePlan, tile: int, previous: torch.Tensor | None
-) -> torch.Tensor:
-    """Scale number `index` optimised tile by tile over a full-size canvas started from `previous`
-    (or, when no scale ran before, from the init)."""
-    ctx.check_cancel()
-    size = (scale.height, scale.width)
-    content = resize_tensor(ctx.content, size)
-    canvas = optimize.start_image(previous, content, ctx.settings, ctx.init_image)
-    targets = whole_style_targets(ctx, size, tile)
-    passes, per_tile = tile_schedule(scale.iterations)
-    windows = list(tile_windows(scale.width, scale.height, tile, passes))
-    total = len(windows) * per_tile
-    last: dict[str, float] = {}
-    for number, (_, window, mask) in enumerate(windows):
-        crop = (..., slice(window.y0, window.y1), slice(window.x0, window.x1))
-        inputs = optimize.ScaleInputs(content[crop], [])
-        objective = optimize.build_objective(ctx.network, inputs, ctx.settings, ctx.autocast, targets)
-        done = number * per_tile
+def tile_count(width: int, height: int, tile: int, align: int) -> int:
+    return len(axis_pieces(width, tile, align)) * len(axis_pieces(height, tile, align))
 
-        def on_step(iteration: int, parts: dict[str, float], done: int = done) -> None:
-            last.update(parts)
-            if done + iteration < total:  # the last step is reported once its tile is pasted
-                ctx.report(index, done + iteration, total, parts)
 
-        patch = optimize.iterate(ctx, ctx.stepper(canvas[crop], objective), per_tile, on_step)
-        paste(canvas, patch, window, torch.from_numpy(mask).to(canvas.device, canvas.dtype))
-    ctx.report(index, total, total, last, canvas)
-    return canvas
+def padded_share(width: int, height: int, tile: int, margin: int, align: int) -> float:
+    """Pixels the network reads in blocks over the image's own: the margins' extra cost."""
+    read = sum(b.padded.width * b.padded.height for b in plan_blocks(width, height, tile, margin, align))
+    return read / (width * height)

@@ -45,8 +45,10 @@ def test_one_detector_for_every_allocator(error: BaseException, expected: bool) 
 
 
 def _scale_run(monkeypatch: pytest.MonkeyPatch, whole, tiles) -> None:  # noqa: ANN001 (callables)
-    monkeypatch.setattr(run.optimize, "optimize_whole", lambda ctx, index, scale, previous: whole())
-    monkeypatch.setattr(run.tiling, "optimize_tiled", lambda ctx, index, scale, tile, previous: tiles(tile))
+    def scale_run(ctx, index, scale, previous, tile):  # noqa: ANN001, ANN202 (optimize_scale's own)
+        return whole() if tile is None else tiles(tile)
+
+    monkeypatch.setattr(run.optimize, "optimize_scale", scale_run)
 
 
 def _plan(width: int, height: int) -> Plan:
@@ -160,22 +162,23 @@ LIMITED = textwrap.dedent(
 @pytest.fixture(scope="module")
 def large_job(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("out-of-memory")
-    make_content_image(512, 384).save(folder / "content.png")
+    make_content_image(1024, 768).save(folder / "content.png")
     make_style_image(128, 128).save(folder / "style.png")
     return {"content": folder / "content.png", "style": folder / "style.png", "out": folder / "out"}
 
 
 def _limited_stylize(headroom_mib: int, job: dict[str, Path], weights: Path) -> tuple[int, list[dict], str]:
-    """A 512 x 384 px job whose whole-image estimate (680 MiB) fits its budget, under `headroom_mib` of
-    address space: the budget says whole, the allocator says no."""
+    """A 1024 x 768 px job whose whole-image estimate (2.4 GiB) fits its budget, under `headroom_mib` of
+    address space: the budget says whole, the allocator says no (512 px tiles need 1.5 GiB, 256 px
+    tiles 0.8)."""
     job["out"].mkdir(exist_ok=True)
     flags = {
-        "--size": "512",
+        "--size": "1024",
         "--iterations": "2",
         "--style-loss": "gram",
         "--device": "cpu",
         "--weights": weights,
-        "--max-memory": "750",
+        "--max-memory": "2500",
         "--progress": "json",
     }
     argv = ["stylize", job["content"], job["style"], "-o", job["out"] / "out.png", "--no-multiscale"]
@@ -192,11 +195,11 @@ def _limited_stylize(headroom_mib: int, job: dict[str, Path], weights: Path) -> 
 def test_a_real_allocation_failure_falls_back_to_tiles(
     large_job: dict[str, Path], vgg19_weights: Path
 ) -> None:
-    code, events, stderr = _limited_stylize(350, large_job, vgg19_weights)
+    code, events, stderr = _limited_stylize(1100, large_job, vgg19_weights)
     assert code == 0, (events[-1:], stderr[-2000:])
     start, *progress, done = events
-    assert (start["scales"], start["iterations"]) == ([512], 2)  # planned whole ...
-    assert progress[-1]["iterations"] > 2  # ... run in tiles: their steps are what advances
+    assert (start["scales"], start["iterations"], start["tiles"]) == ([1024], 2, [])  # planned whole ...
+    assert progress[-1]["tiles"] > 1  # ... run in tiles
     assert done["event"] == "done" and (large_job["out"] / "out.png").is_file()
     assert sorted(p.name for p in large_job["out"].iterdir()) == ["out.png"]
 
@@ -209,5 +212,9 @@ def test_a_real_allocation_failure_everywhere_is_one_line_and_no_file(
     assert code == 6, (events[-1:], stderr[-2000:])
     error = events[-1]
     assert error["event"] == "error" and error["code"] == 6
-    assert error["message"].startswith("Not enough cpu memory for 512x384 px (about ")
+    # Here even reading the content fails: the message is the images' (exit 6 all the same).
+    assert error["message"].startswith("Not enough memory for the images (") or error["message"].startswith(
+        "Not enough cpu memory for 1024x768 px (about "
+    )
+    assert "\n" not in error["message"]
     assert "Traceback" not in stderr and list(large_job["out"].iterdir()) == []
