@@ -41,7 +41,7 @@ class Rates:
     matmul: float  # FLOP/s of a Gram-shaped matrix product
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -49,12 +49,12 @@ def _synchronize(device: torch.device) -> None:
 def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
     """The fastest of `repeats` timed calls after one warm-up: the least disturbed by other load."""
     fn()
-    _synchronize(device)
+    synchronize(device)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
-        _synchronize(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times)
 
@@ -286,11 +286,11 @@ def time_steps(
     best = dict.fromkeys(calls, float("inf"))
     for _ in range(repeats):
         for name, call in calls.items():
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(counts[name]):
                 call()
-            _synchronize(device)
+            synchronize(device)
             best[name] = min(best[name], (time.perf_counter() - start) / counts[name])
     return best
 

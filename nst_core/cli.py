@@ -1,4 +1,4 @@
-"""`python -m nst_core`: stylize, run-job, presets, describe, info, weights.
+"""`python -m nst_core`: stylize, run-job, plan, calibrate, presets, describe, info, weights.
 
 torch loads only inside the commands that compute (stylize, run-job, info): `--help`,
 `presets`, `describe` and `weights` stay fast, and the installer calls them before torch exists.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
-from .errors import Cancelled, ExitCode, NstError, UsageError
+from .errors import Cancelled, ExitCode, NstError, OutOfMemoryError, UsageError
 from .events import Sink, error_event, make_sink
 from .options import (
     DEVICES,
@@ -50,8 +50,8 @@ OPTION_FLAGS: dict[str, dict[str, Any]] = {
     "size": {
         "type": int,
         "metavar": "N",
-        "help": "longest side of the output in pixels "
-        "(default: the preset's size, twice it on a GPU, at most the content's)",
+        "help": "longest side of the output in pixels (default: the largest, up to the content's, "
+        "that the preset's time allows on this device; see `calibrate`)",
     },
     "iterations": {"type": int, "metavar": "N", "help": "optimisation steps over all scales"},
     "content_weight": {"type": float, "metavar": "W"},
@@ -116,6 +116,10 @@ def describe_error(exc: BaseException) -> NstError:
         return exc
     if isinstance(exc, KeyboardInterrupt):
         return Cancelled()
+    if isinstance(exc, MemoryError):  # outside the run's own handler: reading or writing the images
+        return OutOfMemoryError(
+            f"Not enough memory for the images ({exc}): close other programs or use a smaller image."
+        )
     return NstError(f"internal error: {type(exc).__name__}: {exc} (please report)")
 
 
@@ -145,11 +149,15 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         watcher.start(watch_stdin=True)
 
     def action() -> None:
-        from .job import JobRequest, Output, execute
+        from .job import JobRequest, Output, dry_run, execute
 
         styles = tuple(Path(s) for s in args.styles)
         options, output = options_from_args(args), Output(Path(args.output))
-        execute(JobRequest(Path(args.content), styles, options, output, result_size="working"), sink, watcher)
+        request = JobRequest(Path(args.content), styles, options, output, result_size="working")
+        if args.dry_run:
+            print(json.dumps(dry_run(request), indent=2))
+        else:
+            execute(request, sink, watcher)
 
     code = run_reported(sink, action)
     watcher.finish()
@@ -168,6 +176,53 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
 def _abort_reporter(sink: Sink) -> Callable[[], None]:
     return lambda: sink.emit(error_event(Cancelled()), timeout=1.0)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """The plan for a content of --width x --height as JSON (what a front end shows before it runs)."""
+
+    def action() -> None:
+        from .devices import describe_device
+        from .plan import make_plan
+
+        if args.width < 1 or args.height < 1:
+            raise UsageError(f"--width and --height must be at least 1, not {args.width}x{args.height}.")
+        plan = make_plan(options_from_args(args), (args.width, args.height), args.styles)
+        print(json.dumps({"device": describe_device(plan.device), **plan.summary()}))
+
+    return run_reported(Sink(), action)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Measure this device's speed and record it: the plans' time estimates and automatic sizes use it."""
+
+    def action() -> None:
+        import time
+
+        from . import speed
+        from .devices import describe_device, pick_device
+        from .weights import resolve_weights
+
+        started = time.perf_counter()
+        device = pick_device(args.device)
+        weights = resolve_weights(args.weights, "vgg19")
+        measured = speed.calibrate(weights, device, startup=speed.default_speed(device.type).startup)
+        key = describe_device(device)
+        path = speed.record_speed(key, measured)
+        took = round(time.perf_counter() - started, 1)
+        print(
+            json.dumps(
+                {
+                    "device": key,
+                    "rate": measured.rate,
+                    "overhead": measured.overhead,
+                    "file": str(path),
+                    "seconds": took,
+                }
+            )
+        )
+
+    return run_reported(Sink(), action)
 
 
 # -- presets, describe, info -----------------------------------------------------------------------
@@ -290,8 +345,27 @@ def build_parser() -> Parser:
         choices=("bar", "json", "none"),
         help="bar (default on a terminal), JSON lines on stdout, or none",
     )
+    stylize.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan as JSON (scales, tiles, memory, time); write nothing",
+    )
     _add_option_flags(stylize)
     stylize.set_defaults(handler=cmd_stylize)
+
+    plan = commands.add_parser("plan", help="the plan for a content of a given size, as JSON")
+    plan.add_argument("--width", type=int, required=True, metavar="W")
+    plan.add_argument("--height", type=int, required=True, metavar="H")
+    plan.add_argument("--styles", type=int, default=1, metavar="N", help="how many style images (default 1)")
+    _add_option_flags(plan)
+    plan.set_defaults(handler=cmd_plan)
+
+    calibrate = commands.add_parser("calibrate", help="measure this device's speed for the time estimates")
+    calibrate.add_argument("--device", default="auto", choices=DEVICES)
+    calibrate.add_argument(
+        "--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)"
+    )
+    calibrate.set_defaults(handler=cmd_calibrate)
 
     run_job = commands.add_parser("run-job", help="run a job file (docs/protocol.md); JSON lines on stdout")
     run_job.add_argument("job", metavar="JOB.json")

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 from .errors import NstError
@@ -26,14 +26,17 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def start_event(device: str, scales: Sequence[int], iterations: int, memory_estimate: int) -> Event:
+def start_event(device: str, plan: Mapping[str, Any]) -> Event:
+    """From a plan's summary (`nst_core.plan.Plan.summary`): sizes, tiles, memory and time."""
     return {
         "event": "start",
         "version": PROTOCOL_VERSION,
         "device": device,
-        "scales": [int(s) for s in scales],
-        "iterations": int(iterations),
-        "memory_estimate": int(memory_estimate),
+        "scales": [max(int(s["width"]), int(s["height"])) for s in plan["scales"]],
+        "iterations": int(plan["iterations"]),
+        "memory_estimate": int(plan["memory"]["estimate"]),
+        "tiles": list(plan["tiles"]),
+        "estimated_seconds": float(plan["estimated_seconds"]),
     }
 
 
@@ -49,6 +52,7 @@ def progress_event(progress: Any) -> Event:
         "elapsed": _number(progress.elapsed),
         "eta": _number(progress.eta),
         "loss": {name: _number(value) for name, value in dict(progress.loss).items()},
+        "tiles": int(progress.tiles),
     }
 
 
@@ -152,7 +156,11 @@ def _summary(event: Event) -> str:
     kind = event["event"]
     if kind == "start":
         sizes = ", ".join(str(s) for s in event["scales"])
-        return f"Stylising on {event['device']}: {sizes} px, {event['iterations']} iterations"
+        tiles = sum(t["count"] for t in event.get("tiles", ()))
+        tiled = f" ({tiles} tiles at the top scales)" if tiles else ""
+        estimate = event.get("estimated_seconds")
+        about = f", about {_clock(estimate)}" if estimate is not None else ""
+        return f"Stylising on {event['device']}: {sizes} px{tiled}, {event['iterations']} iterations{about}"
     if kind == "done":
         return f"Wrote {event['output']} in {event['seconds']:.1f} s"
     return f"error: {event['message']}"

@@ -40,6 +40,21 @@ def load_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"Image {path} is too large to open safely ({exc}): scale it down first.") from None
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header: the same checks as `load_image`, no decoding."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"Image {path} does not exist: check the file name.")
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(
+            f"Image {path} cannot be read ({type(exc).__name__}: {exc}): it is corrupt or not an image; "
+            f"{_FIX_IMAGE}."
+        ) from None
+
+
 def _pil_to_array(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit gray PNGs: keep the precision as float rather than dropping to 8 bits.

@@ -201,14 +201,31 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelWatcher | None = None
     styles = [load_image(path) for path in request.styles]
     height, width = content.shape[:2]
     plan = make_plan(request.options, (width, height), len(styles), output=request.result_size)
-    sides = [s.longest for s in plan.scales]
-    sink.emit(start_event(describe_device(plan.device), sides, plan.iterations, plan.estimate))
+    sink.emit(start_event(describe_device(plan.device), plan.summary()))
     result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     written = write_output(result, request.output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
+
+
+def dry_run(request: JobRequest) -> dict[str, Any]:
+    """What `execute` would do, as data (`Plan.summary` and the device), computing and writing nothing:
+    the inputs are checked as far as their sizes."""
+    from .devices import describe_device
+    from .images import image_size
+    from .plan import make_plan
+
+    check_writable(request.output)
+    if isinstance(request.content, RawImage):
+        width, height = request.content.width, request.content.height
+    else:
+        width, height = image_size(request.content)
+    for path in request.styles:
+        image_size(path)
+    plan = make_plan(request.options, (width, height), len(request.styles), output=request.result_size)
+    return {"device": describe_device(plan.device), **plan.summary()}
 
 
 # -- the output, written atomically ------------------------------------------------------------------

@@ -11,21 +11,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
-from . import memory, network
-from .devices import pick_device
+from . import memory, network, tiling
+from .devices import describe_device, pick_device
 from .errors import ImageError
 from .images import fit_size
-from .options import Options, Settings, resolve
+from .options import Options, Settings, preset_by_name, resolve
+from .speed import SCALE_SETUP_ITERATIONS, TILED_PASSES, Speed, conv_flops, default_speed, device_speed
 from .weights import resolve_weights
 
-# A GPU makes the preset's size cheap: "auto" (no size given) works at twice it there, still
-# never above the content's own size, and the memory budget decides whole image or tiles.
-GPU_AUTO_SIZE_FACTOR = 2
-MIN_TILE = 128  # below this a tile sees too little of the picture to carry a style
+MIN_TILE = 128  # below this the margins make a block mostly margin: the cost would grow several-fold
+# Above the preset's size the ladder doubles the side, each scale with half the iterations of the one
+# below and at least this share of the preset's: the composition is settled lower down, the top
+# scales add texture, and the job's cost grows about linearly with its pixels.
+TOP_ITERATION_SHARE = 0.05
+MIN_TOP_ITERATIONS = 2
 
 # The result's size: the content's, the working size's, or (width, height).
 Output = Literal["content", "working"] | tuple[int, int]
@@ -54,11 +57,54 @@ class Plan:
     weights: Path  # verified (an official file's hash) or a file of the user's own
     working_size: int
     scales: tuple[ScalePlan, ...]
-    coarse: ScalePlan | None  # a whole-image start when the first scale is tiled
     output_size: tuple[int, int]  # (width, height)
     budget: int  # bytes the job may use beyond the engine's own runtime
-    estimate: int  # peak bytes of the largest scale run whole (the start event's memory_estimate)
+    estimate: int  # peak bytes of the largest scale as planned (the start event's memory_estimate)
     autocast: torch.dtype | None
+    seconds: tuple[float, ...] = ()  # per scale, estimated
+    startup: float = 0.0  # estimated seconds before the first scale
+
+    @property
+    def estimated_seconds(self) -> float:
+        return self.startup + sum(self.seconds)
+
+    def tiles(self) -> list[dict[str, int]]:
+        """The scales that run in tiles: 1-based scale, its size, how many tiles of what side."""
+        margin, grid = margin_for(self.settings)
+        return [
+            {
+                "scale": i + 1,
+                "size": s.longest,
+                "count": tiling.tile_count(s.width, s.height, s.tile, grid),
+                "tile": s.tile,
+            }
+            for i, s in enumerate(self.scales)
+            if s.tile is not None
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as JSON-ready data: `stylize --dry-run` prints it, the start event carries it."""
+        return {
+            "working_size": self.working_size,
+            "output_size": list(self.output_size),
+            "scales": [
+                {
+                    "width": s.width,
+                    "height": s.height,
+                    "iterations": s.iterations,
+                    "tile": s.tile,
+                    "seconds": round(t, 1),
+                }
+                for s, t in zip(self.scales, self.seconds, strict=True)
+            ],
+            "iterations": self.iterations,
+            "tiles": self.tiles(),
+            "memory": {
+                "estimate": self.estimate,
+                "budget": None if self.budget >= memory.UNKNOWN_BUDGET else self.budget,
+            },
+            "estimated_seconds": round(self.estimated_seconds, 1),
+        }
 
     @property
     def iterations(self) -> int:
@@ -88,8 +134,17 @@ def make_plan(
     weights = resolve_weights(settings.weights, settings.model)
     budget = memory.budget_bytes(settings, device)
     auto_size = options.size is None
+    speed = device_speed(describe_device(device), device.type)
     return build_plan(
-        settings, content_size, device, weights, budget, min_side=min_side, output=output, auto_size=auto_size
+        settings,
+        content_size,
+        device,
+        weights,
+        budget,
+        min_side=min_side,
+        output=output,
+        auto_size=auto_size,
+        speed=speed,
     )
 
 
@@ -103,27 +158,34 @@ def build_plan(
     min_side: int = 1,
     output: Output = "content",
     auto_size: bool = False,
+    speed: Speed | None = None,
 ) -> Plan:
-    """Sizes, scales and tiles for `settings` on `device` within `budget` bytes."""
+    """Sizes, scales and tiles for `settings` on `device` within `budget` bytes; with `auto_size`, the
+    largest working size whose estimate fits the preset's time on `speed`."""
+    speed = speed or default_speed(device.type)
     width, height = content_size
-    size = working_size(settings, content_size, output, auto_size, device.type)
-    sides = scale_sizes(size, min(settings.min_scale, size), settings.multiscale)
-    counts = split_iterations(settings.iterations, len(sides))
-    scales = []
-    for side, iterations in zip(sides, counts, strict=True):
-        whole = ScalePlan(*fit_size(width, height, side, min_side), iterations=iterations)
-        scales.append(
-            whole if fits(settings, whole, device.type, budget) else tiled(settings, whole, device, budget)
-        )
-    coarse = coarse_scale(settings, scales[0], device.type, budget) if scales[0].tile else None
+    cap = size_cap(settings, content_size, output, auto_size)
+    seconds = preset_by_name(settings.name).seconds
+    if auto_size and seconds is not None:
+
+        def in_time(side: int) -> bool:
+            return _scales_plan(settings, content_size, side, device, budget, min_side, speed)[2] <= seconds
+
+        low = min(settings.min_scale, cap)
+        size = (memory.largest_side(in_time, low, cap) or low) if cap > low else cap
+        if cap > low and in_time(cap):
+            size = cap
+    else:
+        size = max(1, min(settings.size, cap))
+    scales, times, total = _scales_plan(settings, content_size, size, device, budget, min_side, speed)
     if output == "content":
         output_size = (width, height)
     elif output == "working":
         output_size = fit_size(width, height, size)
     else:
         output_size = output
-    estimate = max(
-        memory.estimate_peak_bytes(settings, s.width, s.height, device.type, s.iterations) for s in scales
+    estimate = max(_scale_bytes(settings, s, device.type) for s in scales) + memory.RUNTIME_BYTES.get(
+        device.type, 0
     )
     return Plan(
         settings=settings,
@@ -131,27 +193,79 @@ def build_plan(
         weights=weights,
         working_size=size,
         scales=tuple(scales),
-        coarse=coarse,
         output_size=output_size,
         budget=budget,
         estimate=estimate,
         autocast=autocast_dtype(device, settings.precision),
+        seconds=tuple(times),
+        startup=speed.startup,
     )
 
 
-def working_size(
-    settings: Settings, content_size: tuple[int, int], output: Output, auto_size: bool, device_type: str
-) -> int:
-    """The preset's size (twice it on a GPU when the size is left to the engine), at most the content's
-    longest side unless a larger output is asked for: an explicit output size, or an explicit size
-    for a result at the working size."""
-    size = settings.size * (GPU_AUTO_SIZE_FACTOR if auto_size and device_type != "cpu" else 1)
+def _scales_plan(
+    settings: Settings,
+    content_size: tuple[int, int],
+    size: int,
+    device: torch.device,
+    budget: int,
+    min_side: int,
+    speed: Speed,
+) -> tuple[list[ScalePlan], list[float], float]:
+    """The scales up to `size`, each whole or tiled within `budget`, their estimated seconds, and the
+    job's (startup included)."""
+    width, height = content_size
+    scales = []
+    for side, iterations in ladder(settings, size):
+        whole = ScalePlan(*fit_size(width, height, side, min_side), iterations=iterations)
+        scales.append(
+            whole if fits(settings, whole, device.type, budget) else tiled(settings, whole, device, budget)
+        )
+    times = [scale_seconds(settings, s, speed) for s in scales]
+    return scales, times, speed.startup + sum(times)
+
+
+def _scale_bytes(settings: Settings, scale: ScalePlan, device_type: str) -> int:
+    if scale.tile is None:
+        return memory.job_bytes(settings, scale.width, scale.height, device_type, scale.iterations)
+    return tile_bytes(settings, scale, scale.tile, device_type)
+
+
+def scale_seconds(settings: Settings, scale: ScalePlan, speed: Speed) -> float:
+    """A scale's estimated seconds: its iterations and its setup, whole or in blocks."""
+    if scale.tile is None:
+        per_iteration = speed.iteration_seconds(settings, scale.width, scale.height)
+    else:
+        margin, grid = margin_for(settings)
+        blocks = tiling.plan_blocks(scale.width, scale.height, scale.tile, margin, grid)
+        flops = sum(conv_flops(settings, b.padded.width, b.padded.height) for b in blocks)
+        per_iteration = speed.overhead + TILED_PASSES * flops / speed.rate
+    return (scale.iterations + SCALE_SETUP_ITERATIONS) * per_iteration
+
+
+def ladder(settings: Settings, size: int) -> list[tuple[int, int]]:
+    """(longest side, iterations) per scale: the preset's coarse-to-fine ladder up to its own size (or
+    `size` if smaller), then doubling up to `size` with few iterations each (TOP_ITERATION_SHARE)."""
+    top = min(size, preset_by_name(settings.name).size) if settings.multiscale else size
+    sides = scale_sizes(top, min(settings.min_scale, top), settings.multiscale)
+    steps = list(zip(sides, split_iterations(settings.iterations, len(sides)), strict=True))
+    floor = max(MIN_TOP_ITERATIONS, math.ceil(settings.iterations * TOP_ITERATION_SHARE))
+    side, iterations = steps[-1]
+    while side < size:
+        side = size if side * 2 >= size * 0.9 else side * 2  # no last step of a few pixels
+        iterations = max(floor, iterations // 2)
+        steps.append((side, iterations))
+    return steps
+
+
+def size_cap(settings: Settings, content_size: tuple[int, int], output: Output, auto_size: bool) -> int:
+    """The largest working size: the content's longest side, unless a larger output is asked for (an
+    explicit output size, or an explicit size for a result at the working size)."""
     cap = max(content_size)
     if isinstance(output, tuple):
         cap = max(cap, *output)
     elif output == "working" and not auto_size:
-        cap = max(cap, size)
-    return max(1, min(size, cap))
+        cap = max(cap, settings.size)
+    return cap
 
 
 def scale_sizes(target: int, min_scale: int, multiscale: bool) -> list[int]:
@@ -195,14 +309,13 @@ def _cpu_has_bf16() -> bool:
 # ---- tiles: when a scale is over the budget ----------------------------------------------------
 
 
-def tile_schedule(iterations: int) -> tuple[int, int]:
-    """(passes, iterations per tile) spending about a scale's `iterations` on every pixel.
-
-    A tile needs two iterations at least: the optimiser keeps the best *evaluated* iterate,
-    and the result of a tile's last step is only evaluated by the step after it.
-    """
-    passes = 2 if iterations >= 4 else 1
-    return passes, max(2, iterations // passes)
+def margin_for(settings: Settings) -> tuple[int, int]:
+    """(margin, grid) of the blocks a tiled scale runs in: how far the padding at a crop's border
+    reaches into the deepest layer, and the deepest pooling's cell, where blocks start."""
+    layers = (*settings.content_layers, *settings.style_layers)
+    deepest = max(network.layer_index(settings.model, n) for n in layers)
+    stack = list(network.blank_features(settings.model))[: deepest + 1]
+    return network.border_margin(stack), network.smallest_side(settings.model, layers)
 
 
 def fits(settings: Settings, scale: ScalePlan, device_type: str, budget: int) -> bool:
@@ -210,15 +323,15 @@ def fits(settings: Settings, scale: ScalePlan, device_type: str, budget: int) ->
 
 
 def tile_bytes(settings: Settings, scale: ScalePlan, tile: int, device_type: str) -> int:
-    """A tile's optimisation beside the scale's full-size images."""
-    _, per_tile = tile_schedule(scale.iterations)
-    return memory.job_bytes(settings, tile, tile, device_type, per_tile) + memory.canvas_bytes(
-        scale.width, scale.height
+    """A scale run in blocks of `tile`: one block's network pass beside the whole image's vectors."""
+    margin, _ = margin_for(settings)
+    return memory.tiled_job_bytes(
+        settings, scale.width, scale.height, tile, margin, device_type, scale.iterations
     )
 
 
 def tiled(settings: Settings, scale: ScalePlan, device: torch.device, budget: int) -> ScalePlan:
-    """`scale` in the largest tiles whose optimisation fits `budget` beside the full-size images."""
+    """`scale` in the largest tiles whose blocks fit `budget` beside the whole image's vectors."""
     tile = memory.largest_side(
         lambda side: tile_bytes(settings, scale, side, device.type) <= budget, MIN_TILE, scale.longest
     )
@@ -228,18 +341,6 @@ def tiled(settings: Settings, scale: ScalePlan, device: torch.device, budget: in
             settings, device, scale.width, scale.height, scale.iterations, needed, available=budget
         )
     return ScalePlan(scale.width, scale.height, scale.iterations, tile)
-
-
-def coarse_scale(settings: Settings, first: ScalePlan, device_type: str, budget: int) -> ScalePlan:
-    """The largest whole-image scale that fits, with half the first scale's iterations: tiles must
-    agree on the composition, so it is settled first."""
-
-    def side_fits(side: int) -> bool:
-        w, h = fit_size(first.width, first.height, side)
-        return fits(settings, ScalePlan(w, h, first.iterations), device_type, budget)
-
-    side = memory.largest_side(side_fits, MIN_TILE, first.longest) or MIN_TILE
-    return ScalePlan(*fit_size(first.width, first.height, side), iterations=max(1, first.iterations // 2))
 
 
 def next_tile(tile: int | None, scale: ScalePlan) -> int | None:

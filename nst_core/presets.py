@@ -47,6 +47,9 @@ class Preset:
     multiscale: bool = True  # coarse-to-fine from min_scale up to size
     min_scale: int = 128
     cost: str = ""  # measured cost, shown by `nst_core presets`
+    # The time the tier is meant to take: an automatic working size is the largest whose estimate fits
+    # it on this device (the full layer where the device is fast enough); None: the preset's size.
+    seconds: float | None = None
     user: bool = False  # offered in the GIMP menus
 
 
@@ -146,6 +149,7 @@ PRESETS: dict[str, Preset] = {
             size=384,
             iterations=50,
             cost="about 30 s on a 2-core CPU (384 px square; measured 29-32 s)",
+            seconds=30.0,
             **_USER_TIER,
         ),
         Preset(
@@ -155,6 +159,7 @@ PRESETS: dict[str, Preset] = {
             size=512,
             iterations=110,
             cost="about 80 s on a 2-core CPU (512 px square; measured 78-85 s)",
+            seconds=80.0,
             **_USER_TIER,
         ),
         Preset(
@@ -164,6 +169,7 @@ PRESETS: dict[str, Preset] = {
             size=768,
             iterations=200,
             cost="about 3.5 min on a 2-core CPU (768 px square; measured 219 s)",
+            seconds=210.0,
             **_USER_TIER,
         ),
     )

@@ -133,8 +133,7 @@ def test_gpu_out_of_memory_is_exit_6(
     def out_of_memory(*args: object) -> None:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(run_module.optimize, "optimize_whole", out_of_memory)
-    monkeypatch.setattr(run_module.tiling, "optimize_tiled", out_of_memory)
+    monkeypatch.setattr(run_module.optimize, "optimize_scale", out_of_memory)
     code, out, err = run(capsys, *stylize_args(tmp_path, job_files))
     assert code == 6
     expected = (
@@ -263,23 +262,39 @@ def test_progress_events_and_bar() -> None:
         "elapsed": 12.0,
         "eta": 3725.0,
         "loss": {"total": 12.5, "content": 2.5, "style": None, "tv": 0.0},
+        "tiles": 1,
     }
     stream = io.StringIO()
     bar = events.ProgressBar(stream)
-    bar.emit(events.start_event("cpu", [128, 181, 256], 30, 1 << 20))
+    bar.emit(events.start_event("cpu", _summary([128, 181, 256], 30, 1 << 20, tiles=[{"count": 4}])))
     bar.emit(event)
     bar.emit(events.done_event("out.png", 12.34))
     start, drawn, done = stream.getvalue().split("\n", 2)
-    assert start == "Stylising on cpu: 128, 181, 256 px, 30 iterations"
+    assert (
+        start == "Stylising on cpu: 128, 181, 256 px (4 tiles at the top scales), 30 iterations, about 0:42"
+    )
     assert drawn.startswith("\r[" + "#" * 15 + "-" * 15 + "]  50%")
     assert "scale 2/3" in drawn and "step 5/10" in drawn and "loss 12.5" in drawn and "eta 1:02:05" in drawn
     assert done == "Wrote out.png in 12.3 s\n"
 
 
+def _summary(sides: list[int], iterations: int, memory: int, tiles: list | None = None) -> dict:
+    """A plan summary (`Plan.summary`) with square scales of these sides."""
+    scales = [{"width": s, "height": s, "iterations": 1, "tile": None, "seconds": 1.0} for s in sides]
+    memory_part = {"estimate": memory, "budget": None}
+    return {
+        "scales": scales,
+        "iterations": iterations,
+        "memory": memory_part,
+        "tiles": tiles or [],
+        "estimated_seconds": 42.0,
+    }
+
+
 def test_a_run_ends_with_exactly_one_final_event() -> None:
     stream = io.StringIO()
     sink = events.JsonLines(stream)
-    sink.emit(events.start_event("cpu", [128, 181], 10, 1 << 20))
+    sink.emit(events.start_event("cpu", _summary([128, 181], 10, 1 << 20)))
     sink.emit(events.done_event("out.png", 1.23456))
     sink.emit(events.error_event(NstError("late")))
     sink.emit(events.error_event(WeightsError("later")))
@@ -292,6 +307,8 @@ def test_a_run_ends_with_exactly_one_final_event() -> None:
             "scales": [128, 181],
             "iterations": 10,
             "memory_estimate": 1 << 20,
+            "tiles": [],
+            "estimated_seconds": 42.0,
         },
         {"event": "done", "output": "out.png", "seconds": 1.235},
     ]

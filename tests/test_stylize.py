@@ -11,14 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from samples import make_content_image, make_style_image
 
 import nst_core
 from nst_core import colors, optimize
 from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
-from nst_core.options import Options, resolve
-from nst_core.plan import build_plan, scale_sizes, split_iterations
+from nst_core.options import Options
+from nst_core.plan import scale_sizes, split_iterations
 from nst_core.presets import PRESETS
 
 
@@ -219,27 +218,6 @@ def test_bad_inputs_are_clear_errors(
         nst_core.stylize(content, [style], _options(tmp_path / "missing.pth"))
     with pytest.raises(ImageError, match="does not exist"):
         nst_core.stylize(content, [style], _options(vgg19_weights, init=str(tmp_path / "none.png")))
-
-
-def test_auto_size_doubles_on_a_gpu_within_the_content() -> None:
-    """Planned without a GPU: the sizes depend on the device's type, not on the device."""
-
-    def size(content: tuple[int, int], device: str, **options: object) -> int:
-        chosen = Options(preset="balanced", **options)  # type: ignore[arg-type]
-        plan = build_plan(
-            resolve(chosen),
-            content,
-            torch.device(device),
-            Path("w.pth"),
-            1 << 40,
-            auto_size=chosen.size is None,
-        )
-        return plan.working_size
-
-    assert size((2000, 1500), "cpu") == 512
-    assert size((2000, 1500), "cuda") == 1024
-    assert size((700, 500), "cuda") == 700
-    assert size((2000, 1500), "cuda", size=300) == 300
 
 
 def test_the_library_checks_official_weights_as_a_job_does(

@@ -1,0 +1,163 @@
+"""How long a job will take on this device, before it starts: a speed measured once, a cost model.
+
+One iteration costs a fixed part (the style loss's eigendecompositions, kernel launches) plus its
+convolutions' FLOPs over the device's achieved rate; a tiled iteration reads its blocks' margins
+too and runs the network forward twice (tiling.py). `calibrate` measures the rate and the fixed
+part on this device with the engine's own optimiser and records them in the data folder (the
+installer's self-test runs it); until then the defaults below, measured on a 2-core CPU, are used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from . import host, memory
+from .options import Settings
+from .paths import data_dir
+
+SPEED_FILE = "speed.json"
+# A tiled iteration runs the network forward, then forward and backward again: three passes, not two.
+TILED_PASSES = 1.5
+# Per scale, before its first iteration: the content's features and the style's statistics, about
+# one iteration's work.
+SCALE_SETUP_ITERATIONS = 1.0
+
+
+@dataclass(frozen=True)
+class Speed:
+    """Seconds per iteration = overhead + convolution FLOPs / rate; startup before the first."""
+
+    rate: float  # convolution FLOP/s achieved inside a whole iteration
+    overhead: float  # seconds per iteration whatever the size
+    startup: float  # seconds from the engine's start to its first iteration
+    measured: bool = False
+
+    def iteration_seconds(self, settings: Settings, width: int, height: int) -> float:
+        return self.overhead + conv_flops(settings, width, height) / self.rate
+
+
+# Unmeasured devices. CPU: `calibrate` on 2 cores (AVX-512) gave 142 GFLOP/s and 0.01 s, and whole
+# `fast` and `balanced` jobs ran at 130-140 (bench_jobs); per core, scaled by the cores here. A GPU: a
+# modest one, so that an unmeasured GPU is not promised too much.
+CPU_RATE_PER_CORE = 65e9
+DEFAULTS = {
+    "cpu": Speed(rate=CPU_RATE_PER_CORE * 2, overhead=0.01, startup=3.0),
+    "cuda": Speed(rate=20e12, overhead=0.02, startup=6.0),
+    "mps": Speed(rate=2e12, overhead=0.05, startup=4.0),
+}
+
+
+def conv_flops(settings: Settings, width: int, height: int) -> float:
+    """FLOPs of one iteration's convolutions: forward and input gradient (no weight gradients)."""
+    layers = settings.content_layers + settings.style_layers
+    shapes = memory.layer_shapes(settings.model, layers, height, width)
+    return float(
+        sum(
+            2 * 2 * s.channels_in * s.channels_out * 9 * s.height * s.width
+            for s in shapes
+            if s.kind == "conv"
+        )
+    )
+
+
+def speed_file(folder: Path | None = None) -> Path:
+    return (folder or data_dir()) / SPEED_FILE
+
+
+def default_speed(device_type: str, cores: int | None = None) -> Speed:
+    if device_type == "cpu":
+        rate = CPU_RATE_PER_CORE * max(1, cores or host.available_cores())
+        return dataclasses.replace(DEFAULTS["cpu"], rate=rate)
+    return DEFAULTS.get(device_type, DEFAULTS["cuda"])
+
+
+def device_speed(device_key: str, device_type: str, folder: Path | None = None) -> Speed:
+    """The speed recorded for `device_key` (e.g. "cpu", "cuda:0 (NVIDIA H100)"), or the default."""
+    try:
+        records = json.loads(speed_file(folder).read_text())
+        return Speed(**{**records[device_key], "measured": True})
+    except (OSError, ValueError, KeyError, TypeError):
+        return default_speed(device_type)
+
+
+def record_speed(device_key: str, speed: Speed, folder: Path | None = None) -> Path:
+    """Add `speed` for `device_key` to the speed file, written atomically."""
+    path = speed_file(folder)
+    try:
+        records = json.loads(path.read_text())
+        records = records if isinstance(records, dict) else {}
+    except (OSError, ValueError):
+        records = {}
+    records[device_key] = {k: v for k, v in asdict(speed).items() if k != "measured"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(records, indent=2) + "\n")
+    os.replace(temporary, path)
+    return path
+
+
+def fit_speed(samples: list[tuple[float, float]], startup: float) -> Speed:
+    """A Speed through (FLOPs, seconds per iteration) samples: least squares for overhead + f / rate."""
+    n = len(samples)
+    mean_f = sum(f for f, _ in samples) / n
+    mean_t = sum(t for _, t in samples) / n
+    spread = sum((f - mean_f) ** 2 for f, _ in samples)
+    slope = sum((f - mean_f) * (t - mean_t) for f, t in samples) / spread if spread else mean_t / mean_f
+    slope = max(slope, 1e-18)
+    overhead = max(0.0, mean_t - slope * mean_f)
+    return Speed(rate=1 / slope, overhead=overhead, startup=startup, measured=True)
+
+
+def time_iterations(step: Callable[[], object], count: int, synchronize: Callable[[], None]) -> float:
+    """Seconds per call of `step`, the best of three blocks of `count` after one warm-up call."""
+    step()
+    synchronize()
+    best = math.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(count):
+            step()
+        synchronize()
+        best = min(best, (time.perf_counter() - start) / count)
+    return best
+
+
+# ---- measuring this device -------------------------------------------------------------------
+
+CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
+CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
+
+
+def calibrate(weights: Path, device: object, startup: float) -> Speed:
+    """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
+    import torch
+
+    from . import bench, optimize
+    from .network import build_network
+    from .options import Options, resolve
+    from .plan import autocast_dtype
+
+    assert isinstance(device, torch.device)
+    settings = resolve(Options(preset="balanced", multiscale=False))
+    network = build_network(
+        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
+    )
+    dtype = autocast_dtype(device, settings.precision)
+    samples = []
+    for side in CALIBRATION_SIDES.get(device.type, (256, 512)):
+        content, style = bench.synthetic_images(side, side, device)
+        objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, dtype)
+        loss_scale = optimize.loss_scale_for(dtype)
+        stepper = optimize.Stepper(content, objective, settings.optimizer, settings.learning_rate, loss_scale)
+        seconds = time_iterations(
+            stepper.step, CALIBRATION_STEPS.get(device.type, 5), lambda: bench.synchronize(device)
+        )
+        samples.append((conv_flops(settings, side, side), seconds))
+    return fit_speed(samples, startup)

@@ -1,0 +1,145 @@
+"""The plan: the ladder up to the layer's size, the time estimate, the size chosen by time, the
+dry run, the tiles in the start event, and the speed that `calibrate` records."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from nst_core import cli, speed
+from nst_core.options import Options, preset_by_name, resolve
+from nst_core.plan import Plan, build_plan, ladder
+from nst_core.speed import Speed
+
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # planned, never run: no GPU needed
+SLOW = Speed(rate=100e9, overhead=0.01, startup=3.0)
+FAST = Speed(rate=400e12, overhead=0.002, startup=5.0)
+
+
+def _plan(
+    content: tuple[int, int], *, speed: Speed = SLOW, device: torch.device = CPU, **options: object
+) -> Plan:
+    chosen = Options(**options)  # type: ignore[arg-type]
+    budget = int(chosen.max_memory) << 20 if chosen.max_memory else 1 << 40
+    return build_plan(
+        resolve(chosen), content, device, Path("w.pth"), budget, auto_size=chosen.size is None, speed=speed
+    )
+
+
+def test_the_ladder_continues_above_the_preset_with_few_iterations() -> None:
+    settings = resolve(Options(preset="fast", size=4000))
+    steps = ladder(settings, 4000)
+    sides = [side for side, _ in steps]
+    base = [s for s in sides if s <= preset_by_name("fast").size]
+    assert base[-1] == 384 and sides[-1] == 4000
+    assert all(b > a for a, b in zip(sides, sides[1:], strict=False))
+    above = steps[len(base) :]
+    assert [s for s, _ in above] == [768, 1536, 3072, 4000]
+    assert all(n <= steps[len(base) - 1][1] for _, n in above)  # fewer than the preset's top scale
+    assert sum(n for _, n in steps[: len(base)]) == settings.iterations  # the preset's own, below
+
+
+def test_cost_grows_about_linearly_with_the_pixels() -> None:
+    per_megapixel = [
+        _plan((w, w * 3 // 4), preset="fast", size=w).estimated_seconds / (w * w * 3 / 4 / 1e6)
+        for w in (2000, 4000, 8000)
+    ]
+    assert per_megapixel[2] == pytest.approx(per_megapixel[1], rel=0.25)
+    assert per_megapixel[1] == pytest.approx(per_megapixel[0], rel=0.35)
+
+
+def test_auto_size_is_the_largest_that_fits_the_presets_time() -> None:
+    for preset in ("fast", "balanced", "best"):
+        seconds = preset_by_name(preset).seconds
+        assert seconds is not None
+        slow = _plan((4000, 3000), preset=preset)
+        assert (
+            slow.estimated_seconds
+            <= seconds
+            < _plan((4000, 3000), preset=preset, size=slow.working_size + 32).estimated_seconds
+        )
+        # A fast device paints the whole layer, within the time.
+        quick = _plan((4000, 3000), preset=preset, speed=FAST, device=CUDA)
+        assert quick.working_size == 4000 and quick.estimated_seconds <= seconds
+        assert quick.scales[-1].width == 4000 and quick.output_size == (4000, 3000)
+    assert _plan((300, 200), preset="best").working_size == 300  # never above the layer
+    assert _plan((4000, 3000), preset="fast", size=2000).working_size == 2000  # an explicit size wins
+    assert _plan((4000, 3000), preset="gatys-vgg16").working_size == 512  # no time: the preset's size
+
+
+def test_the_estimate_follows_the_speed() -> None:
+    slow, twice = _plan((1024, 768), size=1024), _plan((1024, 768), size=1024, speed=Speed(200e9, 0.005, 3.0))
+    assert (twice.estimated_seconds - 3.0) == pytest.approx((slow.estimated_seconds - 3.0) / 2, rel=1e-6)
+    assert slow.seconds and len(slow.seconds) == len(slow.scales)
+
+
+def test_a_tiled_scale_costs_its_margins_and_a_second_forward_pass() -> None:
+    whole = _plan((2048, 1536), size=2048, multiscale=False, iterations=10)
+    tiled = _plan((2048, 1536), size=2048, multiscale=False, iterations=10, max_memory=2500)
+    assert whole.scales[0].tile is None and tiled.scales[0].tile is not None
+    assert 1.5 < tiled.seconds[0] / whole.seconds[0] < 3.5
+    (entry,) = tiled.tiles()
+    assert (
+        entry["scale"] == 1
+        and entry["size"] == 2048
+        and entry["count"] > 1
+        and entry["tile"] == tiled.scales[0].tile
+    )
+
+
+def test_summary_is_json_with_the_estimate(vgg19_weights: Path) -> None:
+    summary = _plan((4000, 3000), preset="fast", size=4000, max_memory=4000).summary()
+    data = json.loads(json.dumps(summary))
+    assert data["output_size"] == [4000, 3000] and data["working_size"] == 4000
+    assert data["estimated_seconds"] == pytest.approx(
+        sum(s["seconds"] for s in data["scales"]) + 3.0, abs=0.5
+    )
+    assert data["tiles"] and data["memory"]["budget"] == 4000 << 20
+    assert data["iterations"] == sum(s["iterations"] for s in data["scales"])
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    tmp_path: Path,
+    content_png: Path,
+    style_png: Path,
+    vgg19_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out, before = tmp_path / "out.png", sorted(tmp_path.iterdir())
+    argv = ["stylize", str(content_png), str(style_png), "-o", str(out), "--dry-run", "--preset", "fast"]
+    assert cli.main([*argv, "--weights", str(vgg19_weights), "--device", "cpu"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["device"] == "cpu" and data["estimated_seconds"] > 0 and data["scales"]
+    assert sorted(tmp_path.iterdir()) == before
+    assert cli.main([*argv, "--weights", str(tmp_path / "none.pth")]) == 4  # the plan's checks still run
+    assert cli.main(["stylize", str(tmp_path / "none.png"), str(style_png), "-o", str(out), "--dry-run"]) == 3
+
+
+def test_plan_command_for_a_layer_size(vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["plan", "--width", "4000", "--height", "3000", "--preset", "fast", "--device", "cpu"]
+    assert cli.main([*argv, "--weights", str(vgg19_weights)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["output_size"] == [4000, 3000] and math.isfinite(data["estimated_seconds"])
+    assert cli.main(["plan", "--width", "0", "--height", "3000"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+
+
+def test_calibrate_records_the_speed_the_plans_then_use(
+    isolated_data: None, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert speed.device_speed("cpu", "cpu").measured is False
+    assert cli.main(["calibrate", "--device", "cpu", "--weights", str(vgg19_weights)]) == 0
+    reported = json.loads(capsys.readouterr().out)
+    recorded = speed.device_speed("cpu", "cpu")
+    assert recorded.measured and recorded.rate == pytest.approx(reported["rate"])
+    assert 1e9 < recorded.rate < 1e14 and recorded.overhead >= 0
+    assert json.loads(Path(reported["file"]).read_text())["cpu"]["rate"] == pytest.approx(recorded.rate)
+
+
+def test_fit_speed_recovers_a_line() -> None:
+    fitted = speed.fit_speed([(1e9, 0.02 + 1e9 / 5e10), (4e9, 0.02 + 4e9 / 5e10)], startup=1.0)
+    assert fitted.rate == pytest.approx(5e10) and fitted.overhead == pytest.approx(0.02)
