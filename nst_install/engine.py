@@ -281,3 +281,15 @@ def self_test(python: Path, weights: Path, data_dir: Path) -> tuple[dict, float]
             EXIT_SELF_TEST, "The self-test's result lost the picture's transparency: please report."
         )
     return run.started, time.time() - started
+
+
+def measure_speed(python: Path, weights: Path, data_dir: Path) -> dict | None:
+    """`nst_core calibrate`: this device's speed, recorded in the data folder for the time estimates
+    and the automatic working size. None (and the defaults stay) if it fails: not worth an abort."""
+    done = run_engine(python, data_dir, "calibrate", "--weights", str(weights))
+    if done.returncode != 0:
+        return None
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None

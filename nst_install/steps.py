@@ -17,6 +17,7 @@ from .engine import (
     check_engine,
     describe_engine,
     engine_info,
+    measure_speed,
     pip_install,
     self_test,
 )
@@ -181,6 +182,12 @@ def report_self_test(plan: InstallPlan) -> None:
     iterations = SELF_TEST_OPTIONS["iterations"]
     test = f"a {width}x{height} test picture, {iterations} iterations"
     say(f"  {test}: {seconds:.1f} s, starting the engine included")
+    speed = measure_speed(plan.engine.python, plan.weights.dest, plan.data_dir)
+    if speed is None:
+        say("  speed: not measured (the time estimates use the defaults)")
+    else:
+        rate, device = speed["rate"] / 1e9, speed["device"]
+        say(f"  speed: {rate:.0f} GFLOP/s on {device}, recorded for the time estimates")
 
 
 def memory_text(info: dict) -> str:
