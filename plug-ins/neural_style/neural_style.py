@@ -14,7 +14,7 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nst_bridge  # noqa: E402
@@ -154,8 +154,80 @@ def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
     return chooser
 
 
-def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool:
+# The settings the time estimate depends on: a change re-estimates it (debounced, see EstimateRefresh).
+ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file")
+
+
+def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> list[str]:
+    """The engine's plan command for the first layer's selected part, with the dialog's settings."""
+    found, _x, _y, width, height = check_layers(layers)[0].mask_intersect()
+    if not found:
+        raise nst_bridge.selection_misses(layers[0].get_name())
+    styles = 2 if config.get_property("style2-file") else 1
+    options = read_options(config, engine_config)
+    return nst_bridge.plan_command(engine_config, width, height, styles, options)
+
+
+class PlanProcess:
+    """One plan command running under GLib: its output goes to done(code, stdout, stderr) unless cancelled."""
+
+    def __init__(self, argv: list[str], env: dict, done: Callable[[int, str, str], None]) -> None:
+        flags = Gio.SubprocessFlags.STDOUT_PIPE | Gio.SubprocessFlags.STDERR_PIPE
+        launcher = Gio.SubprocessLauncher.new(flags)
+        launcher.set_environ([f"{name}={value}" for name, value in env.items()])
+        try:
+            self.process = launcher.spawnv(argv)
+        except GLib.Error as error:
+            raise nst_bridge.EngineNotInstalled(
+                f"Neural style engine {argv[0]} cannot start ({error.message}): run install.py again."
+            ) from None
+        self.cancellable = Gio.Cancellable()
+        self.done = done
+        self.process.communicate_utf8_async(None, self.cancellable, self.finished)
+
+    def finished(self, process: Gio.Subprocess, result: Gio.AsyncResult) -> None:
+        try:
+            _ok, stdout, stderr = process.communicate_utf8_finish(result)
+        except GLib.Error:
+            return  # cancelled
+        code = process.get_exit_status() if process.get_if_exited() else -1
+        self.done(code, stdout or "", stderr or "")
+
+    def cancel(self) -> None:
+        self.cancellable.cancel()
+        self.process.force_exit()
+
+
+def estimate_label(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> tuple:
+    """A label with the time estimate, kept up to date while the dialog is open; (label, refresh)."""
+    from gi.repository import Gtk
+
+    label = Gtk.Label(xalign=0.0, wrap=True, max_width_chars=60, margin_top=6, margin_bottom=6)
+    env = nst_bridge.child_environment(nst_bridge.engine_environment(engine_config))
+
+    def show(text: str) -> None:
+        label.set_text(text)
+        if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests read it there
+            print(f"neural-style estimate: {text}", file=sys.stderr, flush=True)
+
+    refresh = nst_bridge.EstimateRefresh(
+        command=lambda: estimate_command(config, engine_config, layers),
+        start=lambda argv, done: PlanProcess(argv, env, done),
+        show=show,
+        timer=GLib.timeout_add,
+        cancel_timer=GLib.source_remove,
+    )
+    for name in ESTIMATE_PROPERTIES:
+        config.connect("notify::" + name, refresh.changed)
+    label.show()
+    return label, refresh
+
+
+def show_dialog(
+    procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, engine_config: dict, drawables: list
+) -> bool:
     gi.require_version("GimpUi", "3.0")
+    gi.require_version("Gtk", "3.0")
     from gi.repository import GimpUi
 
     GimpUi.init(PROC_NAME)
@@ -167,7 +239,12 @@ def show_dialog(procedure: Gimp.Procedure, config: Gimp.ProcedureConfig) -> bool
         chooser = file_chooser(config, name)
         content.pack_start(chooser, False, False, 0)
         content.reorder_child(chooser, position)
+    # Under the controls: the time the current settings take, before OK.
+    label, refresh = estimate_label(config, engine_config, drawables)
+    content.pack_start(label, False, False, 0)
+    refresh.changed()
     accepted = dialog.run()
+    refresh.close()
     dialog.destroy()
     return accepted
 
@@ -180,11 +257,14 @@ def neural_style(
     config: Gimp.ProcedureConfig,
     data: object,
 ) -> Gimp.ValueArray:
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config):
+    try:
+        engine_config = nst_bridge.load_config(PLUGIN_DIR)
+    except nst_bridge.EngineError as error:
+        return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
+    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, engine_config, drawables):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     Gimp.progress_init("Neural style")
     try:
-        engine_config = nst_bridge.load_config(PLUGIN_DIR)
         styles, options = read_styles(config), read_options(config, engine_config)
         layers = check_layers(drawables)
         # Every layer is computed before any is inserted: a failure leaves the image untouched.

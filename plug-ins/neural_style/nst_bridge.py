@@ -364,12 +364,197 @@ def child_environment(extra=None):
 
 def engine_command(config, python, job_path, folder):
     # type: (dict, str, str, str) -> list
-    """The engine's command line; for Flatpak, run on the host, dying with the plug-in (--watch-bus)."""
-    command = [python, "-m", "nst_core", "run-job", job_path]
+    """The engine's command line for a job; for Flatpak, run on the host, dying with the plug-in."""
+    return _engine_argv(config, [python, "-m", "nst_core", "run-job", job_path], folder)
+
+
+def _engine_argv(config, command, folder=None):
+    # type: (dict, list, str | None) -> list
+    """`command` as it is started: as it is, or for Flatpak on the host through flatpak-spawn
+    (--watch-bus: it dies with the plug-in), with the engine's environment and in `folder`."""
     if not config.get("flatpak"):
         return command
+    spawn = [FLATPAK_SPAWN, "--host", "--watch-bus"] + (["--directory=" + folder] if folder else [])
     env = ["--env=%s=%s" % item for item in sorted(engine_environment(config).items())]
-    return [FLATPAK_SPAWN, "--host", "--watch-bus", "--directory=" + folder] + env + command
+    return spawn + env + command
+
+
+def engine_python(config):
+    # type: (dict) -> str
+    """The config's engine Python, or EngineNotInstalled saying what to do."""
+    python = config.get("python")
+    if not python:
+        raise EngineNotInstalled()
+    # A host path may not exist inside the Flatpak sandbox: there, starting it is the check.
+    if not config.get("flatpak") and not os.path.isfile(python):
+        raise EngineNotInstalled("Neural style engine Python %s is missing: run install.py again." % python)
+    return python
+
+
+def job_options(config, options):
+    # type: (dict, dict) -> dict
+    """The engine options of a job (and of a plan): unset ones (None) left out, the config's weights
+    added unless the options name others."""
+    options = dict((k, v) for k, v in options.items() if v is not None)
+    if config.get("weights") and "weights" not in options:
+        options["weights"] = config["weights"]
+    return options
+
+
+# -- the time estimate that the GIMP 3 dialog shows before OK -----------------------------------------
+
+ESTIMATING = "Estimating the time\u2026"
+ESTIMATE_DELAY_MS = 400  # settings that change faster than this are estimated once, for the last of them
+NO_ESTIMATE = "No time estimate: %s"
+DEVICE_NAMES = {"cpu": "the CPU", "mps": "the Apple GPU"}
+
+
+def option_flags(options):
+    # type: (dict) -> list
+    """Engine options as `stylize`'s flags (`--style-scale 1.5`, `--no-multiscale`, lists spread out)."""
+    flags = []  # type: list
+    for name in sorted(options):
+        value, flag = options[name], "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        flags.append(flag)
+        flags.extend(repr(item) if isinstance(item, float) else _text(item) for item in values)
+    return flags
+
+
+def plan_command(config, width, height, style_count, options):
+    # type: (dict, int, int, int, dict) -> list
+    """`<engine python> -m nst_core plan ...` for a content of width x height, the options of a job."""
+    command = [engine_python(config), "-m", "nst_core", "plan"]
+    command += ["--width", "%d" % width, "--height", "%d" % height, "--styles", "%d" % style_count]
+    command += option_flags(job_options(config, options))
+    return [native(_text(arg)) for arg in _engine_argv(config, command)]
+
+
+def _about(seconds):
+    # type: (float) -> str
+    seconds = max(0, int(round(seconds)))
+    if seconds < 90:
+        return "About %d s" % max(seconds, 1)
+    minutes = int(round(seconds / 60.0))
+    if minutes < 60:
+        return "About %d min" % minutes
+    return "About %d h %02d min" % divmod(minutes, 60)
+
+
+def _device_name(device):
+    # type: (str) -> str
+    """The engine's device label for people: the CPU, the GPU's name from 'cuda:0 (NVIDIA H100)'."""
+    if device in DEVICE_NAMES:
+        return DEVICE_NAMES[device]
+    if device.endswith(")") and " (" in device:
+        return device[device.index(" (") + 2 : -1]
+    return device
+
+
+def plan_text(plan):
+    # type: (dict) -> str
+    """One line for the dialog from the engine's plan: 'About 30 s on the CPU at 432x324 px (the layer
+    is 4000x3000 px; the result is scaled up to it)', with ', in 12 tiles' when the last scale is tiled."""
+    last = plan["scales"][-1]
+    width, height = last["width"], last["height"]
+    text = "%s on %s at %d\u00d7%d px" % (
+        _about(plan["estimated_seconds"]),
+        _device_name(_text(plan.get("device", "?"))),
+        width,
+        height,
+    )
+    tiles = plan.get("tiles") or []
+    if tiles and tiles[-1].get("count", 0) > 1:
+        text += ", in %d tiles" % tiles[-1]["count"]
+    output = plan.get("output_size") or [width, height]
+    if list(output) != [width, height]:
+        text += " (the layer is %d\u00d7%d px; the result is scaled up to it)" % tuple(output)
+    return text
+
+
+def estimate_text(code, stdout, stderr):
+    # type: (int, str, str) -> str
+    """The dialog's line from a finished plan command: its exit code, stdout and stderr as text."""
+    if code == 0:
+        try:
+            return plan_text(json.loads(stdout))
+        except (ValueError, KeyError, IndexError, TypeError):
+            return NO_ESTIMATE % "the engine's plan was not understood: run install.py again."
+    lines = [line.strip() for line in (stderr or "").splitlines() if line.strip()]
+    if lines:
+        message = lines[-1][len("error:") :].strip() if lines[-1].startswith("error:") else lines[-1][:300]
+    else:
+        message = "the engine failed (exit code %s): run install.py again." % code
+    return NO_ESTIMATE % message
+
+
+class EstimateRefresh(object):
+    """When the dialog's estimate is computed: debounced, the newest request superseding older ones.
+
+    changed() shows ESTIMATING and (re)arms a timer; when it fires, the plan command starts and a
+    running older one is cancelled; only the newest one's result is shown, and nothing after close().
+    The toolkit comes in as callables (GLib's in the GIMP 3 plug-in, fakes in the tests):
+      command() -> argv (may raise EngineError); start(argv, done) -> handle with cancel(), calls
+      done(code, stdout, stderr) later (may raise EngineError); show(text); timer(ms, callback) -> id
+      (a callback returning False runs once); cancel_timer(id).
+    """
+
+    def __init__(self, command, start, show, timer, cancel_timer, delay_ms=ESTIMATE_DELAY_MS):
+        # type: (object, object, object, object, object, int) -> None
+        self.command, self.start, self.show = command, start, show
+        self.timer, self.cancel_timer, self.delay_ms = timer, cancel_timer, delay_ms
+        self.timer_id = None  # type: object
+        self.running = None  # type: object
+        self.generation = 0
+        self.closed = False
+
+    def changed(self, *_ignored):
+        # type: (object) -> None
+        """A setting changed (a notify handler: its arguments are ignored)."""
+        if self.closed:
+            return
+        if self.timer_id is not None:
+            self.cancel_timer(self.timer_id)
+        self.show(ESTIMATING)
+        self.timer_id = self.timer(self.delay_ms, self._fire)
+
+    def _fire(self):
+        # type: () -> bool
+        self.timer_id = None
+        self._cancel_running()
+        self.generation += 1
+        generation = self.generation
+        try:
+            argv = self.command()
+            self.running = self.start(argv, lambda *result: self._done(generation, *result))
+        except EngineError as error:
+            self.show(NO_ESTIMATE % error.message)
+        return False
+
+    def _done(self, generation, code, stdout, stderr):
+        # type: (int, int, str, str) -> None
+        if self.closed or generation != self.generation:
+            return  # superseded, or the dialog is gone
+        self.running = None
+        self.show(estimate_text(code, stdout, stderr))
+
+    def _cancel_running(self):
+        # type: () -> None
+        running, self.running = self.running, None
+        if running is not None:
+            running.cancel()
+
+    def close(self):
+        # type: () -> None
+        """The dialog closed: no timer, no running command, no more show()."""
+        self.closed = True
+        if self.timer_id is not None:
+            self.cancel_timer(self.timer_id)
+            self.timer_id = None
+        self._cancel_running()
 
 
 def stop_process(process, gently):
@@ -474,7 +659,7 @@ class EngineRun(object):
     def run(self, styles, options, on_progress):
         # type: (list, dict, object) -> bytes
         """Stylise the content; styles: [(path, weight)]; on_progress(fraction, text) -> False cancels."""
-        python = self._engine_python()
+        python = engine_python(self.config)
         if self.content is None:
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
         if not styles:
@@ -519,23 +704,9 @@ class EngineRun(object):
         if self in _LIVE_RUNS:
             _LIVE_RUNS.remove(self)
 
-    def _engine_python(self):
-        # type: () -> str
-        python = self.config.get("python")
-        if not python:
-            raise EngineNotInstalled()
-        # A host path may not exist inside the Flatpak sandbox: there, starting it is the check.
-        if not self.flatpak and not os.path.isfile(python):
-            raise EngineNotInstalled(
-                "Neural style engine Python %s is missing: run install.py again." % python
-            )
-        return python
-
     def _write_job(self, styles, options):
         # type: (list, dict) -> str
-        options = dict((k, v) for k, v in options.items() if v is not None)
-        if self.config.get("weights") and "weights" not in options:
-            options["weights"] = self.config["weights"]
+        options = job_options(self.config, options)
         output = {"raw": os.path.join(self.folder, "result.raw"), "format": self.content["format"]}
         if self.flatpak:
             styles = self._copy_styles(styles)

@@ -74,7 +74,16 @@ version=$(chroot "${GIMP3_ROOT:-/var/tmp/gimp3-root}" dpkg-query -W -f='${Versio
 printf '(config-version "%s")\n(show-welcome-dialog no)\n(check-updates no)\n' "$version" > "$work/gimprc"
 n=99   # Xvfb keeps its lock in the host's /tmp: take a free display number
 while [[ -e /tmp/.X$n-lock || -e /tmp/.X11-unix/X$n ]]; do n=$((n + 1)); done
-"$here/run_in_gimp.sh" --profile "$profile" --timeout 180 --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
+# The dialog runs the engine for its time estimate: its Python, its code and the weights must be
+# visible inside the chroot at the same paths.
+binds=()
+while IFS= read -r dir; do binds+=(--bind "$dir"); done < <(
+    "$python" -c 'import os, sys, nst_core; print(sys.prefix); print(sys.base_prefix)
+print(os.path.dirname(os.path.dirname(os.path.abspath(nst_core.__file__))))' | sort -u
+)
+binds+=(--bind "$(dirname "$weights")")
+"$here/run_in_gimp.sh" --profile "$profile" --timeout 180 "${binds[@]}" \
+    --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
 rm -f "/tmp/.X$n-lock" "/tmp/.X11-unix/X$n"   # left only if Xvfb was killed hard
 cp "$work/dialog.png" "$images/dialog.png"
 echo "make_screenshots: dialog.png"

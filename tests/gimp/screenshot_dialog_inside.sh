@@ -1,11 +1,15 @@
 #!/bin/bash
-# Runs inside the chroot (make_screenshots.sh starts it through run_in_gimp.sh --cmd):
-# Xvfb, GUI GIMP with before.png open, the plug-in called INTERACTIVE, the dialog grabbed
-# to WORK/dialog.png, then Escape to cancel it and everything shut down.
-#   screenshot_dialog_inside.sh WORK DISPLAY_NUMBER
+# Runs inside the chroot (make_screenshots.sh and test_gimp_plugin.py start it through
+# run_in_gimp.sh --cmd): Xvfb, GUI GIMP with WORK/before.png open, the plug-in called
+# INTERACTIVE (with the properties in WORK/dialog_args.json, if there is one), the dialog
+# grabbed to WORK/dialog.png once its time estimate is shown, then Escape to cancel it and
+# everything shut down. With SIZE, the working size is then typed into the dialog and it is
+# grabbed again, to WORK/dialog-size.png, once the estimate has been refreshed.
+# The plug-in's estimate lines (NST_DEBUG=1) end up in WORK/gimp.log.
+#   screenshot_dialog_inside.sh WORK DISPLAY_NUMBER [SIZE]
 set -u
-work=$1 n=$2
-export DISPLAY=:$n GDK_BACKEND=x11 NO_AT_BRIDGE=1
+work=$1 n=$2 size=${3:-}
+export DISPLAY=:$n GDK_BACKEND=x11 NO_AT_BRIDGE=1 NST_DEBUG=1
 xvfb="" gimp=""
 stop() {
     [[ -n $gimp ]] && kill "$gimp" 2> /dev/null
@@ -17,6 +21,7 @@ xvfb=$!
 for _ in $(seq 50); do xdotool getdisplaygeometry > /dev/null 2>&1 && break; sleep 0.1; done
 
 cat > "$work/open_dialog.py" << EOF
+import json, os
 import gi
 gi.require_version("Gimp", "3.0")
 from gi.repository import Gimp, Gio
@@ -28,6 +33,9 @@ config.set_property("run-mode", Gimp.RunMode.INTERACTIVE)
 config.set_property("image", image)
 config.set_core_object_array("drawables", image.get_layers())
 config.set_property("style-file", Gio.File.new_for_path("$work/style.png"))
+if os.path.exists("$work/dialog_args.json"):
+    for name, value in json.load(open("$work/dialog_args.json")).items():
+        config.set_property(name, value)
 print("dialog closed:", procedure.run(config).index(0).value_nick)
 EOF
 gimp-3.0 --no-splash --gimprc "$work/gimprc" --batch-interpreter python-fu-eval \
@@ -43,8 +51,16 @@ if [[ -z $window ]]; then
     tail -n 30 "$work/gimp.log" >&2
     exit 1
 fi
-sleep 1.5   # mapped is not yet drawn
-python3 - "$work/dialog.png" "$window" << 'EOF'
+
+estimates() { grep -c '^neural-style estimate: \(About\|No time estimate\)' "$work/gimp.log"; }
+wait_estimate() {   # until more than $1 estimates have finished (the engine takes seconds)
+    local end=$((SECONDS + 60))
+    while (($(estimates) <= $1)) && ((SECONDS < end)); do sleep 0.3; done
+    (($(estimates) > $1)) || echo "no time estimate appeared in the dialog" >&2
+}
+grab() {
+    sleep 1   # shown is not yet drawn
+    python3 - "$1" "$window" << 'EOF'
 import sys
 import gi
 gi.require_version("Gdk", "3.0")
@@ -53,7 +69,20 @@ from gi.repository import Gdk, GdkX11
 window = GdkX11.X11Window.foreign_new_for_display(Gdk.Display.get_default(), int(sys.argv[2]))
 Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height()).savev(sys.argv[1], "png", [], [])
 EOF
-# No window manager: focus the dialog first; GTK ignores synthetic key events.
-xdotool windowfocus --sync "$window" key Escape
+}
+wait_estimate 0
+grab "$work/dialog.png"
+# No window manager: focus the dialog first. GTK ignores key events sent to a window;
+# xdotool key without --window goes through XTEST, which GTK takes as typed.
+xdotool windowfocus --sync "$window"
+if [[ -n $size ]]; then
+    before=$(estimates)
+    # Alt+W: the mnemonic of "_Working size"; select its text, type the size, leave the field.
+    xdotool key alt+w sleep 0.3 key ctrl+a sleep 0.2 type --delay 80 "$size"
+    xdotool sleep 0.2 key Tab
+    wait_estimate "$before"
+    grab "$work/dialog-size.png"
+fi
+xdotool key Escape
 for _ in $(seq 100); do kill -0 "$gimp" 2> /dev/null || break; sleep 0.1; done
 grep '^dialog closed' "$work/gimp.log"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -458,3 +459,68 @@ def test_result_equals_the_engine_run_directly(gimp: dict) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     direct = np.fromfile(work / "direct-result.raw", dtype=np.uint8).reshape(source.shape)
     assert np.abs(direct.astype(int) - styled).max() <= 1
+
+
+# -- the dialog, in GUI GIMP on a virtual display ----------------------------------------------------------
+
+ESTIMATE = re.compile(r"^neural-style estimate: (About \d+ (?:s|min) on the CPU at (\d+)×(\d+) px.*)$", re.M)
+
+
+@pytest.fixture(scope="module")
+def dialog(gimp: dict, chroot: Path) -> dict:
+    """The plug-in's dialog opened INTERACTIVE (screenshot_dialog_inside.sh), the working size typed into
+    it: GIMP's log, with the estimate lines the plug-in prints under NST_DEBUG=1."""
+    built = subprocess.run(
+        [HERE / "make_chroot.sh", chroot],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, EXTRA_PACKAGES="xvfb xdotool"),
+    )
+    if built.returncode != 0:
+        pytest.fail(
+            f"Could not add Xvfb and xdotool to {chroot}: {built.stderr.strip()[-800:]}", pytrace=False
+        )
+    work = gimp["work"] / "dialog"
+    work.mkdir()
+    make_content_image(300, 200).save(work / "before.png")
+    make_style_image().save(work / "style.png")
+    (work / "dialog_args.json").write_text(json.dumps({"preset": "fast", "device": "cpu"}))
+    version = subprocess.run(
+        ["chroot", str(chroot), "dpkg-query", "-W", "-f=${Version}", "gimp"], capture_output=True, text=True
+    ).stdout
+    version = version.split(":")[-1].split("-")[0]
+    (work / "gimprc").write_text(
+        f'(config-version "{version}")\n(show-welcome-dialog no)\n(check-updates no)\n'
+    )
+    display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
+    binds = {
+        sys.prefix,
+        sys.base_prefix,
+        str(REPO),
+        gimp["work"].as_posix(),
+        str(Path(gimp["weights"]).parent),
+    }
+    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot), "--profile", str(gimp["profile"])]
+    for path in sorted(binds):
+        command += ["--bind", path]
+    command += ["--timeout", "240", "--cmd", "bash", str(HERE / "screenshot_dialog_inside.sh")]
+    done = subprocess.run([*command, str(work), str(display), "96"], capture_output=True, text=True)
+    log = (work / "gimp.log").read_text(errors="replace") if (work / "gimp.log").exists() else ""
+    if done.returncode != 0:
+        pytest.fail(f"The dialog run failed (exit {done.returncode}):\n{done.stderr[-2000:]}\n{log[-2000:]}")
+    return {"log": log, "stdout": done.stdout, "stderr": done.stderr, "work": work}
+
+
+def test_dialog_shows_the_time_estimate_and_refreshes_it(dialog: dict) -> None:
+    log = dialog["log"]
+    estimates = ESTIMATE.findall(log)
+    assert len(estimates) == 2, log[-3000:]
+    (first, *_), (second, width, height) = estimates
+    assert "no time estimate appeared" not in dialog["stderr"]
+    assert log.index("neural-style estimate: Estimating the time") < log.index(first)
+    # Typed into the dialog: working size 96 for the 300 x 200 layer.
+    assert (width, height) == ("96", "64")
+    assert second.endswith("(the layer is 300×200 px; the result is scaled up to it)")
+    assert "dialog closed: cancel" in dialog["stdout"]
+    assert (dialog["work"] / "dialog.png").stat().st_size > 0
+    assert (dialog["work"] / "dialog-size.png").stat().st_size > 0
