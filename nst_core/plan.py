@@ -239,7 +239,7 @@ def scale_seconds(settings: Settings, scale: ScalePlan, speed: Speed) -> float:
         blocks = tiling.plan_blocks(scale.width, scale.height, scale.tile, margin, grid)
         flops = sum(conv_flops(settings, b.padded.width, b.padded.height) for b in blocks)
         per_iteration = speed.overhead + TILED_PASSES * flops / speed.rate
-    return (scale.iterations + SCALE_SETUP_ITERATIONS) * per_iteration
+    return (scale.iterations + SCALE_SETUP_ITERATIONS) * per_iteration + speed.per_scale
 
 
 def ladder(settings: Settings, size: int) -> list[tuple[int, int]]:

@@ -23,8 +23,10 @@ from .options import Settings
 from .paths import data_dir
 
 SPEED_FILE = "speed.json"
-# A tiled iteration runs the network forward, then forward and backward again: three passes, not two.
-TILED_PASSES = 1.5
+# A tiled iteration runs the network forward, then forward and backward again: three passes, not
+# two, so 1.5; with the blocks' sums, copies and gradient additions a 4000 x 3000 `fast` job
+# measured 1.9 (bench_jobs: 1645 s, estimated 1307 s at 1.5).
+TILED_PASSES = 1.9
 # Per scale, before its first iteration: the content's features and the style's statistics, about
 # one iteration's work.
 SCALE_SETUP_ITERATIONS = 1.0
@@ -38,19 +40,21 @@ class Speed:
     overhead: float  # seconds per iteration whatever the size
     startup: float  # seconds from the engine's start to its first iteration
     measured: bool = False
+    per_scale: float = 0.0  # seconds per scale whatever its size: objective, targets, preview
 
     def iteration_seconds(self, settings: Settings, width: int, height: int) -> float:
         return self.overhead + conv_flops(settings, width, height) / self.rate
 
 
-# Unmeasured devices. CPU: `calibrate` on 2 cores (AVX-512) gave 142 GFLOP/s and 0.01 s, and whole
-# `fast` and `balanced` jobs ran at 130-140 (bench_jobs); per core, scaled by the cores here. A GPU: a
-# modest one, so that an unmeasured GPU is not promised too much.
-CPU_RATE_PER_CORE = 65e9
+# Unmeasured devices. CPU: fitted to the scales of whole `fast` jobs on 2 cores (AVX-512): 153
+# GFLOP/s, 0.003 s per iteration and 1.1 s per scale reproduced each of six scales (136 to 1024 px)
+# within 4% (`calibrate` there: 142 GFLOP/s); per core, scaled by the cores here. A GPU: a modest
+# one, so that an unmeasured GPU is not promised too much.
+CPU_RATE_PER_CORE = 75e9
 DEFAULTS = {
-    "cpu": Speed(rate=CPU_RATE_PER_CORE * 2, overhead=0.01, startup=3.0),
-    "cuda": Speed(rate=20e12, overhead=0.02, startup=6.0),
-    "mps": Speed(rate=2e12, overhead=0.05, startup=4.0),
+    "cpu": Speed(rate=CPU_RATE_PER_CORE * 2, overhead=0.005, startup=3.0, per_scale=1.1),
+    "cuda": Speed(rate=20e12, overhead=0.02, startup=6.0, per_scale=0.3),
+    "mps": Speed(rate=2e12, overhead=0.05, startup=4.0, per_scale=0.5),
 }
 
 
@@ -80,11 +84,12 @@ def default_speed(device_type: str, cores: int | None = None) -> Speed:
 
 def device_speed(device_key: str, device_type: str, folder: Path | None = None) -> Speed:
     """The speed recorded for `device_key` (e.g. "cpu", "cuda:0 (NVIDIA H100)"), or the default."""
+    default = default_speed(device_type)
     try:
         records = json.loads(speed_file(folder).read_text())
-        return Speed(**{**records[device_key], "measured": True})
+        return Speed(**{**asdict(default), **records[device_key], "measured": True})
     except (OSError, ValueError, KeyError, TypeError):
-        return default_speed(device_type)
+        return default
 
 
 def record_speed(device_key: str, speed: Speed, folder: Path | None = None) -> Path:
@@ -103,7 +108,7 @@ def record_speed(device_key: str, speed: Speed, folder: Path | None = None) -> P
     return path
 
 
-def fit_speed(samples: list[tuple[float, float]], startup: float) -> Speed:
+def fit_speed(samples: list[tuple[float, float]], startup: float, per_scale: float = 0.0) -> Speed:
     """A Speed through (FLOPs, seconds per iteration) samples: least squares for overhead + f / rate."""
     n = len(samples)
     mean_f = sum(f for f, _ in samples) / n
@@ -112,7 +117,7 @@ def fit_speed(samples: list[tuple[float, float]], startup: float) -> Speed:
     slope = sum((f - mean_f) * (t - mean_t) for f, t in samples) / spread if spread else mean_t / mean_f
     slope = max(slope, 1e-18)
     overhead = max(0.0, mean_t - slope * mean_f)
-    return Speed(rate=1 / slope, overhead=overhead, startup=startup, measured=True)
+    return Speed(rate=1 / slope, overhead=overhead, startup=startup, measured=True, per_scale=per_scale)
 
 
 def time_iterations(step: Callable[[], object], count: int, synchronize: Callable[[], None]) -> float:
@@ -135,7 +140,7 @@ CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
 CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
 
 
-def calibrate(weights: Path, device: object, startup: float) -> Speed:
+def calibrate(weights: Path, device: object, startup: float, per_scale: float = 0.0) -> Speed:
     """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
     import torch
 
@@ -160,4 +165,4 @@ def calibrate(weights: Path, device: object, startup: float) -> Speed:
             stepper.step, CALIBRATION_STEPS.get(device.type, 5), lambda: bench.synchronize(device)
         )
         samples.append((conv_flops(settings, side, side), seconds))
-    return fit_speed(samples, startup)
+    return fit_speed(samples, startup, per_scale)

@@ -73,6 +73,7 @@ def test_auto_size_is_the_largest_that_fits_the_presets_time() -> None:
 
 def test_the_estimate_follows_the_speed() -> None:
     slow, twice = _plan((1024, 768), size=1024), _plan((1024, 768), size=1024, speed=Speed(200e9, 0.005, 3.0))
+    # SLOW has no per-scale part: twice the rate and half the overhead halve everything but the start.
     assert (twice.estimated_seconds - 3.0) == pytest.approx((slow.estimated_seconds - 3.0) / 2, rel=1e-6)
     assert slow.seconds and len(slow.seconds) == len(slow.scales)
 
