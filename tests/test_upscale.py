@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from make_upscale_crops import rise_width
 from skimage import data
 
 from nst_core import images, upscale
@@ -15,17 +16,6 @@ from nst_core import images, upscale
 
 def _astronaut(size: int) -> np.ndarray:
     return images.resize(data.astronaut().astype(np.float32) / 255.0, size, size)
-
-
-def _rise_width(profile: np.ndarray) -> float:
-    """10-90% rise in pixels of a step profile, levels taken from its two ends (not from overshoot)."""
-    p = (profile - profile[:10].mean()) / (profile[-10:].mean() - profile[:10].mean())
-
-    def crossing(level: float) -> float:
-        i = int(np.argmax(p >= level))
-        return i - 1 + (level - p[i - 1]) / (p[i] - p[i - 1])
-
-    return crossing(0.9) - crossing(0.1)
 
 
 def _slanted_step(size: int) -> np.ndarray:
@@ -43,7 +33,7 @@ def test_edges_are_as_sharp_as_the_photo() -> None:
     lanczos = images.resize(result, 192, 192)
     rows = range(16, 176)
     width = {
-        name: float(np.median([_rise_width(image[y, :, 0]) for y in rows]))
+        name: float(np.median([rise_width(image[y, :, 0]) for y in rows]))
         for name, image in (("photo", guide[..., ::-1]), ("guided", guided), ("lanczos", lanczos))
     }
     assert width["lanczos"] > 3.0, width  # what a plain 4x resize does to the edge
