@@ -13,6 +13,7 @@ from pathlib import Path
 
 APP_NAME = "gimp-neural-style"
 DATA_DIR_ENV = "NST_DATA_DIR"
+SPEED_FILE = "speed.json"  # in the data folder: the device speeds `calibrate` measured (speed.py)
 
 
 def _home(env: Mapping[str, str]) -> Path:

@@ -20,9 +20,8 @@ from pathlib import Path
 
 from . import host, memory
 from .options import Settings
-from .paths import data_dir
+from .paths import SPEED_FILE, data_dir
 
-SPEED_FILE = "speed.json"
 # A tiled iteration runs the network forward, then forward and backward again: three passes, not
 # two, so 1.5; with the blocks' sums, copies and gradient additions a 4000 x 3000 `fast` job
 # measured 1.9 (bench_jobs: 1645 s, estimated 1307 s at 1.5).

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkout import REPO, NstError, nst_bridge, project, weights
+from .checkout import REPO, NstError, nst_bridge, paths, project, weights
 from .engine import (
     SELF_TEST_OPTIONS,
     SELF_TEST_SIZE,
@@ -46,6 +46,7 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
     changes = Changes()
     make_dirs(plan.data_dir, manifest)
     manifest.add("files", plan.data_dir / weights.STAMP_NAME)  # the engine's hash cache of the weights
+    manifest.add("files", plan.data_dir / paths.SPEED_FILE)  # the self-test's measured speed
     say("Engine")
     make_environment(plan.engine, manifest, changes)
     say("Weights")
