@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import host, losses, memory, optimize
+from . import host, losses, memory, optimize, speed
 from .devices import describe_device, pick_device
 from .images import from_tensor
 from .network import build_network, layer_index, load_features
 from .options import Options, Settings, resolve
+from .plan import autocast_dtype
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -444,6 +445,32 @@ def time_to_quality(
     )
     rows.append(judge("single-scale L-BFGS, to the same total loss", stepper.result(), elapsed, detail))
     return rows
+
+
+# ---- this device's speed, for the plans' time estimates (`calibrate`) -------------------------
+
+CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
+CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
+
+
+def calibrate(weights: Path, device: torch.device, startup: float, per_scale: float = 0.0) -> speed.Speed:
+    """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
+    settings = resolve(Options(preset="balanced", multiscale=False))
+    network = build_network(
+        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
+    )
+    dtype = autocast_dtype(device, settings.precision)
+    steps = CALIBRATION_STEPS.get(device.type, 5)
+    samples = []
+    for side in CALIBRATION_SIDES.get(device.type, (256, 512)):
+        content, style = synthetic_images(side, side, device)
+        objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, dtype)
+        loss_scale = optimize.loss_scale_for(dtype)
+        stepper = optimize.Stepper(content, objective, settings.optimizer, settings.learning_rate, loss_scale)
+        block = lambda step=stepper.step: [step() for _ in range(steps)]  # noqa: E731
+        seconds = best_time(block, device, 3) / steps
+        samples.append((speed.conv_flops(settings, side, side), seconds))
+    return speed.fit_speed(samples, startup, per_scale)
 
 
 # ---- command line ----------------------------------------------------------------------------

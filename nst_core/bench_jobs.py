@@ -77,25 +77,25 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def tiled_vs_whole(weights: str | None, size: int, iterations: int, budget_mib: float) -> dict[str, Any]:
+def tiled_vs_whole(weights: str, size: int, iterations: int, budget_mib: float) -> dict[str, Any]:
     """The same single-scale job whole and forced into tiles by a small budget."""
     from . import losses, network, objective
-    from .images import resize, to_tensor
+    from .images import fit_size, resize, to_tensor
     from .options import Options, resolve
     from .run import stylize
 
     content, style = _images(size, size * 3 // 4)
-    base = dict(preset="balanced", size=size, iterations=iterations, multiscale=False, device="cpu")
-    if weights:
-        base["weights"] = weights
+    base = dict(
+        preset="balanced", size=size, iterations=iterations, multiscale=False, device="cpu", weights=weights
+    )
     timings, results = {}, {}
     for name, extra in (("whole", {}), ("tiled", {"max_memory": budget_mib})):
         start = time.perf_counter()
         results[name] = stylize(content, [style], Options(**base, **extra))  # type: ignore[arg-type]
         timings[name] = round(time.perf_counter() - start, 1)
     settings = resolve(Options(**base))  # type: ignore[arg-type]
-    net = network.build_network(settings.model, settings.weights or _weights(), settings.style_layers)
-    style_small = resize(style, *_fit(style, size))
+    net = network.build_network(settings.model, weights, settings.style_layers)
+    style_small = resize(style, *fit_size(style.shape[1], style.shape[0], size))
     targets = objective.blended_style_targets(
         [objective.style_statistics(net, to_tensor(style_small), settings, None)], settings
     )
@@ -115,18 +115,6 @@ def tiled_vs_whole(weights: str | None, size: int, iterations: int, budget_mib: 
         "seconds_whole": timings["whole"],
         "seconds_tiled": timings["tiled"],
     }
-
-
-def _fit(image: np.ndarray, longest: int) -> tuple[int, int]:
-    height, width = image.shape[:2]
-    scale = longest / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def _weights() -> str:
-    from .weights import resolve_weights
-
-    return str(resolve_weights(None, "vgg19"))
 
 
 def _random_weights(folder: Path) -> str:

@@ -8,6 +8,7 @@ once, before any pixel is processed. `build_plan` is the part that needs no devi
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,9 +173,7 @@ def build_plan(
             return _scales_plan(settings, content_size, side, device, budget, min_side, speed)[2] <= seconds
 
         low = min(settings.min_scale, cap)
-        size = (memory.largest_side(in_time, low, cap) or low) if cap > low else cap
-        if cap > low and in_time(cap):
-            size = cap
+        size = cap if cap <= low or in_time(cap) else memory.largest_side(in_time, low, cap) or low
     else:
         size = max(1, min(settings.size, cap))
     scales, times, total = _scales_plan(settings, content_size, size, device, budget, min_side, speed)
@@ -312,10 +311,15 @@ def _cpu_has_bf16() -> bool:
 def margin_for(settings: Settings) -> tuple[int, int]:
     """(margin, grid) of the blocks a tiled scale runs in: how far the padding at a crop's border
     reaches into the deepest layer, and the deepest pooling's cell, where blocks start."""
-    layers = (*settings.content_layers, *settings.style_layers)
-    deepest = max(network.layer_index(settings.model, n) for n in layers)
-    stack = list(network.blank_features(settings.model))[: deepest + 1]
-    return network.border_margin(stack), network.smallest_side(settings.model, layers)
+    return _margin(settings.model, (*settings.content_layers, *settings.style_layers))
+
+
+@functools.cache
+def _margin(model: str, layers: tuple[str, ...]) -> tuple[int, int]:
+    # Cached: the tile search asks for it at every side it tries, and the layout is built each time.
+    deepest = max(network.layer_index(model, n) for n in layers)
+    stack = list(network.blank_features(model))[: deepest + 1]
+    return network.border_margin(stack), network.smallest_side(model, layers)
 
 
 def fits(settings: Settings, scale: ScalePlan, device_type: str, budget: int) -> bool:

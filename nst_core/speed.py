@@ -3,18 +3,15 @@
 One iteration costs a fixed part (the style loss's eigendecompositions, kernel launches) plus its
 convolutions' FLOPs over the device's achieved rate; a tiled iteration reads its blocks' margins
 too and runs the network forward twice (tiling.py). `calibrate` measures the rate and the fixed
-part on this device with the engine's own optimiser and records them in the data folder (the
-installer's self-test runs it); until then the defaults below, measured on a 2-core CPU, are used.
+part on this device with the engine's own optimiser (`bench.calibrate`) and records them in the
+data folder (the installer's self-test runs it); until then the defaults below are used.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -117,51 +114,3 @@ def fit_speed(samples: list[tuple[float, float]], startup: float, per_scale: flo
     slope = max(slope, 1e-18)
     overhead = max(0.0, mean_t - slope * mean_f)
     return Speed(rate=1 / slope, overhead=overhead, startup=startup, measured=True, per_scale=per_scale)
-
-
-def time_iterations(step: Callable[[], object], count: int, synchronize: Callable[[], None]) -> float:
-    """Seconds per call of `step`, the best of three blocks of `count` after one warm-up call."""
-    step()
-    synchronize()
-    best = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        for _ in range(count):
-            step()
-        synchronize()
-        best = min(best, (time.perf_counter() - start) / count)
-    return best
-
-
-# ---- measuring this device -------------------------------------------------------------------
-
-CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
-CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
-
-
-def calibrate(weights: Path, device: object, startup: float, per_scale: float = 0.0) -> Speed:
-    """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
-    import torch
-
-    from . import bench, optimize
-    from .network import build_network
-    from .options import Options, resolve
-    from .plan import autocast_dtype
-
-    assert isinstance(device, torch.device)
-    settings = resolve(Options(preset="balanced", multiscale=False))
-    network = build_network(
-        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
-    )
-    dtype = autocast_dtype(device, settings.precision)
-    samples = []
-    for side in CALIBRATION_SIDES.get(device.type, (256, 512)):
-        content, style = bench.synthetic_images(side, side, device)
-        objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, dtype)
-        loss_scale = optimize.loss_scale_for(dtype)
-        stepper = optimize.Stepper(content, objective, settings.optimizer, settings.learning_rate, loss_scale)
-        seconds = time_iterations(
-            stepper.step, CALIBRATION_STEPS.get(device.type, 5), lambda: bench.synchronize(device)
-        )
-        samples.append((conv_flops(settings, side, side), seconds))
-    return fit_speed(samples, startup, per_scale)

@@ -213,9 +213,3 @@ class TiledObjective:
 
 def tile_count(width: int, height: int, tile: int, align: int) -> int:
     return len(axis_pieces(width, tile, align)) * len(axis_pieces(height, tile, align))
-
-
-def padded_share(width: int, height: int, tile: int, margin: int, align: int) -> float:
-    """Pixels the network reads in blocks over the image's own: the margins' extra cost."""
-    read = sum(b.padded.width * b.padded.height for b in plan_blocks(width, height, tile, margin, align))
-    return read / (width * height)
