@@ -43,6 +43,7 @@ FAKE_ENGINE = textwrap.dedent(
                    "pythonpath": os.environ.get("PYTHONPATH"),
                    "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
                    "data_dir": os.environ.get("NST_DATA_DIR"),
+                   "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
                    "styles_exist": [os.path.isfile(s["path"]) for s in job["styles"]],
                    "stdin_is_pipe": stat.S_ISFIFO(os.fstat(0).st_mode)}, fh)
     emit(event="start", version=1, device="cpu", scales=[32, 48], iterations=4, memory_estimate=1)
@@ -110,7 +111,12 @@ FAKE_FLATPAK_SPAWN = textwrap.dedent(
 
 @pytest.fixture
 def flatpak(fake_engine: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A Flatpak config with a fake flatpak-spawn first on PATH and the sandbox's cache folder."""
+    """Inside a Flatpak sandbox (its /.flatpak-info), with a fake flatpak-spawn first on PATH and the
+    sandbox's cache folder. The config is the host GIMP's too (Flathub's GIMP shares ~/.config/GIMP):
+    it says nothing of Flatpak."""
+    info = tmp_path / "flatpak-info"
+    info.write_text("[Application]\nname=org.gimp.GIMP\n")
+    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(info))
     tools = tmp_path / "bin"
     tools.mkdir()
     spawn = tools / "flatpak-spawn"
@@ -119,7 +125,7 @@ def flatpak(fake_engine: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)  # must come from flatpak-spawn's --env
-    return fake_engine | {"flatpak": True}
+    return fake_engine | {"flatpak": False}  # what older installers wrote into a shared profile
 
 
 @pytest.fixture
@@ -457,7 +463,8 @@ def test_bridge_runs_on_python27(
         import sys
         sys.path.insert(0, sys.argv[1])
         import nst_bridge
-        run = nst_bridge.EngineRun({"python": sys.argv[2], "flatpak": sys.argv[4] == "1"})
+        nst_bridge.FLATPAK_INFO = sys.argv[4]
+        run = nst_bridge.EngineRun({"python": sys.argv[2]})
         run.set_content_raw(b"\\x00\\x10\\x20\\xff" * 6, 3, 2, "u8", 4)
         texts = []
         result = run.run([(sys.argv[3], 1.0)], {"seed": 1}, lambda f, t: texts.append(t))
@@ -476,7 +483,7 @@ def test_bridge_runs_on_python27(
             str(PLUGIN_DIR),
             fake_engine["python"],
             style_file,
-            str(int(flatpak_config)),
+            nst_bridge.FLATPAK_INFO if flatpak_config else str(tmp_path / "no-flatpak-info"),
         ],
         capture_output=True,
         text=True,
@@ -557,13 +564,24 @@ def test_flatpak_spawn_failure_is_one_line_with_the_fix(flatpak, style_file, mon
     assert not os.path.exists(folder)
 
 
-def test_flatpak_config_outside_flatpak_says_reinstall(flatpak, style_file, tmp_path, monkeypatch) -> None:
+def test_the_sandbox_is_found_at_run_time_not_in_the_config(fake_engine, style_file, tmp_path, monkeypatch):
+    """A profile shared by the host's and the Flatpak's GIMP: the same config, whatever it says, runs the
+    engine directly outside the sandbox."""
+    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "absent"))
+    for said in (True, False):
+        with nst_bridge.EngineRun(fake_engine | {"flatpak": said}) as run:
+            run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+            assert run.run([(style_file, 1.0)], {}, lambda f, t: True) == bytes(255 - b for b in PIXELS)
+    assert not (tmp_path / "flatpak-spawn.json").exists()
+
+
+def test_a_sandbox_without_flatpak_spawn_is_one_line(flatpak, style_file, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-here"))
     with nst_bridge.EngineRun(flatpak) as run, pytest.raises(nst_bridge.EngineNotInstalled) as info:
         run.set_content_raw(PIXELS, 4, 6, "u8", 4)
         run.run([(style_file, 1.0)], {}, lambda f, t: True)
-    assert "cannot run flatpak-spawn" in info.value.message
-    assert "installed for a Flatpak GIMP; run install.py again" in info.value.message
+    assert "cannot run flatpak-spawn inside the Flatpak sandbox (" in info.value.message
+    assert "\n" not in info.value.message
 
 
 def test_flatpak_cancel_stops_the_engine_and_sweeps_stale_folders(flatpak, style_file, tmp_path, monkeypatch):
@@ -597,7 +615,9 @@ PLAN = {
 }
 
 
-def test_plan_command_passes_the_dialog_options_as_a_job_would(tmp_path: Path) -> None:
+def test_plan_command_passes_the_dialog_options_as_a_job_would(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     python = tmp_path / "python"
     python.write_text("")
     config = {"python": str(python), "weights": "/w/vgg19.pth", "engine": describe()}
@@ -636,7 +656,9 @@ def test_plan_command_passes_the_dialog_options_as_a_job_would(tmp_path: Path) -
         "0.25",
         "0.75",
     ]
-    flatpak = nst_bridge.plan_command({"python": "/host/python", "flatpak": True}, 10, 20, 1, {})
+    (tmp_path / "flatpak-info").write_text("")
+    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "flatpak-info"))
+    flatpak = nst_bridge.plan_command({"python": "/host/python"}, 10, 20, 1, {})
     assert flatpak[:5] == [
         "flatpak-spawn",
         "--host",
@@ -647,6 +669,7 @@ def test_plan_command_passes_the_dialog_options_as_a_job_would(tmp_path: Path) -
     assert flatpak[5:9] == ["/host/python", "-m", "nst_core", "plan"]
     with pytest.raises(nst_bridge.EngineNotInstalled, match="not installed"):
         nst_bridge.plan_command({}, 10, 20, 1, {})
+    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "absent"))
     with pytest.raises(nst_bridge.EngineNotInstalled, match="/no/python is missing"):
         nst_bridge.plan_command({"python": "/no/python"}, 10, 20, 1, {})
 
@@ -794,3 +817,155 @@ def test_real_engine_plan_through_the_bridge(vgg19_weights: Path) -> None:
     done = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=120)
     text = nst_bridge.estimate_text(done.returncode, done.stdout, done.stderr)
     assert done.returncode == 2 and text.startswith("No time estimate: Unknown preset 'no-such-preset'")
+
+
+# -- platforms: Windows' Python 2.7, Windows' file semantics, AppImage --------------------------------------
+
+# GIMP 2.10's side under the real Python 2.7: every argument and environment value that reaches Popen is a
+# native str (Windows' Python 2.7 refuses unicode there), with non-ASCII names in every path.
+PYTHON27_NATIVE_TYPES = textwrap.dedent(
+    """\
+    # -*- coding: utf-8 -*-
+    import json, subprocess, sys
+    sys.path.insert(0, sys.argv[1])
+    import nst_bridge
+    seen = []
+    real_popen = subprocess.Popen
+    def recording_popen(args, **kwargs):
+        env = kwargs.get("env") or {}
+        seen.extend(type(v).__name__ for v in list(args) + list(env) + list(env.values()) + [kwargs["cwd"]])
+        return real_popen(args, **kwargs)
+    subprocess.Popen = recording_popen
+    config = json.loads(open(sys.argv[2], "rb").read().decode("utf-8"))  # unicode, as the config is read
+    style = sys.argv[3]  # bytes in UTF-8, as gimpfu gives a file name
+    run = nst_bridge.EngineRun(config)
+    run.set_content_raw(b"\\x00\\x10\\x20\\xff" * 6, 3, 2, "u8", 4)
+    result = run.run([(style, 1.0)], {}, lambda f, t: True)
+    run.close()
+    assert result == b"\\xff\\xef\\xdf\\x00" * 6, repr(result)
+    print(json.dumps(sorted(set(seen))))
+    """
+)
+
+
+def test_python27_passes_native_strings_and_non_ascii_paths(fake_engine, tmp_path: Path) -> None:
+    home = tmp_path / "Jos\u00e9 \u65e5\u672c"
+    (home / "venv").mkdir(parents=True)
+    engine = home / "venv" / "python"
+    engine.write_bytes(Path(fake_engine["python"]).read_bytes())
+    engine.chmod(0o755)
+    style = home / "st\u00eff.png"
+    style.write_bytes(b"style")
+    config = tmp_path / "nst_config.json"
+    config.write_text(json.dumps({"python": str(engine), "data_dir": str(home / "data")}), encoding="utf-8")
+    temp = home / "Temp"
+    temp.mkdir()
+    done = subprocess.run(
+        [python27(), "-c", PYTHON27_NATIVE_TYPES, str(PLUGIN_DIR), str(config), str(style)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TMPDIR=str(temp), LANG="C.UTF-8", LC_ALL="C.UTF-8"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["str"]  # Python 2's native (byte) str only
+    child = child_record(tmp_path)
+    assert child["data_dir"] == str(home / "data") and child["styles_exist"] == [True]
+    assert os.listdir(temp) == []
+
+
+PYTHON27_WINDOWS_ENCODING = textwrap.dedent(
+    """\
+    # -*- coding: utf-8 -*-
+    import sys
+    sys.path.insert(0, sys.argv[1])
+    import nst_bridge
+    shorts = {u"C:\\\\Users\\\\\u65e5\u672c\\\\python.exe": u"C:\\\\Users\\\\5E5D~1\\\\python.exe"}
+    # Windows' ANSI code page 1252 (Western Europe) stands in for "mbcs", which only Windows has.
+    latin = nst_bridge.native_argument(u"C:\\\\Users\\\\Jos\u00e9\\\\python.exe", "cp1252", shorts.get)
+    assert latin == b"C:\\\\Users\\\\Jos\\xe9\\\\python.exe", repr(latin)
+    short = nst_bridge.native_argument(u"C:\\\\Users\\\\\u65e5\u672c\\\\python.exe", "cp1252", shorts.get)
+    assert short == b"C:\\\\Users\\\\5E5D~1\\\\python.exe", repr(short)
+    try:
+        nst_bridge.native_environment({u"NST_DATA_DIR": u"D:\\\\\u65e5\u672c"}, "cp1252", shorts.get)
+    except nst_bridge.EngineError as error:
+        print(error.message.encode("utf-8"))
+    """
+)
+
+
+def test_python27_on_windows_spells_paths_in_the_code_page_or_says_why(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [python27(), "-c", PYTHON27_WINDOWS_ENCODING, str(PLUGIN_DIR)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    last = done.stdout.strip()  # a name with neither a spelling in the code page nor a short name
+    assert last.startswith("GIMP 2.10's Python 2 cannot pass D:\\\u65e5\u672c to the engine")
+    assert "code page (cp1252)" in last and "--prefix" in last
+
+
+def test_any_failure_to_start_the_engine_is_one_line(fake_engine, style_file, monkeypatch) -> None:
+    def refuses(*args: object, **kwargs: object) -> None:
+        raise TypeError("environment can only contain strings")  # Windows' Python 2.7 on unicode
+
+    monkeypatch.setattr(nst_bridge.subprocess, "Popen", refuses)
+    with nst_bridge.EngineRun(fake_engine) as run, pytest.raises(nst_bridge.EngineNotInstalled) as info:
+        folder = run.folder
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+    assert info.value.message == (
+        f"Neural style engine {fake_engine['python']} cannot start (TypeError: environment can only "
+        "contain strings): run install.py again."
+    )
+    assert not os.path.exists(folder)
+
+
+def open_files() -> set[str]:
+    """The files this process holds open, from the kernel's own table."""
+    fds = Path("/proc/self/fd")
+    return {os.path.realpath(fds / fd) for fd in os.listdir(fds)}
+
+
+def test_windows_sweeps_folders_of_killed_plugins(fake_engine, tmp_path, monkeypatch) -> None:
+    """Windows has no flock: a live plug-in holds its lock file open, and Windows refuses to delete an open
+    file (simulated here from the kernel's list of open files), so a removable lock marks a dead run."""
+    real_remove = os.remove
+
+    def windows_remove(path: str) -> None:
+        if os.path.realpath(path) in open_files():
+            raise PermissionError(13, "The process cannot access the file because it is being used", path)
+        real_remove(path)
+
+    monkeypatch.setattr(nst_bridge, "fcntl", None)
+    monkeypatch.setattr(nst_bridge.os, "remove", windows_remove)
+    runs = tmp_path / "tmp"
+    killed = runs / "nst-plugin-7-killed"  # TerminateProcess: no cleanup ran, nobody has the lock open
+    killed.mkdir()
+    (killed / ".lock").write_bytes(b"")
+    (killed / "content.raw").write_bytes(b"pixels")
+    being_made = runs / "nst-plugin-8-new"  # no lock yet: young, so kept
+    being_made.mkdir()
+    old_unlocked = runs / "nst-plugin-9-old"
+    old_unlocked.mkdir()
+    os.utime(old_unlocked, (time.time() - 3600, time.time() - 3600))
+    with nst_bridge.EngineRun(fake_engine) as live:
+        with nst_bridge.EngineRun(fake_engine):
+            assert os.path.isdir(live.folder)  # its lock is open: kept
+        assert not killed.exists() and being_made.exists() and not old_unlocked.exists()
+    assert sorted(os.listdir(runs)) == ["nst-plugin-8-new"]
+
+
+def test_an_appimage_gimp_keeps_its_libraries_to_itself(fake_engine, style_file, tmp_path, monkeypatch):
+    appdir = "/tmp/.mount_GIMP-3.0abc"
+    ours = f"{appdir}/usr/lib:{appdir}/usr/lib/x86_64-linux-gnu"
+    monkeypatch.setenv("APPIMAGE", "/home/me/GIMP-3.0.4-x86_64.AppImage")
+    monkeypatch.setenv("APPDIR", appdir)
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"{ours}:/opt/cuda/lib64")
+    monkeypatch.setenv("LD_PRELOAD", f"{appdir}/usr/lib/libgimp-hook.so")
+    with nst_bridge.EngineRun(fake_engine) as run:
+        run.set_content_raw(PIXELS, 4, 6, "u8", 4)
+        run.run([(style_file, 1.0)], {}, lambda f, t: True)
+    assert child_record(tmp_path)["ld_library_path"] == "/opt/cuda/lib64"  # the user's own entry stays
+    env = nst_bridge.child_environment({}, {"APPDIR": appdir, "APPIMAGE": "x", "LD_LIBRARY_PATH": ours})
+    assert "LD_LIBRARY_PATH" not in env
+    plain = {"LD_LIBRARY_PATH": "/tmp/.mount_x/lib", "LD_PRELOAD": "/lib/x.so"}  # not an AppImage: untouched
+    assert nst_bridge.child_environment({}, plain) == plain

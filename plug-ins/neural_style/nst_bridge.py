@@ -7,10 +7,11 @@ lines into progress calls, and returns the result's pixels. The child cannot out
 plug-in: its stdin is a pipe we never write (the engine stops at end of file), on Linux it
 gets a parent-death signal, and the plug-in kills it on SIGTERM, on cancel and at exit.
 
-A Flatpak GIMP (config "flatpak": true) cannot run the engine's Python inside its sandbox:
-the engine is started on the host through `flatpak-spawn --host`, and the run folder lies
-in the sandbox's cache folder, which the host sees at the same path (the sandbox's /tmp is
-private).
+A Flatpak GIMP cannot run the engine's Python inside its sandbox: the engine is started on
+the host through `flatpak-spawn --host`, and the run folder lies in the sandbox's cache folder,
+which the host sees at the same path (the sandbox's /tmp is private). Whether the plug-in runs
+in a sandbox is decided here, each run: Flathub's GIMP reads the host's ~/.config/GIMP/X.Y, so
+one installed plug-in serves both GIMPs and its config cannot say which one runs it.
 """
 
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
@@ -45,10 +46,12 @@ EXIT_CANCELLED = 130
 NOT_INSTALLED = "Neural style engine not installed: run install.py (it sets up the engine and writes %s)."
 TEMP_PREFIX = "nst-plugin-"
 LOCK_NAME = ".lock"
+STALE_UNLOCKED_SECONDS = 60  # a run folder still without its lock after this long was abandoned
 BYTES_PER_SAMPLE = {"u8": 1, "float32": 4}
 WINDOWS_CREATE_NO_WINDOW = 0x08000000
 LINUX_PR_SET_PDEATHSIG = 1
 
+FLATPAK_INFO = "/.flatpak-info"  # every Flatpak sandbox has it, nothing outside one does
 FLATPAK_SPAWN = "flatpak-spawn"
 FLATPAK_PERMISSION = "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP"
 FLATPAK_RUNS = "gimp-neural-style"  # under the sandbox's $XDG_CACHE_HOME
@@ -59,6 +62,14 @@ FLATPAK_STOP_SECONDS = 5.0
 # flatpak-spawn does not pass our environment on; the engine's event stream needs these.
 ENGINE_ENV = {"PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"}
 DATA_DIR_ENV = "NST_DATA_DIR"  # the engine's data folder (nst_core/paths.py), from the config's data_dir
+# Left out of the engine's environment: they would make its Python load GIMP's modules.
+PYTHON_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE")
+# A GIMP AppImage points these into its own mounted folder ($APPDIR); torch must not load those libraries.
+APPIMAGE_PATH_VARIABLES = ("LD_LIBRARY_PATH", "LD_PRELOAD")
+PY2 = sys.version_info[0] == 2
+# Python 2 passes arguments and the environment to the OS as bytes: in this encoding (Windows: "mbcs",
+# the ANSI code page that CreateProcessA reads).
+OS_ENCODING = sys.getfilesystemencoding() or "utf-8"
 
 
 class EngineError(Exception):
@@ -246,6 +257,18 @@ def _text(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else "%s" % value
 
 
+def _error_text(exc):
+    # type: (Exception) -> str
+    """An exception's message as text; Python 2's may hold bytes in the OS's encoding."""
+    try:
+        return "%s" % (exc,)
+    except UnicodeError:
+        try:
+            return str(exc).decode(OS_ENCODING, "replace")
+        except UnicodeError:
+            return repr(exc)
+
+
 def native(text):
     # type: (str) -> str
     """Python 2's byte str (UTF-8), which gimpfu and the OS calls take; Python 3's str as it is."""
@@ -274,22 +297,34 @@ def progress_text(event):
     return "Neural style: " + ", ".join(parts)
 
 
+def in_flatpak():
+    # type: () -> bool
+    """Whether this plug-in runs inside a Flatpak sandbox (then the engine runs on the host)."""
+    return os.path.exists(FLATPAK_INFO)
+
+
 def _lock_folder(folder):
     # type: (str) -> object
-    """Hold an exclusive lock on `folder` while this process lives (POSIX; None elsewhere)."""
-    if fcntl is None:
-        return None
+    """Mark `folder` as in use while this process lives: an open lock file, locked on POSIX. Windows
+    refuses to delete a file that a live process holds open, which is the mark there."""
     handle = open(os.path.join(folder, LOCK_NAME), "wb")
-    fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    if fcntl is not None:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     return handle
 
 
-def runs_folder(config):
-    # type: (dict) -> str
-    """Where run folders go: the temporary folder, or for Flatpak one the host sees at the same path."""
-    if not config.get("flatpak"):
-        return tempfile.gettempdir()
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+def _os_text(value):
+    # type: (object) -> str
+    """Text of a path the OS gave (Python 2: bytes in the OS's encoding, not GIMP's UTF-8)."""
+    return value.decode(OS_ENCODING, "replace") if isinstance(value, bytes) else value
+
+
+def runs_folder():
+    # type: () -> str
+    """Where run folders go: the temporary folder, or in a Flatpak one the host sees at the same path."""
+    if not in_flatpak():
+        return _os_text(tempfile.gettempdir())
+    cache = _os_text(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"))
     base = os.path.join(cache, FLATPAK_RUNS)
     if not os.path.isdir(base):
         try:
@@ -303,26 +338,37 @@ def runs_folder(config):
 
 def remove_stale_folders(base=None):
     # type: (str | None) -> None
-    """Remove folders of plug-ins that were killed (GIMP's Cancel sends SIGKILL, so no cleanup ran).
+    """Remove folders of plug-ins that were killed (GIMP's Cancel sends SIGKILL, and on Windows
+    TerminateProcess, so no cleanup ran).
 
-    A folder is stale when nobody holds its lock: the kernel drops a dead process's locks.
-    This holds across PID namespaces (Flatpak, containers), unlike checking process ids.
+    A folder is stale when nobody holds its lock file: the kernel drops a dead process's locks
+    and closes its files. This holds across PID namespaces (Flatpak, containers), unlike process ids.
     """
-    if fcntl is None:
-        return
-    base = base or tempfile.gettempdir()
+    base = base or _os_text(tempfile.gettempdir())
     try:
         names = [name for name in os.listdir(base) if name.startswith(TEMP_PREFIX)]
     except OSError:
         return
     for name in names:
         folder = os.path.join(base, name)
-        try:
-            with open(os.path.join(folder, LOCK_NAME), "ab") as handle:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(folder, ignore_errors=True)
-        except (IOError, OSError):
-            continue  # alive (locked), not ours, or still being created
+        if _abandoned(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _abandoned(folder):
+    # type: (str) -> bool
+    lock = os.path.join(folder, LOCK_NAME)
+    try:
+        if not os.path.exists(lock):  # still being made, or its maker died before it locked it
+            return time.time() - os.path.getmtime(folder) > STALE_UNLOCKED_SECONDS
+        if fcntl is None:
+            os.remove(lock)  # Windows: fails while the plug-in that opened it lives
+            return True
+        with open(lock, "rb") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+    except (IOError, OSError):
+        return False  # alive (locked or open), or not ours
 
 
 def _die_with_parent():
@@ -350,16 +396,90 @@ def engine_environment(config):
     return env
 
 
-def child_environment(extra=None):
-    # type: (dict | None) -> dict
+def child_environment(extra=None, environ=None):
+    # type: (dict | None, dict | None) -> dict
     """This process's environment (GIMP's, or the installer's) for another Python: minus what would make
-    it load this one's modules, plus `extra`. The one recipe for every Python the plug-ins and the
-    installer start."""
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONEXECUTABLE"):
+    it load this one's modules or a GIMP AppImage's libraries, plus `extra`. The one recipe for every
+    Python the plug-ins and the installer start; under Python 2 in the OS's byte strings."""
+    env = dict(os.environ if environ is None else environ)
+    for name in PYTHON_VARIABLES:
         env.pop(name, None)
+    appdir = env.get("APPDIR")
+    if appdir and env.get("APPIMAGE"):
+        for name in APPIMAGE_PATH_VARIABLES:
+            _drop_entries_under(env, name, appdir)
     env.update(extra or {})
-    return env
+    return native_environment(env)
+
+
+def _drop_entries_under(env, name, folder):
+    # type: (dict, str, str) -> None
+    """Remove the entries of a path list variable that lie in `folder`; the variable too if none is left."""
+    separator = ":" if name == "LD_LIBRARY_PATH" else None  # LD_PRELOAD: spaces or colons
+    value = _os_text(env.get(name))
+    folder = _os_text(folder)
+    if not value:
+        return
+    entries = value.split(separator) if separator else value.replace(":", " ").split()
+    root = folder.rstrip("/") + "/"
+    kept = [entry for entry in entries if entry and not (entry + "/").startswith(root)]
+    if kept:
+        env[name] = (separator or " ").join(kept)
+    else:
+        del env[name]
+
+
+def native_environment(env, encoding=None, short_path=None):
+    # type: (dict, str | None, object) -> dict
+    """`env` as Popen takes it: Python 3's str as it is; Python 2's bytes (Windows' Python 2.7 refuses
+    unicode there: "environment can only contain strings")."""
+    return dict(
+        (native_argument(key, encoding), native_argument(value, encoding, short_path))
+        for key, value in env.items()
+    )
+
+
+def native_argument(value, encoding=None, short_path=None):
+    # type: (object, str | None, object) -> object
+    """An argument or environment value as Popen takes it. Python 2: bytes in the OS's encoding; a path
+    that the Windows code page cannot spell goes as its short (8.3) name; else one clear error."""
+    if not PY2 or isinstance(value, bytes):
+        return value
+    encoding = encoding or OS_ENCODING
+    try:
+        return value.encode(encoding)
+    except UnicodeError:
+        pass
+    if os.name != "nt" and short_path is None:
+        return value.encode("utf-8")  # POSIX takes any bytes; UTF-8 is what the installer wrote
+    short = (short_path or windows_short_path)(value)
+    try:
+        if short:
+            return short.encode(encoding)
+    except UnicodeError:
+        pass
+    raise EngineError(
+        "GIMP 2.10's Python 2 cannot pass %s to the engine: its name has characters that the Windows code "
+        "page (%s) cannot spell and it has no short name. Move it to a folder with a plain name (for the "
+        "engine: run install.py again with --prefix C:\\gimp-neural-style)." % (value, encoding),
+        EXIT_USAGE,
+    )
+
+
+def windows_short_path(path):
+    # type: (str) -> str | None
+    """The 8.3 short name of an existing path (Windows; None elsewhere or when the volume has none)."""
+    try:
+        import ctypes
+
+        get_short = ctypes.windll.kernel32.GetShortPathNameW
+    except (ImportError, AttributeError, OSError):
+        return None
+    size = get_short(path, None, 0)
+    if not size:
+        return None
+    buffer = ctypes.create_unicode_buffer(size)
+    return buffer.value if get_short(path, buffer, size) else None
 
 
 def engine_command(config, python, job_path, folder):
@@ -372,7 +492,7 @@ def _engine_argv(config, command, folder=None):
     # type: (dict, list, str | None) -> list
     """`command` as it is started: as it is, or for Flatpak on the host through flatpak-spawn
     (--watch-bus: it dies with the plug-in), with the engine's environment and in `folder`."""
-    if not config.get("flatpak"):
+    if not in_flatpak():
         return command
     spawn = [FLATPAK_SPAWN, "--host", "--watch-bus"] + (["--directory=" + folder] if folder else [])
     env = ["--env=%s=%s" % item for item in sorted(engine_environment(config).items())]
@@ -386,7 +506,7 @@ def engine_python(config):
     if not python:
         raise EngineNotInstalled()
     # A host path may not exist inside the Flatpak sandbox: there, starting it is the check.
-    if not config.get("flatpak") and not os.path.isfile(python):
+    if not in_flatpak() and not os.path.isfile(python):
         raise EngineNotInstalled("Neural style engine Python %s is missing: run install.py again." % python)
     return python
 
@@ -621,8 +741,8 @@ class EngineRun(object):
         self.content = None  # type: dict | None
         self.started = {}  # type: dict
         self.stderr_path = None  # type: str | None
-        self.flatpak = bool(config.get("flatpak"))
-        base = runs_folder(config)
+        self.flatpak = in_flatpak()
+        base = runs_folder()
         remove_stale_folders(base)
         self.folder = tempfile.mkdtemp(prefix="%s%d-" % (TEMP_PREFIX, os.getpid()), dir=base)
         self.lock = _lock_folder(self.folder)
@@ -664,6 +784,8 @@ class EngineRun(object):
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
         if not styles:
             raise EngineError(NO_STYLE, EXIT_USAGE)
+        # GIMP 2.10 names files in UTF-8 bytes; Python 2 on Windows reads bytes as the ANSI code page.
+        styles = [(_text(path) if path else path, weight) for path, weight in styles]
         for path, _weight in styles:
             if not path or not os.path.isfile(path):
                 raise EngineError(
@@ -749,20 +871,26 @@ class EngineRun(object):
             kwargs["creationflags"] = WINDOWS_CREATE_NO_WINDOW
         else:
             kwargs["close_fds"] = True
+        command = [native_argument(arg) for arg in engine_command(self.config, python, job_path, self.folder)]
+        kwargs["cwd"] = native_argument(self.folder)
         with open(self.stderr_path, "wb") as stderr:
             try:
-                command = engine_command(self.config, python, job_path, self.folder)
                 # One line: Python 2.7 refuses the trailing comma after **kwargs that a split call gets.
                 self.process = subprocess.Popen(command, stderr=stderr, **kwargs)
-            except OSError as exc:
-                if self.flatpak:
-                    raise EngineNotInstalled(
-                        "Neural style cannot run %s (%s): it was installed for a Flatpak GIMP; run "
-                        "install.py again for this GIMP." % (FLATPAK_SPAWN, exc)
-                    )
-                raise EngineNotInstalled(
-                    "Neural style engine %s cannot start (%s): run install.py again." % (python, exc)
-                )
+            except Exception as exc:  # OSError, and on Python 2 TypeError or UnicodeError: never a traceback
+                raise self._start_failure(python, exc)
+
+    def _start_failure(self, python, exc):
+        # type: (str, Exception) -> EngineError
+        detail = "%s: %s" % (type(exc).__name__, _error_text(exc))
+        if self.flatpak:
+            return EngineNotInstalled(
+                "Neural style cannot run %s inside the Flatpak sandbox (%s): update the Flatpak GIMP, or "
+                "install a GIMP from your distribution and run install.py again." % (FLATPAK_SPAWN, detail)
+            )
+        return EngineNotInstalled(
+            "Neural style engine %s cannot start (%s): run install.py again." % (python, detail)
+        )
 
     def _follow(self, on_progress):
         # type: (object) -> dict
