@@ -51,6 +51,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--gimp-version", metavar="X.Y", help="GIMP version of --gimp-dir when its name does not say"
     )
     parser.add_argument("--skip-self-test", action="store_true", help="do not run the engine on a test image")
+    parser.add_argument(
+        "--yes",
+        action="store_true",
+        help="answer yes to the installer's question (let the Flatpak GIMP start the engine on the host)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and change nothing")
     parser.add_argument("--uninstall", action="store_true", help="remove what earlier runs installed")
     parser.add_argument("--platform", choices=sorted(PLATFORMS), help=argparse.SUPPRESS)
@@ -64,7 +69,7 @@ def install(args: argparse.Namespace) -> int:
     check_disk(plan)
     if args.dry_run:
         if not plan.profiles:
-            raise InstallError(EXIT_NO_GIMP, no_gimp_message(plan.no_profile_hint, dry_run=True))
+            raise InstallError(EXIT_NO_GIMP, no_gimp_message(plan.system, os.environ, plan.installed, True))
         say("Dry run: nothing was changed.")
         return EXIT_OK
     say()
@@ -72,7 +77,7 @@ def install(args: argparse.Namespace) -> int:
     changes = carry_out(plan, manifest)
     summary(plan, manifest, changes)
     if not plan.profiles:
-        raise InstallError(EXIT_NO_GIMP, no_gimp_message(plan.no_profile_hint, dry_run=False))
+        raise InstallError(EXIT_NO_GIMP, no_gimp_message(plan.system, os.environ, plan.installed, False))
     return EXIT_OK
 
 

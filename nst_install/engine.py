@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -109,10 +110,12 @@ def nst_core_current(probe: dict, dev: bool = False) -> bool:
 
 
 def torch_fits(probe: dict, build: TorchBuild) -> bool:
-    """torch and torchvision are there, of the tested releases, and built for `build`'s device."""
-    for name in ("torch", "torchvision"):
+    """torch and torchvision (and what the build pins) are there, of the tested releases (or the build's
+    pins), and built for `build`'s device."""
+    pinned = [re.split(r"[<>=!~ ]", pin, maxsplit=1)[0] for pin in build.pins]
+    for name in dict.fromkeys(["torch", "torchvision", *pinned]):
         version = probe.get(name, {}).get("version")
-        if version is None or not satisfies(version, project().requirement(name)):
+        if version is None or not satisfies(version, build.requirement(name, project().requirement(name))):
             return False
     torch = probe["torch"]
     if build.kind == "cuda":
@@ -154,20 +157,38 @@ def check_existing_python(python: Path) -> dict:
     return probe
 
 
-def base_python(environ: Mapping[str, str], running: tuple[int, int], executable: str) -> str:
-    """A Python new enough for the engine to build its venv from: this one, or one on PATH."""
+def base_python(
+    environ: Mapping[str, str],
+    running: tuple[int, int],
+    executable: str,
+    newest: tuple[int, int] | None = None,
+) -> str:
+    """A Python for the engine to build its venv from, new enough (and not newer than `newest`, where the
+    torch build has no wheels for later ones): this one, or one on PATH. Never the Microsoft Store's."""
     wanted = project().min_python
-    if running >= wanted:
+    if running >= wanted and (newest is None or running <= newest) and not store_python(executable):
         return executable
-    for minor in range(20, wanted[1] - 1, -1):
+    top = newest[1] if newest else 20
+    for minor in range(top, wanted[1] - 1, -1):
         found = shutil.which(f"python3.{minor}", path=environ.get("PATH"))
-        if found:
+        if found and not store_python(found):
             return found
+    limit = (
+        f" and at most {newest[0]}.{newest[1]} (the newest this machine's torch has wheels for)"
+        if newest
+        else ""
+    )
     raise InstallError(
         EXIT_OLD_PYTHON,
-        f"The engine needs Python {wanted[0]}.{wanted[1]} or newer and none was found: install one "
+        f"The engine needs Python {wanted[0]}.{wanted[1]} or newer{limit} and none was found: install one "
         "(python.org or your package manager) and run install.py with it.",
     )
+
+
+def store_python(executable: str) -> bool:
+    """A Microsoft Store Python (under WindowsApps): Windows redirects what it writes below AppData into
+    the app's private folder (python/cpython#85368), where GIMP would see neither venv nor plug-ins."""
+    return "windowsapps" in executable.replace("/", "\\").lower().split("\\")
 
 
 def pip_install(python: Path, arguments: Sequence[str], what: str) -> None:

@@ -18,11 +18,21 @@ from .engine import (
     import_problems,
     nst_core_current,
     probe_python,
+    store_python,
     torch_fits,
     venv_python,
 )
-from .errors import EXIT_WEIGHTS, InstallError
-from .profiles import Profile, check_writable, default_plugin_dir, explicit_profiles, find_profiles
+from .errors import EXIT_OLD_PYTHON, EXIT_WEIGHTS, InstallError
+from .gimp_apps import FlatpakGimp, InstalledGimp, flatpak_gimp, installed_gimps
+from .profiles import (
+    Profile,
+    check_writable,
+    default_profile,
+    explicit_profiles,
+    find_profiles,
+    not_started,
+    start_once,
+)
 from .system import MACHINE_ENV, PLATFORMS, WEIGHTS_URL_ENV, detect_platform, gigabytes
 from .torch_build import TorchBuild, choose_torch
 
@@ -63,8 +73,12 @@ class InstallPlan:
     weights: WeightsPlan
     profiles: tuple[Profile, ...]
     unsupported: tuple[Path, ...]  # profiles of GIMP versions we cannot serve
-    no_profile_hint: Path  # where the plug-in would go, for the message when no GIMP is found
+    installed: tuple[InstalledGimp, ...]  # the GIMPs this machine has, profile or not
+    not_started: tuple[tuple[InstalledGimp, Path], ...]  # of those, the ones without a profile yet, and
+    # where they will make it
+    flatpak: FlatpakGimp | None  # Flathub's GIMP, when installed
     self_test: bool
+    assume_yes: bool  # --yes: the Flatpak permission is applied without asking
     dev: bool
     prefix: bool  # --prefix: uninstalling needs it too
 
@@ -73,26 +87,44 @@ class InstallPlan:
         return self.engine.disk + self.weights.disk
 
 
-def make_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> InstallPlan:
-    """Everything decided, every check that needs no change made (profiles writable, the weights file
-    given, --engine-python usable, a Python for the venv)."""
+def make_plan(
+    args: argparse.Namespace, environ: Mapping[str, str], executable: str = sys.executable
+) -> InstallPlan:
+    """Everything decided, every check that needs no change made (this Python usable, profiles
+    writable, the weights file given, --engine-python usable, a Python for the venv)."""
     system = args.platform or detect_platform(environ)
+    if system == "windows" and store_python(executable):
+        raise InstallError(
+            EXIT_OLD_PYTHON,
+            f"This Python ({executable}) is the Microsoft Store's: Windows keeps what it writes below "
+            "AppData in its own private folder, so GIMP would see neither the engine nor the plug-ins. "
+            "Install Python from python.org (https://www.python.org/downloads/windows/) and run install.py "
+            "with that one.",
+        )
     data_dir = data_folder(args, environ)
+    flatpak = flatpak_gimp(environ) if system == "linux" else None
     if args.gimp_dir:
         profiles, unsupported = explicit_profiles(args.gimp_dir, args.gimp_version), []
     else:
-        profiles, unsupported = find_profiles(system, environ)
+        profiles, unsupported = find_profiles(system, environ, flatpak)
     for profile in profiles:
         check_writable(profile)
+    installed = installed_gimps(system, environ)
     return InstallPlan(
         system=system,
         data_dir=data_dir,
-        engine=plan_engine(args, environ, system, data_dir),
+        engine=plan_engine(args, environ, system, data_dir, executable),
         weights=plan_weights(args, environ, data_dir),
         profiles=tuple(profiles),
         unsupported=tuple(unsupported),
-        no_profile_hint=default_plugin_dir(system, environ),
+        installed=tuple(installed),
+        not_started=tuple(
+            (gimp, default_profile(system, environ, gimp.version))  # type: ignore[arg-type]
+            for gimp in (not_started(installed, profiles) if not args.gimp_dir else [])
+        ),
+        flatpak=flatpak,
         self_test=not args.skip_self_test,
+        assume_yes=args.yes,
         dev=args.dev,
         prefix=bool(args.prefix),
     )
@@ -106,7 +138,7 @@ def data_folder(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
 
 
 def plan_engine(
-    args: argparse.Namespace, environ: Mapping[str, str], system: str, data_dir: Path
+    args: argparse.Namespace, environ: Mapping[str, str], system: str, data_dir: Path, executable: str
 ) -> EnginePlan:
     if args.engine_python:
         python = Path(os.path.abspath(Path(args.engine_python).expanduser()))
@@ -119,7 +151,8 @@ def plan_engine(
     if args.index_url:
         build = replace(build, index_url=args.index_url, reason=build.reason + " (--index-url)")
     probe = probe_python(python) if python.is_file() else None
-    maker = base_python(environ, tuple(sys.version_info[:2]), sys.executable) if probe is None else None
+    running = tuple(sys.version_info[:2])
+    maker = base_python(environ, running, executable, build.max_python) if probe is None else None
     others = [module for module in project().imports if module not in ("torch", "torchvision")]
     return EnginePlan(
         python,
@@ -173,8 +206,14 @@ def describe(plan: InstallPlan) -> list[str]:
         lines.append(f"  {profile.label}: plug-in into {profile.plugin_dir}")
     for folder in plan.unsupported:
         lines.append(f"  skipped {folder}: only GIMP 3.x and 2.10 are supported")
-    if not plan.profiles:
-        lines.append(f"  GIMP: no profile found (plug-ins would go to {plan.no_profile_hint})")
+    if plan.profiles:
+        for gimp, folder in plan.not_started:
+            lines.append(f"  note: {start_once(gimp, folder)}")
+    else:
+        lines.append("  GIMP: no profile found")
+    if plan.flatpak is not None and any(profile.flatpak for profile in plan.profiles):
+        state = "may already" if plan.flatpak.allowed else "needs a permission to (asked for below)"
+        lines.append(f"  Flatpak GIMP: {state} start the engine outside its sandbox")
     if plan.disk:
         lines.append(f"  disk: about {gigabytes(plan.disk)} needed")
     return lines

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .checkout import PLUGINS
 from .errors import EXIT_GIMP_NOT_WRITABLE, EXIT_INTERNAL, EXIT_USAGE, InstallError
+from .gimp_apps import GIMP_FLATPAK_ID, STORE_PACKAGES, FlatpakGimp, InstalledGimp
 from .system import home_dir
 
-GIMP_FLATPAK_ID = "org.gimp.GIMP"
 CONFIG_VERSION = 1
+NATIVE, FLATPAK, STORE = "native", "flatpak", "store"  # whose profile folder it is
+LABELS = {NATIVE: "", FLATPAK: " (Flatpak)", STORE: " (Microsoft Store)"}
 
 
 @dataclass(frozen=True)
@@ -35,29 +37,43 @@ PLUGIN_LAYOUTS = {
 class Profile:
     path: Path
     version: tuple[int, int]
-    flatpak: bool
+    kind: str = NATIVE  # NATIVE, FLATPAK (the sandbox's own folder) or STORE
+    shared_with_flatpak: bool = False  # the Flatpak GIMP reads it too (its xdg-config/GIMP permission)
+
+    @property
+    def flatpak(self) -> bool:
+        """A Flatpak GIMP runs the plug-in from here: it must be let out of its sandbox."""
+        return self.kind == FLATPAK or self.shared_with_flatpak
 
     @property
     def label(self) -> str:
-        return f"GIMP {self.version[0]}.{self.version[1]}" + (" (Flatpak)" if self.flatpak else "")
+        shared = " (also the Flatpak GIMP's)" if self.shared_with_flatpak else ""
+        return f"GIMP {self.version[0]}.{self.version[1]}{LABELS[self.kind]}{shared}"
 
     @property
     def plugin_dir(self) -> Path:
         return self.path / "plug-ins" / PLUGIN_LAYOUTS[self.version[0]].folder
 
 
-def config_roots(system: str, environ: Mapping[str, str]) -> list[tuple[Path, bool]]:
-    """[(folder holding X.Y profiles, is_flatpak)] for `system`."""
+def config_roots(system: str, environ: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """[(folder holding X.Y profiles, whose)] for `system`."""
     home = home_dir(environ)
     if system == "windows":
-        appdata = environ.get("APPDATA")
-        return [((Path(appdata) if appdata else home / "AppData" / "Roaming") / "GIMP", False)]
+        appdata, local = environ.get("APPDATA"), environ.get("LOCALAPPDATA")
+        roaming = Path(appdata) if appdata else home / "AppData" / "Roaming"
+        # The Store's GIMP is an MSIX package: Windows keeps its AppData in the package's LocalCache.
+        packages = (Path(local) if local else home / "AppData" / "Local") / "Packages"
+        store = [
+            (package / "LocalCache" / "Roaming" / "GIMP", STORE)
+            for package in sorted(packages.glob(STORE_PACKAGES))
+        ]
+        return [(roaming / "GIMP", NATIVE), *store]
     if system == "macos":
-        return [(home / "Library" / "Application Support" / "GIMP", False)]
+        return [(home / "Library" / "Application Support" / "GIMP", NATIVE)]
     xdg = environ.get("XDG_CONFIG_HOME")
     config = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".config"
     flatpak = home / ".var" / "app" / GIMP_FLATPAK_ID / "config" / "GIMP"
-    return [(config / "GIMP", False), (flatpak, True)]
+    return [(config / "GIMP", NATIVE), (flatpak, FLATPAK)]
 
 
 def parse_version(name: str) -> tuple[int, int] | None:
@@ -69,10 +85,13 @@ def supported(version: tuple[int, int]) -> bool:
     return version[0] == 3 or version == (2, 10)
 
 
-def find_profiles(system: str, environ: Mapping[str, str]) -> tuple[list[Profile], list[Path]]:
-    """(supported profiles, folders of GIMP versions we cannot serve)."""
+def find_profiles(
+    system: str, environ: Mapping[str, str], flatpak: FlatpakGimp | None = None
+) -> tuple[list[Profile], list[Path]]:
+    """(supported profiles, folders of GIMP versions we cannot serve). With Flathub's GIMP installed, the
+    host's ~/.config/GIMP/X.Y of its version is its profile too (flathub/org.gimp.GIMP#72)."""
     found, unsupported = [], []
-    for root, flatpak in config_roots(system, environ):
+    for root, kind in config_roots(system, environ):
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
@@ -80,10 +99,18 @@ def find_profiles(system: str, environ: Mapping[str, str]) -> tuple[list[Profile
             if version is None or not child.is_dir():
                 continue
             if supported(version):
-                found.append(Profile(child, version, flatpak))
+                shared = kind == NATIVE and flatpak is not None and reads_host_profile(flatpak, version)
+                found.append(Profile(child, version, kind, shared))
             else:
                 unsupported.append(child)
     return found, unsupported
+
+
+def reads_host_profile(flatpak: FlatpakGimp, version: tuple[int, int]) -> bool:
+    """Whether the Flatpak GIMP loads plug-ins from the host's profile of `version`."""
+    if flatpak.version is None:
+        return version[0] == 3  # Flathub's GIMP 2.10 kept its profile inside the sandbox
+    return version == flatpak.version
 
 
 def explicit_profiles(folders: Iterable[str], version_text: str | None) -> list[Profile]:
@@ -108,8 +135,15 @@ def explicit_profiles(folders: Iterable[str], version_text: str | None) -> list[
                 f"GIMP profile folder {path} does not exist or is not a folder: start that GIMP once, or fix "
                 "--gimp-dir.",
             )
-        flatpak = f".var/app/{GIMP_FLATPAK_ID}/" in path.as_posix() + "/"
-        profiles.append(Profile(path, version, flatpak))
+        where = path.as_posix() + "/"
+        kind = (
+            FLATPAK
+            if f".var/app/{GIMP_FLATPAK_ID}/" in where
+            else STORE
+            if "/Packages/GIMP.GIMP_" in where
+            else NATIVE
+        )
+        profiles.append(Profile(path, version, kind))
     return profiles
 
 
@@ -148,14 +182,45 @@ def plugin_files(profile: Profile) -> dict[str, tuple[bytes, int]]:
     return {name: (content, 0o755 if name == main else 0o644) for name, content in files.items()}
 
 
-def default_plugin_dir(system: str, environ: Mapping[str, str]) -> Path:
-    """Where the plug-in would go had GIMP 3.0 made its profile: for the message when none is found."""
-    return config_roots(system, environ)[0][0] / "3.0" / "plug-ins" / PLUGIN_LAYOUTS[3].folder
+def default_profile(system: str, environ: Mapping[str, str], version: tuple[int, int]) -> Path:
+    """Where GIMP `version` will make its profile: for the messages when it has none yet."""
+    return config_roots(system, environ)[0][0] / f"{version[0]}.{version[1]}"
 
 
-def no_gimp_message(where: Path, dry_run: bool) -> str:
-    done = "no plug-in would be placed" if dry_run else "the engine is ready, but no plug-in was placed"
+def not_started(installed: Iterable[InstalledGimp], profiles: Iterable[Profile]) -> list[InstalledGimp]:
+    """The installed GIMPs of a supported version that have no profile yet: never started."""
+    have = {profile.version for profile in profiles}
+    return [
+        gimp for gimp in installed if gimp.version and supported(gimp.version) and gimp.version not in have
+    ]
+
+
+def start_once(gimp: InstalledGimp, folder: Path) -> str:
     return (
-        f"No GIMP 3.x or 2.10 profile found: {done}. Start GIMP once so that it makes its profile folder and "
-        f"run install.py again, or name the folder with --gimp-dir DIR (e.g. --gimp-dir {where.parents[1]})."
+        f"{gimp.label} ({gimp.where}) was never started, so it has no profile folder yet: start it once "
+        f"(it makes {folder} and brings over an older GIMP's settings), quit it and run install.py again"
+    )
+
+
+def no_gimp_message(
+    system: str, environ: Mapping[str, str], installed: Sequence[InstalledGimp], dry_run: bool
+) -> str:
+    done = "no plug-in would be placed" if dry_run else "the engine is ready, but no plug-in was placed"
+    known = [gimp for gimp in installed if gimp.version and supported(gimp.version)]
+    if known:
+        newest = max(known, key=lambda gimp: gimp.version or (0, 0))
+        assert newest.version is not None
+        folder = default_profile(system, environ, newest.version)
+        return f"No GIMP profile found ({done}): {start_once(newest, folder)}."
+    if installed:
+        gimp = installed[0]
+        return (
+            f"No GIMP profile found ({done}): {gimp.label} ({gimp.where}) was never started: start it once, "
+            "quit it and run install.py again."
+        )
+    example = default_profile(system, environ, (3, 2))
+    return (
+        f"No GIMP 3.x or 2.10 profile found: {done}. Start GIMP (3.2, 3.0 or 2.10) once so that it makes its "
+        f"profile folder, quit it and run install.py again, or name the folder with --gimp-dir DIR (e.g. "
+        f"--gimp-dir {example})."
     )

@@ -22,6 +22,7 @@ from .engine import (
     self_test,
 )
 from .errors import EXIT_ENGINE, EXIT_GIMP_NOT_WRITABLE, EXIT_WEIGHTS, InstallError
+from .gimp_apps import allow_flatpak
 from .plan import EnginePlan, InstallPlan, WeightsPlan
 from .profiles import CONFIG_VERSION, Profile, plugin_files
 from .records import Manifest, make_dirs, place_files
@@ -62,6 +63,8 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
         report_self_test(plan)
     for profile in plan.profiles:
         install_plugin(profile, plan, description, manifest, changes)
+    if any(profile.flatpak for profile in plan.profiles):
+        let_flatpak_out(plan, changes)
     return changes
 
 
@@ -89,7 +92,9 @@ def make_environment(engine: EnginePlan, manifest: Manifest, changes: Changes) -
         if not engine.make_venv_with:  # an existing venv: its torch may be the wrong build at a right version
             run_quiet([engine.python, "-m", "pip", "uninstall", "-y", "torch", "torchvision"])
         index = ["--index-url", engine.torch.index_url] if engine.torch.index_url else []
-        torch = [project().requirement("torch"), project().requirement("torchvision")]
+        torch = [
+            engine.torch.requirement(name, project().requirement(name)) for name in ("torch", "torchvision")
+        ]
         pip_install(engine.python, [*torch, *index], f"torch ({engine.torch.kind})")
         changes.note("torch installed", show=False)
 
@@ -104,6 +109,16 @@ def install_nst_core(plan: InstallPlan, manifest: Manifest, changes: Changes) ->
         pip_install(engine.python, ["--no-deps", *source], "nst_core")
         manifest.add("pip", engine.python)
         changes.note(f"nst_core installed into {engine.python}", show=False)
+    elif engine.torch is not None and engine.torch.pins:
+        # pip would replace the pinned torch by the project's range: the rest first, then nst_core alone.
+        others = [
+            engine.torch.requirement(dist, project().requirement(dist))
+            for _module, dist in project().modules
+            if dist not in ("torch", "torchvision")
+        ]
+        pip_install(engine.python, others, "what nst_core needs besides torch (this machine's pins)")
+        pip_install(engine.python, ["--no-deps", *source], "nst_core")
+        changes.note("nst_core installed", show=False)
     else:
         pip_install(engine.python, source, "nst_core and what it needs besides torch")
         changes.note("nst_core installed", show=False)
@@ -211,7 +226,6 @@ def install_plugin(
         "weights": str(plan.weights.dest),
         "data_dir": str(plan.data_dir),
         "engine": description,
-        "flatpak": profile.flatpak,
     }
     files[nst_bridge.CONFIG_NAME] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)
     make_dirs(target.parent, manifest)
@@ -227,9 +241,36 @@ def install_plugin(
         changes.note(f"wrote {target / name}")
     if not written:
         say(f"  plug-in up to date in {target}")
-    if profile.flatpak:
-        say("  Flatpak GIMP: allow it to start the engine outside its sandbox, once:")
-        say("    " + nst_bridge.FLATPAK_PERMISSION)
+
+
+def let_flatpak_out(plan: InstallPlan, changes: Changes) -> None:
+    """The one override a Flatpak GIMP needs to start the engine on the host (flatpak-spawn --host):
+    applied with --yes or when the user says so, printed otherwise."""
+    command, gimp = nst_bridge.FLATPAK_PERMISSION, plan.flatpak
+    say("Flatpak GIMP")
+    if gimp is not None and gimp.allowed:
+        say("  it may start the engine outside its sandbox already")
+        return
+    question = f"  Let it start the engine outside its sandbox ({command})? [y/N] "
+    if gimp is not None and (plan.assume_yes or ask(question)):
+        problem = allow_flatpak(gimp)
+        if problem is None:
+            changes.note(f"ran {command}")
+            return
+        say(f"  that failed ({problem}); run it yourself, once:")
+    else:
+        say("  allow it to start the engine outside its sandbox, once:")
+    say("    " + command)
+
+
+def ask(question: str) -> bool:
+    """A yes/no question on a terminal; no without one (a script, a log)."""
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
 
 
 class DownloadProgress:

@@ -11,6 +11,7 @@ import argparse
 import ast
 import json
 import os
+import plistlib
 import shutil
 import socket
 import stat
@@ -104,7 +105,7 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-def check_plugin(profile: Path, folder: str, main: str, flatpak: bool = False) -> dict:
+def check_plugin(profile: Path, folder: str, main: str) -> dict:
     target = profile / "plug-ins" / folder
     assert os.access(target / main, os.X_OK), f"{target / main} is not executable"
     assert (target / "nst_bridge.py").read_bytes() == BRIDGE.read_bytes()
@@ -113,7 +114,7 @@ def check_plugin(profile: Path, folder: str, main: str, flatpak: bool = False) -
     assert Path(config["python"]).is_absolute() and Path(config["python"]).is_file()
     assert Path(config["weights"]).is_absolute() and Path(config["weights"]).is_file()
     assert config["engine"]["presets"], "the engine description is missing"
-    assert config["flatpak"] is flatpak
+    assert "flatpak" not in config  # the plug-in finds out at run time: a profile may be shared
     return config
 
 
@@ -137,7 +138,7 @@ def test_linux_install_rerun_upgrade_uninstall(tmp_path: Path, vgg19_weights: Pa
     assert first.returncode == 0, explain(first)
     for profile in (gimp3, gimp32):
         check_plugin(profile, "neural_style", "neural_style.py")
-    config = check_plugin(flatpak, "neural_style", "neural_style.py", flatpak=True)
+    config = check_plugin(flatpak, "neural_style", "neural_style.py")
     check_plugin(gimp2, "neural_style_gimp2", "neural_style_gimp2.py")
     assert config["python"] == sys.executable and config["weights"] == str(vgg19_weights)
     assert config["data_dir"] == str(home / ".local/share/gimp-neural-style")  # the engine's too
@@ -229,16 +230,137 @@ def test_dry_run_plans_a_venv_with_the_cuda_index(tmp_path: Path) -> None:
     make_profiles(home, ".config/GIMP/3.0")
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
-    fake_smi(fake_bin, "12.8")
+    fake_smi(fake_bin, "13.0")
     before = listing(home)
     result = run_install(home, "--dry-run", PATH=f"{fake_bin}{os.pathsep}{os.environ['PATH']}")
     assert result.returncode == 0, explain(result)
     venv = home / ".local/share/gimp-neural-style/venv"
     assert f"virtual environment {venv}" in result.stdout
-    assert "cuda build from https://download.pytorch.org/whl/cu128" in result.stdout
+    assert "cuda build from https://download.pytorch.org/whl/cu130" in result.stdout
     assert "download https://download.pytorch.org/models/vgg19-dcbb9e9d.pth" in result.stdout
     assert "about 6.6 GB" in result.stdout
     assert listing(home) == before
+
+
+# -- platforms: Flatpak, the Microsoft Store, a GIMP never started ---------------------------------------
+
+# A stand-in for the flatpak program: Flathub's GIMP 3.0.4 is installed; `override --user --talk-name=...`
+# is recorded in $FAKE_LOG and then shows in `override --user --show`, as flatpak keeps it.
+FAKE_FLATPAK = """#!/bin/sh
+log="$FAKE_LOG/flatpak-calls"
+echo "$*" >> "$log"
+bus='[Session Bus Policy]'
+case "$*" in
+  "info org.gimp.GIMP")
+    printf 'GNU Image Manipulation Program\\n\\n          ID: org.gimp.GIMP\\n     Version: 3.0.4\\n' ;;
+  "info --show-permissions org.gimp.GIMP")
+    printf '[Context]\\nshared=network;ipc;\\n\\n%s\\norg.gtk.vfs.*=talk\\n' "$bus" ;;
+  "override --user --show org.gimp.GIMP")
+    grep -q talk-name "$log" && printf '%s\\norg.freedesktop.Flatpak=talk\\n' "$bus" ;;
+  "override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP") ;;
+  *) exit 1 ;;
+esac
+exit 0
+"""
+
+
+def fake_program(folder: Path, name: str, script: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / name
+    program.write_text(script)
+    program.chmod(0o755)
+    return program
+
+
+def test_a_profile_shared_with_the_flatpak_gets_its_permission(tmp_path: Path, vgg19_weights: Path) -> None:
+    """Flathub's GIMP reads the host's ~/.config/GIMP/3.0: the installer says so and prints the one override,
+    applies it with --yes, and knows when it is already there."""
+    home = tmp_path / "home"
+    gimp30, gimp32 = make_profiles(home, ".config/GIMP/3.0", ".config/GIMP/3.2")
+    tools = tmp_path / "bin"
+    fake_program(tools, "flatpak", FAKE_FLATPAK)
+    env = {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}", "FAKE_LOG": str(tmp_path)}
+    override = "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP"
+
+    first = run_install(home, *install_args(vgg19_weights, "--skip-self-test"), **env)
+    assert first.returncode == 0, explain(first)
+    assert f"GIMP 3.0 (also the Flatpak GIMP's): plug-in into {gimp30}" in first.stdout
+    assert f"GIMP 3.2: plug-in into {gimp32}" in first.stdout  # not the Flatpak's version
+    assert "needs a permission to (asked for below) start the engine" in first.stdout
+    assert f"allow it to start the engine outside its sandbox, once:\n    {override}" in first.stdout
+    assert "--talk-name" not in (tmp_path / "flatpak-calls").read_text()  # no terminal: printed, not run
+    check_plugin(gimp30, "neural_style", "neural_style.py")
+
+    second = run_install(home, *install_args(vgg19_weights, "--skip-self-test", "--yes"), **env)
+    assert second.returncode == 0, explain(second)
+    assert f"ran {override}" in second.stdout
+    calls = (tmp_path / "flatpak-calls").read_text().splitlines()
+    assert calls.count("override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP") == 1
+
+    third = run_install(home, *install_args(vgg19_weights, "--skip-self-test"), **env)
+    assert third.returncode == 0, explain(third)
+    assert "may already start the engine outside its sandbox" in third.stdout
+    assert override not in third.stdout and "Nothing changed" in third.stdout
+
+
+def test_the_microsoft_store_gimp_profile_is_found(tmp_path: Path, vgg19_weights: Path) -> None:
+    home = tmp_path / "home"
+    local = home / "AppData/Local"
+    (store,) = make_profiles(
+        home, "AppData/Local/Packages/GIMP.GIMP_0a1b2c3d4e5f6/LocalCache/Roaming/GIMP/3.0"
+    )
+    env = {"APPDATA": str(home / "AppData/Roaming"), "LOCALAPPDATA": str(local), "USERPROFILE": str(home)}
+    result = run_install(
+        home, *install_args(vgg19_weights, "--skip-self-test"), NST_INSTALL_PLATFORM="windows", **env
+    )
+    assert result.returncode == 0, explain(result)
+    assert f"GIMP 3.0 (Microsoft Store): plug-in into {store / 'plug-ins/neural_style'}" in result.stdout
+    check_plugin(store, "neural_style", "neural_style.py")
+    assert run_install(home, "--uninstall", NST_INSTALL_PLATFORM="windows", **env).returncode == 0
+    assert not (store / "plug-ins").exists()
+
+
+def test_a_gimp_never_started_is_named_with_its_version(tmp_path: Path, vgg19_weights: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    tools = tmp_path / "bin"
+    fake_program(tools, "gimp-3.2", "#!/bin/sh\necho 'GNU Image Manipulation Program version 3.2.6'\n")
+    env = {"PATH": f"{tools}{os.pathsep}{os.environ['PATH']}"}
+    alone = run_install(home, *install_args(vgg19_weights, "--skip-self-test", "--dry-run"), **env)
+    assert alone.returncode == errors.EXIT_NO_GIMP, explain(alone)
+    assert (
+        alone.stderr.count("\n") == 1 and f"GIMP 3.2 ({tools / 'gimp-3.2'}) was never started" in alone.stderr
+    )
+    assert f"(it makes {home / '.config/GIMP/3.2'} and brings over an older GIMP's settings)" in alone.stderr
+
+    (older,) = make_profiles(home, ".config/GIMP/3.0")  # 3.0 was used; 3.2, just installed, never started
+    result = run_install(home, *install_args(vgg19_weights, "--skip-self-test"), **env)
+    assert result.returncode == 0, explain(result)
+    assert "  note: GIMP 3.2 (" in result.stdout and "run install.py again" in result.stdout
+    check_plugin(older, "neural_style", "neural_style.py")
+
+
+@pytest.mark.parametrize("system", ["windows", "macos"])
+def test_a_gimp_never_started_on_windows_and_macos(tmp_path: Path, system: str) -> None:
+    home = tmp_path / "home"
+    if system == "windows":
+        program = home / "Programs/GIMP 3/bin/gimp-3.2.exe"
+        program.parent.mkdir(parents=True)
+        program.write_bytes(b"MZ")
+        env = {
+            "ProgramFiles": str(home / "Programs"),
+            "APPDATA": str(home / "Roaming"),
+            "LOCALAPPDATA": str(home),
+        }
+        profile = home / "Roaming/GIMP/3.2"
+    else:
+        plist = home / "Applications/GIMP.app/Contents/Info.plist"
+        plist.parent.mkdir(parents=True)
+        plist.write_bytes(plistlib.dumps({"CFBundleShortVersionString": "3.2.6"}))
+        env, profile = {}, home / "Library/Application Support/GIMP/3.2"
+    result = run_install(home, "--dry-run", "--skip-self-test", NST_INSTALL_PLATFORM=system, **env)
+    assert result.returncode == errors.EXIT_NO_GIMP, explain(result)
+    assert "GIMP 3.2 (" in result.stderr and f"(it makes {profile} " in result.stderr
 
 
 # -- bad situations --------------------------------------------------------------------------------
@@ -250,7 +372,10 @@ def test_no_gimp_still_installs_the_engine(tmp_path: Path, vgg19_weights: Path) 
     result = run_install(home, *install_args(vgg19_weights, "--skip-self-test"))
     assert result.returncode == errors.EXIT_NO_GIMP, explain(result)
     assert "No GIMP 3.x or 2.10 profile found" in result.stderr and "--gimp-dir" in result.stderr
-    assert str(home / ".config/GIMP/3.0") in result.stderr
+    assert (
+        str(home / ".config/GIMP/3.2") in result.stderr
+        and "Start GIMP (3.2, 3.0 or 2.10) once" in result.stderr
+    )
     assert (home / ".local/share/gimp-neural-style" / MANIFEST).is_file()
     assert run_install(home, "--uninstall").returncode == 0
     assert listing(home) == {}
@@ -425,53 +550,165 @@ def test_the_installer_is_stdlib_and_python_3_9(path: Path) -> None:
 # -- the torch build, as a unit ---------------------------------------------------------------------
 
 
-def fake_smi(folder: Path, cuda: str) -> None:
+def fake_smi(folder: Path, cuda: str, *gpus: str) -> None:
+    """nvidia-smi's banner with the driver's CUDA version and, for --query-gpu, one CSV line per GPU
+    ("name, compute capability, driver"); with no GPUs given, an old driver that has no compute_cap."""
     smi = folder / "nvidia-smi"
-    banner = f"| NVIDIA-SMI 570.00   Driver Version: 570.00   CUDA Version: {cuda} |"
-    smi.write_text(f"#!/bin/sh\necho '{banner}'\n")
+    banner = f"| NVIDIA-SMI 580.00   Driver Version: 580.00   CUDA Version: {cuda} |"
+    rows = "\\n".join(gpus)
+    query = (
+        f"printf '{rows}\\n'"
+        if gpus
+        else "echo 'Field \"compute_cap\" is not a valid field to query.'; exit 2"
+    )
+    smi.write_text(f"#!/bin/sh\nif [ -n \"$1\" ]; then {query}; fi\necho '{banner}'\n")
     smi.chmod(0o755)
 
 
+RTX_4090 = "NVIDIA GeForce RTX 4090, 8.9, 580.65"
+GTX_1080 = "NVIDIA GeForce GTX 1080, 6.1, 580.65"
+RTX_5090 = "NVIDIA GeForce RTX 5090, 12.0, 570.86"
+TESLA_K80 = "Tesla K80, 3.7, 470.82"
+
+
+def choose(tmp_path: Path, requested: str = "auto", system: str = "linux") -> torch_build.TorchBuild:
+    return torch_build.choose_torch(system, "x86_64", requested, {"PATH": str(tmp_path)}, tmp_path / "root")
+
+
 @pytest.mark.parametrize(
-    ("cuda", "index"),
-    [("13.0", "cu130"), ("12.9", "cu128"), ("12.6", "cu126"), ("12.4", "cu126"), ("13.2", "cu130")],
+    ("cuda", "gpus", "index"),
+    [
+        ("13.0", [RTX_4090], "cu130"),
+        ("13.2", [RTX_4090], "cu132"),
+        ("12.9", [RTX_4090], "cu126"),  # torch 2.14 has no cu128: a 12.x driver runs cu126
+        ("12.4", [RTX_4090], "cu126"),  # the driver's major release, by minor-version compatibility
+        ("13.0", [GTX_1080], "cu126"),  # Pascal: cu130 has no kernels for it ("no kernel image")
+        ("13.0", [GTX_1080, RTX_4090], "cu126"),  # one build for every GPU
+        ("13.0", [], "cu130"),  # an old driver that cannot say the compute capability
+    ],
 )
-def test_nvidia_driver_picks_the_matching_cuda_index(tmp_path: Path, cuda: str, index: str) -> None:
-    fake_smi(tmp_path, cuda)
-    build = torch_build.choose_torch("linux", "x86_64", "auto", {"PATH": str(tmp_path)}, tmp_path / "no-rocm")
-    assert build.kind == "cuda"
-    assert build.index_url == "https://download.pytorch.org/whl/" + index
+def test_the_cuda_build_follows_the_gpu_and_the_driver(
+    tmp_path: Path, cuda: str, gpus: list, index: str
+) -> None:
+    fake_smi(tmp_path, cuda, *gpus)
+    build = choose(tmp_path)
+    assert (build.kind, build.index_url) == ("cuda", "https://download.pytorch.org/whl/" + index)
+    assert f"CUDA {cuda}" in build.reason
+
+
+@pytest.mark.parametrize(
+    ("cuda", "gpu", "why"),
+    [
+        ("12.8", RTX_5090, "the builds for this GPU need CUDA 13 or newer: update the NVIDIA driver"),
+        ("11.4", TESLA_K80, "no PyTorch 2.14 build has kernels for compute capability 3.7"),
+        ("11.4", RTX_4090, "the driver supports CUDA 11.4 and the builds for this GPU need CUDA 12"),
+    ],
+)
+def test_a_gpu_without_a_build_gets_the_cpu_one_and_says_why(tmp_path: Path, cuda: str, gpu: str, why: str):
+    fake_smi(tmp_path, cuda, gpu)
+    build = choose(tmp_path)
+    assert build.kind == "cpu" and why in build.reason
+    with pytest.raises(errors.InstallError, match="No CUDA torch for this GPU: ") as info:
+        choose(tmp_path, "cuda")
+    assert why in str(info.value)
 
 
 def test_no_gpu_picks_the_cpu_index(tmp_path: Path) -> None:
-    env = {"PATH": str(tmp_path)}
     for system in ("linux", "windows"):
-        build = torch_build.choose_torch(system, "x86_64", "auto", env, tmp_path / "no-rocm")
+        build = choose(tmp_path, system=system)
         assert (build.kind, build.index_url) == ("cpu", "https://download.pytorch.org/whl/cpu")
 
 
-def test_old_nvidia_driver_falls_back_to_cpu_unless_cuda_is_forced(tmp_path: Path) -> None:
-    fake_smi(tmp_path, "11.4")
-    env = {"PATH": str(tmp_path)}
-    assert torch_build.choose_torch("linux", "x86_64", "auto", env, tmp_path / "no-rocm").kind == "cpu"
-    with pytest.raises(errors.InstallError, match="update the driver"):
-        torch_build.choose_torch("linux", "x86_64", "cuda", env, tmp_path / "no-rocm")
+def amd_gpu(root: Path, *versions: int) -> None:
+    """What the amdgpu kernel driver shows, without any ROCm installed: /dev/kfd and the KFD topology."""
+    (root / "dev").mkdir(parents=True, exist_ok=True)
+    (root / "dev/kfd").write_text("")
+    for node, version in enumerate((0, *versions)):  # node 0: the CPU
+        folder = root / f"sys/class/kfd/kfd/topology/nodes/{node}"
+        folder.mkdir(parents=True)
+        (folder / "properties").write_text(
+            f"cpu_cores_count 0\ngfx_target_version {version}\nvendor_id 4098\n"
+        )
 
 
-def test_rocm_apple_and_overrides(tmp_path: Path) -> None:
-    rocm = tmp_path / "rocm"
-    (rocm / ".info").mkdir(parents=True)
-    (rocm / ".info/version").write_text("6.3.2-100\n")
+def test_rocm_needs_only_the_kernel_driver_and_a_gpu_it_has_kernels_for(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    assert choose(tmp_path).kind == "cpu"  # no /dev/kfd
+    amd_gpu(root, 110000)  # gfx1100: a Radeon RX 7900
+    build = choose(tmp_path)
+    assert (build.kind, build.index_url) == ("rocm", "https://download.pytorch.org/whl/rocm7.2")
+    assert "gfx1100" in build.reason and not (root / "opt/rocm").exists()
+    assert choose(tmp_path, system="windows").kind == "cpu"
+    other = tmp_path / "other"
+    other.mkdir()
+    amd_gpu(other / "root", 90012)  # gfx90c: a Ryzen APU's graphics, not in the build
+    build = choose(other)
+    assert build.kind == "cpu" and "gfx90c has no kernels in PyTorch's ROCm build" in build.reason
+    assert choose(other, "rocm").kind == "rocm"
+
+
+def test_apple_silicon_intel_macs_rosetta_and_overrides(tmp_path: Path) -> None:
     env = {"PATH": str(tmp_path)}
-    assert torch_build.choose_torch("linux", "x86_64", "auto", env, rocm).index_url.endswith("/rocm6.3")
-    assert torch_build.choose_torch("windows", "AMD64", "auto", env, rocm).kind == "cpu"
-    apple = torch_build.choose_torch("macos", "arm64", "auto", env, rocm)
-    intel = torch_build.choose_torch("macos", "x86_64", "auto", env, rocm)
-    assert (apple.kind, apple.index_url, intel.kind, intel.index_url) == ("mps", None, "cpu", None)
-    fake_smi(tmp_path, "12.8")
-    assert torch_build.choose_torch("linux", "x86_64", "cpu", env, rocm).kind == "cpu"
+    apple = torch_build.choose_torch("macos", "arm64", "auto", env)
+    assert (apple.kind, apple.index_url, apple.pins) == ("mps", None, ())
+    sysctl = tmp_path / "sysctl"
+    sysctl.write_text("#!/bin/sh\necho 0\n")  # a real Intel Mac: not translated
+    sysctl.chmod(0o755)
+    intel = torch_build.choose_torch("macos", "x86_64", "auto", env)
+    assert (intel.kind, intel.index_url, intel.max_python) == ("cpu", None, (3, 12))
+    assert intel.requirement("torch", "torch>=2.14,<2.15") == "torch==2.2.2"
+    assert intel.requirement("numpy", "numpy>=1.23") == "numpy>=1.23,<2"  # 2.2.2 fails on NumPy 2
+    assert intel.requirement("pillow", "pillow>=9") == "pillow>=9"
+    sysctl.write_text("#!/bin/sh\necho 1\n")  # an Intel Python under Rosetta 2 on Apple Silicon
+    with pytest.raises(errors.InstallError, match="under Rosetta 2") as info:
+        torch_build.choose_torch("macos", "x86_64", "auto", env)
+    assert "arch -arm64" in str(info.value) and info.value.code == errors.EXIT_OLD_PYTHON
+    fake_smi(tmp_path, "13.0", RTX_4090)
+    assert choose(tmp_path, "cpu").kind == "cpu"
     with pytest.raises(errors.InstallError, match="macOS"):
-        torch_build.choose_torch("macos", "arm64", "cuda", env, rocm)
+        torch_build.choose_torch("macos", "arm64", "cuda", env)
+
+
+def test_the_build_table_is_for_the_tested_torch() -> None:
+    """Moving pyproject.toml to another torch release must come with a look at the build table."""
+    major, minor = torch_build.TESTED_TORCH
+    assert torch_build.satisfies(f"{major}.{minor}.0", project().requirement("torch"))
+    assert not torch_build.satisfies(f"{major}.{minor + 1}.0", project().requirement("torch"))
+
+
+def test_the_venv_python_fits_the_build_and_is_never_the_stores(tmp_path: Path) -> None:
+    python312 = tmp_path / "python3.12"
+    python312.write_text("#!/bin/sh\n")
+    python312.chmod(0o755)
+    env = {"PATH": str(tmp_path)}
+    assert engine.base_python(env, (3, 13), "/usr/bin/python3.13", (3, 12)) == str(python312)
+    assert engine.base_python(env, (3, 12), "/usr/bin/python3.12", (3, 12)) == "/usr/bin/python3.12"
+    with pytest.raises(errors.InstallError, match="at most 3.12"):
+        engine.base_python({"PATH": str(tmp_path / "none")}, (3, 13), "/usr/bin/python3.13", (3, 12))
+    store = (
+        r"C:\Users\me\AppData\Local\Microsoft\WindowsApps\PythonSoftwareFoundation.Python.3.12_x\python.exe"
+    )
+    assert engine.store_python(store) and not engine.store_python(r"C:\Program Files\Python312\python.exe")
+    aliases = tmp_path / "WindowsApps"  # where the Store's python3.12 alias lies on PATH: passed over
+    aliases.mkdir()
+    python312.rename(aliases / "python3.12")
+    with pytest.raises(errors.InstallError, match="none was found"):
+        engine.base_python({"PATH": str(aliases)}, (3, 9), "/usr/bin/python3.9")
+
+
+def test_a_store_python_is_refused_before_anything(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    make_profiles(home, "AppData/Roaming/GIMP/3.0")
+    store = (
+        r"C:\Program Files\WindowsApps\PythonSoftwareFoundation.Python.3.12_x64__qbz5n2kfra8p0\python3.12.exe"
+    )
+    args = install_namespace(platform="windows")
+    before = listing(home)
+    with pytest.raises(errors.InstallError) as info:
+        plan.make_plan(args, {"HOME": str(home), "APPDATA": str(home / "AppData/Roaming")}, executable=store)
+    assert info.value.code == errors.EXIT_OLD_PYTHON and "\n" not in str(info.value)
+    assert str(info.value).startswith(f"This Python ({store}) is the Microsoft Store's")
+    assert "python.org" in str(info.value) and listing(home) == before
 
 
 def test_tested_torch_releases() -> None:
@@ -513,6 +750,7 @@ def install_namespace(**changes: object) -> argparse.Namespace:
         "gimp_dir": None,
         "gimp_version": None,
         "skip_self_test": False,
+        "yes": False,
         "dry_run": False,
         "uninstall": False,
         "platform": None,
@@ -576,3 +814,44 @@ def test_the_engine_is_checked_once_and_the_self_test_runs_as_gimp_does(
     }
     assert job["output"]["format"] == "u8" and job["options"]["weights"] == str(vgg19_weights)
     assert [text for text in changes.done if "nst_config.json" in text]
+
+
+def test_an_intel_mac_gets_its_pinned_torch_and_numpy_and_nst_core_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip would replace torch 2.2.2 by pyproject.toml's range: nst_core goes in without its dependencies,
+    after them with the Mac's pins."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(steps, "pip_install", lambda python, arguments, what: calls.append(list(arguments)))
+    monkeypatch.setattr(steps, "run_quiet", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    sysctl = tmp_path / "sysctl"
+    sysctl.write_text("#!/bin/sh\necho 0\n")
+    sysctl.chmod(0o755)
+    build = torch_build.choose_torch("macos", "x86_64", "auto", {"PATH": str(tmp_path)})
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin/python").write_text("")
+    made = plan.EnginePlan(venv / "bin/python", False, venv, None, build, True, True)
+    install = plan.InstallPlan(
+        "macos",
+        tmp_path,
+        made,
+        plan.WeightsPlan("keep", "w", tmp_path / "w"),
+        (),
+        (),
+        (),
+        (),
+        None,
+        False,
+        False,
+        False,
+        False,
+    )
+    manifest = steps.Manifest(tmp_path / "manifest.json")
+    steps.make_environment(made, manifest, steps.Changes())
+    steps.install_nst_core(install, manifest, steps.Changes())
+    assert calls == [
+        ["torch==2.2.2", "torchvision==0.17.2"],  # PyPI: no --index-url on a Mac
+        ["pillow>=9", "numpy>=1.23,<2", "tqdm>=4.60"],
+        ["--no-deps", str(REPO)],
+    ]
