@@ -208,12 +208,15 @@ def largest_side(fits: Callable[[int], bool], low: int, high: int) -> int | None
 # ("can't allocate memory"), and oneDNN, whose convolutions cannot create their primitive when its
 # scratch memory cannot be had (seen under an address-space limit, tests/test_out_of_memory.py).
 OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory", "could not create a primitive")
+# torch.OutOfMemoryError is newer torch's device-neutral name; torch 2.2.2, the last for Intel Macs,
+# has only CUDA's.
+TORCH_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether `exc` says that an allocation failed: torch.OutOfMemoryError, MemoryError, or one of
     the allocators' RuntimeErrors."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+    if isinstance(exc, (TORCH_OUT_OF_MEMORY, MemoryError)):
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(words in text for words in OUT_OF_MEMORY_TEXTS)
