@@ -817,12 +817,12 @@ class EngineRun(object):
                         stream.close()
                     except (IOError, OSError, RuntimeError, ValueError):
                         pass  # SIGTERM came during a read of this stream: it goes with the process
+        if self.lock is not None:  # first: Windows cannot delete the lock file while it is open
+            self.lock.close()
+            self.lock = None
         if self.folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
-        if self.lock is not None:
-            self.lock.close()
-            self.lock = None
         if self in _LIVE_RUNS:
             _LIVE_RUNS.remove(self)
 
