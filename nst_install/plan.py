@@ -212,8 +212,12 @@ def describe(plan: InstallPlan) -> list[str]:
     else:
         lines.append("  GIMP: no profile found")
     if plan.flatpak is not None and any(profile.flatpak for profile in plan.profiles):
-        state = "may already" if plan.flatpak.allowed else "needs a permission to (asked for below)"
-        lines.append(f"  Flatpak GIMP: {state} start the engine outside its sandbox")
+        if plan.flatpak.allowed:
+            lines.append("  Flatpak GIMP: may already start the engine outside its sandbox")
+        else:
+            lines.append(
+                "  Flatpak GIMP: needs a permission to start the engine outside its sandbox (asked last)"
+            )
     if plan.disk:
         lines.append(f"  disk: about {gigabytes(plan.disk)} needed")
     return lines

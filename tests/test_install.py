@@ -286,7 +286,7 @@ def test_a_profile_shared_with_the_flatpak_gets_its_permission(tmp_path: Path, v
     assert first.returncode == 0, explain(first)
     assert f"GIMP 3.0 (also the Flatpak GIMP's): plug-in into {gimp30}" in first.stdout
     assert f"GIMP 3.2: plug-in into {gimp32}" in first.stdout  # not the Flatpak's version
-    assert "needs a permission to (asked for below) start the engine" in first.stdout
+    assert "needs a permission to start the engine outside its sandbox (asked last)" in first.stdout
     assert f"allow it to start the engine outside its sandbox, once:\n    {override}" in first.stdout
     assert "--talk-name" not in (tmp_path / "flatpak-calls").read_text()  # no terminal: printed, not run
     check_plugin(gimp30, "neural_style", "neural_style.py")
