@@ -69,7 +69,7 @@ def install(args: argparse.Namespace) -> int:
     check_disk(plan)
     if args.dry_run:
         if not plan.profiles:
-            raise InstallError(EXIT_NO_GIMP, no_gimp_message(plan.system, os.environ, plan.installed, True))
+            raise InstallError(EXIT_NO_GIMP, no_gimp_message_for(plan, dry_run=True))
         say("Dry run: nothing was changed.")
         return EXIT_OK
     say()
@@ -77,8 +77,12 @@ def install(args: argparse.Namespace) -> int:
     changes = carry_out(plan, manifest)
     summary(plan, manifest, changes)
     if not plan.profiles:
-        raise InstallError(EXIT_NO_GIMP, no_gimp_message(plan.system, os.environ, plan.installed, False))
+        raise InstallError(EXIT_NO_GIMP, no_gimp_message_for(plan, dry_run=False))
     return EXIT_OK
+
+
+def no_gimp_message_for(plan: InstallPlan, dry_run: bool) -> str:
+    return no_gimp_message(plan.not_started, plan.installed, plan.no_profile_hint, dry_run)
 
 
 def check_disk(plan: InstallPlan) -> None:

@@ -86,9 +86,13 @@ def allow_flatpak(gimp: FlatpakGimp) -> str | None:
 
 
 def installed_gimps(
-    system: str, environ: Mapping[str, str], applications: Path = MAC_APPLICATIONS
+    system: str,
+    environ: Mapping[str, str],
+    flatpak: FlatpakGimp | None = None,
+    applications: Path = MAC_APPLICATIONS,
 ) -> list[InstalledGimp]:
-    """The GIMPs this machine has, as far as their programs and packages tell."""
+    """The GIMPs this machine has, as far as their programs and packages tell; `flatpak`: what
+    flatpak_gimp() found (asked once by the caller, who needs it anyway)."""
     if system == "windows":
         return windows_gimps(environ)
     if system == "macos":
@@ -102,7 +106,6 @@ def installed_gimps(
         said = quiet_output([program, "--version"])
         if said is not None:
             found.append(InstalledGimp(version_of(said), program))
-    flatpak = flatpak_gimp(environ)
     if flatpak is not None:
         found.append(InstalledGimp(flatpak.version, f"Flatpak {GIMP_FLATPAK_ID}"))
     return found

@@ -76,6 +76,7 @@ class InstallPlan:
     installed: tuple[InstalledGimp, ...]  # the GIMPs this machine has, profile or not
     not_started: tuple[tuple[InstalledGimp, Path], ...]  # of those, the ones without a profile yet, and
     # where they will make it
+    no_profile_hint: Path  # where GIMP 3.2 would make its profile: for the message when none is known
     flatpak: FlatpakGimp | None  # Flathub's GIMP, when installed
     self_test: bool
     assume_yes: bool  # --yes: the Flatpak permission is applied without asking
@@ -85,6 +86,11 @@ class InstallPlan:
     @property
     def disk(self) -> int:
         return self.engine.disk + self.weights.disk
+
+    @property
+    def serves_flatpak(self) -> bool:
+        """A Flatpak GIMP will run the plug-in from one of the profiles: it needs its permission."""
+        return any(profile.flatpak for profile in self.profiles)
 
 
 def make_plan(
@@ -109,7 +115,7 @@ def make_plan(
         profiles, unsupported = find_profiles(system, environ, flatpak)
     for profile in profiles:
         check_writable(profile)
-    installed = installed_gimps(system, environ)
+    installed = installed_gimps(system, environ, flatpak)
     return InstallPlan(
         system=system,
         data_dir=data_dir,
@@ -122,6 +128,7 @@ def make_plan(
             (gimp, default_profile(system, environ, gimp.version))  # type: ignore[arg-type]
             for gimp in (not_started(installed, profiles) if not args.gimp_dir else [])
         ),
+        no_profile_hint=default_profile(system, environ, (3, 2)),
         flatpak=flatpak,
         self_test=not args.skip_self_test,
         assume_yes=args.yes,
@@ -211,7 +218,7 @@ def describe(plan: InstallPlan) -> list[str]:
             lines.append(f"  note: {start_once(gimp, folder)}")
     else:
         lines.append("  GIMP: no profile found")
-    if plan.flatpak is not None and any(profile.flatpak for profile in plan.profiles):
+    if plan.flatpak is not None and plan.serves_flatpak:
         if plan.flatpak.allowed:
             lines.append("  Flatpak GIMP: may already start the engine outside its sandbox")
         else:

@@ -203,22 +203,23 @@ def start_once(gimp: InstalledGimp, folder: Path) -> str:
 
 
 def no_gimp_message(
-    system: str, environ: Mapping[str, str], installed: Sequence[InstalledGimp], dry_run: bool
+    not_started: Sequence[tuple[InstalledGimp, Path]],
+    installed: Sequence[InstalledGimp],
+    example: Path,
+    dry_run: bool,
 ) -> str:
+    """The message when no profile was found: the newest GIMP never started and the folder it will make,
+    or else any GIMP found, or else how to point at a profile (`example`)."""
     done = "no plug-in would be placed" if dry_run else "the engine is ready, but no plug-in was placed"
-    known = [gimp for gimp in installed if gimp.version and supported(gimp.version)]
-    if known:
-        newest = max(known, key=lambda gimp: gimp.version or (0, 0))
-        assert newest.version is not None
-        folder = default_profile(system, environ, newest.version)
-        return f"No GIMP profile found ({done}): {start_once(newest, folder)}."
+    if not_started:
+        gimp, folder = max(not_started, key=lambda pair: pair[0].version or (0, 0))
+        return f"No GIMP profile found ({done}): {start_once(gimp, folder)}."
     if installed:
         gimp = installed[0]
         return (
             f"No GIMP profile found ({done}): {gimp.label} ({gimp.where}) was never started: start it once, "
             "quit it and run install.py again."
         )
-    example = default_profile(system, environ, (3, 2))
     return (
         f"No GIMP 3.x or 2.10 profile found: {done}. Start GIMP (3.2, 3.0 or 2.10) once so that it makes its "
         f"profile folder, quit it and run install.py again, or name the folder with --gimp-dir DIR (e.g. "

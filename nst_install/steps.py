@@ -63,7 +63,7 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
         report_self_test(plan)
     for profile in plan.profiles:
         install_plugin(profile, plan, description, manifest, changes)
-    if any(profile.flatpak for profile in plan.profiles):
+    if plan.serves_flatpak:
         let_flatpak_out(plan, changes)
     return changes
 

@@ -833,19 +833,20 @@ def test_an_intel_mac_gets_its_pinned_torch_and_numpy_and_nst_core_alone(
     (venv / "bin/python").write_text("")
     made = plan.EnginePlan(venv / "bin/python", False, venv, None, build, True, True)
     install = plan.InstallPlan(
-        "macos",
-        tmp_path,
-        made,
-        plan.WeightsPlan("keep", "w", tmp_path / "w"),
-        (),
-        (),
-        (),
-        (),
-        None,
-        False,
-        False,
-        False,
-        False,
+        system="macos",
+        data_dir=tmp_path,
+        engine=made,
+        weights=plan.WeightsPlan("keep", "w", tmp_path / "w"),
+        profiles=(),
+        unsupported=(),
+        installed=(),
+        not_started=(),
+        no_profile_hint=tmp_path / "GIMP/3.2",
+        flatpak=None,
+        self_test=False,
+        assume_yes=False,
+        dev=False,
+        prefix=False,
     )
     manifest = steps.Manifest(tmp_path / "manifest.json")
     steps.make_environment(made, manifest, steps.Changes())
