@@ -21,10 +21,25 @@ import nst_bridge  # noqa: E402
 from nst_core import paths, weights  # noqa: E402
 from nst_core.errors import NstError  # noqa: E402
 
-__all__ = ["REPO", "PLUGINS", "NstError", "Project", "nst_bridge", "paths", "project", "weights"]
+__all__ = [
+    "REPO",
+    "PLUGINS",
+    "NstError",
+    "Project",
+    "nst_bridge",
+    "paths",
+    "project",
+    "requirement_name",
+    "weights",
+]
 
 # pip's names for what the engine imports, where they differ.
 IMPORT_NAMES = {"pillow": "PIL"}
+
+
+def requirement_name(specifier: str) -> str:
+    """'torch' of the pip specifier 'torch>=2.14,<2.15'."""
+    return re.split(r"[<>=!~ ]", specifier, maxsplit=1)[0]
 
 
 @dataclass(frozen=True)
@@ -35,12 +50,12 @@ class Project:
 
     def requirement(self, name: str) -> str:
         """The specifier of one dependency, e.g. 'torch>=2.14,<2.15'."""
-        return next(r for r in self.requirements if re.split(r"[<>=!~ ]", r, maxsplit=1)[0] == name)
+        return next(r for r in self.requirements if requirement_name(r) == name)
 
     @property
     def modules(self) -> tuple[tuple[str, str], ...]:
         """(module, distribution) of each dependency: what the engine's Python must import."""
-        names = (re.split(r"[<>=!~ ]", r, maxsplit=1)[0] for r in self.requirements)
+        names = (requirement_name(r) for r in self.requirements)
         return tuple((IMPORT_NAMES.get(name, name), name) for name in names)
 
     @property

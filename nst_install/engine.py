@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import re
 import shutil
 import subprocess
 import tempfile
@@ -112,10 +111,9 @@ def nst_core_current(probe: dict, dev: bool = False) -> bool:
 def torch_fits(probe: dict, build: TorchBuild) -> bool:
     """torch and torchvision (and what the build pins) are there, of the tested releases (or the build's
     pins), and built for `build`'s device."""
-    pinned = [re.split(r"[<>=!~ ]", pin, maxsplit=1)[0] for pin in build.pins]
-    for name in dict.fromkeys(["torch", "torchvision", *pinned]):
+    for name in dict.fromkeys(["torch", "torchvision", *build.pinned]):
         version = probe.get(name, {}).get("version")
-        if version is None or not satisfies(version, build.requirement(name, project().requirement(name))):
+        if version is None or not satisfies(version, build.requirement(name)):
             return False
     torch = probe["torch"]
     if build.kind == "cuda":

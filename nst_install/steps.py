@@ -92,9 +92,7 @@ def make_environment(engine: EnginePlan, manifest: Manifest, changes: Changes) -
         if not engine.make_venv_with:  # an existing venv: its torch may be the wrong build at a right version
             run_quiet([engine.python, "-m", "pip", "uninstall", "-y", "torch", "torchvision"])
         index = ["--index-url", engine.torch.index_url] if engine.torch.index_url else []
-        torch = [
-            engine.torch.requirement(name, project().requirement(name)) for name in ("torch", "torchvision")
-        ]
+        torch = [engine.torch.requirement(name) for name in ("torch", "torchvision")]
         pip_install(engine.python, [*torch, *index], f"torch ({engine.torch.kind})")
         changes.note("torch installed", show=False)
 
@@ -112,7 +110,7 @@ def install_nst_core(plan: InstallPlan, manifest: Manifest, changes: Changes) ->
     elif engine.torch is not None and engine.torch.pins:
         # pip would replace the pinned torch by the project's range: the rest first, then nst_core alone.
         others = [
-            engine.torch.requirement(dist, project().requirement(dist))
+            engine.torch.requirement(dist)
             for _module, dist in project().modules
             if dist not in ("torch", "torchvision")
         ]

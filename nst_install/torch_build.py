@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from .checkout import project, requirement_name
 from .errors import EXIT_OLD_PYTHON, EXIT_USAGE, InstallError
 from .system import GB, run_quiet
 
@@ -73,9 +74,15 @@ class TorchBuild:
     def disk(self) -> int:
         return DISK[self.kind]
 
-    def requirement(self, name: str, default: str) -> str:
-        """This build's specifier for `name`: its pin if it has one, else the project's `default`."""
-        return next((pin for pin in self.pins if re.split(r"[<>=!~ ]", pin, maxsplit=1)[0] == name), default)
+    @property
+    def pinned(self) -> tuple[str, ...]:
+        """The names of the packages this build pins."""
+        return tuple(requirement_name(pin) for pin in self.pins)
+
+    def requirement(self, name: str, default: str | None = None) -> str:
+        """This build's specifier for `name`: its pin if it has one, else `default`, else pyproject.toml's."""
+        pinned = next((pin for pin in self.pins if requirement_name(pin) == name), None)
+        return pinned or default or project().requirement(name)
 
 
 @dataclass(frozen=True)
