@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
-from .errors import Cancelled, ExitCode, NstError, OutOfMemoryError, UsageError
+from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Sink, error_event, make_sink
 from .options import (
     DEVICES,
@@ -30,6 +30,7 @@ from .options import (
     describe,
 )
 from .presets import DEFAULT_PRESET, PRESETS
+from .wire import Limits
 
 
 class Parser(argparse.ArgumentParser):
@@ -87,6 +88,11 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
+    return Options.from_dict(option_values(args))
+
+
+def option_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The option flags given, by Options field name (what a job file or a service request carries)."""
     values: dict[str, Any] = {}
     for name in OPTION_FLAGS:
         value = getattr(args, name)
@@ -97,7 +103,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         if name in LIST_OF_FLOATS:
             value = [_float(name, item) for item in value]
         values[name] = value
-    return Options.from_dict(values)
+    return values
 
 
 def _float(name: str, text: str) -> float:
@@ -108,19 +114,6 @@ def _float(name: str, text: str) -> float:
 
 
 # -- running a command with one-line errors --------------------------------------------------------
-
-
-def describe_error(exc: BaseException) -> NstError:
-    """Any exception as a one-line NstError (unexpected ones as an internal error to report)."""
-    if isinstance(exc, NstError):
-        return exc
-    if isinstance(exc, KeyboardInterrupt):
-        return Cancelled()
-    if isinstance(exc, MemoryError):  # outside the run's own handler: reading or writing the images
-        return OutOfMemoryError(
-            f"Not enough memory for the images ({exc}): close other programs or use a smaller image."
-        )
-    return NstError(f"internal error: {type(exc).__name__}: {exc} (please report)")
 
 
 def run_reported(sink: Sink, action: Callable[[], object]) -> int:
@@ -156,12 +149,105 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         request = JobRequest(Path(args.content), styles, options, output, result_size="working")
         if args.dry_run:
             print(json.dumps(dry_run(request), indent=2))
-        else:
+        elif not args.server or not _stylized_on_server(args, request, sink, watcher):
             execute(request, sink, watcher)
 
     code = run_reported(sink, action)
     watcher.finish()
     return code
+
+
+def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, cancel: Any) -> bool:
+    """Run the job on the first free `--server`; False when none answers (the caller runs it here)."""
+    import time
+
+    from . import client
+    from .job import check_writable, write_output
+    from .wire import request_body
+
+    if args.token_file is None:
+        raise UsageError("--server needs --token-file: the file holding the server's token.")
+    if request.options.weights:
+        raise UsageError("--weights names a file on this machine; a server uses its own: leave it out.")
+    token = client.read_token(Path(args.token_file))
+    server, passed = client.pick_server([client.Server(url, token) for url in args.server])
+    if server is None:
+        print(f"note: no server answers ({'; '.join(passed)}); running here.", file=sys.stderr)
+        return False
+    check_writable(request.output)
+    started = time.perf_counter()
+    body = request_body(
+        (_read_input(request.content), None),
+        [(_read_input(path), 1.0) for path in request.styles],
+        option_values(args),
+        result_format="float32",
+        result_size="working",
+    )
+    done, data = client.run_on_server(server, body, sink, cancel)
+    import numpy as np
+
+    shape = (int(done["height"]), int(done["width"]), int(done["channels"]))
+    written = write_output(np.frombuffer(data, dtype="<f4").reshape(shape), request.output)
+    sink.emit({"event": "done", "output": str(written), "seconds": round(time.perf_counter() - started, 3)})
+    return True
+
+
+def _read_input(path: Path) -> bytes:
+    from .errors import ImageError
+
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"Image {path} cannot be read ({exc.strerror}): check the file name.") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve until stopped; one line (JSON) on stdout once it listens, errors as one line on stderr."""
+    import asyncio
+    import ipaddress
+
+    def action() -> None:
+        from . import client, service, weights
+
+        token = client.read_token(Path(args.token_file), create=True)
+        path = weights.resolve_weights(args.weights)
+        devices = service.worker_devices(args.device)
+        limits = Limits(
+            max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_pixels=int(args.max_pixels)
+        )
+        if not _loopback(args.host, ipaddress):
+            print(
+                f"note: listening on {args.host}, beyond this machine: put it behind TLS (docs/install.md).",
+                file=sys.stderr,
+            )
+
+        def ready(state: dict[str, Any]) -> None:
+            print(json.dumps({"event": "listening", **state}), flush=True)
+
+        asyncio.run(
+            service.serve(
+                token,
+                path,
+                devices,
+                host=args.host,
+                port=args.port,
+                limits=limits,
+                idle_timeout=args.idle_timeout,
+                state_file=Path(args.state_file) if args.state_file else None,
+                ready=ready,
+            )
+        )
+
+    return run_reported(Sink(), action)
+
+
+def _loopback(host: str, ipaddress: Any) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
@@ -296,6 +382,8 @@ def cmd_weights(args: argparse.Namespace) -> int:
     def action() -> None:
         if args.action == "fetch":
             path = weights.fetch(args.model, args.dir, _download_bar() if sys.stderr.isatty() else None)
+            if weights.verified_features(path) is None:
+                _make_features_file(path)
             print(path)
         elif args.action == "check" and args.path.is_file() and weights.official_for_file(args.path) is None:
             # No hash to compare for a file of the user's own: loading it is the check.
@@ -312,6 +400,20 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return run_reported(Sink(), action)
 
 
+def _make_features_file(official: Path) -> None:
+    """The features-only copy the engine starts from; without it the engine reads the whole file, so
+    a failure is a note, not an error."""
+    try:
+        from .features_file import ensure
+    except ImportError as exc:  # the weights are fetched before torch exists, and work without it
+        print(f"note: no features-only copy of {official.name} made ({exc}).", file=sys.stderr)
+        return
+    try:
+        ensure(official)
+    except NstError as error:
+        print(f"note: {error.message}", file=sys.stderr)
+
+
 def _download_bar(stream: TextIO | None = None) -> Callable[[int, int | None], None]:
     """A tqdm bar for weights.fetch's (done, total) byte counts."""
     from tqdm import tqdm
@@ -326,6 +428,8 @@ def _download_bar(stream: TextIO | None = None) -> Callable[[int, int | None], N
 
     return show
 
+
+SERVICE_PORT = 8642  # the default port of `serve`; no well-known service uses it
 
 # -- the parser ------------------------------------------------------------------------------------
 
@@ -351,8 +455,50 @@ def build_parser() -> Parser:
         action="store_true",
         help="print the plan as JSON (scales, tiles, memory, time); write nothing",
     )
+    stylize.add_argument(
+        "--server",
+        action="append",
+        metavar="URL",
+        help="run on an engine service (repeat for several: the first free one); needs --token-file",
+    )
+    stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
     _add_option_flags(stylize)
     stylize.set_defaults(handler=cmd_stylize)
+
+    serve = commands.add_parser("serve", help="a long-lived engine for the plug-ins and --server clients")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=SERVICE_PORT, help=f"default {SERVICE_PORT}; 0: any free port"
+    )
+    serve.add_argument(
+        "--token-file", required=True, metavar="FILE", help="the token clients must send (made if missing)"
+    )
+    serve.add_argument("--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)")
+    serve.add_argument(
+        "--device", default="auto", choices=DEVICES, help="default auto: every CUDA GPU, else one"
+    )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="exit after S seconds without a job; 0: never",
+    )
+    serve.add_argument("--state-file", metavar="FILE", help="write the address and pid here while serving")
+    limits = Limits()
+    serve.add_argument(
+        "--max-request-mb",
+        type=float,
+        default=limits.max_request_bytes / 2**20,
+        metavar="MB",
+        help="largest request",
+    )
+    serve.add_argument(
+        "--max-pixels", type=int, default=limits.max_pixels, metavar="N", help="largest image, in pixels"
+    )
+    serve.set_defaults(handler=cmd_serve)
 
     plan = commands.add_parser("plan", help="the plan for a content of a given size, as JSON")
     plan.add_argument("--width", type=int, required=True, metavar="W")

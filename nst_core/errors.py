@@ -60,3 +60,16 @@ class Cancelled(NstError):
 
     def __init__(self, message: str = "Cancelled.") -> None:
         super().__init__(message)
+
+
+def describe_error(exc: BaseException) -> NstError:
+    """Any exception as a one-line NstError (unexpected ones as an internal error to report)."""
+    if isinstance(exc, NstError):
+        return exc
+    if isinstance(exc, KeyboardInterrupt):
+        return Cancelled()
+    if isinstance(exc, MemoryError):  # outside the run's own handler: reading or writing the images
+        return OutOfMemoryError(
+            f"Not enough memory for the images ({exc}): close other programs or use a smaller image."
+        )
+    return NstError(f"internal error: {type(exc).__name__}: {exc} (please report)")

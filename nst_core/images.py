@@ -6,6 +6,7 @@ The engine's image type is a numpy float32 array H x W x C in [0, 1], C in 1..4
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +26,35 @@ def load_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"Image {path} does not exist: check the file name.")
+    return _decode(path, str(path), None)
+
+
+def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+    """An image file's bytes (as the service receives them), refused from its header alone when it has
+    more than `max_pixels`: a small file can declare a huge picture."""
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> np.ndarray:
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageError(
+                    f"Image {name} is {width}x{height}, more than this server's limit of {max_pixels} "
+                    "pixels: scale it down, or start the server with a larger --max-pixels."
+                )
             image.load()
-            return to_array(image, name=str(path))
+            return to_array(image, name=name)
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"Image {name} is too large to open safely ({exc}): scale it down first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(
-            f"Image {path} cannot be read ({type(exc).__name__}: {exc}): it is corrupt or not an image; "
+            f"Image {name} cannot be read ({type(exc).__name__}: {exc}): it is corrupt or not an image; "
             f"{_FIX_IMAGE}."
         ) from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"Image {path} is too large to open safely ({exc}): scale it down first.") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

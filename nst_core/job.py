@@ -16,13 +16,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
 from .options import Options
+
+if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
+    from .optimize import CancelToken
 
 RAW_FORMATS = {"u8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
 JOB_KEYS = ("version", "content", "styles", "options", "output")
@@ -187,27 +190,43 @@ def load_content(content: Path | RawImage) -> np.ndarray:
 # -- running -----------------------------------------------------------------------------------------
 
 
-def execute(request: JobRequest, sink: Sink, cancel: CancelWatcher | None = None) -> Path:
+def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) -> Path:
     """Check the output first, load the inputs, plan (usage, device and weights errors), stylise, and
     write the result atomically."""
-    from .devices import describe_device
     from .images import load_image
-    from .plan import make_plan
-    from .run import run_plan
 
     started = time.perf_counter()
     check_writable(request.output)
     content = load_content(request.content)
     styles = [load_image(path) for path in request.styles]
+    result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel)
+    written = write_output(result, request.output)
+    sink.emit(done_event(str(written), time.perf_counter() - started))
+    return written
+
+
+def stylize_arrays(
+    content: np.ndarray,
+    styles: list[np.ndarray],
+    options: Options,
+    result_size: Literal["content", "working"],
+    sink: Sink,
+    cancel: CancelToken | None = None,
+    device: Any = None,
+) -> np.ndarray:
+    """Plan, report the start, stylise; the one path of `run-job`, `stylize` and the service (which
+    names its worker's `device`). Checked arrays in (`images.to_array`), the result array out."""
+    from .devices import describe_device
+    from .plan import make_plan
+    from .run import run_plan
+
     height, width = content.shape[:2]
-    plan = make_plan(request.options, (width, height), len(styles), output=request.result_size)
+    plan = make_plan(options, (width, height), len(styles), output=result_size, device=device)
     sink.emit(start_event(describe_device(plan.device), plan.summary()))
     result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
-    written = write_output(result, request.output)
-    sink.emit(done_event(str(written), time.perf_counter() - started))
-    return written
+    return result
 
 
 def dry_run(request: JobRequest) -> dict[str, Any]:
@@ -296,11 +315,16 @@ def _save_image(array: np.ndarray, path: Path, fmt: str) -> None:
 
 
 def _save_raw(array: np.ndarray, path: Path, fmt: str) -> None:
+    path.write_bytes(raw_bytes(array, fmt))
+
+
+def raw_bytes(array: np.ndarray, fmt: str) -> bytes:
+    """A result as a headerless buffer (the protocol's raw `u8` or `float32`)."""
     if fmt == "u8":
         data = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     else:
         data = array.astype(RAW_FORMATS[fmt])
-    path.write_bytes(np.ascontiguousarray(data).tobytes())
+    return np.ascontiguousarray(data).tobytes()
 
 
 # -- cancellation: end of stdin, the parent's death, SIGTERM -------------------------------------------

@@ -1,0 +1,220 @@
+"""The engine service's wire format (docs/protocol.md, "The engine service"): a job travels as one
+request body, a JSON header line followed by the images' bytes, and comes back as JSON event lines
+followed by the result's bytes.
+
+Nothing in a request names a file on the server, and every size is checked against the server's
+limits from the header alone, before a byte of pixels is read or decoded.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from .errors import DeviceError, UsageError
+from .events import PROTOCOL_VERSION
+from .job import RAW_FORMATS
+from .options import DEVICES, Options
+
+API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
+CONTENT_TYPE = "application/x-nst-job"
+EVENTS_TYPE = "application/x-ndjson"
+HEADER_LIMIT = 64 * 1024  # the JSON header line; options and sizes need a few hundred bytes
+HEADER_KEYS = ("version", "content", "styles", "options", "result")
+RESULT_SIZES = ("content", "working")
+# Options that would name a file on the server, or a device it was not started for: the server decides.
+SERVER_OPTIONS = ("weights",)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry; the defaults fit a 100-megapixel photo in float32 RGBA."""
+
+    max_request_bytes: int = 2 * 1024**3
+    max_pixels: int = 100_000_000
+    max_styles: int = 8
+
+
+@dataclass(frozen=True)
+class Part:
+    """One image of a request: its byte count and, for raw pixels, their layout (else an image file)."""
+
+    size: int
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    channels: int = 0
+
+    @property
+    def raw(self) -> bool:
+        return self.channels > 0
+
+
+@dataclass(frozen=True)
+class WireJob:
+    content: Part
+    styles: tuple[Part, ...]
+    weights: tuple[float, ...]
+    options: Options
+    result_format: str
+    result_size: Literal["content", "working"]
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        return (self.content, *self.styles)
+
+    @property
+    def body_bytes(self) -> int:
+        return sum(part.size for part in self.parts)
+
+
+def bad_request(problem: str) -> UsageError:
+    return UsageError(f"Bad service request: {problem} (see docs/protocol.md).")
+
+
+def _require(condition: bool, problem: str) -> None:
+    if not condition:
+        raise bad_request(problem)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJob:
+    """Check a request's header line against the protocol and `limits`; `devices` are the device
+    types the server runs (a job may ask for one of them, or `auto`)."""
+    try:
+        data = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise bad_request(f"the header line is not JSON ({exc})") from None
+    _require(isinstance(data, dict), "the header must be a JSON object")
+    if data.get("version") != PROTOCOL_VERSION:
+        raise UsageError(
+            f"Service protocol version {data.get('version')!r} is not supported: this server speaks "
+            f"version {PROTOCOL_VERSION}; update the client and the server together (run install.py)."
+        )
+    unknown = sorted(set(data) - set(HEADER_KEYS))
+    _require(not unknown, f"unknown key(s) {', '.join(unknown)}; use {', '.join(HEADER_KEYS)}")
+    styles = data.get("styles")
+    _require(isinstance(styles, list) and styles, "`styles` must be a non-empty list")
+    _require(len(styles) <= limits.max_styles, f"{len(styles)} styles; this server takes {limits.max_styles}")
+    content = _part(data.get("content"), "content", limits)
+    style_parts = tuple(_part(style, f"style {i + 1}", limits) for i, style in enumerate(styles))
+    weights = tuple(_weight(style) for style in styles)
+    options = _options(data.get("options", {}), devices)
+    if options.style_blend is None:
+        options = replace(options, style_blend=list(weights))
+    result = data.get("result", {})
+    _require(isinstance(result, dict), "`result` must be an object")
+    fmt, size = result.get("format", "u8"), result.get("size", "content")
+    _require(fmt in RAW_FORMATS, f"result `format` is {fmt!r}; use u8 or float32")
+    _require(size in RESULT_SIZES, f"result `size` is {size!r}; use content or working")
+    job = WireJob(content, style_parts, weights, options, fmt, size)
+    if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
+        raise too_large(job.body_bytes + len(line) + 1, limits)
+    return job
+
+
+def too_large(size: int, limits: Limits) -> UsageError:
+    return UsageError(
+        f"The request has {size} bytes, more than this server's limit of {limits.max_request_bytes}: "
+        "send a smaller image, or start the server with a larger --max-request-mb."
+    )
+
+
+def _part(entry: Any, name: str, limits: Limits) -> Part:
+    _require(isinstance(entry, dict), f"{name} must be an object with `bytes`")
+    _require("path" not in entry, f"{name} names a file; send its bytes instead")
+    unknown = sorted(set(entry) - {"bytes", "raw", "weight"})
+    _require(not unknown, f"{name} has unknown key(s) {', '.join(unknown)}")
+    size = entry.get("bytes")
+    _require(_whole(size) and size > 0, f"{name} needs a positive whole `bytes`")
+    raw = entry.get("raw")
+    if raw is None:
+        return Part(size)
+    _require(isinstance(raw, dict), f"{name}'s `raw` must be an object")
+    width, height, channels, fmt = raw.get("width"), raw.get("height"), raw.get("channels"), raw.get("format")
+    _require(
+        all(_whole(v) and v > 0 for v in (width, height, channels)),
+        f"{name}'s `raw` needs positive whole `width`, `height` and `channels`",
+    )
+    _require(1 <= channels <= 4, f"{name}'s raw `channels` is {channels}; use 1 to 4")
+    _require(fmt in RAW_FORMATS, f"{name}'s raw `format` is {fmt!r}; use u8 or float32")
+    if width * height > limits.max_pixels:
+        raise UsageError(
+            f"The {name} is {width}x{height}, more than this server's limit of {limits.max_pixels} pixels: "
+            "scale it down, or start the server with a larger --max-pixels."
+        )
+    expected = width * height * channels * RAW_FORMATS[fmt].itemsize
+    _require(size == expected, f"{name} has {size} bytes but {width}x{height}x{channels} {fmt} is {expected}")
+    return Part(size, width, height, fmt, channels)
+
+
+def _weight(entry: dict) -> float:
+    weight = entry.get("weight", 1.0)
+    is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+    _require(is_number, "a style `weight` must be a number")
+    return float(weight)
+
+
+def _options(data: Any, devices: tuple[str, ...]) -> Options:
+    _require(isinstance(data, dict), "`options` must be an object")
+    named = sorted(set(data) & set(SERVER_OPTIONS))
+    _require(not named, f"option(s) {', '.join(named)} name files on the server, which uses its own")
+    options = Options.from_dict(data)
+    if options.init not in (None, "content", "noise"):
+        raise bad_request("`init` names a file; a service job starts from content or noise")
+    if options.device != "auto" and options.device not in devices:
+        raise DeviceError(
+            f"This server runs on {', '.join(devices)}, not {options.device}: choose its device or auto."
+        )
+    return options
+
+
+def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The content and style arrays from the bytes after the header (their sizes already checked)."""
+    from .images import decode_image, to_array
+
+    arrays, offset = [], 0
+    for index, part in enumerate(job.parts):
+        data = body[offset : offset + part.size]
+        offset += part.size
+        name = "content" if index == 0 else f"style {index}"
+        if part.raw:
+            array = np.frombuffer(data, dtype=RAW_FORMATS[part.format])
+            arrays.append(to_array(array.reshape(part.height, part.width, part.channels), name=name))
+        else:
+            arrays.append(decode_image(data, name, max_pixels))
+    return arrays[0], arrays[1:]
+
+
+# -- the client's side: the command line's `--server` ------------------------------------------------
+
+
+def request_body(
+    content: tuple[bytes, dict | None],
+    styles: list[tuple[bytes, float]],
+    options: dict[str, Any],
+    result_format: str = "float32",
+    result_size: str = "content",
+) -> bytes:
+    """A request body: `content` is (bytes, raw layout or None for an image file), `styles` are image
+    files' bytes with their blend weights."""
+    data, layout = content
+    header = {
+        "version": PROTOCOL_VERSION,
+        "content": {"bytes": len(data), **({"raw": layout} if layout else {})},
+        "styles": [{"bytes": len(style), "weight": weight} for style, weight in styles],
+        "options": options,
+        "result": {"format": result_format, "size": result_size},
+    }
+    return b"".join([json.dumps(header).encode("utf-8"), b"\n", data, *(style for style, _ in styles)])
+
+
+def device_types(devices: list[str]) -> tuple[str, ...]:
+    """`cuda:1` -> `cuda`: what a job's `device` option may name."""
+    return tuple(sorted({name.split(":")[0] for name in devices} & set(DEVICES)))
