@@ -2,7 +2,8 @@
 
 Layer names follow the VGG paper (conv3_1, relu4_2, pool2); Keras-style names such as
 block4_conv2 mean the ReLU after that convolution (Keras fuses them). The file is not hashed
-here: `weights.py` verifies it; this module only refuses files it cannot use.
+here: `weights.py` verifies it; this module only refuses files it cannot use. An official file is
+read from its features-only copy when `weights.py` vouches for one (`features_file.py`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 import torchvision
 from torch import nn
 
+from . import features_file, weights
 from .errors import UsageError, WeightsError
 from .options import MODELS
 
@@ -88,11 +90,32 @@ def border_margin(layers: Iterable[nn.Module]) -> int:
     return reach
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of `path`; for a verified official file, from its features-only copy when that is
+    sound (the same bits, a sixth of the bytes), else from the file itself, remaking the copy."""
+    copy = weights.verified_features(path)
+    if copy is not None:
+        try:
+            return _read_state(copy, mapped=True)
+        except WeightsError:
+            pass  # verified bytes this torch cannot read (a newer one wrote them): remade below
+    state = _read_state(path)
+    if weights.verified_official(path) is not None:
+        try:
+            features_file.write(state, path)
+        except Exception:  # a full disk, a read-only folder, a race: the copy only speeds up the next start,
+            pass  # and this run has its weights
+    return state
+
+
+def _read_state(path: Path, mapped: bool = False) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist: {_FIX_WEIGHTS}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if mapped:
+            state = features_file.load(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise WeightsError(
             f"Weights file {path} is truncated or not a PyTorch file ({type(exc).__name__}): {_FIX_WEIGHTS}."
@@ -104,7 +127,7 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
 
 @functools.lru_cache(maxsize=2)
 def _load_checked_features(model: str, path: str, _stamp: tuple[int, int]) -> nn.Sequential:
-    state = _read_state(Path(path))
+    state = _read_weights(Path(path))
     features = blank_features(model)
     wanted = features.state_dict()
     loaded: dict[str, torch.Tensor] = {}

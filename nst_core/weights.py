@@ -22,6 +22,7 @@ from .errors import UsageError, WeightsError
 
 WEIGHTS_ENV = "NST_WEIGHTS"
 STAMP_NAME = "verified-weights.json"
+FEATURES_SUFFIX = ".features.pt"
 CHUNK = 1 << 20
 ByteProgress = Callable[[int, "int | None"], None]  # (done_bytes, total_bytes or None when unknown)
 
@@ -282,9 +283,10 @@ def _stamped(stamps: Path, path: Path, stat: os.stat_result) -> str | None:
     return record.get("sha256") if same else None
 
 
-def _stamp(stamps: Path, path: Path, stat: os.stat_result, digest: str) -> None:
+def _stamp(stamps: Path, path: Path, stat: os.stat_result, digest: str, **extra: str) -> None:
     records = _read_stamps(stamps)
-    records[_stamp_key(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    records[_stamp_key(path)] = {**record, **extra}
     try:
         stamps.parent.mkdir(parents=True, exist_ok=True)
         temporary = stamps.with_name(stamps.name + f".{os.getpid()}.tmp")
@@ -292,6 +294,69 @@ def _stamp(stamps: Path, path: Path, stat: os.stat_result, digest: str) -> None:
         os.replace(temporary, stamps)
     except OSError:
         pass  # only a cache: the next run hashes again
+
+
+# -- the features-only copy --------------------------------------------------------------------------
+# The official files hold the classifier too (470 of VGG19's 548 MB) in torch's legacy format, which
+# must be read whole. The engine reads a copy of the `features` tensors instead, written beside the
+# official file in torch's zip format (memory-mapped: about 80 MB read). Making it needs torch
+# (`features_file.py`); knowing whether to trust it does not, so it is here.
+
+
+def features_path(path: Path | str) -> Path | None:
+    """Where the features-only copy of the official file `path` lies (None for other files)."""
+    entry = official_for_file(Path(path))
+    if entry is None:
+        return None
+    return Path(path).with_name(Path(entry.filename).stem + FEATURES_SUFFIX)
+
+
+def verified_official(path: Path | str, stamps: Path | None = None) -> OfficialWeights | None:
+    """The official entry of `path` if `verify` has seen it as it is now (size and mtime); no hashing."""
+    path, stamps = Path(path), stamps or paths.data_dir() / STAMP_NAME
+    entry = official_for_file(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return entry if entry is not None and _stamped(stamps, path, stat) == entry.sha256 else None
+
+
+def verified_features(path: Path | str, stamps: Path | None = None) -> Path | None:
+    """The features-only copy beside the official file `path`, if it can stand in for it: `path` is
+    verified as it is now, the copy was made from that official file and still has the SHA-256 it was
+    written with (rehashed when its size or mtime changed). None otherwise: remake it, never trust it."""
+    path, stamps = Path(path), stamps or paths.data_dir() / STAMP_NAME
+    entry = verified_official(path, stamps)
+    copy = features_path(path)
+    if entry is None or copy is None:
+        return None
+    try:
+        stat = copy.stat()
+    except OSError:
+        return None
+    record = _read_stamps(stamps).get(_stamp_key(copy))
+    if not isinstance(record, dict) or record.get("source_sha256") != entry.sha256:
+        return None
+    digest = record.get("sha256")
+    if not isinstance(digest, str) or not digest:
+        return None
+    if _stamped(stamps, copy, stat) == digest:
+        return copy
+    if sha256_of(copy) != digest:
+        return None
+    _stamp(stamps, copy, stat, digest, source_sha256=entry.sha256)
+    return copy
+
+
+def record_features(copy: Path, digest: str, source: Path, stamps: Path | None = None) -> bool:
+    """Remember the features-only `copy` of `source`, written with `digest`; False (nothing recorded)
+    when `source` is no longer the verified official file it was when the copy was made of it."""
+    entry = verified_official(source, stamps)
+    if entry is None or features_path(source) != copy:
+        return False
+    _stamp(stamps or paths.data_dir() / STAMP_NAME, copy, copy.stat(), digest, source_sha256=entry.sha256)
+    return True
 
 
 # -- lookup ------------------------------------------------------------------------------------------

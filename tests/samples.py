@@ -24,6 +24,20 @@ def make_random_vgg_weights(path: Path, model: str = "vgg19", seed: int = 0) -> 
     return path
 
 
+def make_official_like_weights(path: Path, features: Path) -> Path:
+    """`features`' tensors as torchvision ships its files: in torch's legacy (non-zip) format and with a
+    classifier beside them (a small one: the engine never reads it)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(1)
+    state = dict(torch.load(features, weights_only=True))
+    for index, shape in ((0, (8, 16)), (3, (8, 8)), (6, (4, 8))):
+        state[f"classifier.{index}.weight"] = torch.randn(shape, generator=generator)
+        state[f"classifier.{index}.bias"] = torch.randn(shape[0], generator=generator)
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    return path
+
+
 def make_content_image(width: int = 96, height: int = 64) -> Image.Image:
     """Smooth shapes: a gradient sky, a disc and a bar, so content structure is easy to measure."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from samples import make_content_image, make_official_like_weights, make_random_vgg_weights, make_style_image
 
+import nst_core
+from nst_core import cli, features_file, network, weights
 from nst_core.errors import UsageError, WeightsError
 from nst_core.network import (
     IMAGENET_MEAN,
@@ -16,6 +23,7 @@ from nst_core.network import (
     load_features,
     smallest_side,
 )
+from nst_core.options import Options
 
 
 @pytest.mark.parametrize(
@@ -130,3 +138,186 @@ def test_missing_file_and_foreign_file(tmp_path: Path) -> None:
     torch.save([1, 2, 3], tmp_path / "list.pth")
     with pytest.raises(WeightsError, match="state dict"):
         build_network("vgg19", tmp_path / "list.pth", ["relu1_1"])
+
+
+# -- official weights start from their features-only copy ----------------------------------------------
+
+
+def _make_official(path: Path, features: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """`features` written as torchvision ships its files, under a name the official table knows."""
+    make_official_like_weights(path, features)
+    digest, size = weights.sha256_of(path), path.stat().st_size
+    entry = replace(weights.OFFICIAL["vgg19"], filename=path.name, sha256=digest, size=size)
+    monkeypatch.setitem(weights.OFFICIAL, "vgg19", entry)
+    weights.verify(path, "vgg19")  # as the engine's `resolve_weights` does before loading
+    return path
+
+
+@pytest.fixture
+def official(
+    tmp_path: Path, vgg19_weights: Path, isolated_data: None, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    network._load_checked_features.cache_clear()
+    return _make_official(tmp_path / "vgg19-test.pth", vgg19_weights, monkeypatch)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, bool]]:
+    """(file name, memory-mapped) of every torch.load."""
+    seen: list[tuple[str, bool]] = []
+    load = torch.load
+
+    def spy(f: object, *args: object, **kwargs: object) -> object:
+        seen.append((Path(str(f)).name, bool(kwargs.get("mmap"))))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    return seen
+
+
+def _fresh_start(reads: list[tuple[str, bool]]) -> None:
+    """As a new engine process: nothing loaded yet, nothing read yet."""
+    network._load_checked_features.cache_clear()
+    reads.clear()
+
+
+def _assert_same_bits(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    assert all(features_file.same_bits(first[key], second[key]) for key in first)
+
+
+def _features_of(path: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    return {key.removeprefix("features."): t for key, t in state.items() if key.startswith("features.")}
+
+
+def test_official_weights_start_from_their_features_copy_bit_for_bit(
+    official: Path, reads: list[tuple[str, bool]]
+) -> None:
+    whole = load_features("vgg19", official).state_dict()
+    copy = official.with_name("vgg19-test.features.pt")
+    assert reads[0] == (official.name, False)  # the first start reads it all, and writes the copy
+    assert weights.verified_features(official) == copy
+    assert all(key.startswith("features.") for key in torch.load(copy, weights_only=True))
+    _fresh_start(reads)
+    mapped = load_features("vgg19", official).state_dict()
+    assert reads == [(copy.name, True)]  # the official file is not read at all
+    _assert_same_bits(mapped, whole)
+    _assert_same_bits(mapped, _features_of(official))
+
+
+def test_a_stylize_gives_the_same_bytes_from_the_copy_as_from_the_whole_file(
+    official: Path, reads: list[tuple[str, bool]]
+) -> None:
+    content = np.asarray(make_content_image(48, 32), dtype=np.float32) / 255
+    style = np.asarray(make_style_image(32, 32), dtype=np.float32) / 255
+    options = Options(size=48, iterations=3, weights=str(official), init="noise", seed=5)
+    from_whole = nst_core.stylize(content, [style], options)
+    assert (official.name, False) in reads
+    _fresh_start(reads)
+    from_copy = nst_core.stylize(content, [style], options)
+    assert reads == [("vgg19-test.features.pt", True)]
+    assert from_copy.tobytes() == from_whole.tobytes()
+
+
+def _altered(copy: Path) -> None:
+    """A sound torch file with one weight changed: only its hash tells it from the real copy."""
+    state = torch.load(copy, weights_only=True)
+    state["features.0.weight"][0, 0, 0, 0] += 1
+    torch.save(state, copy)
+
+
+@pytest.mark.parametrize("damage", ["altered", "truncated", "unrecorded", "unreadable"])
+def test_a_bad_copy_is_never_trusted_and_is_remade(
+    official: Path, reads: list[tuple[str, bool]], damage: str
+) -> None:
+    reference = load_features("vgg19", official).state_dict()
+    copy = weights.verified_features(official)
+    assert copy is not None
+    if damage == "altered":
+        _altered(copy)
+    elif damage == "truncated":
+        copy.write_bytes(copy.read_bytes()[: copy.stat().st_size // 2])
+    elif damage == "unrecorded":  # the record of verified files lost: the copy is unknown
+        (Path(os.environ["NST_DATA_DIR"]) / weights.STAMP_NAME).unlink()
+        weights.verify(official, "vgg19")
+    else:  # recorded as it is, but not a file torch can read: the official file still works
+        copy.write_bytes(b"not a torch file")
+        assert weights.record_features(copy, weights.sha256_of(copy), official)
+    os.utime(copy, ns=(1, 1))
+    _fresh_start(reads)
+    loaded = load_features("vgg19", official).state_dict()
+    assert (official.name, False) in reads
+    _assert_same_bits(loaded, reference)
+    assert weights.verified_features(official) == copy  # remade, and sound again
+    _fresh_start(reads)
+    _assert_same_bits(load_features("vgg19", official).state_dict(), reference)
+    assert reads == [(copy.name, True)]
+
+
+def test_a_copy_of_another_official_file_is_not_used(
+    official: Path, tmp_path: Path, reads: list[tuple[str, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    load_features("vgg19", official)
+    copy = weights.verified_features(official)
+    assert copy is not None
+    other = make_random_vgg_weights(tmp_path / "other.pth", "vgg19", seed=3)
+    _make_official(official, other, monkeypatch)  # the same name, other tensors, verified anew
+    _fresh_start(reads)
+    loaded = load_features("vgg19", official).state_dict()
+    assert reads[0] == (official.name, False)
+    _assert_same_bits(loaded, _features_of(other))
+    assert weights.verified_features(official) == copy
+
+
+@pytest.mark.parametrize("failure", ["folder not writable", "disk full"])
+def test_a_copy_that_cannot_be_written_does_not_stop_a_run(
+    official: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    def fill(*args: object, **kwargs: object) -> None:  # what torch's zip writer raises then
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    if failure == "disk full":
+        monkeypatch.setattr(features_file.torch, "save", fill)
+    else:
+        monkeypatch.setattr(features_file.tempfile, "mkstemp", refuse)
+    loaded = load_features("vgg19", official).state_dict()
+    _assert_same_bits(loaded, _features_of(official))
+    assert weights.verified_features(official) is None
+    assert [path.name for path in official.parent.iterdir() if "features" in path.name] == []
+    with pytest.raises(WeightsError) as caught:
+        features_file.ensure(official)
+    reason = "Permission denied" if failure == "folder not writable" else "the write failed"
+    assert caught.value.message == (
+        f"Cannot write {official.with_name('vgg19-test.features.pt')} ({reason}): free some disk space or "
+        f"make {official.parent} writable (the engine reads the whole {official.name} meanwhile)."
+    )
+
+
+def test_no_copy_of_unverified_or_own_files(
+    official: Path, vgg19_weights: Path, reads: list[tuple[str, bool]]
+) -> None:
+    (Path(os.environ["NST_DATA_DIR"]) / weights.STAMP_NAME).unlink()  # the official file unverified
+    load_features("vgg19", official)
+    assert not official.with_name("vgg19-test.features.pt").exists()
+    assert features_file.ensure(official) is None
+    before = sorted(vgg19_weights.parent.iterdir())
+    load_features("vgg19", vgg19_weights)
+    assert (vgg19_weights.name, False) in reads  # a file of one's own is read whole, as it is
+    assert sorted(vgg19_weights.parent.iterdir()) == before
+
+
+def test_weights_fetch_writes_the_copy(
+    official: Path, reads: list[tuple[str, bool]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["weights", "fetch", "--dir", str(official.parent)]) == 0
+    assert capsys.readouterr().out == f"{official}\n"
+    copy = weights.verified_features(official)
+    assert copy is not None and reads[0] == (official.name, False)
+    _assert_same_bits(_features_of(copy), _features_of(official))
+    reads.clear()
+    assert cli.main(["weights", "fetch", "--dir", str(official.parent)]) == 0
+    assert reads == []  # a sound copy is left as it is

@@ -212,6 +212,61 @@ def test_other_files_are_accepted_as_they_are(tmp_path: Path) -> None:
         weights.verify(tmp_path / "absent.pth")
 
 
+# -- the features-only copy ---------------------------------------------------------------------------
+
+
+def test_the_features_copy_lies_beside_the_official_file(tmp_path: Path) -> None:
+    official = tmp_path / weights.OFFICIAL["vgg19"].filename
+    assert weights.features_path(official) == tmp_path / "vgg19-dcbb9e9d.features.pt"
+    assert weights.features_path(tmp_path / "vgg16-397923af.pth") == tmp_path / "vgg16-397923af.features.pt"
+    assert weights.features_path(tmp_path / "mine.pth") is None  # a file of one's own is read as it is
+
+
+def test_the_features_copy_is_trusted_as_recorded_only(
+    fake_official: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = fake_official.with_name("vgg19-fake.features.pt")
+    copy.write_bytes(b"the features")
+    digest = hashlib.sha256(b"the features").hexdigest()
+    assert not weights.record_features(copy, digest, fake_official)  # the official file is not verified
+    assert weights.verified_features(fake_official) is None
+    weights.verify(fake_official, "vgg19")
+    assert weights.verified_features(fake_official) is None  # verified, but the copy is unknown
+    assert weights.record_features(copy, digest, fake_official)
+    assert weights.verified_features(fake_official) == copy
+    hash_of = weights.sha256_of
+    monkeypatch.setattr(weights, "sha256_of", lambda path: pytest.fail("hashed again"))
+    assert weights.verified_features(fake_official) == copy
+    os.utime(copy, ns=(1, 1))  # touched, not changed: hashed once more, then trusted again
+    monkeypatch.setattr(weights, "sha256_of", hash_of)
+    assert weights.verified_features(fake_official) == copy
+    monkeypatch.setattr(weights, "sha256_of", lambda path: pytest.fail("hashed again"))
+    assert weights.verified_features(fake_official) == copy
+    monkeypatch.setattr(weights, "sha256_of", hash_of)
+    copy.write_bytes(b"The features")  # the same size, other bytes
+    assert weights.verified_features(fake_official) is None
+    copy.write_bytes(b"the features")
+    assert weights.verified_features(fake_official) == copy
+    os.utime(fake_official, ns=(1, 1))  # the official file not verified as it is now
+    assert weights.verified_features(fake_official) is None
+
+
+def test_a_features_copy_of_other_official_bytes_is_not_trusted(
+    fake_official: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = fake_official.with_name("vgg19-fake.features.pt")
+    copy.write_bytes(b"the features")
+    weights.verify(fake_official, "vgg19")
+    assert weights.record_features(copy, weights.sha256_of(copy), fake_official)
+    other = PAYLOAD[::-1]
+    fake_official.write_bytes(other)
+    entry = replace(weights.OFFICIAL["vgg19"], sha256=hashlib.sha256(other).hexdigest())
+    monkeypatch.setitem(weights.OFFICIAL, "vgg19", entry)
+    weights.verify(fake_official, "vgg19")
+    assert weights.verified_official(fake_official) == entry
+    assert weights.verified_features(fake_official) is None
+
+
 # -- lookup ----------------------------------------------------------------------------------------------
 
 
