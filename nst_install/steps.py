@@ -19,6 +19,7 @@ from .engine import (
     engine_info,
     measure_speed,
     pip_install,
+    run_engine,
     self_test,
 )
 from .errors import EXIT_ENGINE, EXIT_GIMP_NOT_WRITABLE, EXIT_WEIGHTS, InstallError
@@ -43,7 +44,8 @@ class Changes:
 
 def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
     """Engine, weights, one check that torch imports (and loads the user's own weights), nst_core,
-    the self-test, then the plug-ins: the order in which each step can rely on the ones before."""
+    the official weights' features-only copy (the engine writes it), the self-test, then the plug-ins:
+    the order in which each step can rely on the ones before."""
     changes = Changes()
     make_dirs(plan.data_dir, manifest)
     manifest.add("files", plan.data_dir / weights.STAMP_NAME)  # the engine's hash cache of the weights
@@ -58,6 +60,7 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
         manifest.add("checked", weights_stamp(to_load))
         say(f"  using {to_load} where it is (the engine loads it)")
     install_nst_core(plan, manifest, changes)
+    make_features_file(plan, manifest, changes)
     description = describe_engine(plan.engine.python, plan.data_dir)
     if plan.self_test:
         report_self_test(plan)
@@ -178,6 +181,29 @@ def copy_weights(source: Path, dest: Path, stamps: Path, manifest: Manifest, cha
     os.replace(temporary, dest)
     manifest.add("files", dest)
     changes.note(f"copied the verified {source} to {dest}")
+
+
+def make_features_file(plan: InstallPlan, manifest: Manifest, changes: Changes) -> None:
+    """The features-only copy beside official weights, which the engine starts from instead of the whole
+    file. The engine writes it (that takes torch); without it the engine still works, reading the whole
+    file, so a failure is said, not raised."""
+    official = plan.weights.dest
+    copy = weights.features_path(official)
+    if copy is None:
+        return  # a file of the user's own is read as it is
+    stamps = plan.data_dir / weights.STAMP_NAME
+    manifest.add("files", copy)
+    if weights.verified_features(official, stamps) is not None:
+        say(f"  {copy} present and verified")
+        return
+    result = run_engine(plan.engine.python, plan.data_dir, "weights", "fetch", "--dir", str(official.parent))
+    if result.returncode == 0 and weights.verified_features(official, stamps) is not None:
+        changes.note(f"wrote and verified {copy}, the engine's quicker start")
+    else:
+        # fetch's note on stderr, or its error; stdout holds only the weights' path
+        problem = last_line(result.stderr if result.stderr.strip() else result.stdout)
+        problem = problem.removeprefix("note: ").removeprefix("error: ")
+        say(f"  no features-only copy made, the engine reads the whole weights file: {problem}")
 
 
 def weights_stamp(path: Path) -> list:

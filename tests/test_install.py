@@ -856,3 +856,66 @@ def test_an_intel_mac_gets_its_pinned_torch_and_numpy_and_nst_core_alone(
         ["pillow>=9", "numpy>=1.23,<2", "tqdm>=4.60"],
         ["--no-deps", str(REPO)],
     ]
+
+
+def test_official_weights_get_a_features_copy_that_the_record_holds(
+    tmp_path: Path, vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The engine writes the copy (`weights fetch`, here in this process, so that the test's official
+    table holds); a failure is said, not raised; a file of one's own gets none."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from samples import make_official_like_weights
+
+    from nst_core import cli, weights
+
+    data = tmp_path / "data"
+    (data / "weights").mkdir(parents=True)
+    official = make_official_like_weights(data / "weights" / "vgg19-test.pth", vgg19_weights)
+    digest, size = weights.sha256_of(official), official.stat().st_size
+    monkeypatch.setitem(
+        weights.OFFICIAL,
+        "vgg19",
+        replace(weights.OFFICIAL["vgg19"], filename=official.name, sha256=digest, size=size),
+    )
+    runs: list[tuple[str, ...]] = []
+
+    def engine_here(python: Path, data_dir: Path, *arguments: str) -> subprocess.CompletedProcess:
+        runs.append(arguments)
+        monkeypatch.setenv("NST_DATA_DIR", str(data_dir))
+        return subprocess.CompletedProcess(arguments, cli.main(list(arguments)), "", "")
+
+    monkeypatch.setattr(steps, "run_engine", engine_here)
+    install = SimpleNamespace(
+        weights=plan.WeightsPlan("keep", str(official), official),
+        data_dir=data,
+        engine=SimpleNamespace(python=Path(sys.executable)),
+    )
+    manifest = steps.Manifest(data / MANIFEST)
+    assert steps.set_up_weights(install.weights, data, manifest, steps.Changes()) is None  # verified
+    changes = steps.Changes()
+    steps.make_features_file(install, manifest, changes)  # type: ignore[arg-type]
+    copy = official.with_name("vgg19-test.features.pt")
+    assert runs == [("weights", "fetch", "--dir", str(official.parent))]
+    assert weights.verified_features(official, data / weights.STAMP_NAME) == copy
+    assert str(copy) in manifest.data["files"]  # uninstall removes it
+    assert changes.done == [f"wrote and verified {copy}, the engine's quicker start"]
+
+    again = steps.Changes()
+    steps.make_features_file(install, manifest, again)  # type: ignore[arg-type]
+    assert len(runs) == 1 and again.done == []
+    assert f"{copy} present and verified" in capsys.readouterr().out
+
+    copy.unlink()
+    note = f"note: Cannot write {copy} (No space left on device): free some disk space.\n"
+    monkeypatch.setattr(
+        steps, "run_engine", lambda *a: subprocess.CompletedProcess(a, 0, str(official), note)
+    )
+    steps.make_features_file(install, manifest, steps.Changes())  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert f"the engine reads the whole weights file: Cannot write {copy} (No space left" in out
+
+    own = SimpleNamespace(**{**vars(install), "weights": plan.WeightsPlan("reference", "x", vgg19_weights)})
+    monkeypatch.setattr(steps, "run_engine", lambda *a: pytest.fail("the engine ran for a file of one's own"))
+    steps.make_features_file(own, manifest, steps.Changes())  # type: ignore[arg-type]
