@@ -127,3 +127,29 @@ def test_time_to_quality_races_for_the_same_time_and_judges_alike(vgg19_weights:
         assert matched["total_loss"] > preset["total_loss"]
     else:
         assert matched["total_loss"] <= preset["total_loss"] + 1e-4
+
+
+def test_the_cold_start_benchmark_reads_both_ways_in_fresh_processes(
+    tmp_path: Path, vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a small file made official as the benchmark makes its 548 MB one: the whole file without the
+    table's entry, its copy with it, the same tensors both ways."""
+    from dataclasses import replace
+
+    from samples import make_official_like_weights
+
+    from nst_core import bench_load, features_file, weights
+
+    data = tmp_path / "data"
+    monkeypatch.setenv("NST_DATA_DIR", str(data))
+    full = make_official_like_weights(tmp_path / bench_load.FULL_NAME, vgg19_weights)
+    entry = {"filename": full.name, "sha256": weights.sha256_of(full), "size": full.stat().st_size}
+    monkeypatch.setitem(weights.OFFICIAL, "vgg19", replace(weights.OFFICIAL["vgg19"], **entry))
+    weights.verify(full, "vgg19")
+    copy = features_file.ensure(full)
+    assert copy is not None
+    whole = bench_load.measure(full, None, data, [])
+    mapped = bench_load.measure(full, entry, data, [])
+    assert (whole["read"], mapped["read"]) == (str(full), str(copy))
+    assert whole["digest"] == mapped["digest"]
+    assert all(run[key] > 0 for run in (whole, mapped) for key in ("load_s", "process_s", "peak_mib"))
