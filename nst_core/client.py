@@ -122,14 +122,14 @@ def run_on_server(server: Server, body: bytes, sink: Sink, cancel: Any = None) -
         if response.status != 200:
             raise _refusal(server, response)
         for line in _lines(response):
-            if cancel is not None and cancel.is_set():
-                _cancel(server, job_id)
-                raise Cancelled()
             event = json.loads(line.decode("utf-8"))
             kind = event.get("event")
             if kind == "accepted":
                 job_id = event.get("job")
-            elif kind in ("start", "progress"):
+            if cancel is not None and cancel.is_set() and kind not in ("done", "error"):
+                _cancel(server, job_id)
+                raise Cancelled()
+            if kind in ("start", "progress"):
                 sink.emit(event)
             elif kind == "error":
                 raise _error(event)

@@ -12,11 +12,8 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import numpy as np
-
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
-from .job import RAW_FORMATS
 from .options import DEVICES, Options
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
@@ -25,6 +22,8 @@ EVENTS_TYPE = "application/x-ndjson"
 HEADER_LIMIT = 64 * 1024  # the JSON header line; options and sizes need a few hundred bytes
 HEADER_KEYS = ("version", "content", "styles", "options", "result")
 RESULT_SIZES = ("content", "working")
+# The protocol's raw formats (job.RAW_FORMATS, whose numpy this module leaves to the decoding).
+RAW_FORMATS = {"u8": 1, "float32": 4}
 # Options that would name a file on the server, or a device it was not started for: the server decides.
 SERVER_OPTIONS = ("weights",)
 
@@ -149,7 +148,7 @@ def _part(entry: Any, name: str, limits: Limits) -> Part:
             f"The {name} is {width}x{height}, more than this server's limit of {limits.max_pixels} pixels: "
             "scale it down, or start the server with a larger --max-pixels."
         )
-    expected = width * height * channels * RAW_FORMATS[fmt].itemsize
+    expected = width * height * channels * RAW_FORMATS[fmt]
     _require(size == expected, f"{name} has {size} bytes but {width}x{height}x{channels} {fmt} is {expected}")
     return Part(size, width, height, fmt, channels)
 
@@ -175,8 +174,11 @@ def _options(data: Any, devices: tuple[str, ...]) -> Options:
     return options
 
 
-def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[np.ndarray, list[np.ndarray]]:
+def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[Any]]:
     """The content and style arrays from the bytes after the header (their sizes already checked)."""
+    import numpy as np
+
+    from . import job as jobs
     from .images import decode_image, to_array
 
     arrays, offset = [], 0
@@ -185,7 +187,7 @@ def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[np.ndarray
         offset += part.size
         name = "content" if index == 0 else f"style {index}"
         if part.raw:
-            array = np.frombuffer(data, dtype=RAW_FORMATS[part.format])
+            array = np.frombuffer(data, dtype=jobs.RAW_FORMATS[part.format])
             arrays.append(to_array(array.reshape(part.height, part.width, part.channels), name=name))
         else:
             arrays.append(decode_image(data, name, max_pixels))

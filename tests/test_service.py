@@ -325,3 +325,9 @@ def test_a_warm_job_reads_no_weights(served, style_png, vgg19_weights) -> None:
     before = read_bytes(served.process.pid)
     client.run_on_server(served.server, body_for(style_png, {**SMALL, "iterations": 1, "seed": 5}), Sink())
     assert read_bytes(served.process.pid) - before < vgg19_weights.stat().st_size / 10
+
+
+def test_the_wire_knows_the_raw_formats_of_the_job_protocol() -> None:
+    from nst_core.job import RAW_FORMATS
+
+    assert {name: dtype.itemsize for name, dtype in RAW_FORMATS.items()} == wire.RAW_FORMATS
