@@ -412,7 +412,8 @@ async def serve(
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     state = {"version": PROTOCOL_VERSION, "url": f"http://{shown}:{bound_port}", "pid": os.getpid()}
-    state["devices"] = service.device_names
+    # What it runs, so that a plug-in whose config names another engine or weights starts its own.
+    state |= {"devices": service.device_names, "python": sys.executable, "weights": str(weights)}
     loop = asyncio.get_running_loop()
     for signum in _stop_signals():
         loop.add_signal_handler(signum, service.stopping.set)

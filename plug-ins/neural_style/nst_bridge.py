@@ -42,6 +42,7 @@ DEFAULT_PRESET = "balanced"
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_BAD_IMAGE = 3
+EXIT_DEVICE = 7
 EXIT_CANCELLED = 130
 NOT_INSTALLED = "Neural style engine not installed: run install.py (it sets up the engine and writes %s)."
 TEMP_PREFIX = "nst-plugin-"
@@ -51,6 +52,7 @@ BYTES_PER_SAMPLE = {"u8": 1, "float32": 4}
 WINDOWS_CREATE_NO_WINDOW = 0x08000000
 LINUX_PR_SET_PDEATHSIG = 1
 
+REMOTE = "remote"  # the Device choice that sends jobs to the config's servers (nst_service.py)
 FLATPAK_INFO = "/.flatpak-info"  # every Flatpak sandbox has it, nothing outside one does
 FLATPAK_SPAWN = "flatpak-spawn"
 FLATPAK_PERMISSION = "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP"
@@ -164,6 +166,7 @@ CHOICE_LABELS = {
     "cuda": "GPU (CUDA / ROCm)",
     "mps": "GPU (Apple)",
     "cpu": "CPU",
+    "remote": "Remote server",
     "off": "Off",
     "luminance": "Keep luminance colours",
     "histogram": "Match colour histogram",
@@ -189,6 +192,8 @@ def choices(config, name):
         if name == "device":
             absent = "cuda" if sys.platform == "darwin" else "mps"
             nicks = [nick for nick in nicks if nick != absent]
+            if config.get("servers"):
+                nicks = nicks + [REMOTE]
         items = [(nick, CHOICE_LABELS.get(nick, nick.capitalize())) for nick in nicks]
         default = spec.get("default")
     nicks = [nick for nick, _label in items]
@@ -549,6 +554,9 @@ def plan_command(config, width, height, style_count, options):
     """`<engine python> -m nst_core plan ...` for a content of width x height, the options of a job."""
     command = [engine_python(config), "-m", "nst_core", "plan"]
     command += ["--width", "%d" % width, "--height", "%d" % height, "--styles", "%d" % style_count]
+    options = dict(options)
+    if options.get("device") == REMOTE:
+        del options["device"]  # the server's own speed is not known here: estimate this machine's
     command += option_flags(job_options(config, options))
     return [native(_text(arg)) for arg in _engine_argv(config, command)]
 
@@ -741,6 +749,8 @@ class EngineRun(object):
         self.content = None  # type: dict | None
         self.started = {}  # type: dict
         self.stderr_path = None  # type: str | None
+        self.content_data = b""
+        self.server = None  # type: str | None
         self.flatpak = in_flatpak()
         base = runs_folder()
         remove_stale_folders(base)
@@ -774,11 +784,16 @@ class EngineRun(object):
         path = os.path.join(self.folder, "content.raw")
         with open(path, "wb") as handle:
             handle.write(data)
+        self.content_data = data
         self.content = {"raw": path, "width": width, "height": height, "format": fmt, "channels": channels}
 
     def run(self, styles, options, on_progress):
         # type: (list, dict, object) -> bytes
         """Stylise the content; styles: [(path, weight)]; on_progress(fraction, text) -> False cancels."""
+        options = dict(options)
+        remote = options.get("device") == REMOTE
+        if remote:
+            del options["device"]  # a server runs on its own device
         python = engine_python(self.config)
         if self.content is None:
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
@@ -791,6 +806,9 @@ class EngineRun(object):
                 raise EngineError(
                     "Style image %s not found: choose an existing image file." % path, EXIT_BAD_IMAGE
                 )
+        served = self._run_served(styles, options, remote, on_progress)
+        if served is not None:
+            return served
         job_path = self._write_job(styles, options)
         with _TerminateGuard():
             self._start(python, job_path)
@@ -800,6 +818,35 @@ class EngineRun(object):
         if last.get("event") == "error" or code != 0:
             raise self._failure(last, code)
         return self._read_output()
+
+    def _run_served(self, styles, options, remote, on_progress):
+        # type: (list, dict, bool, object) -> bytes | None
+        """The job on a remote server (`remote`) or this machine's warm engine service; None when
+        neither can take it, and the child process runs it."""
+        import nst_service  # beside this module; it imports this one
+
+        server = None
+        if remote:
+            server = nst_service.pick(nst_service.remote_servers(self.config))
+            if server is None:
+                on_progress(0.0, nst_service.NO_SERVER)
+        if server is None:
+            server = nst_service.local_service(self.config, on_progress)
+        if server is None:
+            return None
+        layout = dict((k, self.content[k]) for k in ("width", "height", "format", "channels"))
+        sent = dict((k, v) for k, v in options.items() if v is not None)
+        try:
+            data, self.started = server.run(self.content_data, layout, styles, sent, on_progress)
+        except nst_service.Unavailable:
+            return None  # it cannot run this job's device: the child process can
+        self.server = server.url
+        expected = self._expected_bytes()
+        if len(data) != expected:
+            raise EngineError(
+                "The engine's result has %d bytes, not %d: please report this bug." % (len(data), expected)
+            )
+        return data
 
     def close(self):
         # type: () -> None
@@ -953,12 +1000,16 @@ class EngineRun(object):
             return ""
         return lines[-1][:300] if lines else ""
 
+    def _expected_bytes(self):
+        # type: () -> int
+        content = self.content
+        samples = content["width"] * content["height"] * content["channels"]
+        return samples * BYTES_PER_SAMPLE[content["format"]]
+
     def _read_output(self):
         # type: () -> bytes
         path = os.path.join(self.folder, "result.raw")
-        content = self.content
-        samples = content["width"] * content["height"] * content["channels"]
-        expected = samples * BYTES_PER_SAMPLE[content["format"]]
+        expected = self._expected_bytes()
         try:
             with open(path, "rb") as handle:
                 data = handle.read()

@@ -9,6 +9,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 PLUGIN = REPO / "plug-ins" / "neural_style_gimp2" / "neural_style_gimp2.py"
 BRIDGE = REPO / "plug-ins" / "neural_style" / "nst_bridge.py"
+SERVICE = REPO / "plug-ins" / "neural_style" / "nst_service.py"  # the bridge's client of the engine service
 
 
 def engine_config(weights: Path | None) -> dict:

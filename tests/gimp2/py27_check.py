@@ -157,6 +157,11 @@ def parso_errors(source: str) -> list[Problem]:
     return [Problem(error.start_pos[0], f"not Python 3.6 syntax ({error.message})") for error in errors]
 
 
+def _catches_import_error(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(isinstance(name, ast.Name) and name.id == "ImportError" for name in names)
+
+
 class _Py3Finder(ast.NodeVisitor):
     """Flags Python 3.0-3.6 syntax and names that Python 2.7 does not have."""
 
@@ -165,6 +170,7 @@ class _Py3Finder(ast.NodeVisitor):
         self.aliases: dict[str, str] = {}  # local name -> module, from `import x [as y]`
         self.future: set[str] = set()
         self.in_subscript = False
+        self.import_guarded = False  # inside a `try` whose handler catches ImportError
 
     def flag(self, node: ast.AST, what: str) -> None:
         self.problems.append(Problem(getattr(node, "lineno", 0), what))
@@ -189,8 +195,20 @@ class _Py3Finder(ast.NodeVisitor):
                 self.flag(node, f"{module}.{alias.name} is Python 3 only")
 
     def _check_module(self, node: ast.AST, name: str) -> None:
+        if self.import_guarded:
+            return
         if name in PY3_MODULES or name.split(".")[0] in PY3_MODULES:
             self.flag(node, f"module {name} is not in Python 2.7's standard library")
+
+    def visit_Try(self, node: ast.Try) -> None:
+        # `try: import http.client ... except ImportError: import httplib`: Python 2.7 takes the fallback.
+        guarded = any(_catches_import_error(handler) for handler in node.handlers)
+        outer, self.import_guarded = self.import_guarded, self.import_guarded or guarded
+        for statement in node.body:
+            self.visit(statement)
+        self.import_guarded = outer
+        for part in (*node.handlers, *node.orelse, *node.finalbody):
+            self.visit(part)
 
     def visit_JoinedStr(self, node: ast.JoinedStr) -> None:
         self.flag(node, "f-strings are Python 3.6+")

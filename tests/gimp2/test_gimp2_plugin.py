@@ -372,3 +372,41 @@ def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) ->
     pixels = base64.b64decode(result["pixels"])
     assert base64.b64decode(source["pixels"]) == pattern(24, 20, 2)
     assert len(pixels) == 24 * 20 * 2 and channel(pixels, 2, 1) == channel(pattern(24, 20, 2), 2, 1)
+
+
+def test_runs_on_the_warm_engine_on_python27(config_file, style_file, tmp_path: Path) -> None:
+    """Installed, the plug-in starts the engine service on its first run; the second run uses it."""
+    sys.path.insert(0, str(BRIDGE.parent))
+    import nst_service
+
+    data = tmp_path / "data"
+    config = json.loads(config_file.read_text()) | {"service": True, "data_dir": str(data)}
+    config_file.write_text(json.dumps(config))
+    state = data / nst_service.SERVICE_FOLDER / nst_service.STATE_NAME
+    pids, layers = [], []
+    try:
+        for run in range(2):
+            report_path = tmp_path / f"report-{run}.json"
+            spec = write_spec(
+                tmp_path,
+                style=style_file,
+                width=24,
+                height=20,
+                layer_type=1,
+                iterations=2,
+                report=str(report_path),
+            )
+            done = subprocess.run(
+                [python27(), str(HERE / "drive_plugin.py"), str(spec)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr
+            report = json.loads(report_path.read_text(encoding="utf-8"))
+            assert report["messages"] == []
+            layers.append(report["layers"][0]["pixels"])
+            pids.append(json.loads(state.read_text())["pid"])
+    finally:
+        nst_service.stop_local_service(str(data))
+    assert pids[0] == pids[1] and layers[0] == layers[1]

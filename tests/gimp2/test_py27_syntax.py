@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from gimp2_harness import BRIDGE, PLUGIN
+from gimp2_harness import BRIDGE, PLUGIN, SERVICE
 from interpreters import python27
 from py27_check import parso_errors, py27_problems
 
@@ -38,6 +38,7 @@ BAD = [
     ("from __future__ import print_function\nprint('x', flush=True)\n", "flush"),
     ("from __future__ import annotations\n", "future feature"),
     ("import pathlib\n", "pathlib"),
+    ("try:\n    import http.client\nexcept ValueError:\n    pass\n", "http"),
     ("from typing import List\n", "typing"),
     ("import queue\n", "queue"),
     ("from urllib.parse import quote\n", "urllib.parse"),
@@ -70,6 +71,7 @@ BAD = [
 SEMANTIC = [("print('a', 'b')\n", "print_function")]
 # Python 2.7 idioms the plug-in and the bridge use: the check must let them through.
 GOOD = [
+    "try:\n    import http.client as httplib\nexcept ImportError:\n    import httplib\nstatus = httplib.OK\n",
     "from __future__ import absolute_import, division, print_function, unicode_literals\nprint('a', 'b')\n",
     "def f(a, *args, **kwargs):\n    return a\nf(1, *[2], **{'c': 3})\nf(1, *[2], c=3)\n",
     "try:\n    1 / 0\nexcept (ZeroDivisionError, ValueError) as error:\n    message = '%s' % error\n",
@@ -93,13 +95,13 @@ def run_on_python27(source: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([python27(), str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
 
 
-@pytest.mark.parametrize("path", [PLUGIN, BRIDGE], ids=["plug-in", "bridge"])
+@pytest.mark.parametrize("path", [PLUGIN, BRIDGE, SERVICE], ids=["plug-in", "bridge", "service-client"])
 def test_runs_on_python27(path: Path) -> None:
     problems = py27_problems(path.read_text(encoding="utf-8"))
     assert not problems, "\n".join(f"{path.name} {problem}" for problem in problems)
 
 
-@pytest.mark.parametrize("path", [PLUGIN, BRIDGE], ids=["plug-in", "bridge"])
+@pytest.mark.parametrize("path", [PLUGIN, BRIDGE, SERVICE], ids=["plug-in", "bridge", "service-client"])
 def test_compiles_on_a_real_python27(path: Path) -> None:
     check = "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')"
     done = subprocess.run([python27(), "-c", check, str(path)], capture_output=True, text=True)

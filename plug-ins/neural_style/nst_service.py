@@ -1,0 +1,432 @@
+"""The plug-ins' client of the engine service (`python -m nst_core serve`, docs/protocol.md): Python 2.7
+and 3, standard library only, shared by both plug-ins like nst_bridge.py.
+
+A job goes, in this order of preference, to a remote server of the config's list (when the dialog's
+Device is "Remote server": the first free one, else the least busy one that answers), to this
+machine's warm engine service (started on first use, it lives on between runs and exits after
+IDLE_SECONDS without a job), or, when neither can be had, nst_bridge runs today's child process.
+"""
+
+# ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
+# (Python 2.7 needs the old spellings those rules would modernise, and has no `raise ... from`.)
+from __future__ import absolute_import, division, print_function, unicode_literals
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+
+import nst_bridge
+
+try:
+    import http.client as httplib
+    from urllib.parse import urlsplit
+except ImportError:  # Python 2.7
+    import httplib
+    from urlparse import urlsplit
+
+try:
+    import fcntl
+except ImportError:  # Windows: two plug-ins starting a service at once each start one; one idles out
+    fcntl = None
+
+PROTOCOL_VERSION = nst_bridge.PROTOCOL_VERSION
+API = "/v1"
+CONTENT_TYPE = "application/x-nst-job"
+REMOTE = nst_bridge.REMOTE
+SERVICE_FOLDER = "service"  # under the config's data_dir: token, state and log of the local service
+STATE_NAME = "service.json"
+TOKEN_NAME = "token"
+LOG_NAME = "service.log"
+START_LOCK = ".start.lock"
+IDLE_SECONDS = 900  # the local service exits this long after its last job
+START_SECONDS = 120.0  # a cold start imports torch and reads the weights: slow disks take a while
+HEALTH_SECONDS = 3.0
+STREAM_SECONDS = 120.0  # a live server writes at least once a second
+POLL_SECONDS = 0.1
+NO_SERVER = "Neural style: no server answers, running on this machine"
+STARTING = "Neural style: starting the engine\u2026"
+WINDOWS_DETACHED = 0x00000008 | 0x00000200 | 0x08000000  # DETACHED_PROCESS, NEW_PROCESS_GROUP, NO_WINDOW
+EngineError = nst_bridge.EngineError
+
+
+class Unavailable(Exception):
+    """This server cannot take the job now (not reachable, refused our device): try the next way."""
+
+
+def _bytes(text):
+    # type: (object) -> bytes
+    return text if isinstance(text, bytes) else ("%s" % text).encode("utf-8")
+
+
+def _native(text):
+    # type: (str) -> str
+    """Python 2's httplib joins its header lines with the body: they must be byte strings, as the body."""
+    return nst_bridge.native(text) if not isinstance(text, bytes) else text
+
+
+class Server(object):
+    """One engine service: its address and token."""
+
+    def __init__(self, url, token):
+        # type: (str, str) -> None
+        self.url = url
+        self.token = token
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise EngineError(
+                "Server address %r is not a URL: write it as http://HOST:PORT (run install.py --server)."
+                % url,
+                nst_bridge.EXIT_USAGE,
+            )
+        self.parts = parts
+
+    def connect(self, timeout):
+        # type: (float) -> object
+        kind = httplib.HTTPSConnection if self.parts.scheme == "https" else httplib.HTTPConnection
+        return kind(_native(self.parts.hostname), self.parts.port, timeout=timeout)
+
+    def _path(self, tail):
+        # type: (str) -> str
+        return _native(self.parts.path.rstrip("/") + API + tail)
+
+    def _headers(self, extra=None):
+        # type: (dict | None) -> dict
+        headers = {"Authorization": "Bearer %s" % self.token}
+        headers.update(extra or {})
+        return dict((_native(k), _native(v)) for k, v in headers.items())
+
+    def health(self, timeout=HEALTH_SECONDS):
+        # type: (float) -> dict
+        """The server's state; Unavailable when it does not answer, EngineError when it refuses us."""
+        try:
+            connection = self.connect(timeout)
+            connection.request(_native("GET"), self._path("/health"), headers=self._headers())
+            response = connection.getresponse()
+            body = response.read()
+        except (socket.error, httplib.HTTPException, ValueError) as exc:
+            raise Unavailable("%s does not answer (%s)" % (self.url, nst_bridge._error_text(exc)))
+        if response.status != 200:
+            raise self._refusal(response.status, body)
+        try:
+            return json.loads(body.decode("utf-8"))
+        except ValueError:
+            raise Unavailable("%s is not an engine service" % self.url)
+
+    def _refusal(self, status, body):
+        # type: (int, bytes) -> EngineError
+        try:
+            event = json.loads(body.decode("utf-8"))
+            return EngineError("%s (server %s)" % (event["message"], self.url), int(event.get("code", 1)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return EngineError(
+                "The server %s refused the job (HTTP %s): check its address in install.py --server."
+                % (self.url, status)
+            )
+
+    def run(self, content, layout, styles, options, on_progress):
+        # type: (bytes, dict, list, dict, object) -> tuple
+        """Stylise raw `content` (its `layout`: width, height, format, channels) in the style of the image
+        files `styles` [(path, weight)]. Returns (result bytes in the content's layout, start event).
+        Unavailable when the server refuses our device before starting; EngineError otherwise."""
+        body = _request_body(content, layout, styles, options)
+        started = {}  # type: dict
+        connection = self.connect(STREAM_SECONDS)
+        try:
+            try:
+                headers = self._headers({"Content-Type": CONTENT_TYPE})
+                connection.request(_native("POST"), self._path("/jobs"), body, headers)
+                response = connection.getresponse()
+                if response.status != 200:
+                    error = self._refusal(response.status, response.read())
+                    if error.code == nst_bridge.EXIT_DEVICE:
+                        raise Unavailable(error.message)
+                    raise error
+                return self._follow(response, on_progress, started), started
+            except (socket.error, httplib.HTTPException, ValueError) as exc:
+                raise EngineError(
+                    "The engine service %s stopped during the job (%s): run the filter again; a stopped "
+                    "local service is started anew." % (self.url, nst_bridge._error_text(exc))
+                )
+        finally:
+            connection.close()
+
+    def _follow(self, response, on_progress, started):
+        # type: (object, object, dict) -> bytes
+        job = None
+        while True:
+            line = _read_line(response)
+            if not line:
+                raise socket.error("the connection closed without a result")
+            try:
+                event = json.loads(line.decode("utf-8", "replace"))
+            except ValueError:
+                continue
+            kind = event.get("event") if isinstance(event, dict) else None
+            keep_going = True
+            if kind == "accepted":
+                job = event.get("job")
+            elif kind == "start":
+                started.update(event)
+                keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
+            elif kind == "progress":
+                keep_going = on_progress(float(event.get("fraction", 0.0)), nst_bridge.progress_text(event))
+            elif kind == "waiting" and not event.get("running"):
+                keep_going = on_progress(0.0, "Neural style: waiting for the server %s" % self.url)
+            elif kind == "error":
+                raise EngineError(
+                    event.get("message") or "The server's job failed.", int(event.get("code", 1))
+                )
+            elif kind == "done":
+                size = int(event.get("bytes", -1))
+                data = response.read(size)
+                if len(data) != size:
+                    raise EngineError("The engine service %s sent a short result: run it again." % self.url)
+                return data
+            if keep_going is False:
+                self.cancel(job)
+                raise EngineError("Cancelled.", nst_bridge.EXIT_CANCELLED)
+
+    def cancel(self, job):
+        # type: (str | None) -> None
+        """Ask the server to drop `job` (closing our connection, which follows, does it as well)."""
+        if not job:
+            return
+        try:
+            connection = self.connect(HEALTH_SECONDS)
+            connection.request(_native("DELETE"), self._path("/jobs/%s" % job), headers=self._headers())
+            connection.getresponse().read()
+            connection.close()
+        except (socket.error, httplib.HTTPException):
+            pass
+
+
+def _read_line(response):
+    # type: (object) -> bytes
+    """One event line of a streamed response; Python 2's httplib reads a chunked body only by size."""
+    if hasattr(response, "readline"):
+        return response.readline(1024 * 1024)
+    line = []
+    while True:
+        byte = response.read(1)
+        line.append(byte)
+        if not byte or byte == b"\n" or len(line) > 1024 * 1024:
+            return b"".join(line)
+
+
+def _request_body(content, layout, styles, options):
+    # type: (bytes, dict, list, dict) -> bytes
+    images = []  # type: list
+    weights = []  # type: list
+    for path, weight in styles:
+        try:
+            with io.open(path, "rb") as handle:
+                images.append(handle.read())
+        except (IOError, OSError) as exc:
+            raise EngineError(
+                "Cannot read style image %s (%s): choose a readable image file."
+                % (path, nst_bridge._error_text(exc)),
+                nst_bridge.EXIT_BAD_IMAGE,
+            )
+        weights.append(float(weight))
+    header = {
+        "version": PROTOCOL_VERSION,
+        "content": {"bytes": len(content), "raw": layout},
+        "styles": [{"bytes": len(data), "weight": weights[i]} for i, data in enumerate(images)],
+        "options": options,
+        "result": {"format": layout["format"], "size": "content"},
+    }
+    return b"".join([_bytes(json.dumps(header)), b"\n", content] + images)
+
+
+# -- which server: remote ones from the config, or this machine's ----------------------------------------
+
+
+def read_token(path):
+    # type: (str) -> str
+    """The token in `path`, one line (the server writes it; a remote server's is copied here)."""
+    try:
+        with io.open(path, "r", encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except (IOError, OSError, ValueError) as exc:
+        raise EngineError(
+            "Cannot read the server token file %s (%s): copy the server's token file there, or run "
+            "install.py --server URL --token-file FILE again." % (path, nst_bridge._error_text(exc)),
+            nst_bridge.EXIT_USAGE,
+        )
+    if len(token) < 16 or len(token.split()) != 1:
+        raise EngineError(
+            "The server token file %s does not hold a token: copy the server's token file there." % path,
+            nst_bridge.EXIT_USAGE,
+        )
+    return token
+
+
+def remote_servers(config):
+    # type: (dict) -> list
+    """The config's servers (install.py --server URL --token-file FILE), in their order."""
+    entries = config.get("servers") or []
+    return [Server(e["url"], read_token(e["token_file"])) for e in entries if isinstance(e, dict)]
+
+
+def pick(servers):
+    # type: (list) -> object
+    """The first free server, else the reachable one with the fewest jobs; None when none answers."""
+    busy = []
+    for order, server in enumerate(servers):
+        try:
+            state = server.health()
+        except Unavailable:
+            continue
+        if state.get("free"):
+            return server
+        busy.append((int(state.get("queued", 0)) + int(state.get("running", 0)), order, server))
+    return min(busy)[2] if busy else None
+
+
+def service_folder(config):
+    # type: (dict) -> str | None
+    data_dir = config.get("data_dir")
+    return os.path.join(data_dir, SERVICE_FOLDER) if data_dir else None
+
+
+def local_service(config, on_progress):
+    # type: (dict, object) -> object
+    """This machine's engine service: the live one, or one started now (and waited for, reporting
+    STARTING). None when the config does not ask for one, inside a Flatpak sandbox (its network
+    namespace is not the host's), or when it cannot start: the caller runs the child process."""
+    folder = service_folder(config)
+    if not config.get("service") or folder is None or nst_bridge.in_flatpak():
+        return None
+    server = _live(folder, config)
+    if server is not None:
+        return server
+    try:
+        _make_folder(folder)
+        lock = _start_lock(folder, on_progress)
+    except (IOError, OSError):
+        return None
+    try:
+        return _live(folder, config) or _start(config, folder, on_progress)
+    finally:
+        lock.close()
+
+
+def _make_folder(folder):
+    # type: (str) -> None
+    """`folder`, private to this user (it holds the token); another plug-in may make it at the same time."""
+    try:
+        os.makedirs(folder, 0o700)
+    except OSError:
+        if not os.path.isdir(folder):
+            raise
+
+
+def _live(folder, config=None):
+    # type: (str, dict | None) -> object
+    """The service of `folder` when it answers (with our token); given a `config`, only one that runs
+    the config's engine Python and weights: one that runs others is stopped (a reinstall, or a config
+    a user changed), so that the caller starts the right one."""
+    try:
+        state = nst_bridge._read_json(os.path.join(folder, STATE_NAME))
+        server = Server(state["url"], read_token(os.path.join(folder, TOKEN_NAME)))
+        if server.health(timeout=1.0).get("version") != PROTOCOL_VERSION:
+            return None
+    except (IOError, OSError, ValueError, KeyError, TypeError, Unavailable, EngineError):
+        return None
+    if config is None or _serves(state, config):
+        return server
+    _stop(int(state["pid"]), folder)
+    return None
+
+
+def _serves(state, config):
+    # type: (dict, dict) -> bool
+    if state.get("python") != config.get("python"):
+        return False
+    return not config.get("weights") or state.get("weights") == config["weights"]
+
+
+def _stop(pid, folder, seconds=15.0):
+    # type: (int, str, float) -> bool
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return False
+    end = time.time() + seconds
+    while time.time() < end and _live(folder) is not None:
+        time.sleep(POLL_SECONDS)
+    return True
+
+
+def _start_lock(folder, on_progress):
+    # type: (str, object) -> object
+    """One plug-in starts the service at a time; the others wait for it, then use it."""
+    handle = open(os.path.join(folder, START_LOCK), "wb")
+    while fcntl is not None:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except (IOError, OSError):
+            if on_progress(0.0, STARTING) is False:
+                handle.close()
+                raise EngineError("Cancelled.", nst_bridge.EXIT_CANCELLED)
+            time.sleep(POLL_SECONDS)
+    return handle
+
+
+def _start(config, folder, on_progress):
+    # type: (dict, str, object) -> object
+    """Start `serve` detached (it outlives this plug-in run) and wait until it answers."""
+    state_path = os.path.join(folder, STATE_NAME)
+    token_path = os.path.join(folder, TOKEN_NAME)
+    if os.path.exists(state_path):
+        os.remove(state_path)  # a dead service's: its address is no longer ours
+    command = [config["python"], "-m", "nst_core", "serve", "--port", "0", "--token-file", token_path]
+    command += ["--state-file", state_path, "--idle-timeout", "%d" % IDLE_SECONDS]
+    if config.get("weights"):
+        command += ["--weights", config["weights"]]
+    kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}  # type: dict
+    kwargs["env"] = nst_bridge.child_environment(nst_bridge.engine_environment(config))
+    if os.name == "nt":
+        kwargs["creationflags"] = WINDOWS_DETACHED
+    else:
+        kwargs["close_fds"] = True
+        kwargs["preexec_fn"] = os.setsid  # its own session: GIMP's closing the plug-in does not end it
+    devnull = open(os.devnull, "rb")
+    kwargs["stdin"] = devnull
+    try:
+        with open(os.path.join(folder, LOG_NAME), "ab") as log:
+            kwargs["stdout"] = log
+            command = [nst_bridge.native_argument(arg) for arg in command]
+            process = subprocess.Popen(command, stderr=log, **kwargs)
+    except Exception:  # any failure to start means: run the child process instead
+        return None
+    finally:
+        devnull.close()
+    end = time.time() + START_SECONDS
+    while time.time() < end and process.poll() is None:
+        if on_progress(0.0, STARTING) is False:
+            raise EngineError("Cancelled.", nst_bridge.EXIT_CANCELLED)  # it starts on: the next run uses it
+        server = _live(folder)
+        if server is not None:
+            return server
+        time.sleep(POLL_SECONDS)
+    if process.poll() is None:
+        nst_bridge.stop_process(process, False)
+    return None
+
+
+def stop_local_service(data_dir, seconds=15.0):
+    # type: (str, float) -> int | None
+    """Stop this machine's engine service of `data_dir` (an upgrade must not leave the old engine
+    serving); its pid, or None when none answered. Only a service that answers with its token is
+    stopped: a pid alone may have been reused by another program."""
+    folder = os.path.join(data_dir, SERVICE_FOLDER)
+    if _live(folder) is None:
+        return None
+    pid = int(nst_bridge._read_json(os.path.join(folder, STATE_NAME))["pid"])
+    return pid if _stop(pid, folder, seconds) else None
