@@ -50,6 +50,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--gimp-version", metavar="X.Y", help="GIMP version of --gimp-dir when its name does not say"
     )
+    parser.add_argument(
+        "--server",
+        metavar="URL",
+        action="append",
+        help="an engine service on another machine (python -m nst_core serve there) for the dialog's "
+        "Device 'Remote server'; repeatable, the first free one takes a job",
+    )
+    parser.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
     parser.add_argument("--skip-self-test", action="store_true", help="do not run the engine on a test image")
     parser.add_argument(
         "--yes",

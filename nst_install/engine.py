@@ -266,12 +266,19 @@ def engine_info(python: Path, data_dir: Path) -> dict:
     return info if isinstance(info, dict) else {}
 
 
-def self_test(python: Path, weights: Path, data_dir: Path) -> tuple[dict, float]:
+def self_test(
+    python: Path, weights: Path, data_dir: Path, server: tuple[str, Path] | None = None
+) -> tuple[dict, float]:
     """Stylise a generated picture as GIMP does: raw pixels through the plug-ins' bridge to run-job and
-    back. The engine's start event and the seconds it all took."""
+    back, or to `server` (URL, token file) as the dialog's "Remote server" sends it. The engine's start
+    event and the seconds it all took."""
     width, height = SELF_TEST_SIZE
     content = bytes(v for y in range(height) for x in range(width) for v in (x * 5, y * 7, 128, 255 - x))
-    config = {"python": str(python), "weights": str(weights), "data_dir": str(data_dir)}
+    config: dict = {"python": str(python), "weights": str(weights), "data_dir": str(data_dir)}
+    options = dict(SELF_TEST_OPTIONS)
+    if server is not None:
+        config["servers"] = [{"url": server[0], "token_file": str(server[1])}]
+        options["device"] = nst_bridge.REMOTE
     started = time.time()
     with (
         tempfile.TemporaryDirectory(prefix="nst-install-test-") as folder,
@@ -285,12 +292,17 @@ def self_test(python: Path, weights: Path, data_dir: Path) -> tuple[dict, float]
         watchdog.start()
         try:
             run.set_content_raw(content, width, height, "u8", 4)
-            result = run.run([(str(style), 1.0)], SELF_TEST_OPTIONS, lambda fraction, text: True)
+            result = run.run([(str(style), 1.0)], options, lambda fraction, text: True)
+            if server is not None and run.server != server[0]:
+                raise nst_bridge.EngineError(
+                    f"the server {server[0]} does not answer; check that it runs there"
+                )
         except nst_bridge.EngineError as error:
             problem = f"it did not finish in {ENGINE_TIMEOUT} s" if timed_out.is_set() else error.message
+            where = f"on the server {server[0]}" if server else f"the engine ran with {python}"
             raise InstallError(
                 EXIT_SELF_TEST,
-                f"The self-test failed: {problem} (the engine ran with {python}); fix that and run "
+                f"The self-test failed: {problem} ({where}); fix that and run "
                 "install.py again, or --skip-self-test to place the plug-ins anyway.",
             ) from None
         finally:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .checkout import paths, project, weights
+from .checkout import nst_bridge, nst_service, paths, project, weights
 from .engine import (
     base_python,
     check_existing_python,
@@ -22,7 +22,7 @@ from .engine import (
     torch_fits,
     venv_python,
 )
-from .errors import EXIT_OLD_PYTHON, EXIT_WEIGHTS, InstallError
+from .errors import EXIT_OLD_PYTHON, EXIT_USAGE, EXIT_WEIGHTS, InstallError
 from .gimp_apps import FlatpakGimp, InstalledGimp, flatpak_gimp, installed_gimps
 from .profiles import (
     Profile,
@@ -82,6 +82,7 @@ class InstallPlan:
     assume_yes: bool  # --yes: the Flatpak permission is applied without asking
     dev: bool
     prefix: bool  # --prefix: uninstalling needs it too
+    servers: tuple[tuple[str, Path], ...] = ()  # --server URL with its --token-file
 
     @property
     def disk(self) -> int:
@@ -134,7 +135,29 @@ def make_plan(
         assume_yes=args.yes,
         dev=args.dev,
         prefix=bool(args.prefix),
+        servers=plan_servers(args),
     )
+
+
+def plan_servers(args: argparse.Namespace) -> tuple[tuple[str, Path], ...]:
+    """--server URLs with the absolute path of their --token-file, each checked as the plug-ins will."""
+    urls = getattr(args, "server", None) or []
+    token_file = getattr(args, "token_file", None)
+    if not urls:
+        if token_file:
+            raise InstallError(
+                EXIT_USAGE, "--token-file goes with --server URL: give the server's address too."
+            )
+        return ()
+    if not token_file:
+        raise InstallError(EXIT_USAGE, "--server needs --token-file: the file holding the server's token.")
+    path = Path(token_file).expanduser().absolute()
+    try:
+        for url in urls:
+            nst_service.Server(url, nst_service.read_token(str(path)))
+    except nst_bridge.EngineError as error:
+        raise InstallError(EXIT_USAGE, error.message) from None
+    return tuple((url, path) for url in urls)
 
 
 def data_folder(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:

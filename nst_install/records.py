@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .checkout import project
+from .checkout import nst_service, project
 from .errors import EXIT_INTERNAL, EXIT_OK, InstallError
 from .system import run_quiet, say
 
@@ -115,6 +115,9 @@ def uninstall(manifest: Manifest) -> int:
         )
         return EXIT_OK
     data = manifest.data
+    stopped = nst_service.stop_local_service(str(manifest.path.parent))
+    if stopped is not None:
+        say(f"stopped the running engine service (pid {stopped})")
     for python in data["pip"]:
         if Path(python).is_file():
             say(f"removing {project().name} from {python}")

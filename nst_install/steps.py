@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkout import REPO, NstError, nst_bridge, paths, project, weights
+from .checkout import REPO, NstError, nst_bridge, nst_service, paths, project, weights
 from .engine import (
     SELF_TEST_OPTIONS,
     SELF_TEST_SIZE,
@@ -59,11 +59,17 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
         manifest.data["checked"] = [s for s in manifest.data["checked"] if s[0] != str(to_load)]
         manifest.add("checked", weights_stamp(to_load))
         say(f"  using {to_load} where it is (the engine loads it)")
+    stop_engine_service(plan.data_dir, changes)
+    manifest.add(
+        "trees", plan.data_dir / nst_service.SERVICE_FOLDER
+    )  # the plug-ins' warm engine's token, log
     install_nst_core(plan, manifest, changes)
     make_features_file(plan, manifest, changes)
     description = describe_engine(plan.engine.python, plan.data_dir)
     if plan.self_test:
         report_self_test(plan)
+        for url, token_file in plan.servers:
+            report_server_test(plan, url, token_file)
     for profile in plan.profiles:
         install_plugin(profile, plan, description, manifest, changes)
     if plan.serves_flatpak:
@@ -230,6 +236,21 @@ def report_self_test(plan: InstallPlan) -> None:
         say(f"  speed: {rate:.0f} GFLOP/s on {device}, recorded for the time estimates")
 
 
+def report_server_test(plan: InstallPlan, url: str, token_file: Path) -> None:
+    """The self-test's picture on a --server, through the plug-ins' own client."""
+    say(f"Server {url}")
+    started, seconds = self_test(plan.engine.python, plan.weights.dest, plan.data_dir, (url, token_file))
+    say(f"  device: {started.get('device', '?')}; the test picture took {seconds:.1f} s there")
+
+
+def stop_engine_service(data_dir: Path, changes: Changes) -> None:
+    """A running warm engine would go on serving the old engine after an upgrade: stop it; the plug-ins
+    start the new one on their next run."""
+    pid = nst_service.stop_local_service(str(data_dir))
+    if pid is not None:
+        changes.note(f"stopped the running engine service (pid {pid}); the next run starts the new one")
+
+
 def memory_text(info: dict) -> str:
     """`info --json`'s memory fields (bytes; None where the device does not say)."""
     total, free = info.get("total_memory"), info.get("free_memory")
@@ -250,7 +271,10 @@ def install_plugin(
         "weights": str(plan.weights.dest),
         "data_dir": str(plan.data_dir),
         "engine": description,
+        "service": True,  # the plug-ins start a warm engine service on first use (nst_service.py)
     }
+    if plan.servers:
+        config["servers"] = [{"url": url, "token_file": str(token)} for url, token in plan.servers]
     files[nst_bridge.CONFIG_NAME] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)
     make_dirs(target.parent, manifest)
     try:

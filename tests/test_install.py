@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 from interpreters import python27, python39
+from servers import serving, start_server, stop_server
 
 from nst_install import engine, errors, plan, steps, torch_build
-from nst_install.checkout import nst_bridge, project
+from nst_install.checkout import nst_bridge, nst_service, project
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "install.py"
@@ -109,6 +110,7 @@ def check_plugin(profile: Path, folder: str, main: str) -> dict:
     target = profile / "plug-ins" / folder
     assert os.access(target / main, os.X_OK), f"{target / main} is not executable"
     assert (target / "nst_bridge.py").read_bytes() == BRIDGE.read_bytes()
+    assert (target / "nst_service.py").read_bytes() == (BRIDGE.parent / "nst_service.py").read_bytes()
     config = json.loads((target / "nst_config.json").read_text())
     assert config["version"] == 1
     assert Path(config["python"]).is_absolute() and Path(config["python"]).is_file()
@@ -166,6 +168,65 @@ def test_linux_install_rerun_upgrade_uninstall(tmp_path: Path, vgg19_weights: Pa
     removed = run_install(home, "--uninstall")
     assert removed.returncode == 0, explain(removed)
     assert listing(home) == before
+
+
+def test_servers_go_into_the_config_and_the_self_test_runs_a_job_on_each(tmp_path, vgg19_weights) -> None:
+    home = tmp_path / "home"
+    (gimp3,) = make_profiles(home, ".config/GIMP/3.0")
+    with serving(tmp_path / "remote", vgg19_weights) as remote:
+        server = ["--server", remote.url, "--token-file", str(remote.token_file)]
+        result = run_install(home, *install_args(vgg19_weights), *server)
+    assert result.returncode == 0, explain(result)
+    assert f"Server {remote.url}" in result.stdout and "device: cpu; the test picture took" in result.stdout
+    config = check_plugin(gimp3, "neural_style", "neural_style.py")
+    assert config["servers"] == [{"url": remote.url, "token_file": str(remote.token_file)}]
+    assert config["service"] is True
+
+    gone = run_install(home, *install_args(vgg19_weights), *server)  # the same server, stopped now
+    assert gone.returncode == errors.EXIT_SELF_TEST, explain(gone)
+    assert "does not answer" in gone.stderr and gone.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--server", "http://127.0.0.1:1"], "--server needs --token-file"),
+        (["--token-file", "t"], "--token-file goes with --server"),
+        (["--server", "http://127.0.0.1:1", "--token-file", "missing"], "Cannot read the server token file"),
+        (["--server", "127.0.0.1:8642", "--token-file", "token"], "is not a URL"),
+    ],
+)
+def test_bad_server_arguments_are_one_line_before_any_change(tmp_path, vgg19_weights, arguments, message):
+    home = tmp_path / "home"
+    make_profiles(home, ".config/GIMP/3.0")
+    (home / "token").write_text("a-token-long-enough-for-this\n")
+    before = listing(home)
+    result = run_install(home, *install_args(vgg19_weights), *arguments)
+    assert result.returncode == errors.EXIT_USAGE, explain(result)
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert listing(home) == before
+
+
+def test_an_upgrade_and_an_uninstall_stop_the_running_engine_service(tmp_path, vgg19_weights) -> None:
+    home = tmp_path / "home"
+    make_profiles(home, ".config/GIMP/3.0")
+    before = listing(home)
+    data = home / ".local/share/gimp-neural-style"
+    first = run_install(home, *install_args(vgg19_weights, "--skip-self-test"))
+    assert first.returncode == 0, explain(first)
+    service = start_server(data / nst_service.SERVICE_FOLDER, vgg19_weights)  # as the plug-ins start it
+    try:
+        again = run_install(home, *install_args(vgg19_weights, "--skip-self-test"))
+        assert again.returncode == 0, explain(again)
+        assert f"stopped the running engine service (pid {service.process.pid})" in again.stdout
+        assert service.process.wait(30) == 0
+        service = start_server(data / nst_service.SERVICE_FOLDER, vgg19_weights)
+        removed = run_install(home, "--uninstall")
+        assert removed.returncode == 0, explain(removed)
+        assert "stopped the running engine service" in removed.stdout and service.process.wait(30) == 0
+    finally:
+        stop_server(service)
+    assert listing(home) == before  # the service's token, state and log went too
 
 
 @pytest.mark.parametrize("system", ["windows", "macos"])
@@ -537,7 +598,7 @@ def test_the_installer_is_stdlib_and_python_3_9(path: Path) -> None:
     """It runs before any environment exists, possibly on Python 3.9 (macOS's python3)."""
     source = path.read_text()
     tree = ast.parse(source, feature_version=(3, 9))
-    ours = ("nst_bridge", "nst_core")
+    ours = ("nst_bridge", "nst_service", "nst_core")  # the plug-ins' standard-library modules, and ours
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             assert all(alias.name.split(".")[0] in (*sys.stdlib_module_names, *ours) for alias in node.names)
