@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from .colors import luma
 from .errors import ImageError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made: reading and writing files need none
+    import torch
 
 _FIX_IMAGE = "save it again as PNG or JPEG"
 _MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
@@ -139,6 +141,8 @@ def resize(array: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def resize_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bicubic resize of N x C x H x W to `size` = (H, W), antialiased when shrinking."""
+    import torch.nn.functional as F
+
     if tuple(image.shape[-2:]) == tuple(size):
         return image.clone()
     shrinking = size[0] < image.shape[-2] or size[1] < image.shape[-1]
@@ -151,6 +155,8 @@ def resize_tensor(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def to_tensor(rgb: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """H x W x 3 array -> 1 x 3 x H x W float32 tensor."""
+    import torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None]
     return tensor.contiguous().to(device)
 
