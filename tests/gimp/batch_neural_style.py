@@ -6,11 +6,13 @@ PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside t
 "cases": [{"name", "canvas": [w, h], "layers": [{"png", "name", "offsets"}] (bottom first),
 "select": [[x, y, w, h], "rect" | "ellipse"] or absent, "convert": "gray" | precision name,
 "args": {argument: value}, "engine_config": a config to use for this case only,
-"kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine runs}]}.
+"kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine child runs, or
+"service" to do it once the warm engine service runs its job}]}.
 
 For each case the manifest (OUT/manifest.json) records the call's status and error message,
 the layers before and after (top first), and raw pixel dumps of every layer after the call,
-which pytest checks on the host. Any unexpected exception makes GIMP exit non-zero.
+which pytest checks on the host, the call's seconds and the pid of the warm engine service then.
+Any unexpected exception makes GIMP exit non-zero.
 """
 
 import json
@@ -20,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 
 import gi
 
@@ -136,6 +139,64 @@ def kill_plugin_when_engine_runs(report):
     report["engine_died"] = pid not in engine_processes()
 
 
+def service_state(plan):
+    """(state, token) of the warm engine service the installed config's plug-ins use, or (None, None)."""
+    with open(plan["config_path"]) as handle:
+        folder = os.path.join(json.load(handle).get("data_dir", ""), "service")
+    try:
+        with (
+            open(os.path.join(folder, "service.json")) as handle,
+            open(os.path.join(folder, "token")) as token,
+        ):
+            return json.load(handle), token.read().strip()
+    except (OSError, ValueError):
+        return None, None
+
+
+def service_health(plan):
+    state, token = service_state(plan)
+    if state is None:
+        return {}
+    request = urllib.request.Request(
+        state["url"] + "/v1/health", headers={"Authorization": "Bearer " + token}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=2) as response:
+            return json.load(response)
+    except (OSError, ValueError):
+        return {}
+
+
+def plugin_processes():
+    """Pids of running neural_style.py plug-ins."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"/neural_style.py") for arg in argv):
+            found.append(int(pid))
+    return found
+
+
+def kill_plugin_when_service_runs(report, plan):
+    """Watcher thread: SIGKILL the plug-in while the service runs its job, then see the job freed."""
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not service_health(plan).get("running"):
+        time.sleep(0.05)
+    plugins = plugin_processes()
+    if not plugins:
+        return
+    time.sleep(0.5)
+    report["plugin_pid"] = plugins[0]
+    os.kill(plugins[0], signal.SIGKILL)
+    while time.monotonic() < end and service_health(plan).get("jobs", 1) != 0:
+        time.sleep(0.05)
+    report["service_freed"] = service_health(plan).get("jobs") == 0
+
+
 def run_case(procedure, case, plan):
     image = build_image(case)
     image.set_selected_layers(image.get_layers())
@@ -146,11 +207,16 @@ def run_case(procedure, case, plan):
         with open(plan["config_path"], "w") as handle:
             json.dump(case["engine_config"], handle)
     killed = {}
-    if case.get("kill_plugin"):
+    if case.get("kill_plugin") == "service":
+        watcher = threading.Thread(target=kill_plugin_when_service_runs, args=(killed, plan), daemon=True)
+        watcher.start()
+    elif case.get("kill_plugin"):
         watcher = threading.Thread(target=kill_plugin_when_engine_runs, args=(killed,), daemon=True)
         watcher.start()
+    started = time.monotonic()
     try:
         status, error = call_plugin(procedure, image, case["args"])
+        seconds = time.monotonic() - started
         if case.get("kill_plugin"):
             watcher.join(130)
     finally:
@@ -166,6 +232,8 @@ def run_case(procedure, case, plan):
             "size": [image.get_width(), image.get_height()],
         },
         "killed": killed,
+        "seconds": seconds,
+        "service_pid": (service_state(plan)[0] or {}).get("pid"),
     }
     image.delete()
     return result

@@ -98,12 +98,23 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
     corrupt.write_bytes(b"this is not a weights file")
     config = json.loads(config_path.read_text())
     return [
+        # The first run starts the warm engine service, the second uses it.
+        {"name": "cold", "canvas": CANVAS, "args": args, "layers": [opaque]},
+        {"name": "warm", "canvas": CANVAS, "args": args, "layers": [opaque]},
+        {
+            "name": "served_cancel",
+            "canvas": CANVAS,
+            "args": args | {"iterations": 100000, "size": 64},
+            "layers": [opaque],
+            "kill_plugin": "service",
+        },
         {
             "name": "cancelled",
             "canvas": CANVAS,
             "args": args | {"iterations": 100000, "size": 64},
             "layers": [opaque],
             "kill_plugin": True,
+            "engine_config": config | {"service": False},  # the child process's own cancel
         },
         {
             "name": "two_layers",
@@ -423,6 +434,23 @@ def test_cancel_kills_the_engine_and_leaves_no_layer_or_files(gimp: dict) -> Non
     assert [layer["name"] for layer in result["layers"]] == result["before"]
     assert os.path.basename(killed["folder"]).startswith("nst-plugin-")
     assert gimp["manifest"]["left_behind"] == []
+
+
+def test_the_second_run_uses_the_warm_engine_the_first_started(gimp: dict) -> None:
+    cold, warm = case(gimp, "cold"), case(gimp, "warm")
+    _, first = assert_styled(cold, "Opaque")
+    _, second = assert_styled(warm, "Opaque")
+    assert cold["service_pid"] and warm["service_pid"] == cold["service_pid"]
+    assert np.array_equal(first, second)
+    print(f"GIMP, OK to the new layer: cold {cold['seconds']:.2f} s, warm {warm['seconds']:.2f} s")
+
+
+def test_killing_the_plugin_frees_its_job_on_the_service(gimp: dict) -> None:
+    result = case(gimp, "served_cancel")
+    assert result["killed"].get("plugin_pid"), "the service never ran the job"
+    assert result["killed"]["service_freed"], "the service kept the killed plug-in's job"
+    assert result["status"] != "success"
+    assert [layer["name"] for layer in result["layers"]] == result["before"]
 
 
 def test_corrupt_weights_message_comes_from_the_engine(gimp: dict) -> None:
