@@ -153,3 +153,19 @@ def test_the_cold_start_benchmark_reads_both_ways_in_fresh_processes(
     assert (whole["read"], mapped["read"]) == (str(full), str(copy))
     assert whole["digest"] == mapped["digest"]
     assert all(run[key] > 0 for run in (whole, mapped) for key in ("load_s", "process_s", "peak_mib"))
+
+
+def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_weights: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_core.bench_service", "--weights", str(vgg19_weights)]
+        + ["--runs", "2", "--iterations", "1", "--device", "cpu", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["first iteration: child / warm"] == pytest.approx(
+        row["child first iteration s"] / row["service warm first iteration s"]
+    )
+    assert all(value > 0 for value in row.values())

@@ -1,0 +1,108 @@
+"""`python -m nst_core.bench_service`: a plug-in's run with a cold engine (a child process per run, as
+before the service) against the warm engine service, through the plug-ins' own bridge.
+
+For each way it runs the same small job `--runs` times, as GIMP does (raw pixels through
+`nst_bridge.EngineRun`), and records the seconds from the call to the first iteration's progress
+and to the result. The service's first run starts it (cold); the later ones find it warm. It prints
+each way's times and the ratios (child / warm). The weights: `--weights FILE`, else the installed
+ones; docs/performance.md has the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plug-ins" / "neural_style"
+SIZE = (96, 64)
+
+
+def _bridge() -> Any:
+    if str(PLUGIN_DIR) not in sys.path:
+        sys.path.insert(0, str(PLUGIN_DIR))
+    import nst_bridge
+
+    return nst_bridge
+
+
+def content() -> bytes:
+    width, height = SIZE
+    return bytes(v for y in range(height) for x in range(width) for v in (x * 2, y * 3, 128, 255))
+
+
+def one_run(config: dict[str, Any], style: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """Seconds to the first iteration and to the result, and where it ran."""
+    bridge = _bridge()
+    started, first = time.perf_counter(), []
+
+    def progress(fraction: float, text: str) -> bool:
+        if "iteration" in text and not first:
+            first.append(time.perf_counter() - started)
+        return True
+
+    with bridge.EngineRun(config) as run:
+        run.set_content_raw(content(), *SIZE, "u8", 4)
+        run.run([(str(style), 1.0)], options, progress)
+        return {"first": first[0], "total": time.perf_counter() - started, "server": run.server}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m nst_core.bench_service", description=__doc__)
+    parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
+    parser.add_argument("--runs", type=int, default=4, help="runs each way (default 4)")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    from PIL import Image
+
+    from .weights import resolve_weights
+
+    weights = resolve_weights(args.weights)
+    options = {"size": max(SIZE), "iterations": args.iterations, "seed": 0, "device": args.device}
+    with tempfile.TemporaryDirectory(prefix="nst-bench-service-") as folder:
+        style = Path(folder) / "style.png"
+        Image.effect_noise((64, 64), 60).convert("RGB").save(style)
+        base = {"python": sys.executable, "weights": str(weights), "data_dir": folder}
+        child = [one_run({**base, "service": False}, style, options) for _ in range(args.runs)]
+        served = [one_run({**base, "service": True}, style, options) for _ in range(args.runs)]
+        _bridge()
+        import nst_service
+
+        nst_service.stop_local_service(folder)
+    cold, warm = served[0], served[1:]
+    if any(run["server"] is None for run in served) or not warm:
+        print("error: the service did not take the jobs (see the data folder's service.log)", file=sys.stderr)
+        return 1
+    row = {
+        "child first iteration s": statistics.median(r["first"] for r in child),
+        "child total s": statistics.median(r["total"] for r in child),
+        "service cold first iteration s": cold["first"],
+        "service warm first iteration s": statistics.median(r["first"] for r in warm),
+        "service warm total s": statistics.median(r["total"] for r in warm),
+    }
+    row["first iteration: child / warm"] = (
+        row["child first iteration s"] / row["service warm first iteration s"]
+    )
+    row["total: child / warm"] = row["child total s"] / row["service warm total s"]
+    if args.json:
+        print(json.dumps(row))
+    else:
+        for name, value in row.items():
+            print(f"{name:34} {value:8.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
