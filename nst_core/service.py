@@ -168,7 +168,7 @@ def worker_devices(name: str) -> list[Any]:
     from .devices import pick_device
 
     device = pick_device(name)
-    if device.type == "cuda" and device.index is None:
+    if device.type == "cuda":
         return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
     return [device]
 

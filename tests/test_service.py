@@ -331,3 +331,46 @@ def test_the_wire_knows_the_raw_formats_of_the_job_protocol() -> None:
     from nst_core.job import RAW_FORMATS
 
     assert {name: dtype.itemsize for name, dtype in RAW_FORMATS.items()} == wire.RAW_FORMATS
+
+
+def test_every_gpu_gets_a_worker_and_a_job_goes_to_the_least_busy_able_one(monkeypatch) -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    import torch
+
+    from nst_core import service
+    from nst_core.errors import DeviceError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert service.worker_devices("auto") == [torch.device("cuda", i) for i in range(3)]
+    assert service.worker_devices("cuda") == service.worker_devices("auto")
+    assert service.worker_devices("cpu") == [torch.device("cpu")]
+
+    class FakeWorker:
+        def __init__(self, device: str, load: int) -> None:
+            self.device, self.load, self.jobs = torch.device(device), load, []
+
+        def submit(self, job) -> int:
+            self.jobs.append(job)
+            self.load += 1
+            return self.load - 1
+
+    async def scenario() -> None:
+        workers = [FakeWorker("cuda:0", 2), FakeWorker("cuda:1", 1), FakeWorker("cpu", 0)]
+        hub = service.Service("t" * 20, workers)  # type: ignore[arg-type]
+
+        def job(device: str) -> SimpleNamespace:
+            return SimpleNamespace(
+                id=device + str(len(hub.jobs)), request=SimpleNamespace(options=Options(device=device))
+            )
+
+        assert hub.submit(job("cuda")) == 1 and len(workers[1].jobs) == 1  # the least busy GPU
+        assert hub.submit(job("auto")) == 0 and len(workers[2].jobs) == 1  # any device: the idle one
+        with pytest.raises(DeviceError, match="no mps device"):
+            hub.submit(job("mps"))
+        assert len(hub.jobs) == 2
+
+    asyncio.run(scenario())
