@@ -27,6 +27,7 @@ sys.path.insert(0, str(PLUGIN_DIR))
 
 import nst_bridge  # noqa: E402
 from interpreters import python27  # noqa: E402
+from servers import pid_alive, wait_until  # noqa: E402
 
 from nst_core.options import describe  # noqa: E402
 
@@ -140,25 +141,6 @@ def child_record(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "child.json").read_text())
 
 
-def pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0): only a reaped or running-elsewhere process counts.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split(") ")[-1][0] != "Z"
-
-
-def wait_until(predicate, seconds: float = 20.0) -> bool:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 PIXELS = bytes(range(48)) * 2  # 8 RGBA u8 pixels, 4x2
 
 
@@ -223,7 +205,7 @@ def test_cancel_from_progress_kills_child_and_removes_folder(fake_engine, style_
     with pytest.raises(nst_bridge.EngineError) as info:
         run.run([(style_file, 1.0)], {}, lambda fraction, text: fraction < 0.5)
     assert info.value.code == 130 and info.value.message == "Cancelled."
-    assert not pid_exists(child_record(tmp_path)["pid"])
+    assert not pid_alive(child_record(tmp_path)["pid"])
     run.close()
     assert not os.path.exists(folder) and os.listdir(tmp_path / "tmp") == []
 
@@ -316,16 +298,16 @@ def hanging_plugin(fake_engine: dict, style_file: str, tmp_path: Path, monkeypat
     yield plugin, child, folder
     plugin.kill()
     plugin.wait()
-    if pid_exists(child):
+    if pid_alive(child):
         os.kill(child, signal.SIGKILL)
 
 
 def test_engine_dies_with_a_killed_plugin(hanging_plugin: tuple) -> None:
     plugin, child, folder = hanging_plugin
-    assert pid_exists(child)
+    assert pid_alive(child)
     plugin.kill()  # what GIMP's Cancel does
     plugin.wait()
-    assert wait_until(lambda: not pid_exists(child)), "engine child outlived its killed parent"
+    assert wait_until(lambda: not pid_alive(child)), "engine child outlived its killed parent"
     assert os.path.isdir(folder)  # SIGKILL leaves it; the next run sweeps it (test above)
 
 
@@ -333,7 +315,7 @@ def test_sigterm_to_plugin_kills_engine_and_removes_folder(hanging_plugin: tuple
     plugin, child, folder = hanging_plugin
     plugin.send_signal(signal.SIGTERM)
     assert plugin.wait(timeout=30) == 128 + signal.SIGTERM
-    assert wait_until(lambda: not pid_exists(child))
+    assert wait_until(lambda: not pid_alive(child))
     assert not os.path.exists(folder)
 
 
@@ -595,7 +577,7 @@ def test_flatpak_cancel_stops_the_engine_and_sweeps_stale_folders(flatpak, style
         run.set_content_raw(PIXELS, 4, 6, "u8", 4)
         run.run([(style_file, 1.0)], {}, lambda fraction, text: fraction < 0.5)
     assert info.value.code == 130
-    assert not pid_exists(child_record(tmp_path)["pid"])
+    assert not pid_alive(child_record(tmp_path)["pid"])
     assert os.listdir(runs) == []
 
 
