@@ -296,8 +296,9 @@ def service_folder(config):
 def local_service(config, on_progress):
     # type: (dict, object) -> object
     """This machine's engine service: the live one, or one started now (and waited for, reporting
-    STARTING). None when the config does not ask for one, inside a Flatpak sandbox (its network
-    namespace is not the host's), or when it cannot start: the caller runs the child process."""
+    STARTING). None when the config does not ask for one, inside a Flatpak sandbox (a service would
+    have to start on the host and be reached from the sandbox: not built), or when it cannot start:
+    the caller runs the child process."""
     folder = service_folder(config)
     if not config.get("service") or folder is None or nst_bridge.in_flatpak():
         return None
