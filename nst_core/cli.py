@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from .batch import FORMATS as BATCH_FORMATS
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Sink, error_event, make_sink
 from .options import (
@@ -248,6 +249,33 @@ def _loopback(host: str, ipaddress: Any) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .job import CancelWatcher, stdin_is_pipe
+
+    mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
+    sink = make_sink(mode)
+    watcher = CancelWatcher(on_abort=_abort_reporter(sink))
+    if stdin_is_pipe():
+        watcher.start(watch_stdin=True)
+    failed: list = []
+
+    def action() -> None:
+        from . import batch
+
+        sources, missing = batch.collect([Path(p) for p in args.inputs])
+        items = batch.plan_items(sources, Path(args.output), args.format)
+        if not items and not missing:
+            raise UsageError("No pictures in the inputs given: name image files or folders that hold some.")
+        summary = batch.run_batch(
+            items, [Path(s) for s in args.style], options_from_args(args), sink, watcher, missing
+        )
+        failed.extend(summary.failed)
+
+    code = run_reported(sink, action)
+    watcher.finish()
+    return int(failed[0][1].code) if code == 0 and failed else code
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
@@ -499,6 +527,19 @@ def build_parser() -> Parser:
         "--max-pixels", type=int, default=limits.max_pixels, metavar="N", help="largest image, in pixels"
     )
     serve.set_defaults(handler=cmd_serve)
+
+    batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
+    batch.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, or folders of them")
+    batch.add_argument(
+        "--style", action="append", required=True, metavar="STYLE", help="a style image (repeat for several)"
+    )
+    batch.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results")
+    batch.add_argument(
+        "--format", default="png", choices=BATCH_FORMATS, help="results' format (png; same: the input's)"
+    )
+    batch.add_argument("--progress", choices=("bar", "json", "none"), help="as for stylize")
+    _add_option_flags(batch)
+    batch.set_defaults(handler=cmd_batch)
 
     plan = commands.add_parser("plan", help="the plan for a content of a given size, as JSON")
     plan.add_argument("--width", type=int, required=True, metavar="W")

@@ -163,6 +163,11 @@ def _summary(event: Event) -> str:
         return f"Stylising on {event['device']}: {sizes} px{tiled}, {event['iterations']} iterations{about}"
     if kind == "done":
         return f"Wrote {event['output']} in {event['seconds']:.1f} s"
+    if kind == "item":  # a batch's picture (nst_core/batch.py)
+        place = f"[{event['item']}/{event['items']}] {os.path.basename(event['input'])}"
+        if event["status"] == "done":
+            return f"{place} -> {event['output']}"
+        return f"{place}: {event['status']}" + (f" ({event['message']})" if event.get("message") else "")
     return f"error: {event['message']}"
 
 

@@ -169,3 +169,17 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
         row["child first iteration s"] / row["service warm first iteration s"]
     )
     assert all(value > 0 for value in row.values())
+
+
+def test_the_batch_benchmark_compares_separate_calls_with_one_batch(vgg19_weights: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_core.bench_batch", "--weights", str(vgg19_weights)]
+        + ["--pictures", "2", "--size", "32", "--iterations", "1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    assert row["same bytes"] is True and row["pictures"] == 2
+    assert row["separate / batch"] == pytest.approx(row["separate stylize s"] / row["batch s"], rel=0.02)

@@ -1,0 +1,185 @@
+"""`python -m nst_core batch`: one engine for many pictures, outputs under their inputs' names, a bad
+input reported and skipped, a rerun that resumes and redoes nothing, and a killed batch resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from samples import make_content_image
+
+FLAGS = ["--size", "32", "--iterations", "2", "--seed", "1"]
+
+
+def nst(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nst_core", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def pictures(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, (width, height) in enumerate(((48, 32), (40, 40), (32, 48))):
+        make_content_image(width, height).rotate(90 * index).save(folder / f"photo{index}.png")
+    return folder
+
+
+def events(result: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+
+
+def test_a_batch_writes_what_separate_stylize_calls_write_and_skips_a_bad_input(
+    pictures, style_png, vgg19_weights, tmp_path
+) -> None:
+    (pictures / "broken.png").write_bytes(b"not a picture")
+    out = tmp_path / "out"
+    out.mkdir()
+    weights = ["--weights", str(vgg19_weights)]
+    done = nst(
+        "batch",
+        str(pictures),
+        "--style",
+        str(style_png),
+        "-o",
+        str(out),
+        *FLAGS,
+        *weights,
+        "--progress",
+        "json",
+    )
+    assert done.returncode == 3, done.stderr  # the bad input's exit code, after the others
+    seen = events(done)
+    items = [e for e in seen if e["event"] == "item"]
+    assert [(Path(e["input"]).name, e["status"]) for e in items] == [
+        ("broken.png", "failed"),
+        ("photo0.png", "done"),
+        ("photo1.png", "done"),
+        ("photo2.png", "done"),
+    ]
+    assert seen[-1]["event"] == "error" and "1 of 4 inputs failed: broken.png" in seen[-1]["message"]
+    assert seen[-1]["done"] == 3 and "\n" not in seen[-1]["message"]
+    fractions = [e["fraction"] for e in seen if e["event"] == "progress"]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)  # one bar over the batch
+    assert sorted(p.name for p in out.iterdir()) == ["photo0.png", "photo1.png", "photo2.png"]
+    for index in range(3):
+        single = tmp_path / f"single{index}.png"
+        alone = nst(
+            "stylize",
+            str(pictures / f"photo{index}.png"),
+            str(style_png),
+            "-o",
+            str(single),
+            *FLAGS,
+            *weights,
+        )
+        assert alone.returncode == 0, alone.stderr
+        assert (out / f"photo{index}.png").read_bytes() == single.read_bytes()
+
+
+def test_a_rerun_skips_complete_outputs_and_redoes_none(pictures, style_png, vgg19_weights, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["batch", str(pictures), "--style", str(style_png), "-o", str(out), *FLAGS, "--progress", "json"]
+    env = {"NST_WEIGHTS": str(vgg19_weights)}
+    first = nst(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    (out / "photo1.png").unlink()
+    second = nst(*args, env=env)
+    assert second.returncode == 0, second.stderr
+    statuses = {Path(e["input"]).name: e["status"] for e in events(second) if e["event"] == "item"}
+    assert statuses == {"photo0.png": "skipped", "photo1.png": "done", "photo2.png": "skipped"}
+    assert events(second)[-1] == {**events(second)[-1], "event": "done", "done": 1, "skipped": 2, "failed": 0}
+    for name in ("photo0.png", "photo2.png"):
+        assert (out / name).stat().st_mtime_ns == stamps[name]
+
+
+def test_a_killed_batch_resumes_where_it_stopped(pictures, style_png, vgg19_weights, tmp_path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["batch", str(pictures), "--style", str(style_png), "-o", str(out), "--size", "32", "--seed", "1"]
+    command = [sys.executable, "-m", "nst_core", *args, "--iterations", "60", "--progress", "json"]
+    env = {**os.environ, "NST_WEIGHTS": str(vgg19_weights)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["item"] == 2:
+            break  # the first output is written, the second is on its way
+    process.kill()
+    process.wait()
+    assert [p.name for p in out.iterdir() if not p.name.startswith(".")] == ["photo0.png"]
+    stamp = (out / "photo0.png").stat().st_mtime_ns
+    again = nst(*args, "--iterations", "60", "--progress", "json", env={"NST_WEIGHTS": str(vgg19_weights)})
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["photo0.png", "photo1.png", "photo2.png"]  # no leftovers
+    assert (out / "photo0.png").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    ("setup", "arguments", "message"),
+    [
+        ("clash", ["--format", "png"], "would both write"),
+        ("none", [], "does not exist: create it first"),
+        ("empty", [], "No pictures in the inputs given"),
+    ],
+)
+def test_batch_problems_are_one_line_before_anything_is_written(
+    pictures, style_png, vgg19_weights, tmp_path, setup, arguments, message
+) -> None:
+    out = tmp_path / "out"
+    inputs = [str(pictures)]
+    if setup != "none":
+        out.mkdir()
+    if setup == "clash":
+        make_content_image().save(pictures / "photo0.jpg")
+    if setup == "empty":
+        inputs = [str(tmp_path / "empty")]
+        (tmp_path / "empty").mkdir()
+    done = nst(
+        "batch",
+        *inputs,
+        "--style",
+        str(style_png),
+        "-o",
+        str(out),
+        *FLAGS,
+        *arguments,
+        env={"NST_WEIGHTS": str(vgg19_weights)},
+    )
+    assert done.returncode == 2 if setup != "none" else 5, done.stderr
+    assert message in done.stderr and done.stderr.count("\n") == 1
+    assert not out.is_dir() or not any(out.iterdir())
+
+
+def test_outputs_take_the_format_asked_for(pictures, style_png, vgg19_weights, tmp_path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    out.mkdir()
+    done = nst(
+        "batch",
+        str(pictures / "photo0.png"),
+        "--style",
+        str(style_png),
+        "-o",
+        str(out),
+        "--format",
+        "jpg",
+        *FLAGS,
+        env={"NST_WEIGHTS": str(vgg19_weights)},
+    )
+    assert done.returncode == 0, done.stderr
+    with Image.open(out / "photo0.jpg") as image:
+        assert image.format == "JPEG"
