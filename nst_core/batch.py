@@ -19,6 +19,7 @@ from .events import Event, Sink, error_event
 from .options import Options
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
+DEFAULT_TEMPORAL_WEIGHT = 200.0  # --frames: against the other terms' relative errors (docs/batch.md)
 READABLE = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", ".ppm", ".pgm", ".tga")
 
 
@@ -98,8 +99,13 @@ def run_batch(
     sink: Sink,
     cancel: Any = None,
     failed: Sequence[tuple[Path, NstError]] = (),
+    temporal_weight: float | None = None,
 ) -> Summary:
-    """Stylise every item whose output is not there yet; the styles are read once, the network loaded once."""
+    """Stylise every item whose output is not there yet; the styles are read once, the network loaded once.
+
+    With a `temporal_weight` the items are consecutive frames (nst_core/frames.py): each starts from the
+    previous result warped onto it (an output already there is read back for that)."""
+    from . import frames
     from .images import load_image
     from .job import load_content, stylize_arrays, write_output
 
@@ -111,26 +117,29 @@ def run_batch(
     style_arrays = [load_image(path) for path in styles]  # a bad style stops the batch: every item needs it
     if options.style_blend is None:
         options = replace(options, style_blend=[1.0] * len(style_arrays))
+    previous: tuple[Any, Any] | None = None  # (content, result) of the frame before, with frames
     for index, item in enumerate(items, start=len(failed)):
         if item.output.is_file():
             summary.skipped.append(item.source)
             sink.emit(_item_event(index, count, item.source, item.output, "skipped", "already there"))
+            if temporal_weight is not None:
+                previous = _read_back(item, load_content, load_image)
             continue
         _remove_leftovers(item.output)
         try:
             content = load_content(item.source)
-            result = stylize_arrays(
-                content, style_arrays, options, "working", _ItemSink(sink, index, count), cancel
-            )
+            start = None
+            if temporal_weight is not None and previous is not None:
+                start = frames.frame_start(previous[1], previous[0], content, temporal_weight)
+            item_sink = _ItemSink(sink, index, count)
+            result = stylize_arrays(content, style_arrays, options, "working", item_sink, cancel, frame=start)
             write_output(result, _output(item.output))
-        except NstError as error:
+            previous = (content, result)
+        except Exception as exc:  # one picture's failure is reported, and the batch goes on
+            error = describe_error(exc)
             if error.code in (ExitCode.CANCELLED, ExitCode.WEIGHTS, ExitCode.DEVICE, ExitCode.USAGE):
                 raise  # not this picture's fault: the rest would fail alike
-            summary.failed.append((item.source, error))
-            sink.emit(_item_event(index, count, item.source, item.output, "failed", error.message))
-            continue
-        except Exception as exc:  # noqa: BLE001 (an unexpected failure of one picture is still reported)
-            error = describe_error(exc)
+            previous = None  # the next frame starts afresh
             summary.failed.append((item.source, error))
             sink.emit(_item_event(index, count, item.source, item.output, "failed", error.message))
             continue
@@ -138,6 +147,14 @@ def run_batch(
         sink.emit(_item_event(index, count, item.source, item.output, "done", None))
     sink.emit(_end_event(summary, items, time.perf_counter() - started))
     return summary
+
+
+def _read_back(item: Item, load_content: Any, load_image: Any) -> tuple[Any, Any] | None:
+    """A frame done by an earlier run, as the start of the next one (None when it cannot be read)."""
+    try:
+        return load_content(item.source), load_image(item.output)
+    except NstError:
+        return None
 
 
 def _output(path: Path) -> Any:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 from . import __version__
+from .batch import DEFAULT_TEMPORAL_WEIGHT
 from .batch import FORMATS as BATCH_FORMATS
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Sink, error_event, make_sink
@@ -268,9 +269,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
         items = batch.plan_items(sources, Path(args.output), args.format)
         if not items and not missing:
             raise UsageError("No pictures in the inputs given: name image files or folders that hold some.")
-        summary = batch.run_batch(
-            items, [Path(s) for s in args.style], options_from_args(args), sink, watcher, missing
-        )
+        weight = None
+        if args.frames:
+            weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
+        styles = [Path(s) for s in args.style]
+        summary = batch.run_batch(items, styles, options_from_args(args), sink, watcher, missing, weight)
         failed.extend(summary.failed)
 
     code = run_reported(sink, action)
@@ -538,6 +541,19 @@ def build_parser() -> Parser:
         "--format", default="png", choices=BATCH_FORMATS, help="results' format (png; same: the input's)"
     )
     batch.add_argument("--progress", choices=("bar", "json", "none"), help="as for stylize")
+    batch.add_argument(
+        "--frames",
+        action="store_true",
+        help="the inputs are consecutive frames, in order: each starts from the one before, warped by the "
+        "optical flow, so the strokes follow the motion instead of flickering",
+    )
+    batch.add_argument(
+        "--temporal-weight",
+        type=float,
+        metavar="W",
+        help="with --frames: how strongly a frame keeps the previous one's strokes "
+        f"(default {DEFAULT_TEMPORAL_WEIGHT:g})",
+    )
     _add_option_flags(batch)
     batch.set_defaults(handler=cmd_batch)
 

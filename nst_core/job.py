@@ -213,9 +213,11 @@ def stylize_arrays(
     sink: Sink,
     cancel: CancelToken | None = None,
     device: Any = None,
+    frame: Any = None,
 ) -> np.ndarray:
     """Plan, report the start, stylise; the one path of `run-job`, `stylize` and the service (which
-    names its worker's `device`). Checked arrays in (`images.to_array`), the result array out."""
+    names its worker's `device`; a frame of an animation its `run.FrameStart`). Checked arrays in
+    (`images.to_array`), the result array out."""
     from .devices import describe_device
     from .plan import make_plan
     from .run import run_plan
@@ -223,7 +225,7 @@ def stylize_arrays(
     height, width = content.shape[:2]
     plan = make_plan(options, (width, height), len(styles), output=result_size, device=device)
     sink.emit(start_event(describe_device(plan.device), plan.summary()))
-    result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel)
+    result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel, frame)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     return result

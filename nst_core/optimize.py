@@ -178,6 +178,39 @@ class Clock:
 
 
 @dataclass(frozen=True)
+class Temporal:
+    """A frame's temporal term (Ruder et al. 2016): the previous result warped onto this frame, and
+    where the flow is reliable (1) or not (0: occluded, a motion boundary, from outside the frame)."""
+
+    target: torch.Tensor  # 1 x 3 x H x W at the output's size
+    mask: torch.Tensor  # 1 x 1 x H x W
+    weight: float
+
+
+class TemporalObjective:
+    """An objective plus `weight` x the masked mean squared difference to the warped previous result.
+
+    A pixel-space term, cheap beside the network's: its gradient is written out, and it wraps a
+    whole-image and a tiled objective alike."""
+
+    def __init__(self, inner: Evaluates, temporal: Temporal, size: tuple[int, int]) -> None:
+        self.inner = inner
+        self.target = resize_tensor(temporal.target, size)
+        self.mask = F.interpolate(temporal.mask, size=size, mode="bilinear", align_corners=False)
+        self.scale = temporal.weight / self.target.numel()
+
+    def __getattr__(self, name: str) -> object:  # blocks, network ...: the inner objective's
+        return getattr(self.inner, name)
+
+    def value_and_grad(self, image: torch.Tensor, loss_scale: float = 1.0):  # noqa: ANN201 (Evaluation)
+        total, parts, grad = self.inner.value_and_grad(image, loss_scale)
+        difference = (image.detach() - self.target) * self.mask
+        temporal = self.scale * difference.pow(2).sum()
+        grad = grad + (2 * self.scale) * difference
+        return total + temporal, {**parts, "temporal": temporal}, grad
+
+
+@dataclass(frozen=True)
 class RunContext:
     """What every scale of one run shares: the network, the recipe, the full-size inputs on the
     device, the precision, and where progress and cancel go."""
@@ -191,6 +224,7 @@ class RunContext:
     clock: Clock
     progress: ProgressCallback | None = None
     cancel: CancelToken | None = None
+    temporal: Temporal | None = None
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -242,9 +276,10 @@ def optimize_scale(
     size = (scale.height, scale.width)
     inputs = scale_inputs(ctx.content, ctx.styles, size, ctx.settings.style_scale, ctx.network.min_side)
     objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast, tile)
-    stepper = ctx.stepper(start_image(previous, inputs.content, ctx.settings, ctx.init_image), objective)
-
     tiles = len(objective.blocks) if isinstance(objective, tiling.TiledObjective) else 1
+    if ctx.temporal is not None:
+        objective = TemporalObjective(objective, ctx.temporal, size)
+    stepper = ctx.stepper(start_image(previous, inputs.content, ctx.settings, ctx.init_image), objective)
 
     def on_step(iteration: int, parts: dict[str, float]) -> None:
         last = iteration == scale.iterations

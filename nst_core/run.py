@@ -9,6 +9,7 @@ becomes the one message of `memory.not_enough_memory`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -42,15 +43,29 @@ def stylize(
     return run_plan(plan, content_array, style_arrays, progress, cancel)
 
 
+@dataclass(frozen=True)
+class FrameStart:
+    """How a frame of an animation starts (nst_core/frames.py): from `init`, the previous result warped
+    onto it, and held near it by the temporal term where `mask` (H x W, 0..1) trusts the flow. Both
+    are at the output's size."""
+
+    init: np.ndarray  # H x W x 3
+    mask: np.ndarray  # H x W
+    weight: float
+
+
 def run_plan(
     plan: Plan,
     content: np.ndarray,
     styles: Sequence[np.ndarray],
     progress: optimize.ProgressCallback | None = None,
     cancel: optimize.CancelToken | None = None,
+    frame: FrameStart | None = None,
 ) -> np.ndarray:
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says."""
     settings, device = plan.settings, plan.device
+    if frame is not None:
+        settings = replace(settings, init="image")
     host.prepare(device, plan.job_bytes, plan.budget)
     last = plan.scales[-1]
     try:  # from the first copy of the pixels to the last: any allocation can be the one that fails
@@ -59,6 +74,8 @@ def run_plan(
             rgb = images.fill_transparent(rgb, alpha)
         content_in, styles_in = _network_inputs(rgb, styles, settings.keep_colors)
         init = images.split_alpha(images.load_image(settings.init_path))[0] if settings.init_path else None
+        if frame is not None:
+            init = frame.init
         layers = (*settings.content_layers, *settings.style_layers)
         net = network.build_network(settings.model, plan.weights, layers, settings.pooling, device)
         ctx = RunContext(
@@ -71,6 +88,7 @@ def run_plan(
             clock=optimize.Clock(plan.seconds),
             progress=progress,
             cancel=cancel,
+            temporal=None if frame is None else _temporal(frame, device),
         )
         result = images.from_tensor(_run_scales(ctx, plan))
         return _finish(result, rgb, alpha, content.shape[2], settings.keep_colors, plan.output_size)
@@ -78,6 +96,11 @@ def run_plan(
         if not memory.is_out_of_memory(exc):
             raise
     raise memory.not_enough_memory(settings, device, last.width, last.height, last.iterations, plan.job_bytes)
+
+
+def _temporal(frame: FrameStart, device: torch.device) -> optimize.Temporal:
+    mask = torch.from_numpy(np.ascontiguousarray(frame.mask, dtype=np.float32))[None, None].to(device)
+    return optimize.Temporal(images.to_tensor(frame.init, device), mask, frame.weight)
 
 
 def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 # pip's names for what the engine imports, where they differ.
-IMPORT_NAMES = {"pillow": "PIL"}
+IMPORT_NAMES = {"pillow": "PIL", "opencv-python-headless": "cv2"}
 
 
 def requirement_name(specifier: str) -> str:

@@ -183,3 +183,27 @@ def test_the_batch_benchmark_compares_separate_calls_with_one_batch(vgg19_weight
     row = json.loads(done.stdout)
     assert row["same bytes"] is True and row["pictures"] == 2
     assert row["separate / batch"] == pytest.approx(row["separate stylize s"] / row["batch s"], rel=0.02)
+
+
+def test_the_frames_benchmark_measures_flicker_both_ways_and_plots_it(
+    vgg19_weights: Path, tmp_path: Path
+) -> None:
+    plot = tmp_path / "flicker.png"
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_core.bench_frames", "--weights", str(vgg19_weights), "--plot", str(plot)]
+        + ["--frames", "3", "--size", "48", "--iterations", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    row = json.loads(done.stdout)
+    for kind in ("pan", "zoom"):
+        series = row["flicker"][kind]
+        assert len(series["independent"]) == len(series["frames"]) == 2
+        mean = sum(series["frames"]) / sum(series["independent"])
+        assert row[f"{kind} ratio"] == pytest.approx(mean)
+    from PIL import Image
+
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.width > 600

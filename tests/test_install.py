@@ -914,7 +914,7 @@ def test_an_intel_mac_gets_its_pinned_torch_and_numpy_and_nst_core_alone(
     steps.install_nst_core(install, manifest, steps.Changes())
     assert calls == [
         ["torch==2.2.2", "torchvision==0.17.2"],  # PyPI: no --index-url on a Mac
-        ["pillow>=9", "numpy>=1.23,<2", "tqdm>=4.60", "aiohttp>=3.9"],
+        ["pillow>=9", "numpy>=1.23,<2", "tqdm>=4.60", "aiohttp>=3.9", "opencv-python-headless>=4.8"],
         ["--no-deps", str(REPO)],
     ]
 
