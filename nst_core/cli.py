@@ -134,7 +134,9 @@ def run_reported(sink: Sink, action: Callable[[], object]) -> int:
 # -- stylize and run-job ---------------------------------------------------------------------------
 
 
-def cmd_stylize(args: argparse.Namespace) -> int:
+def _watched_sink(args: argparse.Namespace) -> tuple[Sink, Any]:
+    """The sink `--progress` asks for (a bar on a terminal) and a cancel token that, when stdin is a pipe
+    (a caller that can go away), watches it, the parent process and SIGTERM."""
     from .job import CancelWatcher, stdin_is_pipe
 
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
@@ -142,6 +144,11 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     watcher = CancelWatcher(on_abort=_abort_reporter(sink))
     if stdin_is_pipe():
         watcher.start(watch_stdin=True)
+    return sink, watcher
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    sink, watcher = _watched_sink(args)
 
     def action() -> None:
         from .job import JobRequest, Output, dry_run, execute
@@ -253,13 +260,7 @@ def _loopback(host: str, ipaddress: Any) -> bool:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .job import CancelWatcher, stdin_is_pipe
-
-    mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
-    sink = make_sink(mode)
-    watcher = CancelWatcher(on_abort=_abort_reporter(sink))
-    if stdin_is_pipe():
-        watcher.start(watch_stdin=True)
+    sink, watcher = _watched_sink(args)
     failed: list = []
 
     def action() -> None:
