@@ -107,7 +107,7 @@ def run_batch(
     previous result warped onto it (an output already there is read back for that)."""
     from . import frames
     from .images import load_image
-    from .job import load_content, stylize_arrays, write_output
+    from .job import Output, load_content, stylize_arrays, write_output
 
     started = time.perf_counter()
     summary = Summary(failed=list(failed))
@@ -133,7 +133,7 @@ def run_batch(
                 start = frames.frame_start(previous[1], previous[0], content, temporal_weight)
             item_sink = _ItemSink(sink, index, count)
             result = stylize_arrays(content, style_arrays, options, "working", item_sink, cancel, frame=start)
-            write_output(result, _output(item.output))
+            write_output(result, Output(item.output))
             previous = (content, result)
         except Exception as exc:  # one picture's failure is reported, and the batch goes on
             error = describe_error(exc)
@@ -155,12 +155,6 @@ def _read_back(item: Item, load_content: Any, load_image: Any) -> tuple[Any, Any
         return load_content(item.source), load_image(item.output)
     except NstError:
         return None
-
-
-def _output(path: Path) -> Any:
-    from .job import Output
-
-    return Output(path)
 
 
 def _remove_leftovers(output: Path) -> None:

@@ -84,25 +84,28 @@ def reliable(
     return trusted.astype(np.float32)
 
 
+def motion(
+    content: np.ndarray, previous_content: np.ndarray, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(this frame in RGB, the backward flow to the previous one, where it is reliable), all at
+    width x height: the one measure of motion that a frame's start and the flicker share."""
+    here = _rgb(_sized(content, width, height))
+    before = _rgb(_sized(previous_content, width, height))
+    backward, forward = flow(here, before), flow(before, here)
+    return here, backward, reliable(backward, forward, here, before)
+
+
 def frame_start(
     previous_result: np.ndarray, previous_content: np.ndarray, content: np.ndarray, weight: float
 ) -> object:
     """A frame's `run.FrameStart`: the previous result warped onto `content`, its reliability, the
     init (warped where reliable, the content where not). Contents at any size: the previous result's
     size is the working size."""
-    from .images import resize
     from .run import FrameStart
 
     height, width = previous_result.shape[:2]
-    here = _rgb(resize(content, width, height) if content.shape[:2] != (height, width) else content)
-    before = _rgb(
-        resize(previous_content, width, height)
-        if previous_content.shape[:2] != (height, width)
-        else previous_content
-    )
-    backward, forward = flow(here, before), flow(before, here)
+    here, backward, mask = motion(content, previous_content, width, height)
     warped = np.clip(warp(_rgb(previous_result), backward), 0, 1)
-    mask = reliable(backward, forward, here, before)
     init = mask[..., None] * warped + (1 - mask[..., None]) * here
     return FrameStart(init.astype(np.float32), mask, weight)
 
@@ -121,10 +124,7 @@ def flicker(outputs: Sequence[np.ndarray], contents: Sequence[np.ndarray]) -> li
     for index in range(1, len(outputs)):
         out, previous = _rgb(outputs[index]), _rgb(outputs[index - 1])
         height, width = out.shape[:2]
-        here = _rgb(_sized(contents[index], width, height))
-        before = _rgb(_sized(contents[index - 1], width, height))
-        backward, forward = flow(here, before), flow(before, here)
-        mask = reliable(backward, forward, here, before)
+        _, backward, mask = motion(contents[index], contents[index - 1], width, height)
         difference = np.abs(out - warp(previous, backward)).mean(axis=2)
         values.append(float((difference * mask).sum() / max(mask.sum(), 1.0)))
     return values

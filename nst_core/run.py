@@ -73,9 +73,12 @@ def run_plan(
         if alpha is not None:
             rgb = images.fill_transparent(rgb, alpha)
         content_in, styles_in = _network_inputs(rgb, styles, settings.keep_colors)
-        init = images.split_alpha(images.load_image(settings.init_path))[0] if settings.init_path else None
         if frame is not None:
             init = frame.init
+        elif settings.init_path:
+            init = images.split_alpha(images.load_image(settings.init_path))[0]
+        else:
+            init = None
         layers = (*settings.content_layers, *settings.style_layers)
         net = network.build_network(settings.model, plan.weights, layers, settings.pooling, device)
         ctx = RunContext(

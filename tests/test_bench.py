@@ -155,16 +155,26 @@ def test_the_cold_start_benchmark_reads_both_ways_in_fresh_processes(
     assert all(run[key] > 0 for run in (whole, mapped) for key in ("load_s", "process_s", "peak_mib"))
 
 
-def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_weights: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "nst_core.bench_service", "--weights", str(vgg19_weights)]
-        + ["--runs", "2", "--iterations", "1", "--device", "cpu", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def bench_json(module: str, *args: str) -> dict:
+    """A benchmark's `--json` row, run as users run it."""
+    command = [sys.executable, "-m", f"nst_core.{module}", *args, "--json"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    row = json.loads(done.stdout)
+    return json.loads(done.stdout)
+
+
+def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_weights: Path) -> None:
+    row = bench_json(
+        "bench_service",
+        "--weights",
+        str(vgg19_weights),
+        "--runs",
+        "2",
+        "--iterations",
+        "1",
+        "--device",
+        "cpu",
+    )
     assert row["first iteration: child / warm"] == pytest.approx(
         row["child first iteration s"] / row["service warm first iteration s"]
     )
@@ -172,15 +182,9 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
 
 
 def test_the_batch_benchmark_compares_separate_calls_with_one_batch(vgg19_weights: Path) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "nst_core.bench_batch", "--weights", str(vgg19_weights)]
-        + ["--pictures", "2", "--size", "32", "--iterations", "1", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    row = bench_json(
+        "bench_batch", "--weights", str(vgg19_weights), "--pictures", "2", "--size", "32", "--iterations", "1"
     )
-    assert done.returncode == 0, done.stderr
-    row = json.loads(done.stdout)
     assert row["same bytes"] is True and row["pictures"] == 2
     assert row["separate / batch"] == pytest.approx(row["separate stylize s"] / row["batch s"], rel=0.02)
 
@@ -189,15 +193,19 @@ def test_the_frames_benchmark_measures_flicker_both_ways_and_plots_it(
     vgg19_weights: Path, tmp_path: Path
 ) -> None:
     plot = tmp_path / "flicker.png"
-    done = subprocess.run(
-        [sys.executable, "-m", "nst_core.bench_frames", "--weights", str(vgg19_weights), "--plot", str(plot)]
-        + ["--frames", "3", "--size", "48", "--iterations", "3", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    row = bench_json(
+        "bench_frames",
+        "--weights",
+        str(vgg19_weights),
+        "--plot",
+        str(plot),
+        "--frames",
+        "3",
+        "--size",
+        "48",
+        "--iterations",
+        "3",
     )
-    assert done.returncode == 0, done.stderr
-    row = json.loads(done.stdout)
     for kind in ("pan", "zoom"):
         series = row["flicker"][kind]
         assert len(series["independent"]) == len(series["frames"]) == 2

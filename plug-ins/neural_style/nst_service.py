@@ -390,8 +390,7 @@ def _start(config, folder, on_progress):
     command += ["--state-file", state_path, "--idle-timeout", "%d" % IDLE_SECONDS]
     if config.get("weights"):
         command += ["--weights", config["weights"]]
-    kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE}  # type: dict
-    kwargs["env"] = nst_bridge.child_environment(nst_bridge.engine_environment(config))
+    kwargs = {"env": nst_bridge.child_environment(nst_bridge.engine_environment(config))}  # type: dict
     if os.name == "nt":
         kwargs["creationflags"] = WINDOWS_DETACHED
     else:

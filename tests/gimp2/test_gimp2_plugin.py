@@ -13,13 +13,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from drive_plugin import load_plugin, new_image, pattern, plugin_args
 from gimp2_harness import BRIDGE, HERE, PLUGIN, engine_config
 from interpreters import python27
+from servers import pid_alive, wait_until
 
 from nst_core.options import KEEP_COLORS, LIMITS, Options
 from nst_core.presets import DEFAULT_PRESET, PRESETS, USER_PRESETS
@@ -256,21 +256,13 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def is_running(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_for(condition, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+def drive_on_python27(spec: Path, report_path: Path) -> dict:
+    """Run the plug-in on a real Python 2.7 as GIMP 2.10 does; the driver's report."""
+    done = subprocess.run(
+        [python27(), str(HERE / "drive_plugin.py"), str(spec)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(report_path.read_text(encoding="utf-8"))
 
 
 def write_spec(tmp_path: Path, **spec) -> Path:
@@ -302,17 +294,17 @@ def test_killing_the_plugin_stops_the_engine(config_file, style_file, tmp_path: 
         def working() -> bool:
             return marker.exists() and len(marker.read_text().split()) > 2
 
-        assert wait_for(lambda: working() or plugin.poll() is not None, 120) and working(), (
+        assert wait_until(lambda: working() or plugin.poll() is not None, 120) and working(), (
             "the engine never got to work: " + (tmp_path / "report.json").read_text()
             if plugin.poll() is not None
             else "no progress within 2 minutes"
         )
         engines = children_of(plugin.pid)
-        assert len(engines) == 1 and is_running(engines[0])
+        assert len(engines) == 1 and pid_alive(engines[0])
         os.kill(plugin.pid, how)
         # SIGTERM: the bridge kills the engine, removes its folder and exits as killed by the signal.
         assert plugin.wait(timeout=30) == (128 + how if how == signal.SIGTERM else -how)
-        assert wait_for(lambda: not is_running(engines[0]), 20), "the engine outlived the plug-in"
+        assert wait_until(lambda: not pid_alive(engines[0]), 20), "the engine outlived the plug-in"
     finally:
         if plugin.poll() is None:
             plugin.kill()
@@ -360,11 +352,7 @@ def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) ->
         iterations=2,
         report=str(report_path),
     )
-    done = subprocess.run(
-        [python27(), str(HERE / "drive_plugin.py"), str(spec)], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(report_path.read_text(encoding="utf-8"))
+    report = drive_on_python27(spec, report_path)
     assert report["python"] == [2, 7] and report["messages"] == [] and report["open_undo_groups"] == 0
     result, source = report["layers"][0], report["layers"][1]
     assert result["name"] == "Photo (Neural Style: Starry night)"
@@ -396,14 +384,7 @@ def test_runs_on_the_warm_engine_on_python27(config_file, style_file, tmp_path: 
                 iterations=2,
                 report=str(report_path),
             )
-            done = subprocess.run(
-                [python27(), str(HERE / "drive_plugin.py"), str(spec)],
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert done.returncode == 0, done.stderr
-            report = json.loads(report_path.read_text(encoding="utf-8"))
+            report = drive_on_python27(spec, report_path)
             assert report["messages"] == []
             layers.append(report["layers"][0]["pixels"])
             pids.append(json.loads(state.read_text())["pid"])
