@@ -22,12 +22,15 @@ import atexit
 import io
 import json
 import os
+import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
 import time
+import zlib
 
 try:
     import fcntl
@@ -247,6 +250,37 @@ def result_name(layer_name, styles):
     return native("%s (Neural Style: %s)" % (_text(layer_name), " + ".join(stems)))
 
 
+# A layer name's timing and disposal tags, as Filters > Animation > Playback and the GIF exporter read them:
+# the first "(NNms)" anywhere (spaces allowed inside), and "(combine)" or "(replace)" at the very end.
+FRAME_TAG = re.compile(r"\( *[0-9]+ *[mM][sS] *\)|\((?:combine|replace)\)\Z")
+FRAME_STYLED = "styled"
+FRAMES_NEED_TWO = (
+    "Layers are animation frames needs two or more layers: select the frames in the Layers dialog, "
+    "or turn the option off."
+)
+FRAMES_NOT_REMOTE = (
+    "Animation frames are computed on this computer: choose a Device other than Remote server, "
+    "or turn Layers are animation frames off."
+)
+
+
+def frame_name(layer_name):
+    # type: (str) -> str
+    """A stylised frame's name: 'Frame 3 (100ms) (combine)' gives 'Frame 3 styled (100ms) (combine)'.
+    The word goes in before the first tag and everything from there on is kept as it was, so the new
+    frame plays for as long, and is drawn over the one before in the same way, as its source."""
+    name = _text(layer_name)
+    match = FRAME_TAG.search(name)
+    base, tags = (name, "") if match is None else (name[: match.start()].rstrip(), name[match.start() :])
+    return native(" ".join(part for part in (base, FRAME_STYLED, tags) if part))
+
+
+def check_frames(count):
+    # type: (int) -> None
+    if count < 2:
+        raise EngineError(FRAMES_NEED_TWO, EXIT_USAGE)
+
+
 def selection_misses(layer_name):
     # type: (str) -> EngineError
     return EngineError(
@@ -291,15 +325,51 @@ def format_seconds(seconds):
 
 def progress_text(event):
     # type: (dict) -> str
-    """'Neural style: scale 2/4, iteration 30/80, 0:42 left' from a progress event."""
-    parts = []
+    """'Neural style: scale 2/4, iteration 30/80, 0:42 left' from a progress event. An animation's events
+    (`batch --frames`: they carry `item` and `items`) start with 'frame 2/5', and the time left is the
+    animation's."""
+    parts = _frame_parts(event)
     if event.get("scales", 1) > 1:
         parts.append("scale %s/%s" % (event.get("scale"), event.get("scales")))
     if "iteration" in event:
         parts.append("iteration %s/%s" % (event.get("iteration"), event.get("iterations")))
-    if event.get("eta") is not None:
-        parts.append("%s left" % format_seconds(event["eta"]))
+    left = _time_left(event)
+    if left is not None:
+        parts.append("%s left" % format_seconds(left))
     return "Neural style: " + ", ".join(parts)
+
+
+def start_text(event):
+    # type: (dict) -> str
+    """'Neural style: starting on cpu' from a start event ('frame 2/5, starting on cpu' in an animation)."""
+    return "Neural style: " + ", ".join(_frame_parts(event) + ["starting on %s" % event.get("device", "?")])
+
+
+def start_fraction(event):
+    # type: (dict) -> float
+    """Where a start event puts the progress bar: 0, or in an animation the frames done so far."""
+    items = event.get("items", 1) or 1
+    return (event.get("item", 1) - 1) / float(items)
+
+
+def _frame_parts(event):
+    # type: (dict) -> list
+    if event.get("items", 1) > 1:
+        return ["frame %s/%s" % (event.get("item"), event.get("items"))]
+    return []
+
+
+def _time_left(event):
+    # type: (dict) -> float | None
+    """The engine's estimate for this picture; in an animation the frames after it are assumed to take as
+    long as this one (its time so far plus its estimate), since the engine estimates one frame at a time."""
+    left = event.get("eta")
+    if left is None:
+        return None
+    later = event.get("items", 1) - event.get("item", 1)
+    if later > 0 and event.get("elapsed") is not None:
+        left += later * (event["elapsed"] + left)
+    return left
 
 
 def in_flatpak():
@@ -491,6 +561,18 @@ def engine_command(config, python, job_path, folder):
     # type: (dict, str, str, str) -> list
     """The engine's command line for a job; for Flatpak, run on the host, dying with the plug-in."""
     return _engine_argv(config, [python, "-m", "nst_core", "run-job", job_path], folder)
+
+
+def frames_command(config, python, inputs, styles, options, output, folder):
+    # type: (dict, str, list, list, dict, str, str) -> list
+    """`batch --frames` for an animation's frame files, in order, into the folder `output` as TIFF (what
+    read_tiff reads), with a job's options and its styles' weights as --style-blend."""
+    command = [python, "-m", "nst_core", "batch"] + list(inputs)
+    for path, _weight in styles:
+        command += ["--style", path]
+    command += ["-o", output, "--format", "tif", "--frames", "--progress", "json"]
+    options = dict(options, style_blend=[float(weight) for _path, weight in styles])
+    return _engine_argv(config, command + option_flags(job_options(config, options)), folder)
 
 
 def _engine_argv(config, command, folder=None):
@@ -739,6 +821,119 @@ class _TerminateGuard(object):
             os._exit(128 + signum)
 
 
+def _check_layout(data, width, height, fmt, channels):
+    # type: (bytes, int, int, str, int) -> None
+    if fmt not in BYTES_PER_SAMPLE or channels not in (1, 2, 3, 4):
+        raise EngineError(
+            "Unsupported pixel layout %s x %s channels: use u8 or float32 with 1 to 4 "
+            "channels." % (fmt, channels),
+            EXIT_USAGE,
+        )
+    expected = width * height * channels * BYTES_PER_SAMPLE[fmt]
+    if width < 1 or height < 1 or len(data) != expected:
+        raise EngineError(
+            "Pixel buffer of %d bytes does not match %dx%d %s x %d: this is a plug-in bug."
+            % (len(data), width, height, fmt, channels)
+        )
+
+
+def _checked_styles(styles):
+    # type: (list) -> list
+    """[(path, weight)] with paths as text, every file there; else the one-line error."""
+    if not styles:
+        raise EngineError(NO_STYLE, EXIT_USAGE)
+    # GIMP 2.10 names files in UTF-8 bytes; Python 2 on Windows reads bytes as the ANSI code page.
+    styles = [(_text(path) if path else path, weight) for path, weight in styles]
+    for path, _weight in styles:
+        if not path or not os.path.isfile(path):
+            raise EngineError(
+                "Style image %s not found: choose an existing image file." % path, EXIT_BAD_IMAGE
+            )
+    return styles
+
+
+# -- animation frames: image files in and out of `batch --frames`, with the standard library only ------
+
+PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA
+TIFF_BYTE_ORDERS = {b"II": "<", b"MM": ">"}
+TIFF_TYPES = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG: all that an uncompressed 8-bit file needs
+TIFF_WIDTH, TIFF_HEIGHT, TIFF_BITS, TIFF_COMPRESSION = 256, 257, 258, 259
+TIFF_STRIP_OFFSETS, TIFF_SAMPLES, TIFF_STRIP_BYTES, TIFF_PLANAR = 273, 277, 279, 284
+
+
+def png_bytes(data, width, height, channels):
+    # type: (bytes, int, int, int) -> bytes
+    """An 8-bit PNG of interleaved pixels: rows unfiltered, zlib's fastest level (it is read once)."""
+    _check_layout(data, width, height, "u8", channels)
+    data = bytes(data)
+    stride = width * channels
+    rows = b"".join(b"\x00" + data[row * stride : (row + 1) * stride] for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        _png_chunk(kind, body)
+        for kind, body in ((b"IHDR", header), (b"IDAT", zlib.compress(rows, 1)), (b"IEND", b""))
+    )
+
+
+def _png_chunk(kind, body):
+    # type: (bytes, bytes) -> bytes
+    checksum = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", checksum)
+
+
+def read_tiff(blob):
+    # type: (bytes) -> tuple
+    """(pixels, width, height, channels) of an uncompressed 8-bit TIFF, as Pillow writes the engine's
+    results: its strips are the rows, so reading them is a copy (a PNG would need unfiltering in Python,
+    seconds a frame). ValueError for anything else."""
+    order = TIFF_BYTE_ORDERS.get(bytes(blob[:2]))
+    if order is None or len(blob) < 8 or struct.unpack(order + "H", blob[2:4])[0] != 42:
+        raise ValueError("not a TIFF file")
+    tags = _tiff_tags(blob, order, struct.unpack(order + "I", blob[4:8])[0])
+    width, height = tags[TIFF_WIDTH][0], tags[TIFF_HEIGHT][0]
+    channels = tags.get(TIFF_SAMPLES, (1,))[0]
+    if (
+        tags.get(TIFF_COMPRESSION, (1,))[0] != 1
+        or tags.get(TIFF_PLANAR, (1,))[0] != 1
+        or set(tags.get(TIFF_BITS, (1,))) != set([8])
+    ):
+        raise ValueError("not an uncompressed 8-bit TIFF")
+    size = width * height * channels
+    data = b"".join(
+        bytes(blob[start : start + count])
+        for start, count in zip(tags[TIFF_STRIP_OFFSETS], tags[TIFF_STRIP_BYTES])  # noqa: B905 (2.7: no strict)
+    )
+    if width < 1 or height < 1 or not 1 <= channels <= 4 or len(data) < size:
+        raise ValueError("a TIFF of %dx%d x %d holds %d bytes" % (width, height, channels, len(data)))
+    return data[:size], width, height, channels
+
+
+def _tiff_tags(blob, order, offset):
+    # type: (bytes, str, int) -> dict
+    """{tag: values} of the first image's directory; tags of other types are left out."""
+    try:
+        count = struct.unpack(order + "H", blob[offset : offset + 2])[0]
+        tags = {}
+        for index in range(count):
+            start = offset + 2 + 12 * index
+            tag, kind, number, value = struct.unpack(order + "HHI4s", blob[start : start + 12])
+            if kind not in TIFF_TYPES:
+                continue
+            length = struct.calcsize(order + TIFF_TYPES[kind] * number)
+            if length > 4:
+                where = struct.unpack(order + "I", value)[0]
+                value = blob[where : where + length]
+            tags[tag] = struct.unpack(order + TIFF_TYPES[kind] * number, value[:length])
+    except struct.error as exc:
+        raise ValueError("a cut TIFF directory (%s)" % exc)
+    missing = [
+        tag for tag in (TIFF_WIDTH, TIFF_HEIGHT, TIFF_STRIP_OFFSETS, TIFF_STRIP_BYTES) if tag not in tags
+    ]
+    if missing:
+        raise ValueError("a TIFF directory without tag %s" % missing[0])
+    return tags
+
+
 class EngineRun(object):
     """One engine job in a private temporary folder (a context manager: `with EngineRun(c) as r`)."""
 
@@ -769,18 +964,7 @@ class EngineRun(object):
     def set_content_raw(self, data, width, height, fmt, channels):
         # type: (bytes, int, int, str, int) -> None
         """The layer's pixels: row-major, interleaved, "u8" (0..255) or "float32" (0..1)."""
-        if fmt not in BYTES_PER_SAMPLE or channels not in (1, 2, 3, 4):
-            raise EngineError(
-                "Unsupported pixel layout %s x %s channels: use u8 or float32 with 1 to 4 "
-                "channels." % (fmt, channels),
-                EXIT_USAGE,
-            )
-        expected = width * height * channels * BYTES_PER_SAMPLE[fmt]
-        if width < 1 or height < 1 or len(data) != expected:
-            raise EngineError(
-                "Pixel buffer of %d bytes does not match %dx%d %s x %d: this is a plug-in bug."
-                % (len(data), width, height, fmt, channels)
-            )
+        _check_layout(data, width, height, fmt, channels)
         path = os.path.join(self.folder, "content.raw")
         with open(path, "wb") as handle:
             handle.write(data)
@@ -797,27 +981,24 @@ class EngineRun(object):
         python = engine_python(self.config)
         if self.content is None:
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
-        if not styles:
-            raise EngineError(NO_STYLE, EXIT_USAGE)
-        # GIMP 2.10 names files in UTF-8 bytes; Python 2 on Windows reads bytes as the ANSI code page.
-        styles = [(_text(path) if path else path, weight) for path, weight in styles]
-        for path, _weight in styles:
-            if not path or not os.path.isfile(path):
-                raise EngineError(
-                    "Style image %s not found: choose an existing image file." % path, EXIT_BAD_IMAGE
-                )
+        styles = _checked_styles(styles)
         served = self._run_served(styles, options, remote, on_progress)
         if served is not None:
             return served
         job_path = self._write_job(styles, options)
+        self._run_child(python, engine_command(self.config, python, job_path, self.folder), on_progress)
+        return self._read_output()
+
+    def _run_child(self, python, command, on_progress):
+        # type: (str, list, object) -> None
+        """Run the engine's `command` to its end, its events forwarded; EngineError if it failed."""
         with _TerminateGuard():
-            self._start(python, job_path)
+            self._start(python, command)
             last = self._follow(on_progress)
             code = self.process.wait()
         self.process = None
         if last.get("event") == "error" or code != 0:
             raise self._failure(last, code)
-        return self._read_output()
 
     def _run_served(self, styles, options, remote, on_progress):
         # type: (list, dict, bool, object) -> bytes | None
@@ -907,8 +1088,8 @@ class EngineRun(object):
             copies.append((copy, weight))
         return copies
 
-    def _start(self, python, job_path):
-        # type: (str, str) -> None
+    def _start(self, python, command):
+        # type: (str, list) -> None
         self.stderr_path = os.path.join(self.folder, "engine-stderr.txt")
         kwargs = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "cwd": self.folder}  # type: dict
         kwargs["env"] = child_environment(engine_environment(self.config))
@@ -918,7 +1099,7 @@ class EngineRun(object):
             kwargs["creationflags"] = WINDOWS_CREATE_NO_WINDOW
         else:
             kwargs["close_fds"] = True
-        command = [native_argument(arg) for arg in engine_command(self.config, python, job_path, self.folder)]
+        command = [native_argument(arg) for arg in command]
         kwargs["cwd"] = native_argument(self.folder)
         with open(self.stderr_path, "wb") as stderr:
             try:
@@ -953,17 +1134,23 @@ class EngineRun(object):
             kind = event.get("event")
             if kind == "start":
                 self.started = event
-                keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
+                keep_going = on_progress(start_fraction(event), start_text(event))
             elif kind == "progress":
                 keep_going = on_progress(float(event.get("fraction", 0.0)), progress_text(event))
             else:
                 keep_going = True
                 if kind in ("done", "error"):
                     last = event
+                elif kind == "item":
+                    self._item(event)
             if keep_going is False:
                 self.close_child()
                 raise EngineError("Cancelled.", EXIT_CANCELLED)
         return last
+
+    def _item(self, event):
+        # type: (dict) -> None
+        """A picture of a batch is finished (a job has none)."""
 
     def close_child(self):
         # type: () -> None
@@ -1020,3 +1207,73 @@ class EngineRun(object):
                 "The engine's result has %d bytes, not %d: please report this bug." % (len(data), expected)
             )
         return data
+
+
+class FramesRun(EngineRun):
+    """An animation's frames through the engine's `batch --frames` in one child process: each frame
+    starts from the one before, warped by the optical flow (docs/batch.md). The warm engine service runs
+    single pictures only, so this never uses it. A context manager like EngineRun: the frame files, the
+    results and the child go with close()."""
+
+    def __init__(self, config):
+        # type: (dict) -> None
+        EngineRun.__init__(self, config)
+        self.frames = []  # type: list
+        self.names = {}  # type: dict
+
+    def add_frame(self, data, width, height, channels, name):
+        # type: (bytes, int, int, int, str) -> None
+        """The next frame's 8-bit pixels (row-major, interleaved) and its layer's name, for messages."""
+        path = os.path.join(self.folder, "frame-%04d.png" % len(self.frames))
+        with open(path, "wb") as handle:
+            handle.write(png_bytes(data, width, height, channels))
+        self.frames.append((path, channels))
+        self.names[path] = _text(name)
+
+    def run(self, styles, options, on_progress):
+        # type: (list, dict, object) -> list
+        """Stylise the frames in order; [(pixels, width, height)] of each, at the working size (the
+        caller scales them to their layers). on_progress(fraction of the animation, text) -> False cancels."""
+        if options.get("device") == REMOTE:
+            raise EngineError(FRAMES_NOT_REMOTE, EXIT_USAGE)
+        python = engine_python(self.config)
+        check_frames(len(self.frames))
+        styles = _checked_styles(styles)
+        if self.flatpak:
+            styles = self._copy_styles(styles)
+        output = os.path.join(self.folder, "styled")
+        os.mkdir(output)
+        inputs = [path for path, _channels in self.frames]
+        command = frames_command(self.config, python, inputs, styles, options, output, self.folder)
+        self._run_child(python, command, on_progress)
+        return [self._read_frame(output, path, channels) for path, channels in self.frames]
+
+    def _item(self, event):
+        # type: (dict) -> None
+        """A failed frame fails the animation: the frames after it would start from nothing."""
+        if event.get("status") != "failed":
+            return
+        self.close_child()
+        source = _text(event.get("input", ""))
+        raise EngineError(
+            "Frame '%s' failed: %s"
+            % (self.names.get(source, os.path.basename(source)), event.get("message", ""))
+        )
+
+    def _read_frame(self, output, source, channels):
+        # type: (str, str, int) -> tuple
+        path = os.path.join(output, os.path.splitext(os.path.basename(source))[0] + ".tif")
+        try:
+            with open(path, "rb") as handle:
+                data, width, height, found = read_tiff(handle.read())
+        except (IOError, OSError):
+            raise EngineError("The engine reported success but wrote no result: please report this bug.")
+        except ValueError as exc:
+            raise EngineError(
+                "The engine's result %s is unreadable (%s): please report this bug." % (path, exc)
+            )
+        if found != channels:
+            raise EngineError(
+                "The engine's result has %d channels, not %d: please report this bug." % (found, channels)
+            )
+        return data, width, height
