@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Neural Style for GIMP 3: repaint the selected layers in the style of a picture.
+"""Neural Style for GIMP 3: repaint the selected layers in the style of a picture, or the frames of an
+animation, each starting from the one before.
 
 GIMP glue only. The engine (nst_core, with torch) runs as a child process in its own
 Python through nst_bridge.py; its presets, defaults and ranges come from the config that
@@ -37,6 +38,13 @@ ARGUMENTS = (
     ("iterations", "int", "Iteratio_ns (0 = preset's)", "Optimisation steps in all"),
     ("seed", "int", "Rando_m seed", "Same seed, same result"),
     ("device", "choice", "_Device", "Where the engine runs"),
+    (
+        "frames",
+        "boolean",
+        "Layers are animation _frames",
+        "The selected layers are an animation's frames, bottom layer first: each starts from the one "
+        "before, and the results go to a new image that Filters > Animation > Playback plays",
+    ),
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
 ENGINE_OPTIONS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "int", "double")]
@@ -52,6 +60,8 @@ def add_argument(
         procedure.add_file_argument(name, label, blurb, Gimp.FileChooserAction.ANY, True, None, RW)
     elif kind == "share":
         procedure.add_double_argument(name, label, blurb, 0.0, 1.0, 0.5, RW)
+    elif kind == "boolean":
+        procedure.add_boolean_argument(name, label, blurb, False, RW)
     elif kind == "choice":
         items, default = nst_bridge.choices(config, option)
         choice = Gimp.Choice.new()
@@ -84,11 +94,29 @@ def check_layers(drawables: list) -> list[Gimp.Layer]:
     return layers
 
 
-def pixel_layout(image: Gimp.Image, layer: Gimp.Layer) -> tuple[str, str, int]:
-    """(babl format, engine format, channels): 8-bit stays u8, deeper images go through float."""
-    u8 = image.get_precision() in U8_PRECISIONS
+def pixel_layout(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False) -> tuple[str, str, int]:
+    """(babl format, engine format, channels): 8-bit stays u8, deeper images go through float unless
+    `eight_bit` (animation frames travel as 8-bit files)."""
+    u8 = eight_bit or image.get_precision() in U8_PRECISIONS
     model = "Y'A" if layer.is_gray() else "R'G'B'A"
     return model + (" u8" if u8 else " float"), "u8" if u8 else "float32", 2 if layer.is_gray() else 4
+
+
+def selected_part(layer: Gimp.Layer) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of the selection within `layer`, in its coordinates."""
+    found, x, y, width, height = layer.mask_intersect()
+    if not found:
+        raise nst_bridge.selection_misses(layer.get_name())
+    return x, y, width, height
+
+
+def read_part(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False) -> dict:
+    """The selected part of `layer`: where it lies, its pixel layout and its pixels."""
+    x, y, width, height = selected_part(layer)
+    babl, fmt, channels = pixel_layout(image, layer, eight_bit)
+    pixels = layer.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, babl, Gegl.AbyssPolicy.NONE)
+    part = {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl}
+    return part | {"format": fmt, "channels": channels, "pixels": pixels}
 
 
 def stylize_layer(
@@ -100,34 +128,88 @@ def stylize_layer(
     report: Callable[[float, str], bool],
 ) -> dict:
     """Run the engine on the selected part of `layer`; the result and where it goes."""
-    found, x, y, width, height = layer.mask_intersect()
-    if not found:
-        raise nst_bridge.selection_misses(layer.get_name())
-    babl, fmt, channels = pixel_layout(image, layer)
-    rect = Gegl.Rectangle.new(x, y, width, height)
-    pixels = layer.get_buffer().get(rect, 1.0, babl, Gegl.AbyssPolicy.NONE)
+    part = read_part(image, layer)
     with nst_bridge.EngineRun(engine_config) as run:
-        run.set_content_raw(pixels, width, height, fmt, channels)
-        result = run.run(styles, options, report)
-    return {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl, "pixels": result}
+        run.set_content_raw(part["pixels"], part["width"], part["height"], part["format"], part["channels"])
+        part["pixels"] = run.run(styles, options, report)
+    return part
 
 
-def insert_result(image: Gimp.Image, result: dict, styles: list) -> None:
+def frame_order(image: Gimp.Image, layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
+    """`layers` in the order Playback plays frames: from the bottom of the layer stack up."""
+    stack: list[int] = []
+    pending = list(image.get_layers())
+    while pending:  # depth first, top to bottom: a group's layers lie between it and the layer below it
+        item = pending.pop(0)
+        stack.append(item.get_id())
+        if item.is_group():
+            pending[:0] = item.get_children()
+    place = {layer_id: index for index, layer_id in enumerate(stack)}
+    return sorted(layers, key=lambda layer: place[layer.get_id()], reverse=True)
+
+
+def stylize_frames(
+    image: Gimp.Image,
+    layers: list[Gimp.Layer],
+    styles: list,
+    options: dict,
+    engine_config: dict,
+    report: Callable[[float, str], bool],
+) -> list[dict]:
+    """Run the engine on the selected part of every frame, in frame order, each frame starting from the one
+    before; the results (at the working size: `pixel_size`) and where they go."""
+    parts = [read_part(image, layer, eight_bit=True) for layer in frame_order(image, layers)]
+    with nst_bridge.FramesRun(engine_config) as run:
+        for part in parts:
+            run.add_frame(
+                part["pixels"], part["width"], part["height"], part["channels"], part["source"].get_name()
+            )
+        results = run.run(styles, options, report)
+    for part, (pixels, width, height) in zip(parts, results, strict=True):
+        part.update(pixels=pixels, pixel_size=(width, height))
+    return parts
+
+
+def insert_result(
+    image: Gimp.Image, result: dict, name: str, parent: Gimp.Layer | None, position: int
+) -> None:
+    """The result as a new layer `name` at `position` in `parent`, over its source's selected part."""
     source = result["source"]
     _, offset_x, offset_y = source.get_offsets()
     kind = Gimp.ImageType.GRAYA_IMAGE if source.is_gray() else Gimp.ImageType.RGBA_IMAGE
     width, height = result["width"], result["height"]
-    name = nst_bridge.result_name(source.get_name(), styles)
-    layer = Gimp.Layer.new(image, name, width, height, kind, 100.0, Gimp.LayerMode.NORMAL)
-    image.insert_layer(layer, source.get_parent(), image.get_item_position(source))
-    layer.set_offsets(offset_x + result["x"], offset_y + result["y"])
+    pixel_width, pixel_height = result.get("pixel_size", (width, height))
+    layer = Gimp.Layer.new(image, name, pixel_width, pixel_height, kind, 100.0, Gimp.LayerMode.NORMAL)
+    image.insert_layer(layer, parent, position)
     buffer = layer.get_buffer()
-    buffer.set(Gegl.Rectangle.new(0, 0, width, height), result["babl"], result["pixels"])
+    buffer.set(Gegl.Rectangle.new(0, 0, pixel_width, pixel_height), result["babl"], result["pixels"])
     buffer.flush()
+    if (pixel_width, pixel_height) != (width, height):  # a frame comes back at the working size
+        layer.scale(width, height, True)
+    layer.set_offsets(offset_x + result["x"], offset_y + result["y"])
     if not Gimp.Selection.is_empty(image):  # outside a non-rectangular selection stays transparent
         layer.add_mask(layer.create_mask(Gimp.AddMaskType.SELECTION))
         layer.remove_mask(Gimp.MaskApplyMode.APPLY)
     layer.update(0, 0, width, height)
+
+
+def new_animation(image: Gimp.Image, frames: list[dict]) -> Gimp.Image:
+    """A new image holding the stylised frames alone, the first at the bottom, named as their sources with
+    their timing tags: Playback (and the GIF export) play an image's top-level layers, all of them, and a
+    layer group as one frame, so only an image of their own plays them as the animation. It is a copy of
+    `image` (size, precision, colour profile, selection) with the layers replaced."""
+    animation = image.duplicate()
+    animation.undo_disable()  # the frames are where the new image starts, not a step to undo
+    try:
+        for layer in animation.get_layers():
+            animation.remove_layer(layer)
+        for frame in frames:
+            insert_result(animation, frame, nst_bridge.frame_name(frame["source"].get_name()), None, 0)
+    except Exception:
+        animation.delete()
+        raise
+    animation.undo_enable()
+    return animation
 
 
 def progress_reporter(index: int, count: int) -> Callable[[float, str], bool]:
@@ -160,9 +242,7 @@ ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file")
 
 def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> list[str]:
     """The engine's plan command for the first layer's selected part, with the dialog's settings."""
-    found, _x, _y, width, height = check_layers(layers)[0].mask_intersect()
-    if not found:
-        raise nst_bridge.selection_misses(layers[0].get_name())
+    _x, _y, width, height = selected_part(check_layers(layers)[0])
     styles = 2 if config.get_property("style2-file") else 1
     options = read_options(config, engine_config)
     return nst_bridge.plan_command(engine_config, width, height, styles, options)
@@ -263,27 +343,51 @@ def neural_style(
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, engine_config, drawables):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
+    animate = config.get_property("frames")
     Gimp.progress_init("Neural style")
     try:
         styles, options = read_styles(config), read_options(config, engine_config)
         layers = check_layers(drawables)
         # Every layer is computed before any is inserted: a failure leaves the image untouched.
-        results = [
-            stylize_layer(image, layer, styles, options, engine_config, progress_reporter(index, len(layers)))
-            for index, layer in enumerate(layers)
-        ]
+        if animate:
+            nst_bridge.check_frames(len(layers))
+            results = stylize_frames(image, layers, styles, options, engine_config, progress_reporter(0, 1))
+        else:
+            results = [
+                stylize_layer(
+                    image, layer, styles, options, engine_config, progress_reporter(index, len(layers))
+                )
+                for index, layer in enumerate(layers)
+            ]
     except nst_bridge.EngineError as error:
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
     finally:
         Gimp.progress_end()
+    if animate:
+        return animation_made(procedure, run_mode, new_animation(image, results))
     image.undo_group_start()
     try:
         for result in results:
-            insert_result(image, result, styles)
+            source = result["source"]
+            name = nst_bridge.result_name(source.get_name(), styles)
+            insert_result(image, result, name, source.get_parent(), image.get_item_position(source))
     finally:
         image.undo_group_end()
     Gimp.displays_flush()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def animation_made(
+    procedure: Gimp.Procedure, run_mode: Gimp.RunMode, animation: Gimp.Image
+) -> Gimp.ValueArray:
+    """Success, the new image its return value; shown in a window unless a script called."""
+    if run_mode != Gimp.RunMode.NONINTERACTIVE:
+        Gimp.Display.new(animation)
+        Gimp.displays_flush()
+    values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+    values.remove(1)  # the default (no image) gives way to this one
+    values.insert(1, GObject.Value(Gimp.Image, animation))
+    return values
 
 
 class NeuralStyle(Gimp.PlugIn):
@@ -305,7 +409,9 @@ class NeuralStyle(Gimp.PlugIn):
             "Repaint layers in the style of a picture",
             "Neural style transfer (Gatys et al.): each selected layer, within the "
             "selection, is repainted in the style of the chosen picture and added "
-            "as a new layer above it.",
+            "as a new layer above it. With 'Layers are animation frames' the selected "
+            "layers are an animation's frames: each starts from the one before, and the "
+            "results go to a new image, returned as new-image.",
             name,
         )
         procedure.set_attribution("GIMP Neural Style authors", "GPL-3.0-or-later", "2025")
@@ -315,6 +421,13 @@ class NeuralStyle(Gimp.PlugIn):
             config = {}  # still register; a run reports how to fix the config
         for argument in ARGUMENTS:
             add_argument(procedure, *argument, config)
+        procedure.add_image_return_value(
+            "new-image",
+            "New image",
+            "The stylised animation (Layers are animation frames), else none",
+            True,
+            RW,
+        )
         return procedure
 
 

@@ -11,7 +11,9 @@ PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside t
 
 For each case the manifest (OUT/manifest.json) records the call's status and error message,
 the layers before and after (top first), and raw pixel dumps of every layer after the call,
-which pytest checks on the host, the call's seconds and the pid of the warm engine service then.
+which pytest checks on the host, the call's seconds and the pid of the warm engine service then;
+whether the image is dirty (it is made clean before the call), how many images GIMP has before
+and after, and the image the call returned (Layers are animation frames), described as the image is.
 Any unexpected exception makes GIMP exit non-zero.
 """
 
@@ -41,6 +43,7 @@ def registration(procedure):
         "menu_paths": list(procedure.get_menu_paths()),
         "image_types": procedure.get_image_types(),
         "arguments": [p.name for p in procedure.get_arguments()],
+        "return_values": [p.name for p in procedure.get_return_values()],
         "presets": list(Gimp.param_spec_choice_get_choice(preset).list_nicks()),
     }
 
@@ -101,13 +104,15 @@ def call_plugin(procedure, image, args):
     config.set_core_object_array("drawables", image.get_selected_layers())
     for name, value in args.items():
         config.set_property(name, Gio.File.new_for_path(value) if name.endswith("-file") else value)
-    status = procedure.run(config).index(0)
+    values = procedure.run(config)
+    status = values.index(0)
     error = Gimp.get_pdb().get_last_error() if status != Gimp.PDBStatusType.SUCCESS else None
-    return status.value_nick, error
+    returned = values.index(1) if status == Gimp.PDBStatusType.SUCCESS and values.length() > 1 else None
+    return status.value_nick, error, returned
 
 
 def engine_processes():
-    """{pid: (parent pid, working folder)} of running `-m nst_core run-job` processes."""
+    """{pid: (parent pid, working folder)} of running `-m nst_core run-job` (or `batch`) processes."""
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -115,7 +120,7 @@ def engine_processes():
                 argv = handle.read().split(b"\0")
             with open(f"/proc/{pid}/stat") as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()
-            if b"run-job" in argv and b"nst_core" in argv and fields[0] != "Z":
+            if (b"run-job" in argv or b"batch" in argv) and b"nst_core" in argv and fields[0] != "Z":
                 found[int(pid)] = (int(fields[1]), os.readlink(f"/proc/{pid}/cwd"))
         except OSError:
             continue
@@ -200,7 +205,9 @@ def kill_plugin_when_service_runs(report, plan):
 def run_case(procedure, case, plan):
     image = build_image(case)
     image.set_selected_layers(image.get_layers())
+    image.clean_all()
     before = [layer.get_name() for layer in image.get_layers()]
+    images_before = len(Gimp.get_images())
     saved = plan["config_path"] + ".saved"
     if "engine_config" in case:
         shutil.copyfile(plan["config_path"], saved)
@@ -215,7 +222,7 @@ def run_case(procedure, case, plan):
         watcher.start()
     started = time.monotonic()
     try:
-        status, error = call_plugin(procedure, image, case["args"])
+        status, error, returned = call_plugin(procedure, image, case["args"])
         seconds = time.monotonic() - started
         if case.get("kill_plugin"):
             watcher.join(130)
@@ -234,7 +241,18 @@ def run_case(procedure, case, plan):
         "killed": killed,
         "seconds": seconds,
         "service_pid": (service_state(plan)[0] or {}).get("pid"),
+        "dirty": image.is_dirty(),
+        "images": [images_before, len(Gimp.get_images())],
+        "returned": None,
     }
+    if returned is not None:
+        result["returned"] = {
+            "layers": describe_layers(returned, plan["out"], case["name"] + "-returned"),
+            "size": [returned.get_width(), returned.get_height()],
+            "precision": returned.get_precision().value_nick,
+            "undo_enabled": returned.undo_is_enabled(),
+        }
+        returned.delete()
     image.delete()
     return result
 

@@ -46,6 +46,14 @@ ENGINE_ARGS = {
 # The same settings under the engine's option names, for the run-job comparison.
 ENGINE_OPTIONS = {name.replace("-", "_"): value for name, value in ENGINE_ARGS.items()}
 STYLED = " (Neural Style: style)"
+# An animation as GIMP's GIF loader names its frames, bottom layer first.
+FRAMES = ["Frame 1 (100ms) (combine)", "Frame 2 (200ms) (replace)", "Frame 3 (100ms)"]
+FRAMES_STYLED = [
+    "Frame 1 styled (100ms) (combine)",
+    "Frame 2 styled (200ms) (replace)",
+    "Frame 3 styled (100ms)",
+]
+FRAME_SIZE = 48
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +93,11 @@ def write_inputs(work: Path) -> dict[str, str]:
     opaque.save(paths["opaque"])
     transparent.save(paths["transparent"])
     make_style_image(40, 40).save(paths["style"])
+    for index in range(len(FRAMES)):  # a square moving right over a gradient
+        frame = np.asarray(make_content_image(FRAME_SIZE, FRAME_SIZE).convert("RGBA")).copy()
+        frame[14:30, 6 + 8 * index : 22 + 8 * index, :3] = (240, 210, 40)
+        paths[f"frame{index}"] = work / f"frame{index}.png"
+        Image.fromarray(frame, "RGBA").save(paths[f"frame{index}"])
     return {name: str(path) for name, path in paths.items()}
 
 
@@ -161,6 +174,7 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "layers": [opaque],
             "engine_config": config | {"weights": str(corrupt)},
         },
+        *frames_cases(inputs, args, config | {"weights": str(corrupt)}),
         # Without a config the choices hold only their fallbacks, so call with those.
         {
             "name": "not_installed",
@@ -169,6 +183,32 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "engine_config": {"version": 1},
             "args": args | {"device": "auto"},
         },
+    ]
+
+
+def frames_cases(inputs: dict[str, str], args: dict, corrupt_config: dict) -> list[dict]:
+    """Layers are animation frames: three frames, the same scaled from a smaller working size inside a
+    selection, one layer alone, a failing engine, and GIMP's Cancel."""
+    layers = [
+        {"png": inputs[f"frame{index}"], "name": name, "offsets": [0, 0]} for index, name in enumerate(FRAMES)
+    ]
+    frames = {
+        "canvas": [FRAME_SIZE, FRAME_SIZE],
+        "layers": layers,
+        "args": args | {"frames": True, "size": 48},
+    }
+    return [
+        frames | {"name": "frames"},
+        frames
+        | {
+            "name": "frames_scaled",
+            "args": frames["args"] | {"size": 32},
+            "select": [[4, 4, 40, 40], "rect"],
+        },
+        frames | {"name": "frames_one_layer", "layers": layers[:1]},
+        frames | {"name": "frames_failed", "engine_config": corrupt_config},
+        frames
+        | {"name": "frames_cancelled", "args": frames["args"] | {"iterations": 100000}, "kill_plugin": True},
     ]
 
 
@@ -335,8 +375,10 @@ def test_gimp_registered_the_installed_plugin(gimp: dict) -> None:
         "iterations",
         "seed",
         "device",
+        "frames",
     ):
         assert argument in registration["arguments"]
+    assert registration["return_values"] == ["new-image"]
 
 
 def test_two_selected_layers_get_styled_layers_above_them(gimp: dict) -> None:
@@ -552,3 +594,107 @@ def test_dialog_shows_the_time_estimate_and_refreshes_it(dialog: dict) -> None:
     assert "dialog closed: cancel" in dialog["stdout"]
     assert (dialog["work"] / "dialog.png").stat().st_size > 0
     assert (dialog["work"] / "dialog-size.png").stat().st_size > 0
+
+
+# -- Layers are animation frames ---------------------------------------------------------------------------
+
+
+def frame_pixels(gimp: dict, index: int) -> np.ndarray:
+    return np.asarray(Image.open(gimp["inputs"][f"frame{index}"]).convert("RGBA"))
+
+
+def assert_source_untouched(gimp: dict, result: dict) -> None:
+    """The frames' image as it was: its layers, their pixels, not even marked changed."""
+    assert [layer["name"] for layer in result["layers"]] == result["before"] == FRAMES[::-1]
+    for index, name in enumerate(FRAMES):
+        assert np.array_equal(pixels(layer_named(result, name)), frame_pixels(gimp, index))
+    assert not result["dirty"]
+
+
+def test_frames_go_to_a_new_image_that_plays_them_in_order(gimp: dict) -> None:
+    """Playback plays an image's top-level layers from the bottom up, reading each name's timing tags."""
+    result = case(gimp, "frames")
+    assert result["status"] == "success", result["error"]
+    returned = result["returned"]
+    assert (
+        returned["size"] == result["image"]["size"] and returned["precision"] == result["image"]["precision"]
+    )
+    assert [layer["name"] for layer in returned["layers"]][::-1] == FRAMES_STYLED
+    for index, layer in enumerate(returned["layers"][::-1]):
+        assert layer["size"] == [FRAME_SIZE, FRAME_SIZE] and layer["offsets"] == [0, 0]
+        styled, source = pixels(layer), frame_pixels(gimp, index)
+        assert (styled[..., 3] == 255).all()
+        assert np.abs(styled[..., :3].astype(int) - source[..., :3]).mean() > 2
+    assert returned["undo_enabled"]
+    assert result["images"][1] == result["images"][0] + 1
+    assert_source_untouched(gimp, result)
+    print(f"GIMP, OK to the new image of 3 frames: {result['seconds']:.1f} s")
+
+
+def test_frames_equal_the_engines_batch_run_directly(gimp: dict) -> None:
+    """The plug-in hands the frames over in frame order and adds nothing: `batch --frames` on the same
+    files, with the same options, agrees (a wrong order would start frames 2 and 3 from other frames)."""
+    work = gimp["work"] / "direct-frames"
+    work.mkdir()
+    flags = []
+    for name, value in (ENGINE_OPTIONS | {"size": 48, "weights": gimp["weights"]}).items():
+        flags += ["--" + name.replace("_", "-"), str(value)]
+    inputs = [gimp["inputs"][f"frame{index}"] for index in range(len(FRAMES))]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nst_core",
+            "batch",
+            *inputs,
+            "--style",
+            gimp["inputs"]["style"],
+            "-o",
+            str(work),
+        ]
+        + ["--format", "tif", "--frames", "--progress", "none", "--style-blend", "1.0", *flags],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    returned = case(gimp, "frames")["returned"]["layers"][::-1]
+    for index, layer in enumerate(returned):
+        direct = np.asarray(Image.open(work / f"frame{index}.tif").convert("RGBA")).astype(int)
+        assert np.abs(direct - pixels(layer)).max() <= 1, f"frame {index + 1}"
+
+
+def test_frames_at_a_smaller_working_size_are_scaled_to_the_selection(gimp: dict) -> None:
+    result = case(gimp, "frames_scaled")
+    assert result["status"] == "success", result["error"]
+    layers = result["returned"]["layers"][::-1]
+    assert [layer["name"] for layer in layers] == FRAMES_STYLED
+    for index, layer in enumerate(layers):
+        assert layer["size"] == [40, 40] and layer["offsets"] == [4, 4]
+        inside = frame_pixels(gimp, index)[4:44, 4:44]
+        assert np.abs(pixels(layer)[..., :3].astype(int) - inside[..., :3]).mean() > 2
+    assert_source_untouched(gimp, result)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("frames_one_layer", "Layers are animation frames needs two or more layers"),
+        ("frames_failed", "corrupt-weights.pth"),
+    ],
+)
+def test_frames_that_fail_make_no_image(gimp: dict, name: str, message: str) -> None:
+    result = case(gimp, name)
+    assert result["status"] == "execution-error"
+    assert message in result["error"] and "\n" not in result["error"]
+    assert result["returned"] is None and result["images"][1] == result["images"][0]
+    assert [layer["name"] for layer in result["layers"]] == result["before"] and not result["dirty"]
+
+
+def test_cancelling_frames_kills_the_engine_and_makes_no_image(gimp: dict) -> None:
+    result = case(gimp, "frames_cancelled")
+    killed = result["killed"]
+    assert killed.get("engine_pid"), "the engine never started"
+    assert killed["engine_died"], "the engine outlived its killed plug-in"
+    assert result["status"] != "success" and result["returned"] is None
+    assert result["images"][1] == result["images"][0]
+    assert_source_untouched(gimp, result)
