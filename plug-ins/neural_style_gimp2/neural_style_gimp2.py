@@ -7,6 +7,11 @@ layer's pixels inside the selection, hands them to the engine (its own Python 3)
 nst_bridge.py, the job protocol shared with the GIMP 3 plug-in (docs/protocol.md), and puts
 the result on a new layer above the source, in one undo step.
 
+With "Layers are animation frames" the frames are the layers beside the active one (gimpfu hands
+over one drawable): the image's top-level layers, which Filters > Animation > Playback plays, or
+those of the active layer's group, bottom first. Each starts from the one before, and the results go
+to a new image of their own, the only thing Playback plays as the stylised animation.
+
 Pixels travel as 8-bit: GIMP 2.10 gives gimpfu pixel regions in its 8-bit compatibility
 format whatever the image's precision, and converts them back when they are written.
 """
@@ -98,6 +103,7 @@ PARAMS = [
     _number_param(PF_SPINNER, "iterations", "Iterations (0 = preset's)", 10),
     _number_param(PF_SPINNER, "seed", "Random seed", 1),
     _option_param("device", "Device"),
+    (PF_TOGGLE, "frames", "Layers are animation frames", False),
 ]
 PARAM_NAMES = [param[1] for param in PARAMS]
 LABELS = dict((param[1], param[2]) for param in PARAMS)
@@ -145,18 +151,25 @@ def _stylise_pixels(pixels, bounds, bpp, styles, options):
         return run.run(styles, options, _on_progress)
 
 
-def _add_result_layer(image, drawable, pixels, bounds, name):
-    """A new layer with `pixels` above `drawable`, at the selection's place, masked to it."""
+def _add_result_layer(image, drawable, pixels, bounds, name, place=None, size=None):
+    """A new layer with `pixels` above `drawable` (or at `place`, (parent, position)), at the selection's
+    place, masked to it; pixels of another `size` (a frame's working size) are scaled to the selection."""
     x, y, width, height = bounds
-    layer = pdb.gimp_layer_new(image, width, height, drawable.type, name, 100.0, LAYER_MODE_NORMAL)
-    region = layer.get_pixel_rgn(0, 0, width, height, True, False)
-    region[0:width, 0:height] = pixels
+    pixel_width, pixel_height = size or (width, height)
+    layer = pdb.gimp_layer_new(image, pixel_width, pixel_height, drawable.type, name, 100.0,
+                               LAYER_MODE_NORMAL)
+    region = layer.get_pixel_rgn(0, 0, pixel_width, pixel_height, True, False)
+    region[0:pixel_width, 0:pixel_height] = pixels
     layer.flush()
     offset_x, offset_y = drawable.offsets
     layer.set_offsets(offset_x + x, offset_y + y)
-    position = pdb.gimp_image_get_item_position(image, drawable)
-    pdb.gimp_image_insert_layer(image, layer, pdb.gimp_item_get_parent(drawable), position)
+    if place is None:
+        place = pdb.gimp_item_get_parent(drawable), pdb.gimp_image_get_item_position(image, drawable)
+    pdb.gimp_image_insert_layer(image, layer, place[0], place[1])
     try:
+        if (pixel_width, pixel_height) != (width, height):
+            pdb.gimp_layer_scale(layer, width, height, True)
+            layer.set_offsets(offset_x + x, offset_y + y)
         if not pdb.gimp_selection_is_empty(image):
             pdb.gimp_layer_add_mask(layer, pdb.gimp_layer_create_mask(layer, ADD_MASK_SELECTION))
         layer.update(0, 0, width, height)
@@ -166,11 +179,58 @@ def _add_result_layer(image, drawable, pixels, bounds, name):
     return layer
 
 
+def _frame_layers(image, drawable):
+    """The layers beside `drawable`, bottom first: the frames Playback plays when they are top-level."""
+    if not pdb.gimp_item_is_layer(drawable):
+        raise PluginError(nst_bridge.NOT_A_LAYER)
+    parent = pdb.gimp_item_get_parent(drawable)
+    layers = list(reversed(parent.children if parent else image.layers))
+    for layer in layers:
+        if pdb.gimp_item_is_group(layer):
+            raise PluginError("Layer '%s' is a layer group: animation frames must be plain layers (merge the "
+                              "group, or put the frames in a group of their own)." % layer.name)
+    nst_bridge.check_frames(len(layers))
+    return layers
+
+
+def _stylise_frames(image, drawable, styles, options):
+    """Every frame through the engine, each starting from the one before; the results in a new image."""
+    frames = []
+    gimp.progress_init("Neural Style: starting the engine...")
+    with nst_bridge.FramesRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
+        for layer in _frame_layers(image, drawable):
+            x, y, width, height = bounds = _selection_bounds(layer)
+            region = layer.get_pixel_rgn(x, y, width, height, False, False)
+            run.add_frame(region[x:x + width, y:y + height], width, height, region.bpp, layer.name)
+            frames.append((layer, bounds))
+        results = run.run(styles, options, _on_progress)
+    # A copy keeps the image's size, mode, resolution and selection; only the frames are swapped.
+    animation = pdb.gimp_image_duplicate(image)
+    pdb.gimp_image_undo_disable(animation)  # the frames are where the new image starts, not a step to undo
+    try:
+        for layer in list(animation.layers):
+            pdb.gimp_image_remove_layer(animation, layer)
+        for (layer, bounds), (pixels, width, height) in zip(frames, results):
+            name = nst_bridge.frame_name(layer.name)
+            _add_result_layer(animation, layer, pixels, bounds, name, (None, 0), (width, height))
+    except Exception:
+        pdb.gimp_image_delete(animation)
+        raise
+    pdb.gimp_image_undo_enable(animation)
+    try:
+        gimp.Display(animation)
+    except RuntimeError:
+        pass  # GIMP without its interface (batch mode) has no windows: the image is there all the same
+
+
 def _stylise(image, drawable, values):
     if nst_bridge is None:
         raise PluginError(MISSING_BRIDGE)
     styles = nst_bridge.style_mix(values["style"], values["style2"], values["blend"])
     options = _options(values)
+    if values.get("frames"):
+        _stylise_frames(image, drawable, styles, options)
+        return
     bounds = _selection_bounds(drawable)
     x, y, width, height = bounds
     region = drawable.get_pixel_rgn(x, y, width, height, False, False)
@@ -198,7 +258,9 @@ register(
     "Repaint the layer (or the selection) in the style of another picture.",
     "Neural style transfer (Gatys et al.): the engine optimises the pixels so that their VGG19 "
     "features keep the layer's content and take the style image's textures. The result is a new "
-    "layer above the source. It runs in the engine's own Python 3, installed by install.py.",
+    "layer above the source. With 'Layers are animation frames' the layers beside the active one are an "
+    "animation's frames, bottom first: each starts from the one before, and the results go to a new "
+    "image. It runs in the engine's own Python 3, installed by install.py.",
     "GIMP Neural Style contributors",
     "GPL-3.0-or-later",
     "2025",

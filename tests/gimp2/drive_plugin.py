@@ -66,7 +66,7 @@ def new_image(gimpfu, width, height, layer_type, offsets=(0, 0), name="Photo"):
 # them (iterations as GTK's spinners hand them over, a float; device 2 = CPU).
 ARGUMENT_DEFAULTS = [("style2", ""), ("blend", 0.5), ("preset", 0), ("strength", 1.0),
                      ("keep_colors", 0), ("style_scale", 1.0), ("size", 0), ("iterations", 2.0),
-                     ("seed", 0), ("device", 2)]  # fmt: skip
+                     ("seed", 0), ("device", 2), ("frames", False)]  # fmt: skip
 
 
 def plugin_args(style, **values):

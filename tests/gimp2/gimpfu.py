@@ -46,6 +46,7 @@ RANGED_TYPES = (PF_SLIDER, PF_SPINNER, PF_RADIO, PF_OPTION)  # gimpfu's dialog r
 calls = []  # [(name, args)] of every pdb and gimp call, in order
 messages = []  # what reached the user through pdb.gimp_message / gimp.message
 registered = {}  # procedure name -> everything register() was given
+displays = []  # the images gimp.Display opened a window for
 
 
 class error(RuntimeError):
@@ -56,6 +57,7 @@ def reset():
     """Forget the calls and messages recorded so far (the registry stays)."""
     del calls[:]
     del messages[:]
+    del displays[:]
 
 
 def called(name):
@@ -202,6 +204,13 @@ class Layer(object):
         _record("layer.set_offsets", self, x, y)
         self.offsets = (x, y)
 
+    def copy(self, image):
+        """The layer as it would be in a duplicate of its image (not part of gimpfu)."""
+        twin = Layer(image, self.name, self.width, self.height, self.type, self.opacity, self.mode)
+        twin.pixels[:] = self.pixels
+        twin.offsets = self.offsets
+        return twin
+
     def fill_pixels(self, data):
         """Test setup: the layer's whole content at once (not part of gimpfu)."""
         if len(data) != len(self.pixels):
@@ -212,6 +221,14 @@ class Layer(object):
         return "<Layer %r>" % (self.name,)
 
 
+class GroupLayer(Layer):
+    """gimp.GroupLayer(image, name): here only something to tell apart from a plain layer."""
+
+    def __init__(self, image, name="Layer Group"):
+        Layer.__init__(self, image, name, 1, 1, RGBA_IMAGE)
+        self.children = []
+
+
 class Image(object):
     """gimp.Image(width, height, base_type): a flat layer stack and a rectangular selection."""
 
@@ -220,6 +237,16 @@ class Image(object):
         self.layers = []
         self.selection = None  # (x, y, width, height) in image coordinates, or None for "none"
         self.open_undo_groups = 0
+        self.undo_enabled = True
+        self.deleted = False
+
+
+class Display(object):
+    """gimp.Display(image): a window on the image."""
+
+    def __init__(self, image):
+        _record("gimp.Display", image)
+        displays.append(image)
 
 
 def _selection_in(image, drawable):
@@ -257,6 +284,45 @@ class Pdb(object):
 
     def gimp_progress_set_text(self, message):
         _record("gimp_progress_set_text", message)
+
+    def gimp_item_is_group(self, item):
+        _record("gimp_item_is_group", item)
+        return int(isinstance(item, GroupLayer))
+
+    def gimp_image_duplicate(self, image):
+        _record("gimp_image_duplicate", image)
+        twin = Image(image.width, image.height, image.base_type)
+        twin.layers = [layer.copy(twin) for layer in image.layers]
+        twin.selection = image.selection
+        return twin
+
+    def gimp_image_delete(self, image):
+        _record("gimp_image_delete", image)
+        image.deleted = True
+
+    def gimp_image_undo_disable(self, image):
+        _record("gimp_image_undo_disable", image)
+        image.undo_enabled = False
+
+    def gimp_image_undo_enable(self, image):
+        _record("gimp_image_undo_enable", image)
+        image.undo_enabled = True
+
+    def gimp_layer_scale(self, layer, width, height, local_origin):
+        """Nearest-neighbour here (GIMP interpolates); the offsets keep the centre with local_origin."""
+        _record("gimp_layer_scale", layer, width, height, local_origin)
+        if layer not in layer.image.layers:
+            raise error("gimp_layer_scale needs a layer in an image")
+        bpp, pixels = layer.bpp, bytearray()
+        for row in range(height):
+            source_row = row * layer.height // height
+            for column in range(width):
+                start = (source_row * layer.width + column * layer.width // width) * bpp
+                pixels += layer.pixels[start : start + bpp]
+        if local_origin:
+            x, y = layer.offsets
+            layer.offsets = (x + (layer.width - width) // 2, y + (layer.height - height) // 2)
+        layer.width, layer.height, layer.pixels = width, height, pixels
 
     def gimp_item_is_layer(self, item):
         _record("gimp_item_is_layer", item)
@@ -325,6 +391,8 @@ class Gimp(object):
 
     Image = Image
     Layer = Layer
+    GroupLayer = GroupLayer
+    Display = Display
 
     def __init__(self, pdb):
         self.pdb = pdb

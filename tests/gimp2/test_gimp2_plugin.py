@@ -36,6 +36,7 @@ PARAM_NAMES = [
     "iterations",
     "seed",
     "device",
+    "frames",
 ]
 
 
@@ -85,6 +86,7 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
         gimpfu.PF_SLIDER: "slider",
         gimpfu.PF_OPTION: "option",
         gimpfu.PF_SPINNER: "spinner",
+        gimpfu.PF_TOGGLE: "toggle",
     }
     assert [kinds[params[name][0]] for name in PARAM_NAMES] == [
         "file",
@@ -98,6 +100,7 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
         "spinner",
         "spinner",
         "option",
+        "toggle",
     ]
 
     user = [PRESETS[name] for name in USER_PRESETS]
@@ -114,6 +117,7 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert [label.split(" ")[0] for label in params["device"][4]] == ["Automatic", "GPU", "CPU"]
     assert params["device"][3] == 0
     assert (params["style"][3], params["style2"][3], params["blend"][3]) == ("", "", 0.5)
+    assert params["frames"][2:] == ("Layers are animation frames", False)
 
 
 def test_registration_works_without_a_config_and_running_says_install(
@@ -391,3 +395,88 @@ def test_runs_on_the_warm_engine_on_python27(config_file, style_file, tmp_path: 
     finally:
         nst_service.stop_local_service(str(data))
     assert pids[0] == pids[1] and layers[0] == layers[1]
+
+
+# Layers are animation frames
+
+FRAME_NAMES = ["Frame 1 (100ms) (combine)", "Frame 2 (200ms) (replace)", "Frame 3 (100ms)"]
+
+
+def animation(gimpfu, width: int, height: int, layer_type: int) -> tuple:
+    """A stand-in image of three frames (bottom first, as Playback plays them) with a moving block."""
+    image, first = new_image(gimpfu, width, height, layer_type, name=FRAME_NAMES[0])
+    frames = [first]
+    for index, name in enumerate(FRAME_NAMES[1:], start=1):
+        layer = gimpfu.gimp.Layer(image, name, width, height, layer_type)
+        data = bytearray(pattern(width, height, layer.bpp))
+        for row in range(4, 10):
+            start = (row * width + 4 * index) * layer.bpp
+            data[start : start + 6 * layer.bpp] = b"\xf0" * (6 * layer.bpp)
+        layer.fill_pixels(bytes(data))
+        gimpfu.pdb.gimp_image_insert_layer(image, layer, None, 0)
+        frames.append(layer)
+    gimpfu.reset()
+    return image, frames
+
+
+def test_frames_go_to_a_new_image_bottom_layer_first(plugin, gimpfu, monkeypatch, style_file) -> None:
+    bridge = plugin.nst_bridge
+    handed, add_frame = [], bridge.FramesRun.add_frame
+
+    def spy_add_frame(run, data, width, height, channels, name):
+        handed.append((name, data, width, height, channels))
+        return add_frame(run, data, width, height, channels, name)
+
+    monkeypatch.setattr(bridge.FramesRun, "add_frame", spy_add_frame)
+    image, frames = animation(gimpfu, 40, 36, gimpfu.RGBA_IMAGE)
+    sources = [bytes(layer.pixels) for layer in frames]
+    # The middle frame is active: the frames are the layers beside it. Working size 32: scaled back up.
+    plugin.neural_style(image, frames[1], *plugin_args(style_file, size=32, frames=True))
+
+    assert gimpfu.messages == []
+    assert [name for name, *_rest in handed] == FRAME_NAMES
+    assert [data for _name, data, *_rest in handed] == sources
+    assert image.layers == frames[::-1] and [bytes(layer.pixels) for layer in frames] == sources
+    assert gimpfu.displays and len(gimpfu.displays) == 1
+    new = gimpfu.displays[0]
+    assert new is not image and (new.width, new.height) == (image.width, image.height)
+    assert [layer.name for layer in new.layers] == [
+        "Frame 3 styled (100ms)",
+        "Frame 2 styled (200ms) (replace)",
+        "Frame 1 styled (100ms) (combine)",
+    ]
+    for layer, source in zip(new.layers[::-1], sources, strict=True):
+        assert (layer.width, layer.height, layer.type, layer.offsets) == (40, 36, gimpfu.RGBA_IMAGE, (0, 0))
+        assert layer.mask is None and bytes(layer.pixels) != source
+    assert [args[1:] for args in gimpfu.called("gimp_layer_scale")] == [(40, 36, True)] * 3
+    assert new.undo_enabled and image.open_undo_groups == 0
+    names = call_names(gimpfu)
+    assert names.index("gimp_image_undo_disable") < names.index("gimp_image_insert_layer")
+    assert names.index("gimp_image_insert_layer") < names.index("gimp_image_undo_enable")
+    texts = [args[0] for args in gimpfu.called("gimp_progress_set_text")]
+    assert any(text.startswith("Neural style: frame 3/3") for text in texts)
+
+
+@pytest.mark.parametrize(
+    "setup, words",
+    [
+        ("one_layer", "needs two or more layers"),
+        ("group", "'Group' is a layer group"),
+        ("missing_style", "not found"),
+    ],
+)
+def test_frames_that_cannot_run_make_no_image(plugin, gimpfu, style_file, setup: str, words: str) -> None:
+    if setup == "one_layer":
+        image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
+        frames = [layer]
+    else:
+        image, frames = animation(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
+    if setup == "group":
+        gimpfu.pdb.gimp_image_insert_layer(image, gimpfu.gimp.GroupLayer(image, "Group"), None, 1)
+    layers = list(image.layers)
+    style = "/no/such/style.png" if setup == "missing_style" else style_file
+    plugin.neural_style(image, frames[0], *plugin_args(style, frames=True))
+    assert len(gimpfu.messages) == 1 and words in gimpfu.messages[0], gimpfu.messages
+    assert "\n" not in gimpfu.messages[0] and "Traceback" not in gimpfu.messages[0]
+    assert image.layers == layers and image.open_undo_groups == 0
+    assert gimpfu.displays == [] and not gimpfu.called("gimp_image_duplicate")
