@@ -25,7 +25,9 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "plug-ins" / "neural_style"
 sys.path.insert(0, str(PLUGIN_DIR))
 
+import fake_engine as fake_engines  # noqa: E402
 import nst_bridge  # noqa: E402
+from fake_engine import child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
 from servers import pid_alive, wait_until  # noqa: E402
 
@@ -73,14 +75,7 @@ FAKE_ENGINE = textwrap.dedent(
 
 @pytest.fixture
 def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    script = tmp_path / "fake-engine"
-    script.write_text(f"#!{sys.executable}\n" + FAKE_ENGINE)
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_LOG", str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", "/gimp/own/modules")  # must not reach the engine
-    monkeypatch.setattr(nst_bridge.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    return {"python": str(script), "weights": str(tmp_path / "w.pth")}
+    return fake_engines.install(tmp_path, monkeypatch, FAKE_ENGINE)
 
 
 # A stand-in for Flatpak's flatpak-spawn: records its arguments, then runs the command after its
@@ -135,10 +130,6 @@ def style_file(tmp_path: Path) -> str:
     path = tmp_path / "style.png"
     path.write_bytes(b"not read by the stand-in engine")
     return str(path)
-
-
-def child_record(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "child.json").read_text())
 
 
 PIXELS = bytes(range(48)) * 2  # 8 RGBA u8 pixels, 4x2

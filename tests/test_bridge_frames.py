@@ -9,7 +9,6 @@ writes TIFFs, as the engine does); one runs the real engine, and one the bridge 
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys
@@ -24,7 +23,9 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "plug-ins" / "neural_style"
 sys.path.insert(0, str(PLUGIN_DIR))
 
+import fake_engine  # noqa: E402
 import nst_bridge  # noqa: E402
+from fake_engine import child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
 from servers import pid_alive  # noqa: E402
 
@@ -78,14 +79,7 @@ FAKE_BATCH = textwrap.dedent(
 
 @pytest.fixture
 def fake_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
-    script = tmp_path / "fake-engine"
-    script.write_text(f"#!{sys.executable}\n" + FAKE_BATCH)
-    script.chmod(0o755)
-    monkeypatch.setenv("FAKE_LOG", str(tmp_path))
-    monkeypatch.setenv("PYTHONPATH", "/gimp/own/modules")  # must not reach the engine
-    monkeypatch.setattr(nst_bridge.tempfile, "tempdir", str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    return {"python": str(script), "weights": str(tmp_path / "w.pth")}
+    return fake_engine.install(tmp_path, monkeypatch, FAKE_BATCH)
 
 
 @pytest.fixture
@@ -93,10 +87,6 @@ def style_file(tmp_path: Path) -> str:
     path = tmp_path / "style.png"
     path.write_bytes(b"not read by the stand-in engine")
     return str(path)
-
-
-def child_record(tmp_path: Path) -> dict:
-    return json.loads((tmp_path / "child.json").read_text())
 
 
 def pixels(width: int, height: int, channels: int, seed: int) -> bytes:
