@@ -9,7 +9,7 @@ failed, one `error` event that names them (and a non-zero exit code).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,63 @@ class _ItemSink(Sink):
         self.outer.emit(event)
 
 
+@dataclass(frozen=True)
+class Frame:
+    """One picture of a run, as `stylize_run` takes it: here a file, on a cluster worker its bytes."""
+
+    name: str  # for messages: the input's path
+    content: Path | bytes
+    # The output, when an earlier run made it: nothing to do, and with frames it is read back as the next
+    # frame's start (b"": there, but no frame of this run starts from it).
+    finished: Path | bytes | None = None
+
+
+FATAL = (ExitCode.CANCELLED, ExitCode.WEIGHTS, ExitCode.DEVICE, ExitCode.USAGE)  # every picture would fail
+
+
+def stylize_run(
+    frames: Sequence[Frame],
+    style_arrays: Sequence[Any],
+    options: Options,
+    sink_for: Callable[[int], Sink],
+    cancel: Any = None,
+    temporal_weight: float | None = None,
+) -> Iterator[tuple[int, Any]]:
+    """Stylise the unfinished frames in order, yielding (place, result array | NstError | None when it
+    was finished). A failure that is one picture's own is yielded and the run goes on (the next frame
+    starts afresh); one every picture would share is raised.
+
+    With a `temporal_weight` the frames are consecutive (nst_core/frames.py): each starts from the
+    previous result warped onto it."""
+    from . import frames as motion
+    from .job import stylize_arrays
+
+    previous: tuple[Any, Any] | None = None  # (content, result) of the frame before, with frames
+    for index, frame in enumerate(frames):
+        if frame.finished is not None:
+            if temporal_weight is not None:
+                previous = _read_back(frame)
+            yield index, None
+            continue
+        try:
+            content = _decode(frame.content, frame.name)
+            start = None
+            if temporal_weight is not None and previous is not None:
+                start = motion.frame_start(previous[1], previous[0], content, temporal_weight)
+            result = stylize_arrays(
+                content, list(style_arrays), options, "working", sink_for(index), cancel, frame=start
+            )
+        except Exception as exc:  # one picture's failure is reported, and the run goes on
+            error = describe_error(exc)
+            if error.code in FATAL:
+                raise
+            previous = None
+            yield index, error
+            continue
+        previous = (content, result)
+        yield index, result
+
+
 def run_batch(
     items: Sequence[Item],
     styles: Sequence[Path],
@@ -103,56 +160,76 @@ def run_batch(
 ) -> Summary:
     """Stylise every item whose output is not there yet; the styles are read once, the network loaded once.
 
-    With a `temporal_weight` the items are consecutive frames (nst_core/frames.py): each starts from the
-    previous result warped onto it (an output already there is read back for that)."""
-    from . import frames
-    from .images import load_image
-    from .job import Output, load_content, stylize_arrays, write_output
+    With a `temporal_weight` the items are consecutive frames: an output already there is read back as
+    the next frame's start."""
+    from .job import Output, write_output
 
     started = time.perf_counter()
     summary = Summary(failed=list(failed))
     count = len(items) + len(failed)  # inputs that are no pictures come first, so the places add up
     for index, (path, error) in enumerate(summary.failed):
         sink.emit(_item_event(index, count, path, None, "failed", error.message))
-    style_arrays = [load_image(path) for path in styles]  # a bad style stops the batch: every item needs it
-    if options.style_blend is None:
-        options = replace(options, style_blend=[1.0] * len(style_arrays))
-    previous: tuple[Any, Any] | None = None  # (content, result) of the frame before, with frames
-    for index, item in enumerate(items, start=len(failed)):
-        if item.output.is_file():
-            summary.skipped.append(item.source)
-            sink.emit(_item_event(index, count, item.source, item.output, "skipped", "already there"))
-            if temporal_weight is not None:
-                previous = _read_back(item, load_content, load_image)
-            continue
-        _remove_leftovers(item.output)
-        try:
-            content = load_content(item.source)
-            start = None
-            if temporal_weight is not None and previous is not None:
-                start = frames.frame_start(previous[1], previous[0], content, temporal_weight)
-            item_sink = _ItemSink(sink, index, count)
-            result = stylize_arrays(content, style_arrays, options, "working", item_sink, cancel, frame=start)
-            write_output(result, Output(item.output))
-            previous = (content, result)
-        except Exception as exc:  # one picture's failure is reported, and the batch goes on
-            error = describe_error(exc)
-            if error.code in (ExitCode.CANCELLED, ExitCode.WEIGHTS, ExitCode.DEVICE, ExitCode.USAGE):
-                raise  # not this picture's fault: the rest would fail alike
-            previous = None  # the next frame starts afresh
-            summary.failed.append((item.source, error))
-            sink.emit(_item_event(index, count, item.source, item.output, "failed", error.message))
-            continue
-        summary.done.append(item.source)
-        sink.emit(_item_event(index, count, item.source, item.output, "done", None))
+    style_arrays, options = load_styles(styles, options)
+    frames = [Frame(str(i.source), i.source, i.output if i.output.is_file() else None) for i in items]
+    offset = len(failed)
+    run = stylize_run(
+        frames, style_arrays, options, lambda i: _ItemSink(sink, offset + i, count), cancel, temporal_weight
+    )
+    for index, result in run:
+        item = items[index]
+        if result is not None and not isinstance(result, NstError):
+            _remove_leftovers(item.output)
+            try:
+                write_output(result, Output(item.output))
+            except NstError as exc:
+                result = exc
+        record(summary, sink, offset + index, count, item, result)
     sink.emit(_end_event(summary, items, time.perf_counter() - started))
     return summary
 
 
-def _read_back(item: Item, load_content: Any, load_image: Any) -> tuple[Any, Any] | None:
+def load_styles(styles: Sequence[Path], options: Options) -> tuple[list[Any], Options]:
+    """The style pictures, read once (a bad one stops the batch: every item needs it), and the options
+    with an equal blend when none was given."""
+    from .images import load_image
+
+    style_arrays = [load_image(path) for path in styles]
+    if options.style_blend is None:
+        options = replace(options, style_blend=[1.0] * len(style_arrays))
+    return style_arrays, options
+
+
+def record(
+    summary: Summary, sink: Sink, index: int, count: int, item: Item, result: Any, **extra: Any
+) -> None:
+    """An item's end: finished before (None), written, or failed with its one-line reason."""
+    if result is None:
+        summary.skipped.append(item.source)
+        status, message = "skipped", "already there"
+    elif isinstance(result, NstError):
+        summary.failed.append((item.source, result))
+        status, message = "failed", result.message
+    else:
+        summary.done.append(item.source)
+        status, message = "done", None
+    sink.emit({**_item_event(index, count, item.source, item.output, status, message), **extra})
+
+
+def _decode(source: Path | bytes, name: str) -> Any:
+    from .images import decode_image
+    from .job import load_content
+
+    if isinstance(source, bytes):
+        return decode_image(source, name)
+    return load_content(source)
+
+
+def _read_back(frame: Frame) -> tuple[Any, Any] | None:
     """A frame done by an earlier run, as the start of the next one (None when it cannot be read)."""
+    if not frame.finished:
+        return None
     try:
-        return load_content(item.source), load_image(item.output)
+        return _decode(frame.content, frame.name), _decode(frame.finished, frame.name)
     except NstError:
         return None
 

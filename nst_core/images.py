@@ -31,7 +31,7 @@ def load_image(path: str | Path) -> np.ndarray:
     return _decode(path, str(path), None)
 
 
-def decode_image(data: bytes, name: str, max_pixels: int) -> np.ndarray:
+def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
     """An image file's bytes (as the service receives them), refused from its header alone when it has
     more than `max_pixels`: a small file can declare a huge picture."""
     return _decode(io.BytesIO(data), name, max_pixels)
