@@ -7,6 +7,7 @@ torch loads only inside the commands that compute (stylize, run-job, info): `--h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -18,8 +19,9 @@ from typing import Any, NoReturn, TextIO
 from . import __version__
 from .batch import DEFAULT_TEMPORAL_WEIGHT
 from .batch import FORMATS as BATCH_FORMATS
+from .cluster import DEFAULT_FRAMES_PER_TASK, DEFAULT_OVERLAP
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
-from .events import Sink, error_event, make_sink
+from .events import JsonLines, Sink, error_event, make_sink
 from .options import (
     DEVICES,
     KEEP_COLORS,
@@ -274,12 +276,34 @@ def cmd_batch(args: argparse.Namespace) -> int:
         if args.frames:
             weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
         styles = [Path(s) for s in args.style]
-        summary = batch.run_batch(items, styles, options_from_args(args), sink, watcher, missing, weight)
+        options = options_from_args(args)
+        if args.ray is None:
+            summary = batch.run_batch(items, styles, options, sink, watcher, missing, weight)
+        else:
+            summary = _batch_on_ray(args, items, styles, options, sink, watcher, missing, weight)
         failed.extend(summary.failed)
 
     code = run_reported(sink, action)
     watcher.finish()
     return int(failed[0][1].code) if code == 0 and failed else code
+
+
+def _batch_on_ray(args: argparse.Namespace, *batch: Any) -> Any:
+    """`run_batch(items, styles, options, sink, cancel, missing, weight)`, each unit a Ray task."""
+    from .cluster import run_distributed
+    from .ray_executor import RayExecutor
+
+    items, styles, options, sink, cancel, missing, weight = batch
+    if isinstance(sink, JsonLines) and sink.stream is None:
+        sink.stream = sys.stdout
+    # Ray prints what the cluster says (a worker lost) on stdout, where --progress json has only events.
+    with contextlib.redirect_stdout(sys.stderr):
+        executor = RayExecutor(args.ray, options.device, args.ray_cpus)
+        try:
+            runs = (args.frames_per_task, args.overlap)
+            return run_distributed(items, styles, options, sink, executor, cancel, missing, weight, *runs)
+        finally:
+            executor.close()
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
@@ -554,6 +578,30 @@ def build_parser() -> Parser:
         metavar="W",
         help="with --frames: how strongly a frame keeps the previous one's strokes "
         f"(default {DEFAULT_TEMPORAL_WEIGHT:g})",
+    )
+    batch.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on a Ray cluster: its head's HOST:PORT, or auto (one on this machine); one engine per "
+        "GPU worker, needs the [cluster] extra",
+    )
+    batch.add_argument(
+        "--frames-per-task",
+        type=int,
+        default=DEFAULT_FRAMES_PER_TASK,
+        metavar="N",
+        help=f"with --ray --frames: consecutive frames one task paints (default {DEFAULT_FRAMES_PER_TASK})",
+    )
+    batch.add_argument(
+        "--overlap",
+        type=int,
+        default=DEFAULT_OVERLAP,
+        metavar="N",
+        help="with --ray --frames: frames two runs share, faded from one into the next "
+        f"(default {DEFAULT_OVERLAP})",
+    )
+    batch.add_argument(
+        "--ray-cpus", type=int, metavar="N", help="with --ray, no GPUs: CPUs per task (default: a machine's)"
     )
     _add_option_flags(batch)
     batch.set_defaults(handler=cmd_batch)

@@ -148,6 +148,11 @@ def _load_checked_features(model: str, path: str, _stamp: tuple[int, int]) -> nn
     return features
 
 
+def engine_loads() -> int:
+    """How many times this process has read a network from disk (a cluster worker reports it)."""
+    return _load_checked_features.cache_info().misses
+
+
 def load_features(model: str, path: str | Path) -> nn.Sequential:
     """The full `features` stack of `model` with the weights in `path` (cached per file version)."""
     path = Path(path)

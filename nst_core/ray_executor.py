@@ -1,0 +1,137 @@
+"""The Ray side of `batch --ray`: connect, size the tasks to the cluster, run units, relay progress.
+
+Ray is an optional extra (`pip install "gimp-neural-style[cluster]"`); nothing else imports this
+module. Every machine of the cluster needs the package (and its weights) installed as here.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from .cluster import MAX_RETRIES, run_unit
+from .errors import UsageError
+from .events import Event
+
+INSTALL_HINT = 'install it with: pip install "gimp-neural-style[cluster]"'
+
+
+def import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise UsageError(f"--ray needs Ray, which is not installed: {INSTALL_HINT}.") from None
+    return ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A HOST:PORT that nothing answers at fails here in seconds (Ray itself would retry for a minute)."""
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray {address} is not HOST:PORT or auto: give the head node's address.")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UsageError(
+            f"No Ray cluster answers at {address} ({exc.strerror or exc}): start one with "
+            "`ray start --head`, or check the address."
+        ) from None
+
+
+class _Board:
+    """A small actor beside the driver that workers drop their progress events on."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def add(self, event: Event) -> None:
+        self.events.append(event)
+
+    def take(self) -> list[Event]:
+        events, self.events = self.events, []
+        return events
+
+
+def _report_to(board: Any) -> Any:
+    def report(event: Event) -> None:
+        board.add.remote(event)  # no reply awaited: progress must not slow the work
+
+    return report
+
+
+class RayExecutor:
+    """Units as Ray tasks: one engine per GPU (or per machine's CPUs, or `cpus` of them)."""
+
+    def __init__(self, address: str, device: str, cpus: int | None = None) -> None:
+        ray = self.ray = import_ray()
+        check_reachable(address)
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UsageError(
+                f"Cannot join the Ray cluster at {address} ({reason}): "
+                "check the address and that the cluster runs the same Ray and Python."
+            ) from None
+        task, self.slots = _task_shape(ray, device, cpus)
+        self.remote = ray.remote(max_calls=0, max_retries=MAX_RETRIES, **task)(_run_with_threads)
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On the driver's own machine (hard: a soft wish lands it anywhere), so that losing a worker's
+        # machine cannot take the progress with it.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.board = ray.remote(num_cpus=0)(_Board).options(scheduling_strategy=here).remote()
+        self.report = _report_to(self.board)
+        self.threads = int(task["num_cpus"])
+
+    def submit(self, arguments: tuple[Any, ...]) -> Any:
+        return self.remote.remote(self.threads, *arguments, self.report)
+
+    def wait(self, handles: Sequence[Any], timeout: float) -> list[Any]:
+        ready, _ = self.ray.wait(list(handles), num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = self.ray.wait(list(handles), num_returns=len(handles), timeout=0)
+        return ready
+
+    def get(self, handle: Any) -> Any:
+        return self.ray.get(handle)
+
+    def take_events(self) -> list[Event]:
+        return self.ray.get(self.board.take.remote())
+
+    def cancel(self, handles: Sequence[Any]) -> None:
+        for handle in handles:
+            self.ray.cancel(handle, force=True)
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+def _task_shape(ray: Any, device: str, cpus: int | None) -> tuple[dict[str, Any], int]:
+    """What one task asks for, and how many run at once: a GPU each where the cluster has GPUs (and the
+    device allows), else `cpus` or the smallest machine's CPUs, so one engine fills a machine."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if device == "cuda" and not gpus:
+        raise UsageError("--device cuda, but the Ray cluster has no GPU: use --device auto or cpu.")
+    if gpus and device in ("auto", "cuda"):
+        return {"num_cpus": cpus or 1, "num_gpus": 1}, gpus
+    machines = [int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    machines = [count for count in machines if count > 0]
+    if not machines:
+        raise UsageError("The Ray cluster has no CPU to run a task on: add a worker with CPUs.")
+    each = cpus or min(machines)
+    slots = sum(count // each for count in machines)
+    if not slots:
+        raise UsageError(f"No machine of the Ray cluster has {each} CPUs: give a smaller --ray-cpus.")
+    return {"num_cpus": each, "num_gpus": 0}, slots
+
+
+def _run_with_threads(threads: int, *arguments: Any) -> Any:
+    """`cluster.run_unit` with torch using the task's CPUs, no more (Ray runs several on a machine)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    return run_unit(*arguments)

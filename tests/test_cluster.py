@@ -1,0 +1,244 @@
+"""`batch --ray`: units and their fades (no cluster), the same runs inline and on a real local Ray
+cluster of two workers, and a worker killed during the batch: every output still made once, each
+identical to the local batch's, and each worker's engine loaded once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from samples import make_content_image
+from test_frames import pan, write_clip
+
+from nst_core import cluster, frames, images
+from nst_core.batch import plan_items
+from nst_core.errors import ExitCode, NstError
+from nst_core.events import Sink
+from nst_core.options import Options
+
+FLAGS = ["--size", "40", "--iterations", "6", "--seed", "1"]
+
+
+def nst(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "nst_core", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def events_of(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+# -- units, without a cluster -------------------------------------------------------------------------
+
+
+def test_frames_are_cut_into_runs_that_overlap_and_pictures_into_one_task_each() -> None:
+    assert cluster.plan_units(3, False, 16, 2) == [cluster.Unit((0,)), cluster.Unit((1,)), cluster.Unit((2,))]
+    units = cluster.plan_units(10, True, 4, 2)
+    assert units == [
+        cluster.Unit((0, 1, 2, 3)),
+        cluster.Unit((2, 3, 4, 5, 6, 7), lead=2),
+        cluster.Unit((6, 7, 8, 9), lead=2),
+    ]
+    assert [cluster.fade_weight(i, 2) for i in range(2)] == pytest.approx([1 / 3, 2 / 3])
+    with pytest.raises(NstError, match="--overlap must be at least 0 and less than --frames-per-task"):
+        cluster.plan_units(10, True, 4, 4)
+
+
+def test_a_lead_frame_is_written_once_as_the_fade_of_both_runs_whichever_returns_first() -> None:
+    early_run, late_run = cluster.Unit((0, 1, 2)), cluster.Unit((1, 2, 3), lead=2)
+    fades = cluster._Fades(weights={1: 1 / 3, 2: 2 / 3})
+    written: list[tuple[int, object]] = []
+
+    def answer(values: list) -> dict:
+        return {"worker": "w", "loads": 1, "results": values}
+
+    ones, twos = np.ones((2, 2, 3), np.float32), np.full((2, 2, 3), 2.0, np.float32)
+    failure = (int(ExitCode.BAD_IMAGE), "Image broken.png is not a picture.")
+    cluster._assemble(late_run, answer([twos, failure, twos]), fades, lambda p, r, w: written.append((p, r)))
+    assert [place for place, _ in written] == [3]  # the lead frames wait for the earlier run
+    cluster._assemble(early_run, answer([ones, ones, ones]), fades, lambda p, r, w: written.append((p, r)))
+    assert [place for place, _ in written] == [3, 0, 1, 2]
+    result = dict(written)
+    np.testing.assert_allclose(result[1], 1 + 1 / 3)  # a third of the later run's, two of the earlier's
+    np.testing.assert_allclose(result[2], 1.0)  # the later run failed there: the earlier one's alone
+    assert not fades.halves
+
+
+def inline_frames(clip: list[Path], out: Path, style: Path, weights: Path, overlap: int) -> list[np.ndarray]:
+    """The frames through the cluster's units and fades, run here on one thread as a Ray task is."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        items = plan_items(clip, out, "png")
+        options = Options(size=40, iterations=6, seed=1, weights=str(weights))
+        summary = cluster.run_distributed(
+            items, [style], options, Sink(), cluster.InlineExecutor(), None, (), 200.0, 4, overlap
+        )
+    finally:
+        torch.set_num_threads(threads)
+    assert len(summary.done) == len(clip) and not summary.failed
+    return [images.load_image(item.output) for item in items]
+
+
+def test_runs_joined_by_a_fade_jump_less_than_runs_that_are_cut(tmp_path, style_png, vgg19_weights) -> None:
+    clip = pan(8, step=6)
+    paths = sorted(write_clip(tmp_path / "clip", clip).iterdir())
+    jumps = {}
+    for overlap in (0, 2):
+        out = tmp_path / f"overlap{overlap}"
+        out.mkdir()
+        outputs = inline_frames(paths, out, style_png, vgg19_weights, overlap)
+        contents = [images.resize(c, *outputs[0].shape[1::-1]) for c in clip]
+        steps = frames.flicker(outputs, contents)
+        jumps[overlap] = max(steps[1:4])  # the steps into, across and out of the join at frame 4
+        inside = float(np.mean(steps[4:]))
+    assert jumps[0] > 2 * inside  # a cut between two runs is a jump ...
+    assert jumps[2] < 0.7 * jumps[0]  # ... which the fade spreads over the shared frames
+
+
+# -- a real local Ray cluster -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    from ray.cluster_utils import Cluster
+
+    store = 128 << 20
+    head = {"num_cpus": 0, "include_dashboard": False, "object_store_memory": store}
+    local = Cluster(initialize_head=True, head_node_args=head)
+    workers = [local.add_node(num_cpus=1, object_store_memory=store) for _ in range(2)]
+    local.wait_for_nodes()
+    yield local, workers
+    local.shutdown()
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index in range(4):
+        make_content_image(48, 40).rotate(90 * index, expand=True).save(folder / f"photo{index}.png")
+    return folder
+
+
+def local_batch(photos: Path, style: Path, weights: Path, out: Path, *extra: str) -> None:
+    out.mkdir()
+    # One thread, as each task of a one-CPU worker: then the sums run in the same order.
+    done = nst("batch", str(photos), "--style", str(style), "-o", str(out), *FLAGS, "--weights", str(weights),
+               *extra, env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_frames_on_ray_are_the_inline_runs_and_a_rerun_redoes_nothing(
+    ray_cluster, tmp_path, style_png, vgg19_weights
+) -> None:
+    local, _ = ray_cluster
+    clip_dir = write_clip(tmp_path / "clip", pan(6, step=6))
+    expected = inline_frames(
+        sorted(clip_dir.iterdir()), _fresh(tmp_path / "inline"), style_png, vgg19_weights, 1
+    )
+    out = _fresh(tmp_path / "ray")
+    runs = ["--frames", "--ray", local.address, "--frames-per-task", "4", "--overlap", "1"]
+    args = ["batch", str(clip_dir), "--style", str(style_png), "-o", str(out), *FLAGS, "--weights",
+            str(vgg19_weights), *runs, "--progress", "json"]  # fmt: skip
+    done = nst(*args)
+    assert done.returncode == 0, done.stderr
+    end = events_of(done.stdout)[-1]
+    assert end["event"] == "done" and end["done"] == 6
+    got = [images.load_image(path) for path in sorted(out.iterdir())]
+    for mine, theirs in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(mine, theirs)
+    stamps = {path: path.stat().st_mtime_ns for path in out.iterdir()}
+    again = nst(*args)
+    assert again.returncode == 0, again.stderr
+    assert events_of(again.stdout)[-1]["skipped"] == 6
+    assert {path: path.stat().st_mtime_ns for path in out.iterdir()} == stamps
+
+
+def _fresh(folder: Path) -> Path:
+    folder.mkdir()
+    return folder
+
+
+def test_bad_ray_addresses_and_a_missing_ray_are_one_line_errors(photos, style_png, tmp_path) -> None:
+    base = ["batch", str(photos), "--style", str(style_png), "-o", str(tmp_path)]
+    nobody = nst(*base, "--ray", "127.0.0.1:9")
+    assert nobody.returncode == int(ExitCode.USAGE)
+    assert nobody.stderr.strip().splitlines() == [
+        "error: No Ray cluster answers at 127.0.0.1:9 (Connection refused): start one with "
+        "`ray start --head`, or check the address."
+    ]
+    nonsense = nst(*base, "--ray", "somewhere")
+    assert "is not HOST:PORT or auto" in nonsense.stderr and len(nonsense.stderr.strip().splitlines()) == 1
+    hidden = tmp_path / "no_ray"
+    hidden.mkdir()
+    (hidden / "ray.py").write_text("raise ImportError('No module named ray')\n")
+    missing = nst(*base, "--ray", "auto", env={"PYTHONPATH": str(hidden)})
+    assert missing.returncode == int(ExitCode.USAGE)
+    assert missing.stderr.strip().splitlines() == [
+        "error: --ray needs Ray, which is not installed: install it with: "
+        'pip install "gimp-neural-style[cluster]".'
+    ]
+    assert not list(tmp_path.glob("photo*"))
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_worker_killed_during_the_batch_loses_nothing(
+    ray_cluster, photos, style_png, vgg19_weights, tmp_path
+):
+    local, workers = ray_cluster
+    expected = tmp_path / "local"
+    local_batch(photos, style_png, vgg19_weights, expected)
+    out = _fresh(tmp_path / "ray")
+    raylets = {worker.all_processes["raylet"][0].process.pid: worker for worker in workers}
+    command = [sys.executable, "-m", "nst_core", "batch", str(photos), "--style", str(style_png), "-o",
+               str(out), *FLAGS, "--weights", str(vgg19_weights), "--ray", local.address,
+               "--progress", "json"]  # fmt: skip
+    batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen, killed = [], None
+    try:
+        for line in batch.stdout:
+            assert line.startswith("{"), line
+            event = json.loads(line)
+            seen.append(event)
+            if killed is None and event["event"] == "progress" and event.get("worker"):
+                pid = int(event["worker"].rsplit(":", 1)[1])
+                node = raylets.get(_parent(pid))
+                if node is not None:  # the machine running this picture goes away, mid-picture
+                    os.kill(pid, signal.SIGKILL)
+                    local.remove_node(node, allow_graceful=False)
+                    killed = (event["item"], event["worker"])
+        assert batch.wait(timeout=600) == 0, seen[-3:]
+    finally:
+        batch.kill()
+        if killed is not None:
+            local.add_node(num_cpus=1, object_store_memory=128 << 20)  # for the tests after this one
+    assert killed is not None
+    done = [event for event in seen if event["event"] == "item" and event["status"] == "done"]
+    assert sorted(event["item"] for event in done) == [1, 2, 3, 4]  # each once
+    lost_item, lost_worker = killed
+    assert next(e for e in done if e["item"] == lost_item)["worker"] != lost_worker  # run again elsewhere
+    for name in sorted(p.name for p in expected.iterdir()):
+        assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in expected.iterdir())  # no leftovers
+    end = seen[-1]
+    assert end["event"] == "done" and end["done"] == 4
+    assert {stats["engine_loads"] for stats in end["workers"].values()} == {1}  # loaded once per worker
+    assert sum(stats["units"] for stats in end["workers"].values()) == 4
+    assert len(end["workers"]) <= 2  # a worker process did all its pictures with that one engine
