@@ -77,6 +77,8 @@ def run_unit(
 ) -> dict[str, Any]:
     """A unit's frames stylised in order: results as arrays, (code, message) for a picture's own failure,
     None for a frame finished before. Progress goes to `report`, tagged with the frame's place."""
+    import torch
+
     from . import network
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -85,7 +87,8 @@ def run_unit(
         frames, style_arrays, options, lambda i: _Reporter(report, places[i], worker), None, temporal_weight
     ):
         results.append((int(result.code), result.message) if isinstance(result, NstError) else result)
-    return {"worker": worker, "loads": network.engine_loads(), "results": results}
+    threads = torch.get_num_threads()  # what the runs used: the task's CPUs, not the machine's
+    return {"worker": worker, "loads": network.engine_loads(), "threads": threads, "results": results}
 
 
 class _Reporter(Sink):
@@ -227,8 +230,10 @@ def run_distributed(
                 except Exception as exc:  # Ray wraps the task's error, or says the worker was lost
                     raise describe_cluster_error(exc, unit, items) from None
                 _assemble(unit, answer, fades, outcome)
-                workers.setdefault(answer["worker"], {"units": 0})["units"] += 1
-                workers[answer["worker"]]["engine_loads"] = answer["loads"]
+                stats = workers.setdefault(answer["worker"], {"units": 0})
+                stats.update(
+                    units=stats["units"] + 1, engine_loads=answer["loads"], threads=answer["threads"]
+                )
     finally:
         executor.cancel(list(in_flight))
     sink.emit({**_end_event(summary, items, time.perf_counter() - started), "workers": workers})

@@ -77,10 +77,9 @@ def test_a_lead_frame_is_written_once_as_the_fade_of_both_runs_whichever_returns
 
 def inline_frames(clip: list[Path], out: Path, style: Path, weights: Path, overlap: int) -> list[np.ndarray]:
     """The frames through the cluster's units and fades, run here on one thread as a Ray task is."""
-    import torch
+    from nst_core import host
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    host.limit_threads(1)
     try:
         items = plan_items(clip, out, "png")
         options = Options(size=40, iterations=6, seed=1, weights=str(weights))
@@ -88,7 +87,7 @@ def inline_frames(clip: list[Path], out: Path, style: Path, weights: Path, overl
             items, [style], options, Sink(), cluster.InlineExecutor(), None, (), 200.0, 4, overlap
         )
     finally:
-        torch.set_num_threads(threads)
+        host.limit_threads(None)
     assert len(summary.done) == len(clip) and not summary.failed
     return [images.load_image(item.output) for item in items]
 
@@ -136,9 +135,8 @@ def photos(tmp_path: Path) -> Path:
 
 def local_batch(photos: Path, style: Path, weights: Path, out: Path, *extra: str) -> None:
     out.mkdir()
-    # One thread, as each task of a one-CPU worker: then the sums run in the same order.
     done = nst("batch", str(photos), "--style", str(style), "-o", str(out), *FLAGS, "--weights", str(weights),
-               *extra, env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+               *extra)  # fmt: skip
     assert done.returncode == 0, done.stderr
 
 
@@ -240,5 +238,6 @@ def test_a_worker_killed_during_the_batch_loses_nothing(
     end = seen[-1]
     assert end["event"] == "done" and end["done"] == 4
     assert {stats["engine_loads"] for stats in end["workers"].values()} == {1}  # loaded once per worker
+    assert {stats["threads"] for stats in end["workers"].values()} == {1}  # its one CPU, not the machine's
     assert sum(stats["units"] for stats in end["workers"].values()) == 4
     assert len(end["workers"]) <= 2  # a worker process did all its pictures with that one engine
