@@ -39,9 +39,16 @@ def limit_threads(count: int | None) -> None:
 
 
 def use_all_cores() -> None:
-    """torch defaults to the physical cores; the optimisation is compute bound, so use every core
-    (or the cluster task's share of them)."""
-    torch.set_num_threads(min(available_cores(), _thread_limit or available_cores()))
+    """torch defaults to the physical cores; the optimisation is compute bound, so use every core, or
+    the cluster task's share of them, or as many as OMP_NUM_THREADS says when it is set."""
+    cores = available_cores()
+    limit = _thread_limit or _threads_asked() or cores
+    torch.set_num_threads(min(cores, limit))
+
+
+def _threads_asked() -> int | None:
+    value = os.environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 @functools.cache

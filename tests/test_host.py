@@ -67,3 +67,27 @@ def test_cudnn_picks_its_algorithms_by_timing_them_on_cuda_only(monkeypatch: pyt
     assert torch.backends.cudnn.benchmark
     host.prepare(torch.device("cpu"), 100, 1000)
     assert not torch.backends.cudnn.benchmark
+
+
+def test_the_engine_takes_every_core_unless_a_cluster_task_or_omp_num_threads_says_fewer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.setattr(host, "available_cores", lambda: 4)
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        host.use_all_cores()
+        assert torch.get_num_threads() == 4
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        host.use_all_cores()
+        assert torch.get_num_threads() == 3
+        host.limit_threads(1)  # a one-CPU Ray task: its share wins over both
+        host.use_all_cores()
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a number: ignored
+        host.limit_threads(None)
+        host.use_all_cores()
+        assert torch.get_num_threads() == 4
+    finally:
+        host.limit_threads(None)
+        torch.set_num_threads(before)
