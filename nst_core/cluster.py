@@ -17,6 +17,7 @@ between two runs into a short dissolve (docs/batch.md measures it).
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import time
@@ -120,9 +121,10 @@ class InlineExecutor:
         self.queued: dict[int, tuple[Any, ...]] = {}
         self.done: dict[int, Any] = {}
         self.events: list[Event] = []
+        self.handles = itertools.count()
 
     def submit(self, arguments: tuple[Any, ...]) -> int:
-        handle = len(self.queued) + len(self.done)
+        handle = next(self.handles)
         self.queued[handle] = arguments
         return handle
 
@@ -236,6 +238,12 @@ def run_distributed(
                 )
     finally:
         executor.cancel(list(in_flight))
+    accounted = len(summary.done) + len(summary.skipped) + len(summary.failed) - len(failed)
+    if accounted != len(items):  # a unit the executor never gave back: say so rather than end "done"
+        raise NstError(
+            f"{len(items) - accounted} of {len(items)} pictures came back from no task: run the batch "
+            "again (finished outputs are kept)."
+        )
     sink.emit({**_end_event(summary, items, time.perf_counter() - started), "workers": workers})
     return summary
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from samples import make_content_image
+from test_batch import nst
 from test_frames import pan, write_clip
 
 from nst_core import cluster, frames, images
@@ -23,16 +24,6 @@ from nst_core.events import Sink
 from nst_core.options import Options
 
 FLAGS = ["--size", "40", "--iterations", "6", "--seed", "1"]
-
-
-def nst(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nst_core", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def events_of(stdout: str) -> list[dict]:
@@ -73,6 +64,19 @@ def test_a_lead_frame_is_written_once_as_the_fade_of_both_runs_whichever_returns
     np.testing.assert_allclose(result[1], 1 + 1 / 3)  # a third of the later run's, two of the earlier's
     np.testing.assert_allclose(result[2], 1.0)  # the later run failed there: the earlier one's alone
     assert not fades.halves
+
+
+def test_the_inline_executor_runs_every_unit_it_is_given_once(monkeypatch) -> None:
+    monkeypatch.setattr(cluster, "run_unit", lambda *arguments: arguments[0])
+    executor, ran = cluster.InlineExecutor(), []
+    waiting = [executor.submit(("a",)), executor.submit(("b",))]
+    while waiting:
+        (handle,) = executor.wait(waiting, 0.2)
+        waiting.remove(handle)
+        ran.append(executor.get(handle))
+        if len(ran) == 1:
+            waiting.append(executor.submit(("c",)))  # submitted while another waits: a handle of its own
+    assert ran == ["a", "b", "c"]
 
 
 def inline_frames(clip: list[Path], out: Path, style: Path, weights: Path, overlap: int) -> list[np.ndarray]:
