@@ -2,7 +2,9 @@
 
 It makes `--pictures` generated photos, stylises them once with one `stylize` process each (the shell
 loop users were told to write) and once with one `batch` process, checks that both wrote the same
-bytes, and prints the seconds, the pictures per minute and the ratio. docs/batch.md has the figures.
+bytes, and prints the seconds, the pictures per minute and the ratio. With `--ray-workers N` it also
+starts a local Ray cluster of N one-CPU workers (the [cluster] extra) and runs the same `batch --ray`
+on it. docs/batch.md has the figures.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
+    parser.add_argument("--ray-workers", type=int, default=0, help="also on a local Ray cluster of N workers")
     parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)
 
@@ -79,6 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         subprocess.run(command, check=True, capture_output=True)
         batch_s = time.perf_counter() - started
         same = all((separate / p.name).read_bytes() == (together / p.name).read_bytes() for p in pictures)
+        ray_row = {}
+        if args.ray_workers:
+            command = [*engine, "batch", str(folder / "in"), "--style", str(style), *flags]
+            ray_row = _on_ray(command, folder / "ray", together, pictures, args.ray_workers)
+            ray_row["batch / ray"] = round(batch_s / ray_row[f"ray {args.ray_workers} workers s"], 2)
     row = {
         "pictures": args.pictures,
         "separate stylize s": round(separate_s, 2),
@@ -87,9 +95,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         "batch per minute": round(60 * args.pictures / batch_s, 1),
         "separate / batch": round(separate_s / batch_s, 2),
         "same bytes": same,
+        **ray_row,
     }
     print(json.dumps(row) if args.json else "\n".join(f"{k:22} {v}" for k, v in row.items()))
     return 0 if same else 1
+
+
+def _on_ray(command: list[str], out: Path, local: Path, pictures: list[Path], workers: int) -> dict:
+    """The batch on a fresh local cluster of one-CPU workers; the cluster's start is not counted (a
+    cluster is there before a batch), the driver's joining it and the workers' engine loads are."""
+    from ray.cluster_utils import Cluster
+
+    store = 128 << 20
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": store})
+    try:
+        for _ in range(workers):
+            cluster.add_node(num_cpus=1, object_store_memory=store)
+        cluster.wait_for_nodes()
+        out.mkdir()
+        started = time.perf_counter()
+        subprocess.run([*command, "-o", str(out), "--ray", cluster.address], check=True, capture_output=True)
+        seconds = time.perf_counter() - started
+    finally:
+        cluster.shutdown()
+    same = all((out / p.name).read_bytes() == (local / p.name).read_bytes() for p in pictures)
+    return {
+        f"ray {workers} workers s": round(seconds, 2),
+        "ray per minute": round(60 * len(pictures) / seconds, 1),
+        "ray same bytes as batch": same,
+    }
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ something to follow). Both ways run in this process with the same options; the f
 `frames.flicker`: the mean absolute difference to the previous output moved by the contents'
 motion, over the pixels whose motion is reliable. It prints the per-frame values and the ratio
 (frames / independent, goal at most 0.6) and, with `--plot FILE`, draws them as a PNG.
+
+With `--joins N` it also paints the pan as `batch --ray` does, in runs of N frames (here, one run
+after the other), once cut (no overlap) and once faded over `--overlap` shared frames, and prints
+the largest flicker step around the joins against the mean step inside the runs.
 """
 
 from __future__ import annotations
@@ -103,6 +107,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--temporal-weight", type=float, default=None)
     parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
     parser.add_argument("--plot", type=Path, help="write the per-frame flicker as a PNG here")
+    parser.add_argument("--joins", type=int, metavar="N", help="also in runs of N frames, cut and faded")
+    parser.add_argument("--overlap", type=int, default=None, help="with --joins: shared frames")
     parser.add_argument("--json", action="store_true")
     return parser.parse_args(argv)
 
@@ -137,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         summary[f"{kind} ratio"] = float(np.mean(rows[kind]["frames"]) / np.mean(rows[kind]["independent"]))
         summary[f"{kind} seconds independent / frames"] = round(alone_s, 1), round(linked_s, 1)  # type: ignore[assignment]
+    if args.joins:
+        from .cluster import DEFAULT_OVERLAP
+
+        overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
+        summary |= joins(clip("pan", args.frames, size), style, options, weight, args.joins, overlap)
     if args.plot:
         plot(rows, args.plot)
     if args.json:
@@ -148,6 +159,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, value in summary.items():
             print(f"{name}: {value}")
     return 0
+
+
+def joins(
+    contents: list[np.ndarray], style: np.ndarray, options, weight: float, run: int, overlap: int
+) -> dict[str, float | None]:  # noqa: ANN001
+    """The flicker steps where runs of `run` frames meet, cut and faded, and inside the runs."""
+    import tempfile
+
+    from . import frames
+    from .batch import plan_items
+    from .cluster import InlineExecutor, run_distributed
+    from .events import Sink
+    from .images import load_image, to_pil
+
+    result: dict[str, float | None] = {}
+    with tempfile.TemporaryDirectory(prefix="nst-bench-joins-") as scratch:
+        folder = Path(scratch)
+        to_pil(style).save(folder / "style.png")
+        sources = []
+        for index, content in enumerate(contents):
+            sources.append(folder / f"frame{index:03d}.png")
+            to_pil(content).save(sources[-1])
+        near = {
+            step for first in range(run, len(contents), run) for step in range(first - overlap - 1, first)
+        }
+        for label, shared in (("cut", 0), ("faded", overlap)):
+            out = folder / label
+            out.mkdir()
+            items = plan_items(sources, out, "png")
+            executor = InlineExecutor()
+            run_distributed(
+                items, [folder / "style.png"], options, Sink(), executor, None, (), weight, run, shared
+            )
+            outputs = [load_image(item.output) for item in items]
+            steps = frames.flicker(outputs, [load_image(path) for path in sources])
+            result[f"joins {label}: largest step"] = round(max(steps[i] for i in near), 4)
+            inside = [value for i, value in enumerate(steps) if i not in near]
+            result[f"joins {label}: mean step inside runs"] = (
+                round(float(np.mean(inside)), 4) if inside else None
+            )
+    return result
 
 
 if __name__ == "__main__":

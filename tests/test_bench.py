@@ -182,11 +182,12 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
 
 
 def test_the_batch_benchmark_compares_separate_calls_with_one_batch(vgg19_weights: Path) -> None:
-    row = bench_json(
-        "bench_batch", "--weights", str(vgg19_weights), "--pictures", "2", "--size", "32", "--iterations", "1"
-    )
+    small = ["--pictures", "2", "--size", "32", "--iterations", "1", "--ray-workers", "2"]
+    row = bench_json("bench_batch", "--weights", str(vgg19_weights), *small)
     assert row["same bytes"] is True and row["pictures"] == 2
     assert row["separate / batch"] == pytest.approx(row["separate stylize s"] / row["batch s"], rel=0.02)
+    assert row["batch / ray"] == pytest.approx(row["batch s"] / row["ray 2 workers s"], rel=0.02)
+    assert isinstance(row["ray same bytes as batch"], bool)
 
 
 def test_the_frames_benchmark_measures_flicker_both_ways_and_plots_it(
@@ -200,18 +201,24 @@ def test_the_frames_benchmark_measures_flicker_both_ways_and_plots_it(
         "--plot",
         str(plot),
         "--frames",
-        "3",
+        "4",
         "--size",
         "48",
         "--iterations",
         "3",
+        "--joins",
+        "2",
+        "--overlap",
+        "1",
     )
     for kind in ("pan", "zoom"):
         series = row["flicker"][kind]
-        assert len(series["independent"]) == len(series["frames"]) == 2
+        assert len(series["independent"]) == len(series["frames"]) == 3
         mean = sum(series["frames"]) / sum(series["independent"])
         assert row[f"{kind} ratio"] == pytest.approx(mean)
     from PIL import Image
 
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.width > 600
+    for label in ("cut", "faded"):  # 4 frames in runs of 2: one join, at the third frame
+        assert row[f"joins {label}: largest step"] >= 0 and row[f"joins {label}: mean step inside runs"] >= 0
