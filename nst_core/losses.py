@@ -20,7 +20,9 @@ unrelated, 0 when matched, whatever the image size, channel count or activation 
 - tv:       mean squared difference of neighbouring pixels (pixels in [0, 1]).
 
 Layer weights are normalised to sum 1, so a layer list of any length keeps the balance.
-Several styles blend by the weighted average of their statistics (A, or mu and S).
+Several styles blend by the weighted average of their statistics (A, or mu and S), or with masks
+each keeps its own and is matched by the statistics under its mask (`LayerSums` with weights,
+regions.py).
 All statistics are computed in float32 even when the network runs in half precision.
 """
 
@@ -203,7 +205,7 @@ def _covariance(x: torch.Tensor, mean: torch.Tensor, shift: torch.Tensor) -> tor
 
 
 def _w2_dense_coefficients(
-    target: W2Target, weight: float, mean: torch.Tensor, g: torch.Tensor, n: int
+    target: W2Target, weight: float, mean: torch.Tensor, g: torch.Tensor, n: int | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(M, v) with d loss / dX = X M + 1 v^T for the N x C features X (see `_W2Loss`): K scaled, and
     ((m - m_s) - K m) scaled, with K = I - 2 R G R and the scale 2 weight / (N norm)."""
@@ -364,16 +366,23 @@ class LayerSums:
     covariance's precision (see `_covariance`)."""
 
     shift: torch.Tensor | None = None
-    count: int = 0
+    count: int | torch.Tensor = 0  # positions, or with weights their sum
     total: torch.Tensor | None = None  # sum of X - shift over positions (C)
     second: torch.Tensor | None = None  # (X - shift)^T (X - shift) (C x C)
 
-    def add(self, features: torch.Tensor) -> None:
+    def add(self, features: torch.Tensor, weights: torch.Tensor | None = None) -> None:
+        """Add 1 x C x H x W features, each position counted once or (regions.py) by its weight in the
+        1 x 1 x H x W `weights`: the sums of a guided Gram, or of a weighted mean and covariance."""
         x = _positions(features)
         if self.shift is not None:
             x = x - self.shift
-        total, second = x.sum(dim=0), x.T @ x
-        self.count += x.shape[0]
+        if weights is None:
+            weighted, count = x, x.shape[0]
+        else:
+            w = weights.reshape(-1, 1).float()
+            weighted, count = x * w, w.sum()
+        total, second = weighted.sum(dim=0), weighted.T @ x
+        self.count = self.count + count
         self.total = total if self.total is None else self.total + total
         self.second = second if self.second is None else self.second + second
 
