@@ -113,6 +113,11 @@ def activation_bytes(settings: Settings, width: int, height: int, device_type: s
         # Kept: the content target and the difference to it (float32); while the loss and its
         # gradient are computed, two more of that size exist for a moment.
         kept += 4 * shapes[layer_index(settings.model, name)].output_elements * 4
+    if settings.masked:
+        # Regions hand autograd their gradient at every style layer, kept until the backward pass, and
+        # gather each layer's masked sums through a float32 copy of its features and a weighted one.
+        style = [shapes[layer_index(settings.model, n)].output_elements for n in settings.style_layers]
+        kept += sum(style) * size + 2 * max(style) * 4
     largest = max(s.output_elements for s in shapes)
     # Backward at the first block holds, at once, the gradient arriving from deeper layers,
     # the Gram term's gradient, their sum and the ReLU's: the largest tensors of the run.

@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 
 from . import losses
+from . import regions as guided
 from .network import VGGFeatures, autocast
 from .options import Settings
 
@@ -37,6 +38,8 @@ class Terms:
     style_weight: float
     tv_weight: float
     autocast_dtype: torch.dtype | None = None
+    # With style masks: each style's own targets under its mask (`style_targets` is then empty).
+    regions: tuple[guided.Region, ...] = ()
 
     @classmethod
     def of(
@@ -45,6 +48,7 @@ class Terms:
         settings: Settings,
         style_targets: dict[str, losses.StyleTarget],
         autocast_dtype: torch.dtype | None,
+        regions: tuple[guided.Region, ...] = (),
     ) -> Terms:
         return cls(
             network=network,
@@ -57,7 +61,14 @@ class Terms:
             style_weight=settings.effective_style_weight,
             tv_weight=settings.tv_weight,
             autocast_dtype=autocast_dtype,
+            regions=regions,
         )
+
+    def style_regions(self) -> tuple[guided.Region, ...]:
+        """The style term as regions: the masked ones, or the blended targets over the whole image."""
+        if self.regions or not self.style_targets:
+            return self.regions  # none: masks black everywhere leave only the content loss
+        return (guided.Region(self.style_targets),)
 
 
 @dataclass(frozen=True)
@@ -89,7 +100,12 @@ class Objective:
             {n: losses.content_loss(features[n], t) for n, t in self.content_targets.items()},
             terms.content_layer_weights,
         )
-        style = losses.style_loss(terms.style_targets, features, terms.style_layer_weights)
+        if terms.regions:
+            style = guided.style_loss(terms.regions, features, terms.style_layer_weights)
+        elif terms.style_targets:
+            style = losses.style_loss(terms.style_targets, features, terms.style_layer_weights)
+        else:  # masks black everywhere
+            style = image.new_zeros(())
         tv = losses.tv_loss(image) if terms.tv_weight else image.new_zeros(())
         parts = {
             "content": terms.content_weight * content,
@@ -114,6 +130,11 @@ def style_statistics(
     with torch.no_grad(), autocast(style.device, autocast_dtype):
         features = network(style)
         return {n: losses.style_statistics(features[n], settings.style_loss) for n in settings.style_layers}
+
+
+def own_style_targets(statistics: Statistics, settings: Settings) -> dict[str, losses.StyleTarget]:
+    """One style's statistics as loss targets, not blended with the others' (a region's)."""
+    return {n: losses.style_target(statistics[n], settings.style_loss) for n in settings.style_layers}
 
 
 def blended_style_targets(

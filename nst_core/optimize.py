@@ -18,12 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import lbfgs, tiling
+from . import lbfgs, regions, tiling
 from .errors import Cancelled
 from .images import fit_size, from_tensor, resize_tensor
 from .lbfgs import LBFGS
 from .network import VGGFeatures
-from .objective import Evaluates, Objective, Terms, blended_style_targets, style_statistics
+from .objective import Evaluates, Objective, Terms, blended_style_targets, own_style_targets, style_statistics
 from .options import Settings
 from .plan import ScalePlan
 
@@ -56,6 +56,7 @@ ProgressCallback = Callable[[Progress], None]
 class ScaleInputs:
     content: torch.Tensor  # 1 x 3 x H x W at this scale
     styles: list[torch.Tensor]  # each resized for this scale
+    masks: list[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at this scale (regions.py)
 
 
 def build_objective(
@@ -75,7 +76,12 @@ def build_objective(
             )
             for s in inputs.styles
         ]
-    terms = Terms.of(network, settings, blended_style_targets(per_style, settings), autocast_dtype)
+    if inputs.masks is None:
+        terms = Terms.of(network, settings, blended_style_targets(per_style, settings), autocast_dtype)
+    else:
+        own = [own_style_targets(s, settings) for s in per_style]
+        masked = regions.build_regions(own, inputs.masks, settings.style_blend, network.factors)
+        terms = Terms.of(network, settings, {}, autocast_dtype, masked)
     if tile is None:
         return Objective.build(terms, inputs.content, settings.content_layers)
     return tiling.TiledObjective.build(terms, inputs.content, tile, settings.content_layers)
@@ -225,6 +231,7 @@ class RunContext:
     progress: ProgressCallback | None = None
     cancel: CancelToken | None = None
     temporal: Temporal | None = None
+    masks: Sequence[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at the output's size
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -274,7 +281,9 @@ def optimize_scale(
     """Scale number `index` of the schedule from `previous` (or the init), whole or in `tile` blocks."""
     ctx.check_cancel()
     size = (scale.height, scale.width)
-    inputs = scale_inputs(ctx.content, ctx.styles, size, ctx.settings.style_scale, ctx.network.min_side)
+    inputs = scale_inputs(
+        ctx.content, ctx.styles, size, ctx.settings.style_scale, ctx.network.min_side, ctx.masks
+    )
     objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast, tile)
     tiles = len(objective.blocks) if isinstance(objective, tiling.TiledObjective) else 1
     if ctx.temporal is not None:
@@ -304,12 +313,15 @@ def scale_inputs(
     size: tuple[int, int],
     style_scale: float,
     min_side: int,
+    masks: Sequence[torch.Tensor] | None = None,
 ) -> ScaleInputs:
-    """Content at this scale's size; styles with longest side style_scale x this scale's longest side."""
+    """Content and masks at this scale's size; styles with longest side style_scale x this scale's
+    longest side."""
     longest = round(max(size) * style_scale)
     resized = []
     for style in styles:
         h, w = style.shape[-2:]
         sw, sh = fit_size(w, h, longest, min_side)
         resized.append(resize_tensor(style, (sh, sw)))
-    return ScaleInputs(resize_tensor(content, size), resized)
+    scaled_masks = None if masks is None else [regions.resize_mask(m, size) for m in masks]
+    return ScaleInputs(resize_tensor(content, size), resized, scaled_masks)

@@ -20,6 +20,9 @@ STYLE_LOSSES = ("gram", "w2")
 MODELS = ("vgg19", "vgg16")
 POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# What this engine can do beyond protocol version 1 as first published, for front ends to check
+# (`describe`) before they send it: an older engine ignores a job's style `mask` (docs/protocol.md).
+FEATURES = ("style_masks",)
 
 # (min, max) for numbers; a value outside is a usage error naming the range.
 LIMITS: dict[str, tuple[float, float]] = {
@@ -121,6 +124,7 @@ class Settings(Preset):
     precision: str = "auto"
     weights: str | None = None
     max_memory: float | None = None
+    masked: bool = False  # style masks given (regions.py): set by the plan, which sizes their memory
 
     @property
     def effective_style_weight(self) -> float:
@@ -235,6 +239,7 @@ def describe() -> dict[str, Any]:
     defaults = Options()
     return {
         "version": 1,
+        "features": list(FEATURES),
         "default_preset": DEFAULT_PRESET,
         "presets": [
             {

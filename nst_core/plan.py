@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,10 +124,11 @@ def make_plan(
     *,
     output: Output = "content",
     device: torch.device | None = None,
+    masked: bool = False,
 ) -> Plan:
     """The plan for a content of `content_size` (width, height): usage errors first, then the init
-    image, the device and the weights, each a one-line NstError."""
-    settings = resolve(options, n_styles)
+    image, the device and the weights, each a one-line NstError. `masked`: the styles have masks."""
+    settings = replace(resolve(options, n_styles), masked=masked)
     min_side = network.smallest_side(settings.model, (*settings.content_layers, *settings.style_layers))
     if settings.init_path and not Path(settings.init_path).is_file():
         raise ImageError(f"Init image {settings.init_path} does not exist: check --init.")

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, host, images, memory, network, optimize, upscale
+from . import colors, host, images, memory, network, optimize, regions, upscale
+from .job import check_mask_count
 from .optimize import RunContext
 from .options import Options
 from .plan import Plan, ScalePlan, make_plan, next_tile, tile_bytes
@@ -32,15 +33,28 @@ def stylize(
     progress: optimize.ProgressCallback | None = None,
     cancel: optimize.CancelToken | None = None,
     device: torch.device | None = None,
+    masks: Sequence[ImageLike] | None = None,
 ) -> np.ndarray:
-    """Repaint `content` in the style of `styles`; float32 H x W x C like the content (or `output_size`)."""
+    """Repaint `content` in the style of `styles`; float32 H x W x C like the content (or `output_size`).
+    `masks`, one per style (white = that style), paint each style in its region (regions.py)."""
     content_array = images.to_array(content, name="content image")
     style_arrays = [images.to_array(s, name=f"style image {i + 1}") for i, s in enumerate(styles)]
-    height, width = content_array.shape[:2]
-    plan = make_plan(
-        options, (width, height), len(style_arrays), output=output_size or "content", device=device
+    mask_arrays = (
+        None
+        if masks is None
+        else [images.to_array(m, name=f"style mask {i + 1}") for i, m in enumerate(masks)]
     )
-    return run_plan(plan, content_array, style_arrays, progress, cancel)
+    height, width = content_array.shape[:2]
+    check_mask_count(mask_arrays, len(style_arrays))
+    plan = make_plan(
+        options,
+        (width, height),
+        len(style_arrays),
+        output=output_size or "content",
+        device=device,
+        masked=mask_arrays is not None,
+    )
+    return run_plan(plan, content_array, style_arrays, progress, cancel, masks=mask_arrays)
 
 
 @dataclass(frozen=True)
@@ -61,9 +75,12 @@ def run_plan(
     progress: optimize.ProgressCallback | None = None,
     cancel: optimize.CancelToken | None = None,
     frame: FrameStart | None = None,
+    masks: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says."""
+    """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says; `masks` (checked arrays of any
+    size, one per style) give each style its region."""
     settings, device = plan.settings, plan.device
+    check_mask_count(masks, len(styles))
     if frame is not None:
         settings = replace(settings, init="image")
     host.prepare(device, plan.job_bytes, plan.budget)
@@ -92,6 +109,7 @@ def run_plan(
             progress=progress,
             cancel=cancel,
             temporal=None if frame is None else _temporal(frame, device),
+            masks=None if masks is None else _masks(masks, content.shape[:2], last, device),
         )
         result = images.from_tensor(_run_scales(ctx, plan))
         return _finish(result, rgb, alpha, content.shape[2], settings.keep_colors, plan.output_size)
@@ -104,6 +122,16 @@ def run_plan(
 def _temporal(frame: FrameStart, device: torch.device) -> optimize.Temporal:
     mask = torch.from_numpy(np.ascontiguousarray(frame.mask, dtype=np.float32))[None, None].to(device)
     return optimize.Temporal(images.to_tensor(frame.init, device), mask, frame.weight)
+
+
+def _masks(
+    masks: Sequence[np.ndarray], content_size: tuple[int, int], last: ScalePlan, device: torch.device
+) -> list[torch.Tensor]:
+    """The masks made to fit the content (`regions.content_masks`), at the last scale's size."""
+    height, width = content_size
+    planes = regions.content_masks(masks, width, height)
+    size = (last.height, last.width)
+    return [regions.resize_mask(torch.from_numpy(p)[None, None].to(device), size) for p in planes]
 
 
 def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:

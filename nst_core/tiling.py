@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from . import losses
+from . import regions as guided
 from .network import VGGFeatures, autocast
 from .objective import Terms
 
@@ -68,6 +69,12 @@ class Block:
         rows = slice(self.core.y0 // factor - top, self.core.y1 // factor - top)
         columns = slice(self.core.x0 // factor - left, self.core.x1 // factor - left)
         return features[..., rows, columns]
+
+    def core_slices(self, factor: int) -> tuple[slice, slice]:
+        """The rows and columns of the whole image's feature grid, `factor` times smaller, that the
+        core covers (what `core_features` keeps, in the whole image's coordinates)."""
+        rows = slice(self.core.y0 // factor, self.core.y1 // factor)
+        return rows, slice(self.core.x0 // factor, self.core.x1 // factor)
 
 
 def axis_pieces(length: int, tile: int, align: int) -> list[tuple[int, int]]:
@@ -158,19 +165,24 @@ class TiledObjective:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         terms, network = self.terms, self.terms.network
         content_layers = tuple(self.content_norms)
-        # Pass 1: the whole image's statistics, and the content error, block by block.
-        sums = losses.sums_for(terms.style_targets)
+        # Pass 1: the whole image's statistics (each region's under its mask), and the content error,
+        # block by block.
+        regions = terms.style_regions()
+        sums = [region.sums() for region in regions]
         errors = dict.fromkeys(content_layers, image.new_zeros(()))
         for block, targets in zip(self.blocks, self.content_targets, strict=True):
             with torch.no_grad(), autocast(image.device, terms.autocast_dtype):
                 features = network(block.padded.crop(image))
-            for name, layer in sums.items():
-                layer.add(block.core_features(features[name], network.factors[name]))
+            for region, region_sums in zip(regions, sums, strict=True):
+                for name, layer in region_sums.items():
+                    factor = network.factors[name]
+                    mask = region.mask(name, *block.core_slices(factor))
+                    layer.add(block.core_features(features[name], factor), mask)
             for name in content_layers:
                 core = block.core_features(features[name], network.factors[name]).float()
                 errors[name] = errors[name] + (core - targets[name]).pow(2).sum()
-        style, style_gradients = losses.style_loss_from_sums(
-            terms.style_targets, sums, terms.style_layer_weights
+        style, region_gradients = guided.loss_from_sums(
+            regions, sums, terms.style_layer_weights, image.new_zeros((), dtype=torch.float32)
         )
         content_shares = losses.shares(terms.content_layer_weights, content_layers)
         content = sum(errors[n] / self.content_norms[n] * content_shares[n] for n in content_layers)
@@ -181,10 +193,16 @@ class TiledObjective:
             with autocast(image.device, terms.autocast_dtype):
                 features = network(crop)
             outputs, output_grads = [], []
-            for name, gradient in style_gradients.items():
-                core = block.core_features(features[name], network.factors[name])
-                outputs.append(core)
-                output_grads.append(gradient(core) * (terms.style_weight * loss_scale))
+            style_grads: dict[str, torch.Tensor] = {}
+            for region, gradients in zip(regions, region_gradients, strict=True):
+                for name, gradient in gradients.items():
+                    factor = network.factors[name]
+                    core = block.core_features(features[name], factor).detach()
+                    part = region.gradient(gradient, core, region.mask(name, *block.core_slices(factor)))
+                    style_grads[name] = part if name not in style_grads else style_grads[name] + part
+            for name, part in style_grads.items():
+                outputs.append(block.core_features(features[name], network.factors[name]))
+                output_grads.append(part * (terms.style_weight * loss_scale))
             for name in content_layers:
                 core = block.core_features(features[name], network.factors[name])
                 scale = (
