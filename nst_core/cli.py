@@ -156,8 +156,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         from .job import JobRequest, Output, dry_run, execute
 
         styles = tuple(Path(s) for s in args.styles)
+        masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
-        request = JobRequest(Path(args.content), styles, options, output, result_size="working")
+        request = JobRequest(Path(args.content), styles, options, output, result_size="working", masks=masks)
         if args.dry_run:
             print(json.dumps(dry_run(request), indent=2))
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
@@ -193,6 +194,7 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
         option_values(args),
         result_format="float32",
         result_size="working",
+        masks=None if request.masks is None else [_read_input(path) for path in request.masks],
     )
     done, data = client.run_on_server(server, body, sink, cancel)
     import numpy as np
@@ -329,7 +331,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
         if args.width < 1 or args.height < 1:
             raise UsageError(f"--width and --height must be at least 1, not {args.width}x{args.height}.")
-        plan = make_plan(options_from_args(args), (args.width, args.height), args.styles)
+        plan = make_plan(options_from_args(args), (args.width, args.height), args.styles, masked=args.masked)
         print(json.dumps({"device": describe_device(plan.device), **plan.summary()}))
 
     return run_reported(Sink(), action)
@@ -502,6 +504,12 @@ def build_parser() -> Parser:
     stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
     stylize.add_argument("-o", "--output", required=True, metavar="OUT", help="result file (.png, .jpg, ...)")
     stylize.add_argument(
+        "--style-masks",
+        nargs="+",
+        metavar="MASK",
+        help="one grayscale image per style, white = that style, black = not (docs/regions.md)",
+    )
+    stylize.add_argument(
         "--progress",
         choices=("bar", "json", "none"),
         help="bar (default on a terminal), JSON lines on stdout, or none",
@@ -610,6 +618,7 @@ def build_parser() -> Parser:
     plan.add_argument("--width", type=int, required=True, metavar="W")
     plan.add_argument("--height", type=int, required=True, metavar="H")
     plan.add_argument("--styles", type=int, default=1, metavar="N", help="how many style images (default 1)")
+    plan.add_argument("--masked", action="store_true", help="the styles come with --style-masks")
     _add_option_flags(plan)
     plan.set_defaults(handler=cmd_plan)
 

@@ -59,6 +59,20 @@ class JobRequest:
     # The result's size: the content's (run-job, so a layer gets back its own size), or the working
     # size (`stylize` on the command line: --size, else the preset's size capped at the content's).
     result_size: Literal["content", "working"] = "content"
+    # One per style (white = that style, docs/regions.md), or None: the styles blended everywhere.
+    masks: tuple[Path, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_mask_count(self.masks, len(self.styles))
+
+
+def check_mask_count(masks: Any, styles: int) -> None:
+    """Masks, when given, are one per style: a miscount is a usage error before anything is read."""
+    if masks is not None and len(masks) != styles:
+        raise UsageError(
+            f"{styles} style image(s) but {len(masks)} style mask(s): give one mask per style, in the "
+            "styles' order (docs/regions.md)."
+        )
 
 
 # -- reading a job file ----------------------------------------------------------------------------
@@ -93,7 +107,11 @@ def parse_job(data: Any, base: Path) -> JobRequest:
     options_data = data.get("options", {})
     _require(isinstance(options_data, dict), "`options` must be an object")
     options = _with_job_paths(Options.from_dict(options_data), base)
-    style_paths, blend = zip(*(_style(s, base) for s in styles), strict=True)
+    style_paths, blend, masks = zip(*(_style(s, base) for s in styles), strict=True)
+    _require(
+        all(m is None for m in masks) or None not in masks,
+        "give every style a `mask` or none (a style without one would have no region)",
+    )
     if options.style_blend is None:
         options = replace(options, style_blend=list(blend))
     else:
@@ -102,7 +120,8 @@ def parse_job(data: Any, base: Path) -> JobRequest:
             "give blend weights per style or as options.style_blend, not both",
         )
     content = _content(data.get("content"), base)
-    return JobRequest(content, style_paths, options, _output(data.get("output"), base))
+    output = _output(data.get("output"), base)
+    return JobRequest(content, style_paths, options, output, masks=None if masks[0] is None else masks)
 
 
 def _require(condition: bool, problem: str) -> None:
@@ -115,12 +134,15 @@ def _file(value: Any, base: Path, what: str) -> Path:
     return base / value  # an absolute `value` replaces `base`
 
 
-def _style(entry: Any, base: Path) -> tuple[Path, float]:
+def _style(entry: Any, base: Path) -> tuple[Path, float, Path | None]:
     _require(isinstance(entry, dict), "each style must be an object with a `path`")
+    unknown = sorted(set(entry) - {"path", "weight", "mask"})
+    _require(not unknown, f"a style has unknown key(s) {', '.join(unknown)}; use path, weight, mask")
     weight = entry.get("weight", 1.0)
     is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
     _require(is_number, "a style `weight` must be a number")
-    return _file(entry.get("path"), base, "a style `path`"), float(weight)
+    mask = None if entry.get("mask") is None else _file(entry["mask"], base, "a style `mask`")
+    return _file(entry.get("path"), base, "a style `path`"), float(weight), mask
 
 
 def _content(entry: Any, base: Path) -> Path | RawImage:
@@ -199,7 +221,8 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) 
     check_writable(request.output)
     content = load_content(request.content)
     styles = [load_image(path) for path in request.styles]
-    result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel)
+    masks = None if request.masks is None else [load_image(path) for path in request.masks]
+    result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel, masks=masks)
     written = write_output(result, request.output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
@@ -214,18 +237,22 @@ def stylize_arrays(
     cancel: CancelToken | None = None,
     device: Any = None,
     frame: Any = None,
+    masks: list[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Plan, report the start, stylise; the one path of `run-job`, `stylize` and the service (which
     names its worker's `device`; a frame of an animation its `run.FrameStart`). Checked arrays in
-    (`images.to_array`), the result array out."""
+    (`images.to_array`; `masks` one per style), the result array out."""
     from .devices import describe_device
     from .plan import make_plan
     from .run import run_plan
 
+    check_mask_count(masks, len(styles))
     height, width = content.shape[:2]
-    plan = make_plan(options, (width, height), len(styles), output=result_size, device=device)
+    plan = make_plan(
+        options, (width, height), len(styles), output=result_size, device=device, masked=masks is not None
+    )
     sink.emit(start_event(describe_device(plan.device), plan.summary()))
-    result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel, frame)
+    result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel, frame, masks)
     if cancel is not None and cancel.is_set():
         raise Cancelled()
     return result
@@ -243,9 +270,12 @@ def dry_run(request: JobRequest) -> dict[str, Any]:
         width, height = request.content.width, request.content.height
     else:
         width, height = image_size(request.content)
-    for path in request.styles:
+    for path in (*request.styles, *(request.masks or ())):
         image_size(path)
-    plan = make_plan(request.options, (width, height), len(request.styles), output=request.result_size)
+    masked = request.masks is not None
+    plan = make_plan(
+        request.options, (width, height), len(request.styles), output=request.result_size, masked=masked
+    )
     return {"device": describe_device(plan.device), **plan.summary()}
 
 

@@ -68,6 +68,7 @@ class ServiceJob:
     content: Any  # the checked arrays (`images.to_array`)
     styles: list
     loop: asyncio.AbstractEventLoop
+    masks: list | None = None  # one per style, or None
     id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -136,7 +137,14 @@ class Worker:
             job.running = True
             options = replace(request.options, weights=str(self.weights))
             result = stylize_arrays(
-                job.content, job.styles, options, request.result_size, job.sink, job.cancel, self.device
+                job.content,
+                job.styles,
+                options,
+                request.result_size,
+                job.sink,
+                job.cancel,
+                self.device,
+                masks=job.masks,
             )
             job.result = raw_bytes(result, request.result_format)
             height, width, channels = result.shape
@@ -156,7 +164,7 @@ class Worker:
         finally:
             # The worker outlives its jobs: what a job held must not stay (the server's memory returns to
             # where it was between jobs), and on a CPU glibc would otherwise keep the job's peak.
-            job.content = job.styles = None
+            job.content = job.styles = job.masks = None
             gc.collect()
             memory.release_cached(self.device)
 
@@ -313,8 +321,10 @@ async def _receive(request: web.Request, service: Service) -> ServiceJob:
         raise wire.bad_request("the body ended before the images it announces") from None
     loop = asyncio.get_running_loop()
     # Decoding a large PNG takes a while: off the loop, so that other requests are answered meanwhile.
-    content, styles = await loop.run_in_executor(None, wire.decode_parts, header, body, limits.max_pixels)
-    return ServiceJob(header, content, styles, loop)
+    content, styles, masks = await loop.run_in_executor(
+        None, wire.decode_parts, header, body, limits.max_pixels
+    )
+    return ServiceJob(header, content, styles, loop, masks=masks)
 
 
 def _line(event: Event) -> bytes:

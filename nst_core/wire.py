@@ -60,10 +60,11 @@ class WireJob:
     options: Options
     result_format: str
     result_size: Literal["content", "working"]
+    masks: tuple[Part, ...] | None = None  # one per style, after the styles in the body
 
     @property
     def parts(self) -> tuple[Part, ...]:
-        return (self.content, *self.styles)
+        return (self.content, *self.styles, *(self.masks or ()))
 
     @property
     def body_bytes(self) -> int:
@@ -104,6 +105,14 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     content = _part(data.get("content"), "content", limits)
     style_parts = tuple(_part(style, f"style {i + 1}", limits) for i, style in enumerate(styles))
     weights = tuple(_weight(style) for style in styles)
+    masks = tuple(style.get("mask") for style in styles)
+    _require(
+        all(m is None for m in masks) or None not in masks,
+        "give every style a `mask` or none (a style without one would have no region)",
+    )
+    mask_parts = None
+    if masks[0] is not None:
+        mask_parts = tuple(_part(mask, f"style {i + 1}'s mask", limits, ()) for i, mask in enumerate(masks))
     options = _options(data.get("options", {}), devices)
     if options.style_blend is None:
         options = replace(options, style_blend=list(weights))
@@ -112,7 +121,7 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     fmt, size = result.get("format", "u8"), result.get("size", "content")
     _require(fmt in RAW_FORMATS, f"result `format` is {fmt!r}; use u8 or float32")
     _require(size in RESULT_SIZES, f"result `size` is {size!r}; use content or working")
-    job = WireJob(content, style_parts, weights, options, fmt, size)
+    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts)
     if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
         raise too_large(job.body_bytes + len(line) + 1, limits)
     return job
@@ -125,10 +134,11 @@ def too_large(size: int, limits: Limits) -> UsageError:
     )
 
 
-def _part(entry: Any, name: str, limits: Limits) -> Part:
+def _part(entry: Any, name: str, limits: Limits, extra: tuple[str, ...] = ("weight", "mask")) -> Part:
+    """An image's entry: `bytes`, `raw` for raw pixels, and the `extra` keys its place allows."""
     _require(isinstance(entry, dict), f"{name} must be an object with `bytes`")
     _require("path" not in entry, f"{name} names a file; send its bytes instead")
-    unknown = sorted(set(entry) - {"bytes", "raw", "weight"})
+    unknown = sorted(set(entry) - {"bytes", "raw", *extra})
     _require(not unknown, f"{name} has unknown key(s) {', '.join(unknown)}")
     size = entry.get("bytes")
     _require(_whole(size) and size > 0, f"{name} needs a positive whole `bytes`")
@@ -174,8 +184,9 @@ def _options(data: Any, devices: tuple[str, ...]) -> Options:
     return options
 
 
-def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[Any]]:
-    """The content and style arrays from the bytes after the header (their sizes already checked)."""
+def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[Any], list[Any] | None]:
+    """The content, style and mask arrays (None: no masks) from the bytes after the header (their sizes
+    already checked)."""
     import numpy as np
 
     from . import job as jobs
@@ -185,13 +196,15 @@ def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[
     for index, part in enumerate(job.parts):
         data = body[offset : offset + part.size]
         offset += part.size
-        name = "content" if index == 0 else f"style {index}"
+        styles = len(job.styles)
+        name = "content" if index == 0 else f"style {index}" if index <= styles else f"mask {index - styles}"
         if part.raw:
             array = np.frombuffer(data, dtype=jobs.RAW_FORMATS[part.format])
             arrays.append(to_array(array.reshape(part.height, part.width, part.channels), name=name))
         else:
             arrays.append(decode_image(data, name, max_pixels))
-    return arrays[0], arrays[1:]
+    styles_end = 1 + len(job.styles)
+    return arrays[0], arrays[1:styles_end], None if job.masks is None else arrays[styles_end:]
 
 
 # -- the client's side: the command line's `--server` ------------------------------------------------
@@ -203,18 +216,23 @@ def request_body(
     options: dict[str, Any],
     result_format: str = "float32",
     result_size: str = "content",
+    masks: list[bytes] | None = None,
 ) -> bytes:
     """A request body: `content` is (bytes, raw layout or None for an image file), `styles` are image
-    files' bytes with their blend weights."""
+    files' bytes with their blend weights, `masks` image files' bytes, one per style."""
     data, layout = content
+    entries: list[dict[str, Any]] = [{"bytes": len(style), "weight": weight} for style, weight in styles]
+    for entry, mask in zip(entries, masks or (), strict=masks is not None):
+        entry["mask"] = {"bytes": len(mask)}
     header = {
         "version": PROTOCOL_VERSION,
         "content": {"bytes": len(data), **({"raw": layout} if layout else {})},
-        "styles": [{"bytes": len(style), "weight": weight} for style, weight in styles],
+        "styles": entries,
         "options": options,
         "result": {"format": result_format, "size": result_size},
     }
-    return b"".join([json.dumps(header).encode("utf-8"), b"\n", data, *(style for style, _ in styles)])
+    images = [data, *(style for style, _ in styles), *(masks or ())]
+    return b"".join([json.dumps(header).encode("utf-8"), b"\n", *images])
 
 
 def device_types(devices: list[str]) -> tuple[str, ...]:
