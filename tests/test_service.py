@@ -92,6 +92,27 @@ def test_a_job_on_the_server_equals_the_same_job_run_here(served, vgg19_weights,
     quiet(served)
 
 
+def test_a_job_with_style_masks_on_the_server_equals_the_same_job_run_here(
+    served, vgg19_weights, style_png
+) -> None:
+    left = np.zeros((16, 24), np.uint8)  # half the content's size: resized to it on both sides
+    left[:, :12] = 255
+    buffer = io.BytesIO()
+    Image.fromarray(left, "L").save(buffer, format="PNG")
+    options = {**SMALL, "seed": 3}
+    body = wire.request_body(
+        (content_pixels(), LAYOUT), [(style_png.read_bytes(), 1.0)], options, "u8", masks=[buffer.getvalue()]
+    )
+    data = client.run_on_server(served.server, body, Sink())[1]
+    content = to_array(np.frombuffer(content_pixels(), np.uint8).reshape(32, 48, 4))
+    settings = Options.from_dict({**options, "weights": str(vgg19_weights), "style_blend": [1.0]})
+    mask = [to_array(left)]
+    here = stylize_arrays(content, [load_image(style_png)], settings, "content", Sink(), masks=mask)
+    assert data == raw_bytes(here, "u8")
+    assert data != local_result(vgg19_weights, style_png, options)  # the mask changed the picture
+    quiet(served)
+
+
 def test_the_command_line_runs_on_a_server_and_writes_what_a_local_run_writes(
     served, content_png, style_png, vgg19_weights, tmp_path
 ) -> None:
