@@ -53,14 +53,14 @@ class JobRequest:
     """What a job file or the command line asks for: inputs, options, where the result goes."""
 
     content: Path | RawImage
-    styles: tuple[Path, ...]
+    styles: tuple[Path | RawImage, ...]
     options: Options
     output: Output
     # The result's size: the content's (run-job, so a layer gets back its own size), or the working
     # size (`stylize` on the command line: --size, else the preset's size capped at the content's).
     result_size: Literal["content", "working"] = "content"
     # One per style (white = that style, docs/regions.md), or None: the styles blended everywhere.
-    masks: tuple[Path, ...] | None = None
+    masks: tuple[Path | RawImage, ...] | None = None
 
     def __post_init__(self) -> None:
         check_mask_count(self.masks, len(self.styles))
@@ -134,30 +134,45 @@ def _file(value: Any, base: Path, what: str) -> Path:
     return base / value  # an absolute `value` replaces `base`
 
 
-def _style(entry: Any, base: Path) -> tuple[Path, float, Path | None]:
-    _require(isinstance(entry, dict), "each style must be an object with a `path`")
-    unknown = sorted(set(entry) - {"path", "weight", "mask"})
-    _require(not unknown, f"a style has unknown key(s) {', '.join(unknown)}; use path, weight, mask")
+STYLE_KEYS = ("path", "raw", "width", "height", "format", "channels", "weight", "mask")
+RAW_KEYS = ("raw", "width", "height", "format", "channels")
+
+
+def _style(entry: Any, base: Path) -> tuple[Path | RawImage, float, Path | RawImage | None]:
+    _require(isinstance(entry, dict), "each style must be an object with a `path` or `raw`")
+    unknown = sorted(set(entry) - set(STYLE_KEYS))
+    _require(not unknown, f"a style has unknown key(s) {', '.join(unknown)}; use {', '.join(STYLE_KEYS)}")
     weight = entry.get("weight", 1.0)
     is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
     _require(is_number, "a style `weight` must be a number")
-    mask = None if entry.get("mask") is None else _file(entry["mask"], base, "a style `mask`")
-    return _file(entry.get("path"), base, "a style `path`"), float(weight), mask
+    mask = entry.get("mask")
+    if isinstance(mask, dict):  # raw pixels from an editor (a selection), like content's
+        mask = _image(mask, base, "a style `mask`")
+    elif mask is not None:
+        mask = _file(mask, base, "a style `mask`")
+    image = _image({k: v for k, v in entry.items() if k in ("path", *RAW_KEYS)}, base, "a style")
+    return image, float(weight), mask
 
 
 def _content(entry: Any, base: Path) -> Path | RawImage:
-    _require(isinstance(entry, dict), "`content` must be an object with `path` or `raw`")
+    return _image(entry, base, "`content`")
+
+
+def _image(entry: Any, base: Path, what: str) -> Path | RawImage:
+    """An image entry: `path` (an image file) or `raw` with its layout (docs/protocol.md)."""
+    _require(isinstance(entry, dict), f"{what} must be an object with `path` or `raw`")
     if "path" in entry:
-        return _file(entry["path"], base, "`content.path`")
+        return _file(entry["path"], base, f"{what}'s `path`")
     width, height, channels = entry.get("width"), entry.get("height"), entry.get("channels")
     fmt = entry.get("format")
+    _require("raw" in entry, f"{what} needs a `path` or `raw`")
     _require(
         all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, channels)),
-        "raw `content` needs positive whole `width`, `height` and `channels`",
+        f"raw {what} needs positive whole `width`, `height` and `channels`",
     )
     _require(1 <= channels <= 4, f"raw `channels` is {channels}; use 1 to 4")
     _require(fmt in RAW_FORMATS, f"raw `format` is {fmt!r}; use u8 or float32")
-    return RawImage(_file(entry.get("raw"), base, "`content.raw`"), width, height, fmt, channels)
+    return RawImage(_file(entry.get("raw"), base, f"{what}'s `raw`"), width, height, fmt, channels)
 
 
 def _output(entry: Any, base: Path) -> Output:
@@ -215,13 +230,11 @@ def load_content(content: Path | RawImage) -> np.ndarray:
 def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) -> Path:
     """Check the output first, load the inputs, plan (usage, device and weights errors), stylise, and
     write the result atomically."""
-    from .images import load_image
-
     started = time.perf_counter()
     check_writable(request.output)
     content = load_content(request.content)
-    styles = [load_image(path) for path in request.styles]
-    masks = None if request.masks is None else [load_image(path) for path in request.masks]
+    styles = [load_content(style) for style in request.styles]
+    masks = None if request.masks is None else [load_content(mask) for mask in request.masks]
     result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel, masks=masks)
     written = write_output(result, request.output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
@@ -262,21 +275,25 @@ def dry_run(request: JobRequest) -> dict[str, Any]:
     """What `execute` would do, as data (`Plan.summary` and the device), computing and writing nothing:
     the inputs are checked as far as their sizes."""
     from .devices import describe_device
-    from .images import image_size
     from .plan import make_plan
 
     check_writable(request.output)
-    if isinstance(request.content, RawImage):
-        width, height = request.content.width, request.content.height
-    else:
-        width, height = image_size(request.content)
-    for path in (*request.styles, *(request.masks or ())):
-        image_size(path)
+    width, height = _image_size(request.content)
+    for image in (*request.styles, *(request.masks or ())):
+        _image_size(image)
     masked = request.masks is not None
     plan = make_plan(
         request.options, (width, height), len(request.styles), output=request.result_size, masked=masked
     )
     return {"device": describe_device(plan.device), **plan.summary()}
+
+
+def _image_size(image: Path | RawImage) -> tuple[int, int]:
+    if isinstance(image, RawImage):
+        return image.width, image.height
+    from .images import image_size
+
+    return image_size(image)
 
 
 # -- the output, written atomically ------------------------------------------------------------------

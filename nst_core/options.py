@@ -22,7 +22,7 @@ POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What this engine can do beyond protocol version 1 as first published, for front ends to check
 # (`describe`) before they send it: an older engine ignores a job's style `mask` (docs/protocol.md).
-FEATURES = ("style_masks",)
+FEATURES = ("style_masks", "raw_styles")
 
 # (min, max) for numbers; a value outside is a usage error naming the range.
 LIMITS: dict[str, tuple[float, float]] = {

@@ -289,3 +289,92 @@ def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: 
     finished.set()
     time.sleep(0.3)
     assert finished.is_set() and exits == [130] and aborted == ["error event"]
+
+
+# -- styles and masks as raw pixels (an editor's layer and selection) ------------------------------------
+
+
+def _raw_entry(folder: Path, name: str, pixels: np.ndarray, fmt: str) -> dict:
+    data = pixels if fmt == "u8" else (pixels / 255.0).astype("<f4")
+    (folder / name).write_bytes(np.ascontiguousarray(data).tobytes())
+    height, width, channels = pixels.shape
+    return {"raw": name, "width": width, "height": height, "format": fmt, "channels": channels}
+
+
+@pytest.mark.parametrize("fmt", ["u8", "float32"])
+def test_raw_style_and_mask_give_what_their_files_give(
+    tmp_path: Path, content_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str], fmt: str
+) -> None:
+    """The same pixels as files or as raw buffers: the same result, to the byte (a partly transparent style
+    is read the same way by both roads)."""
+    from PIL import Image
+
+    style = rgba_pixels(36, 30)
+    mask = np.zeros((20, 30, 1), np.uint8)
+    mask[:, :12] = 255
+    mask[:, 12:18] = 128
+    Image.fromarray(style, "RGBA").save(tmp_path / "style.png")
+    Image.fromarray(mask[..., 0], "L").save(tmp_path / "mask.png")
+    options = {**TINY, "weights": str(vgg19_weights)}
+    by_files = write_job(
+        tmp_path,
+        content={"path": str(content_png)},
+        styles=[{"path": "style.png", "mask": "mask.png"}],
+        options=options,
+        output={"raw": "files.raw", "format": "u8"},
+    )
+    assert run_job(by_files, capsys)[0] == 0
+    raw_style = _raw_entry(tmp_path, "style.raw", style, fmt)
+    raw_mask = _raw_entry(tmp_path, "mask.raw", mask, fmt)
+    by_raw = write_job(
+        tmp_path,
+        content={"path": str(content_png)},
+        styles=[{**raw_style, "mask": raw_mask}],
+        options=options,
+        output={"raw": "raw.raw", "format": "u8"},
+    )
+    code, events = run_job(by_raw, capsys)
+    assert code == 0, events
+    files, raw = ((tmp_path / name).read_bytes() for name in ("files.raw", "raw.raw"))
+    assert files == raw
+    unmasked = write_job(
+        tmp_path,
+        content={"path": str(content_png)},
+        styles=[raw_style],
+        options=options,
+        output={"raw": "unmasked.raw", "format": "u8"},
+    )
+    assert run_job(unmasked, capsys)[0] == 0
+    assert (tmp_path / "unmasked.raw").read_bytes() != raw  # the mask was read, not dropped
+
+
+@pytest.mark.parametrize(
+    ("style", "message"),
+    [
+        ({"raw": "s.raw", "width": 4, "height": 2, "format": "u16", "channels": 3}, "use u8 or float32"),
+        ({"raw": "s.raw", "width": 4, "format": "u8", "channels": 3}, "raw a style needs positive whole"),
+        ({"width": 4}, "a style needs a `path` or `raw`"),
+        ({"path": "s.png", "mask": {"raw": "m.raw", "channels": 9}}, "raw a style `mask` needs"),
+        ({"path": "s.png", "mask": [1]}, "a style `mask` must be a file name"),
+    ],
+)
+def test_bad_raw_styles(tmp_path: Path, style: dict, message: str) -> None:
+    data = {"version": 1, "content": {"path": "c.png"}, "styles": [style], "output": {"path": "o.png"}}
+    with pytest.raises(UsageError, match=message):
+        parse_job(data, tmp_path)
+
+
+def test_a_raw_style_of_the_wrong_size_is_one_line_and_no_output(
+    tmp_path: Path, content_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "style.raw").write_bytes(bytes(10))
+    path = write_job(
+        tmp_path,
+        content={"path": str(content_png)},
+        styles=[{"raw": "style.raw", "width": 4, "height": 2, "format": "u8", "channels": 3}],
+        options={**TINY, "weights": str(vgg19_weights)},
+    )
+    code, events = run_job(path, capsys)
+    assert code == 2 and events[-1]["event"] == "error"
+    assert "has 10 bytes but 4x2x3 u8 needs 24" in events[-1]["message"]
+    assert not (tmp_path / "result.png").exists()
