@@ -232,9 +232,33 @@ def dialog_options(config, values):
     return options
 
 
+class StylePixels(object):
+    """A style given as pixels (a layer of an open image) rather than a file: row-major, interleaved,
+    "u8" or "float32" as the image's precision has them, alpha included; `name` for the result's name."""
+
+    def __init__(self, data, width, height, fmt, channels, name):
+        # type: (bytes, int, int, str, int, str) -> None
+        _check_layout(data, width, height, fmt, channels)
+        self.data, self.width, self.height = data, width, height
+        self.format, self.channels, self.name = fmt, channels, _text(name)
+
+    def layout(self):
+        # type: () -> dict
+        return {"width": self.width, "height": self.height, "format": self.format, "channels": self.channels}
+
+
+def style_name(style):
+    # type: (object) -> str
+    """A style's short name: a layer's name, or a file's name without its extension."""
+    if isinstance(style, StylePixels):
+        return style.name
+    return os.path.splitext(os.path.basename(_text(style)))[0]
+
+
 def style_mix(first, second, share):
-    # type: (str | None, str | None, float) -> list
-    """[(path, weight)] for the engine: the second style, when there is one, takes `share` of the mix."""
+    # type: (object, object, float) -> list
+    """[(style, weight)] for the engine, a style being a file's path or StylePixels: the second style,
+    when there is one, takes `share` of the mix."""
     if not first:
         raise EngineError(NO_STYLE, EXIT_USAGE)
     if not second:
@@ -246,7 +270,7 @@ def style_mix(first, second, share):
 def result_name(layer_name, styles):
     # type: (str, list) -> str
     """'<layer> (Neural Style: <style> + <second style>)', from the style files' names."""
-    stems = [os.path.splitext(os.path.basename(_text(path)))[0] for path, _weight in styles]
+    stems = [style_name(style) for style, _weight in styles]
     return native("%s (Neural Style: %s)" % (_text(layer_name), " + ".join(stems)))
 
 
@@ -288,6 +312,65 @@ def selection_misses(layer_name):
         % _text(layer_name),
         EXIT_USAGE,
     )
+
+
+# -- regions: the selection (or a channel) as the styles' masks (docs/regions.md) ------------------------
+
+REGION_WHOLE, REGION_INSIDE, REGION_SPLIT = "whole", "inside", "split"
+REGIONS = (
+    (REGION_WHOLE, "Everywhere (within the selection)"),
+    (REGION_INSIDE, "Style inside the region, picture kept outside"),
+    (REGION_SPLIT, "First style inside the region, second outside"),
+)
+REGION_NEEDS_TWO = (
+    "Region 'First style inside the region, second outside' needs a second style: choose one, or "
+    "choose 'Style inside the region'."
+)
+REGION_EMPTY = (
+    "The region is empty: select the part to paint (a feathered selection gives a soft edge), or "
+    "choose Region 'Everywhere'."
+)
+REGION_NOT_FRAMES = (
+    "Regions are not available for animation frames: choose Region 'Everywhere', or turn Layers are "
+    "animation frames off."
+)
+INVERT = bytearray(range(255, -1, -1))
+
+
+class RegionMask(object):
+    """A region as 8-bit gray pixels over the layer (255 = inside), row-major."""
+
+    def __init__(self, data, width, height):
+        # type: (bytes, int, int) -> None
+        _check_layout(data, width, height, "u8", 1)
+        self.data, self.width, self.height = bytes(data), width, height
+
+    def layout(self):
+        # type: () -> dict
+        return {"width": self.width, "height": self.height, "format": "u8", "channels": 1}
+
+    def inverted(self):
+        # type: () -> RegionMask
+        return RegionMask(self.data.translate(bytes(INVERT)), self.width, self.height)
+
+
+def region_masks(region, mask, style_count):
+    # type: (str, RegionMask | None, int) -> list | None
+    """One mask per style for `region` (a REGIONS name), or None for the styles everywhere; `mask` is
+    the region (the selection or a channel) over the layer. The one-line error for what cannot be."""
+    if region == REGION_WHOLE:
+        return None
+    if region not in (REGION_INSIDE, REGION_SPLIT):
+        raise EngineError(
+            "Unknown region %r: use %s." % (region, ", ".join(n for n, _ in REGIONS)), EXIT_USAGE
+        )
+    if region == REGION_SPLIT and style_count != 2:
+        raise EngineError(REGION_NEEDS_TWO, EXIT_USAGE)
+    if mask is None or not mask.data.strip(b"\x00"):
+        raise EngineError(REGION_EMPTY, EXIT_USAGE)
+    if region == REGION_SPLIT:
+        return [mask, mask.inverted()]
+    return [mask] * style_count  # two styles inside share it: blended there, as without a region
 
 
 def _text(value):
@@ -821,6 +904,19 @@ class _TerminateGuard(object):
             os._exit(128 + signum)
 
 
+FEATURE_NEEDED = "The installed engine cannot %s: run install.py again to update it."
+
+
+def check_engine_features(config, styles, masks):
+    # type: (dict, list, list | None) -> None
+    """Refuse what the installed engine's `describe` does not list, before any job is sent."""
+    features = engine_description(config).get("features") or []
+    if masks is not None and "style_masks" not in features:
+        raise EngineError(FEATURE_NEEDED % "paint regions", EXIT_USAGE)
+    if any(isinstance(s, StylePixels) for s, _w in styles) and "raw_styles" not in features:
+        raise EngineError(FEATURE_NEEDED % "take a layer as the style", EXIT_USAGE)
+
+
 def _check_layout(data, width, height, fmt, channels):
     # type: (bytes, int, int, str, int) -> None
     if fmt not in BYTES_PER_SAMPLE or channels not in (1, 2, 3, 4):
@@ -839,12 +935,14 @@ def _check_layout(data, width, height, fmt, channels):
 
 def _checked_styles(styles):
     # type: (list) -> list
-    """[(path, weight)] with paths as text, every file there; else the one-line error."""
+    """[(style, weight)] with paths as text, every file there; else the one-line error."""
     if not styles:
         raise EngineError(NO_STYLE, EXIT_USAGE)
     # GIMP 2.10 names files in UTF-8 bytes; Python 2 on Windows reads bytes as the ANSI code page.
-    styles = [(_text(path) if path else path, weight) for path, weight in styles]
+    styles = [(_text(path) if path and not isinstance(path, StylePixels) else path, w) for path, w in styles]
     for path, _weight in styles:
+        if isinstance(path, StylePixels):
+            continue
         if not path or not os.path.isfile(path):
             raise EngineError(
                 "Style image %s not found: choose an existing image file." % path, EXIT_BAD_IMAGE
@@ -971,9 +1069,10 @@ class EngineRun(object):
         self.content_data = data
         self.content = {"raw": path, "width": width, "height": height, "format": fmt, "channels": channels}
 
-    def run(self, styles, options, on_progress):
-        # type: (list, dict, object) -> bytes
-        """Stylise the content; styles: [(path, weight)]; on_progress(fraction, text) -> False cancels."""
+    def run(self, styles, options, on_progress, masks=None):
+        # type: (list, dict, object, list | None) -> bytes
+        """Stylise the content; styles: [(path or StylePixels, weight)]; masks: a RegionMask per style
+        (region_masks) or None; on_progress(fraction, text) -> False cancels."""
         options = dict(options)
         remote = options.get("device") == REMOTE
         if remote:
@@ -982,10 +1081,11 @@ class EngineRun(object):
         if self.content is None:
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
         styles = _checked_styles(styles)
-        served = self._run_served(styles, options, remote, on_progress)
+        check_engine_features(self.config, styles, masks)
+        served = self._run_served(styles, options, remote, on_progress, masks)
         if served is not None:
             return served
-        job_path = self._write_job(styles, options)
+        job_path = self._write_job(styles, options, masks)
         self._run_child(python, engine_command(self.config, python, job_path, self.folder), on_progress)
         return self._read_output()
 
@@ -1000,8 +1100,8 @@ class EngineRun(object):
         if last.get("event") == "error" or code != 0:
             raise self._failure(last, code)
 
-    def _run_served(self, styles, options, remote, on_progress):
-        # type: (list, dict, bool, object) -> bytes | None
+    def _run_served(self, styles, options, remote, on_progress, masks=None):
+        # type: (list, dict, bool, object, list | None) -> bytes | None
         """The job on a remote server (`remote`) or this machine's warm engine service; None when
         neither can take it, and the child process runs it."""
         import nst_service  # beside this module; it imports this one
@@ -1018,7 +1118,7 @@ class EngineRun(object):
         layout = dict((k, self.content[k]) for k in ("width", "height", "format", "channels"))
         sent = dict((k, v) for k, v in options.items() if v is not None)
         try:
-            data, self.started = server.run(self.content_data, layout, styles, sent, on_progress)
+            data, self.started = server.run(self.content_data, layout, styles, sent, on_progress, masks)
         except nst_service.Unavailable:
             return None  # it cannot run this job's device: the child process can
         self.server = server.url
@@ -1054,16 +1154,27 @@ class EngineRun(object):
         if self in _LIVE_RUNS:
             _LIVE_RUNS.remove(self)
 
-    def _write_job(self, styles, options):
-        # type: (list, dict) -> str
+    def _write_job(self, styles, options, masks=None):
+        # type: (list, dict, list | None) -> str
         options = job_options(self.config, options)
         output = {"raw": os.path.join(self.folder, "result.raw"), "format": self.content["format"]}
         if self.flatpak:
             styles = self._copy_styles(styles)
+        entries = []
+        for index, (style, weight) in enumerate(styles):
+            if isinstance(style, StylePixels):
+                entry = dict(style.layout(), raw=self._write_raw("style-%d.raw" % index, style.data))
+            else:
+                entry = {"path": style}
+            entry["weight"] = float(weight)
+            if masks is not None:
+                mask = masks[index]
+                entry["mask"] = dict(mask.layout(), raw=self._write_raw("mask-%d.raw" % index, mask.data))
+            entries.append(entry)
         job = {
             "version": PROTOCOL_VERSION,
             "content": self.content,
-            "styles": [{"path": path, "weight": float(weight)} for path, weight in styles],
+            "styles": entries,
             "options": options,
             "output": output,
         }
@@ -1072,11 +1183,21 @@ class EngineRun(object):
             handle.write("%s" % json.dumps(job, indent=2))
         return path
 
+    def _write_raw(self, name, data):
+        # type: (str, bytes) -> str
+        path = os.path.join(self.folder, name)
+        with open(path, "wb") as handle:
+            handle.write(data)
+        return path
+
     def _copy_styles(self, styles):
         # type: (list) -> list
         """Copies in the run folder: a path in the sandbox (a portal's, /tmp) may not exist on the host."""
         copies = []
         for index, (path, weight) in enumerate(styles):
+            if isinstance(path, StylePixels):  # written into the run folder anyway
+                copies.append((path, weight))
+                continue
             copy = os.path.join(self.folder, "style-%d%s" % (index, os.path.splitext(path)[1]))
             try:
                 shutil.copyfile(path, copy)
@@ -1238,6 +1359,7 @@ class FramesRun(EngineRun):
             raise EngineError(FRAMES_NOT_REMOTE, EXIT_USAGE)
         python = engine_python(self.config)
         check_frames(len(self.frames))
+        styles = [(self._style_file(index, style), weight) for index, (style, weight) in enumerate(styles)]
         styles = _checked_styles(styles)
         if self.flatpak:
             styles = self._copy_styles(styles)
@@ -1247,6 +1369,18 @@ class FramesRun(EngineRun):
         command = frames_command(self.config, python, inputs, styles, options, output, self.folder)
         self._run_child(python, command, on_progress)
         return [self._read_frame(output, path, channels) for path, channels in self.frames]
+
+    def _style_file(self, index, style):
+        # type: (int, object) -> object
+        """`batch` takes style files: a layer's 8-bit pixels go in a PNG in the run folder."""
+        if not isinstance(style, StylePixels):
+            return style
+        if style.format != "u8":
+            raise EngineError("Animation frames take an 8-bit style layer (a plug-in bug: read it as u8).")
+        path = os.path.join(self.folder, "style-%d.png" % index)
+        with open(path, "wb") as handle:
+            handle.write(png_bytes(style.data, style.width, style.height, style.channels))
+        return path
 
     def _item(self, event):
         # type: (dict) -> None

@@ -127,12 +127,13 @@ class Server(object):
                 % (self.url, status)
             )
 
-    def run(self, content, layout, styles, options, on_progress):
-        # type: (bytes, dict, list, dict, object) -> tuple
-        """Stylise raw `content` (its `layout`: width, height, format, channels) in the style of the image
-        files `styles` [(path, weight)]. Returns (result bytes in the content's layout, start event).
-        Unavailable when the server refuses our device before starting; EngineError otherwise."""
-        body = _request_body(content, layout, styles, options)
+    def run(self, content, layout, styles, options, on_progress, masks=None):
+        # type: (bytes, dict, list, dict, object, list | None) -> tuple
+        """Stylise raw `content` (its `layout`: width, height, format, channels) in the style of `styles`
+        [(path or StylePixels, weight)], each in its RegionMask of `masks` when given. Returns (result
+        bytes in the content's layout, start event). Unavailable when the server refuses our device
+        before starting; EngineError otherwise."""
+        body = _request_body(content, layout, styles, options, masks)
         started = {}  # type: dict
         connection = self.connect(STREAM_SECONDS)
         try:
@@ -217,11 +218,17 @@ def _read_line(response):
             return b"".join(line)
 
 
-def _request_body(content, layout, styles, options):
-    # type: (bytes, dict, list, dict) -> bytes
+def _request_body(content, layout, styles, options, masks=None):
+    # type: (bytes, dict, list, dict, list | None) -> bytes
     images = []  # type: list
-    weights = []  # type: list
+    entries = []  # type: list
     for path, weight in styles:
+        entry = {"weight": float(weight)}
+        entries.append(entry)
+        if isinstance(path, nst_bridge.StylePixels):
+            images.append(path.data)
+            entry["raw"] = path.layout()
+            continue
         try:
             with io.open(path, "rb") as handle:
                 images.append(handle.read())
@@ -231,11 +238,15 @@ def _request_body(content, layout, styles, options):
                 % (path, nst_bridge._error_text(exc)),
                 nst_bridge.EXIT_BAD_IMAGE,
             )
-        weights.append(float(weight))
+    for entry, data in zip(entries, images):  # noqa: B905 (2.7: no strict)
+        entry["bytes"] = len(data)
+    for entry, mask in zip(entries, masks or []):  # noqa: B905
+        entry["mask"] = {"bytes": len(mask.data), "raw": mask.layout()}
+        images.append(mask.data)  # the masks' bytes follow all the styles', in their order
     header = {
         "version": PROTOCOL_VERSION,
         "content": {"bytes": len(content), "raw": layout},
-        "styles": [{"bytes": len(data), "weight": weights[i]} for i, data in enumerate(images)],
+        "styles": entries,
         "options": options,
         "result": {"format": layout["format"], "size": "content"},
     }
