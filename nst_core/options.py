@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import UsageError
-from .presets import DEFAULT_PRESET, PRESETS, USER_PRESETS, Preset
+from .presets import DEFAULT_PRESET, PRESETS, PREVIEW_ITERATIONS, PREVIEW_SIZE, USER_PRESETS, Preset
 
 KEEP_COLORS = ("off", "luminance", "histogram")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -254,6 +254,7 @@ def describe() -> dict[str, Any]:
             for p in PRESETS.values()
         ],
         "user_presets": list(USER_PRESETS),
+        "preview": {"size": PREVIEW_SIZE, "iterations": PREVIEW_ITERATIONS},
         "options": {
             **{
                 name: {"default": getattr(defaults, name), "min": low, "max": high}

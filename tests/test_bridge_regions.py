@@ -102,7 +102,7 @@ def test_two_styles_in_two_regions_by_the_child_and_by_the_service(
     served, server = run({**config, "service": True}, styles, masks)
     assert server is not None
     assert np.abs(np.frombuffer(served, np.uint8).astype(int) - np.frombuffer(child, np.uint8)).max() <= 1
-    assert list(Path(nst_bridge.runs_folder()).glob(nst_bridge.TEMP_PREFIX + "*")) == []
+    assert list(Path(nst_bridge.runs_folder()).glob(f"{nst_bridge.TEMP_PREFIX}{os.getpid()}-*")) == []
 
 
 def test_the_masks_a_region_makes() -> None:
