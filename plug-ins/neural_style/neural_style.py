@@ -19,6 +19,7 @@ from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nst_bridge  # noqa: E402
+import nst_preview  # noqa: E402
 
 PROC_NAME = "python-fu-neural-style"
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -28,8 +29,23 @@ U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Pr
 # "share" is the second style's part of the mix.
 ARGUMENTS = (
     ("style-file", "file", "St_yle image", "The picture whose style is painted in"),
+    ("style-layer", "layer", "Style _layer (instead of the file)", "A layer of any open image as the style"),
     ("style2-file", "file", "Second style _image (optional)", "A second picture, blended with the first"),
+    ("style2-layer", "layer", "Second style la_yer (optional)", "A layer as the second style"),
     ("style2-blend", "share", "Second style shar_e", "How much of the style comes from the second picture"),
+    (
+        "region",
+        "region",
+        "_Region",
+        "Where the style goes: everywhere in the selection, or inside the selection (or channel) only, "
+        "or the first style inside and the second outside, blended across a feathered edge",
+    ),
+    (
+        "region-channel",
+        "channel",
+        "Region c_hannel (none = the selection)",
+        "A channel whose white is the region, instead of the selection",
+    ),
     ("preset", "choice", "_Quality", "Quality preset: more time gives a finer result"),
     ("strength", "double", "Style s_trength", "Multiplies the style weight: higher paints more style"),
     ("keep-colors", "choice", "_Keep original colours", "The layer's colours, the style's texture only"),
@@ -47,6 +63,7 @@ ARGUMENTS = (
     ),
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
+LAYER_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "layer"]  # one per file
 ENGINE_OPTIONS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "int", "double")]
 
 
@@ -62,6 +79,15 @@ def add_argument(
         procedure.add_double_argument(name, label, blurb, 0.0, 1.0, 0.5, RW)
     elif kind == "boolean":
         procedure.add_boolean_argument(name, label, blurb, False, RW)
+    elif kind == "layer":
+        procedure.add_layer_argument(name, label, blurb, True, RW)
+    elif kind == "channel":
+        procedure.add_channel_argument(name, label, blurb, True, RW)
+    elif kind == "region":
+        choice = Gimp.Choice.new()
+        for index, (nick, text) in enumerate(nst_bridge.REGIONS):
+            choice.add(nick, index, text, "")
+        procedure.add_choice_argument(name, label, blurb, choice, nst_bridge.REGION_WHOLE, RW)
     elif kind == "choice":
         items, default = nst_bridge.choices(config, option)
         choice = Gimp.Choice.new()
@@ -76,10 +102,54 @@ def add_argument(
             procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
 
 
-def read_styles(config: Gimp.ProcedureConfig) -> list[tuple[str, float]]:
-    first, second = (config.get_property(name) for name in FILE_ARGUMENTS)
-    share = config.get_property("style2-blend")
-    return nst_bridge.style_mix(first and first.get_path(), second and second.get_path(), share)
+def read_styles(config: Gimp.ProcedureConfig, eight_bit: bool = False, longest: int = 0) -> list:
+    """[(path or StylePixels, weight)]: each style's layer when one is chosen, else its file."""
+    styles = []
+    for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
+        layer, file = config.get_property(layer_name), config.get_property(file_name)
+        styles.append(read_style_layer(layer, eight_bit, longest) if layer else file and file.get_path())
+    return nst_bridge.style_mix(*styles, config.get_property("style2-blend"))
+
+
+def read_style_layer(layer: Gimp.Layer, eight_bit: bool, longest: int = 0) -> nst_bridge.StylePixels:
+    """A layer's pixels as a style, at its image's bit depth (8-bit for frames), alpha included; shrunk
+    to `longest` pixels when given (a preview: the engine shrinks a style to its working size anyway)."""
+    if not layer.is_valid():
+        raise nst_bridge.EngineError(
+            "The style layer no longer exists (its image was closed): choose another layer or a file.",
+            nst_bridge.EXIT_USAGE,
+        )
+    babl, fmt, channels = pixel_layout(layer.get_image(), layer, eight_bit)
+    scale = min(1.0, longest / max(layer.get_width(), layer.get_height())) if longest else 1.0
+    width, height = scaled(layer.get_width(), layer.get_height(), scale)
+    data = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), scale, babl, Gegl.AbyssPolicy.NONE)
+    return nst_bridge.StylePixels(data, width, height, fmt, channels, layer.get_name())
+
+
+def scaled(width: int, height: int, scale: float) -> tuple[int, int]:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def read_region(
+    image: Gimp.Image, layer: Gimp.Layer, config: Gimp.ProcedureConfig, styles: list, scale: float = 1.0
+):
+    """The styles' masks over the whole of `layer` (None: no region, the styles everywhere): the
+    chosen channel, else the selection, as 8-bit gray where the layer lies."""
+    region = config.get_property("region")
+    if region == nst_bridge.REGION_WHOLE:
+        return None
+    channel = config.get_property("region-channel")
+    if channel is None and Gimp.Selection.is_empty(image):
+        return nst_bridge.region_masks(region, None, len(styles))  # the one-line "empty region" error
+    channel = channel or image.get_selection()
+    _, layer_x, layer_y = layer.get_offsets()
+    _, channel_x, channel_y = channel.get_offsets()
+    width, height = scaled(layer.get_width(), layer.get_height(), scale)
+    rect = Gegl.Rectangle.new(
+        round((layer_x - channel_x) * scale), round((layer_y - channel_y) * scale), width, height
+    )
+    data = channel.get_buffer().get(rect, scale, "Y u8", Gegl.AbyssPolicy.NONE)  # outside the channel: 0
+    return nst_bridge.region_masks(region, nst_bridge.RegionMask(data, width, height), len(styles))
 
 
 def read_options(config: Gimp.ProcedureConfig, engine_config: dict) -> dict:
@@ -110,13 +180,14 @@ def selected_part(layer: Gimp.Layer) -> tuple[int, int, int, int]:
     return x, y, width, height
 
 
-def read_part(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False) -> dict:
-    """The selected part of `layer`: where it lies, its pixel layout and its pixels."""
-    x, y, width, height = selected_part(layer)
+def read_part(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False, whole: bool = False) -> dict:
+    """The selected part of `layer` (all of it when `whole`: a region decides where the styles go):
+    where it lies, its pixel layout and its pixels."""
+    x, y, width, height = (0, 0, layer.get_width(), layer.get_height()) if whole else selected_part(layer)
     babl, fmt, channels = pixel_layout(image, layer, eight_bit)
     pixels = layer.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, babl, Gegl.AbyssPolicy.NONE)
     part = {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl}
-    return part | {"format": fmt, "channels": channels, "pixels": pixels}
+    return part | {"format": fmt, "channels": channels, "pixels": pixels, "clip": not whole}
 
 
 def stylize_layer(
@@ -126,13 +197,22 @@ def stylize_layer(
     options: dict,
     engine_config: dict,
     report: Callable[[float, str], bool],
+    config: Gimp.ProcedureConfig,
 ) -> dict:
-    """Run the engine on the selected part of `layer`; the result and where it goes."""
-    part = read_part(image, layer)
+    """Run the engine on the selected part of `layer`, or on all of it in its region; the result and
+    where it goes."""
+    masks = read_region(image, layer, config, styles)
+    part = read_part(image, layer, whole=masks is not None)
     with nst_bridge.EngineRun(engine_config) as run:
         run.set_content_raw(part["pixels"], part["width"], part["height"], part["format"], part["channels"])
-        part["pixels"] = run.run(styles, options, report)
+        part["pixels"] = run.run(styles, options, report, masks)
     return part
+
+
+def check_frames(count: int, config: Gimp.ProcedureConfig) -> None:
+    nst_bridge.check_frames(count)
+    if config.get_property("region") != nst_bridge.REGION_WHOLE:
+        raise nst_bridge.EngineError(nst_bridge.REGION_NOT_FRAMES, nst_bridge.EXIT_USAGE)
 
 
 def frame_order(image: Gimp.Image, layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
@@ -187,7 +267,8 @@ def insert_result(
     if (pixel_width, pixel_height) != (width, height):  # a frame comes back at the working size
         layer.scale(width, height, True)
     layer.set_offsets(offset_x + result["x"], offset_y + result["y"])
-    if not Gimp.Selection.is_empty(image):  # outside a non-rectangular selection stays transparent
+    # Outside a non-rectangular selection stays transparent; a region's edge the engine blended itself.
+    if result.get("clip", True) and not Gimp.Selection.is_empty(image):
         layer.add_mask(layer.create_mask(Gimp.AddMaskType.SELECTION))
         layer.remove_mask(Gimp.MaskApplyMode.APPLY)
     layer.update(0, 0, width, height)
@@ -237,15 +318,129 @@ def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
 
 
 # The settings the time estimate depends on: a change re-estimates it (debounced, see EstimateRefresh).
-ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file")
+ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file", "style2-layer")
 
 
 def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> list[str]:
     """The engine's plan command for the first layer's selected part, with the dialog's settings."""
     _x, _y, width, height = selected_part(check_layers(layers)[0])
-    styles = 2 if config.get_property("style2-file") else 1
+    styles = 2 if config.get_property("style2-file") or config.get_property("style2-layer") else 1
     options = read_options(config, engine_config)
     return nst_bridge.plan_command(engine_config, width, height, styles, options)
+
+
+def one_style_source(config: Gimp.ProcedureConfig) -> None:
+    """A style is a file or a layer: choosing one clears the other, so the dialog shows what is used."""
+
+    def clear(chosen: str, other: str) -> Callable:
+        return lambda config, _spec: config.get_property(chosen) and config.set_property(other, None)
+
+    for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
+        config.connect("notify::" + file_name, clear(file_name, layer_name))
+        config.connect("notify::" + layer_name, clear(layer_name, file_name))
+
+
+PREVIEW_DELAY_MS = 800  # after a first preview, settings that stop changing this long are previewed again
+PREVIEW_HINT = "Preview: the settings on a small copy of the layer."
+
+
+def preview_job(image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, engine_config: dict):
+    """A small copy of the first layer (its selected part, or all of it in a region) and what runs on it."""
+    layer = check_layers(layers)[0]
+    styles = read_styles(config, longest=2 * nst_preview.preview_settings(engine_config)[0])
+    options = read_options(config, engine_config)
+    if options.get("device") == nst_bridge.REMOTE:
+        options.pop("device")  # a preview is computed here: a server's queue is no place for a quick look
+    whole = config.get_property("region") != nst_bridge.REGION_WHOLE
+    x, y, width, height = (0, 0, layer.get_width(), layer.get_height()) if whole else selected_part(layer)
+    scale = nst_preview.preview_scale(engine_config, width, height)
+    small_width, small_height = scaled(width, height, scale)
+    rect = Gegl.Rectangle.new(round(x * scale), round(y * scale), small_width, small_height)
+    pixels = layer.get_buffer().get(rect, scale, "R'G'B'A u8", Gegl.AbyssPolicy.NONE)
+    masks = read_region(image, layer, config, styles, scale) if whole else None
+    return nst_preview.PreviewJob(pixels, small_width, small_height, 4, styles, options, masks)
+
+
+class DialogPreview:
+    """The dialog's Preview button, its picture and its line of text. After the first press, a change of
+    settings previews again once they rest; any change cancels the preview in flight."""
+
+    def __init__(self, image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, engine_config: dict):
+        from gi.repository import Gtk
+
+        self.image, self.layers, self.config, self.engine_config = image, layers, config, engine_config
+        self.worker = nst_preview.PreviewWorker(
+            engine_config, GLib.idle_add, self.show, self.say, self.progress
+        )
+        self.wanted = False
+        self.timer = 0
+        self.box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4, margin_top=6)
+        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=8)
+        self.button = Gtk.Button.new_with_mnemonic("_Preview")
+        self.button.connect("clicked", self.start)
+        self.label = Gtk.Label(label=PREVIEW_HINT, xalign=0.0, wrap=True, max_width_chars=50)
+        row.pack_start(self.button, False, False, 0)
+        row.pack_start(self.label, True, True, 0)
+        self.picture = Gtk.Image()
+        size = nst_preview.preview_settings(engine_config)[0]
+        self.picture.set_size_request(size, -1)
+        self.box.pack_start(row, False, False, 0)
+        self.box.pack_start(self.picture, False, False, 0)
+        self.box.show_all()
+        self.picture.hide()
+        config.connect("notify", self.changed)
+
+    def start(self, *_ignored: object) -> None:
+        self.wanted = True
+        self._stop_timer()
+        try:
+            job = preview_job(self.image, self.layers, self.config, self.engine_config)
+        except nst_bridge.EngineError as error:
+            self.worker.cancel()
+            self.say(error.message)
+            return
+        self.worker.start(job)
+        self.say("Preview: starting the engine\u2026")
+
+    def changed(self, *_ignored: object) -> None:
+        self.worker.cancel()
+        self._stop_timer()
+        if self.wanted:
+            self.say("Preview: settings changed\u2026")
+            self.timer = GLib.timeout_add(PREVIEW_DELAY_MS, self._rested)
+
+    def _rested(self) -> bool:
+        self.timer = 0
+        self.start()
+        return False
+
+    def _stop_timer(self) -> None:
+        if self.timer:
+            GLib.source_remove(self.timer)
+            self.timer = 0
+
+    def show(self, pixels: bytes, width: int, height: int, channels: int) -> None:
+        from gi.repository import GdkPixbuf
+
+        picture = GdkPixbuf.Pixbuf.new_from_bytes(
+            GLib.Bytes.new(pixels), GdkPixbuf.Colorspace.RGB, True, 8, width, height, width * channels
+        )
+        self.picture.set_from_pixbuf(picture)
+        self.picture.show()
+        self.say(f"Preview at {width}\u00d7{height} px: press OK to render the layer.")
+
+    def progress(self, fraction: float, text: str) -> None:
+        self.say(f"Preview: {text}" if text else f"Preview: {fraction:.0%}")
+
+    def say(self, text: str) -> None:
+        self.label.set_text(text)
+        if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests read it there
+            print(f"neural-style preview: {text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """The dialog closes: stop the preview's engine and wait for its files to go."""
+        self._stop_timer()
+        self.worker.close()
 
 
 class PlanProcess:
@@ -304,7 +499,11 @@ def estimate_label(config: Gimp.ProcedureConfig, engine_config: dict, layers: li
 
 
 def show_dialog(
-    procedure: Gimp.Procedure, config: Gimp.ProcedureConfig, engine_config: dict, drawables: list
+    procedure: Gimp.Procedure,
+    config: Gimp.ProcedureConfig,
+    engine_config: dict,
+    image: Gimp.Image,
+    drawables: list,
 ) -> bool:
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
@@ -312,18 +511,23 @@ def show_dialog(
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config)
-    dialog.fill([p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS])
-    # The style pictures come first: they are what the user must choose.
+    # The styles come first, what the user must choose: each one's file, then its layer instead.
+    names = [p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS]
+    dialog.fill(LAYER_ARGUMENTS + [name for name in names if name not in LAYER_ARGUMENTS])
     content = dialog.get_content_area()
-    for position, name in enumerate(FILE_ARGUMENTS):
+    for index, name in enumerate(FILE_ARGUMENTS):
         chooser = file_chooser(config, name)
         content.pack_start(chooser, False, False, 0)
-        content.reorder_child(chooser, position)
-    # Under the controls: the time the current settings take, before OK.
+        content.reorder_child(chooser, 2 * index)
+    one_style_source(config)
+    # Under the controls: the time the current settings take, and their preview, before OK.
     label, refresh = estimate_label(config, engine_config, drawables)
     content.pack_start(label, False, False, 0)
+    preview = DialogPreview(image, drawables, config, engine_config)
+    content.pack_start(preview.box, False, False, 0)
     refresh.changed()
     accepted = dialog.run()
+    preview.close()
     refresh.close()
     dialog.destroy()
     return accepted
@@ -341,21 +545,29 @@ def neural_style(
         engine_config = nst_bridge.load_config(PLUGIN_DIR)
     except nst_bridge.EngineError as error:
         return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
-    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(procedure, config, engine_config, drawables):
+    if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(
+        procedure, config, engine_config, image, drawables
+    ):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     animate = config.get_property("frames")
     Gimp.progress_init("Neural style")
     try:
-        styles, options = read_styles(config), read_options(config, engine_config)
+        styles, options = read_styles(config, eight_bit=animate), read_options(config, engine_config)
         layers = check_layers(drawables)
         # Every layer is computed before any is inserted: a failure leaves the image untouched.
         if animate:
-            nst_bridge.check_frames(len(layers))
+            check_frames(len(layers), config)
             results = stylize_frames(image, layers, styles, options, engine_config, progress_reporter(0, 1))
         else:
             results = [
                 stylize_layer(
-                    image, layer, styles, options, engine_config, progress_reporter(index, len(layers))
+                    image,
+                    layer,
+                    styles,
+                    options,
+                    engine_config,
+                    progress_reporter(index, len(layers)),
+                    config,
                 )
                 for index, layer in enumerate(layers)
             ]
