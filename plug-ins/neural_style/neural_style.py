@@ -29,21 +29,21 @@ U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Pr
 # "share" is the second style's part of the mix.
 ARGUMENTS = (
     ("style-file", "file", "St_yle image", "The picture whose style is painted in"),
-    ("style-layer", "layer", "Style _layer (instead of the file)", "A layer of any open image as the style"),
+    ("style-layer", "layer", "Style layer (instead of the file)", "A layer of any open image as the style"),
     ("style2-file", "file", "Second style _image (optional)", "A second picture, blended with the first"),
-    ("style2-layer", "layer", "Second style la_yer (optional)", "A layer as the second style"),
+    ("style2-layer", "layer", "Second style layer (optional)", "A layer as the second style"),
     ("style2-blend", "share", "Second style shar_e", "How much of the style comes from the second picture"),
     (
         "region",
         "region",
-        "_Region",
+        "Re_gion",
         "Where the style goes: everywhere in the selection, or inside the selection (or channel) only, "
         "or the first style inside and the second outside, blended across a feathered edge",
     ),
     (
         "region-channel",
         "channel",
-        "Region c_hannel (none = the selection)",
+        "Region channel (none: the selection)",
         "A channel whose white is the region, instead of the selection",
     ),
     ("preset", "choice", "_Quality", "Quality preset: more time gives a finer result"),
@@ -430,6 +430,7 @@ class DialogPreview:
         self.say(f"Preview at {width}\u00d7{height} px: press OK to render the layer.")
 
     def progress(self, fraction: float, text: str) -> None:
+        text = text.removeprefix("Neural style: ")  # the progress bar's wording
         self.say(f"Preview: {text}" if text else f"Preview: {fraction:.0%}")
 
     def say(self, text: str) -> None:

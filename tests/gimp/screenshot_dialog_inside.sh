@@ -5,7 +5,11 @@
 # grabbed to WORK/dialog.png once its time estimate is shown, then Escape to cancel it and
 # everything shut down. With SIZE, the working size is then typed into the dialog and it is
 # grabbed again, to WORK/dialog-size.png, once the estimate has been refreshed.
-# The plug-in's estimate lines (NST_DEBUG=1) end up in WORK/gimp.log.
+# With PREVIEW=1 in the environment, Preview is then pressed twice, the dialog grabbed to
+# WORK/dialog-preview.png once the first preview shows, the seconds from press to picture written
+# to WORK/preview-times.txt ("cold S" and "warm S"), and a third preview closed while in flight
+# (how long closing took: "close S"; the run folders left then: "left N").
+# The plug-in's estimate and preview lines (NST_DEBUG=1) end up in WORK/gimp.log.
 #   screenshot_dialog_inside.sh WORK DISPLAY_NUMBER [SIZE]
 set -u
 work=$1 n=$2 size=${3:-}
@@ -83,6 +87,34 @@ if [[ -n $size ]]; then
     wait_estimate "$before"
     grab "$work/dialog-size.png"
 fi
+previews() { grep -c '^neural-style preview: Preview at' "$work/gimp.log"; }
+since() { python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$1"; }
+run_folders() { find /tmp -maxdepth 1 -name 'nst-plugin-*' | sort; }
+preview() {   # press Preview; "$1 SECONDS" (press to picture) into preview-times.txt
+    local before started end
+    before=$(previews) started=$(date +%s.%N) end=$((SECONDS + 120))
+    xdotool key alt+p
+    while (($(previews) <= before)) && ((SECONDS < end)); do sleep 0.1; done
+    if (($(previews) > before)); then
+        echo "$1 $(since "$started")" >> "$work/preview-times.txt"
+    else
+        echo "no preview appeared in the dialog" >&2
+    fi
+}
+if [[ ${PREVIEW:-} == 1 ]]; then
+    : > "$work/preview-times.txt"
+    run_folders > "$work/folders-before.txt"
+    preview cold
+    grab "$work/dialog-preview.png"
+    preview warm
+    xdotool key alt+p sleep 1   # a third one, in flight when the dialog closes
+fi
+started=$(date +%s.%N)
 xdotool key Escape
+for _ in $(seq 300); do grep -q '^dialog closed' "$work/gimp.log" && break; sleep 0.1; done
+if [[ ${PREVIEW:-} == 1 ]]; then
+    echo "close $(since "$started")" >> "$work/preview-times.txt"
+    echo "left $(run_folders | comm -13 "$work/folders-before.txt" - | wc -l)" >> "$work/preview-times.txt"
+fi
 for _ in $(seq 100); do kill -0 "$gimp" 2> /dev/null || break; sleep 0.1; done
 grep '^dialog closed' "$work/gimp.log"
