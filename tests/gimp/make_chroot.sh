@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Build (or check) a Debian trixie chroot holding GIMP 3 with Python plug-in support,
-# for running the plug-in's tests in a real GIMP on any Debian-like host.
+# Build (or check) a Debian chroot holding GIMP 3 with Python plug-in support, for running
+# the plug-in's tests in a real GIMP on any Debian-like host: trixie has GIMP 3.0 (3.0.4),
+# forky GIMP 3.2 (3.2.6).
 #
-#   tests/gimp/make_chroot.sh [ROOT]     (run as root; default ROOT: $GIMP3_ROOT or /var/tmp/gimp3-root)
+#   tests/gimp/make_chroot.sh [ROOT]     (run as root)
+#   SUITE=forky tests/gimp/make_chroot.sh [ROOT]
+#
+# Default ROOT: $GIMP3_ROOT or /var/tmp/gimp3-root for trixie, $GIMP32_ROOT or
+# /var/tmp/gimp32-root for a later suite.
 #
 # Environment:
+#   SUITE           the Debian suite (default trixie); forky (or sid) for GIMP 3.2
 #   MIRROR          Debian mirror (default: the first .../debian URI in the host's apt sources,
 #                   else http://deb.debian.org/debian)
 #   EXTRA_PACKAGES  more packages, space-separated (make_screenshots.sh adds "xvfb xdotool")
@@ -14,8 +20,18 @@
 # with /proc and /dev, so nothing stays mounted on the host.
 set -euo pipefail
 
-root=$(realpath -m "${1:-${GIMP3_ROOT:-/var/tmp/gimp3-root}}")
-suite=trixie   # the first Debian release with GIMP 3 (3.0.4); bookworm has only 2.10
+# trixie is the first Debian release with GIMP 3 (3.0.4); bookworm has only 2.10.
+suite=${SUITE:-trixie}
+if [[ $suite == trixie ]]; then
+    root=$(realpath -m "${1:-${GIMP3_ROOT:-/var/tmp/gimp3-root}}")
+    script=() apt_update=(apt-get update -qq)
+else
+    root=$(realpath -m "${1:-${GIMP32_ROOT:-/var/tmp/gimp32-root}}")
+    # A bookworm host's debootstrap has no script for forky; sid's fits every suite after trixie.
+    # The mirror's testing and unstable Release files can be past their Valid-Until date.
+    script=(/usr/share/debootstrap/scripts/sid)
+    apt_update=(apt-get -o Acquire::Check-Valid-Until=false update -qq)
+fi
 # shellcheck disable=SC2206
 packages=(gimp gir1.2-gimp-3.0 python3-gi ${EXTRA_PACKAGES:-})
 
@@ -64,7 +80,7 @@ if [[ ! -x $root/usr/bin/apt-get ]]; then
     mirror=${MIRROR:-$(host_mirror)}
     mirror=${mirror:-http://deb.debian.org/debian}
     say "debootstrap --variant=minbase $suite from $mirror"
-    debootstrap --variant=minbase "$suite" "$root" "$mirror" > "$root.debootstrap.log" 2>&1 ||
+    debootstrap --variant=minbase "$suite" "$root" "$mirror" "${script[@]}" > "$root.debootstrap.log" 2>&1 ||
         { tail -20 "$root.debootstrap.log" >&2; exit 1; }
     rm -f "$root.debootstrap.log"
 fi
@@ -80,12 +96,12 @@ done
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     in_chroot dpkg --configure -a
-    in_chroot apt-get update -qq
+    in_chroot "${apt_update[@]}"
     in_chroot apt-get install -y -qq --no-install-recommends "${missing[@]}" > "$root.apt.log" 2>&1 ||
         { tail -20 "$root.apt.log" >&2; exit 1; }
     rm -f "$root.apt.log"
     in_chroot apt-get clean
 fi
 
-version=$(in_chroot gimp-console-3.0 --version)
+version=$(in_chroot gimp-console-3 --version)   # gimp-console-3.0 or -3.2; -3 in both
 say "ready: $version at $root"

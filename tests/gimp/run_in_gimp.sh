@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Run a Python batch snippet (or any program) inside the chroot's headless GIMP 3.
+# Run a Python batch snippet (or any program) inside the chroot's headless GIMP 3 (3.0 or 3.2).
 #
 #   tests/gimp/run_in_gimp.sh [options] SNIPPET.py [ARGS...]   runpy the file as __main__ in python-fu-eval
 #   tests/gimp/run_in_gimp.sh [options] --cmd PROG [ARGS...]   run PROG in the chroot instead of GIMP
 #
 # Options (* = repeatable):
-#   --root DIR        the chroot (default: $GIMP3_ROOT or /var/tmp/gimp3-root; see make_chroot.sh)
+#   --root DIR        the chroot (default: $GIMP3_ROOT or /var/tmp/gimp3-root, GIMP 3.0; the GIMP 3.2
+#                     one is $GIMP32_ROOT or /var/tmp/gimp32-root; see make_chroot.sh)
 #   --profile DIR     the GIMP profile folder on the host (default: a fresh one, removed afterwards);
 #                     plug-ins are installed there by the caller, e.g. with install.py --gimp-dir
 #   --bind DIR      * bind-mount host DIR at the same path inside the chroot
@@ -49,7 +50,7 @@ while (($#)); do
 done
 [[ -n $file || ${#cmd[@]} -gt 0 ]] || usage
 [[ $(id -u) == 0 ]] || { echo "run_in_gimp.sh: run as root (chroot, mount namespaces)" >&2; exit 2; }
-[[ -x $root/usr/bin/gimp-console-3.0 ]] ||
+[[ -x $root/usr/bin/gimp-console-3 ]] ||   # gimp-console-3.0 or -3.2; -3 in both
     { echo "run_in_gimp.sh: no GIMP 3 chroot at $root: run tests/gimp/make_chroot.sh" >&2; exit 2; }
 
 tmp=$(mktemp -d /tmp/run-in-gimp.XXXXXX)
@@ -69,7 +70,7 @@ if ((${#cmd[@]} == 0)); then
     code="import runpy, sys
 sys.argv = ['$file'] + open('$tmp/args').read().split(chr(0))[:-1]
 runpy.run_path('$tmp/snippet.py', run_name='__main__')"
-    cmd=(gimp-console-3.0 --no-interface --batch-interpreter python-fu-eval --batch "$code" --quit)
+    cmd=(gimp-console-3 --no-interface --batch-interpreter python-fu-eval --batch "$code" --quit)
 fi
 printf '%s\0' "${binds[@]}" > "$tmp/binds"
 printf '%s\0' "${envs[@]}" > "$tmp/env"

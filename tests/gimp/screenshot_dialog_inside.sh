@@ -42,7 +42,7 @@ if os.path.exists("$work/dialog_args.json"):
         config.set_property(name, value)
 print("dialog closed:", procedure.run(config).index(0).value_nick)
 EOF
-gimp-3.0 --no-splash --gimprc "$work/gimprc" --batch-interpreter python-fu-eval \
+gimp-3 --no-splash --gimprc "$work/gimprc" --batch-interpreter python-fu-eval \
     -b "exec(open('$work/open_dialog.py').read())" --quit > "$work/gimp.log" 2>&1 &
 gimp=$!
 window="" end=$((SECONDS + 90))
