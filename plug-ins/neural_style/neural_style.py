@@ -545,7 +545,7 @@ def neural_style(
     try:
         engine_config = nst_bridge.load_config(PLUGIN_DIR)
     except nst_bridge.EngineError as error:
-        return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
+        return failed(procedure, run_mode, error.message)
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(
         procedure, config, engine_config, image, drawables
     ):
@@ -573,7 +573,7 @@ def neural_style(
                 for index, layer in enumerate(layers)
             ]
     except nst_bridge.EngineError as error:
-        return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(error.message))
+        return failed(procedure, run_mode, error.message)
     finally:
         Gimp.progress_end()
     if animate:
@@ -588,6 +588,19 @@ def neural_style(
         image.undo_group_end()
     Gimp.displays_flush()
     return procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
+
+
+def failed(procedure: Gimp.Procedure, run_mode: Gimp.RunMode, message: str) -> Gimp.ValueArray:
+    """EXECUTION_ERROR with the message. GIMP 3.0 shows it in every run mode; 3.2 and later only in
+    interactive runs, so Filters > Repeat (WITH_LAST_VALS) would fail silently: say it here then."""
+    if run_mode != Gimp.RunMode.INTERACTIVE and gimp_version() >= (3, 2):
+        Gimp.message(message)
+    return procedure.new_return_values(Gimp.PDBStatusType.EXECUTION_ERROR, GLib.Error(message))
+
+
+def gimp_version() -> tuple[int, ...]:
+    """The running GIMP's (major, minor), e.g. (3, 2)."""
+    return tuple(int(part) for part in Gimp.version().split(".")[:2])
 
 
 def animation_made(
