@@ -7,13 +7,16 @@ PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside t
 "select": [[x, y, w, h], "rect" | "ellipse"] or absent, "convert": "gray" | precision name,
 "args": {argument: value}, "engine_config": a config to use for this case only,
 "kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine child runs, or
-"service" to do it once the warm engine service runs its job}]}.
+"service" to do it once the warm engine service runs its job, "repeat_after_deleting": a file
+to delete after a first successful call with "args" on another image, before the case's own
+call, which is then Filters > Repeat's, WITH_LAST_VALS (see repeat_with_last_values)}]}.
 
-For each case the manifest (OUT/manifest.json) records the call's status and error message,
-the layers before and after (top first), and raw pixel dumps of every layer after the call,
-which pytest checks on the host, the call's seconds and the pid of the warm engine service then;
-whether the image is dirty (it is made clean before the call), how many images GIMP has before
-and after, and the image the call returned (Layers are animation frames), described as the image is.
+The manifest (OUT/manifest.json) records GIMP's version and, for each case, the call's status
+and error message, the layers before and after (top first), and raw pixel dumps of every layer
+after the call, which pytest checks on the host, the call's seconds and the pid of the warm engine
+service then; whether the image is dirty (it is made clean before the call), how many images GIMP
+has before and after, the image the call returned (Layers are animation frames), described as the
+image is, and a repeat's first call (status, error).
 Any unexpected exception makes GIMP exit non-zero.
 """
 
@@ -97,9 +100,9 @@ def describe_layers(image, out, tag):
     return layers
 
 
-def call_plugin(procedure, image, args):
+def call_plugin(procedure, image, args, run_mode=NONINTERACTIVE):
     config = procedure.create_config()
-    config.set_property("run-mode", NONINTERACTIVE)
+    config.set_property("run-mode", run_mode)
     config.set_property("image", image)
     config.set_core_object_array("drawables", image.get_selected_layers())
     for name, value in args.items():
@@ -202,7 +205,23 @@ def kill_plugin_when_service_runs(report, plan):
     report["service_freed"] = service_health(plan).get("jobs") == 0
 
 
+def repeat_with_last_values(procedure, case):
+    """Filters > Repeat after the style file of the last run was moved away: one successful call with
+    the case's arguments (on an image of its own), then the file deleted. Repeat calls the procedure
+    WITH_LAST_VALS, and libgimp puts the values it stored after the last interactive run in place
+    of the arguments. It stores none for a NONINTERACTIVE run, so in this headless GIMP there are
+    none, and libgimp keeps the arguments passed: the case's call passes the first call's again, to
+    stand for them. The first call's status and error, for the manifest."""
+    first = build_image(case)
+    first.set_selected_layers(first.get_layers())
+    status, error, _ = call_plugin(procedure, first, case["args"])
+    first.delete()
+    os.remove(case["repeat_after_deleting"])
+    return status, error
+
+
 def run_case(procedure, case, plan):
+    first = repeat_with_last_values(procedure, case) if "repeat_after_deleting" in case else None
     image = build_image(case)
     image.set_selected_layers(image.get_layers())
     image.clean_all()
@@ -222,7 +241,10 @@ def run_case(procedure, case, plan):
         watcher.start()
     started = time.monotonic()
     try:
-        status, error, returned = call_plugin(procedure, image, case["args"])
+        if first:
+            status, error, returned = call_plugin(procedure, image, case["args"], Gimp.RunMode.WITH_LAST_VALS)
+        else:
+            status, error, returned = call_plugin(procedure, image, case["args"])
         seconds = time.monotonic() - started
         if case.get("kill_plugin"):
             watcher.join(130)
@@ -244,6 +266,7 @@ def run_case(procedure, case, plan):
         "dirty": image.is_dirty(),
         "images": [images_before, len(Gimp.get_images())],
         "returned": None,
+        "first": first,
     }
     if returned is not None:
         result["returned"] = {
@@ -261,7 +284,7 @@ def main():
     with open(sys.argv[1]) as handle:
         plan = json.load(handle)
     procedure = Gimp.get_pdb().lookup_procedure(PROC_NAME)
-    manifest = {"registered": procedure is not None, "cases": {}}
+    manifest = {"gimp_version": Gimp.version(), "registered": procedure is not None, "cases": {}}
     if procedure is not None:
         manifest["registration"] = registration(procedure)
         for case in plan["cases"]:

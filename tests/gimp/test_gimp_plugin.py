@@ -1,11 +1,13 @@
-"""The GIMP 3 plug-in in a real GIMP 3.0 (a Debian trixie chroot, headless), end to end.
+"""The GIMP 3 plug-in in a real GIMP, end to end: GIMP 3.0 (Debian trixie) and GIMP 3.2 (Debian
+forky), each headless in its own chroot.
 
-One GIMP run covers every case (see batch_neural_style.py); the tests below check its
-manifest. The plug-in is installed by install.py into the profile folder that GIMP then
+For each version one GIMP run covers every case (see batch_neural_style.py); the tests below
+check its manifest. The plug-in is installed by install.py into the profile folder that GIMP then
 uses; the engine is this test environment's own Python (`--engine-python`), made visible
 inside the chroot by bind mounts, with the random test weights. Needs root (chroot, mount
-namespaces); the chroot is built on first use (tests/gimp/make_chroot.sh, about 70-120 s).
-Set NST_SKIP_GIMP=1 to skip these tests on a machine without root.
+namespaces); each chroot is built on first use (tests/gimp/make_chroot.sh, about 70-120 s).
+Set NST_SKIP_GIMP=1 to skip these tests on a machine without root, NST_GIMP_VERSIONS=3.2 (or 3.0)
+to test one version only.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +34,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 PLUGIN_SOURCE = REPO / "plug-ins" / "neural_style"
 INSTALLED = Path("plug-ins") / "neural_style"  # inside the profile
-CHROOT = Path(os.environ.get("GIMP3_ROOT", "/var/tmp/gimp3-root"))
+# The GIMP versions tested: the Debian suite that ships each, and its chroot (see make_chroot.sh).
+GIMPS = {
+    "3.0": ("trixie", Path(os.environ.get("GIMP3_ROOT", "/var/tmp/gimp3-root"))),
+    "3.2": ("forky", Path(os.environ.get("GIMP32_ROOT", "/var/tmp/gimp32-root"))),
+}
 CANVAS = [64, 48]
 # Four iterations: L-BFGS's first steps are tiny, so two barely move an unresized layer's pixels.
 ENGINE_ARGS = {
@@ -56,22 +64,48 @@ FRAMES_STYLED = [
 FRAME_SIZE = 48
 
 
-@pytest.fixture(scope="module")
-def chroot() -> Path:
+@dataclass(frozen=True)
+class Chroot:
+    version: str  # GIMP's major.minor, which also names its profile folder
+    suite: str
+    root: Path
+
+    def build(self, extra_packages: str = "") -> subprocess.CompletedProcess:
+        """make_chroot.sh: builds the chroot, or only adds missing packages to it."""
+        env = dict(os.environ, SUITE=self.suite, EXTRA_PACKAGES=extra_packages)
+        return subprocess.run([HERE / "make_chroot.sh", self.root], capture_output=True, text=True, env=env)
+
+    def package_version(self) -> str:
+        """The upstream version of the chroot's gimp package, e.g. 3.0.4."""
+        version = subprocess.run(
+            ["chroot", str(self.root), "dpkg-query", "-W", "-f=${Version}", "gimp"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return version.split(":")[-1].split("-")[0]
+
+
+@pytest.fixture(scope="module", params=list(GIMPS), ids=lambda version: f"gimp{version}")
+def chroot(request: pytest.FixtureRequest) -> Chroot:
+    version = request.param
     if os.environ.get("NST_SKIP_GIMP") == "1":
         pytest.skip("GIMP 3 tests skipped on request (NST_SKIP_GIMP=1)")
+    chosen = os.environ.get("NST_GIMP_VERSIONS", "").replace(",", " ").split()
+    if chosen and version not in chosen:
+        pytest.skip(f"GIMP {version} not chosen (NST_GIMP_VERSIONS={' '.join(chosen)})")
     if os.geteuid() != 0:
         pytest.fail(
             "The GIMP 3 tests need root (chroot and mount namespaces): run pytest as root, "
             "or set NST_SKIP_GIMP=1 to skip them.",
             pytrace=False,
         )
-    if not (CHROOT / "usr/bin/gimp-console-3.0").exists():
-        built = subprocess.run([HERE / "make_chroot.sh", CHROOT], capture_output=True, text=True)
+    chroot = Chroot(version, *GIMPS[version])
+    if not (chroot.root / "usr/bin/gimp-console-3").exists():  # gimp-console-3.0 or -3.2; -3 in both
+        built = chroot.build()
         if built.returncode != 0:
             pytest.fail(
-                f"Could not build the GIMP 3 chroot at {CHROOT} (needs network to a Debian "
-                f"mirror): {built.stderr.strip()[-800:]}",
+                f"Could not build the GIMP {version} chroot ({chroot.suite}) at {chroot.root} (needs "
+                f"network to a Debian mirror): {built.stderr.strip()[-800:]}",
                 pytrace=False,
             )
     if Path(sys.base_prefix).resolve().parts[1:2] in (("usr",), ()):
@@ -81,7 +115,7 @@ def chroot() -> Path:
             "python.org build) and run again.",
             pytrace=False,
         )
-    return CHROOT
+    return chroot
 
 
 def write_inputs(work: Path) -> dict[str, str]:
@@ -110,6 +144,8 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
     corrupt = work / "corrupt-weights.pth"
     corrupt.write_bytes(b"this is not a weights file")
     config = json.loads(config_path.read_text())
+    repeat_style = work / "repeat-style.png"
+    shutil.copyfile(inputs["style"], repeat_style)
     return [
         # The first run starts the warm engine service, the second uses it.
         {"name": "cold", "canvas": CANVAS, "args": args, "layers": [opaque]},
@@ -159,6 +195,14 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "canvas": CANVAS,
             "layers": [opaque],
             "args": args | {"style-file": str(work / "no-such-style.jpg")},
+        },
+        # Filters > Repeat after the style file of the last run was deleted.
+        {
+            "name": "repeat_missing_style",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "args": args | {"style-file": str(repeat_style)},
+            "repeat_after_deleting": str(repeat_style),
         },
         {
             "name": "broken_python",
@@ -225,8 +269,9 @@ INSTALL_CLEARED = (
 )
 
 
-def install_plugin(work: Path, weights: Path) -> Path:
-    """`install.py --gimp-dir` into a fresh GIMP 3.0 profile; the profile folder."""
+def install_plugin(work: Path, weights: Path, version: str) -> Path:
+    """`install.py --gimp-dir` into a fresh profile of this GIMP version; the profile folder. The
+    installer reads the version from the folder's name, GIMP/3.0 or GIMP/3.2."""
     import nst_core
 
     if Path(nst_core.__file__).resolve().parent != REPO / "nst_core":
@@ -235,7 +280,7 @@ def install_plugin(work: Path, weights: Path) -> Path:
             "(install.py would otherwise install into the test environment).",
             pytrace=False,
         )
-    profile = work / "GIMP" / "3.0"
+    profile = work / "GIMP" / version
     profile.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if k not in INSTALL_CLEARED}
     env["NST_DATA_DIR"] = str(work / "data")  # the install record goes there, not in the user's folder
@@ -266,11 +311,11 @@ def install_plugin(work: Path, weights: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+def gimp(chroot: Chroot, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Install with install.py, run every case in one GIMP; the manifest and the paths the tests need."""
-    work = tmp_path_factory.mktemp("gimp-plugin")
+    work = tmp_path_factory.mktemp(f"gimp{chroot.version}-plugin")
     inputs = write_inputs(work)
-    profile = install_plugin(work, vgg19_weights)
+    profile = install_plugin(work, vgg19_weights, chroot.version)
     config_path = profile / INSTALLED / "nst_config.json"
     installed_config = json.loads(config_path.read_text())
     plan = {
@@ -284,7 +329,7 @@ def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFac
     command = [
         str(HERE / "run_in_gimp.sh"),
         "--root",
-        str(chroot),
+        str(chroot.root),
         "--profile",
         str(profile),
         "--timeout",
@@ -302,6 +347,8 @@ def gimp(chroot: Path, vgg19_weights: Path, tmp_path_factory: pytest.TempPathFac
         output = f"{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
         pytest.fail(f"GIMP run failed (exit {done.returncode}):\n{output}", pytrace=False)
     return {
+        "version": chroot.version,
+        "package_version": chroot.package_version(),
         "manifest": json.loads(manifest_path.read_text()),
         "inputs": inputs,
         "work": work,
@@ -336,6 +383,13 @@ def assert_styled(result: dict, source_name: str) -> tuple[np.ndarray, np.ndarra
     assert names.index(source_name + STYLED) == names.index(source_name) - 1  # directly above
     source, styled = layer_named(result, source_name), layer_named(result, source_name + STYLED)
     return pixels(source), pixels(styled)
+
+
+def test_gimp_ran_the_version_of_its_chroot(gimp: dict) -> None:
+    """The 3.2 run really ran GIMP 3.2 (3.2.6 in forky when written), the 3.0 run 3.0 (3.0.4)."""
+    ran = gimp["manifest"]["gimp_version"]
+    assert ran.startswith(gimp["version"] + ".") and ran == gimp["package_version"]
+    print(f"GIMP {ran}")
 
 
 def test_install_py_placed_the_plugin_and_its_config(gimp: dict, vgg19_weights: Path) -> None:
@@ -454,6 +508,7 @@ def test_16_bit_image_goes_through_float_pixels(gimp: dict) -> None:
     "name, message",
     [
         ("missing_style", "no-such-style.jpg not found: choose an existing image file"),
+        ("repeat_missing_style", "repeat-style.png not found: choose an existing image file"),
         ("broken_python", "engine failed (exit code 3): engine exploded"),
         ("corrupt_weights", "corrupt-weights.pth"),
         ("not_installed", "not installed: run install.py"),
@@ -468,6 +523,20 @@ def test_failures_return_an_execution_error_and_add_no_layer(gimp: dict, name: s
     assert message in result["error"] and "\n" not in result["error"]
     assert [layer["name"] for layer in result["layers"]] == result["before"] and not result["dirty"]
     assert result["returned"] is None and result["images"][1] == result["images"][0]
+
+
+def test_repeat_after_the_style_file_went_says_so_once(gimp: dict) -> None:
+    """Filters > Repeat (WITH_LAST_VALS) fails with the last run's style file gone, and the message is
+    shown: GIMP 3.0 shows a failing call's message itself; 3.2 not outside interactive runs, so the
+    plug-in does, there only (on the console's stderr both are a line with the message)."""
+    result = case(gimp, "repeat_missing_style")
+    assert result["first"] == ["success", None]
+    assert result["status"] == "execution-error"
+    assert result["error"].startswith("Style image ") and "repeat-style.png not found" in result["error"]
+    assert gimp["log"].count(result["error"]) == 1, gimp["log"][-3000:]
+    at = gimp["log"].index(result["error"])
+    start = gimp["log"].rfind("\n", 0, gimp["log"].rfind("\n", 0, at)) + 1  # the line before too
+    print(f"GIMP {gimp['version']} showed:\n{gimp['log'][start : gimp['log'].find(chr(10), at)]}")
 
 
 def test_cancel_kills_the_engine_and_leaves_no_layer_or_files(gimp: dict) -> None:
@@ -541,30 +610,21 @@ ESTIMATE = re.compile(r"^neural-style estimate: (About \d+ (?:s|min) on the CPU 
 
 
 @pytest.fixture(scope="module")
-def dialog(gimp: dict, chroot: Path) -> dict:
+def dialog(gimp: dict, chroot: Chroot) -> dict:
     """The plug-in's dialog opened INTERACTIVE (screenshot_dialog_inside.sh), the working size typed into
     it: GIMP's log, with the estimate lines the plug-in prints under NST_DEBUG=1."""
-    built = subprocess.run(
-        [HERE / "make_chroot.sh", chroot],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, EXTRA_PACKAGES="xvfb xdotool"),
-    )
+    built = chroot.build(extra_packages="xvfb xdotool")
     if built.returncode != 0:
         pytest.fail(
-            f"Could not add Xvfb and xdotool to {chroot}: {built.stderr.strip()[-800:]}", pytrace=False
+            f"Could not add Xvfb and xdotool to {chroot.root}: {built.stderr.strip()[-800:]}", pytrace=False
         )
     work = gimp["work"] / "dialog"
     work.mkdir()
     make_content_image(300, 200).save(work / "before.png")
     make_style_image().save(work / "style.png")
     (work / "dialog_args.json").write_text(json.dumps({"preset": "fast", "device": "cpu"}))
-    version = subprocess.run(
-        ["chroot", str(chroot), "dpkg-query", "-W", "-f=${Version}", "gimp"], capture_output=True, text=True
-    ).stdout
-    version = version.split(":")[-1].split("-")[0]
     (work / "gimprc").write_text(
-        f'(config-version "{version}")\n(show-welcome-dialog no)\n(check-updates no)\n'
+        f'(config-version "{gimp["package_version"]}")\n(show-welcome-dialog no)\n(check-updates no)\n'
     )
     display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
     binds = {
@@ -574,7 +634,7 @@ def dialog(gimp: dict, chroot: Path) -> dict:
         gimp["work"].as_posix(),
         str(Path(gimp["weights"]).parent),
     }
-    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot), "--profile", str(gimp["profile"])]
+    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot.root), "--profile", str(gimp["profile"])]
     for path in sorted(binds):
         command += ["--bind", path]
     command += ["--timeout", "240", "--cmd", "bash", str(HERE / "screenshot_dialog_inside.sh")]
