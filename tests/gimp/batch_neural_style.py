@@ -4,7 +4,10 @@
 
 PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside the plug-in,
 "cases": [{"name", "canvas": [w, h], "layers": [{"png", "name", "offsets"}] (bottom first),
-"select": [[x, y, w, h], "rect" | "ellipse"] or absent, "convert": "gray" | precision name,
+"select": [[x, y, w, h], "rect" | "ellipse"] or absent, "feather": a radius to feather it by,
+"selection_to_channel": save the selection as a channel and select none (the channel is then the
+argument value "@channel"), "style_images": {"@name": {"png", "convert"}} images opened beside the
+case's (their layer is the argument value "@name"), "convert": "gray" | precision name,
 "args": {argument: value}, "engine_config": a config to use for this case only,
 "kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine child runs, or
 "service" to do it once the warm engine service runs its job, "repeat_after_deleting": a file
@@ -66,7 +69,25 @@ def build_image(case):
         (x, y, w, h), shape = case["select"]
         select = image.select_rectangle if shape == "rect" else image.select_ellipse
         select(Gimp.ChannelOps.REPLACE, x, y, w, h)
+        if case.get("feather"):
+            Gimp.Selection.feather(image, case["feather"])
     return image
+
+
+def case_objects(case, image):
+    """The items the case's arguments name ("@channel", "@style"...): {name: item}, and the images
+    opened for them (deleted after the call)."""
+    objects, opened = {}, []
+    if case.get("selection_to_channel"):
+        objects["@channel"] = Gimp.Selection.save(image)
+        Gimp.Selection.none(image)
+    for name, spec in case.get("style_images", {}).items():
+        other = Gimp.file_load(NONINTERACTIVE, Gio.File.new_for_path(spec["png"]))
+        if spec.get("convert"):
+            other.convert_precision(getattr(Gimp.Precision, spec["convert"]))
+        objects[name] = other.get_layers()[0]
+        opened.append(other)
+    return objects, opened
 
 
 def dump_layer(layer, path):
@@ -100,13 +121,17 @@ def describe_layers(image, out, tag):
     return layers
 
 
-def call_plugin(procedure, image, args, run_mode=NONINTERACTIVE):
+def call_plugin(procedure, image, args, run_mode=NONINTERACTIVE, objects=None):
     config = procedure.create_config()
     config.set_property("run-mode", run_mode)
     config.set_property("image", image)
     config.set_core_object_array("drawables", image.get_selected_layers())
     for name, value in args.items():
-        config.set_property(name, Gio.File.new_for_path(value) if name.endswith("-file") else value)
+        if isinstance(value, str) and value.startswith("@"):
+            value = objects[value]
+        elif name.endswith("-file"):
+            value = Gio.File.new_for_path(value)
+        config.set_property(name, value)
     values = procedure.run(config)
     status = values.index(0)
     error = Gimp.get_pdb().get_last_error() if status != Gimp.PDBStatusType.SUCCESS else None
@@ -224,6 +249,7 @@ def run_case(procedure, case, plan):
     first = repeat_with_last_values(procedure, case) if "repeat_after_deleting" in case else None
     image = build_image(case)
     image.set_selected_layers(image.get_layers())
+    objects, opened = case_objects(case, image)
     image.clean_all()
     before = [layer.get_name() for layer in image.get_layers()]
     images_before = len(Gimp.get_images())
@@ -244,7 +270,7 @@ def run_case(procedure, case, plan):
         if first:
             status, error, returned = call_plugin(procedure, image, case["args"], Gimp.RunMode.WITH_LAST_VALS)
         else:
-            status, error, returned = call_plugin(procedure, image, case["args"])
+            status, error, returned = call_plugin(procedure, image, case["args"], objects=objects)
         seconds = time.monotonic() - started
         if case.get("kill_plugin"):
             watcher.join(130)
@@ -277,6 +303,8 @@ def run_case(procedure, case, plan):
         }
         returned.delete()
     image.delete()
+    for other in opened:
+        other.delete()
     return result
 
 

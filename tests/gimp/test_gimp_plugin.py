@@ -127,6 +127,13 @@ def write_inputs(work: Path) -> dict[str, str]:
     opaque.save(paths["opaque"])
     transparent.save(paths["transparent"])
     make_style_image(40, 40).save(paths["style"])
+    # A partly transparent style, and a second, other one (a layer's alpha must be read as a file's).
+    rgba = make_style_image(36, 30, seed=4).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(60, 255, 36).round().astype(np.uint8), (30, 1)), "L"))
+    paths["style_rgba"] = work / "style-rgba.png"
+    rgba.save(paths["style_rgba"])
+    paths["style2"] = work / "style2.png"
+    Image.fromarray(255 - np.asarray(make_style_image(32, 32, seed=9))).rotate(90).save(paths["style2"])
     for index in range(len(FRAMES)):  # a square moving right over a gradient
         frame = np.asarray(make_content_image(FRAME_SIZE, FRAME_SIZE).convert("RGBA")).copy()
         frame[14:30, 6 + 8 * index : 22 + 8 * index, :3] = (240, 210, 40)
@@ -219,6 +226,7 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "engine_config": config | {"weights": str(corrupt)},
         },
         *frames_cases(inputs, args, config | {"weights": str(corrupt)}),
+        *style_and_region_cases(inputs, args, opaque),
         # Without a config the choices hold only their fallbacks, so call with those.
         {
             "name": "not_installed",
@@ -227,6 +235,48 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "engine_config": {"version": 1},
             "args": args | {"device": "auto"},
         },
+    ]
+
+
+ELLIPSE = [[14, 10, 30, 20], "ellipse"]  # inside the Opaque layer (48 x 32 at 8, 6)
+
+
+def style_and_region_cases(inputs: dict[str, str], args: dict, opaque: dict) -> list[dict]:
+    """A layer of another open image as the style (8 and 16-bit) against its file, and the regions:
+    inside a feathered selection, the same from a channel, two styles split, and what cannot be."""
+    layer_args = {name: value for name, value in args.items() if name != "style-file"}
+    one = {"canvas": CANVAS, "layers": [opaque]}
+    region = one | {"select": ELLIPSE, "feather": 6}
+    return [
+        one | {"name": "style_file_rgba", "args": args | {"style-file": inputs["style_rgba"]}},
+        one
+        | {
+            "name": "style_layer_rgba",
+            "args": layer_args | {"style-layer": "@style"},
+            "style_images": {"@style": {"png": inputs["style_rgba"]}},
+        },
+        one
+        | {
+            "name": "style_layer_deep",
+            "args": layer_args | {"style-layer": "@style"},
+            "style_images": {"@style": {"png": inputs["style_rgba"], "convert": "U16_NON_LINEAR"}},
+        },
+        region | {"name": "region_inside", "args": args | {"region": "inside"}},
+        region
+        | {
+            "name": "region_channel",
+            "args": args | {"region": "inside", "region-channel": "@channel"},
+            "selection_to_channel": True,
+        },
+        one
+        | {
+            "name": "region_split",
+            "args": args | {"region": "split", "style2-file": inputs["style2"], "style2-blend": 0.5},
+            "select": [[8, 6, 24, 32], "rect"],  # the layer's left half
+            "feather": 4,
+        },
+        region | {"name": "region_split_one_style", "args": args | {"region": "split"}},
+        one | {"name": "region_empty", "args": args | {"region": "inside"}},
     ]
 
 
@@ -250,6 +300,7 @@ def frames_cases(inputs: dict[str, str], args: dict, corrupt_config: dict) -> li
             "select": [[4, 4, 40, 40], "rect"],
         },
         frames | {"name": "frames_one_layer", "layers": layers[:1]},
+        frames | {"name": "frames_region", "args": frames["args"] | {"region": "inside"}, "select": ELLIPSE},
         frames | {"name": "frames_failed", "engine_config": corrupt_config},
         frames
         | {"name": "frames_cancelled", "args": frames["args"] | {"iterations": 100000}, "kill_plugin": True},
@@ -514,6 +565,9 @@ def test_16_bit_image_goes_through_float_pixels(gimp: dict) -> None:
         ("not_installed", "not installed: run install.py"),
         ("frames_one_layer", "Layers are animation frames needs two or more layers"),
         ("frames_failed", "corrupt-weights.pth"),
+        ("frames_region", "Regions are not available for animation frames"),
+        ("region_split_one_style", "needs a second style"),
+        ("region_empty", "The region is empty"),
     ],
 )
 def test_failures_return_an_execution_error_and_add_no_layer(gimp: dict, name: str, message: str) -> None:
@@ -747,3 +801,69 @@ def test_cancelling_frames_kills_the_engine_and_makes_no_image(gimp: dict) -> No
     assert result["status"] != "success" and result["returned"] is None
     assert result["images"][1] == result["images"][0]
     assert_source_untouched(gimp, result)
+
+
+# -- a layer as the style, and regions -------------------------------------------------------------------
+
+
+def new_layer(result: dict) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The one layer the call added (above Opaque): its description, its pixels and Opaque's."""
+    assert result["status"] == "success", result["error"]
+    names = [layer["name"] for layer in result["layers"]]
+    assert len(names) == 2 and names[1] == "Opaque", names
+    added = result["layers"][0]
+    return added, pixels(added), pixels(result["layers"][1])
+
+
+def test_a_layer_of_another_image_is_the_style_its_file_would_be(gimp: dict) -> None:
+    """The same partly transparent pixels as a file and as a layer of another open image give the same
+    result; a 16-bit copy of that image gives it within a level (its pixels go over in float)."""
+    by_file, file_pixels, _ = new_layer(case(gimp, "style_file_rgba"))
+    by_layer, layer_pixels, _ = new_layer(case(gimp, "style_layer_rgba"))
+    assert by_file["name"] == "Opaque (Neural Style: style-rgba)"
+    assert by_layer["name"] == "Opaque (Neural Style: style-rgba.png)"  # the layer's name, as GIMP gave it
+    assert np.array_equal(layer_pixels, file_pixels)
+    _, deep_pixels, _ = new_layer(case(gimp, "style_layer_deep"))
+    assert np.abs(deep_pixels.astype(int) - file_pixels).max() <= 1
+    _, other_style, _ = new_layer(case(gimp, "cold"))
+    assert not np.array_equal(other_style, file_pixels)  # the style did make the difference
+    assert case(gimp, "style_layer_rgba")["images"][0] == case(gimp, "style_layer_rgba")["images"][1]
+
+
+def ellipse_weight(layer: dict) -> np.ndarray:
+    """How far inside ELLIPSE each pixel of `layer` lies: 1 well inside, 0 well outside."""
+    (x, y, w, h), _shape = ELLIPSE
+    ox, oy = layer["offsets"]
+    width, height = layer["size"]
+    yy, xx = np.mgrid[0:height, 0:width]
+    distance = ((xx + ox + 0.5 - (x + w / 2)) / (w / 2)) ** 2 + ((yy + oy + 0.5 - (y + h / 2)) / (h / 2)) ** 2
+    return distance
+
+
+def test_a_region_paints_inside_the_selection_and_keeps_the_picture_outside(gimp: dict) -> None:
+    added, styled, source = new_layer(case(gimp, "region_inside"))
+    source_layer = case(gimp, "region_inside")["layers"][1]
+    # The whole layer, not the selection's box: the engine blended the edge, nothing was cut.
+    assert added["size"] == source_layer["size"] and added["offsets"] == source_layer["offsets"]
+    assert (styled[..., 3] == 255).all()
+    change = np.abs(styled[..., :3].astype(int) - source[..., :3]).mean(axis=-1)
+    distance = ellipse_weight(added)
+    inside, outside = change[distance < 0.5].mean(), change[distance > 2.5].mean()
+    print(f"region: mean change {inside:.1f} inside, {outside:.1f} far outside")
+    assert inside > 3 and inside > 3 * outside
+
+
+def test_a_channel_as_the_region_is_the_selection_it_was_saved_from(gimp: dict) -> None:
+    _, from_selection, _ = new_layer(case(gimp, "region_inside"))
+    _, from_channel, _ = new_layer(case(gimp, "region_channel"))
+    assert np.array_equal(from_channel, from_selection)
+
+
+def test_two_styles_split_by_the_selection(gimp: dict) -> None:
+    added, styled, source = new_layer(case(gimp, "region_split"))
+    assert added["name"] == "Opaque (Neural Style: style + style2)"
+    assert added["size"] == [48, 32] and (styled[..., 3] == 255).all()
+    change = np.abs(styled[..., :3].astype(int) - source[..., :3])
+    assert change[:, :20].mean() > 2 and change[:, 28:].mean() > 2  # both halves styled
+    _, inside_only, _ = new_layer(case(gimp, "region_inside"))
+    assert not np.array_equal(styled, inside_only)
