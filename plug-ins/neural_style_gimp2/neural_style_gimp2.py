@@ -91,6 +91,11 @@ def _option_param(name, label):
 
 CHOICES = dict((name, _choices(name)) for name in ("preset", "keep_colors", "device"))
 
+# gimpfu hands the image and the active drawable to these two; the dialog shows the rest.
+TARGET_PARAMS = [
+    (PF_IMAGE, "image", "Input image", None),
+    (PF_DRAWABLE, "drawable", "Input drawable", None),
+]
 PARAMS = [
     (PF_FILE, "style", "Style image", ""),
     (PF_FILE, "style2", "Second style image (optional)", ""),
@@ -266,7 +271,7 @@ register(
     "2025",
     "Neural _Style...",
     "RGB*, GRAY*",
-    PARAMS,
+    TARGET_PARAMS + PARAMS,
     [],
     neural_style,
     menu="<Image>/Filters",

@@ -15,14 +15,17 @@ import string
 
 # Parameter types, with gimpfu 2.10's values.
 PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING = 0, 1, 2, 3, 4
+PDB_IMAGE, PDB_LAYER, PDB_CHANNEL, PDB_DRAWABLE = 13, 14, 15, 16
 PF_INT32, PF_INT16, PF_INT8, PF_FLOAT, PF_STRING = PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING
 PF_INT = PF_INT32
+PF_IMAGE, PF_LAYER, PF_CHANNEL, PF_DRAWABLE = PDB_IMAGE, PDB_LAYER, PDB_CHANNEL, PDB_DRAWABLE
 PF_TOGGLE = PF_BOOL = 1000
 PF_SLIDER = 1001
 PF_SPINNER = PF_ADJUSTMENT = 1002
 PF_FONT, PF_FILE, PF_BRUSH, PF_PATTERN, PF_GRADIENT = 1003, 1004, 1005, 1006, 1007
 PF_RADIO, PF_TEXT, PF_PALETTE, PF_FILENAME, PF_DIRNAME, PF_OPTION = 1008, 1009, 1010, 1011, 1012, 1013
-PF_TYPES = (PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING) + tuple(range(1000, 1014))
+PF_TYPES = (PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING, PDB_IMAGE, PDB_LAYER, PDB_CHANNEL,
+            PDB_DRAWABLE) + tuple(range(1000, 1014))  # fmt: skip
 
 # Enums the plug-in uses, with GIMP 2.10's values.
 RGB, GRAY, INDEXED = 0, 1, 2
@@ -103,6 +106,10 @@ def register(
         _check_param(param)
     if menu is None or not menu.startswith("<"):
         raise error("give the menu path with menu=, like '<Image>/Filters'")
+    # gimpfu adds the image and drawable itself only for the old label-as-menu-path form; with menu=
+    # its _run hands them to leading PF_IMAGE and PF_DRAWABLE params, else to the first params at all.
+    if menu.startswith("<Image>") and [param[0] for param in params[:2]] != [PF_IMAGE, PF_DRAWABLE]:
+        raise error("an <Image> procedure's first params must be PF_IMAGE and PF_DRAWABLE")
     registered[proc_name] = {
         "blurb": blurb,
         "help": help,

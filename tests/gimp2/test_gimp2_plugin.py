@@ -79,7 +79,9 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert entry["label"] == "Neural _Style..."
     assert (entry["menu"], entry["imagetypes"]) == ("<Image>/Filters", "RGB*, GRAY*")
     assert entry["results"] == [] and entry["function"] is plugin.neural_style
-    params = {param[1]: param for param in entry["params"]}
+    # gimpfu hands the image and the active drawable only to leading PF_IMAGE and PF_DRAWABLE params.
+    assert [param[0] for param in entry["params"][:2]] == [gimpfu.PF_IMAGE, gimpfu.PF_DRAWABLE]
+    params = {param[1]: param for param in entry["params"][2:]}
     assert list(params) == PARAM_NAMES
     kinds = {
         gimpfu.PF_FILE: "file",
