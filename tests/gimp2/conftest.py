@@ -18,6 +18,7 @@ def gimpfu(monkeypatch: pytest.MonkeyPatch):
 
     module.reset()
     module.registered.clear()
+    del module.images[:]
     return module
 
 

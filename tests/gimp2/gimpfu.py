@@ -26,6 +26,7 @@ PF_FONT, PF_FILE, PF_BRUSH, PF_PATTERN, PF_GRADIENT = 1003, 1004, 1005, 1006, 10
 PF_RADIO, PF_TEXT, PF_PALETTE, PF_FILENAME, PF_DIRNAME, PF_OPTION = 1008, 1009, 1010, 1011, 1012, 1013
 PF_TYPES = (PDB_INT32, PDB_INT16, PDB_INT8, PDB_FLOAT, PDB_STRING, PDB_IMAGE, PDB_LAYER, PDB_CHANNEL,
             PDB_DRAWABLE) + tuple(range(1000, 1014))  # fmt: skip
+ITEM_TYPES = (PF_LAYER, PF_CHANNEL, PF_DRAWABLE)  # the dialog's item menus (gimpui's *Selector)
 
 # Enums the plug-in uses, with GIMP 2.10's values.
 RGB, GRAY, INDEXED = 0, 1, 2
@@ -47,6 +48,7 @@ NAME_CHARACTERS = set(string.ascii_letters + string.digits + "_-")
 RANGED_TYPES = (PF_SLIDER, PF_SPINNER, PF_RADIO, PF_OPTION)  # gimpfu's dialog reads their 5th field
 
 calls = []  # [(name, args)] of every pdb and gimp call, in order
+images = []  # every gimp.Image made, in order: what gimp.image_list() names
 messages = []  # what reached the user through pdb.gimp_message / gimp.message
 registered = {}  # procedure name -> everything register() was given
 displays = []  # the images gimp.Display opened a window for
@@ -130,16 +132,55 @@ def main():
     """GIMP would now query or run the procedure; the tests call it directly instead."""
 
 
+def dialog_values(proc_name):
+    """What gimpfu's dialog hands the procedure when the user changes nothing (not part of gimpfu):
+    each param's default after the image and drawable, except the item menus. Those are
+    gimpui.LayerSelector and friends, libgimpui's item combo boxes, which list every layer of every
+    open image and always select one, the first, when given no default: no entry means "none"."""
+    values = []
+    for param in registered[proc_name]["params"][2:]:
+        if param[0] in ITEM_TYPES and param[3] is None:
+            layers = [layer for image in images for layer in image.layers]
+            values.append(layers[0] if layers else None)
+        else:
+            values.append(param[3])
+    return values
+
+
 def _record(name, *args):
     calls.append((name, args))
 
 
 class Channel(object):
-    """A layer mask or the selection: one byte of coverage per pixel."""
+    """A layer mask or the selection: one byte of coverage per pixel, a drawable like a layer."""
 
-    def __init__(self, width, height, coverage):
-        self.width, self.height = width, height
+    def __init__(self, width, height, coverage, name="Channel"):
+        self.width, self.height, self.name = width, height, name
         self.pixels = bytearray(coverage)
+        self.bpp, self.offsets = 1, (0, 0)
+        self.pending = []
+
+    def get_pixel_rgn(self, x, y, width, height, dirty=True, shadow=False):
+        _record("channel.get_pixel_rgn", self, x, y, width, height, dirty, shadow)
+        if shadow:
+            raise error("this stand-in keeps no shadow buffers")
+        return PixelRegion(self, x, y, width, height, dirty, shadow)
+
+    def flush(self):
+        for start, data in self.pending:
+            self.pixels[start : start + len(data)] = data
+        del self.pending[:]
+
+    def bounds(self):
+        """(x, y, width, height) around the pixels that are not 0, or None (not part of gimpfu)."""
+        rows = [row for row in range(self.height) if self._row(row).strip(b"\x00")]
+        if not rows:
+            return None
+        columns = [x for x in range(self.width) if any(self.pixels[r * self.width + x] for r in rows)]
+        return columns[0], rows[0], columns[-1] + 1 - columns[0], rows[-1] + 1 - rows[0]
+
+    def _row(self, row):
+        return bytes(self.pixels[row * self.width : (row + 1) * self.width])
 
 
 class PixelRegion(object):
@@ -237,15 +278,24 @@ class GroupLayer(Layer):
 
 
 class Image(object):
-    """gimp.Image(width, height, base_type): a flat layer stack and a rectangular selection."""
+    """gimp.Image(width, height, base_type): a flat layer stack and the selection, a channel the
+    image's size (all 0: nothing selected, which GIMP treats as everything)."""
 
     def __init__(self, width, height, base_type=RGB):
         self.width, self.height, self.base_type = width, height, base_type
         self.layers = []
-        self.selection = None  # (x, y, width, height) in image coordinates, or None for "none"
+        self.selection = Channel(width, height, bytearray(width * height), "Selection Mask")
         self.open_undo_groups = 0
         self.undo_enabled = True
         self.deleted = False
+        self.filename, self.name = None, "Untitled"
+        images.append(self)
+
+    def select(self, coverage):
+        """Test setup: the selection's pixels at once, e.g. a feathered one (not part of gimpfu)."""
+        if len(coverage) != self.width * self.height:
+            raise error("wrong pixel count for the selection")
+        self.selection.pixels[:] = coverage
 
 
 class Display(object):
@@ -259,9 +309,10 @@ class Display(object):
 def _selection_in(image, drawable):
     """The selection's bounds inside the drawable, in drawable coordinates, or None if outside."""
     offset_x, offset_y = drawable.offsets
-    if image.selection is None:
+    bounds = image.selection.bounds()
+    if bounds is None:
         return 0, 0, drawable.width, drawable.height
-    sx, sy, sw, sh = image.selection
+    sx, sy, sw, sh = bounds
     x1, y1 = max(sx - offset_x, 0), max(sy - offset_y, 0)
     x2, y2 = min(sx + sw - offset_x, drawable.width), min(sy + sh - offset_y, drawable.height)
     if x2 <= x1 or y2 <= y1:
@@ -300,7 +351,7 @@ class Pdb(object):
         _record("gimp_image_duplicate", image)
         twin = Image(image.width, image.height, image.base_type)
         twin.layers = [layer.copy(twin) for layer in image.layers]
-        twin.selection = image.selection
+        twin.selection.pixels[:] = image.selection.pixels
         return twin
 
     def gimp_image_delete(self, image):
@@ -331,6 +382,10 @@ class Pdb(object):
             layer.offsets = (x + (layer.width - width) // 2, y + (layer.height - height) // 2)
         layer.width, layer.height, layer.pixels = width, height, pixels
 
+    def gimp_drawable_is_indexed(self, drawable):
+        _record("gimp_drawable_is_indexed", drawable)
+        return int(getattr(drawable, "type", None) in (INDEXED_IMAGE, INDEXEDA_IMAGE))
+
     def gimp_item_is_layer(self, item):
         _record("gimp_item_is_layer", item)
         return int(isinstance(item, Layer))
@@ -346,13 +401,18 @@ class Pdb(object):
 
     def gimp_selection_is_empty(self, image):
         _record("gimp_selection_is_empty", image)
-        return int(image.selection is None)
+        return int(not image.selection.pixels.strip(b"\x00"))
 
     def gimp_image_select_rectangle(self, image, operation, x, y, width, height):
         _record("gimp_image_select_rectangle", image, operation, x, y, width, height)
         if operation != CHANNEL_OP_REPLACE:
             raise error("this stand-in only replaces the selection")
-        image.selection = (x, y, width, height)
+        coverage = bytearray(image.width * image.height)
+        x1, y1 = max(x, 0), max(y, 0)
+        x2, y2 = min(x + width, image.width), min(y + height, image.height)
+        for row in range(y1, y2):
+            coverage[row * image.width + x1 : row * image.width + x2] = b"\xff" * max(x2 - x1, 0)
+        image.selection.pixels[:] = coverage
 
     def gimp_layer_new(self, image, width, height, type, name, opacity, mode):
         _record("gimp_layer_new", image, width, height, type, name, opacity, mode)
@@ -378,12 +438,14 @@ class Pdb(object):
             return Channel(layer.width, layer.height, b"\xff" * (layer.width * layer.height))
         if mask_type != ADD_MASK_SELECTION:
             raise error("this stand-in makes white and selection masks only")
-        inside = _selection_in(layer.image, layer)
+        # The selection's own values over the layer's area (a feathered edge stays soft); 0 off the image.
+        selection, (offset_x, offset_y) = layer.image.selection, layer.offsets
         coverage = bytearray(layer.width * layer.height)
-        if inside is not None:
-            x, y, width, height = inside
-            for row in range(y, y + height):
-                coverage[row * layer.width + x : row * layer.width + x + width] = b"\xff" * width
+        for row in range(layer.height):
+            for column in range(layer.width):
+                x, y = column + offset_x, row + offset_y
+                if 0 <= x < selection.width and 0 <= y < selection.height:
+                    coverage[row * layer.width + column] = selection.pixels[y * selection.width + x]
         return Channel(layer.width, layer.height, coverage)
 
     def gimp_layer_add_mask(self, layer, mask):
@@ -413,6 +475,10 @@ class Gimp(object):
     def message(self, message):
         _record("gimp.message", message)
         messages.append(message)
+
+    def image_list(self):
+        _record("gimp.image_list")
+        return [image for image in images if not image.deleted]
 
     def displays_flush(self):
         _record("gimp.displays_flush")
