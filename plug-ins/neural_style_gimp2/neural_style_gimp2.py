@@ -12,6 +12,17 @@ over one drawable): the image's top-level layers, which Filters > Animation > Pl
 those of the active layer's group, bottom first. Each starts from the one before, and the results go
 to a new image of their own, the only thing Playback plays as the stylised animation.
 
+A style is a file, or a layer of any open image ("Style from: Layer"). gimpfu's layer menu cannot be
+left empty: it lists every layer of every open image and always has one selected, the first, so a
+layer param alone would quietly make some layer (perhaps the content itself) the style. "Style from"
+therefore says which one counts, File by default; the layer is read whole, alpha included.
+
+"Region" other than Everywhere makes the selection the styles' region: the whole active layer goes to
+the engine with the selection over it as the mask (Style inside: the picture is kept outside; split:
+the first style inside, the second outside), and the result covers the whole layer without a layer
+mask, since the engine blends the region's edge itself (a feathered selection gives a soft edge).
+Everywhere keeps the selection's old meaning: only the selected part is stylised, and masked.
+
 Pixels travel as 8-bit: GIMP 2.10 gives gimpfu pixel regions in its 8-bit compatibility
 format whatever the image's precision, and converts them back when they are written.
 """
@@ -72,6 +83,8 @@ CONFIG = _load_config()
 
 def _choices(name):
     """[(nick, label)] and the default's index; a placeholder when the bridge itself is missing."""
+    if name in FIXED_CHOICES:
+        return FIXED_CHOICES[name], 0
     if nst_bridge is None:
         return [("", "Default")], 0
     items, default = nst_bridge.choices(CONFIG, name)
@@ -89,7 +102,17 @@ def _option_param(name, label):
     return (PF_OPTION, name, label, default, [text for _nick, text in items])
 
 
-CHOICES = dict((name, _choices(name)) for name in ("preset", "keep_colors", "device"))
+# gimpfu's layer menu cannot say "none": it lists every layer of every open image and always selects one
+# (the first), so whether a style comes from its file or its layer is a choice of its own, file first.
+STYLE_FROM_FILE, STYLE_FROM_LAYER = "file", "layer"
+STYLE_SOURCES = [(STYLE_FROM_FILE, "File"), (STYLE_FROM_LAYER, "Layer")]
+FIXED_CHOICES = {
+    "style_from": STYLE_SOURCES,
+    "style2_from": STYLE_SOURCES,
+    "region": list(nst_bridge.REGIONS) if nst_bridge else [("whole", "Everywhere (within the selection)")],
+}
+ENGINE_CHOICES = ("preset", "keep_colors", "device")
+CHOICES = dict((name, _choices(name)) for name in tuple(FIXED_CHOICES) + ENGINE_CHOICES)
 
 # gimpfu hands the image and the active drawable to these two; the dialog shows the rest.
 TARGET_PARAMS = [
@@ -97,9 +120,14 @@ TARGET_PARAMS = [
     (PF_DRAWABLE, "drawable", "Input drawable", None),
 ]
 PARAMS = [
+    _option_param("style_from", "Style from"),
     (PF_FILE, "style", "Style image", ""),
+    (PF_LAYER, "style_layer", "Style layer (instead of the file)", None),
+    _option_param("style2_from", "Second style from"),
     (PF_FILE, "style2", "Second style image (optional)", ""),
+    (PF_LAYER, "style2_layer", "Second style layer (instead of the file)", None),
     (PF_SLIDER, "blend", "Second style share", 0.5, (0.0, 1.0, 0.05)),
+    _option_param("region", "Region"),
     _option_param("preset", "Quality"),
     _number_param(PF_SLIDER, "strength", "Style strength", 0.1, STRENGTH_SLIDER_MAX),
     _option_param("keep_colors", "Keep original colours"),
@@ -112,6 +140,7 @@ PARAMS = [
 ]
 PARAM_NAMES = [param[1] for param in PARAMS]
 LABELS = dict((param[1], param[2]) for param in PARAMS)
+STYLE_PARAMS = (("style_from", "style", "style_layer"), ("style2_from", "style2", "style2_layer"))
 NUMBERS = {"strength": float, "style_scale": float, "size": int, "iterations": int, "seed": int}
 
 
@@ -126,9 +155,53 @@ def _choice(name, index):
 
 def _options(values):
     """The engine options the dialog's values mean (GTK spinners hand gimpfu floats: made ints here)."""
-    options = dict((name, _choice(name, values[name])) for name in CHOICES)
+    options = dict((name, _choice(name, values[name])) for name in ENGINE_CHOICES)
     options.update((name, kind(values[name])) for name, kind in NUMBERS.items())
     return nst_bridge.dialog_options(CONFIG, options)
+
+
+def _layer_style(layer, from_name, layer_name):
+    """The whole of `layer` as a style: its 8-bit pixels, alpha included, named after it."""
+    if layer is None:
+        raise PluginError("%s is Layer but no layer is given: choose one for %s, or choose File."
+                          % (LABELS[from_name], LABELS[layer_name]))
+    if pdb.gimp_drawable_is_indexed(layer):
+        raise PluginError("Style layer '%s' is in an indexed image: convert that image to RGB (Image > "
+                          "Mode > RGB), or choose another layer." % layer.name)
+    width, height = layer.width, layer.height
+    region = layer.get_pixel_rgn(0, 0, width, height, False, False)
+    return nst_bridge.StylePixels(region[0:width, 0:height], width, height, "u8", region.bpp, layer.name)
+
+
+def _styles(values):
+    """[(style, weight)]: each style its file, or its layer where its "from" choice says Layer."""
+    chosen = []
+    for from_name, file_name, layer_name in STYLE_PARAMS:
+        if _choice(from_name, values[from_name]) == STYLE_FROM_LAYER:
+            chosen.append(_layer_style(values[layer_name], from_name, layer_name))
+        else:
+            chosen.append(values[file_name])
+    return nst_bridge.style_mix(chosen[0], chosen[1], values["blend"])
+
+
+def _selection_mask(image, layer):
+    """The selection over the whole layer as 8-bit coverage (0 where the layer lies off the image), or
+    None when nothing is selected. The selection is a channel the image's size; the layer may be offset,
+    or larger than the image."""
+    if pdb.gimp_selection_is_empty(image):
+        return None
+    width, height = layer.width, layer.height
+    offset_x, offset_y = layer.offsets
+    x1, y1 = max(offset_x, 0), max(offset_y, 0)
+    x2, y2 = min(offset_x + width, image.width), min(offset_y + height, image.height)
+    coverage = bytearray(width * height)
+    if x2 > x1 and y2 > y1:
+        span = x2 - x1
+        rows = image.selection.get_pixel_rgn(x1, y1, span, y2 - y1, False, False)[x1:x2, y1:y2]
+        for row in range(y2 - y1):
+            start = (y1 - offset_y + row) * width + x1 - offset_x
+            coverage[start:start + span] = rows[row * span:(row + 1) * span]
+    return nst_bridge.RegionMask(bytes(coverage), width, height)
 
 
 def _selection_bounds(drawable):
@@ -148,17 +221,19 @@ def _on_progress(fraction, text):
     return True  # gimpfu has no cancel button: GIMP's Cancel kills the plug-in and the bridge its child
 
 
-def _stylise_pixels(pixels, bounds, bpp, styles, options):
-    """The engine's result for `pixels`, in the same layout (8-bit, `bpp` channels)."""
+def _stylise_pixels(pixels, bounds, bpp, styles, options, masks=None):
+    """The engine's result for `pixels`, in the same layout (8-bit, `bpp` channels); `masks`, one
+    RegionMask a style (nst_bridge.region_masks), confine the styles to their regions."""
     gimp.progress_init("Neural Style: starting the engine...")
     with nst_bridge.EngineRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
         run.set_content_raw(pixels, bounds[2], bounds[3], "u8", bpp)
-        return run.run(styles, options, _on_progress)
+        return run.run(styles, options, _on_progress, masks)
 
 
-def _add_result_layer(image, drawable, pixels, bounds, name, place=None, size=None):
+def _add_result_layer(image, drawable, pixels, bounds, name, place=None, size=None, masked=True):
     """A new layer with `pixels` above `drawable` (or at `place`, (parent, position)), at the selection's
-    place, masked to it; pixels of another `size` (a frame's working size) are scaled to the selection."""
+    place, masked to it unless not `masked`; pixels of another `size` (a frame's working size) are scaled
+    to the selection."""
     x, y, width, height = bounds
     pixel_width, pixel_height = size or (width, height)
     layer = pdb.gimp_layer_new(image, pixel_width, pixel_height, drawable.type, name, 100.0,
@@ -175,7 +250,7 @@ def _add_result_layer(image, drawable, pixels, bounds, name, place=None, size=No
         if (pixel_width, pixel_height) != (width, height):
             pdb.gimp_layer_scale(layer, width, height, True)
             layer.set_offsets(offset_x + x, offset_y + y)
-        if not pdb.gimp_selection_is_empty(image):
+        if masked and not pdb.gimp_selection_is_empty(image):
             pdb.gimp_layer_add_mask(layer, pdb.gimp_layer_create_mask(layer, ADD_MASK_SELECTION))
         layer.update(0, 0, width, height)
     except Exception:
@@ -231,16 +306,36 @@ def _stylise_frames(image, drawable, styles, options):
 def _stylise(image, drawable, values):
     if nst_bridge is None:
         raise PluginError(MISSING_BRIDGE)
-    styles = nst_bridge.style_mix(values["style"], values["style2"], values["blend"])
+    region_choice = _choice("region", values["region"])
+    if values.get("frames") and region_choice != nst_bridge.REGION_WHOLE:
+        raise nst_bridge.EngineError(nst_bridge.REGION_NOT_FRAMES, nst_bridge.EXIT_USAGE)
+    styles = _styles(values)
     options = _options(values)
     if values.get("frames"):
         _stylise_frames(image, drawable, styles, options)
+        return
+    if region_choice != nst_bridge.REGION_WHOLE:
+        _stylise_region(image, drawable, region_choice, styles, options)
         return
     bounds = _selection_bounds(drawable)
     x, y, width, height = bounds
     region = drawable.get_pixel_rgn(x, y, width, height, False, False)
     result = _stylise_pixels(region[x:x + width, y:y + height], bounds, region.bpp, styles, options)
     _add_result_layer(image, drawable, result, bounds, nst_bridge.result_name(drawable.name, styles))
+
+
+def _stylise_region(image, drawable, region, styles, options):
+    """The whole layer through the engine with the styles confined by the selection: the result covers
+    the layer, unmasked, since the engine already blends the region's edge (soft where it is feathered)."""
+    if not pdb.gimp_item_is_layer(drawable):
+        raise PluginError(nst_bridge.NOT_A_LAYER)
+    masks = nst_bridge.region_masks(region, _selection_mask(image, drawable), len(styles))
+    width, height = drawable.width, drawable.height
+    bounds = (0, 0, width, height)
+    pixels = drawable.get_pixel_rgn(0, 0, width, height, False, False)
+    result = _stylise_pixels(pixels[0:width, 0:height], bounds, pixels.bpp, styles, options, masks)
+    name = nst_bridge.result_name(drawable.name, styles)
+    _add_result_layer(image, drawable, result, bounds, name, masked=False)
 
 
 def neural_style(image, drawable, *args):
@@ -262,10 +357,12 @@ register(
     PROC_NAME,
     "Repaint the layer (or the selection) in the style of another picture.",
     "Neural style transfer (Gatys et al.): the engine optimises the pixels so that their VGG19 "
-    "features keep the layer's content and take the style image's textures. The result is a new "
-    "layer above the source. With 'Layers are animation frames' the layers beside the active one are an "
-    "animation's frames, bottom first: each starts from the one before, and the results go to a new "
-    "image. It runs in the engine's own Python 3, installed by install.py.",
+    "features keep the layer's content and take the style image's textures; a style may also be a "
+    "layer of any open image (Style from: Layer). The result is a new layer above the source. With a "
+    "Region other than Everywhere the selection says where the styles go (a feathered edge stays soft) "
+    "and the result covers the whole layer. With 'Layers are animation frames' the layers beside the "
+    "active one are an animation's frames, bottom first: each starts from the one before, and the "
+    "results go to a new image. It runs in the engine's own Python 3, installed by install.py.",
     "GIMP Neural Style contributors",
     "GPL-3.0-or-later",
     "2025",

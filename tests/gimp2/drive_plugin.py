@@ -63,15 +63,20 @@ def new_image(gimpfu, width, height, layer_type, offsets=(0, 0), name="Photo"):
 
 
 # The procedure's arguments after image and drawable, in PARAMS order, and the tests' values for
-# them (iterations as GTK's spinners hand them over, a float; device 2 = CPU).
-ARGUMENT_DEFAULTS = [("style2", ""), ("blend", 0.5), ("preset", 0), ("strength", 1.0),
-                     ("keep_colors", 0), ("style_scale", 1.0), ("size", 0), ("iterations", 2.0),
-                     ("seed", 0), ("device", 2), ("frames", False)]  # fmt: skip
+# them (iterations as GTK's spinners hand them over, a float; device 2 = CPU). A script may pass no
+# layer (None) for a layer param; the dialog always hands one over (gimpfu.dialog_values).
+ARGUMENT_DEFAULTS = [("style_from", 0), ("style", ""), ("style_layer", None), ("style2_from", 0),
+                     ("style2", ""), ("style2_layer", None), ("blend", 0.5), ("region", 0),
+                     ("preset", 0), ("strength", 1.0), ("keep_colors", 0), ("style_scale", 1.0),
+                     ("size", 0), ("iterations", 2.0), ("seed", 0), ("device", 2),
+                     ("frames", False)]  # fmt: skip
 
 
 def plugin_args(style, **values):
-    """The procedure's arguments after image and drawable: `style`, then `values` or the defaults."""
-    return [style] + [values.get(name, default) for name, default in ARGUMENT_DEFAULTS]
+    """The procedure's arguments after image and drawable: the style file `style`, then `values` or
+    the defaults."""
+    values["style"] = style
+    return [values.get(name, default) for name, default in ARGUMENT_DEFAULTS]
 
 
 def _report_progress_to(marker):
@@ -86,6 +91,19 @@ def _report_progress_to(marker):
             handle.write("%s\n" % percentage)
 
     gimpfu.Gimp.progress_update = progress_update
+
+
+def _record_masks(bridge):
+    """The region masks the plug-in hands the engine, base64 encoded, in a list filled as it runs."""
+    masks, original = [], bridge.EngineRun.run
+
+    def run(engine_run, styles, options, on_progress, masks_given=None):
+        for mask in masks_given or []:
+            masks.append(base64.b64encode(bytes(mask.data)).decode("ascii"))
+        return original(engine_run, styles, options, on_progress, masks_given)
+
+    bridge.EngineRun.run = run
+    return masks
 
 
 def _layer_report(layer):
@@ -108,12 +126,24 @@ def run_script(spec):
     if spec.get("marker"):
         _report_progress_to(spec["marker"])
     plugin = load_plugin(spec.get("plugin", PLUGIN))
+    masks = _record_masks(plugin.nst_bridge)
     image, layer = new_image(
         gimpfu, spec["width"], spec["height"], spec["layer_type"], tuple(spec.get("offsets", (0, 0)))
     )
-    plugin.neural_style(image, layer, *plugin_args(spec["style"], iterations=spec["iterations"]))
+    values = {"iterations": spec["iterations"], "region": spec.get("region", 0)}
+    if spec.get("selection"):
+        gimpfu.pdb.gimp_image_select_rectangle(image, gimpfu.CHANNEL_OP_REPLACE, *spec["selection"])
+    if spec.get("style_layer"):  # [width, height, type]: a layer of another image, filled with `pattern`
+        width, height, layer_type = spec["style_layer"]
+        other = gimpfu.gimp.Image(width, height)
+        style = gimpfu.gimp.Layer(other, "Pattern", width, height, layer_type)
+        style.fill_pixels(pattern(width, height, style.bpp))
+        gimpfu.pdb.gimp_image_insert_layer(other, style, None, 0)
+        values.update(style2_from=1, style2_layer=style)
+    plugin.neural_style(image, layer, *plugin_args(spec["style"], **values))
     report = {
         "messages": gimpfu.messages,
+        "masks": masks,
         "layers": [_layer_report(item) for item in image.layers],
         "open_undo_groups": image.open_undo_groups,
         "python": list(sys.version_info[:2]),
