@@ -148,8 +148,21 @@ def read_region(
     rect = Gegl.Rectangle.new(
         round((layer_x - channel_x) * scale), round((layer_y - channel_y) * scale), width, height
     )
-    data = channel.get_buffer().get(rect, scale, "Y u8", Gegl.AbyssPolicy.NONE)  # outside the channel: 0
+    fmt = mask_format(image, channel)
+    data = channel.get_buffer().get(rect, scale, fmt, Gegl.AbyssPolicy.NONE)  # outside the channel: 0
     return nst_bridge.region_masks(region, nst_bridge.RegionMask(data, width, height), len(styles))
+
+
+def mask_format(image: Gimp.Image, channel: Gimp.Channel) -> str:
+    """The babl format that reads `channel` as the grey its user sees: the selection holds linear
+    coverage ("Y"); a channel holds its image's encoding, perceptual ("Y'") unless the image is linear,
+    so 50% grey painted into it is a half share, as in the Channels dialog."""
+    if channel.get_id() == image.get_selection().get_id():
+        return "Y u8"
+    encoding = (
+        channel.get_image().get_precision().value_nick.split("-", 1)[1]
+    )  # "u8-non-linear": "non-linear"
+    return "Y u8" if encoding == "linear" else "Y' u8"
 
 
 def read_options(config: Gimp.ProcedureConfig, engine_config: dict) -> dict:

@@ -6,7 +6,7 @@ PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside t
 "cases": [{"name", "canvas": [w, h], "layers": [{"png", "name", "offsets"}] (bottom first),
 "select": [[x, y, w, h], "rect" | "ellipse"] or absent, "feather": a radius to feather it by,
 "selection_to_channel": save the selection as a channel and select none (the channel is then the
-argument value "@channel"), "style_images": {"@name": {"png", "convert"}} images opened beside the
+argument value "@channel"), "style_images": {"@name": {"png", "convert", "name"}} images opened beside the
 case's (their layer is the argument value "@name"), "convert": "gray" | precision name,
 "args": {argument: value}, "engine_config": a config to use for this case only,
 "kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine child runs, or
@@ -86,6 +86,7 @@ def case_objects(case, image):
         if spec.get("convert"):
             other.convert_precision(getattr(Gimp.Precision, spec["convert"]))
         objects[name] = other.get_layers()[0]
+        objects[name].set_name(spec.get("name", "Background"))
         opened.append(other)
     return objects, opened
 
@@ -248,8 +249,8 @@ def repeat_with_last_values(procedure, case):
 def run_case(procedure, case, plan):
     first = repeat_with_last_values(procedure, case) if "repeat_after_deleting" in case else None
     image = build_image(case)
-    image.set_selected_layers(image.get_layers())
     objects, opened = case_objects(case, image)
+    image.set_selected_layers(image.get_layers())  # after the channel, which saving selects
     image.clean_all()
     before = [layer.get_name() for layer in image.get_layers()]
     images_before = len(Gimp.get_images())
