@@ -387,17 +387,15 @@ class DialogPreview:
         )
         self.wanted = False
         self.timer = 0
-        self.box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=4, margin_top=6)
-        row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=8)
+        size = nst_preview.preview_settings(engine_config)[0]
+        self.box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6, margin_top=6)
+        self.box.set_size_request(size, -1)
         self.button = Gtk.Button.new_with_mnemonic("_Preview")
         self.button.connect("clicked", self.start)
-        self.label = Gtk.Label(label=PREVIEW_HINT, xalign=0.0, wrap=True, max_width_chars=50)
-        row.pack_start(self.button, False, False, 0)
-        row.pack_start(self.label, True, True, 0)
-        self.picture = Gtk.Image()
-        size = nst_preview.preview_settings(engine_config)[0]
-        self.picture.set_size_request(size, -1)
-        self.box.pack_start(row, False, False, 0)
+        self.label = Gtk.Label(label=PREVIEW_HINT, xalign=0.0, wrap=True, max_width_chars=30)
+        self.picture = Gtk.Image(valign=Gtk.Align.START)
+        self.box.pack_start(self.button, False, False, 0)
+        self.box.pack_start(self.label, False, False, 0)
         self.box.pack_start(self.picture, False, False, 0)
         self.box.show_all()
         self.picture.hide()
@@ -512,6 +510,24 @@ def estimate_label(config: Gimp.ProcedureConfig, engine_config: dict, layers: li
     return label, refresh
 
 
+def beside(content: object, right: object) -> None:
+    """Everything in the dialog's `content` box in a column on the left, `right` beside it: the preview
+    goes next to the controls, not under them, so the dialog fits a laptop's screen."""
+    from gi.repository import Gtk
+
+    left = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=content.get_spacing())
+    for child in content.get_children():
+        expand, fill, padding, _pack = content.query_child_packing(child)
+        content.remove(child)
+        left.pack_start(child, expand, fill, padding)
+    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
+    row.pack_start(left, True, True, 0)
+    row.pack_start(right, False, False, 0)
+    content.pack_start(row, True, True, 0)
+    left.show()
+    row.show()
+
+
 def show_dialog(
     procedure: Gimp.Procedure,
     config: Gimp.ProcedureConfig,
@@ -538,7 +554,7 @@ def show_dialog(
     label, refresh = estimate_label(config, engine_config, drawables)
     content.pack_start(label, False, False, 0)
     preview = DialogPreview(image, drawables, config, engine_config)
-    content.pack_start(preview.box, False, False, 0)
+    beside(content, preview.box)
     refresh.changed()
     accepted = dialog.run()
     preview.close()

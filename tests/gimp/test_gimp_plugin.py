@@ -691,12 +691,26 @@ def dialog(gimp: dict, chroot: Chroot) -> dict:
     command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot.root), "--profile", str(gimp["profile"])]
     for path in sorted(binds):
         command += ["--bind", path]
-    command += ["--timeout", "240", "--cmd", "bash", str(HERE / "screenshot_dialog_inside.sh")]
+    command += [
+        "--env",
+        "PREVIEW=1",
+        "--timeout",
+        "300",
+        "--cmd",
+        "bash",
+        str(HERE / "screenshot_dialog_inside.sh"),
+    ]
     done = subprocess.run([*command, str(work), str(display), "96"], capture_output=True, text=True)
     log = (work / "gimp.log").read_text(errors="replace") if (work / "gimp.log").exists() else ""
     if done.returncode != 0:
         pytest.fail(f"The dialog run failed (exit {done.returncode}):\n{done.stderr[-2000:]}\n{log[-2000:]}")
-    return {"log": log, "stdout": done.stdout, "stderr": done.stderr, "work": work}
+    return {
+        "log": log,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "work": work,
+        "version": gimp["version"],
+    }
 
 
 def test_dialog_shows_the_time_estimate_and_refreshes_it(dialog: dict) -> None:
@@ -712,6 +726,27 @@ def test_dialog_shows_the_time_estimate_and_refreshes_it(dialog: dict) -> None:
     assert "dialog closed: cancel" in dialog["stdout"]
     assert (dialog["work"] / "dialog.png").stat().st_size > 0
     assert (dialog["work"] / "dialog-size.png").stat().st_size > 0
+
+
+PREVIEW_SHOWN = re.compile(r"^neural-style preview: Preview at (\d+)×(\d+) px", re.M)
+
+
+def test_the_dialog_previews_the_settings_and_stops_the_preview_when_closed(dialog: dict) -> None:
+    """Preview pressed twice (the first starts the engine service, the second uses it) and a third time
+    just before Cancel: the dialog closes at once, the preview's engine job and folder go with it."""
+    assert "no preview appeared" not in dialog["stderr"], dialog["log"][-3000:]
+    times = dict(line.split() for line in (dialog["work"] / "preview-times.txt").read_text().splitlines())
+    shown = PREVIEW_SHOWN.findall(dialog["log"])
+    assert shown[:2] == [("256", "171"), ("256", "171")]  # the 300 x 200 layer, shrunk to 256 px
+    assert "neural-style preview: Preview: starting the engine" in dialog["log"]
+    assert re.search(r"^neural-style preview: Preview: scale \d/\d, iteration \d+/\d+, ", dialog["log"], re.M)
+    assert float(times["close"]) < 15 and times["left"] == "0"
+    assert "dialog closed: cancel" in dialog["stdout"]
+    assert (dialog["work"] / "dialog-preview.png").stat().st_size > 0
+    print(
+        f"GIMP {dialog['version']} preview: first {times['cold']} s, next {times['warm']} s, "
+        f"closed in flight in {times['close']} s"
+    )
 
 
 # -- Layers are animation frames ---------------------------------------------------------------------------
