@@ -582,7 +582,9 @@ def test_failures_return_an_execution_error_and_add_no_layer(gimp: dict, name: s
 def test_repeat_after_the_style_file_went_says_so_once(gimp: dict) -> None:
     """Filters > Repeat (WITH_LAST_VALS) fails with the last run's style file gone, and the message is
     shown: GIMP 3.0 shows a failing call's message itself; 3.2 not outside interactive runs, so the
-    plug-in does, there only (on the console's stderr both are a line with the message)."""
+    plug-in does, there only. On the console's stderr 3.0 prints "GIMP-Error: Calling error for
+    procedure 'python-fu-neural-style':" and the message on the next line, 3.2 "Neural Style-Warning: "
+    and the message."""
     result = case(gimp, "repeat_missing_style")
     assert result["first"] == ["success", None]
     assert result["status"] == "execution-error"
