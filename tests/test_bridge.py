@@ -630,6 +630,8 @@ def test_plan_command_passes_the_dialog_options_as_a_job_would(
         "0.25",
         "0.75",
     ]
+    masked = nst_bridge.plan_command(config, 4000, 3000, 2, options, masked=True)
+    assert masked == [*command[:10], "--masked", *command[10:]]  # a region's styles need more memory
     (tmp_path / "flatpak-info").write_text("")
     monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "flatpak-info"))
     flatpak = nst_bridge.plan_command({"python": "/host/python"}, 10, 20, 1, {})

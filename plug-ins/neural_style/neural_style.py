@@ -331,15 +331,18 @@ def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
 
 
 # The settings the time estimate depends on: a change re-estimates it (debounced, see EstimateRefresh).
-ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file", "style2-layer")
+ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file", "style2-layer", "region")
 
 
 def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> list[str]:
-    """The engine's plan command for the first layer's selected part, with the dialog's settings."""
-    _x, _y, width, height = selected_part(check_layers(layers)[0])
+    """The engine's plan command for the first layer's selected part (all of it with a region), with
+    the dialog's settings."""
+    layer = check_layers(layers)[0]
+    masked = config.get_property("region") != nst_bridge.REGION_WHOLE
+    _x, _y, width, height = (0, 0, layer.get_width(), layer.get_height()) if masked else selected_part(layer)
     styles = 2 if config.get_property("style2-file") or config.get_property("style2-layer") else 1
     options = read_options(config, engine_config)
-    return nst_bridge.plan_command(engine_config, width, height, styles, options)
+    return nst_bridge.plan_command(engine_config, width, height, styles, options, masked)
 
 
 def one_style_source(config: Gimp.ProcedureConfig) -> None:

@@ -714,11 +714,14 @@ def option_flags(options):
     return flags
 
 
-def plan_command(config, width, height, style_count, options):
-    # type: (dict, int, int, int, dict) -> list
-    """`<engine python> -m nst_core plan ...` for a content of width x height, the options of a job."""
+def plan_command(config, width, height, style_count, options, masked=False):
+    # type: (dict, int, int, int, dict, bool) -> list
+    """`<engine python> -m nst_core plan ...` for a content of width x height, the options of a job
+    (`masked`: its styles have regions, which need more memory)."""
     command = [engine_python(config), "-m", "nst_core", "plan"]
     command += ["--width", "%d" % width, "--height", "%d" % height, "--styles", "%d" % style_count]
+    if masked:
+        command.append("--masked")
     options = dict(options)
     if options.get("device") == REMOTE:
         del options["device"]  # the server's own speed is not known here: estimate this machine's
