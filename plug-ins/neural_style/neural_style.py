@@ -64,6 +64,7 @@ ARGUMENTS = (
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
 LAYER_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "layer"]  # one per file
+CHOICE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "region")]
 ENGINE_OPTIONS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "int", "double")]
 
 
@@ -540,10 +541,14 @@ def show_dialog(
 ) -> bool:
     gi.require_version("GimpUi", "3.0")
     gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi
+    from gi.repository import GimpUi, Gtk
 
     GimpUi.init(PROC_NAME)
     dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config)
+    # Every choice a combo box: GIMP 3.2 would draw those of three options as radio buttons, making
+    # the dialog taller than a laptop's screen; asked for before fill(), the combo is what fill() packs.
+    for name in CHOICE_ARGUMENTS:
+        dialog.get_widget(name, Gtk.ComboBox)
     # The styles come first, what the user must choose: each one's file, then its layer instead.
     names = [p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS]
     dialog.fill(LAYER_ARGUMENTS + [name for name in names if name not in LAYER_ARGUMENTS])

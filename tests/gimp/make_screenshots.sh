@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Refresh the pictures in docs/images/ (run as root from anywhere in the checkout):
-#   dialog.png   the plug-in's real dialog, from GIMP 3 in the chroot on a virtual X display
+#   dialog.png   the plug-in's real dialog with its preview shown, from GIMP 3.2 in the forky chroot
+#                (GIMP 3.0's with GIMP=3.0) on a virtual X display; also as dialog-preview.png
+#   regions.png  the first style's mask, and before.png with style.png on its left half and a second
+#                style (scikit-image's coffee.png) on its right, across a 24-pixel feather
 #   before.png   scikit-image's astronaut photo (a packaged test image), 256 px
 #   style.png    scikit-image's immunohistochemistry sample (ihc.png), 256 px: colourful, textured
 #   after.png    before.png through `python -m nst_core stylize` in that style (PAIR_OPTIONS)
@@ -59,17 +62,52 @@ EOF
 "$python" -m nst_core stylize "$images/before.png" "$images/style.png" -o "$images/after.png" \
     "${PAIR_OPTIONS[@]}" --progress none --weights "$weights"
 echo "make_screenshots: before.png, style.png, after.png (${PAIR_OPTIONS[*]}; weights: $weights)"
+"$python" - "$skimage" "$images" "$work" << 'EOF'
+import sys
+import numpy as np
+from PIL import Image, ImageFilter
+skimage, out, work = sys.argv[1:]
+second = Image.open(f"{skimage}/coffee.png").convert("RGB")
+second.thumbnail((256, 256))
+second.save(f"{work}/style2.png")
+width, height = Image.open(f"{out}/before.png").size
+left = np.zeros((height, width), np.uint8)
+left[:, : width // 2] = 255
+mask = Image.fromarray(left, "L").filter(ImageFilter.GaussianBlur(12))  # about a 24-pixel feather
+mask.save(f"{work}/left.png")
+Image.fromarray(255 - np.asarray(mask), "L").save(f"{work}/right.png")
+EOF
+"$python" -m nst_core stylize "$images/before.png" "$images/style.png" "$work/style2.png" \
+    --style-masks "$work/left.png" "$work/right.png" -o "$work/regions-after.png" \
+    "${PAIR_OPTIONS[@]}" --progress none --weights "$weights"
+"$python" - "$images" "$work" << 'EOF'
+import sys
+from PIL import Image
+out, work = sys.argv[1:]
+parts = [Image.open(f"{work}/{name}").convert("RGB") for name in ("left.png", "regions-after.png")]
+sheet = Image.new("RGB", (sum(p.width for p in parts) + 8, max(p.height for p in parts)), "white")
+sheet.paste(parts[0], (0, 0))
+sheet.paste(parts[1], (parts[0].width + 8, 0))
+sheet.save(f"{out}/regions.png")
+EOF
+echo "make_screenshots: regions.png (the first style's mask, then the result)"
 fi
 
 # 2. The dialog, from GUI GIMP on Xvfb (xvfb and xdotool are added to the chroot if missing).
-EXTRA_PACKAGES="xvfb xdotool" "$here/make_chroot.sh" > /dev/null
-profile=$work/GIMP/3.0
+gimp_version=${GIMP:-3.2}
+if [[ $gimp_version == 3.2 ]]; then
+    root=${GIMP32_ROOT:-/var/tmp/gimp32-root} suite=forky
+else
+    root=${GIMP3_ROOT:-/var/tmp/gimp3-root} suite=trixie
+fi
+SUITE=$suite EXTRA_PACKAGES="xvfb xdotool" "$here/make_chroot.sh" "$root" > /dev/null
+profile=$work/GIMP/$gimp_version
 mkdir -p "$profile"
 NST_DATA_DIR=$work/data "$python" "$repo/install.py" --engine-python "$python" --weights "$weights" \
     --gimp-dir "$profile" --skip-self-test > "$work/install.log" 2>&1 ||
     { tail -n 20 "$work/install.log" >&2; exit 1; }
 cp "$images/before.png" "$images/style.png" "$here/screenshot_dialog_inside.sh" "$work/"
-version=$(chroot "${GIMP3_ROOT:-/var/tmp/gimp3-root}" dpkg-query -W -f='${Version}' gimp | sed 's/-.*//; s/^[0-9]*://')
+version=$(chroot "$root" dpkg-query -W -f='${Version}' gimp | sed 's/-.*//; s/^[0-9]*://')
 # No welcome dialog (it appears when config-version is missing or older) and no update check.
 printf '(config-version "%s")\n(show-welcome-dialog no)\n(check-updates no)\n' "$version" > "$work/gimprc"
 n=99   # Xvfb keeps its lock in the host's /tmp: take a free display number
@@ -82,8 +120,9 @@ while IFS= read -r dir; do binds+=(--bind "$dir"); done < <(
 print(os.path.dirname(os.path.dirname(os.path.abspath(nst_core.__file__))))' | sort -u
 )
 binds+=(--bind "$(dirname "$weights")")
-"$here/run_in_gimp.sh" --profile "$profile" --timeout 180 "${binds[@]}" \
+"$here/run_in_gimp.sh" --root "$root" --profile "$profile" --timeout 300 --env PREVIEW=1 "${binds[@]}" \
     --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
 rm -f "/tmp/.X$n-lock" "/tmp/.X11-unix/X$n"   # left only if Xvfb was killed hard
-cp "$work/dialog.png" "$images/dialog.png"
-echo "make_screenshots: dialog.png"
+cp "$work/dialog-preview.png" "$images/dialog.png"
+cp "$work/dialog-preview.png" "$images/dialog-preview.png"
+echo "make_screenshots: dialog.png, dialog-preview.png (GIMP $version; $(tr '\n' ' ' < "$work/preview-times.txt"))"
