@@ -855,8 +855,8 @@ def test_the_engine_is_checked_once_and_the_self_test_runs_as_gimp_does(
     monkeypatch.setattr(steps, "check_engine", lambda *a: checks.append(a) or check_engine(*a))
     write_job = nst_bridge.EngineRun._write_job
 
-    def spy(run: nst_bridge.EngineRun, styles: list, options: dict) -> str:
-        path = write_job(run, styles, options)
+    def spy(run: nst_bridge.EngineRun, styles: list, options: dict, masks: list | None = None) -> str:
+        path = write_job(run, styles, options, masks)
         jobs.append(json.loads(Path(path).read_text()))
         return path
 
