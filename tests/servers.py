@@ -92,3 +92,13 @@ def pid_alive(pid: int) -> bool:
         if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
             return False
     return True
+
+
+def stop_local_service(data_dir: Path) -> None:
+    """Stop the warm engine service a test's plug-in config (its `data_dir`) started, if it runs."""
+    state = data_dir / "service" / "service.json"
+    if state.exists():
+        pid = json.loads(state.read_text())["pid"]
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            wait_until(lambda: not pid_alive(pid), 20)

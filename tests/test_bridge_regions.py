@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from servers import pid_alive, wait_until
+from servers import stop_local_service
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plug-ins" / "neural_style"))
@@ -58,12 +57,7 @@ def config(tmp_path: Path, vgg19_weights: Path):
         "service": False,
     }
     yield config
-    state = tmp_path / "data" / "service" / "service.json"
-    if state.exists():
-        pid = json.loads(state.read_text())["pid"]
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            wait_until(lambda: not pid_alive(pid), 20)
+    stop_local_service(tmp_path / "data")
 
 
 def run(config: dict, styles: list, masks: list | None = None) -> tuple[bytes, str | None]:

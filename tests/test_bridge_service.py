@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from servers import pid_alive, serving, wait_until
+from servers import pid_alive, serving, stop_local_service, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = REPO / "plug-ins" / "neural_style"
@@ -50,12 +50,7 @@ def config(tmp_path: Path, vgg19_weights: Path):
         "service": True,
     }
     yield config
-    state = tmp_path / "data" / "service" / "service.json"
-    if state.exists():
-        pid = json.loads(state.read_text())["pid"]
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            wait_until(lambda: not pid_alive(pid), 20)
+    stop_local_service(tmp_path / "data")
 
 
 def service_pid(config: dict) -> int:

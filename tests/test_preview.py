@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from servers import pid_alive, wait_until
+from servers import pid_alive, stop_local_service, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plug-ins" / "neural_style"))
@@ -76,12 +75,7 @@ def config(tmp_path: Path, vgg19_weights: Path):
         "service": False,
     }
     yield config
-    state = tmp_path / "data" / "service" / "service.json"
-    if state.exists():
-        pid = json.loads(state.read_text())["pid"]
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            wait_until(lambda: not pid_alive(pid), 20)
+    stop_local_service(tmp_path / "data")
 
 
 def job(style: Path, **options: object) -> nst_preview.PreviewJob:
