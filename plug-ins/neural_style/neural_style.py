@@ -121,14 +121,20 @@ def read_style_layer(layer: Gimp.Layer, eight_bit: bool, longest: int = 0) -> ns
             nst_bridge.EXIT_USAGE,
         )
     babl, fmt, channels = pixel_layout(layer.get_image(), layer, eight_bit)
-    scale = min(1.0, longest / max(layer.get_width(), layer.get_height())) if longest else 1.0
-    width, height = scaled(layer.get_width(), layer.get_height(), scale)
+    scale = nst_preview.fit_scale(layer.get_width(), layer.get_height(), longest) if longest else 1.0
+    width, height = nst_preview.scaled_size(layer.get_width(), layer.get_height(), scale)
     data = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), scale, babl, Gegl.AbyssPolicy.NONE)
     return nst_bridge.StylePixels(data, width, height, fmt, channels, layer.get_name())
 
 
-def scaled(width: int, height: int, scale: float) -> tuple[int, int]:
-    return max(1, round(width * scale)), max(1, round(height * scale))
+def has_region(config: Gimp.ProcedureConfig) -> bool:
+    """Whether a region says where the styles go (then the whole layer is computed)."""
+    return config.get_property("region") != nst_bridge.REGION_WHOLE
+
+
+def region_part(layer: Gimp.Layer, whole: bool) -> tuple[int, int, int, int]:
+    """(x, y, width, height) of what is computed: all of `layer` when `whole`, else its selected part."""
+    return (0, 0, layer.get_width(), layer.get_height()) if whole else selected_part(layer)
 
 
 def read_region(
@@ -136,16 +142,16 @@ def read_region(
 ):
     """The styles' masks over the whole of `layer` (None: no region, the styles everywhere): the
     chosen channel, else the selection, as 8-bit gray where the layer lies."""
-    region = config.get_property("region")
-    if region == nst_bridge.REGION_WHOLE:
+    if not has_region(config):
         return None
+    region = config.get_property("region")
     channel = config.get_property("region-channel")
     if channel is None and Gimp.Selection.is_empty(image):
         return nst_bridge.region_masks(region, None, len(styles))  # the one-line "empty region" error
     channel = channel or image.get_selection()
     _, layer_x, layer_y = layer.get_offsets()
     _, channel_x, channel_y = channel.get_offsets()
-    width, height = scaled(layer.get_width(), layer.get_height(), scale)
+    width, height = nst_preview.scaled_size(layer.get_width(), layer.get_height(), scale)
     rect = Gegl.Rectangle.new(
         round((layer_x - channel_x) * scale), round((layer_y - channel_y) * scale), width, height
     )
@@ -160,10 +166,8 @@ def mask_format(image: Gimp.Image, channel: Gimp.Channel) -> str:
     so 50% grey painted into it is a half share, as in the Channels dialog."""
     if channel.get_id() == image.get_selection().get_id():
         return "Y u8"
-    encoding = (
-        channel.get_image().get_precision().value_nick.split("-", 1)[1]
-    )  # "u8-non-linear": "non-linear"
-    return "Y u8" if encoding == "linear" else "Y' u8"
+    precision = channel.get_image().get_precision().value_nick  # e.g. "u8-non-linear"
+    return "Y u8" if precision.split("-", 1)[1] == "linear" else "Y' u8"
 
 
 def read_options(config: Gimp.ProcedureConfig, engine_config: dict) -> dict:
@@ -197,7 +201,7 @@ def selected_part(layer: Gimp.Layer) -> tuple[int, int, int, int]:
 def read_part(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False, whole: bool = False) -> dict:
     """The selected part of `layer` (all of it when `whole`: a region decides where the styles go):
     where it lies, its pixel layout and its pixels."""
-    x, y, width, height = (0, 0, layer.get_width(), layer.get_height()) if whole else selected_part(layer)
+    x, y, width, height = region_part(layer, whole)
     babl, fmt, channels = pixel_layout(image, layer, eight_bit)
     pixels = layer.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, babl, Gegl.AbyssPolicy.NONE)
     part = {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl}
@@ -225,8 +229,7 @@ def stylize_layer(
 
 def check_frames(count: int, config: Gimp.ProcedureConfig) -> None:
     nst_bridge.check_frames(count)
-    if config.get_property("region") != nst_bridge.REGION_WHOLE:
-        raise nst_bridge.EngineError(nst_bridge.REGION_NOT_FRAMES, nst_bridge.EXIT_USAGE)
+    nst_bridge.check_frames_region(config.get_property("region"))
 
 
 def frame_order(image: Gimp.Image, layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
@@ -339,8 +342,8 @@ def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: 
     """The engine's plan command for the first layer's selected part (all of it with a region), with
     the dialog's settings."""
     layer = check_layers(layers)[0]
-    masked = config.get_property("region") != nst_bridge.REGION_WHOLE
-    _x, _y, width, height = (0, 0, layer.get_width(), layer.get_height()) if masked else selected_part(layer)
+    masked = has_region(config)
+    _x, _y, width, height = region_part(layer, masked)
     styles = 2 if config.get_property("style2-file") or config.get_property("style2-layer") else 1
     options = read_options(config, engine_config)
     return nst_bridge.plan_command(engine_config, width, height, styles, options, masked)
@@ -368,10 +371,10 @@ def preview_job(image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, e
     options = read_options(config, engine_config)
     if options.get("device") == nst_bridge.REMOTE:
         options.pop("device")  # a preview is computed here: a server's queue is no place for a quick look
-    whole = config.get_property("region") != nst_bridge.REGION_WHOLE
-    x, y, width, height = (0, 0, layer.get_width(), layer.get_height()) if whole else selected_part(layer)
+    whole = has_region(config)
+    x, y, width, height = region_part(layer, whole)
     scale = nst_preview.preview_scale(engine_config, width, height)
-    small_width, small_height = scaled(width, height, scale)
+    small_width, small_height = nst_preview.scaled_size(width, height, scale)
     rect = Gegl.Rectangle.new(round(x * scale), round(y * scale), small_width, small_height)
     pixels = layer.get_buffer().get(rect, scale, "R'G'B'A u8", Gegl.AbyssPolicy.NONE)
     masks = read_region(image, layer, config, styles, scale) if whole else None

@@ -373,6 +373,13 @@ def region_masks(region, mask, style_count):
     return [mask] * style_count  # two styles inside share it: blended there, as without a region
 
 
+def check_frames_region(region):
+    # type: (str) -> None
+    """Animation frames run as a batch, which takes no masks: a region other than whole is refused."""
+    if region != REGION_WHOLE:
+        raise EngineError(REGION_NOT_FRAMES, EXIT_USAGE)
+
+
 def _text(value):
     # type: (object) -> str
     """Text from GIMP 2.10's byte strings (UTF-8) as well as from Python 3's str."""

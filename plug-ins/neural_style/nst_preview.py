@@ -27,10 +27,14 @@ def preview_settings(config: dict) -> tuple[int, int]:
     )
 
 
+def fit_scale(width: int, height: int, longest: int) -> float:
+    """How much a width x height picture is shrunk so that its longest side is `longest` (at most 1.0)."""
+    return min(1.0, longest / float(max(width, height)))
+
+
 def preview_scale(config: dict, width: int, height: int) -> float:
     """How much a width x height part is shrunk for its preview (1.0: it is small enough already)."""
-    size, _iterations = preview_settings(config)
-    return min(1.0, size / float(max(width, height)))
+    return fit_scale(width, height, preview_settings(config)[0])
 
 
 def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:

@@ -307,8 +307,8 @@ def _stylise(image, drawable, values):
     if nst_bridge is None:
         raise PluginError(MISSING_BRIDGE)
     region_choice = _choice("region", values["region"])
-    if values.get("frames") and region_choice != nst_bridge.REGION_WHOLE:
-        raise nst_bridge.EngineError(nst_bridge.REGION_NOT_FRAMES, nst_bridge.EXIT_USAGE)
+    if values.get("frames"):
+        nst_bridge.check_frames_region(region_choice)
     styles = _styles(values)
     options = _options(values)
     if values.get("frames"):
