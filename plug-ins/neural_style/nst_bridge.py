@@ -232,19 +232,28 @@ def dialog_options(config, values):
     return options
 
 
-class StylePixels(object):
-    """A style given as pixels (a layer of an open image) rather than a file: row-major, interleaved,
-    "u8" or "float32" as the image's precision has them, alpha included; `name` for the result's name."""
+class RawPixels(object):
+    """Pixels handed to the engine without a file: row-major, interleaved, "u8" (0..255) or "float32"
+    (0..1), as a job's or a request's raw entry describes them (docs/protocol.md)."""
 
-    def __init__(self, data, width, height, fmt, channels, name):
-        # type: (bytes, int, int, str, int, str) -> None
+    def __init__(self, data, width, height, fmt, channels):
+        # type: (bytes, int, int, str, int) -> None
         _check_layout(data, width, height, fmt, channels)
-        self.data, self.width, self.height = data, width, height
-        self.format, self.channels, self.name = fmt, channels, _text(name)
+        self.data, self.width, self.height, self.format, self.channels = data, width, height, fmt, channels
 
     def layout(self):
         # type: () -> dict
         return {"width": self.width, "height": self.height, "format": self.format, "channels": self.channels}
+
+
+class StylePixels(RawPixels):
+    """A style given as pixels (a layer of an open image) rather than a file, at its image's precision,
+    alpha included; `name` for the result's name."""
+
+    def __init__(self, data, width, height, fmt, channels, name):
+        # type: (bytes, int, int, str, int, str) -> None
+        RawPixels.__init__(self, data, width, height, fmt, channels)
+        self.name = _text(name)
 
 
 def style_name(style):
@@ -337,17 +346,12 @@ REGION_NOT_FRAMES = (
 INVERT = bytearray(range(255, -1, -1))
 
 
-class RegionMask(object):
-    """A region as 8-bit gray pixels over the layer (255 = inside), row-major."""
+class RegionMask(RawPixels):
+    """A region as 8-bit gray pixels over the layer (255 = inside)."""
 
     def __init__(self, data, width, height):
         # type: (bytes, int, int) -> None
-        _check_layout(data, width, height, "u8", 1)
-        self.data, self.width, self.height = bytes(data), width, height
-
-    def layout(self):
-        # type: () -> dict
-        return {"width": self.width, "height": self.height, "format": "u8", "channels": 1}
+        RawPixels.__init__(self, bytes(data), width, height, "u8", 1)
 
     def inverted(self):
         # type: () -> RegionMask
