@@ -151,25 +151,35 @@ def _record(name, *args):
     calls.append((name, args))
 
 
-class Channel(object):
+class _Drawable(object):
+    """What layers and channels share: pixel regions over real bytes, writes that reach the pixels on
+    flush(), as in GIMP's tile cache. `recorded_as` names their calls in `calls`."""
+
+    recorded_as = "drawable"
+
+    def get_pixel_rgn(self, x, y, width, height, dirty=True, shadow=False):
+        _record(self.recorded_as + ".get_pixel_rgn", self, x, y, width, height, dirty, shadow)
+        if shadow:
+            raise error("this stand-in keeps no shadow buffers: write new layers directly")
+        return PixelRegion(self, x, y, width, height, dirty, shadow)
+
+    def flush(self):
+        _record(self.recorded_as + ".flush", self)
+        for start, data in self.pending:
+            self.pixels[start : start + len(data)] = data
+        del self.pending[:]
+
+
+class Channel(_Drawable):
     """A layer mask or the selection: one byte of coverage per pixel, a drawable like a layer."""
+
+    recorded_as = "channel"
 
     def __init__(self, width, height, coverage, name="Channel"):
         self.width, self.height, self.name = width, height, name
         self.pixels = bytearray(coverage)
         self.bpp, self.offsets = 1, (0, 0)
         self.pending = []
-
-    def get_pixel_rgn(self, x, y, width, height, dirty=True, shadow=False):
-        _record("channel.get_pixel_rgn", self, x, y, width, height, dirty, shadow)
-        if shadow:
-            raise error("this stand-in keeps no shadow buffers")
-        return PixelRegion(self, x, y, width, height, dirty, shadow)
-
-    def flush(self):
-        for start, data in self.pending:
-            self.pixels[start : start + len(data)] = data
-        del self.pending[:]
 
     def bounds(self):
         """(x, y, width, height) around the pixels that are not 0, or None (not part of gimpfu)."""
@@ -218,7 +228,7 @@ class PixelRegion(object):
             offset += stop - start
 
 
-class Layer(object):
+class Layer(_Drawable):
     """gimp.Layer(image, name, width, height, type, opacity, mode) with real pixel bytes."""
 
     def __init__(self, image, name, width, height, type, opacity=100.0, mode=LAYER_MODE_NORMAL):
@@ -228,21 +238,9 @@ class Layer(object):
         self.has_alpha = type in (RGBA_IMAGE, GRAYA_IMAGE, INDEXEDA_IMAGE)
         self.offsets = (0, 0)
         self.pixels = bytearray(width * height * self.bpp)
-        self.pending = []  # writes that reach the pixels on flush(), as in GIMP's tile cache
+        self.pending = []
         self.mask = None
         self.updates = []
-
-    def get_pixel_rgn(self, x, y, width, height, dirty=True, shadow=False):
-        _record("drawable.get_pixel_rgn", self, x, y, width, height, dirty, shadow)
-        if shadow:
-            raise error("this stand-in keeps no shadow buffers: write new layers directly")
-        return PixelRegion(self, x, y, width, height, dirty, shadow)
-
-    def flush(self):
-        _record("drawable.flush", self)
-        for start, data in self.pending:
-            self.pixels[start : start + len(data)] = data
-        del self.pending[:]
 
     def update(self, x, y, width, height):
         _record("drawable.update", self, x, y, width, height)
