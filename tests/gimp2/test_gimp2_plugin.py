@@ -284,10 +284,12 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
-def drive_on_python27(spec: Path, report_path: Path) -> dict:
-    """Run the plug-in on a real Python 2.7 as GIMP 2.10 does; the driver's report."""
+def run_on_python27(tmp_path: Path, report: str = "report.json", **spec) -> dict:
+    """Run the plug-in on a real Python 2.7 as GIMP 2.10 does, as `spec` says; the driver's report."""
+    report_path = tmp_path / report
+    path = write_spec(tmp_path, **spec, report=str(report_path))
     done = subprocess.run(
-        [python27(), str(HERE / "drive_plugin.py"), str(spec)], capture_output=True, text=True, timeout=300
+        [python27(), str(HERE / "drive_plugin.py"), str(path)], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     return json.loads(report_path.read_text(encoding="utf-8"))
@@ -369,18 +371,9 @@ def test_finds_bridge_and_config_where_the_installer_puts_them(
 
 
 def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    spec = write_spec(
-        tmp_path,
-        style=style_file,
-        width=24,
-        height=20,
-        layer_type=3,
-        offsets=[4, 6],
-        iterations=2,
-        report=str(report_path),
+    report = run_on_python27(
+        tmp_path, style=style_file, width=24, height=20, layer_type=3, offsets=[4, 6], iterations=2
     )
-    report = drive_on_python27(spec, report_path)
     assert report["python"] == [2, 7] and report["messages"] == [] and report["open_undo_groups"] == 0
     result, source = report["layers"][0], report["layers"][1]
     assert result["name"] == "Photo (Neural Style: Starry night)"
@@ -402,17 +395,15 @@ def test_runs_on_the_warm_engine_on_python27(config_file, style_file, tmp_path: 
     pids, layers = [], []
     try:
         for run in range(2):
-            report_path = tmp_path / f"report-{run}.json"
-            spec = write_spec(
+            report = run_on_python27(
                 tmp_path,
+                f"report-{run}.json",
                 style=style_file,
                 width=24,
                 height=20,
                 layer_type=1,
                 iterations=2,
-                report=str(report_path),
             )
-            report = drive_on_python27(spec, report_path)
             assert report["messages"] == []
             layers.append(report["layers"][0]["pixels"])
             pids.append(json.loads(state.read_text())["pid"])
@@ -697,8 +688,7 @@ def test_regions_and_layers_that_cannot_be_change_nothing(plugin, gimpfu, style_
 
 
 def test_a_style_layer_and_a_region_on_python27(config_file, style_file, tmp_path: Path) -> None:
-    report_path = tmp_path / "report.json"
-    spec = write_spec(
+    report = run_on_python27(
         tmp_path,
         style=style_file,
         width=24,
@@ -709,9 +699,7 @@ def test_a_style_layer_and_a_region_on_python27(config_file, style_file, tmp_pat
         region=2,
         selection=[0, 0, 16, 40],
         style_layer=[20, 18, 1],
-        report=str(report_path),
     )
-    report = drive_on_python27(spec, report_path)
     assert report["python"] == [2, 7] and report["messages"] == [] and report["open_undo_groups"] == 0
     inside = rectangle_coverage(24, 20, 0, 0, 12, 20)  # image x 0..16 is layer x 0..12
     assert [base64.b64decode(mask) for mask in report["masks"]] == [
