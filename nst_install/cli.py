@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
         if args.uninstall:
-            return uninstall(Manifest(data_folder(args, os.environ) / MANIFEST_NAME))
+            return uninstall(Manifest(data_folder(args, os.environ) / MANIFEST_NAME), args.dry_run)
         return install(args)
     except InstallError as exc:
         sys.stderr.write(f"error: {exc}\n")

@@ -15,6 +15,7 @@ from .system import run_quiet, say
 
 MANIFEST_NAME = "install-manifest.json"
 MANIFEST_VERSION = 1
+KEPT_WHY = "it holds files install.py did not put there"
 
 
 class Manifest:
@@ -108,11 +109,16 @@ def place_files(target: Path, files: dict[str, tuple[bytes, int]], manifest: Man
     return written
 
 
-def uninstall(manifest: Manifest) -> int:
+def uninstall(manifest: Manifest, dry_run: bool = False) -> int:
     if not manifest.path.is_file():
         say(
             f"Nothing to uninstall: no install record at {manifest.path} (pass the --prefix used to install)."
         )
+        return EXIT_OK
+    if dry_run:
+        for line in describe_uninstall(manifest):
+            say(line)
+        say("Dry run: nothing was changed.")
         return EXIT_OK
     data = manifest.data
     stopped = nst_service.stop_local_service(str(manifest.path.parent))
@@ -132,7 +138,7 @@ def uninstall(manifest: Manifest) -> int:
             Path(name).unlink()
     manifest.path.unlink()
     kept = []
-    for folder in sorted((Path(d) for d in data["dirs"]), key=lambda p: len(p.parts), reverse=True):
+    for folder in deepest_first(data["dirs"]):
         shutil.rmtree(folder / "__pycache__", ignore_errors=True)  # left by GIMP's Python
         try:
             folder.rmdir()
@@ -141,6 +147,36 @@ def uninstall(manifest: Manifest) -> int:
         except OSError:
             kept.append(folder)
     for folder in kept:
-        say(f"kept {folder}: it holds files install.py did not put there")
+        say(f"kept {folder}: {KEPT_WHY}")
     say("Uninstalled.")
     return EXIT_OK
+
+
+def deepest_first(folders: list[str]) -> list[Path]:
+    return sorted((Path(d) for d in folders), key=lambda p: len(p.parts), reverse=True)
+
+
+def describe_uninstall(manifest: Manifest) -> list[str]:
+    """What `uninstall` would do, as --dry-run prints it. It only reads (the record, the folders, the
+    engine service's state file): even asking a running service would be a change it need not make."""
+    data, data_dir = manifest.data, manifest.path.parent
+    lines = [f"Uninstall, from the install record {manifest.path}:"]
+    if (data_dir / nst_service.SERVICE_FOLDER / nst_service.STATE_NAME).is_file():
+        lines.append("  would stop the engine service of this data folder, if it runs")
+    lines += [f"  would remove {project().name} from {p}" for p in data["pip"] if Path(p).is_file()]
+    trees = [Path(t) for t in data["trees"] if Path(t).is_dir()]
+    files = [Path(f) for f in data["files"] if Path(f).is_file()]
+    # A file inside a tree goes with the tree: uninstall does not name it.
+    removed = trees + [f for f in files if not any(tree in f.parents for tree in trees)] + [manifest.path]
+    lines += [f"  would remove {path}" for path in removed]
+    gone = set(removed)
+    for folder in deepest_first(data["dirs"]):
+        if not folder.is_dir():
+            continue
+        # GIMP's Python leaves __pycache__ in a plug-in folder; uninstall removes it with the folder.
+        if all(child in gone or child.name == "__pycache__" for child in folder.iterdir()):
+            lines.append(f"  would remove the folder {folder}")
+            gone.add(folder)
+        else:
+            lines.append(f"  would keep {folder}: {KEPT_WHY}")
+    return lines

@@ -303,6 +303,37 @@ def test_dry_run_plans_a_venv_with_the_cuda_index(tmp_path: Path) -> None:
     assert listing(home) == before
 
 
+def test_uninstall_dry_run_says_what_it_would_remove_and_removes_nothing(tmp_path, vgg19_weights) -> None:
+    home, prefix = tmp_path / "home", tmp_path / "scratch"
+    make_profiles(home, ".config/GIMP/3.0")
+    installed = run_install(home, *install_args(vgg19_weights, "--skip-self-test", "--prefix", str(prefix)))
+    assert installed.returncode == 0, explain(installed)
+    service = start_server(prefix / nst_service.SERVICE_FOLDER, vgg19_weights)
+    try:
+        before = listing(tmp_path)
+        dry = run_install(home, "--uninstall", "--dry-run", "--prefix", str(prefix))
+        assert dry.returncode == 0, explain(dry)
+        assert listing(tmp_path) == before and service.process.poll() is None, "the dry run changed something"
+        assert "would stop the engine service of this data folder, if it runs" in dry.stdout
+        assert dry.stdout.endswith("Dry run: nothing was changed.\n") and "Uninstalled" not in dry.stdout
+        would = {
+            line.split("would remove ", 1)[1] for line in dry.stdout.splitlines() if "would remove " in line
+        }
+        assert str(prefix / MANIFEST) in would and f"the folder {prefix}" in would
+
+        removed = run_install(home, "--uninstall", "--prefix", str(prefix))
+        assert removed.returncode == 0, explain(removed)
+        done = {
+            line.removeprefix("removing ")
+            for line in removed.stdout.splitlines()
+            if line.startswith("removing ")
+        }
+        assert done and done <= would, "the dry run did not name what the uninstall removed"
+        assert not prefix.exists() and service.process.wait(30) == 0
+    finally:
+        stop_server(service)
+
+
 # -- platforms: Flatpak, the Microsoft Store, a GIMP never started ---------------------------------------
 
 # A stand-in for the flatpak program: Flathub's GIMP 3.0.4 is installed; `override --user --talk-name=...`
