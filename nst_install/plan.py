@@ -234,6 +234,9 @@ def describe(plan: InstallPlan) -> list[str]:
     lines.append(f"  weights: {describe_weights(plan.weights)}")
     for profile in plan.profiles:
         lines.append(f"  {profile.label}: plug-in into {profile.plugin_dir}")
+    test = "; the self-test runs its picture there" if plan.self_test else ""
+    for url, token_file in plan.servers:
+        lines.append(f"  server: {url} for the dialog's Device 'Remote server' (token {token_file}{test})")
     for folder in plan.unsupported:
         lines.append(f"  skipped {folder}: only GIMP 3.x and 2.10 are supported")
     if plan.profiles:

@@ -334,6 +334,34 @@ def test_uninstall_dry_run_says_what_it_would_remove_and_removes_nothing(tmp_pat
         stop_server(service)
 
 
+def test_dry_runs_on_an_installed_home_change_nothing(tmp_path: Path, vgg19_weights: Path) -> None:
+    """An upgrade, a --server and an official --weights file to copy: each only printed."""
+    home = tmp_path / "home"
+    (gimp3,) = make_profiles(home, ".config/GIMP/3.0")
+    installed = run_install(home, *install_args(vgg19_weights, "--skip-self-test"))
+    assert installed.returncode == 0, explain(installed)
+    (gimp3 / "plug-ins/neural_style/neural_style.py").write_text("# an older version\n")
+    (tmp_path / "token").write_text("a-token-long-enough-for-this\n")
+    official = tmp_path / "vgg19-dcbb9e9d.pth"
+    official.write_bytes(b"only the name is official")
+    url = f"http://127.0.0.1:{closed_port()}"
+    server = ["--server", url, "--token-file", str(tmp_path / "token")]
+    cases = {
+        "upgrade": (install_args(vgg19_weights), f"use {vgg19_weights} where it is"),
+        "--server": (install_args(vgg19_weights, *server), f"server: {url} for the dialog's Device"),
+        "--weights": (
+            ["--engine-python", sys.executable, "--weights", str(official)],
+            f"copy {official} to ",
+        ),
+    }
+    for name, (arguments, planned) in cases.items():
+        before = listing(tmp_path)
+        result = run_install(home, *arguments, "--dry-run")
+        assert result.returncode == 0, f"{name}: {explain(result)}"
+        assert listing(tmp_path) == before, f"the dry run of {name} changed something"
+        assert planned in result.stdout and "Dry run: nothing was changed" in result.stdout, name
+
+
 # -- platforms: Flatpak, the Microsoft Store, a GIMP never started ---------------------------------------
 
 # A stand-in for the flatpak program: Flathub's GIMP 3.0.4 is installed; `override --user --talk-name=...`
