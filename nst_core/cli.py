@@ -406,15 +406,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def _weights_status() -> dict[str, dict[str, Any]]:
-    from .weights import OFFICIAL, resolve_weights
+    from .network import load_features
+    from .weights import OFFICIAL, status
 
-    status = {}
-    for model in OFFICIAL:
-        try:
-            status[model] = {"path": str(resolve_weights(None, model)), "ok": True}
-        except NstError as error:
-            status[model] = {"path": None, "ok": False, "problem": error.message}
-    return status
+    return {model: status(model, load_features) for model in OFFICIAL}
 
 
 def _info_text(info: dict[str, Any]) -> str:
@@ -427,7 +422,10 @@ def _info_text(info: dict[str, Any]) -> str:
         f"memory   {gib(info['free_memory'])} free of {gib(info['total_memory'])}",
     ]
     for model, state in info["weights"].items():
-        lines.append(f"{model:8} {state['path'] if state['ok'] else state['problem']}")
+        check = "SHA-256 verified" if state["verified"] else f"loads as {model}"
+        lines.append(
+            f"{model:8} {state['path']} ({check})" if state["ok"] else f"{model:8} {state['problem']}"
+        )
     return "\n".join(lines)
 
 

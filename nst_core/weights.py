@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import paths
-from .errors import UsageError, WeightsError
+from .errors import NstError, UsageError, WeightsError
 
 WEIGHTS_ENV = "NST_WEIGHTS"
 STAMP_NAME = "verified-weights.json"
@@ -390,3 +390,26 @@ def resolve_weights(explicit: Path | str | None, model: str = "vgg19") -> Path:
             raise WeightsError(f"Weights file {path} not found: check the path given with --weights.")
         return verify(path, model)
     return verify(find_weights(model), model)
+
+
+def status(model: str, load: Callable[[str, Path], object]) -> dict[str, object]:
+    """What is known of the weights the engine would use for `model` (`info` reports it): `path` (None
+    when none is found), `found`, `verified` (an official file whose SHA-256 matches), `loads` (a file of
+    the user's own, which has no hash to compare, read with `load`: whether it loads as `model`'s weights;
+    None when not read), `ok` only when one of those checks passed, and else the `problem`."""
+    report: dict[str, object] = {"path": None, "found": False, "verified": False, "loads": None, "ok": False}
+    try:
+        path = find_weights(model)
+        report.update(path=str(path), found=True)
+        if official_for_file(path) is None:
+            report["loads"] = False
+            load(model, path)
+            report["loads"] = True
+        else:
+            verify(path, model)
+            report["verified"] = True
+    except NstError as error:
+        report["problem"] = error.message
+        return report
+    report["ok"] = True
+    return report

@@ -181,9 +181,50 @@ def test_info_json(
     info = json.loads(out)
     assert code == 0 and info["device"] == "cpu" and info["threads"] >= 1 and info["torch"]
     assert info["total_memory"] > 0
-    assert info["weights"]["vgg19"] == {"path": str(vgg19_weights), "ok": True}
+    loaded = {"path": str(vgg19_weights), "found": True, "verified": False, "loads": True, "ok": True}
+    assert info["weights"]["vgg19"] == loaded
+    assert (
+        info["weights"]["vgg16"]["loads"] is False
+        and "not a torchvision vgg16 file" in (info["weights"]["vgg16"]["problem"])
+    )
     code, out, _ = run(capsys, "info")
-    assert code == 0 and f"vgg19    {vgg19_weights}" in out
+    assert code == 0 and f"vgg19    {vgg19_weights} (loads as vgg19)" in out
+
+
+def test_info_says_a_file_that_does_not_load_is_not_ok(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not weights\n")
+    monkeypatch.setenv("NST_WEIGHTS", str(text))
+    code, out, _ = run(capsys, "info", "--json", "--device", "cpu")
+    assert code == 0
+    for model in ("vgg19", "vgg16"):
+        state = json.loads(out)["weights"][model]
+        assert state["ok"] is False and "not a PyTorch file" in state["problem"]
+        known = (state["path"], state["found"], state["verified"], state["loads"])
+        assert known == (str(text), True, False, False)
+
+
+def test_info_verifies_an_official_file_by_its_hash(
+    tmp_path: Path, small_official: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    official = tmp_path / "data" / "weights" / "vgg19-small.pth"
+    official.parent.mkdir(parents=True)
+    official.write_bytes(small_official.read_bytes())
+    code, out, _ = run(capsys, "info", "--json", "--device", "cpu")
+    state = json.loads(out)["weights"]["vgg19"]
+    assert code == 0 and (state["verified"], state["loads"], state["ok"]) == (True, None, True)
+    official.write_bytes(b"damaged")
+    code, out, _ = run(capsys, "info", "--json", "--device", "cpu")
+    state = json.loads(out)["weights"]["vgg19"]
+    assert (state["path"], state["verified"], state["ok"]) == (str(official), False, False)
+    assert "incomplete or damaged" in state["problem"]
+    missing = {"path": None, "found": False, "verified": False, "loads": None, "ok": False}
+    assert json.loads(out)["weights"]["vgg16"] == {
+        **missing,
+        "problem": "VGG16 weights not found: " + weights.fetch_hint("vgg16") + ".",
+    }
 
 
 @pytest.fixture
