@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
-from .options import Options
+from .options import Options, check_options
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
     from .optimize import CancelToken
@@ -119,6 +119,7 @@ def parse_job(data: Any, base: Path) -> JobRequest:
             all(s.get("weight") is None for s in styles),
             "give blend weights per style or as options.style_blend, not both",
         )
+    check_options(options, len(style_paths))
     content = _content(data.get("content"), base)
     output = _output(data.get("output"), base)
     return JobRequest(content, style_paths, options, output, masks=None if masks[0] is None else masks)

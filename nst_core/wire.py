@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
-from .options import DEVICES, Options
+from .options import DEVICES, Options, check_options
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
 CONTENT_TYPE = "application/x-nst-job"
@@ -116,6 +116,7 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     options = _options(data.get("options", {}), devices)
     if options.style_blend is None:
         options = replace(options, style_blend=list(weights))
+    check_options(options, len(styles))
     result = data.get("result", {})
     _require(isinstance(result, dict), "`result` must be an object")
     fmt, size = result.get("format", "u8"), result.get("size", "content")
