@@ -232,6 +232,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits = Limits(
             max_request_bytes=int(args.max_request_mb * 1024 * 1024),
             max_pixels=int(args.max_pixels),
+            upload_timeout=args.upload_timeout,
         )
         if not _loopback(args.host, ipaddress):
             print(
@@ -567,6 +568,13 @@ def build_parser() -> Parser:
     serve.add_argument(
         "--max-pixels", type=int, default=limits.max_pixels, metavar="N", help="largest image, in pixels"
     )
+    serve.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=limits.upload_timeout,
+        metavar="S",
+        help="refuse an upload that sends nothing for S seconds",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
@@ -676,6 +684,7 @@ FLAG_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
     "serve": {
         "port": (0, 65535),
         "idle_timeout": (0, 1e9),
+        "upload_timeout": (1, 1e6),
         "max_request_mb": (1, 1e6),
         "max_pixels": (1, 10**12),
     },

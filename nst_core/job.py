@@ -87,7 +87,7 @@ def read_job(path: Path | str) -> JobRequest:
         raise UsageError(f"Cannot read job file {path} ({exc}): check the path.") from None
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for the parser
         raise UsageError(f"Job file {path} is not valid JSON ({exc}): fix the file.") from None
     return parse_job(data, path.resolve().parent)
 
@@ -172,8 +172,12 @@ def _image(entry: Any, base: Path, what: str) -> Path | RawImage:
         f"raw {what} needs positive whole `width`, `height` and `channels`",
     )
     _require(1 <= channels <= 4, f"raw `channels` is {channels}; use 1 to 4")
-    _require(fmt in RAW_FORMATS, f"raw `format` is {fmt!r}; use u8 or float32")
+    _require(_raw_format(fmt), f"raw `format` is {fmt!r}; use u8 or float32")
     return RawImage(_file(entry.get("raw"), base, f"{what}'s `raw`"), width, height, fmt, channels)
+
+
+def _raw_format(value: Any) -> bool:
+    return isinstance(value, str) and value in RAW_FORMATS  # a list is not hashable: no TypeError
 
 
 def _output(entry: Any, base: Path) -> Output:
@@ -181,7 +185,7 @@ def _output(entry: Any, base: Path) -> Output:
     if "path" in entry:
         return Output(_file(entry["path"], base, "`output.path`"))
     fmt = entry.get("format")
-    _require(fmt in RAW_FORMATS, f"raw output `format` is {fmt!r}; use u8 or float32")
+    _require(_raw_format(fmt), f"raw output `format` is {fmt!r}; use u8 or float32")
     return Output(_file(entry.get("raw"), base, "`output.raw`"), raw_format=fmt)
 
 

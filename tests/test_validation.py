@@ -1,6 +1,7 @@
-"""Bad numbers. Every number a user gives is checked once (options.check_options, cli.check_flags) and
-refused alike by the command line (exit 2, one line), a job file (an `error` event, code 2) and the
-engine service (400, one `error` object)."""
+"""Bad numbers and malformed requests. Every number a user gives is checked once (options.check_options,
+cli.check_flags) and refused alike by the command line (exit 2, one line), a job file (an `error`
+event, code 2) and the engine service (400, one `error` object); the service's request parser, fuzzed
+on loopback, answers every malformed body with a 4xx, logs no traceback and keeps no job."""
 
 from __future__ import annotations
 
@@ -115,6 +116,7 @@ def test_a_job_file_with_a_bad_number_is_one_error_event(
         (["serve", "--max-request-mb=inf"], "--max-request-mb", "inf"),
         (["serve", "--max-pixels=0"], "--max-pixels", "0"),
         (["serve", "--port=70000"], "--port", "70000"),
+        (["serve", "--upload-timeout=-inf"], "--upload-timeout", "-inf"),
         (["batch", "--temporal-weight=nan"], "--temporal-weight", "nan"),
         (["batch", "--frames-per-task=0"], "--frames-per-task", "0"),
         (["batch", "--overlap=-1"], "--overlap", "-1"),
@@ -140,17 +142,19 @@ def test_a_commands_own_bad_number_is_one_line_before_it_starts(
 
 # -- the service ------------------------------------------------------------------------------------------
 
+STALL = 2  # the server's --upload-timeout: how long the fuzz's short bodies wait for their 400
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, vgg19_weights: Path):
-    with serving(tmp_path_factory.mktemp("server"), vgg19_weights) as served:
+    with serving(tmp_path_factory.mktemp("server"), vgg19_weights, "--upload-timeout", str(STALL)) as served:
         yield served
 
 
 def post(served: Served, body: bytes, length: int | None = None) -> tuple[int, dict]:
     """POST `body` to 127.0.0.1 with `length` as its Content-Length (default its own): the status and
     the answer's first JSON line."""
-    connection = http.client.HTTPConnection("127.0.0.1", served.server.parts.port, timeout=60)
+    connection = http.client.HTTPConnection("127.0.0.1", served.server.parts.port, timeout=STALL + 30)
     headers = {
         "Authorization": f"Bearer {served.token}",
         "Content-Type": wire.CONTENT_TYPE,
@@ -196,4 +200,54 @@ def test_the_service_refuses_a_bad_number_with_400(served, name, value, shown) -
     status, event = post(served, body)
     assert status == 400 and event["event"] == "error" and event["code"] == 2, (status, event)
     assert re.search(expected(name, shown), event["message"]), event
+    assert_unharmed(served, since)
+
+
+HEADER, _, IMAGES = request({"size": 32}).partition(b"\n")
+
+
+def header_with(**change: object) -> bytes:
+    return json.dumps({**json.loads(HEADER), **change}).encode() + b"\n" + IMAGES
+
+
+FULL = HEADER + b"\n" + IMAGES
+NESTED = b"[" * 60000 + b"\n"
+
+
+@pytest.mark.parametrize(
+    ("body", "length", "message"),
+    [
+        (b"", None, "the body is empty"),
+        (HEADER[:30] + b"\n" + IMAGES, None, "the header line is not JSON"),
+        (HEADER[:30], len(FULL), "the body stopped before the header line"),
+        (HEADER, None, "the header line has no newline"),
+        (FULL[:-5], len(FULL), "the body stopped before the images it announces"),
+        (FULL[:-5], None, f"Content-Length is {len(FULL) - 5} but the header announces {len(FULL)}"),
+        (bytes(range(256)) * 3, None, "the header line is not JSON"),
+        (b"\xff\xfe" * 300, None, "the header line has no newline"),
+        (NESTED, None, "the header line is not JSON"),
+        (header_with(result={"format": ["u8"]}), None, "result `format` is \\['u8'\\]"),
+        (header_with(content={"bytes": 64, "raw": {**LAYOUT, "format": {}}}), None, "raw `format` is {}"),
+        (header_with(content={"bytes": 60, "raw": LAYOUT}), None, "content has 60 bytes but 4x4x4 u8 is 64"),
+    ],
+    ids=[
+        "empty",
+        "truncated-header",
+        "header-stops",
+        "header-without-newline",
+        "body-shorter-than-content-length",
+        "part-shorter-than-declared",
+        "garbage",
+        "garbage-without-newline",
+        "nested-too-deep",
+        "list-for-a-format",
+        "object-for-a-format",
+        "raw-part-shorter-than-its-layout",
+    ],
+)
+def test_a_malformed_request_is_a_4xx_and_leaves_the_server_unharmed(served, body, length, message) -> None:
+    since = log_size(served)
+    status, event = post(served, body, length)
+    assert 400 <= status < 500 and event["event"] == "error", (status, event)
+    assert re.search(message, event["message"]) and "\n" not in event["message"], event
     assert_unharmed(served, since)
