@@ -31,6 +31,8 @@ from .options import (
     PRECISIONS,
     STYLE_LOSSES,
     Options,
+    check_options,
+    check_range,
     describe,
 )
 from .presets import DEFAULT_PRESET, PRESETS
@@ -92,7 +94,9 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
-    return Options.from_dict(option_values(args))
+    options = Options.from_dict(option_values(args))
+    check_options(options)
+    return options
 
 
 def option_values(args: argparse.Namespace) -> dict[str, Any]:
@@ -226,7 +230,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         path = weights.resolve_weights(args.weights)
         devices = service.worker_devices(args.device)
         limits = Limits(
-            max_request_bytes=int(args.max_request_mb * 1024 * 1024), max_pixels=int(args.max_pixels)
+            max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+            max_pixels=int(args.max_pixels),
+            upload_timeout=args.upload_timeout,
         )
         if not _loopback(args.host, ipaddress):
             print(
@@ -560,6 +566,13 @@ def build_parser() -> Parser:
     serve.add_argument(
         "--max-pixels", type=int, default=limits.max_pixels, metavar="N", help="largest image, in pixels"
     )
+    serve.add_argument(
+        "--upload-timeout",
+        type=float,
+        default=limits.upload_timeout,
+        metavar="S",
+        help="refuse an upload that sends nothing for S seconds",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
@@ -664,9 +677,35 @@ def _add_weights_parser(commands: argparse._SubParsersAction) -> None:
     weights.set_defaults(handler=cmd_weights)
 
 
+# The commands' numbers beyond the style options (options.LIMITS has those): (min, max) by flag.
+FLAG_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
+    "serve": {
+        "port": (0, 65535),
+        "idle_timeout": (0, 1e9),
+        "upload_timeout": (1, 1e6),
+        "max_request_mb": (1, 1e6),
+        "max_pixels": (1, 10**12),
+    },
+    "batch": {
+        "temporal_weight": (0, 1e12),
+        "frames_per_task": (1, 100000),
+        "overlap": (0, 100000),
+        "ray_cpus": (1, 4096),
+    },
+    "plan": {"styles": (1, 1000)},  # its --width and --height have their own check
+}
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """The command's numbers finite and within FLAG_LIMITS, before it starts."""
+    for name, limits in FLAG_LIMITS.get(args.command, {}).items():
+        check_range(name, getattr(args, name), limits)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        check_flags(args)
     except UsageError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return int(error.code)

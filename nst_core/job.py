@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
-from .options import Options
+from .options import Options, check_options
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
     from .optimize import CancelToken
@@ -87,7 +87,7 @@ def read_job(path: Path | str) -> JobRequest:
         raise UsageError(f"Cannot read job file {path} ({exc}): check the path.") from None
     try:
         data = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep for the parser
         raise UsageError(f"Job file {path} is not valid JSON ({exc}): fix the file.") from None
     return parse_job(data, path.resolve().parent)
 
@@ -119,6 +119,7 @@ def parse_job(data: Any, base: Path) -> JobRequest:
             all(s.get("weight") is None for s in styles),
             "give blend weights per style or as options.style_blend, not both",
         )
+    check_options(options, len(style_paths))
     content = _content(data.get("content"), base)
     output = _output(data.get("output"), base)
     return JobRequest(content, style_paths, options, output, masks=None if masks[0] is None else masks)
@@ -171,8 +172,12 @@ def _image(entry: Any, base: Path, what: str) -> Path | RawImage:
         f"raw {what} needs positive whole `width`, `height` and `channels`",
     )
     _require(1 <= channels <= 4, f"raw `channels` is {channels}; use 1 to 4")
-    _require(fmt in RAW_FORMATS, f"raw `format` is {fmt!r}; use u8 or float32")
+    _require(_raw_format(fmt), f"raw `format` is {fmt!r}; use u8 or float32")
     return RawImage(_file(entry.get("raw"), base, f"{what}'s `raw`"), width, height, fmt, channels)
+
+
+def _raw_format(value: Any) -> bool:
+    return isinstance(value, str) and value in RAW_FORMATS  # a list is not hashable: no TypeError
 
 
 def _output(entry: Any, base: Path) -> Output:
@@ -180,7 +185,7 @@ def _output(entry: Any, base: Path) -> Output:
     if "path" in entry:
         return Output(_file(entry["path"], base, "`output.path`"))
     fmt = entry.get("format")
-    _require(fmt in RAW_FORMATS, f"raw output `format` is {fmt!r}; use u8 or float32")
+    _require(_raw_format(fmt), f"raw output `format` is {fmt!r}; use u8 or float32")
     return Output(_file(entry.get("raw"), base, "`output.raw`"), raw_format=fmt)
 
 

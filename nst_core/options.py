@@ -37,6 +37,11 @@ LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**31 - 1),
     "max_memory": (64, 1 << 22),  # MiB
 }
+# Each weight of a list, one per style (`style_blend`, a style's `weight`) or per style layer. Each
+# list is divided by its sum, so its weights may not all be zero (all-zero layer weights would drop the
+# style without a word: --style-weight 0 says that).
+WEIGHT_LIMITS = (0.0, 1e12)
+WEIGHT_LISTS = ("style_blend", "style_layer_weights")
 
 
 @dataclass(frozen=True)
@@ -136,10 +141,12 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise UsageError(f"Unknown {name} '{value}': use one of {', '.join(choices)}.")
 
 
-def _check_range(name: str, value: float | None) -> None:
+def check_range(name: str, value: float | None, limits: tuple[float, float] | None = None) -> None:
+    """`value` of the option or flag `name` within its LIMITS (or `limits`). NaN and the infinities are
+    outside every range (a comparison with NaN is false), so this is the check that a number is finite."""
     if value is None:
         return
-    low, high = LIMITS[name]
+    low, high = limits or LIMITS[name]
     if not low <= value <= high:
         flag = "--" + name.replace("_", "-")
         raise UsageError(f"{flag} {value} is out of range: use a value from {low:g} to {high:g}.")
@@ -164,7 +171,7 @@ PRESET_OVERRIDES = (
 def resolve(options: Options, n_styles: int = 1) -> Settings:
     """Validate `options` and overlay them on their preset."""
     preset = preset_by_name(options.preset)
-    _check_values(options)
+    check_options(options, n_styles)
     recipe = {f.name: getattr(preset, f.name) for f in fields(Preset)}
     recipe.update(
         {name: getattr(options, name) for name in PRESET_OVERRIDES if getattr(options, name) is not None}
@@ -187,10 +194,22 @@ def resolve(options: Options, n_styles: int = 1) -> Settings:
     )
 
 
-def _check_values(options: Options) -> None:
-    """Numbers within their LIMITS, names among their choices."""
+def check_options(options: Options, n_styles: int | None = None) -> None:
+    """Numbers finite and within their limits, names among their choices, and (given the number of
+    styles) one blend weight per style: the one check of the command line, job files and service
+    requests, which each call it before anything is read or queued."""
+    preset_by_name(options.preset)
     for name in LIMITS:
-        _check_range(name, getattr(options, name))
+        check_range(name, getattr(options, name))
+    for name in WEIGHT_LISTS:
+        weights = getattr(options, name) or ()
+        for weight in weights:
+            check_range(name, weight, WEIGHT_LIMITS)
+        if weights and not any(weights):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} must not be all zero: make at least one weight positive.")
+    if n_styles is not None:
+        _style_blend(options, n_styles)
     _check_choice("keep-colors mode", options.keep_colors, KEEP_COLORS)
     _check_choice("device", options.device, DEVICES)
     _check_choice("precision", options.precision, PRECISIONS)
@@ -208,8 +227,6 @@ def _style_blend(options: Options, n_styles: int) -> tuple[float, ...]:
             f"{n_styles} style image(s) but {len(blend)} blend weight(s): give one --style-blend weight "
             "per style."
         )
-    if any(w < 0 for w in blend) or sum(blend) <= 0:
-        raise UsageError("Style blend weights must be zero or positive and not all zero.")
     return blend
 
 

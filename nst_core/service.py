@@ -30,7 +30,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from aiohttp import StreamReader, web
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from . import wire
 from .errors import Cancelled, DeviceError, ExitCode, NstError, UsageError, describe_error
@@ -301,30 +302,64 @@ async def _receive(request: web.Request, service: Service) -> ServiceJob:
         raise UsageError("The request has no Content-Length: send the whole body with its length.")
     if length > limits.max_request_bytes:
         raise wire.too_large(length, limits)
-    try:
-        line = await asyncio.wait_for(request.content.readuntil(b"\n"), BODY_SECONDS)
-    except ValueError:
-        raise wire.bad_request("the header line is too long or missing") from None
-    except (asyncio.IncompleteReadError, asyncio.TimeoutError):
-        raise wire.bad_request("the body ended before the header line") from None
-    if len(line) > wire.HEADER_LIMIT:
-        raise wire.bad_request("the header line is too long")
+    if length == 0:  # aiohttp hands an empty body a reader that cannot read a line
+        raise wire.bad_request("the body is empty; send the header line, then the images")
+    upload = _Upload(request.content, limits.upload_timeout)
+    line = await upload.line(wire.HEADER_LIMIT)
     types = wire.device_types(service.device_names)
     header = wire.parse_header(line, limits, types)
     if length != len(line) + header.body_bytes:
         raise wire.bad_request(
             f"Content-Length is {length} but the header announces {len(line) + header.body_bytes}"
         )
-    try:
-        body = await asyncio.wait_for(request.content.readexactly(header.body_bytes), BODY_SECONDS)
-    except (asyncio.IncompleteReadError, asyncio.TimeoutError):
-        raise wire.bad_request("the body ended before the images it announces") from None
+    body = await upload.exactly(header.body_bytes, "the images it announces")
     loop = asyncio.get_running_loop()
     # Decoding a large PNG takes a while: off the loop, so that other requests are answered meanwhile.
     content, styles, masks = await loop.run_in_executor(
         None, wire.decode_parts, header, body, limits.max_pixels
     )
     return ServiceJob(header, content, styles, loop, masks=masks)
+
+
+class _Upload:
+    """A request's body, read so that no client holds a connection for long: each wait for more bytes
+    lasts at most `stall` seconds, the whole upload at most BODY_SECONDS. A body that ends early, stops
+    or breaks off is a bad request (whoever is still there reads why), never an unhandled error."""
+
+    def __init__(self, stream: StreamReader, stall: float) -> None:
+        self.stream = stream
+        self.stall = stall
+        self.deadline = time.monotonic() + BODY_SECONDS
+
+    async def line(self, limit: int) -> bytes:
+        line = await self._wait(self.stream.readuntil(b"\n", max_size=limit), "the header line")
+        if not line.endswith(b"\n"):
+            raise wire.bad_request("the header line has no newline; end it with one, then the images")
+        return line
+
+    async def exactly(self, size: int, what: str) -> bytes:
+        chunks, missing = [], size
+        while missing > 0:  # each turn takes at least one byte, or ends the request
+            chunk = await self._wait(self.stream.read(missing), what)
+            if not chunk:
+                raise wire.bad_request(f"the body ended before {what}")
+            chunks.append(chunk)
+            missing -= len(chunk)
+        return b"".join(chunks)
+
+    async def _wait(self, read: Awaitable[bytes], what: str) -> bytes:
+        timeout = max(0.0, min(self.stall, self.deadline - time.monotonic()))
+        try:
+            return await asyncio.wait_for(read, timeout)
+        except asyncio.TimeoutError:
+            raise wire.bad_request(
+                f"the body stopped before {what}: send as many bytes as its Content-Length says, within "
+                f"{self.stall:g} s of each other and {BODY_SECONDS:g} s in all"
+            ) from None
+        except LineTooLong:
+            raise wire.bad_request(f"{what} is too long") from None
+        except (asyncio.IncompleteReadError, ConnectionError, HttpProcessingError):
+            raise wire.bad_request(f"the body ended before {what}") from None
 
 
 def _line(event: Event) -> bytes:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
-from .options import DEVICES, Options
+from .options import DEVICES, Options, check_options
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
 CONTENT_TYPE = "application/x-nst-job"
@@ -35,6 +35,7 @@ class Limits:
     max_request_bytes: int = 2 * 1024**3
     max_pixels: int = 100_000_000
     max_styles: int = 8
+    upload_timeout: float = 60.0  # seconds an upload may send nothing (a body shorter than it said)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     types the server runs (a job may ask for one of them, or `auto`)."""
     try:
         data = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
         raise bad_request(f"the header line is not JSON ({exc})") from None
     _require(isinstance(data, dict), "the header must be a JSON object")
     if data.get("version") != PROTOCOL_VERSION:
@@ -116,10 +117,11 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     options = _options(data.get("options", {}), devices)
     if options.style_blend is None:
         options = replace(options, style_blend=list(weights))
+    check_options(options, len(styles))
     result = data.get("result", {})
     _require(isinstance(result, dict), "`result` must be an object")
     fmt, size = result.get("format", "u8"), result.get("size", "content")
-    _require(fmt in RAW_FORMATS, f"result `format` is {fmt!r}; use u8 or float32")
+    _require(_raw_format(fmt), f"result `format` is {fmt!r}; use u8 or float32")
     _require(size in RESULT_SIZES, f"result `size` is {size!r}; use content or working")
     job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts)
     if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
@@ -152,7 +154,7 @@ def _part(entry: Any, name: str, limits: Limits, extra: tuple[str, ...] = ("weig
         f"{name}'s `raw` needs positive whole `width`, `height` and `channels`",
     )
     _require(1 <= channels <= 4, f"{name}'s raw `channels` is {channels}; use 1 to 4")
-    _require(fmt in RAW_FORMATS, f"{name}'s raw `format` is {fmt!r}; use u8 or float32")
+    _require(_raw_format(fmt), f"{name}'s raw `format` is {fmt!r}; use u8 or float32")
     if width * height > limits.max_pixels:
         raise UsageError(
             f"The {name} is {width}x{height}, more than this server's limit of {limits.max_pixels} pixels: "
@@ -161,6 +163,10 @@ def _part(entry: Any, name: str, limits: Limits, extra: tuple[str, ...] = ("weig
     expected = width * height * channels * RAW_FORMATS[fmt]
     _require(size == expected, f"{name} has {size} bytes but {width}x{height}x{channels} {fmt} is {expected}")
     return Part(size, width, height, fmt, channels)
+
+
+def _raw_format(value: Any) -> bool:
+    return isinstance(value, str) and value in RAW_FORMATS  # a list is not hashable: no TypeError
 
 
 def _weight(entry: dict) -> float:

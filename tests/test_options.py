@@ -111,7 +111,7 @@ def test_user_values_override_the_preset() -> None:
         (["--keep-colors", "some"], "Unknown keep-colors mode 'some'"),
         (["--optimizer", "sgd"], "Unknown optimizer 'sgd'"),
         (["--style-blend", "1", "2"], r"1 style image\(s\) but 2 blend weight\(s\)"),
-        (["--style-blend", "0"], "not all zero"),
+        (["--style-blend", "0"], "--style-blend must not be all zero"),
         (["--style-layers", "relu1_1", "relu2_1", "--style-layer-weights", "1"], "one weight per layer"),
     ],
 )
