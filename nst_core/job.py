@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
+from .files import atomic_path, remove_pending
 from .options import Options
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
@@ -298,8 +299,6 @@ def _image_size(image: Path | RawImage) -> tuple[int, int]:
 
 # -- the output, written atomically ------------------------------------------------------------------
 
-_PENDING: set[Path] = set()  # temporary files a hard exit must remove
-
 
 def image_format(path: Path) -> str:
     from PIL import Image
@@ -331,23 +330,16 @@ def check_writable(output: Output) -> None:
 
 
 def write_output(array: np.ndarray, output: Output) -> Path:
-    """Write to a temporary file beside the output, then rename: never a partial result."""
+    """Write through a temporary file beside the output, then rename: never a partial result."""
     path = output.path
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
-    _PENDING.add(temporary)
     try:
-        if output.raw_format is None:
-            _save_image(array, temporary, image_format(path))
-        else:
-            _save_raw(array, temporary, output.raw_format)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            if output.raw_format is None:
+                _save_image(array, temporary, image_format(path))
+            else:
+                _save_raw(array, temporary, output.raw_format)
     except (OSError, ValueError) as exc:
         raise OutputError(f"Cannot write {path} ({exc}): choose another output path.") from None
-    finally:
-        _PENDING.discard(temporary)
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -446,8 +438,7 @@ class CancelWatcher:
                 self._on_abort()
             except Exception:
                 pass  # the reader may be gone: exit regardless
-        for temporary in list(_PENDING):
-            temporary.unlink(missing_ok=True)
+        remove_pending()
         os._exit(int(Cancelled.code))
 
 

@@ -133,6 +133,46 @@ def test_raw_float32_is_little_endian(tmp_path: Path) -> None:
 # -- running (in process: tiny images, two iterations) --------------------------------------------------
 
 
+def _write_result(path: Path) -> None:
+    from nst_core.job import Output, write_output
+
+    write_output(np.full((2, 3, 3), 0.5, np.float32), Output(path, "u8" if path.suffix == ".raw" else None))
+
+
+def _write_speed(path: Path) -> None:
+    from nst_core import speed
+
+    speed.record_speed("cpu test", speed.Speed(1e9, 0.01, 1.0), path.parent)
+
+
+@pytest.mark.parametrize(
+    ("writer", "name"),
+    [(_write_result, "result.png"), (_write_result, "result.raw"), (_write_speed, "speed.json")],
+)
+def test_written_files_take_the_umask_mode_and_keep_a_replaced_file_s(
+    tmp_path: Path,
+    writer,
+    name: str,  # noqa: ANN001 (a writer above)
+) -> None:
+    from nst_core.paths import SPEED_FILE
+
+    path = tmp_path / (SPEED_FILE if name == "speed.json" else name)
+    previous = os.umask(0o022)
+    try:
+        writer(path)
+        assert path.stat().st_mode & 0o777 == 0o644  # as any new file: others may read it
+        path.chmod(0o660)
+        writer(path)
+        assert path.stat().st_mode & 0o777 == 0o660  # the file replaced keeps its mode
+        path.unlink()
+        os.umask(0o077)
+        writer(path)
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(previous)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 @pytest.mark.parametrize("fmt", ["u8", "float32"])
 def test_raw_rgba_in_and_out(
     tmp_path: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str], fmt: str
@@ -268,6 +308,7 @@ def test_engine_exits_when_its_parent_dies(tmp_path: Path, job_files: JobFiles) 
 
 
 def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nst_core import files
     from nst_core import job as job_module
 
     exits: list[int] = []
@@ -275,7 +316,7 @@ def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(job_module.os, "_exit", exits.append)
     pending = tmp_path / ".result.png.tmp"
     pending.write_bytes(b"half")
-    monkeypatch.setattr(job_module, "_PENDING", {pending})
+    monkeypatch.setattr(files, "PENDING", {pending})
     stuck = job_module.CancelWatcher(on_abort=lambda: aborted.append("error event"), grace=0.05)
     stuck.set()
     deadline = time.monotonic() + 10
