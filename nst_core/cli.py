@@ -125,6 +125,8 @@ def run_reported(sink: Sink, action: Callable[[], object]) -> int:
     try:
         action()
         return int(ExitCode.OK)
+    except BrokenPipeError:
+        raise  # no one reads our output any more: not an error to report (see main)
     except (Exception, KeyboardInterrupt) as exc:  # every failure ends as one line
         error = describe_error(exc)
         if os.environ.get("NST_DEBUG") == "1":
@@ -672,4 +674,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return int(error.code)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of our output stopped reading (`| head -1`): end quietly, as Unix tools do."""
+    with contextlib.suppress(OSError, ValueError):
+        # What is still buffered goes nowhere, so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return int(ExitCode.BROKEN_PIPE)

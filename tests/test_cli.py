@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -240,6 +241,36 @@ def test_weights_check_loads_a_file_of_ones_own(
     broken.write_bytes(vgg19_weights.read_bytes()[:100_000])
     code, out, err = run(capsys, "weights", "check", broken)
     assert code == 4 and out == "" and "truncated" in err and err.count("\n") == 1
+
+
+# -- a reader that stops reading (`| head -1`) -------------------------------------------------------------
+
+
+def test_a_closed_stdout_ends_commands_quietly(tmp_path: Path, job_files: JobFiles) -> None:
+    """Every command's output to a pipe no one reads: no traceback, no "internal error", the shell's code
+    for a tool that its reader left (141)."""
+    commands = [
+        ["presets"],
+        ["describe"],
+        ["plan", "--width", "64", "--height", "48", "--device", "cpu", "--weights", str(job_files.weights)],
+        [*job_files.stylize(tmp_path / "out.png", "--device", "cpu"), "--dry-run"],
+    ]
+    for argv in commands:
+        reader, writer = os.pipe()
+        os.close(reader)  # before the command writes: its first write finds the pipe broken
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "nst_core", *argv],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            os.close(writer)
+        assert (argv[0], done.returncode, done.stderr) == (argv[0], 141, "")
+    assert not (tmp_path / "out.png").exists()
 
 
 # -- events ----------------------------------------------------------------------------------------------
