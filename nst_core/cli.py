@@ -139,15 +139,15 @@ def run_reported(sink: Sink, action: Callable[[], object]) -> int:
 
 
 def _watched_sink(args: argparse.Namespace) -> tuple[Sink, Any]:
-    """The sink `--progress` asks for (a bar on a terminal) and a cancel token that, when stdin is a pipe
-    (a caller that can go away), watches it, the parent process and SIGTERM."""
+    """The sink `--progress` asks for (a bar on a terminal) and a cancel token that SIGTERM sets, and
+    with --watch-stdin the end of a piped stdin or the parent's death: stdin is a shell loop's own
+    (`ls | while read f; do ... stylize "$f" ...`) unless a program that runs us says it is our lifeline."""
     from .job import CancelWatcher, stdin_is_pipe
 
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     sink = make_sink(mode)
     watcher = CancelWatcher(on_abort=_abort_reporter(sink))
-    if stdin_is_pipe():
-        watcher.start(watch_stdin=True)
+    watcher.start(watch_stdin=args.watch_stdin and stdin_is_pipe(), watch_parent=args.watch_stdin)
     return sink, watcher
 
 
@@ -528,6 +528,7 @@ def build_parser() -> Parser:
         help="run on an engine service (repeat for several: the first free one); needs --token-file",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
+    _add_watch_flag(stylize)
     _add_option_flags(stylize)
     stylize.set_defaults(handler=cmd_stylize)
 
@@ -613,6 +614,7 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray-cpus", type=int, metavar="N", help="with --ray, no GPUs: CPUs per task (default: a machine's)"
     )
+    _add_watch_flag(batch)
     _add_option_flags(batch)
     batch.set_defaults(handler=cmd_batch)
 
@@ -650,6 +652,15 @@ def build_parser() -> Parser:
 
     _add_weights_parser(commands)
     return parser
+
+
+def _add_watch_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="cancel (exit 130) when stdin, a pipe, reaches its end or the parent process dies: for a "
+        "program that runs this one and keeps that pipe open as its lifeline (the plug-ins do)",
+    )
 
 
 def _add_weights_parser(commands: argparse._SubParsersAction) -> None:

@@ -405,12 +405,14 @@ class CancelWatcher:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
 
-    def start(self, watch_stdin: bool) -> CancelWatcher:
+    def start(self, watch_stdin: bool, watch_parent: bool = True) -> CancelWatcher:
+        """Watch stdin's end and the parent's death where asked (a caller's lifeline), SIGTERM always."""
         if watch_stdin:
             threading.Thread(target=self._watch_stdin, name="nst-stdin", daemon=True).start()
-        threading.Thread(
-            target=self._watch_parent, args=(os.getppid(),), name="nst-parent", daemon=True
-        ).start()
+        if watch_parent:
+            threading.Thread(
+                target=self._watch_parent, args=(os.getppid(),), name="nst-parent", daemon=True
+            ).start()
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: self.set())
         return self

@@ -20,6 +20,7 @@ from nst_core.errors import UsageError
 from nst_core.job import RawImage, parse_job, read_raw
 
 TINY = {"iterations": 2, "size": 48, "seed": 0, "device": "cpu"}
+TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()]
 RAW = {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3}
 
 
@@ -263,6 +264,36 @@ def test_closing_stdin_cancels_promptly(tmp_path: Path, job_files: JobFiles) -> 
     assert rest[-1] == {"event": "error", "message": "Cancelled.", "code": 130}
     assert waited < 15
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "job.json", "style.png"]
+
+
+LONG_FLAGS = [f"--{name}={value}" for name, value in LONG.items()]
+
+
+def test_stylize_in_a_shell_loop_leaves_the_loop_s_stdin_alone(tmp_path: Path, job_files: JobFiles) -> None:
+    """`ls | while read f; do ... stylize "$f" ...; done`: stdin is the loop's list, its end no cancel."""
+    out = tmp_path / "out.png"
+    argv = [sys.executable, "-m", "nst_core", *job_files.stylize(out, *TINY_FLAGS)]
+    done = subprocess.run(argv, input="", capture_output=True, text=True, timeout=300)  # a pipe, closed
+    assert (done.returncode, done.stderr) == (0, "")
+    assert out.is_file()
+
+
+def test_sigterm_cancels_stylize_with_its_one_line(tmp_path: Path, job_files: JobFiles) -> None:
+    out = tmp_path / "out.png"
+    argv = [sys.executable, "-m", "nst_core", *job_files.stylize(out, *LONG_FLAGS, "--progress", "bar")]
+    engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in engine.stderr:  # text mode: each redraw of the bar (ended by \r) is a line
+            if line.startswith("["):
+                break
+        engine.send_signal(signal.SIGTERM)
+        code = engine.wait(timeout=30)
+        rest = engine.stderr.read().splitlines()
+    finally:
+        engine.kill()
+        engine.wait()
+    assert (code, rest[-1]) == (130, "error: Cancelled.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "style.png"]
 
 
 PARENT = """
