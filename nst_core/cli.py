@@ -155,12 +155,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     sink, watcher = _watched_sink(args)
 
     def action() -> None:
-        from .job import JobRequest, Output, dry_run, execute
+        from .job import JobRequest, Output, check_not_an_input, dry_run, execute
 
         styles = tuple(Path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
         request = JobRequest(Path(args.content), styles, options, output, result_size="working", masks=masks)
+        if not args.overwrite:
+            check_not_an_input(request)
         if args.dry_run:
             print(json.dumps(dry_run(request), indent=2))
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
@@ -273,7 +275,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from . import batch
 
         sources, missing = batch.collect([Path(p) for p in args.inputs])
-        items = batch.plan_items(sources, Path(args.output), args.format)
+        items = batch.plan_items(sources, Path(args.output), args.format, args.overwrite)
         if not items and not missing:
             raise UsageError("No pictures in the inputs given: name image files or folders that hold some.")
         weight = None
@@ -528,6 +530,7 @@ def build_parser() -> Parser:
         help="run on an engine service (repeat for several: the first free one); needs --token-file",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
+    _add_overwrite_flag(stylize, "the result")
     _add_watch_flag(stylize)
     _add_option_flags(stylize)
     stylize.set_defaults(handler=cmd_stylize)
@@ -614,6 +617,7 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray-cpus", type=int, metavar="N", help="with --ray, no GPUs: CPUs per task (default: a machine's)"
     )
+    _add_overwrite_flag(batch, "a result")
     _add_watch_flag(batch)
     _add_option_flags(batch)
     batch.set_defaults(handler=cmd_batch)
@@ -652,6 +656,10 @@ def build_parser() -> Parser:
 
     _add_weights_parser(commands)
     return parser
+
+
+def _add_overwrite_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"let {what} replace an input image")
 
 
 def _add_watch_flag(parser: argparse.ArgumentParser) -> None:

@@ -59,10 +59,17 @@ def remove_pending() -> None:
             temporary.unlink()
 
 
-def same_file(first: Path, second: Path) -> bool:
-    """Whether two paths name one existing file, however spelt: relative, through a symbolic link, a
-    hard link. A missing path is no file, so it is the same as none."""
+def file_id(path: Path) -> tuple[int, int] | None:
+    """What tells an existing file apart however it is named (a relative path, a symbolic or hard link):
+    its device and inode; None when there is no file."""
     try:
-        return os.path.samefile(first, second)
+        info = os.stat(path)
     except (OSError, ValueError):
-        return False
+        return None
+    return info.st_dev, info.st_ino
+
+
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two paths name one existing file (a missing path names none)."""
+    key = file_id(first)
+    return key is not None and key == file_id(second)

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
-from .files import atomic_path, remove_pending
+from .files import atomic_path, remove_pending, same_file
 from .options import Options
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
@@ -327,6 +327,29 @@ def check_writable(output: Output) -> None:
         os.unlink(probe)
     except OSError as exc:
         raise OutputError(f"Cannot write to {folder} ({exc.strerror}): choose another output path.") from None
+
+
+def check_not_an_input(request: JobRequest) -> None:
+    """An output that is one of the run's own pictures would replace the original with the result: that
+    takes --overwrite."""
+    for role, path in _input_files(request):
+        if same_file(request.output.path, path):
+            raise OutputError(
+                f"Output {request.output.path} is the {role} {path}: the result would replace it; "
+                "choose another output file, or pass --overwrite to replace it."
+            )
+
+
+def _input_files(request: JobRequest) -> list[tuple[str, Path]]:
+    images = [
+        ("content image", request.content),
+        *(("style image", style) for style in request.styles),
+        *(("style mask", mask) for mask in request.masks or ()),
+    ]
+    named = [(role, image.path if isinstance(image, RawImage) else image) for role, image in images]
+    if request.options.init not in (None, "content", "noise"):
+        named.append(("--init image", Path(request.options.init)))
+    return named
 
 
 def write_output(array: np.ndarray, output: Output) -> Path:

@@ -163,6 +163,27 @@ def test_batch_problems_are_one_line_before_anything_is_written(
     assert not out.is_dir() or not any(out.iterdir())
 
 
+def test_an_output_that_would_replace_an_input_takes_overwrite(pictures, style_png, vgg19_weights) -> None:
+    before = {path.name: path.read_bytes() for path in pictures.iterdir()}
+    same_folder = str(pictures / ".." / pictures.name)  # another spelling of the inputs' folder
+    args = ["--style", str(style_png), "-o", same_folder, *FLAGS]
+    env = {"NST_WEIGHTS": str(vgg19_weights)}
+    refused = nst("batch", str(pictures), *args, env=env)
+    assert (refused.returncode, refused.stdout) == (5, "")
+    assert refused.stderr == (
+        f"error: Output {Path(same_folder) / 'photo0.png'} is the input {pictures / 'photo0.png'}: the "
+        "result would replace it; choose another output folder (-o) or --format, or pass --overwrite to "
+        "replace the inputs.\n"
+    )
+    assert {path.name: path.read_bytes() for path in pictures.iterdir()} == before
+    replaced = nst("batch", str(pictures / "photo1.png"), *args, "--overwrite", "--progress", "json", env=env)
+    assert replaced.returncode == 0, replaced.stderr
+    assert [e["status"] for e in events(replaced) if e["event"] == "item"] == ["done"]  # not "skipped"
+    after = {path.name: path.read_bytes() for path in pictures.iterdir()}
+    assert after.keys() == before.keys() and after["photo1.png"] != before["photo1.png"]
+    assert after["photo0.png"] == before["photo0.png"]
+
+
 def test_outputs_take_the_format_asked_for(pictures, style_png, vgg19_weights, tmp_path) -> None:
     from PIL import Image
 

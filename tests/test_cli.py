@@ -107,6 +107,35 @@ def test_stylize_size_sets_the_output_size(
     assert size_of(out) == (32, 21)
 
 
+def test_an_output_that_is_an_input_takes_overwrite(
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same file through another spelling or a link: refused, the original untouched, unless asked."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    link = Path("link.png")
+    link.symlink_to(job_files.content)
+    original = job_files.content.read_bytes()
+    content, style = job_files.content, job_files.style
+    for given, output, flags, named in [
+        (content, Path("sub/../content.png"), (), f"content image {content}"),
+        (link, content, (), f"content image {link}"),
+        (content, style, (), f"style image {style}"),
+        (content, Path("content.png"), ("--dry-run",), f"content image {content}"),
+    ]:
+        code, stdout, stderr = run(capsys, *job_files.stylize(output, *flags, *FAST, content=given))
+        assert (code, stdout) == (5, "")
+        assert stderr == (
+            f"error: Output {output} is the {named}: the result would replace it; choose another output "
+            "file, or pass --overwrite to replace it.\n"
+        )
+    assert content.read_bytes() == original
+    argv = job_files.stylize(content, "--overwrite", "--size", "32", *FAST, content=link)
+    code, _, stderr = run(capsys, *argv)
+    assert code == 0, stderr
+    assert content.read_bytes() != original and size_of(content) == (32, 21)
+
+
 # -- failures during the run: one line, the right code, nothing written ---------------------------------
 
 
