@@ -64,8 +64,8 @@ def plan_items(sources: Sequence[Path], out_dir: Path, fmt: str, overwrite: bool
 
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format '{fmt}': use one of {', '.join(FORMATS)}.")
-    if not out_dir.is_dir():
-        raise OutputError(f"Output folder {out_dir} does not exist: create it first.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"Output {out_dir} is a file, not a folder: give a folder for -o.")
     items, owners = [], {}
     inputs = {key: source for source in sources if (key := file_id(source)) is not None}
     for source in sources:
@@ -89,6 +89,16 @@ def plan_items(sources: Sequence[Path], out_dir: Path, fmt: str, overwrite: bool
             )
         items.append(Item(source, output, replaces_input=replaced is not None))
     return items
+
+
+def make_folder(folder: Path) -> None:
+    """The output folder, with its parents, once the batch is known to run: `-o out/` need not exist."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot make the output folder {folder} ({exc.strerror}): choose another -o."
+        ) from None
 
 
 class _ItemSink(Sink):

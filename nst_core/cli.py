@@ -278,6 +278,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         items = batch.plan_items(sources, Path(args.output), args.format, args.overwrite)
         if not items and not missing:
             raise UsageError("No pictures in the inputs given: name image files or folders that hold some.")
+        batch.make_folder(Path(args.output))
         weight = None
         if args.frames:
             weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight

@@ -131,7 +131,7 @@ def test_a_killed_batch_resumes_where_it_stopped(pictures, style_png, vgg19_weig
     ("setup", "arguments", "message"),
     [
         ("clash", ["--format", "png"], "would both write"),
-        ("none", [], "does not exist: create it first"),
+        ("file", [], "is a file, not a folder: give a folder for -o"),
         ("empty", [], "No pictures in the inputs given"),
     ],
 )
@@ -140,7 +140,9 @@ def test_batch_problems_are_one_line_before_anything_is_written(
 ) -> None:
     out = tmp_path / "out"
     inputs = [str(pictures)]
-    if setup != "none":
+    if setup == "file":
+        out.write_text("a file, not a folder")
+    else:
         out.mkdir()
     if setup == "clash":
         make_content_image().save(pictures / "photo0.jpg")
@@ -158,9 +160,18 @@ def test_batch_problems_are_one_line_before_anything_is_written(
         *arguments,
         env={"NST_WEIGHTS": str(vgg19_weights)},
     )
-    assert done.returncode == 2 if setup != "none" else 5, done.stderr
+    assert done.returncode == (5 if setup == "file" else 2), done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1
-    assert not out.is_dir() or not any(out.iterdir())
+    assert out.is_file() if setup == "file" else not any(out.iterdir())
+
+
+def test_a_missing_output_folder_is_made(pictures, style_png, vgg19_weights, tmp_path) -> None:
+    """`batch photos/ --style s.jpg -o out/` as the README shows it, `out/` (and its parent) not there yet."""
+    out = tmp_path / "new" / "out"
+    args = [str(pictures / "photo0.png"), "--style", str(style_png), "-o", f"{out}/", *FLAGS]
+    done = nst("batch", *args, env={"NST_WEIGHTS": str(vgg19_weights)})
+    assert done.returncode == 0, done.stderr
+    assert [path.name for path in out.iterdir()] == ["photo0.png"]
 
 
 def test_an_output_that_would_replace_an_input_takes_overwrite(pictures, style_png, vgg19_weights) -> None:
