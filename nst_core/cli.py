@@ -179,15 +179,14 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
 
     from . import client
     from .job import check_writable, write_output
-    from .wire import request_body
+    from .wire import SERVER_OPTIONS, request_body
 
     if args.token_file is None:
         raise UsageError("--server needs --token-file: the file holding the server's token.")
-    if request.options.weights:
-        raise UsageError("--weights names a file on this machine; a server uses its own: leave it out.")
     token = client.read_token(Path(args.token_file))
     server, passed = client.pick_server([client.Server(url, token) for url in args.server])
     if server is None:
+        _check_weights_here(request, passed)
         print(f"note: no server answers ({'; '.join(passed)}); running here.", file=sys.stderr)
         return False
     check_writable(request.output)
@@ -195,7 +194,7 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
     body = request_body(
         (_read_input(request.content), None),
         [(_read_input(path), 1.0) for path in request.styles],
-        option_values(args),
+        {name: value for name, value in option_values(args).items() if name not in SERVER_OPTIONS},
         result_format="float32",
         result_size="working",
         masks=None if request.masks is None else [_read_input(path) for path in request.masks],
@@ -207,6 +206,24 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
     written = write_output(np.frombuffer(data, dtype="<f4").reshape(shape), request.output)
     sink.emit({"event": "done", "output": str(written), "seconds": round(time.perf_counter() - started, 3)})
     return True
+
+
+def _check_weights_here(request: Any, passed: list[str]) -> None:
+    """No server answers, so the job runs here (--weights names the file for that): when it cannot for
+    want of weights, one line says both."""
+    from .client import ServiceError
+    from .errors import WeightsError
+    from .options import resolve
+    from .weights import resolve_weights
+
+    settings = resolve(request.options, len(request.styles))
+    try:
+        resolve_weights(settings.weights, settings.model)
+    except WeightsError as error:
+        raise ServiceError(
+            f"No server answers ({'; '.join(passed)}) and this machine cannot run the job instead: "
+            f"{error.message}"
+        ) from None
 
 
 def _read_input(path: Path) -> bytes:
@@ -528,7 +545,8 @@ def build_parser() -> Parser:
         "--server",
         action="append",
         metavar="URL",
-        help="run on an engine service (repeat for several: the first free one); needs --token-file",
+        help="run on an engine service (repeat for several: the first free one); needs --token-file; "
+        "when none answers, runs here (with --weights, if given: a server uses its own)",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
     _add_overwrite_flag(stylize, "the result")

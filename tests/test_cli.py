@@ -136,6 +136,43 @@ def test_an_output_that_is_an_input_takes_overwrite(
     assert content.read_bytes() != original and size_of(content) == (32, 21)
 
 
+@pytest.fixture
+def no_server(tmp_path: Path) -> list[str]:
+    """`--server` flags for a loopback port that nothing listens on, with a token file."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = tmp_path / "token"
+    token.write_text("a-token-of-some-length\n")
+    return ["--server", f"http://127.0.0.1:{port}", "--token-file", str(token)]
+
+
+def test_no_server_runs_here_with_the_weights_given(
+    tmp_path: Path, job_files: JobFiles, no_server: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.png"
+    code, stdout, stderr = run(capsys, *job_files.stylize(out, "--size", "32", *FAST, *no_server))
+    assert (code, stdout) == (0, ""), stderr
+    assert stderr.startswith("note: no server answers (") and stderr.endswith("; running here.\n")
+    assert size_of(out) == (32, 21)
+
+
+def test_no_server_and_no_weights_here_is_one_line(
+    tmp_path: Path, job_files: JobFiles, no_server: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["stylize", job_files.content, job_files.style, "-o", tmp_path / "out.png", *FAST, *no_server]
+    code, stdout, stderr = run(capsys, *argv)  # no --weights, and none in the (isolated) data folder
+    assert (code, stdout, stderr.count("\n")) == (7, "", 1)
+    assert stderr.startswith(f"error: No server answers (The server {no_server[1]} does not answer (")
+    assert stderr.endswith(
+        "and this machine cannot run the job instead: VGG19 weights not found: run `python3 install.py` "
+        "or `python -m nst_core weights fetch`, or pass --weights FILE.\n"
+    )
+    assert not (tmp_path / "out.png").exists()
+
+
 # -- failures during the run: one line, the right code, nothing written ---------------------------------
 
 
