@@ -16,6 +16,7 @@ from typing import Any
 
 from .errors import ExitCode, ImageError, NstError, OutputError, UsageError, describe_error
 from .events import Event, Sink, error_event
+from .files import file_id
 from .options import Options
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
@@ -27,6 +28,12 @@ READABLE = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp", ".gif", "
 class Item:
     source: Path
     output: Path
+    replaces_input: bool = False  # the output is an input, to be replaced (--overwrite)
+
+    @property
+    def finished(self) -> bool:
+        """Its output is there from an earlier run (the input it replaces is not one)."""
+        return self.output.is_file() and not self.replaces_input
 
 
 @dataclass
@@ -50,15 +57,17 @@ def collect(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, NstErr
     return found, missing
 
 
-def plan_items(sources: Sequence[Path], out_dir: Path, fmt: str) -> list[Item]:
-    """Where each output goes; two inputs that would write one output are a usage error, before any run."""
+def plan_items(sources: Sequence[Path], out_dir: Path, fmt: str, overwrite: bool = False) -> list[Item]:
+    """Where each output goes; two inputs that would write one output are a usage error, and an output
+    that would replace an input an output error unless `overwrite`, before any run."""
     from .job import image_format
 
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format '{fmt}': use one of {', '.join(FORMATS)}.")
-    if not out_dir.is_dir():
-        raise OutputError(f"Output folder {out_dir} does not exist: create it first.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"Output {out_dir} is a file, not a folder: give a folder for -o.")
     items, owners = [], {}
+    inputs = {key: source for source in sources if (key := file_id(source)) is not None}
     for source in sources:
         suffix = source.suffix.lower() if fmt == "same" else "." + fmt
         if fmt == "same":
@@ -72,8 +81,24 @@ def plan_items(sources: Sequence[Path], out_dir: Path, fmt: str) -> list[Item]:
                 f"{owners[output]} and {source} would both write {output}: rename one, or batch them apart."
             )
         owners[output] = source
-        items.append(Item(source, output))
+        replaced = inputs.get(file_id(output)) if output.exists() else None
+        if replaced is not None and not overwrite:
+            raise OutputError(
+                f"Output {output} is the input {replaced}: the result would replace it; choose another "
+                "output folder (-o) or --format, or pass --overwrite to replace the inputs."
+            )
+        items.append(Item(source, output, replaces_input=replaced is not None))
     return items
+
+
+def make_folder(folder: Path) -> None:
+    """The output folder, with its parents, once the batch is known to run: `-o out/` need not exist."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"Cannot make the output folder {folder} ({exc.strerror}): choose another -o."
+        ) from None
 
 
 class _ItemSink(Sink):
@@ -170,7 +195,7 @@ def run_batch(
     for index, (path, error) in enumerate(summary.failed):
         sink.emit(_item_event(index, count, path, None, "failed", error.message))
     style_arrays, options = load_styles(styles, options)
-    frames = [Frame(str(i.source), i.source, i.output if i.output.is_file() else None) for i in items]
+    frames = [Frame(str(i.source), i.source, i.output if i.finished else None) for i in items]
     offset = len(failed)
     run = stylize_run(
         frames, style_arrays, options, lambda i: _ItemSink(sink, offset + i, count), cancel, temporal_weight

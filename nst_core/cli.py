@@ -129,6 +129,8 @@ def run_reported(sink: Sink, action: Callable[[], object]) -> int:
     try:
         action()
         return int(ExitCode.OK)
+    except BrokenPipeError:
+        raise  # no one reads our output any more: not an error to report (see main)
     except (Exception, KeyboardInterrupt) as exc:  # every failure ends as one line
         error = describe_error(exc)
         if os.environ.get("NST_DEBUG") == "1":
@@ -141,15 +143,15 @@ def run_reported(sink: Sink, action: Callable[[], object]) -> int:
 
 
 def _watched_sink(args: argparse.Namespace) -> tuple[Sink, Any]:
-    """The sink `--progress` asks for (a bar on a terminal) and a cancel token that, when stdin is a pipe
-    (a caller that can go away), watches it, the parent process and SIGTERM."""
+    """The sink `--progress` asks for (a bar on a terminal) and a cancel token that SIGTERM sets, and
+    with --watch-stdin the end of a piped stdin or the parent's death: stdin is a shell loop's own
+    (`ls | while read f; do ... stylize "$f" ...`) unless a program that runs us says it is our lifeline."""
     from .job import CancelWatcher, stdin_is_pipe
 
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     sink = make_sink(mode)
     watcher = CancelWatcher(on_abort=_abort_reporter(sink))
-    if stdin_is_pipe():
-        watcher.start(watch_stdin=True)
+    watcher.start(watch_stdin=args.watch_stdin and stdin_is_pipe(), watch_parent=args.watch_stdin)
     return sink, watcher
 
 
@@ -157,12 +159,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     sink, watcher = _watched_sink(args)
 
     def action() -> None:
-        from .job import JobRequest, Output, dry_run, execute
+        from .job import JobRequest, Output, check_not_an_input, dry_run, execute
 
         styles = tuple(Path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
         request = JobRequest(Path(args.content), styles, options, output, result_size="working", masks=masks)
+        if not args.overwrite:
+            check_not_an_input(request)
         if args.dry_run:
             print(json.dumps(dry_run(request), indent=2))
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
@@ -179,15 +183,14 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
 
     from . import client
     from .job import check_writable, write_output
-    from .wire import request_body
+    from .wire import SERVER_OPTIONS, request_body
 
     if args.token_file is None:
         raise UsageError("--server needs --token-file: the file holding the server's token.")
-    if request.options.weights:
-        raise UsageError("--weights names a file on this machine; a server uses its own: leave it out.")
     token = client.read_token(Path(args.token_file))
     server, passed = client.pick_server([client.Server(url, token) for url in args.server])
     if server is None:
+        _check_weights_here(request, passed)
         print(f"note: no server answers ({'; '.join(passed)}); running here.", file=sys.stderr)
         return False
     check_writable(request.output)
@@ -195,7 +198,7 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
     body = request_body(
         (_read_input(request.content), None),
         [(_read_input(path), 1.0) for path in request.styles],
-        option_values(args),
+        {name: value for name, value in option_values(args).items() if name not in SERVER_OPTIONS},
         result_format="float32",
         result_size="working",
         masks=None if request.masks is None else [_read_input(path) for path in request.masks],
@@ -207,6 +210,24 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
     written = write_output(np.frombuffer(data, dtype="<f4").reshape(shape), request.output)
     sink.emit({"event": "done", "output": str(written), "seconds": round(time.perf_counter() - started, 3)})
     return True
+
+
+def _check_weights_here(request: Any, passed: list[str]) -> None:
+    """No server answers, so the job runs here (--weights names the file for that): when it cannot for
+    want of weights, one line says both."""
+    from .client import ServiceError
+    from .errors import WeightsError
+    from .options import resolve
+    from .weights import resolve_weights
+
+    settings = resolve(request.options, len(request.styles))
+    try:
+        resolve_weights(settings.weights, settings.model)
+    except WeightsError as error:
+        raise ServiceError(
+            f"No server answers ({'; '.join(passed)}) and this machine cannot run the job instead: "
+            f"{error.message}"
+        ) from None
 
 
 def _read_input(path: Path) -> bytes:
@@ -277,9 +298,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
         from . import batch
 
         sources, missing = batch.collect([Path(p) for p in args.inputs])
-        items = batch.plan_items(sources, Path(args.output), args.format)
+        items = batch.plan_items(sources, Path(args.output), args.format, args.overwrite)
         if not items and not missing:
             raise UsageError("No pictures in the inputs given: name image files or folders that hold some.")
+        batch.make_folder(Path(args.output))
         weight = None
         if args.frames:
             weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
@@ -527,9 +549,12 @@ def build_parser() -> Parser:
         "--server",
         action="append",
         metavar="URL",
-        help="run on an engine service (repeat for several: the first free one); needs --token-file",
+        help="run on an engine service (repeat for several: the first free one); needs --token-file; "
+        "when none answers, runs here (with --weights, if given: a server uses its own)",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
+    _add_overwrite_flag(stylize, "the result")
+    _add_watch_flag(stylize)
     _add_option_flags(stylize)
     stylize.set_defaults(handler=cmd_stylize)
 
@@ -622,6 +647,8 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray-cpus", type=int, metavar="N", help="with --ray, no GPUs: CPUs per task (default: a machine's)"
     )
+    _add_overwrite_flag(batch, "a result")
+    _add_watch_flag(batch)
     _add_option_flags(batch)
     batch.set_defaults(handler=cmd_batch)
 
@@ -659,6 +686,19 @@ def build_parser() -> Parser:
 
     _add_weights_parser(commands)
     return parser
+
+
+def _add_overwrite_flag(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=f"let {what} replace an input image")
+
+
+def _add_watch_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="cancel (exit 130) when stdin, a pipe, reaches its end or the parent process dies: for a "
+        "program that runs this one and keeps that pipe open as its lifeline (the plug-ins do)",
+    )
 
 
 def _add_weights_parser(commands: argparse._SubParsersAction) -> None:
@@ -709,4 +749,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return int(error.code)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _reader_gone() -> int:
+    """The reader of our output stopped reading (`| head -1`): end quietly, as Unix tools do."""
+    with contextlib.suppress(OSError, ValueError):
+        # What is still buffered goes nowhere, so the flush at exit cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return int(ExitCode.BROKEN_PIPE)

@@ -179,7 +179,7 @@ def run_distributed(
     for index, (path, error) in enumerate(summary.failed):
         sink.emit(_item_event(index, count, path, None, "failed", error.message))
     style_arrays, options = load_styles(styles, options)
-    finished = [item.output.is_file() for item in items]
+    finished = [item.finished for item in items]
     for place, item in enumerate(items):
         if finished[place]:
             record(summary, sink, offset + place, count, item, None)

@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     OUT_OF_MEMORY = 6
     DEVICE = 7
     CANCELLED = 130
+    BROKEN_PIPE = 141  # what a shell reports for a tool that SIGPIPE ended: its reader stopped reading
 
 
 class NstError(Exception):

@@ -7,8 +7,6 @@ compared tensor by tensor before it replaces anything, and recorded with its own
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,6 +14,7 @@ import torch
 
 from . import weights
 from .errors import WeightsError
+from .files import atomic_path
 
 PREFIX = "features."
 
@@ -50,27 +49,19 @@ def write(state: Mapping[str, object], official: Path, stamps: Path | None = Non
     if not wanted:
         raise WeightsError(f"{official} holds no features.* tensors: delete it and re-run install.py.")
     try:
-        handle, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".", suffix=".tmp")
+        with atomic_path(dest) as temporary:
+            try:
+                torch.save(wanted, temporary)
+            except RuntimeError:  # torch's zip writer on a full disk: "[enforce fail at ...] unexpected pos"
+                raise _write_error(dest, official, "the write failed") from None
+            digest = weights.sha256_of(temporary)
+            if not _reads_back(temporary, wanted):
+                raise WeightsError(
+                    f"The features-only copy {dest} read back differently from {official.name}: "
+                    "please report (the engine reads the whole file meanwhile)."
+                )
     except OSError as exc:
         raise _write_error(dest, official, exc.strerror or str(exc)) from None
-    os.close(handle)
-    temporary = Path(name)
-    try:
-        try:
-            torch.save(wanted, temporary)
-        except RuntimeError:  # torch's zip writer on a full disk: "[enforce fail at ...] unexpected pos"
-            raise _write_error(dest, official, "the write failed") from None
-        digest = weights.sha256_of(temporary)
-        if not _reads_back(temporary, wanted):
-            raise WeightsError(
-                f"The features-only copy {dest} read back differently from {official.name}: "
-                "please report (the engine reads the whole file meanwhile)."
-            )
-        os.replace(temporary, dest)
-    except OSError as exc:
-        raise _write_error(dest, official, exc.strerror or str(exc)) from None
-    finally:
-        temporary.unlink(missing_ok=True)
     if not weights.record_features(dest, digest, official, stamps):
         raise WeightsError(
             f"{official} changed while its features-only copy was written: "

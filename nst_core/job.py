@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
+from .files import atomic_path, remove_pending, same_file
 from .options import Options, check_options
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
@@ -303,8 +304,6 @@ def _image_size(image: Path | RawImage) -> tuple[int, int]:
 
 # -- the output, written atomically ------------------------------------------------------------------
 
-_PENDING: set[Path] = set()  # temporary files a hard exit must remove
-
 
 def image_format(path: Path) -> str:
     from PIL import Image
@@ -335,24 +334,40 @@ def check_writable(output: Output) -> None:
         raise OutputError(f"Cannot write to {folder} ({exc.strerror}): choose another output path.") from None
 
 
+def check_not_an_input(request: JobRequest) -> None:
+    """An output that is one of the run's own pictures would replace the original with the result: that
+    takes --overwrite."""
+    for role, path in _input_files(request):
+        if same_file(request.output.path, path):
+            raise OutputError(
+                f"Output {request.output.path} is the {role} {path}: the result would replace it; "
+                "choose another output file, or pass --overwrite to replace it."
+            )
+
+
+def _input_files(request: JobRequest) -> list[tuple[str, Path]]:
+    images = [
+        ("content image", request.content),
+        *(("style image", style) for style in request.styles),
+        *(("style mask", mask) for mask in request.masks or ()),
+    ]
+    named = [(role, image.path if isinstance(image, RawImage) else image) for role, image in images]
+    if request.options.init not in (None, "content", "noise"):
+        named.append(("--init image", Path(request.options.init)))
+    return named
+
+
 def write_output(array: np.ndarray, output: Output) -> Path:
-    """Write to a temporary file beside the output, then rename: never a partial result."""
+    """Write through a temporary file beside the output, then rename: never a partial result."""
     path = output.path
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
-    _PENDING.add(temporary)
     try:
-        if output.raw_format is None:
-            _save_image(array, temporary, image_format(path))
-        else:
-            _save_raw(array, temporary, output.raw_format)
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            if output.raw_format is None:
+                _save_image(array, temporary, image_format(path))
+            else:
+                _save_raw(array, temporary, output.raw_format)
     except (OSError, ValueError) as exc:
         raise OutputError(f"Cannot write {path} ({exc}): choose another output path.") from None
-    finally:
-        _PENDING.discard(temporary)
-        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -418,12 +433,14 @@ class CancelWatcher:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
 
-    def start(self, watch_stdin: bool) -> CancelWatcher:
+    def start(self, watch_stdin: bool, watch_parent: bool = True) -> CancelWatcher:
+        """Watch stdin's end and the parent's death where asked (a caller's lifeline), SIGTERM always."""
         if watch_stdin:
             threading.Thread(target=self._watch_stdin, name="nst-stdin", daemon=True).start()
-        threading.Thread(
-            target=self._watch_parent, args=(os.getppid(),), name="nst-parent", daemon=True
-        ).start()
+        if watch_parent:
+            threading.Thread(
+                target=self._watch_parent, args=(os.getppid(),), name="nst-parent", daemon=True
+            ).start()
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: self.set())
         return self
@@ -451,8 +468,7 @@ class CancelWatcher:
                 self._on_abort()
             except Exception:
                 pass  # the reader may be gone: exit regardless
-        for temporary in list(_PENDING):
-            temporary.unlink(missing_ok=True)
+        remove_pending()
         os._exit(int(Cancelled.code))
 
 

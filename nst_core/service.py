@@ -36,6 +36,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from . import wire
 from .errors import Cancelled, DeviceError, ExitCode, NstError, UsageError, describe_error
 from .events import PROTOCOL_VERSION, Event, Sink, error_event
+from .files import atomic_path
 from .wire import API, EVENTS_TYPE, Limits, WireJob
 
 HEARTBEAT_SECONDS = 1.0  # a waiting stream writes this often: how a client that went away is noticed
@@ -422,9 +423,8 @@ def _listen(host: str, port: int) -> socket.socket:
 def _write_state(path: Path, state: dict[str, Any]) -> None:
     """Atomically, so that a plug-in never reads half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(state), encoding="utf-8")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(state), encoding="utf-8")
 
 
 def _remove_state(path: Path) -> None:

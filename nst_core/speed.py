@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import host, memory
+from .files import atomic_path
 from .options import Settings
 from .paths import SPEED_FILE, data_dir
 
@@ -98,9 +98,8 @@ def record_speed(device_key: str, speed: Speed, folder: Path | None = None) -> P
         records = {}
     records[device_key] = {k: v for k, v in asdict(speed).items() if k != "measured"}
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(records, indent=2) + "\n")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(records, indent=2) + "\n")
     return path
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import NstError, UsageError, WeightsError
+from .files import atomic_path
 
 WEIGHTS_ENV = "NST_WEIGHTS"
 STAMP_NAME = "verified-weights.json"
@@ -289,9 +290,8 @@ def _stamp(stamps: Path, path: Path, stat: os.stat_result, digest: str, **extra:
     records[_stamp_key(path)] = {**record, **extra}
     try:
         stamps.parent.mkdir(parents=True, exist_ok=True)
-        temporary = stamps.with_name(stamps.name + f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
-        os.replace(temporary, stamps)
+        with atomic_path(stamps) as temporary:
+            temporary.write_text(json.dumps(records, indent=1), encoding="utf-8")
     except OSError:
         pass  # only a cache: the next run hashes again
 

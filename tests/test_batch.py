@@ -131,7 +131,7 @@ def test_a_killed_batch_resumes_where_it_stopped(pictures, style_png, vgg19_weig
     ("setup", "arguments", "message"),
     [
         ("clash", ["--format", "png"], "would both write"),
-        ("none", [], "does not exist: create it first"),
+        ("file", [], "is a file, not a folder: give a folder for -o"),
         ("empty", [], "No pictures in the inputs given"),
     ],
 )
@@ -140,7 +140,9 @@ def test_batch_problems_are_one_line_before_anything_is_written(
 ) -> None:
     out = tmp_path / "out"
     inputs = [str(pictures)]
-    if setup != "none":
+    if setup == "file":
+        out.write_text("a file, not a folder")
+    else:
         out.mkdir()
     if setup == "clash":
         make_content_image().save(pictures / "photo0.jpg")
@@ -158,9 +160,39 @@ def test_batch_problems_are_one_line_before_anything_is_written(
         *arguments,
         env={"NST_WEIGHTS": str(vgg19_weights)},
     )
-    assert done.returncode == 2 if setup != "none" else 5, done.stderr
+    assert done.returncode == (5 if setup == "file" else 2), done.stderr
     assert message in done.stderr and done.stderr.count("\n") == 1
-    assert not out.is_dir() or not any(out.iterdir())
+    assert out.is_file() if setup == "file" else not any(out.iterdir())
+
+
+def test_a_missing_output_folder_is_made(pictures, style_png, vgg19_weights, tmp_path) -> None:
+    """`batch photos/ --style s.jpg -o out/` as the README shows it, `out/` (and its parent) not there yet."""
+    out = tmp_path / "new" / "out"
+    args = [str(pictures / "photo0.png"), "--style", str(style_png), "-o", f"{out}/", *FLAGS]
+    done = nst("batch", *args, env={"NST_WEIGHTS": str(vgg19_weights)})
+    assert done.returncode == 0, done.stderr
+    assert [path.name for path in out.iterdir()] == ["photo0.png"]
+
+
+def test_an_output_that_would_replace_an_input_takes_overwrite(pictures, style_png, vgg19_weights) -> None:
+    before = {path.name: path.read_bytes() for path in pictures.iterdir()}
+    same_folder = str(pictures / ".." / pictures.name)  # another spelling of the inputs' folder
+    args = ["--style", str(style_png), "-o", same_folder, *FLAGS]
+    env = {"NST_WEIGHTS": str(vgg19_weights)}
+    refused = nst("batch", str(pictures), *args, env=env)
+    assert (refused.returncode, refused.stdout) == (5, "")
+    assert refused.stderr == (
+        f"error: Output {Path(same_folder) / 'photo0.png'} is the input {pictures / 'photo0.png'}: the "
+        "result would replace it; choose another output folder (-o) or --format, or pass --overwrite to "
+        "replace the inputs.\n"
+    )
+    assert {path.name: path.read_bytes() for path in pictures.iterdir()} == before
+    replaced = nst("batch", str(pictures / "photo1.png"), *args, "--overwrite", "--progress", "json", env=env)
+    assert replaced.returncode == 0, replaced.stderr
+    assert [e["status"] for e in events(replaced) if e["event"] == "item"] == ["done"]  # not "skipped"
+    after = {path.name: path.read_bytes() for path in pictures.iterdir()}
+    assert after.keys() == before.keys() and after["photo1.png"] != before["photo1.png"]
+    assert after["photo0.png"] == before["photo0.png"]
 
 
 def test_outputs_take_the_format_asked_for(pictures, style_png, vgg19_weights, tmp_path) -> None:

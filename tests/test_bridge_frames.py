@@ -9,6 +9,7 @@ writes TIFFs, as the engine does); one runs the real engine, and one the bridge 
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -388,3 +389,34 @@ def test_real_engine_frames_through_the_bridge(vgg19_weights: Path, style_png: P
         assert len(result) == len(source) and result != source
         assert result[3::4] == source[3::4]  # alpha kept
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_the_real_engine_s_frames_stop_when_the_bridge_s_pipe_closes(
+    tmp_path: Path, vgg19_weights: Path, style_png: Path
+) -> None:
+    """The bridge's `batch --frames` command ends (130, the Cancelled event, no frame written) when the
+    pipe the bridge keeps on its stdin closes: how it stops with a plug-in that died."""
+    inputs = []
+    for index in range(2):
+        inputs.append(str(tmp_path / f"frame-{index}.png"))
+        Image.new("RGB", (32, 24), (40 * index, 90, 160)).save(inputs[-1])
+    styled = tmp_path / "styled"
+    styled.mkdir()
+    options = {"iterations": 100000, "size": 32, "device": "cpu", "preset": "fast"}
+    config = {"python": sys.executable, "weights": str(vgg19_weights)}
+    command = nst_bridge.frames_command(
+        config, sys.executable, inputs, [(str(style_png), 1.0)], options, str(styled), str(tmp_path)
+    )
+    engine = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in engine.stdout:
+            if '"progress"' in line:
+                break
+        engine.stdin.close()
+        code = engine.wait(timeout=30)
+        last = engine.stdout.read().splitlines()[-1]
+    finally:
+        engine.kill()
+        engine.wait()
+    assert code == 130 and json.loads(last) == {"event": "error", "message": "Cancelled.", "code": 130}
+    assert os.listdir(styled) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -104,6 +105,72 @@ def test_stylize_size_sets_the_output_size(
     code, stdout, stderr = run(capsys, *job_files.stylize(out, "--size", "32", "--progress", "none", *FAST))
     assert (code, stdout, stderr) == (0, "", "")
     assert size_of(out) == (32, 21)
+
+
+def test_an_output_that_is_an_input_takes_overwrite(
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same file through another spelling or a link: refused, the original untouched, unless asked."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    link = Path("link.png")
+    link.symlink_to(job_files.content)
+    original = job_files.content.read_bytes()
+    content, style = job_files.content, job_files.style
+    for given, output, flags, named in [
+        (content, Path("sub/../content.png"), (), f"content image {content}"),
+        (link, content, (), f"content image {link}"),
+        (content, style, (), f"style image {style}"),
+        (content, Path("content.png"), ("--dry-run",), f"content image {content}"),
+    ]:
+        code, stdout, stderr = run(capsys, *job_files.stylize(output, *flags, *FAST, content=given))
+        assert (code, stdout) == (5, "")
+        assert stderr == (
+            f"error: Output {output} is the {named}: the result would replace it; choose another output "
+            "file, or pass --overwrite to replace it.\n"
+        )
+    assert content.read_bytes() == original
+    argv = job_files.stylize(content, "--overwrite", "--size", "32", *FAST, content=link)
+    code, _, stderr = run(capsys, *argv)
+    assert code == 0, stderr
+    assert content.read_bytes() != original and size_of(content) == (32, 21)
+
+
+@pytest.fixture
+def no_server(tmp_path: Path) -> list[str]:
+    """`--server` flags for a loopback port that nothing listens on, with a token file."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    token = tmp_path / "token"
+    token.write_text("a-token-of-some-length\n")
+    return ["--server", f"http://127.0.0.1:{port}", "--token-file", str(token)]
+
+
+def test_no_server_runs_here_with_the_weights_given(
+    tmp_path: Path, job_files: JobFiles, no_server: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.png"
+    code, stdout, stderr = run(capsys, *job_files.stylize(out, "--size", "32", *FAST, *no_server))
+    assert (code, stdout) == (0, ""), stderr
+    assert stderr.startswith("note: no server answers (") and stderr.endswith("; running here.\n")
+    assert size_of(out) == (32, 21)
+
+
+def test_no_server_and_no_weights_here_is_one_line(
+    tmp_path: Path, job_files: JobFiles, no_server: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["stylize", job_files.content, job_files.style, "-o", tmp_path / "out.png", *FAST, *no_server]
+    code, stdout, stderr = run(capsys, *argv)  # no --weights, and none in the (isolated) data folder
+    assert (code, stdout, stderr.count("\n")) == (7, "", 1)
+    assert stderr.startswith(f"error: No server answers (The server {no_server[1]} does not answer (")
+    assert stderr.endswith(
+        "and this machine cannot run the job instead: VGG19 weights not found: run `python3 install.py` "
+        "or `python -m nst_core weights fetch`, or pass --weights FILE.\n"
+    )
+    assert not (tmp_path / "out.png").exists()
 
 
 # -- failures during the run: one line, the right code, nothing written ---------------------------------
@@ -281,6 +348,36 @@ def test_weights_check_loads_a_file_of_ones_own(
     broken.write_bytes(vgg19_weights.read_bytes()[:100_000])
     code, out, err = run(capsys, "weights", "check", broken)
     assert code == 4 and out == "" and "truncated" in err and err.count("\n") == 1
+
+
+# -- a reader that stops reading (`| head -1`) -------------------------------------------------------------
+
+
+def test_a_closed_stdout_ends_commands_quietly(tmp_path: Path, job_files: JobFiles) -> None:
+    """Every command's output to a pipe no one reads: no traceback, no "internal error", the shell's code
+    for a tool that its reader left (141)."""
+    commands = [
+        ["presets"],
+        ["describe"],
+        ["plan", "--width", "64", "--height", "48", "--device", "cpu", "--weights", str(job_files.weights)],
+        [*job_files.stylize(tmp_path / "out.png", "--device", "cpu"), "--dry-run"],
+    ]
+    for argv in commands:
+        reader, writer = os.pipe()
+        os.close(reader)  # before the command writes: its first write finds the pipe broken
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "nst_core", *argv],
+                stdout=writer,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+                timeout=300,
+            )
+        finally:
+            os.close(writer)
+        assert (argv[0], done.returncode, done.stderr) == (argv[0], 141, "")
+    assert not (tmp_path / "out.png").exists()
 
 
 # -- events ----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from nst_core.errors import UsageError
 from nst_core.job import RawImage, parse_job, read_raw
 
 TINY = {"iterations": 2, "size": 48, "seed": 0, "device": "cpu"}
+TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()]
 RAW = {"raw": "c.raw", "width": 4, "height": 2, "format": "u8", "channels": 3}
 
 
@@ -133,6 +134,46 @@ def test_raw_float32_is_little_endian(tmp_path: Path) -> None:
 # -- running (in process: tiny images, two iterations) --------------------------------------------------
 
 
+def _write_result(path: Path) -> None:
+    from nst_core.job import Output, write_output
+
+    write_output(np.full((2, 3, 3), 0.5, np.float32), Output(path, "u8" if path.suffix == ".raw" else None))
+
+
+def _write_speed(path: Path) -> None:
+    from nst_core import speed
+
+    speed.record_speed("cpu test", speed.Speed(1e9, 0.01, 1.0), path.parent)
+
+
+@pytest.mark.parametrize(
+    ("writer", "name"),
+    [(_write_result, "result.png"), (_write_result, "result.raw"), (_write_speed, "speed.json")],
+)
+def test_written_files_take_the_umask_mode_and_keep_a_replaced_file_s(
+    tmp_path: Path,
+    writer,
+    name: str,  # noqa: ANN001 (a writer above)
+) -> None:
+    from nst_core.paths import SPEED_FILE
+
+    path = tmp_path / (SPEED_FILE if name == "speed.json" else name)
+    previous = os.umask(0o022)
+    try:
+        writer(path)
+        assert path.stat().st_mode & 0o777 == 0o644  # as any new file: others may read it
+        path.chmod(0o660)
+        writer(path)
+        assert path.stat().st_mode & 0o777 == 0o660  # the file replaced keeps its mode
+        path.unlink()
+        os.umask(0o077)
+        writer(path)
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(previous)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 @pytest.mark.parametrize("fmt", ["u8", "float32"])
 def test_raw_rgba_in_and_out(
     tmp_path: Path, style_png: Path, vgg19_weights: Path, capsys: pytest.CaptureFixture[str], fmt: str
@@ -225,6 +266,36 @@ def test_closing_stdin_cancels_promptly(tmp_path: Path, job_files: JobFiles) -> 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "job.json", "style.png"]
 
 
+LONG_FLAGS = [f"--{name}={value}" for name, value in LONG.items()]
+
+
+def test_stylize_in_a_shell_loop_leaves_the_loop_s_stdin_alone(tmp_path: Path, job_files: JobFiles) -> None:
+    """`ls | while read f; do ... stylize "$f" ...; done`: stdin is the loop's list, its end no cancel."""
+    out = tmp_path / "out.png"
+    argv = [sys.executable, "-m", "nst_core", *job_files.stylize(out, *TINY_FLAGS)]
+    done = subprocess.run(argv, input="", capture_output=True, text=True, timeout=300)  # a pipe, closed
+    assert (done.returncode, done.stderr) == (0, "")
+    assert out.is_file()
+
+
+def test_sigterm_cancels_stylize_with_its_one_line(tmp_path: Path, job_files: JobFiles) -> None:
+    out = tmp_path / "out.png"
+    argv = [sys.executable, "-m", "nst_core", *job_files.stylize(out, *LONG_FLAGS, "--progress", "bar")]
+    engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in engine.stderr:  # text mode: each redraw of the bar (ended by \r) is a line
+            if line.startswith("["):
+                break
+        engine.send_signal(signal.SIGTERM)
+        code = engine.wait(timeout=30)
+        rest = engine.stderr.read().splitlines()
+    finally:
+        engine.kill()
+        engine.wait()
+    assert (code, rest[-1]) == (130, "error: Cancelled.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content.png", "style.png"]
+
+
 PARENT = """
 import subprocess, sys, time
 engine = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
@@ -268,6 +339,7 @@ def test_engine_exits_when_its_parent_dies(tmp_path: Path, job_files: JobFiles) 
 
 
 def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nst_core import files
     from nst_core import job as job_module
 
     exits: list[int] = []
@@ -275,7 +347,7 @@ def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(job_module.os, "_exit", exits.append)
     pending = tmp_path / ".result.png.tmp"
     pending.write_bytes(b"half")
-    monkeypatch.setattr(job_module, "_PENDING", {pending})
+    monkeypatch.setattr(files, "PENDING", {pending})
     stuck = job_module.CancelWatcher(on_abort=lambda: aborted.append("error event"), grace=0.05)
     stuck.set()
     deadline = time.monotonic() + 10

@@ -274,7 +274,7 @@ def test_a_copy_of_another_official_file_is_not_used(
 def test_a_copy_that_cannot_be_written_does_not_stop_a_run(
     official: Path, monkeypatch: pytest.MonkeyPatch, failure: str
 ) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:  # the temporary file cannot be made
         raise PermissionError(errno.EACCES, "Permission denied")
 
     def fill(*args: object, **kwargs: object) -> None:  # what torch's zip writer raises then
@@ -283,7 +283,7 @@ def test_a_copy_that_cannot_be_written_does_not_stop_a_run(
     if failure == "disk full":
         monkeypatch.setattr(features_file.torch, "save", fill)
     else:
-        monkeypatch.setattr(features_file.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(features_file, "atomic_path", refuse)
     loaded = load_features("vgg19", official).state_dict()
     _assert_same_bits(loaded, _features_of(official))
     assert weights.verified_features(official) is None

@@ -120,7 +120,9 @@ def test_the_command_line_runs_on_a_server_and_writes_what_a_local_run_writes(
     remote, here = tmp_path / "remote.png", tmp_path / "here.png"
     base = [sys.executable, "-m", "nst_core", "stylize", str(content_png), str(style_png)]
     served_run = subprocess.run(
-        [*base, "-o", str(remote), *flags, "--server", served.url, "--token-file", str(served.token_file)],
+        # --weights is for running here when no server answers: the server uses its own.
+        [*base, "-o", str(remote), *flags, "--server", served.url, "--token-file", str(served.token_file)]
+        + ["--weights", str(vgg19_weights)],
         capture_output=True,
         text=True,
     )

@@ -660,11 +660,12 @@ def engine_command(config, python, job_path, folder):
 def frames_command(config, python, inputs, styles, options, output, folder):
     # type: (dict, str, list, list, dict, str, str) -> list
     """`batch --frames` for an animation's frame files, in order, into the folder `output` as TIFF (what
-    read_tiff reads), with a job's options and its styles' weights as --style-blend."""
+    read_tiff reads), with a job's options and its styles' weights as --style-blend; --watch-stdin: the
+    engine stops when the pipe on its stdin closes, as run-job does."""
     command = [python, "-m", "nst_core", "batch"] + list(inputs)
     for path, _weight in styles:
         command += ["--style", path]
-    command += ["-o", output, "--format", "tif", "--frames", "--progress", "json"]
+    command += ["-o", output, "--format", "tif", "--frames", "--progress", "json", "--watch-stdin"]
     options = dict(options, style_blend=[float(weight) for _path, weight in styles])
     return _engine_argv(config, command + option_flags(job_options(config, options)), folder)
 
