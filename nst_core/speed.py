@@ -3,7 +3,7 @@
 One iteration costs a fixed part (the style loss's eigendecompositions, kernel launches) plus its
 convolutions' FLOPs over the device's achieved rate; a tiled iteration reads its blocks' margins
 too and runs the network forward twice (tiling.py). `calibrate` measures the rate and the fixed
-part on this device with the engine's own optimiser (`bench.calibrate`) and records them in the
+part on this device with the engine's own optimiser (calibration.py) and records them in the
 data folder (the installer's self-test runs it); until then the defaults below are used.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -11,9 +12,36 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nst_core import bench, optimize
+from nst_core import bench, calibration, optimize
 from nst_core.network import build_network
 from nst_core.options import Options, resolve
+
+ENGINE = Path(__file__).resolve().parents[1] / "nst_core"
+
+
+def engine_imports(path: Path) -> set[str]:
+    """The dotted names of what the top-level engine module `path` imports, lazy imports included."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = "nst_core" if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
+            names |= {module} if node.module else {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_no_product_module_imports_a_benchmark() -> None:
+    """The benchmarks use the engine, never the other way: `calibrate` and the tests need none of them."""
+    product = [path for path in sorted(ENGINE.glob("*.py")) if not path.stem.startswith("bench")]
+    found = {
+        path.name: name
+        for path in product
+        for name in engine_imports(path)
+        if name.startswith("nst_core.bench")
+    }
+    assert found == {}
 
 
 @pytest.mark.parametrize("style_loss", ["gram", "w2"])
@@ -22,7 +50,7 @@ def test_flop_count_matches_what_torch_counts_for_one_iteration(style_loss: str,
     network = build_network(
         settings.model, vgg19_weights, settings.content_layers + settings.style_layers, settings.pooling
     )
-    content, style = bench.synthetic_images(40, 32, torch.device("cpu"))
+    content, style = calibration.synthetic_images(40, 32, torch.device("cpu"))
     objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, None)
     image = content.clone().requires_grad_(True)
     with FlopCounterMode(display=False) as counter:
