@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import host, losses, memory, optimize, speed
-from .calibration import best_time, synchronize, synthetic_images
-from .devices import describe_device, pick_device
-from .images import from_tensor
-from .network import build_network, layer_index, load_features
-from .options import Options, Settings, resolve
+from .. import host, losses, memory, optimize, speed
+from ..calibration import best_time, synchronize, synthetic_images
+from ..devices import describe_device, pick_device
+from ..images import from_tensor
+from ..network import build_network, layer_index, load_features
+from ..options import Options, Settings, resolve
+from .runner import print_row, random_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -237,17 +238,6 @@ def engine_step(
 # ---- one row per size ------------------------------------------------------------------------
 
 
-def _random_weights(model: str, directory: Path) -> Path:
-    """Reproducible random weights in torchvision's layout, so the benchmark needs no download."""
-    import torchvision
-
-    torch.manual_seed(0)
-    features = getattr(torchvision.models, model)(weights=None).features
-    path = directory / f"{model}-random.pth"
-    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
-    return path
-
-
 def time_steps(
     calls: dict[str, Callable[[], object]], counts: dict[str, int], device: torch.device, repeats: int
 ) -> dict[str, float]:
@@ -363,7 +353,7 @@ def time_to_quality(
     higher than the preset's (at most `match_limit` times as long): how much longer the plain
     method needs for the same quality.
     """
-    from .run import stylize
+    from ..run import stylize
 
     content, style = synthetic_images(size, size, device)
     options = Options(preset=preset, size=size, weights=str(weights), device=device.type)
@@ -489,13 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = measure_rates(device, DTYPES[args.precision], args.rate_side, repeats=10)
     _print_rates(rates, device, args)
     with tempfile.TemporaryDirectory() as scratch:
-        weights = Path(args.weights) if args.weights else _random_weights(settings.model, Path(scratch))
+        weights = Path(args.weights) if args.weights else random_weights(settings.model, Path(scratch))
         for size in sizes:
             _print_row(measure_size(args, settings, weights, size, device), args.json)
         if args.time_to_quality:
             rows = time_to_quality(args.preset, weights, device, args.quality_size, args.match_limit)
             for row in rows:
-                _print_row_plain(row, args.json)
+                print_row(row, args.json)
     return 0
 
 
@@ -509,11 +499,7 @@ def _print_rates(rates: Rates, device: torch.device, args: argparse.Namespace) -
         "conv_gflops": round(rates.conv / 1e9, 1),
         "matmul_gflops": round(rates.matmul / 1e9, 1),
     }
-    _print_row_plain(row, args.json)
-
-
-def _print_row_plain(row: dict[str, object], as_json: bool) -> None:
-    print(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    print_row(row, args.json)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m nst_core.bench_service`: a plug-in's run with a cold engine (a child process per run, as
+"""`python -m nst_core.bench.service`: a plug-in's run with a cold engine (a child process per run, as
 before the service) against the warm engine service, through the plug-ins' own bridge.
 
 For each way it runs the same small job `--runs` times, as GIMP does (raw pixels through
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plug-ins" / "neural_style"
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plug-ins" / "neural_style"
 SIZE = (96, 64)
 
 
@@ -54,7 +54,7 @@ def one_run(config: dict[str, Any], style: Path, options: dict[str, Any]) -> dic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nst_core.bench_service", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nst_core.bench.service", description=__doc__)
     parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
     parser.add_argument("--runs", type=int, default=4, help="runs each way (default 4)")
     parser.add_argument("--iterations", type=int, default=5)
@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     from PIL import Image
 
-    from .weights import resolve_weights
+    from ..weights import resolve_weights
 
     weights = resolve_weights(args.weights)
     options = {"size": max(SIZE), "iterations": args.iterations, "seed": 0, "device": args.device}
