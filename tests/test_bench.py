@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,26 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
     assert all(value > 0 for value in row.values())
 
 
+def installed_engine(folder: Path) -> Path:
+    """The engine's package alone in `folder`, as pip installs it: no checkout around it."""
+    import shutil
+
+    shutil.copytree(ENGINE, folder / "nst_core", ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def test_the_service_benchmark_says_in_one_line_what_an_installed_engine_lacks(
+    tmp_path: Path, vgg19_weights: Path
+) -> None:
+    site = installed_engine(tmp_path / "site")
+    command = [sys.executable, "-m", "nst_core.bench.service", "--weights", str(vgg19_weights), "--runs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=site, env=env, timeout=300)
+    assert (done.returncode, done.stdout) == (2, "")
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and "nst_bridge.py" in line and "--plugin-dir" in line
+
+
 def test_the_batch_benchmark_compares_separate_calls_with_one_batch(vgg19_weights: Path) -> None:
     small = ["--pictures", "2", "--size", "32", "--iterations", "1", "--ray-workers", "2"]
     row = bench_json("bench.batch", "--weights", str(vgg19_weights), *small)
@@ -262,7 +283,7 @@ def test_the_engine_package_carries_the_benchmarks(tmp_path: Path) -> None:
     root = ENGINE.parent
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(root / name, tmp_path / name)
-    shutil.copytree(ENGINE, tmp_path / "nst_core", ignore=shutil.ignore_patterns("__pycache__"))
+    installed_engine(tmp_path)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
     done = subprocess.run([*command, "-w", "dist", "."], cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
