@@ -211,6 +211,18 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
     assert all(value > 0 for value in row.values())
 
 
+def test_the_jobs_benchmark_says_in_one_line_that_it_needs_the_test_extra(
+    vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nst_core.bench import jobs
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as where scikit-image is not installed
+    assert jobs.main(["--jobs", "fast:32x24", "--weights", str(vgg19_weights)]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert out == "" and line.startswith("error: ") and "scikit-image" in line and "test extra" in line
+
+
 def installed_engine(folder: Path) -> Path:
     """The engine's package alone in `folder`, as pip installs it: no checkout around it."""
     import shutil

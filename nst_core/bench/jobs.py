@@ -5,7 +5,8 @@ the plan's estimated seconds, the measured ones and their ratio, the cost per me
 resident memory against the budget, how it tiled, and how far the progress bar's time left was off
 at a quarter and at half of the job. `--tiled-vs-whole` paints one picture whole and forced into
 tiles and prints their difference. Weights are random unless --weights is given: the cost of a job
-does not depend on the weight values. See docs/performance.md.
+does not depend on the weight values. The pictures are scikit-image's samples: it needs the test
+extra. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -21,10 +23,24 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ExitCode
 from .runner import FreshProcessFailed, add_one_option, answer_one, random_weights, run_fresh
 
 DEFAULT_JOBS = ("fast:1024x768", "balanced:1024x768", "best:1536x1152")
 CHECKPOINTS = (0.25, 0.5)
+
+
+def missing_test_extra() -> str | None:
+    """Why the sample pictures cannot be painted, in one line; None if they can."""
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        return (
+            "error: the jobs benchmark paints scikit-image's sample pictures, and scikit-image is not "
+            "installed: install the test extra (pip install -e '.[test]' in a checkout) or pip install "
+            "scikit-image"
+        )
+    return None
 
 
 def _images(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +156,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = missing_test_extra()
+    if problem:
+        print(problem, file=sys.stderr)
+        return ExitCode.USAGE
     if args.one:
         return answer_one(args.one, run_one)
     with tempfile.TemporaryDirectory() as folder:
