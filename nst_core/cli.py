@@ -371,7 +371,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     def action() -> None:
         import time
 
-        from . import bench, speed
+        from . import calibration, speed
         from .devices import describe_device, pick_device
         from .weights import resolve_weights
 
@@ -379,7 +379,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         weights = resolve_weights(args.weights, "vgg19")
         default = speed.default_speed(device.type)
-        measured = bench.calibrate(weights, device, default.startup, default.per_scale)
+        measured = calibration.calibrate(weights, device, default.startup, default.per_scale)
         key = describe_device(device)
         path = speed.record_speed(key, measured)
         took = round(time.perf_counter() - started, 1)

@@ -3,7 +3,7 @@
 One iteration costs a fixed part (the style loss's eigendecompositions, kernel launches) plus its
 convolutions' FLOPs over the device's achieved rate; a tiled iteration reads its blocks' margins
 too and runs the network forward twice (tiling.py). `calibrate` measures the rate and the fixed
-part on this device with the engine's own optimiser (`bench.calibrate`) and records them in the
+part on this device with the engine's own optimiser (calibration.py) and records them in the
 data folder (the installer's self-test runs it); until then the defaults below are used.
 """
 
@@ -21,7 +21,7 @@ from .paths import SPEED_FILE, data_dir
 
 # A tiled iteration runs the network forward, then forward and backward again: three passes, not
 # two, so 1.5; with the blocks' sums, copies and gradient additions a 4000 x 3000 `fast` job
-# measured 1.9 (bench_jobs: 1645 s, estimated 1307 s at 1.5).
+# measured 1.9 (nst_core.bench.jobs: 1645 s, estimated 1307 s at 1.5).
 TILED_PASSES = 1.9
 # Per scale, before its first iteration: the content's features and the style's statistics, about
 # one iteration's work.

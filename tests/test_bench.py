@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +13,36 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nst_core import bench, optimize
+from nst_core import calibration, optimize
+from nst_core.bench import iteration
 from nst_core.network import build_network
 from nst_core.options import Options, resolve
+
+ENGINE = Path(__file__).resolve().parents[1] / "nst_core"
+
+
+def engine_imports(path: Path) -> set[str]:
+    """The dotted names of what the top-level engine module `path` imports, lazy imports included."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = "nst_core" if node.level else ""
+            module = ".".join(part for part in (base, node.module) if part)
+            names |= {module} if node.module else {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def test_no_product_module_imports_a_benchmark() -> None:
+    """The benchmarks use the engine, never the other way: `calibrate` and the tests need none of them."""
+    found = {
+        path.name: name
+        for path in sorted(ENGINE.glob("*.py"))
+        for name in engine_imports(path)
+        if name.startswith("nst_core.bench")
+    }
+    assert found == {}
 
 
 @pytest.mark.parametrize("style_loss", ["gram", "w2"])
@@ -22,19 +51,19 @@ def test_flop_count_matches_what_torch_counts_for_one_iteration(style_loss: str,
     network = build_network(
         settings.model, vgg19_weights, settings.content_layers + settings.style_layers, settings.pooling
     )
-    content, style = bench.synthetic_images(40, 32, torch.device("cpu"))
+    content, style = calibration.synthetic_images(40, 32, torch.device("cpu"))
     objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, None)
     image = content.clone().requires_grad_(True)
     with FlopCounterMode(display=False) as counter:
         objective(image)[0].backward()
-    counted = bench.iteration_flops(settings, 40, 32)
+    counted = iteration.iteration_flops(settings, 40, 32)
     assert counted.total == pytest.approx(counter.get_total_flops(), rel=0.01)
     assert counted.style > 0 and counted.conv > counted.style
 
 
 def test_floor_uses_both_rates() -> None:
-    flops = bench.IterationFlops(conv=4e9, style=1e9)
-    assert flops.floor_seconds(bench.Rates(conv=2e9, matmul=1e9)) == pytest.approx(3.0)
+    flops = iteration.IterationFlops(conv=4e9, style=1e9)
+    assert flops.floor_seconds(iteration.Rates(conv=2e9, matmul=1e9)) == pytest.approx(3.0)
 
 
 def test_probes_are_timed_over_as_long_as_a_step(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,9 +76,9 @@ def test_probes_are_timed_over_as_long_as_a_step(monkeypatch: pytest.MonkeyPatch
 
     seconds = {step: 0.5, quick: 0.02, slow: 4.0}
     called: list[str] = []
-    monkeypatch.setattr(bench, "best_time", lambda fn, device, repeats=5: seconds[fn])
-    probes = {"quick": bench.Probe(quick, 1e9, "conv"), "slow": bench.Probe(slow, 1e9, "matmul")}
-    counts = bench.matched_counts(
+    monkeypatch.setattr(iteration, "best_time", lambda fn, device, repeats=5: seconds[fn])
+    probes = {"quick": iteration.Probe(quick, 1e9, "conv"), "slow": iteration.Probe(slow, 1e9, "matmul")}
+    counts = iteration.matched_counts(
         {"engine": step, "textbook": lambda: called.append("textbook")}, probes, torch.device("cpu"), 3
     )
     assert counts == {"engine": 3, "textbook": 3, "quick": 75, "slow": 1}
@@ -58,9 +87,9 @@ def test_probes_are_timed_over_as_long_as_a_step(monkeypatch: pytest.MonkeyPatch
 
 def test_time_steps_reports_seconds_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter(range(100))
-    monkeypatch.setattr(bench.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(iteration.time, "perf_counter", lambda: float(next(clock)))
     calls: list[str] = []
-    seconds = bench.time_steps(
+    seconds = iteration.time_steps(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
         {"a": 2, "b": 4},
         torch.device("cpu"),
@@ -109,7 +138,7 @@ def test_bench_prints_json_lines(vgg19_weights: Path) -> None:
 
 
 def test_time_to_quality_races_for_the_same_time_and_judges_alike(vgg19_weights: Path) -> None:
-    rows = bench.time_to_quality("fast", vgg19_weights, torch.device("cpu"), 48, match_limit=3)
+    rows = iteration.time_to_quality("fast", vgg19_weights, torch.device("cpu"), 48, match_limit=3)
     assert [r["race"] for r in rows] == [
         "fast (coarse to fine)",
         "single-scale L-BFGS, same time",
@@ -138,18 +167,19 @@ def test_the_cold_start_benchmark_reads_both_ways_in_fresh_processes(
 
     from samples import make_official_like_weights
 
-    from nst_core import bench_load, features_file, weights
+    from nst_core import features_file, weights
+    from nst_core.bench import load
 
     data = tmp_path / "data"
     monkeypatch.setenv("NST_DATA_DIR", str(data))
-    full = make_official_like_weights(tmp_path / bench_load.FULL_NAME, vgg19_weights)
+    full = make_official_like_weights(tmp_path / load.FULL_NAME, vgg19_weights)
     entry = {"filename": full.name, "sha256": weights.sha256_of(full), "size": full.stat().st_size}
     monkeypatch.setitem(weights.OFFICIAL, "vgg19", replace(weights.OFFICIAL["vgg19"], **entry))
     weights.verify(full, "vgg19")
     copy = features_file.ensure(full)
     assert copy is not None
-    whole = bench_load.measure(full, None, data, [])
-    mapped = bench_load.measure(full, entry, data, [])
+    whole = load.measure(full, None, data, [])
+    mapped = load.measure(full, entry, data, [])
     assert (whole["read"], mapped["read"]) == (str(full), str(copy))
     assert whole["digest"] == mapped["digest"]
     assert all(run[key] > 0 for run in (whole, mapped) for key in ("load_s", "process_s", "peak_mib"))
@@ -165,7 +195,7 @@ def bench_json(module: str, *args: str) -> dict:
 
 def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_weights: Path) -> None:
     row = bench_json(
-        "bench_service",
+        "bench.service",
         "--weights",
         str(vgg19_weights),
         "--runs",
@@ -181,9 +211,41 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
     assert all(value > 0 for value in row.values())
 
 
+def test_the_jobs_benchmark_says_in_one_line_that_it_needs_the_test_extra(
+    vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nst_core.bench import jobs
+
+    monkeypatch.setitem(sys.modules, "skimage", None)  # as where scikit-image is not installed
+    assert jobs.main(["--jobs", "fast:32x24", "--weights", str(vgg19_weights)]) == 2
+    out, err = capsys.readouterr()
+    (line,) = err.splitlines()
+    assert out == "" and line.startswith("error: ") and "scikit-image" in line and "test extra" in line
+
+
+def installed_engine(folder: Path) -> Path:
+    """The engine's package alone in `folder`, as pip installs it: no checkout around it."""
+    import shutil
+
+    shutil.copytree(ENGINE, folder / "nst_core", ignore=shutil.ignore_patterns("__pycache__"))
+    return folder
+
+
+def test_the_service_benchmark_says_in_one_line_what_an_installed_engine_lacks(
+    tmp_path: Path, vgg19_weights: Path
+) -> None:
+    site = installed_engine(tmp_path / "site")
+    command = [sys.executable, "-m", "nst_core.bench.service", "--weights", str(vgg19_weights), "--runs", "1"]
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run(command, capture_output=True, text=True, cwd=site, env=env, timeout=300)
+    assert (done.returncode, done.stdout) == (2, "")
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: ") and "nst_bridge.py" in line and "--plugin-dir" in line
+
+
 def test_the_batch_benchmark_compares_separate_calls_with_one_batch(vgg19_weights: Path) -> None:
     small = ["--pictures", "2", "--size", "32", "--iterations", "1", "--ray-workers", "2"]
-    row = bench_json("bench_batch", "--weights", str(vgg19_weights), *small)
+    row = bench_json("bench.batch", "--weights", str(vgg19_weights), *small)
     assert row["same bytes"] is True and row["pictures"] == 2
     assert row["separate / batch"] == pytest.approx(row["separate stylize s"] / row["batch s"], rel=0.02)
     assert row["batch / ray"] == pytest.approx(row["batch s"] / row["ray 2 workers s"], rel=0.02)
@@ -195,7 +257,7 @@ def test_the_frames_benchmark_measures_flicker_both_ways_and_plots_it(
 ) -> None:
     plot = tmp_path / "flicker.png"
     row = bench_json(
-        "bench_frames",
+        "bench.frames",
         "--weights",
         str(vgg19_weights),
         "--plot",
@@ -222,3 +284,22 @@ def test_the_frames_benchmark_measures_flicker_both_ways_and_plots_it(
         assert image.format == "PNG" and image.width > 600
     for label in ("cut", "faded"):  # 4 frames in runs of 2: one join, at the third frame
         assert row[f"joins {label}: largest step"] >= 0 and row[f"joins {label}: mean step inside runs"] >= 0
+
+
+def test_the_engine_package_carries_the_benchmarks(tmp_path: Path) -> None:
+    """The wheel pip builds from the checkout holds every engine module, the benchmarks' package too
+    (the installer also takes an engine without them for an outdated one)."""
+    import shutil
+    import zipfile
+
+    root = ENGINE.parent
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    installed_engine(tmp_path)
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index"]
+    done = subprocess.run([*command, "-w", "dist", "."], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        packed = {name for name in archive.namelist() if name.startswith("nst_core/")}
+    assert packed == {path.relative_to(root).as_posix() for path in ENGINE.rglob("*.py")}

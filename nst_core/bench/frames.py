@@ -1,4 +1,4 @@
-"""`python -m nst_core.bench_frames`: flicker of animation frames stylised independently against
+"""`python -m nst_core.bench.frames`: flicker of animation frames stylised independently against
 `--frames` (each from the previous one, warped by the optical flow), on a generated pan and zoom.
 
 The clips are cut from one generated picture (smooth shapes and fine texture, so that the flow has
@@ -44,7 +44,7 @@ def picture(width: int = 640, height: int = 480, seed: int = 0) -> np.ndarray:
 
 
 def clip(kind: str, count: int, size: tuple[int, int]) -> list[np.ndarray]:
-    from .images import resize
+    from ..images import resize
 
     base = picture()
     height, width = base.shape[:2]
@@ -62,9 +62,9 @@ def clip(kind: str, count: int, size: tuple[int, int]) -> list[np.ndarray]:
 def stylise(
     frames_in: list[np.ndarray], style: np.ndarray, options, weight: float | None
 ) -> list[np.ndarray]:  # noqa: ANN001
-    from . import frames
-    from .events import Sink
-    from .job import stylize_arrays
+    from .. import frames
+    from ..events import Sink
+    from ..job import stylize_arrays
 
     outputs: list[np.ndarray] = []
     for index, frame in enumerate(frames_in):
@@ -100,7 +100,7 @@ def plot(rows: dict[str, dict[str, list[float]]], path: Path) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nst_core.bench_frames", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nst_core.bench.frames", description=__doc__)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=128, help="working size, longest side")
     parser.add_argument("--iterations", type=int, default=40)
@@ -115,10 +115,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from . import frames
-    from .batch import DEFAULT_TEMPORAL_WEIGHT
-    from .options import Options
-    from .weights import resolve_weights
+    from .. import frames
+    from ..batch import DEFAULT_TEMPORAL_WEIGHT
+    from ..options import Options
+    from ..weights import resolve_weights
 
     weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
     options = Options.from_dict(
@@ -144,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary[f"{kind} ratio"] = float(np.mean(rows[kind]["frames"]) / np.mean(rows[kind]["independent"]))
         summary[f"{kind} seconds independent / frames"] = round(alone_s, 1), round(linked_s, 1)  # type: ignore[assignment]
     if args.joins:
-        from .cluster import DEFAULT_OVERLAP
+        from ..cluster import DEFAULT_OVERLAP
 
         overlap = DEFAULT_OVERLAP if args.overlap is None else args.overlap
         summary |= joins(clip("pan", args.frames, size), style, options, weight, args.joins, overlap)
@@ -167,11 +167,11 @@ def joins(
     """The flicker steps where runs of `run` frames meet, cut and faded, and inside the runs."""
     import tempfile
 
-    from . import frames
-    from .batch import plan_items
-    from .cluster import InlineExecutor, run_distributed
-    from .events import Sink
-    from .images import load_image, to_pil
+    from .. import frames
+    from ..batch import plan_items
+    from ..cluster import InlineExecutor, run_distributed
+    from ..events import Sink
+    from ..images import load_image, to_pil
 
     result: dict[str, float | None] = {}
     with tempfile.TemporaryDirectory(prefix="nst-bench-joins-") as scratch:

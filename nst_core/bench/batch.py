@@ -1,4 +1,4 @@
-"""`python -m nst_core.bench_batch`: a batch's throughput against separate `stylize` calls.
+"""`python -m nst_core.bench.batch`: a batch's throughput against separate `stylize` calls.
 
 It makes `--pictures` generated photos, stylises them once with one `stylize` process each (the shell
 loop users were told to write) and once with one `batch` process, checks that both wrote the same
@@ -39,7 +39,7 @@ def make_pictures(folder: Path, count: int, size: int) -> list[Path]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nst_core.bench_batch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nst_core.bench.batch", description=__doc__)
     parser.add_argument("--pictures", type=int, default=6)
     parser.add_argument("--size", type=int, default=96)
     parser.add_argument("--iterations", type=int, default=10)
@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    from .weights import resolve_weights
+    from ..weights import resolve_weights
 
     weights = resolve_weights(args.weights)
     flags = ["--size", str(args.size), "--iterations", str(args.iterations), "--weights", str(weights)]

@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import host, losses, memory, optimize, speed
-from .devices import describe_device, pick_device
-from .images import from_tensor
-from .network import build_network, layer_index, load_features
-from .options import Options, Settings, resolve
-from .plan import autocast_dtype
+from .. import host, losses, memory, optimize, speed
+from ..calibration import best_time, synchronize, synthetic_images
+from ..devices import describe_device, pick_device
+from ..images import from_tensor
+from ..network import build_network, layer_index, load_features
+from ..options import Options, Settings, resolve
+from .runner import print_row, random_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -40,24 +41,6 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class Rates:
     conv: float  # FLOP/s of a 3x3 convolution of a VGG-like shape
     matmul: float  # FLOP/s of a Gram-shaped matrix product
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
-    """The fastest of `repeats` timed calls after one warm-up: the least disturbed by other load."""
-    fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 @dataclass(frozen=True)
@@ -122,18 +105,15 @@ class IterationFlops:
 
 
 def iteration_flops(settings: Settings, width: int, height: int) -> IterationFlops:
-    """Convolutions from the layer shapes (forward and input gradient, no weight gradients), plus the
+    """Convolutions as the plans count them (speed.conv_flops: forward and input gradient), plus the
     style loss as the engine computes it, counted by torch on shape-only tensors."""
     layers = settings.content_layers + settings.style_layers
     shapes = memory.layer_shapes(settings.model, layers, height, width)
-    conv = sum(
-        2 * 2 * s.channels_in * s.channels_out * 9 * s.height * s.width for s in shapes if s.kind == "conv"
-    )
     style = sum(
         style_loss_flops(settings.style_loss, shapes[layer_index(settings.model, name)])
         for name in settings.style_layers
     )
-    return IterationFlops(conv=float(conv), style=float(style))
+    return IterationFlops(conv=speed.conv_flops(settings, width, height), style=float(style))
 
 
 def style_loss_flops(kind: str, shape: memory.LayerShape) -> float:
@@ -177,14 +157,6 @@ def peak_bytes(device: torch.device) -> int:
 
 
 # ---- the steps being timed -------------------------------------------------------------------
-
-
-def synthetic_images(width: int, height: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A smooth content and a striped style (1 x 3 x H x W in [0, 1]); no files needed."""
-    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
-    content = torch.stack([x, y, 0.5 + 0.3 * torch.sin(6 * x * y)])
-    style = torch.stack([0.5 + 0.5 * torch.sin(40 * (x + 2 * y)), 0.5 + 0.5 * torch.cos(33 * x), y])
-    return content[None].to(device), style[None].to(device)
 
 
 class TextbookVGG(nn.Module):
@@ -264,17 +236,6 @@ def engine_step(
 
 
 # ---- one row per size ------------------------------------------------------------------------
-
-
-def _random_weights(model: str, directory: Path) -> Path:
-    """Reproducible random weights in torchvision's layout, so the benchmark needs no download."""
-    import torchvision
-
-    torch.manual_seed(0)
-    features = getattr(torchvision.models, model)(weights=None).features
-    path = directory / f"{model}-random.pth"
-    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, path)
-    return path
 
 
 def time_steps(
@@ -392,7 +353,7 @@ def time_to_quality(
     higher than the preset's (at most `match_limit` times as long): how much longer the plain
     method needs for the same quality.
     """
-    from .run import stylize
+    from ..run import stylize
 
     content, style = synthetic_images(size, size, device)
     options = Options(preset=preset, size=size, weights=str(weights), device=device.type)
@@ -445,32 +406,6 @@ def time_to_quality(
     )
     rows.append(judge("single-scale L-BFGS, to the same total loss", stepper.result(), elapsed, detail))
     return rows
-
-
-# ---- this device's speed, for the plans' time estimates (`calibrate`) -------------------------
-
-CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
-CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
-
-
-def calibrate(weights: Path, device: torch.device, startup: float, per_scale: float = 0.0) -> speed.Speed:
-    """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
-    settings = resolve(Options(preset="balanced", multiscale=False))
-    network = build_network(
-        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
-    )
-    dtype = autocast_dtype(device, settings.precision)
-    steps = CALIBRATION_STEPS.get(device.type, 5)
-    samples = []
-    for side in CALIBRATION_SIDES.get(device.type, (256, 512)):
-        content, style = synthetic_images(side, side, device)
-        objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, dtype)
-        loss_scale = optimize.loss_scale_for(dtype)
-        stepper = optimize.Stepper(content, objective, settings.optimizer, settings.learning_rate, loss_scale)
-        block = lambda step=stepper.step: [step() for _ in range(steps)]  # noqa: E731
-        seconds = best_time(block, device, 3) / steps
-        samples.append((speed.conv_flops(settings, side, side), seconds))
-    return speed.fit_speed(samples, startup, per_scale)
 
 
 # ---- command line ----------------------------------------------------------------------------
@@ -544,13 +479,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     rates = measure_rates(device, DTYPES[args.precision], args.rate_side, repeats=10)
     _print_rates(rates, device, args)
     with tempfile.TemporaryDirectory() as scratch:
-        weights = Path(args.weights) if args.weights else _random_weights(settings.model, Path(scratch))
+        weights = Path(args.weights) if args.weights else random_weights(settings.model, Path(scratch))
         for size in sizes:
             _print_row(measure_size(args, settings, weights, size, device), args.json)
         if args.time_to_quality:
             rows = time_to_quality(args.preset, weights, device, args.quality_size, args.match_limit)
             for row in rows:
-                _print_row_plain(row, args.json)
+                print_row(row, args.json)
     return 0
 
 
@@ -564,11 +499,7 @@ def _print_rates(rates: Rates, device: torch.device, args: argparse.Namespace) -
         "conv_gflops": round(rates.conv / 1e9, 1),
         "matmul_gflops": round(rates.matmul / 1e9, 1),
     }
-    _print_row_plain(row, args.json)
-
-
-def _print_row_plain(row: dict[str, object], as_json: bool) -> None:
-    print(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+    print_row(row, args.json)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m nst_core.bench_load`: the engine's cold start, reading the whole official VGG19 file against
+"""`python -m nst_core.bench.load`: the engine's cold start, reading the whole official VGG19 file against
 reading its features-only copy.
 
 It writes a VGG19 file as torchvision ships it (torch's legacy format, the classifier included,
@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from .runner import FreshProcessFailed, add_one_option, answer_one, print_row, run_fresh
 
 MODEL = "vgg19"
 FULL_NAME = "vgg19-random.pth"
@@ -35,7 +35,7 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     import torch
 
-    from . import network, weights
+    from .. import network, weights
 
     imported = time.perf_counter()
     if spec["official"]:
@@ -86,7 +86,7 @@ def make_files(folder: Path) -> tuple[Path, dict[str, Any]]:
     import torch
     import torchvision
 
-    from . import features_file, weights
+    from .. import features_file, weights
 
     full = folder / "weights" / FULL_NAME
     if not full.is_file():
@@ -123,16 +123,12 @@ def measure(path: Path, official: dict[str, Any] | None, data_dir: Path, evict: 
     spec = {"path": str(path), "official": official}
     env = {**os.environ, "NST_DATA_DIR": str(data_dir)}
     started = time.perf_counter()
-    done = subprocess.run(
-        [sys.executable, "-m", "nst_core.bench_load", "--one", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    try:
+        row = run_fresh("nst_core.bench.load", spec, env)
+    except FreshProcessFailed as failed:
+        raise RuntimeError(f"the engine process failed: {failed.stderr.strip()[-500:]}") from None
     seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"the engine process failed: {done.stderr.strip()[-500:]}")
-    return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_s": round(seconds, 3)}
+    return {**row, "process_s": round(seconds, 3)}
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -150,7 +146,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m nst_core.bench_load", description=__doc__.splitlines()[0]
+        prog="python -m nst_core.bench.load", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--runs", type=int, default=5, help="fresh processes each way (the best counts)")
     parser.add_argument(
@@ -158,21 +154,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--dir", type=Path, default=None, help="work (and keep the 548 MB file) here")
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a run spec, run in this process
+    add_one_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
-        return 0
+        return answer_one(args.one, run_one)
     with tempfile.TemporaryDirectory() as scratch:
         folder = args.dir or Path(scratch)
         data_dir = folder / "data"
         os.environ["NST_DATA_DIR"] = str(data_dir)
         full, entry = make_files(folder)
-        from . import weights
+        from .. import weights
 
         copy = weights.features_path(full)
         assert copy is not None
@@ -194,13 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         source = "disk" if args.from_disk else "page cache"
         for name, row in rows.items():
-            _print({"way": name, "from": source, **row}, args.json)
-        _print({"ratio_whole_over_copy": True, **ratios, "same_tensors": True}, args.json)
+            print_row({"way": name, "from": source, **row}, args.json)
+        print_row({"ratio_whole_over_copy": True, **ratios, "same_tensors": True}, args.json)
     return 0
-
-
-def _print(row: dict[str, Any], as_json: bool) -> None:
-    print(json.dumps(row) if as_json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,12 @@
-"""`python -m nst_core.bench_jobs`: whole jobs against their plans, and tiled against whole.
+"""`python -m nst_core.bench.jobs`: whole jobs against their plans, and tiled against whole.
 
 Per job (a preset at a size, each in a fresh process so that its peak memory is its own) it prints
 the plan's estimated seconds, the measured ones and their ratio, the cost per megapixel, the peak
 resident memory against the budget, how it tiled, and how far the progress bar's time left was off
 at a quarter and at half of the job. `--tiled-vs-whole` paints one picture whole and forced into
 tiles and prints their difference. Weights are random unless --weights is given: the cost of a job
-does not depend on the weight values. See docs/performance.md.
+does not depend on the weight values. The pictures are scikit-image's samples: it needs the test
+extra. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +23,24 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ExitCode
+from .runner import FreshProcessFailed, add_one_option, answer_one, random_weights, run_fresh
+
 DEFAULT_JOBS = ("fast:1024x768", "balanced:1024x768", "best:1536x1152")
 CHECKPOINTS = (0.25, 0.5)
+
+
+def missing_test_extra() -> str | None:
+    """Why the sample pictures cannot be painted, in one line; None if they can."""
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        return (
+            "error: the jobs benchmark paints scikit-image's sample pictures, and scikit-image is not "
+            "installed: install the test extra (pip install -e '.[test]' in a checkout) or pip install "
+            "scikit-image"
+        )
+    return None
 
 
 def _images(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +53,9 @@ def _images(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 
 def run_one(spec: dict[str, Any]) -> dict[str, Any]:
     """One job in this process: the plan's figures and the measured ones."""
-    from .options import Options
-    from .plan import make_plan
-    from .run import run_plan
+    from ..options import Options
+    from ..plan import make_plan
+    from ..run import run_plan
 
     width, height = spec["width"], spec["height"]
     content, style = _images(width, height)
@@ -79,10 +95,10 @@ def run_one(spec: dict[str, Any]) -> dict[str, Any]:
 
 def tiled_vs_whole(weights: str, size: int, iterations: int, budget_mib: float) -> dict[str, Any]:
     """The same single-scale job whole and forced into tiles by a small budget."""
-    from . import losses, network, objective
-    from .images import fit_size, resize, to_tensor
-    from .options import Options, resolve
-    from .run import stylize
+    from .. import losses, network, objective
+    from ..images import fit_size, resize, to_tensor
+    from ..options import Options, resolve
+    from ..run import stylize
 
     content, style = _images(size, size * 3 // 4)
     base = dict(
@@ -117,15 +133,9 @@ def tiled_vs_whole(weights: str, size: int, iterations: int, budget_mib: float) 
     }
 
 
-def _random_weights(folder: Path) -> str:
-    from .bench import _random_weights as make
-
-    return str(make("vgg19", folder))
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m nst_core.bench_jobs", description=__doc__.splitlines()[0]
+        prog="python -m nst_core.bench.jobs", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--jobs",
@@ -140,17 +150,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--tiled-vs-whole", action="store_true", help="also paint one picture whole and tiled"
     )
-    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a job spec, run in this process
+    add_one_option(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = missing_test_extra()
+    if problem:
+        print(problem, file=sys.stderr)
+        return ExitCode.USAGE
     if args.one:
-        print(json.dumps(run_one(json.loads(args.one))))
-        return 0
+        return answer_one(args.one, run_one)
     with tempfile.TemporaryDirectory() as folder:
-        weights = args.weights or _random_weights(Path(folder))
+        weights = args.weights or str(random_weights("vgg19", Path(folder)))
         for job in args.jobs:
             preset, _, dimensions = job.partition(":")
             width, height = (int(v) for v in dimensions.split("x"))
@@ -161,17 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "size": args.size or max(width, height),
             }
             spec = {"width": width, "height": height, "options": options}
-            done = subprocess.run(
-                [sys.executable, "-m", "nst_core.bench_jobs", "--one", json.dumps(spec)],
-                capture_output=True,
-                text=True,
-            )
-            line = (
-                done.stdout.strip().splitlines()[-1]
-                if done.returncode == 0
-                else json.dumps({"job": job, "error": done.stderr[-500:]})
-            )
-            print(line, flush=True)
+            try:
+                row = run_fresh("nst_core.bench.jobs", spec)
+            except FreshProcessFailed as failed:
+                row = {"job": job, "error": failed.stderr[-500:]}
+            print(json.dumps(row), flush=True)
         if args.tiled_vs_whole:
             print(json.dumps(tiled_vs_whole(weights, 768, 20, 900)), flush=True)
     return 0

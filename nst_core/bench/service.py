@@ -1,11 +1,12 @@
-"""`python -m nst_core.bench_service`: a plug-in's run with a cold engine (a child process per run, as
+"""`python -m nst_core.bench.service`: a plug-in's run with a cold engine (a child process per run, as
 before the service) against the warm engine service, through the plug-ins' own bridge.
 
 For each way it runs the same small job `--runs` times, as GIMP does (raw pixels through
 `nst_bridge.EngineRun`), and records the seconds from the call to the first iteration's progress
 and to the result. The service's first run starts it (cold); the later ones find it warm. It prints
 each way's times and the ratios (child / warm). The weights: `--weights FILE`, else the installed
-ones; docs/performance.md has the figures.
+ones; docs/performance.md has the figures. The bridge is the checkout's plug-in (`--plugin-dir`: a
+plug-in folder elsewhere, for an engine installed without the checkout).
 """
 
 from __future__ import annotations
@@ -18,18 +19,35 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plug-ins" / "neural_style"
+from ..errors import ExitCode
+
+CHECKOUT_PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plug-ins" / "neural_style"
+BRIDGE_FILE = "nst_bridge.py"
 SIZE = (96, 64)
 
 
-def _bridge() -> Any:
-    if str(PLUGIN_DIR) not in sys.path:
-        sys.path.insert(0, str(PLUGIN_DIR))
-    import nst_bridge
+def missing_bridge(plugin_dir: Path) -> str | None:
+    """Why the plug-in's bridge cannot be loaded from `plugin_dir`, in one line; None if it can."""
+    if (plugin_dir / BRIDGE_FILE).is_file():
+        return None
+    return (
+        f"error: the service benchmark runs jobs through the GIMP plug-in's bridge, and {plugin_dir} "
+        f"has no {BRIDGE_FILE}: run it from a checkout, or give --plugin-dir the plug-in's folder "
+        "(a checkout's plug-ins/neural_style, or neural_style in GIMP's plug-ins folder)"
+    )
 
-    return nst_bridge
+
+def load_plugin_modules(plugin_dir: Path) -> tuple[ModuleType, ModuleType]:
+    """The plug-in's bridge and service modules, imported from `plugin_dir`."""
+    if str(plugin_dir) not in sys.path:
+        sys.path.insert(0, str(plugin_dir))
+    import nst_bridge
+    import nst_service
+
+    return nst_bridge, nst_service
 
 
 def content() -> bytes:
@@ -37,9 +55,10 @@ def content() -> bytes:
     return bytes(v for y in range(height) for x in range(width) for v in (x * 2, y * 3, 128, 255))
 
 
-def one_run(config: dict[str, Any], style: Path, options: dict[str, Any]) -> dict[str, Any]:
+def one_run(
+    bridge: ModuleType, config: dict[str, Any], style: Path, options: dict[str, Any]
+) -> dict[str, Any]:
     """Seconds to the first iteration and to the result, and where it ran."""
-    bridge = _bridge()
     started, first = time.perf_counter(), []
 
     def progress(fraction: float, text: str) -> bool:
@@ -54,20 +73,31 @@ def one_run(config: dict[str, Any], style: Path, options: dict[str, Any]) -> dic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m nst_core.bench_service", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nst_core.bench.service", description=__doc__)
     parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
     parser.add_argument("--runs", type=int, default=4, help="runs each way (default 4)")
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--plugin-dir",
+        type=Path,
+        default=CHECKOUT_PLUGIN_DIR,
+        help=f"the GIMP 3 plug-in's folder, with {BRIDGE_FILE} (default: the checkout's)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    problem = missing_bridge(args.plugin_dir)
+    if problem:
+        print(problem, file=sys.stderr)
+        return ExitCode.USAGE
+    bridge, service = load_plugin_modules(args.plugin_dir)
     from PIL import Image
 
-    from .weights import resolve_weights
+    from ..weights import resolve_weights
 
     weights = resolve_weights(args.weights)
     options = {"size": max(SIZE), "iterations": args.iterations, "seed": 0, "device": args.device}
@@ -75,12 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         style = Path(folder) / "style.png"
         Image.effect_noise((64, 64), 60).convert("RGB").save(style)
         base = {"python": sys.executable, "weights": str(weights), "data_dir": folder}
-        child = [one_run({**base, "service": False}, style, options) for _ in range(args.runs)]
-        served = [one_run({**base, "service": True}, style, options) for _ in range(args.runs)]
-        _bridge()
-        import nst_service
-
-        nst_service.stop_local_service(folder)
+        child = [one_run(bridge, {**base, "service": False}, style, options) for _ in range(args.runs)]
+        served = [one_run(bridge, {**base, "service": True}, style, options) for _ in range(args.runs)]
+        service.stop_local_service(folder)
     cold, warm = served[0], served[1:]
     if any(run["server"] is None for run in served) or not warm:
         print("error: the service did not take the jobs (see the data folder's service.log)", file=sys.stderr)
