@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from . import validate
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
 from .files import atomic_path, remove_pending, same_file
-from .options import Options, check_options
+from .options import Options, check_mask_count
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
     from .optimize import CancelToken
 
-RAW_FORMATS = {"u8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
 JOB_KEYS = ("version", "content", "styles", "options", "output")
 
 
@@ -64,16 +64,7 @@ class JobRequest:
     masks: tuple[Path | RawImage, ...] | None = None
 
     def __post_init__(self) -> None:
-        check_mask_count(self.masks, len(self.styles))
-
-
-def check_mask_count(masks: Any, styles: int) -> None:
-    """Masks, when given, are one per style: a miscount is a usage error before anything is read."""
-    if masks is not None and len(masks) != styles:
-        raise UsageError(
-            f"{styles} style image(s) but {len(masks)} style mask(s): give one mask per style, in the "
-            "styles' order (docs/regions.md)."
-        )
+        check_mask_count(None if self.masks is None else len(self.masks), len(self.styles))
 
 
 # -- reading a job file ----------------------------------------------------------------------------
@@ -109,21 +100,15 @@ def parse_job(data: Any, base: Path) -> JobRequest:
     _require(isinstance(options_data, dict), "`options` must be an object")
     options = _with_job_paths(Options.from_dict(options_data), base)
     style_paths, blend, masks = zip(*(_style(s, base) for s in styles), strict=True)
+    masked = validate.check_masks(masks, _require)
     _require(
-        all(m is None for m in masks) or None not in masks,
-        "give every style a `mask` or none (a style without one would have no region)",
+        options.style_blend is None or all(s.get("weight") is None for s in styles),
+        "give blend weights per style or as options.style_blend, not both",
     )
-    if options.style_blend is None:
-        options = replace(options, style_blend=list(blend))
-    else:
-        _require(
-            all(s.get("weight") is None for s in styles),
-            "give blend weights per style or as options.style_blend, not both",
-        )
-    check_options(options, len(style_paths))
+    options = validate.with_style_weights(options, blend)
     content = _content(data.get("content"), base)
     output = _output(data.get("output"), base)
-    return JobRequest(content, style_paths, options, output, masks=None if masks[0] is None else masks)
+    return JobRequest(content, style_paths, options, output, masks=masks if masked else None)
 
 
 def _require(condition: bool, problem: str) -> None:
@@ -144,16 +129,14 @@ def _style(entry: Any, base: Path) -> tuple[Path | RawImage, float, Path | RawIm
     _require(isinstance(entry, dict), "each style must be an object with a `path` or `raw`")
     unknown = sorted(set(entry) - set(STYLE_KEYS))
     _require(not unknown, f"a style has unknown key(s) {', '.join(unknown)}; use {', '.join(STYLE_KEYS)}")
-    weight = entry.get("weight", 1.0)
-    is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-    _require(is_number, "a style `weight` must be a number")
+    weight = validate.style_weight(entry, _require)
     mask = entry.get("mask")
     if isinstance(mask, dict):  # raw pixels from an editor (a selection), like content's
         mask = _image(mask, base, "a style `mask`")
     elif mask is not None:
         mask = _file(mask, base, "a style `mask`")
     image = _image({k: v for k, v in entry.items() if k in ("path", *RAW_KEYS)}, base, "a style")
-    return image, float(weight), mask
+    return image, weight, mask
 
 
 def _content(entry: Any, base: Path) -> Path | RawImage:
@@ -168,17 +151,8 @@ def _image(entry: Any, base: Path, what: str) -> Path | RawImage:
     width, height, channels = entry.get("width"), entry.get("height"), entry.get("channels")
     fmt = entry.get("format")
     _require("raw" in entry, f"{what} needs a `path` or `raw`")
-    _require(
-        all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height, channels)),
-        f"raw {what} needs positive whole `width`, `height` and `channels`",
-    )
-    _require(1 <= channels <= 4, f"raw `channels` is {channels}; use 1 to 4")
-    _require(_raw_format(fmt), f"raw `format` is {fmt!r}; use u8 or float32")
+    validate.check_raw_layout(width, height, channels, fmt, f"raw {what}", _require)
     return RawImage(_file(entry.get("raw"), base, f"{what}'s `raw`"), width, height, fmt, channels)
-
-
-def _raw_format(value: Any) -> bool:
-    return isinstance(value, str) and value in RAW_FORMATS  # a list is not hashable: no TypeError
 
 
 def _output(entry: Any, base: Path) -> Output:
@@ -186,7 +160,7 @@ def _output(entry: Any, base: Path) -> Output:
     if "path" in entry:
         return Output(_file(entry["path"], base, "`output.path`"))
     fmt = entry.get("format")
-    _require(_raw_format(fmt), f"raw output `format` is {fmt!r}; use u8 or float32")
+    _require(validate.is_raw_format(fmt), f"raw output `format` is {fmt!r}; use u8 or float32")
     return Output(_file(entry.get("raw"), base, "`output.raw`"), raw_format=fmt)
 
 
@@ -203,8 +177,7 @@ def _with_job_paths(options: Options, base: Path) -> Options:
 
 
 def read_raw(raw: RawImage) -> np.ndarray:
-    dtype = RAW_FORMATS[raw.format]
-    expected = raw.width * raw.height * raw.channels * dtype.itemsize
+    expected = validate.raw_size(raw.width, raw.height, raw.channels, raw.format)
     try:
         data = raw.path.read_bytes()
     except OSError as exc:
@@ -216,7 +189,8 @@ def read_raw(raw: RawImage) -> np.ndarray:
             f"Raw image {raw.path} has {len(data)} bytes but {raw.width}x{raw.height}x{raw.channels} "
             f"{raw.format} needs {expected}: fix `width`, `height`, `channels` or `format` in the job."
         )
-    array = np.frombuffer(data, dtype=dtype).reshape(raw.height, raw.width, raw.channels)
+    values = np.frombuffer(data, dtype=validate.RAW_FORMATS[raw.format].dtype)
+    array = values.reshape(raw.height, raw.width, raw.channels)
     from .images import to_array
 
     return to_array(array, name=f"raw image {raw.path.name}")
@@ -265,7 +239,7 @@ def stylize_arrays(
     from .plan import make_plan
     from .run import run_plan
 
-    check_mask_count(masks, len(styles))
+    check_mask_count(None if masks is None else len(masks), len(styles))
     height, width = content.shape[:2]
     plan = make_plan(
         options, (width, height), len(styles), output=result_size, device=device, masked=masks is not None
@@ -392,7 +366,7 @@ def raw_bytes(array: np.ndarray, fmt: str) -> bytes:
     if fmt == "u8":
         data = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
     else:
-        data = array.astype(RAW_FORMATS[fmt])
+        data = array.astype(validate.RAW_FORMATS[fmt].dtype)
     return np.ascontiguousarray(data).tobytes()
 
 

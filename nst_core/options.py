@@ -220,6 +220,16 @@ def check_options(options: Options, n_styles: int | None = None) -> None:
         _check_choice("pooling", options.pooling, POOLINGS)
 
 
+def check_mask_count(masks: int | None, n_styles: int) -> None:
+    """Style masks, when given (`masks` of them), are one per style: a miscount is a usage error before
+    any picture is converted or any plan made."""
+    if masks is not None and masks != n_styles:
+        raise UsageError(
+            f"{n_styles} style image(s) but {masks} style mask(s): give one mask per style, in the "
+            "styles' order (docs/regions.md)."
+        )
+
+
 def _style_blend(options: Options, n_styles: int) -> tuple[float, ...]:
     blend = tuple(options.style_blend) if options.style_blend else (1.0,) * n_styles
     if len(blend) != n_styles:

@@ -16,9 +16,8 @@ import torch
 from PIL import Image
 
 from . import colors, host, images, memory, network, optimize, regions, upscale
-from .job import check_mask_count
 from .optimize import RunContext
-from .options import Options
+from .options import Options, check_mask_count
 from .plan import Plan, ScalePlan, make_plan, next_tile, tile_bytes
 
 ImageLike = np.ndarray | Image.Image
@@ -45,7 +44,7 @@ def stylize(
         else [images.to_array(m, name=f"style mask {i + 1}") for i, m in enumerate(masks)]
     )
     height, width = content_array.shape[:2]
-    check_mask_count(mask_arrays, len(style_arrays))
+    check_mask_count(None if mask_arrays is None else len(mask_arrays), len(style_arrays))
     plan = make_plan(
         options,
         (width, height),
@@ -80,7 +79,7 @@ def run_plan(
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says; `masks` (checked arrays of any
     size, one per style) give each style its region."""
     settings, device = plan.settings, plan.device
-    check_mask_count(masks, len(styles))
+    check_mask_count(None if masks is None else len(masks), len(styles))
     if frame is not None:
         settings = replace(settings, init="image")
     host.prepare(device, plan.job_bytes, plan.budget)

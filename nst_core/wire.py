@@ -9,12 +9,13 @@ limits from the header alone, before a byte of pixels is read or decoded.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
+from . import validate
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
-from .options import DEVICES, Options, check_options
+from .options import DEVICES, Options
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
 CONTENT_TYPE = "application/x-nst-job"
@@ -22,8 +23,6 @@ EVENTS_TYPE = "application/x-ndjson"
 HEADER_LIMIT = 64 * 1024  # the JSON header line; options and sizes need a few hundred bytes
 HEADER_KEYS = ("version", "content", "styles", "options", "result")
 RESULT_SIZES = ("content", "working")
-# The protocol's raw formats (job.RAW_FORMATS, whose numpy this module leaves to the decoding).
-RAW_FORMATS = {"u8": 1, "float32": 4}
 # Options that would name a file on the server, or a device it was not started for: the server decides.
 SERVER_OPTIONS = ("weights",)
 
@@ -81,10 +80,6 @@ def _require(condition: bool, problem: str) -> None:
         raise bad_request(problem)
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJob:
     """Check a request's header line against the protocol and `limits`; `devices` are the device
     types the server runs (a job may ask for one of them, or `auto`)."""
@@ -105,23 +100,16 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     _require(len(styles) <= limits.max_styles, f"{len(styles)} styles; this server takes {limits.max_styles}")
     content = _part(data.get("content"), "content", limits)
     style_parts = tuple(_part(style, f"style {i + 1}", limits) for i, style in enumerate(styles))
-    weights = tuple(_weight(style) for style in styles)
+    weights = tuple(validate.style_weight(style, _require) for style in styles)
     masks = tuple(style.get("mask") for style in styles)
-    _require(
-        all(m is None for m in masks) or None not in masks,
-        "give every style a `mask` or none (a style without one would have no region)",
-    )
     mask_parts = None
-    if masks[0] is not None:
+    if validate.check_masks(masks, _require):
         mask_parts = tuple(_part(mask, f"style {i + 1}'s mask", limits, ()) for i, mask in enumerate(masks))
-    options = _options(data.get("options", {}), devices)
-    if options.style_blend is None:
-        options = replace(options, style_blend=list(weights))
-    check_options(options, len(styles))
+    options = validate.with_style_weights(_options(data.get("options", {}), devices), weights)
     result = data.get("result", {})
     _require(isinstance(result, dict), "`result` must be an object")
     fmt, size = result.get("format", "u8"), result.get("size", "content")
-    _require(_raw_format(fmt), f"result `format` is {fmt!r}; use u8 or float32")
+    _require(validate.is_raw_format(fmt), f"result `format` is {fmt!r}; use u8 or float32")
     _require(size in RESULT_SIZES, f"result `size` is {size!r}; use content or working")
     job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts)
     if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
@@ -143,37 +131,21 @@ def _part(entry: Any, name: str, limits: Limits, extra: tuple[str, ...] = ("weig
     unknown = sorted(set(entry) - {"bytes", "raw", *extra})
     _require(not unknown, f"{name} has unknown key(s) {', '.join(unknown)}")
     size = entry.get("bytes")
-    _require(_whole(size) and size > 0, f"{name} needs a positive whole `bytes`")
+    _require(validate.is_whole(size) and size > 0, f"{name} needs a positive whole `bytes`")
     raw = entry.get("raw")
     if raw is None:
         return Part(size)
     _require(isinstance(raw, dict), f"{name}'s `raw` must be an object")
     width, height, channels, fmt = raw.get("width"), raw.get("height"), raw.get("channels"), raw.get("format")
-    _require(
-        all(_whole(v) and v > 0 for v in (width, height, channels)),
-        f"{name}'s `raw` needs positive whole `width`, `height` and `channels`",
-    )
-    _require(1 <= channels <= 4, f"{name}'s raw `channels` is {channels}; use 1 to 4")
-    _require(_raw_format(fmt), f"{name}'s raw `format` is {fmt!r}; use u8 or float32")
+    validate.check_raw_layout(width, height, channels, fmt, f"{name}'s raw", _require)
     if width * height > limits.max_pixels:
         raise UsageError(
             f"The {name} is {width}x{height}, more than this server's limit of {limits.max_pixels} pixels: "
             "scale it down, or start the server with a larger --max-pixels."
         )
-    expected = width * height * channels * RAW_FORMATS[fmt]
+    expected = validate.raw_size(width, height, channels, fmt)
     _require(size == expected, f"{name} has {size} bytes but {width}x{height}x{channels} {fmt} is {expected}")
     return Part(size, width, height, fmt, channels)
-
-
-def _raw_format(value: Any) -> bool:
-    return isinstance(value, str) and value in RAW_FORMATS  # a list is not hashable: no TypeError
-
-
-def _weight(entry: dict) -> float:
-    weight = entry.get("weight", 1.0)
-    is_number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
-    _require(is_number, "a style `weight` must be a number")
-    return float(weight)
 
 
 def _options(data: Any, devices: tuple[str, ...]) -> Options:
@@ -195,7 +167,6 @@ def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[
     already checked)."""
     import numpy as np
 
-    from . import job as jobs
     from .images import decode_image, to_array
 
     arrays, offset = [], 0
@@ -205,7 +176,7 @@ def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[
         styles = len(job.styles)
         name = "content" if index == 0 else f"style {index}" if index <= styles else f"mask {index - styles}"
         if part.raw:
-            array = np.frombuffer(data, dtype=jobs.RAW_FORMATS[part.format])
+            array = np.frombuffer(data, dtype=validate.RAW_FORMATS[part.format].dtype)
             arrays.append(to_array(array.reshape(part.height, part.width, part.channels), name=name))
         else:
             arrays.append(decode_image(data, name, max_pixels))

@@ -350,10 +350,13 @@ def test_a_warm_job_reads_no_weights(served, style_png, vgg19_weights) -> None:
     assert read_bytes(served.process.pid) - before < vgg19_weights.stat().st_size / 10
 
 
-def test_the_wire_knows_the_raw_formats_of_the_job_protocol() -> None:
-    from nst_core.job import RAW_FORMATS
+def test_the_raw_formats_sizes_are_their_numpy_types() -> None:
+    """The wire counts a raw part's bytes with `itemsize`; the job and the decoding read it as `dtype`."""
+    from nst_core.validate import RAW_FORMATS
 
-    assert {name: dtype.itemsize for name, dtype in RAW_FORMATS.items()} == wire.RAW_FORMATS
+    assert {name: np.dtype(f.dtype).itemsize for name, f in RAW_FORMATS.items()} == {"u8": 1, "float32": 4}
+    assert {name: f.itemsize for name, f in RAW_FORMATS.items()} == {"u8": 1, "float32": 4}
+    assert np.dtype(RAW_FORMATS["float32"].dtype) == np.dtype("<f4")
 
 
 def test_every_gpu_gets_a_worker_and_a_job_goes_to_the_least_busy_able_one(monkeypatch) -> None:

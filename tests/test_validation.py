@@ -106,6 +106,38 @@ def test_a_job_file_with_a_bad_number_is_one_error_event(
     assert not (tmp_path / "result.png").exists()
 
 
+# -- the protocol's rules, shared by job files and service requests --------------------------------------
+
+GOOD_LAYOUT = {"width": 4, "height": 4, "channels": 4, "format": "u8"}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"width": 0}, "needs positive whole `width`, `height` and `channels`"),
+        ({"height": True}, "needs positive whole `width`, `height` and `channels`"),
+        ({"channels": 5}, "`channels` is 5; use 1 to 4"),
+        ({"format": "u16"}, "`format` is 'u16'; use u8 or float32"),
+    ],
+)
+def test_a_job_file_and_a_service_request_refuse_a_raw_layout_alike(
+    tmp_path: Path, change: dict, problem: str
+) -> None:
+    """One rule, one wording: only the subject and the protocol's own frame differ."""
+    from nst_core.errors import UsageError
+    from nst_core.job import parse_job
+
+    layout = {**GOOD_LAYOUT, **change}
+    job = {"version": 1, "content": {"raw": "c.raw", **layout}, "styles": [{"path": "s.png"}], "output": {}}
+    header = {"version": 1, "content": {"bytes": 64, "raw": layout}, "styles": [{"bytes": 5}]}
+    with pytest.raises(UsageError) as from_job:
+        parse_job(job, tmp_path)
+    with pytest.raises(UsageError) as from_wire:
+        wire.parse_header(json.dumps(header).encode(), wire.Limits(), ("cpu",))
+    assert from_job.value.message == f"Bad job file: raw `content` {problem} (see docs/protocol.md)."
+    assert from_wire.value.message == f"Bad service request: content's raw {problem} (see docs/protocol.md)."
+
+
 # -- the commands' own numbers --------------------------------------------------------------------------
 
 
