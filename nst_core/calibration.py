@@ -14,9 +14,8 @@ from pathlib import Path
 import torch
 
 from . import optimize, speed
-from .network import build_network
+from .network import autocast_dtype, build_network
 from .options import Options, resolve
-from .plan import autocast_dtype
 
 CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
 CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}

@@ -252,3 +252,25 @@ def smallest_side(model: str, layer_names: Iterable[str]) -> int:
 def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     """The network's mixed precision on `device` (`dtype` None: float32 throughout)."""
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """Mixed precision for the network on CUDA; statistics and losses stay float32 (losses.py).
+
+    On CPU only when asked for (`bf16`) and the CPU has bf16 instructions; `auto` stays fp32
+    there: bf16 moved the final loss of a Gram run by 17% (docs/performance.md).
+    """
+    if device.type == "cpu":
+        return torch.bfloat16 if precision == "bf16" and _cpu_has_bf16() else None
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def _cpu_has_bf16() -> bool:
+    """AVX512-BF16 or AMX: oneDNN runs bf16 convolutions natively (elsewhere it emulates them, slower)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -25,7 +25,7 @@ from .lbfgs import LBFGS
 from .network import VGGFeatures
 from .objective import Evaluates, Objective, Terms, blended_style_targets, own_style_targets, style_statistics
 from .options import Settings
-from .plan import ScalePlan
+from .tiling import ScalePlan
 
 GD_STEP_FLOOR = 1e-12
 FP16_LOSS_SCALE = 1024.0  # static scale so half-precision gradients inside the network do not underflow

@@ -22,6 +22,7 @@ from .errors import ImageError
 from .images import fit_size
 from .options import Options, Settings, preset_by_name, resolve
 from .speed import SCALE_SETUP_ITERATIONS, TILED_PASSES, Speed, conv_flops, default_speed, device_speed
+from .tiling import ScalePlan
 from .weights import resolve_weights
 
 MIN_TILE = 128  # below this the margins make a block mostly margin: the cost would grow several-fold
@@ -33,20 +34,6 @@ MIN_TOP_ITERATIONS = 2
 
 # The result's size: the content's, the working size's, or (width, height).
 Output = Literal["content", "working"] | tuple[int, int]
-
-
-@dataclass(frozen=True)
-class ScalePlan:
-    """One scale of the coarse-to-fine schedule."""
-
-    width: int
-    height: int
-    iterations: int
-    tile: int | None = None  # side of the square tiles the budget allows; None: the whole image at once
-
-    @property
-    def longest(self) -> int:
-        return max(self.width, self.height)
 
 
 @dataclass(frozen=True)
@@ -196,7 +183,7 @@ def build_plan(
         output_size=output_size,
         budget=budget,
         estimate=estimate,
-        autocast=autocast_dtype(device, settings.precision),
+        autocast=network.autocast_dtype(device, settings.precision),
         seconds=tuple(times),
         startup=speed.startup,
     )
@@ -282,28 +269,6 @@ def split_iterations(total: int, count: int) -> list[int]:
     counts = [max(1, math.floor(total * s / sum(shares))) for s in shares]
     counts[0] += max(0, total - sum(counts))
     return counts
-
-
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """Mixed precision for the network on CUDA; statistics and losses stay float32 (losses.py).
-
-    On CPU only when asked for (`bf16`) and the CPU has bf16 instructions; `auto` stays fp32
-    there: bf16 moved the final loss of a Gram run by 17% (docs/performance.md).
-    """
-    if device.type == "cpu":
-        return torch.bfloat16 if precision == "bf16" and _cpu_has_bf16() else None
-    if device.type != "cuda" or precision == "fp32":
-        return None
-    if precision == "fp16":
-        return torch.float16
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
-def _cpu_has_bf16() -> bool:
-    """AVX512-BF16 or AMX: oneDNN runs bf16 convolutions natively (elsewhere it emulates them, slower)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 # ---- tiles: when a scale is over the budget ----------------------------------------------------

@@ -18,7 +18,8 @@ from PIL import Image
 from . import colors, host, images, memory, network, optimize, regions, upscale
 from .optimize import RunContext
 from .options import Options, check_mask_count
-from .plan import Plan, ScalePlan, make_plan, next_tile, tile_bytes
+from .plan import Plan, make_plan, next_tile, tile_bytes
+from .tiling import ScalePlan
 
 ImageLike = np.ndarray | Image.Image
 

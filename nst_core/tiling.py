@@ -32,6 +32,21 @@ from .objective import Terms
 
 
 @dataclass(frozen=True)
+class ScalePlan:
+    """One scale of the coarse-to-fine schedule (plan.py), whole or in tiles: what a scale's optimisation
+    (optimize.py) is given."""
+
+    width: int
+    height: int
+    iterations: int
+    tile: int | None = None  # side of the square tiles the budget allows; None: the whole image at once
+
+    @property
+    def longest(self) -> int:
+        return max(self.width, self.height)
+
+
+@dataclass(frozen=True)
 class Window:
     """[x0, x1) x [y0, y1), in pixels of the image."""
 
