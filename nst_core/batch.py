@@ -146,7 +146,8 @@ def stylize_run(
     With a `temporal_weight` the frames are consecutive (nst_core/frames.py): each starts from the
     previous result warped onto it."""
     from . import frames as motion
-    from .job import stylize_arrays
+    from .job import progress_events, start_events
+    from .run import stylize
 
     previous: tuple[Any, Any] | None = None  # (content, result) of the frame before, with frames
     for index, frame in enumerate(frames):
@@ -160,8 +161,16 @@ def stylize_run(
             start = None
             if temporal_weight is not None and previous is not None:
                 start = motion.frame_start(previous[1], previous[0], content, temporal_weight)
-            result = stylize_arrays(
-                content, list(style_arrays), options, "working", sink_for(index), cancel, frame=start
+            sink = sink_for(index)
+            result = stylize(
+                content,
+                style_arrays,
+                options,
+                output_size="working",
+                progress=progress_events(sink),
+                on_start=start_events(sink),
+                cancel=cancel,
+                frame=start,
             )
         except Exception as exc:  # one picture's failure is reported, and the run goes on
             error = describe_error(exc)

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .run import FrameStart
+
 # Ruder et al.'s thresholds, in pixels of the working size.
 CONSISTENCY = (0.01, 0.5)
 MOTION_BOUNDARY = (0.01, 0.002)
@@ -97,12 +99,10 @@ def motion(
 
 def frame_start(
     previous_result: np.ndarray, previous_content: np.ndarray, content: np.ndarray, weight: float
-) -> object:
-    """A frame's `run.FrameStart`: the previous result warped onto `content`, its reliability, the
-    init (warped where reliable, the content where not). Contents at any size: the previous result's
-    size is the working size."""
-    from .run import FrameStart
-
+) -> FrameStart:
+    """A frame's start (`run.stylize`'s `frame`): the previous result warped onto `content`, its
+    reliability, the init (warped where reliable, the content where not). Contents at any size: the
+    previous result's size is the working size."""
     height, width = previous_result.shape[:2]
     here, backward, mask = motion(content, previous_content, width, height)
     warped = np.clip(warp(_rgb(previous_result), backward), 0, 1)

@@ -16,18 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from . import validate
+from .devices import describe_device
 from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
 from .files import atomic_path, remove_pending, same_file
+from .images import image_size, load_image, to_array
+from .optimize import CancelToken, ProgressCallback
 from .options import Options, check_mask_count
-
-if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
-    from .optimize import CancelToken
+from .plan import make_plan
+from .run import StartCallback, stylize
 
 JOB_KEYS = ("version", "content", "styles", "options", "output")
 
@@ -62,9 +64,6 @@ class JobRequest:
     result_size: Literal["content", "working"] = "content"
     # One per style (white = that style, docs/regions.md), or None: the styles blended everywhere.
     masks: tuple[Path | RawImage, ...] | None = None
-
-    def __post_init__(self) -> None:
-        check_mask_count(None if self.masks is None else len(self.masks), len(self.styles))
 
 
 # -- reading a job file ----------------------------------------------------------------------------
@@ -191,16 +190,12 @@ def read_raw(raw: RawImage) -> np.ndarray:
         )
     values = np.frombuffer(data, dtype=validate.RAW_FORMATS[raw.format].dtype)
     array = values.reshape(raw.height, raw.width, raw.channels)
-    from .images import to_array
-
     return to_array(array, name=f"raw image {raw.path.name}")
 
 
 def load_content(content: Path | RawImage) -> np.ndarray:
     if isinstance(content, RawImage):
         return read_raw(content)
-    from .images import load_image
-
     return load_image(content)
 
 
@@ -208,55 +203,42 @@ def load_content(content: Path | RawImage) -> np.ndarray:
 
 
 def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) -> Path:
-    """Check the output first, load the inputs, plan (usage, device and weights errors), stylise, and
-    write the result atomically."""
+    """Check the output first, load the inputs, stylise (`run.stylize`: the plan's usage, device and
+    weights errors first), and write the result atomically."""
     started = time.perf_counter()
     check_writable(request.output)
     content = load_content(request.content)
     styles = [load_content(style) for style in request.styles]
     masks = None if request.masks is None else [load_content(mask) for mask in request.masks]
-    result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel, masks=masks)
+    result = stylize(
+        content,
+        styles,
+        request.options,
+        output_size=request.result_size,
+        progress=progress_events(sink),
+        on_start=start_events(sink),
+        cancel=cancel,
+        masks=masks,
+    )
     written = write_output(result, request.output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
 
 
-def stylize_arrays(
-    content: np.ndarray,
-    styles: list[np.ndarray],
-    options: Options,
-    result_size: Literal["content", "working"],
-    sink: Sink,
-    cancel: CancelToken | None = None,
-    device: Any = None,
-    frame: Any = None,
-    masks: list[np.ndarray] | None = None,
-) -> np.ndarray:
-    """Plan, report the start, stylise; the one path of `run-job`, `stylize` and the service (which
-    names its worker's `device`; a frame of an animation its `run.FrameStart`). Checked arrays in
-    (`images.to_array`; `masks` one per style), the result array out."""
-    from .devices import describe_device
-    from .plan import make_plan
-    from .run import run_plan
+def progress_events(sink: Sink) -> ProgressCallback:
+    """A run's progress as the protocol's `progress` events on `sink`."""
+    return lambda progress: sink.emit(progress_event(progress))
 
-    check_mask_count(None if masks is None else len(masks), len(styles))
-    height, width = content.shape[:2]
-    plan = make_plan(
-        options, (width, height), len(styles), output=result_size, device=device, masked=masks is not None
-    )
-    sink.emit(start_event(describe_device(plan.device), plan.summary()))
-    result = run_plan(plan, content, styles, lambda p: sink.emit(progress_event(p)), cancel, frame, masks)
-    if cancel is not None and cancel.is_set():
-        raise Cancelled()
-    return result
+
+def start_events(sink: Sink) -> StartCallback:
+    """A run's plan as the protocol's `start` event on `sink`, before its first iteration."""
+    return lambda plan: sink.emit(start_event(describe_device(plan.device), plan.summary()))
 
 
 def dry_run(request: JobRequest) -> dict[str, Any]:
     """What `execute` would do, as data (`Plan.summary` and the device), computing and writing nothing:
     the inputs are checked as far as their sizes."""
-    from .devices import describe_device
-    from .plan import make_plan
-
+    check_mask_count(None if request.masks is None else len(request.masks), len(request.styles))
     check_writable(request.output)
     width, height = _image_size(request.content)
     for image in (*request.styles, *(request.masks or ())):
@@ -271,8 +253,6 @@ def dry_run(request: JobRequest) -> dict[str, Any]:
 def _image_size(image: Path | RawImage) -> tuple[int, int]:
     if isinstance(image, RawImage):
         return image.width, image.height
-    from .images import image_size
-
     return image_size(image)
 
 

@@ -1,14 +1,16 @@
-"""Carrying out a plan: user images in, a stylised image out.
+"""The engine's entry: user images in, a plan made and carried out, a stylised image out (`stylize`).
 
-Everything about user images (channels, alpha, gray, colours, sizes) happens here; the
-optimisation of a scale lives in `optimize.py` (whole) and `tiling.py` (in tiles). Running out
-of memory has one path: a scale falls back to ever smaller tiles, and whatever still fails
-becomes the one message of `memory.not_enough_memory`.
+Every front end (a job, the service, batches, frames, the cluster's workers) and the library call
+`stylize`, and hear of the run through its callbacks, not through events. Everything about user
+images (channels, alpha, gray, colours, sizes) happens here; the optimisation of a scale lives in
+`optimize.py` (whole) and `tiling.py` (in tiles). Running out of memory has one path: a scale falls
+back to ever smaller tiles, and whatever still fails becomes the one message of
+`memory.not_enough_memory`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,12 +18,14 @@ import torch
 from PIL import Image
 
 from . import colors, host, images, memory, network, optimize, regions, upscale
+from .errors import Cancelled
 from .optimize import RunContext
 from .options import Options, check_mask_count
-from .plan import Plan, make_plan, next_tile, tile_bytes
+from .plan import Output, Plan, make_plan, next_tile, tile_bytes
 from .tiling import ScalePlan
 
 ImageLike = np.ndarray | Image.Image
+StartCallback = Callable[[Plan], None]
 
 
 def stylize(
@@ -29,23 +33,27 @@ def stylize(
     styles: Sequence[ImageLike],
     options: Options,
     *,
-    output_size: tuple[int, int] | None = None,
+    output_size: Output | None = None,
     progress: optimize.ProgressCallback | None = None,
+    on_start: StartCallback | None = None,
     cancel: optimize.CancelToken | None = None,
     device: torch.device | None = None,
     masks: Sequence[ImageLike] | None = None,
+    frame: FrameStart | None = None,
 ) -> np.ndarray:
-    """Repaint `content` in the style of `styles`; float32 H x W x C like the content (or `output_size`).
-    `masks`, one per style (white = that style), paint each style in its region (regions.py)."""
-    content_array = images.to_array(content, name="content image")
-    style_arrays = [images.to_array(s, name=f"style image {i + 1}") for i, s in enumerate(styles)]
-    mask_arrays = (
-        None
-        if masks is None
-        else [images.to_array(m, name=f"style mask {i + 1}") for i, m in enumerate(masks)]
-    )
+    """Repaint `content` in the style of `styles`: the engine's one entry, for the library and every
+    front end (a job, the service's workers, batches and frames).
+
+    Numpy arrays or PIL images in; the plan made (`on_start` gets it before the first iteration),
+    carried out, and the result out: float32 H x W x C like the content, at `output_size` ("content",
+    the default; "working": the working size; or (width, height)). `masks`, one per style (white =
+    that style), paint each style in its region (regions.py); `frame` starts an animation's frame from
+    the previous one (frames.py); `device` overrides the options' (a service's worker)."""
+    check_mask_count(None if masks is None else len(masks), len(styles))
+    content_array = _checked(content, "content image")
+    style_arrays = [_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
+    mask_arrays = None if masks is None else [_checked(m, f"style mask {i + 1}") for i, m in enumerate(masks)]
     height, width = content_array.shape[:2]
-    check_mask_count(None if mask_arrays is None else len(mask_arrays), len(style_arrays))
     plan = make_plan(
         options,
         (width, height),
@@ -54,7 +62,29 @@ def stylize(
         device=device,
         masked=mask_arrays is not None,
     )
-    return run_plan(plan, content_array, style_arrays, progress, cancel, masks=mask_arrays)
+    if on_start is not None:
+        on_start(plan)
+    result = run_plan(plan, content_array, style_arrays, progress, cancel, frame, mask_arrays)
+    if cancel is not None and cancel.is_set():
+        raise Cancelled()  # set during the last iteration: the caller must not take it for a result
+    return result
+
+
+def _checked(image: ImageLike, name: str) -> np.ndarray:
+    """`image` as the engine's checked array (`images.to_array`). One that already is such an array (what
+    the protocol's readers give) passes as it is: a large picture is not held twice."""
+    if (
+        isinstance(image, np.ndarray)
+        and image.dtype == np.float32
+        and image.ndim == 3
+        and 1 <= image.shape[2] <= 4
+        and image.size > 0
+        and image.flags.c_contiguous
+        and image.min() >= 0.0  # NaN compares false: it goes on to to_array, which names it
+        and image.max() <= 1.0
+    ):
+        return image
+    return images.to_array(image, name=name)
 
 
 @dataclass(frozen=True)
@@ -78,9 +108,8 @@ def run_plan(
     masks: Sequence[np.ndarray] | None = None,
 ) -> np.ndarray:
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says; `masks` (checked arrays of any
-    size, one per style) give each style its region."""
+    size, one per style, as `stylize` checks them) give each style its region."""
     settings, device = plan.settings, plan.device
-    check_mask_count(None if masks is None else len(masks), len(styles))
     if frame is not None:
         settings = replace(settings, init="image")
     host.prepare(device, plan.job_bytes, plan.budget)

@@ -129,7 +129,8 @@ class Worker:
 
     def _run(self, job: ServiceJob) -> None:
         from . import memory
-        from .job import raw_bytes, stylize_arrays
+        from .job import progress_events, raw_bytes, start_events
+        from .run import stylize
 
         started = time.perf_counter()
         request = job.request
@@ -138,14 +139,15 @@ class Worker:
                 raise Cancelled()
             job.running = True
             options = replace(request.options, weights=str(self.weights))
-            result = stylize_arrays(
+            result = stylize(
                 job.content,
                 job.styles,
                 options,
-                request.result_size,
-                job.sink,
-                job.cancel,
-                self.device,
+                output_size=request.result_size,
+                progress=progress_events(job.sink),
+                on_start=start_events(job.sink),
+                cancel=job.cancel,
+                device=self.device,
                 masks=job.masks,
             )
             job.result = raw_bytes(result, request.result_format)

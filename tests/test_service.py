@@ -21,8 +21,9 @@ from servers import Served, serving, start_server, stop_server, wait_until
 from nst_core import client, wire
 from nst_core.events import Sink
 from nst_core.images import load_image, to_array
-from nst_core.job import raw_bytes, stylize_arrays
+from nst_core.job import raw_bytes
 from nst_core.options import Options
+from nst_core.run import stylize
 
 LIMITS = ("--max-request-mb", "4", "--max-pixels", "250000")
 SMALL = {"size": 32, "iterations": 3, "device": "cpu"}
@@ -52,7 +53,7 @@ def local_result(weights: Path, style_png: Path, options: dict) -> bytes:
     """The same job run here, as `run-job` would: the reference a server's bytes must equal."""
     content = to_array(np.frombuffer(content_pixels(), np.uint8).reshape(32, 48, 4))
     settings = Options.from_dict({**options, "weights": str(weights), "style_blend": [1.0]})
-    return raw_bytes(stylize_arrays(content, [load_image(style_png)], settings, "content", Sink()), "u8")
+    return raw_bytes(stylize(content, [load_image(style_png)], settings), "u8")
 
 
 def post(served: Served, body: bytes, headers: dict | None = None) -> tuple[int, dict]:
@@ -107,7 +108,7 @@ def test_a_job_with_style_masks_on_the_server_equals_the_same_job_run_here(
     content = to_array(np.frombuffer(content_pixels(), np.uint8).reshape(32, 48, 4))
     settings = Options.from_dict({**options, "weights": str(vgg19_weights), "style_blend": [1.0]})
     mask = [to_array(left)]
-    here = stylize_arrays(content, [load_image(style_png)], settings, "content", Sink(), masks=mask)
+    here = stylize(content, [load_image(style_png)], settings, masks=mask)
     assert data == raw_bytes(here, "u8")
     assert data != local_result(vgg19_weights, style_png, options)  # the mask changed the picture
     quiet(served)

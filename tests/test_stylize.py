@@ -229,3 +229,41 @@ def test_the_library_checks_official_weights_as_a_job_does(
     monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))
     with pytest.raises(WeightsError, match="incomplete or damaged"):
         nst_core.stylize(content, [style], _options(fake))
+
+
+def test_the_plan_is_heard_before_the_first_iteration(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
+    """`on_start` gets the plan the run carries out (a job's `start` event), before any progress."""
+    heard: list[object] = []
+    out = nst_core.stylize(
+        content,
+        [style],
+        _options(vgg19_weights, size=40),
+        output_size="working",
+        on_start=heard.append,
+        progress=lambda report: heard.append(report.iteration),
+    )
+    plan = heard[0]
+    assert isinstance(plan, nst_core.Plan) and heard[1:] == [1, 2]
+    assert plan.output_size == (40, 30) and out.shape == (30, 40, 3)
+
+
+def test_a_cancel_during_the_last_iteration_gives_no_result(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray
+) -> None:
+    cancel = threading.Event()
+
+    def progress(report: optimize.Progress) -> None:
+        if report.fraction >= 1:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        nst_core.stylize(content, [style], _options(vgg19_weights), progress=progress, cancel=cancel)
+
+
+def test_the_mask_count_is_refused_before_any_picture_is_looked_at(
+    vgg19_weights: Path, style: np.ndarray
+) -> None:
+    with pytest.raises(UsageError, match=r"2 style image\(s\) but 1 style mask\(s\)"):
+        nst_core.stylize("no picture", [style, style], _options(vgg19_weights), masks=[style])

@@ -63,15 +63,14 @@ def stylise(
     frames_in: list[np.ndarray], style: np.ndarray, options, weight: float | None
 ) -> list[np.ndarray]:  # noqa: ANN001
     from .. import frames
-    from ..events import Sink
-    from ..job import stylize_arrays
+    from ..run import stylize
 
     outputs: list[np.ndarray] = []
     for index, frame in enumerate(frames_in):
         start = None
         if weight is not None and index:
             start = frames.frame_start(outputs[-1], frames_in[index - 1], frame, weight)
-        outputs.append(stylize_arrays(frame, [style], options, "working", Sink(), frame=start))
+        outputs.append(stylize(frame, [style], options, output_size="working", frame=start))
     return outputs
 
 
