@@ -1,6 +1,6 @@
 """`python -m nst_core batch`: many pictures, one engine, one progress bar, and a rerun that resumes.
 
-Every output lies in the output folder under its input's name, written atomically (`job.write_output`),
+Every output lies in the output folder under its input's name, written atomically (`output.write_output`),
 so an output that exists is complete: a rerun skips it and redoes none. A bad input is reported as
 its own `item` event and skipped; the batch goes on and ends with one `done` event, or, when any input
 failed, one `error` event that names them (and a non-zero exit code).
@@ -16,8 +16,8 @@ from typing import Any
 
 from .errors import ExitCode, ImageError, NstError, OutputError, UsageError, describe_error
 from .events import Event, Sink, error_event
-from .files import file_id
 from .options import Options
+from .paths import file_id
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
 DEFAULT_TEMPORAL_WEIGHT = 200.0  # --frames: against the other terms' relative errors (docs/batch.md)
@@ -60,7 +60,7 @@ def collect(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, NstErr
 def plan_items(sources: Sequence[Path], out_dir: Path, fmt: str, overwrite: bool = False) -> list[Item]:
     """Where each output goes; two inputs that would write one output are a usage error, and an output
     that would replace an input an output error unless `overwrite`, before any run."""
-    from .job import image_format
+    from .output import image_format
 
     if fmt not in FORMATS:
         raise UsageError(f"Unknown output format '{fmt}': use one of {', '.join(FORMATS)}.")
@@ -196,7 +196,7 @@ def run_batch(
 
     With a `temporal_weight` the items are consecutive frames: an output already there is read back as
     the next frame's start."""
-    from .job import Output, write_output
+    from .output import Output, write_output
 
     started = time.perf_counter()
     summary = Summary(failed=list(failed))
@@ -269,7 +269,7 @@ def _read_back(frame: Frame) -> tuple[Any, Any] | None:
 
 
 def _remove_leftovers(output: Path) -> None:
-    """Temporary files of an earlier, killed run of this output (`job.write_output`'s names)."""
+    """Temporary files of an earlier, killed run of this output (`output.write_output`'s names)."""
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
 

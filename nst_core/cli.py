@@ -146,7 +146,7 @@ def _watched_sink(args: argparse.Namespace) -> tuple[Sink, Any]:
     """The sink `--progress` asks for (a bar on a terminal) and a cancel token that SIGTERM sets, and
     with --watch-stdin the end of a piped stdin or the parent's death: stdin is a shell loop's own
     (`ls | while read f; do ... stylize "$f" ...`) unless a program that runs us says it is our lifeline."""
-    from .job import CancelWatcher, stdin_is_pipe
+    from .cancel import CancelWatcher, stdin_is_pipe
 
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     sink = make_sink(mode)
@@ -159,7 +159,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     sink, watcher = _watched_sink(args)
 
     def action() -> None:
-        from .job import JobRequest, Output, check_not_an_input, dry_run, execute
+        from .job import JobRequest, check_not_an_input, dry_run, execute
+        from .output import Output
 
         styles = tuple(Path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
@@ -182,7 +183,7 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
     import time
 
     from . import client
-    from .job import check_writable, write_output
+    from .output import check_writable, write_output
     from .wire import SERVER_OPTIONS, request_body
 
     if args.token_file is None:
@@ -337,7 +338,8 @@ def _batch_on_ray(args: argparse.Namespace, *batch: Any) -> Any:
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
-    from .job import CancelWatcher, execute, read_job, stdin_is_pipe
+    from .cancel import CancelWatcher, stdin_is_pipe
+    from .job import execute, read_job
 
     sink = make_sink("json")
     watcher = CancelWatcher(on_abort=_abort_reporter(sink)).start(watch_stdin=stdin_is_pipe())

@@ -204,7 +204,7 @@ def run_distributed(
     def outcome(place: int, result: Any, worker: str) -> None:
         item = items[place]
         if result is not None and not isinstance(result, NstError):
-            from .job import Output, write_output
+            from .output import Output, write_output
 
             try:
                 write_output(result, Output(item.output))

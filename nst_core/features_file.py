@@ -14,7 +14,7 @@ import torch
 
 from . import weights
 from .errors import WeightsError
-from .files import atomic_path
+from .paths import atomic_path
 
 PREFIX = "features."
 

@@ -1,4 +1,5 @@
-"""The engine side of the job protocol (docs/protocol.md): read a job, run it, write the result atomically.
+"""The engine side of the job protocol (docs/protocol.md): read and check a job, run it (`run.stylize`,
+its progress and plan as the protocol's events), write the result (`output.write_output`).
 
 `python -m nst_core stylize` runs through the same `execute` as `run-job`, so both validate
 inputs in the same order, report the same events and leave no partial file behind.
@@ -7,13 +8,7 @@ inputs in the same order, report the same events and leave no partial file behin
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -22,12 +17,13 @@ import numpy as np
 
 from . import validate
 from .devices import describe_device
-from .errors import Cancelled, ImageError, OutputError, UsageError
+from .errors import ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
-from .files import atomic_path, remove_pending, same_file
 from .images import image_size, load_image, to_array
 from .optimize import CancelToken, ProgressCallback
 from .options import Options, check_mask_count
+from .output import Output, check_writable, write_output
+from .paths import same_file
 from .plan import make_plan
 from .run import StartCallback, stylize
 
@@ -43,12 +39,6 @@ class RawImage:
     height: int
     format: str
     channels: int
-
-
-@dataclass(frozen=True)
-class Output:
-    path: Path
-    raw_format: str | None = None  # None: an image file in the format its suffix names
 
 
 @dataclass(frozen=True)
@@ -256,38 +246,6 @@ def _image_size(image: Path | RawImage) -> tuple[int, int]:
     return image_size(image)
 
 
-# -- the output, written atomically ------------------------------------------------------------------
-
-
-def image_format(path: Path) -> str:
-    from PIL import Image
-
-    fmt = Image.registered_extensions().get(path.suffix.lower())
-    if fmt is None or fmt not in Image.SAVE:
-        raise OutputError(
-            f"Cannot write {path}: unknown image format '{path.suffix}'; use .png, .jpg, .tif or .webp."
-        )
-    return fmt
-
-
-def check_writable(output: Output) -> None:
-    """Fail before the long run when the result could not be written."""
-    folder = output.path.parent
-    if output.path.is_dir():
-        example = output.path / "result.png"
-        raise OutputError(f"Output {output.path} is a folder: give a file name such as {example}.")
-    if not folder.is_dir():
-        raise OutputError(f"Output folder {folder} does not exist: create it or choose another output path.")
-    if output.raw_format is None:
-        image_format(output.path)
-    try:
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".nst-probe-")
-        os.close(handle)
-        os.unlink(probe)
-    except OSError as exc:
-        raise OutputError(f"Cannot write to {folder} ({exc.strerror}): choose another output path.") from None
-
-
 def check_not_an_input(request: JobRequest) -> None:
     """An output that is one of the run's own pictures would replace the original with the result: that
     takes --overwrite."""
@@ -309,129 +267,3 @@ def _input_files(request: JobRequest) -> list[tuple[str, Path]]:
     if request.options.init not in (None, "content", "noise"):
         named.append(("--init image", Path(request.options.init)))
     return named
-
-
-def write_output(array: np.ndarray, output: Output) -> Path:
-    """Write through a temporary file beside the output, then rename: never a partial result."""
-    path = output.path
-    try:
-        with atomic_path(path) as temporary:
-            if output.raw_format is None:
-                _save_image(array, temporary, image_format(path))
-            else:
-                _save_raw(array, temporary, output.raw_format)
-    except (OSError, ValueError) as exc:
-        raise OutputError(f"Cannot write {path} ({exc}): choose another output path.") from None
-    return path
-
-
-def _save_image(array: np.ndarray, path: Path, fmt: str) -> None:
-    from .images import to_pil
-
-    image = to_pil(array)
-    try:
-        image.save(path, format=fmt)
-    except (OSError, ValueError, KeyError):
-        if image.mode not in ("LA", "RGBA"):
-            raise
-        image.convert(image.mode[:-1]).save(path, format=fmt)  # formats without alpha (JPEG)
-
-
-def _save_raw(array: np.ndarray, path: Path, fmt: str) -> None:
-    path.write_bytes(raw_bytes(array, fmt))
-
-
-def raw_bytes(array: np.ndarray, fmt: str) -> bytes:
-    """A result as a headerless buffer (the protocol's raw `u8` or `float32`)."""
-    if fmt == "u8":
-        data = (np.clip(array, 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    else:
-        data = array.astype(validate.RAW_FORMATS[fmt].dtype)
-    return np.ascontiguousarray(data).tobytes()
-
-
-# -- cancellation: end of stdin, the parent's death, SIGTERM -------------------------------------------
-
-
-class CancelWatcher:
-    """A cancel token (`is_set()`) that watches the process's lifeline.
-
-    The plug-in keeps a pipe on our stdin and never writes to it: end of file means it closed
-    the run or died. A changed parent pid catches a parent that died while someone else holds
-    the pipe. A run that does not stop within `grace` seconds is ended hard, so a cancelled
-    job never keeps the GPU.
-    """
-
-    def __init__(
-        self, on_abort: Callable[[], None] | None = None, grace: float = 3.0, poll: float = 0.25
-    ) -> None:
-        self._event = threading.Event()
-        self._finished = threading.Event()
-        self._on_abort = on_abort
-        self._grace = grace
-        self._poll = poll
-        self._previous_sigterm: Any = None
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def set(self) -> None:
-        if not self._event.is_set():
-            self._event.set()
-            threading.Thread(target=self._abort_later, name="nst-abort", daemon=True).start()
-
-    def finish(self) -> None:
-        """The run has ended (its last event is out): a late cancel must not kill the process."""
-        self._finished.set()
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
-            self._previous_sigterm = None
-
-    def start(self, watch_stdin: bool, watch_parent: bool = True) -> CancelWatcher:
-        """Watch stdin's end and the parent's death where asked (a caller's lifeline), SIGTERM always."""
-        if watch_stdin:
-            threading.Thread(target=self._watch_stdin, name="nst-stdin", daemon=True).start()
-        if watch_parent:
-            threading.Thread(
-                target=self._watch_parent, args=(os.getppid(),), name="nst-parent", daemon=True
-            ).start()
-        if threading.current_thread() is threading.main_thread():
-            self._previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: self.set())
-        return self
-
-    def _watch_stdin(self) -> None:
-        fd = sys.stdin.fileno()
-        try:
-            while os.read(fd, 65536):
-                pass
-        except OSError:
-            pass
-        self.set()
-
-    def _watch_parent(self, parent: int) -> None:
-        while not self._finished.wait(self._poll):
-            if os.getppid() != parent:
-                self.set()
-                return
-
-    def _abort_later(self) -> None:
-        if self._finished.wait(self._grace):
-            return
-        if self._on_abort is not None:
-            try:
-                self._on_abort()
-            except Exception:
-                pass  # the reader may be gone: exit regardless
-        remove_pending()
-        os._exit(int(Cancelled.code))
-
-
-def stdin_is_pipe() -> bool:
-    """Watch stdin only where end of file means something: a pipe or socket, not a TTY or /dev/null."""
-    import stat
-
-    try:
-        mode = os.fstat(sys.stdin.fileno()).st_mode
-    except (OSError, ValueError, AttributeError):
-        return False
-    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)

@@ -36,7 +36,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from . import wire
 from .errors import Cancelled, DeviceError, ExitCode, NstError, UsageError, describe_error
 from .events import PROTOCOL_VERSION, Event, Sink, error_event
-from .files import atomic_path
+from .paths import atomic_path
 from .wire import API, EVENTS_TYPE, Limits, WireJob
 
 HEARTBEAT_SECONDS = 1.0  # a waiting stream writes this often: how a client that went away is noticed
@@ -129,7 +129,8 @@ class Worker:
 
     def _run(self, job: ServiceJob) -> None:
         from . import memory
-        from .job import progress_events, raw_bytes, start_events
+        from .job import progress_events, start_events
+        from .output import raw_bytes
         from .run import stylize
 
         started = time.perf_counter()

@@ -15,9 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import host, memory
-from .files import atomic_path
 from .options import Settings
-from .paths import SPEED_FILE, data_dir
+from .paths import SPEED_FILE, atomic_path, data_dir
 
 # A tiled iteration runs the network forward, then forward and backward again: three passes, not
 # two, so 1.5; with the blocks' sums, copies and gradient additions a 4000 x 3000 `fast` job

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import paths
 from .errors import NstError, UsageError, WeightsError
-from .files import atomic_path
+from .paths import atomic_path
 
 WEIGHTS_ENV = "NST_WEIGHTS"
 STAMP_NAME = "verified-weights.json"

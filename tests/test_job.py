@@ -135,7 +135,7 @@ def test_raw_float32_is_little_endian(tmp_path: Path) -> None:
 
 
 def _write_result(path: Path) -> None:
-    from nst_core.job import Output, write_output
+    from nst_core.output import Output, write_output
 
     write_output(np.full((2, 3, 3), 0.5, np.float32), Output(path, "u8" if path.suffix == ".raw" else None))
 
@@ -339,16 +339,15 @@ def test_engine_exits_when_its_parent_dies(tmp_path: Path, job_files: JobFiles) 
 
 
 def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nst_core import files
-    from nst_core import job as job_module
+    from nst_core import cancel, paths
 
     exits: list[int] = []
     aborted: list[str] = []
-    monkeypatch.setattr(job_module.os, "_exit", exits.append)
+    monkeypatch.setattr(cancel.os, "_exit", exits.append)
     pending = tmp_path / ".result.png.tmp"
     pending.write_bytes(b"half")
-    monkeypatch.setattr(files, "PENDING", {pending})
-    stuck = job_module.CancelWatcher(on_abort=lambda: aborted.append("error event"), grace=0.05)
+    monkeypatch.setattr(paths, "PENDING", {pending})
+    stuck = cancel.CancelWatcher(on_abort=lambda: aborted.append("error event"), grace=0.05)
     stuck.set()
     deadline = time.monotonic() + 10
     while not exits and time.monotonic() < deadline:
@@ -356,7 +355,7 @@ def test_a_stuck_run_is_ended_hard_after_the_grace(tmp_path: Path, monkeypatch: 
     assert (exits, aborted, pending.exists()) == ([130], ["error event"], False)
 
     # A cancel after the run's last event (the plug-in closing our stdin after `done`) must not kill.
-    finished = job_module.CancelWatcher(on_abort=lambda: aborted.append("late"), grace=0.05)
+    finished = cancel.CancelWatcher(on_abort=lambda: aborted.append("late"), grace=0.05)
     finished.finish()
     finished.set()
     time.sleep(0.3)

@@ -21,8 +21,8 @@ from servers import Served, serving, start_server, stop_server, wait_until
 from nst_core import client, wire
 from nst_core.events import Sink
 from nst_core.images import load_image, to_array
-from nst_core.job import raw_bytes
 from nst_core.options import Options
+from nst_core.output import raw_bytes
 from nst_core.run import stylize
 
 LIMITS = ("--max-request-mb", "4", "--max-pixels", "250000")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from nst_core import files, paths, weights
+from nst_core import paths, weights
 from nst_core.errors import ExitCode, UsageError, WeightsError
 
 PAYLOAD = bytes(range(256)) * 40 + b"tail"  # 10244 bytes, several small chunks
@@ -337,7 +337,7 @@ def test_torch_hub_respects_torch_home() -> None:
     assert paths.torch_hub_checkpoints({"HOME": "/h"}) == Path("/h/.cache/torch/hub/checkpoints")
 
 
-@pytest.mark.parametrize("module", [paths, weights, files])
+@pytest.mark.parametrize("module", [paths, weights])
 def test_installer_modules_are_stdlib_and_python39(module: object) -> None:
     """install.py imports these before any venv exists, possibly on Python 3.9."""
     source = Path(module.__file__).read_text()  # type: ignore[attr-defined]
@@ -349,4 +349,4 @@ def test_installer_modules_are_stdlib_and_python39(module: object) -> None:
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             assert node.module.split(".")[0] in sys.stdlib_module_names
         elif isinstance(node, ast.ImportFrom):
-            assert node.module in ("errors", "files", "paths", None)
+            assert node.module in ("errors", "paths", None)
