@@ -373,7 +373,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     def action() -> None:
         import time
 
-        from . import calibration, speed
+        from . import speed
         from .devices import describe_device, pick_device
         from .weights import resolve_weights
 
@@ -381,7 +381,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         weights = resolve_weights(args.weights, "vgg19")
         default = speed.default_speed(device.type)
-        measured = calibration.calibrate(weights, device, default.startup, default.per_scale)
+        measured = speed.calibrate(weights, device, default.startup, default.per_scale)
         key = describe_device(device)
         path = speed.record_speed(key, measured)
         took = round(time.perf_counter() - started, 1)

@@ -3,19 +3,27 @@
 One iteration costs a fixed part (the style loss's eigendecompositions, kernel launches) plus its
 convolutions' FLOPs over the device's achieved rate; a tiled iteration reads its blocks' margins
 too and runs the network forward twice (tiling.py). `calibrate` measures the rate and the fixed
-part on this device with the engine's own optimiser (calibration.py) and records them in the
-data folder (the installer's self-test runs it); until then the defaults below are used.
+part on this device: it times iterations of the engine's own optimiser on generated pictures
+(`synthetic_images`, no files needed) at two sizes and fits the cost model through them; `python -m
+nst_core calibrate` records the result in the data folder (the installer's self-test runs it), and
+until then the defaults below are used. The benchmarks (nst_core.bench) time their steps with the
+same `best_time`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import host, memory
-from .options import Settings
+import torch
+
+from . import host, memory, optimize
+from .network import autocast_dtype, build_network
+from .options import Options, Settings, resolve
 from .paths import SPEED_FILE, atomic_path, data_dir
 
 # A tiled iteration runs the network forward, then forward and backward again: three passes, not
@@ -112,3 +120,55 @@ def fit_speed(samples: list[tuple[float, float]], startup: float, per_scale: flo
     slope = max(slope, 1e-18)
     overhead = max(0.0, mean_t - slope * mean_f)
     return Speed(rate=1 / slope, overhead=overhead, startup=startup, measured=True, per_scale=per_scale)
+
+
+# -- measuring this device --------------------------------------------------------------------------
+
+CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
+CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def best_time(fn: Callable[[], object], device: torch.device, repeats: int = 5) -> float:
+    """The fastest of `repeats` timed calls after one warm-up: the least disturbed by other load."""
+    fn()
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def synthetic_images(width: int, height: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth content and a striped style (1 x 3 x H x W in [0, 1]); no files needed."""
+    y, x = torch.meshgrid(torch.linspace(0, 1, height), torch.linspace(0, 1, width), indexing="ij")
+    content = torch.stack([x, y, 0.5 + 0.3 * torch.sin(6 * x * y)])
+    style = torch.stack([0.5 + 0.5 * torch.sin(40 * (x + 2 * y)), 0.5 + 0.5 * torch.cos(33 * x), y])
+    return content[None].to(device), style[None].to(device)
+
+
+def calibrate(weights: Path, device: torch.device, startup: float, per_scale: float = 0.0) -> Speed:
+    """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
+    settings = resolve(Options(preset="balanced", multiscale=False))
+    network = build_network(
+        settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
+    )
+    dtype = autocast_dtype(device, settings.precision)
+    steps = CALIBRATION_STEPS.get(device.type, 5)
+    samples = []
+    for side in CALIBRATION_SIDES.get(device.type, (256, 512)):
+        content, style = synthetic_images(side, side, device)
+        objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, dtype)
+        loss_scale = optimize.loss_scale_for(dtype)
+        stepper = optimize.Stepper(content, objective, settings.optimizer, settings.learning_rate, loss_scale)
+        block = lambda step=stepper.step: [step() for _ in range(steps)]  # noqa: E731
+        seconds = best_time(block, device, 3) / steps
+        samples.append((conv_flops(settings, side, side), seconds))
+    return fit_speed(samples, startup, per_scale)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nst_core import calibration, optimize
+from nst_core import optimize, speed
 from nst_core.bench import iteration
 from nst_core.network import build_network
 from nst_core.options import Options, resolve
@@ -51,7 +51,7 @@ def test_flop_count_matches_what_torch_counts_for_one_iteration(style_loss: str,
     network = build_network(
         settings.model, vgg19_weights, settings.content_layers + settings.style_layers, settings.pooling
     )
-    content, style = calibration.synthetic_images(40, 32, torch.device("cpu"))
+    content, style = speed.synthetic_images(40, 32, torch.device("cpu"))
     objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, None)
     image = content.clone().requires_grad_(True)
     with FlopCounterMode(display=False) as counter:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from nst_core import calibration, losses, optimize
+from nst_core import losses, optimize, speed
 from nst_core.network import build_network
 from nst_core.options import Options, resolve
 
@@ -26,7 +26,7 @@ def _stepper(weights: Path, style_loss: str, autocast: torch.dtype | None) -> op
     network = build_network(
         settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling
     )
-    content, style = calibration.synthetic_images(48, 40, torch.device("cpu"))
+    content, style = speed.synthetic_images(48, 40, torch.device("cpu"))
     objective = optimize.build_objective(network, optimize.ScaleInputs(content, [style]), settings, autocast)
     scale = optimize.loss_scale_for(autocast)
     return optimize.Stepper(content, objective, "lbfgs", settings.learning_rate, scale)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from samples import make_content_image
 
-from nst_core import calibration, network, optimize, tiling
+from nst_core import network, optimize, speed, tiling
 from nst_core.options import Options, resolve
 from nst_core.plan import build_plan, margin_for
 
@@ -56,7 +56,7 @@ def _network(weights: Path, settings) -> network.VGGFeatures:  # noqa: ANN001
 def test_block_features_are_the_whole_images_and_need_the_whole_margin(vgg19_weights: Path) -> None:
     settings = resolve(Options(preset="balanced"))
     net = _network(vgg19_weights, settings)
-    image, _ = calibration.synthetic_images(352, 288, CPU)
+    image, _ = speed.synthetic_images(352, 288, CPU)
     with torch.no_grad():
         whole = net(image)
         for margin, exact in ((net.margin, True), (net.margin - 16, False)):
@@ -80,7 +80,7 @@ def test_style_statistics_in_blocks_are_the_whole_images(vgg19_weights: Path) ->
     for kind in ("gram", "w2"):
         settings = resolve(Options(preset="balanced", style_loss=kind))
         net = _network(vgg19_weights, settings)
-        _, style = calibration.synthetic_images(400, 300, CPU)
+        _, style = speed.synthetic_images(400, 300, CPU)
         whole = optimize.style_statistics(net, style, settings, None)
         blocks = tiling.style_statistics(net, style, settings.style_layers, kind, 128, None)
         for name in settings.style_layers:
@@ -98,7 +98,7 @@ TOLERANCES = {"gram": (1e-5, 1e-5), "w2": (1e-5, 1e-3)}
 def test_tiled_loss_and_gradient_are_the_whole_images(kind: str, vgg19_weights: Path) -> None:
     settings = resolve(Options(preset="balanced", style_loss=kind, multiscale=False))
     net = _network(vgg19_weights, settings)
-    content, style = calibration.synthetic_images(400, 368, CPU)
+    content, style = speed.synthetic_images(400, 368, CPU)
     image = (content + 0.1 * torch.rand(content.shape, generator=torch.Generator().manual_seed(0))).clamp(
         0, 1
     )
@@ -125,7 +125,7 @@ def test_a_job_forced_into_tiles_paints_the_whole_jobs_picture(vgg19_weights: Pa
     from nst_core.run import run_plan
 
     content = np.asarray(make_content_image(256, 192), np.float32) / 255
-    _, style_tensor = calibration.synthetic_images(192, 192, CPU)
+    _, style_tensor = speed.synthetic_images(192, 192, CPU)
     style = style_tensor[0].permute(1, 2, 0).numpy()
     nudged = np.clip(content + np.random.default_rng(0).uniform(-1e-6, 1e-6, content.shape), 0, 1)
 

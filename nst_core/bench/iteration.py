@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import host, losses, memory, optimize, speed
-from ..calibration import best_time, synchronize, synthetic_images
 from ..devices import describe_device, pick_device
 from ..images import from_tensor
 from ..network import build_network, layer_index, load_features
 from ..options import Options, Settings, resolve
+from ..speed import best_time, synchronize, synthetic_images
 from .runner import print_row, random_weights
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
