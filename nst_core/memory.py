@@ -18,10 +18,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import devices, host, lbfgs
+from . import devices, host
 from .errors import OutOfMemoryError
 from .images import fit_size
 from .network import blank_features, layer_index
+from .optimize import LBFGS_HISTORY
 from .options import LIMITS, Settings
 
 MIB = 1 << 20
@@ -125,7 +126,7 @@ def activation_bytes(settings: Settings, width: int, height: int, device_type: s
 
 
 def optimizer_bytes(settings: Settings, width: int, height: int, iterations: int | None = None) -> int:
-    history = lbfgs.HISTORY if settings.optimizer == "lbfgs" else 1
+    history = LBFGS_HISTORY if settings.optimizer == "lbfgs" else 1
     pairs = min(history, max(1, iterations or settings.iterations))
     return (2 * pairs + LBFGS_VECTORS) * 3 * width * height * 4
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nst_core.lbfgs import FIRST_STEP, LBFGS
+from nst_core.optimize import LBFGS, LBFGS_FIRST_STEP
 
 
 def _quadratic(n: int, condition: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +49,7 @@ def test_same_iterates_as_torch_given_torchs_first_step() -> None:
 def test_converges_where_gradient_descent_does_not() -> None:
     a, b = _quadratic(40, 1000.0, seed=1)
     exact = torch.linalg.solve(a, b)
-    ours = _run_ours(a, b, 80, history=20, first_step=FIRST_STEP)
+    ours = _run_ours(a, b, 80, history=20, first_step=LBFGS_FIRST_STEP)
     assert (ours - exact).norm() < 0.01 * exact.norm()  # unit steps, no line search: close, not exact
     x = torch.zeros_like(b)
     for _ in range(80):  # the best fixed step, 1 / largest eigenvalue
@@ -60,7 +60,7 @@ def test_converges_where_gradient_descent_does_not() -> None:
 def test_first_step_moves_the_mean_pixel_by_first_step() -> None:
     gradient = torch.tensor([1e-6, -3e-6, 2e-6, 0.0])  # a gradient scale torch's first step ignores
     step = LBFGS(10).step(gradient)
-    assert step.abs().mean().item() == pytest.approx(FIRST_STEP)
+    assert step.abs().mean().item() == pytest.approx(LBFGS_FIRST_STEP)
     assert torch.all(step * gradient <= 0)  # downhill
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from nst_core import memory
-from nst_core.lbfgs import HISTORY as LBFGS_HISTORY
+from nst_core.optimize import LBFGS_HISTORY
 from nst_core.options import Options, resolve
 from nst_core.plan import build_plan
 
