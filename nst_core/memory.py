@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import devices, host
+from . import devices
 from .errors import OutOfMemoryError
 from .images import fit_size
 from .network import blank_features, layer_index
@@ -231,7 +231,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
 def release_cached(device: torch.device) -> None:
     """Hand the allocators' cached blocks back, so that the next try (and the free memory read) has them.
 
-    On the CPU that is glibc's kept heap (host.keep_freed_memory): a job that ran out of memory is at
+    On the CPU that is glibc's kept heap (devices.keep_freed_memory): a job that ran out of memory is at
     its limit, where keeping freed memory only fragments it, so the rest of the job goes without.
     """
     if device.type == "cuda":
@@ -239,7 +239,7 @@ def release_cached(device: torch.device) -> None:
     elif device.type == "mps":
         torch.mps.empty_cache()
     else:
-        host.keep_freed_memory(False)
+        devices.keep_freed_memory(False)
 
 
 def not_enough_memory(

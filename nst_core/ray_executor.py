@@ -131,7 +131,7 @@ def _task_shape(ray: Any, device: str, cpus: int | None) -> tuple[dict[str, Any]
 
 def _run_with_threads(threads: int, *arguments: Any) -> Any:
     """`cluster.run_unit` with torch using the task's CPUs, no more (Ray runs several on a machine)."""
-    from . import host
+    from . import devices
 
-    host.limit_threads(max(1, threads))
+    devices.limit_threads(max(1, threads))
     return run_unit(*arguments)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, host, images, memory, network, optimize, regions, upscale
+from . import colors, devices, images, memory, network, optimize, regions, upscale
 from .errors import Cancelled
 from .optimize import RunContext
 from .options import Options, check_mask_count
@@ -112,7 +112,7 @@ def run_plan(
     settings, device = plan.settings, plan.device
     if frame is not None:
         settings = replace(settings, init="image")
-    host.prepare(device, plan.job_bytes, plan.budget)
+    devices.prepare(device, plan.job_bytes, plan.budget)
     last = plan.scales[-1]
     try:  # from the first copy of the pixels to the last: any allocation can be the one that fails
         rgb, alpha = images.split_alpha(content)

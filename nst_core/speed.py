@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from . import host, memory, optimize
+from . import devices, memory, optimize
 from .network import autocast_dtype, build_network
 from .options import Options, Settings, resolve
 from .paths import SPEED_FILE, atomic_path, data_dir
@@ -80,7 +80,7 @@ def speed_file(folder: Path | None = None) -> Path:
 
 def default_speed(device_type: str, cores: int | None = None) -> Speed:
     if device_type == "cpu":
-        rate = CPU_RATE_PER_CORE * max(1, cores or host.available_cores())
+        rate = CPU_RATE_PER_CORE * max(1, cores or devices.available_cores())
         return dataclasses.replace(DEFAULTS["cpu"], rate=rate)
     return DEFAULTS.get(device_type, DEFAULTS["cuda"])
 

@@ -455,7 +455,7 @@ def test_a_run_ends_with_exactly_one_final_event() -> None:
 def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from nst_core import devices, host
+    from nst_core import devices
     from nst_core.errors import DeviceError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -465,7 +465,7 @@ def test_device_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         torch.set_num_threads(1)
         assert devices.pick_device("auto") == torch.device("cpu")
         # The threads `info` reports are those a job gets: every core it may run on.
-        assert devices.device_info("cpu")["threads"] == torch.get_num_threads() == host.available_cores()
+        assert devices.device_info("cpu")["threads"] == torch.get_num_threads() == devices.available_cores()
     finally:
         torch.set_num_threads(threads)
     for name, message in (("cuda", "CUDA is not available"), ("mps", "MPS .* is not available")):

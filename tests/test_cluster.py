@@ -81,9 +81,9 @@ def test_the_inline_executor_runs_every_unit_it_is_given_once(monkeypatch) -> No
 
 def inline_frames(clip: list[Path], out: Path, style: Path, weights: Path, overlap: int) -> list[np.ndarray]:
     """The frames through the cluster's units and fades, run here on one thread as a Ray task is."""
-    from nst_core import host
+    from nst_core import devices
 
-    host.limit_threads(1)
+    devices.limit_threads(1)
     try:
         items = plan_items(clip, out, "png")
         options = Options(size=40, iterations=6, seed=1, weights=str(weights))
@@ -91,7 +91,7 @@ def inline_frames(clip: list[Path], out: Path, style: Path, weights: Path, overl
             items, [style], options, Sink(), cluster.InlineExecutor(), None, (), 200.0, 4, overlap
         )
     finally:
-        host.limit_threads(None)
+        devices.limit_threads(None)
     assert len(summary.done) == len(clip) and not summary.failed
     return [images.load_image(item.output) for item in items]
 

@@ -10,16 +10,16 @@ import textwrap
 import pytest
 import torch
 
-from nst_core import host
+from nst_core import devices
 
 MEASURE = textwrap.dedent(
     """
     import json, resource, sys
     import torch
-    from nst_core import host
-    kept = host.keep_freed_memory() if sys.argv[1] == "keep" else None
+    from nst_core import devices
+    kept = devices.keep_freed_memory() if sys.argv[1] == "keep" else None
     if sys.argv[1] == "back":  # kept, then switched back for a job that needs its budget
-        kept = host.keep_freed_memory() and host.keep_freed_memory(False)
+        kept = devices.keep_freed_memory() and devices.keep_freed_memory(False)
     torch.empty(1)
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -53,19 +53,19 @@ def test_keeping_freed_memory_stops_the_page_faults() -> None:
 
 def test_only_jobs_well_inside_their_budget_keep_freed_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[bool] = []
-    monkeypatch.setattr(host, "keep_freed_memory", calls.append)
+    monkeypatch.setattr(devices, "keep_freed_memory", calls.append)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    host.prepare(cpu, 700, 1000)
-    host.prepare(cpu, 900, 1000)  # would be tiled, or nearly: memory must go back to the system
-    host.prepare(cuda, 100, 1000)  # GPU memory has its own caching allocator
+    devices.prepare(cpu, 700, 1000)
+    devices.prepare(cpu, 900, 1000)  # would be tiled, or nearly: memory must go back to the system
+    devices.prepare(cuda, 100, 1000)  # GPU memory has its own caching allocator
     assert calls == [True, False]
 
 
 def test_cudnn_picks_its_algorithms_by_timing_them_on_cuda_only(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
-    host.prepare(torch.device("cuda"), 100, 1000)
+    devices.prepare(torch.device("cuda"), 100, 1000)
     assert torch.backends.cudnn.benchmark
-    host.prepare(torch.device("cpu"), 100, 1000)
+    devices.prepare(torch.device("cpu"), 100, 1000)
     assert not torch.backends.cudnn.benchmark
 
 
@@ -73,21 +73,21 @@ def test_the_engine_takes_every_core_unless_a_cluster_task_or_omp_num_threads_sa
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     before = torch.get_num_threads()
-    monkeypatch.setattr(host, "available_cores", lambda: 4)
+    monkeypatch.setattr(devices, "available_cores", lambda: 4)
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        host.use_all_cores()
+        devices.use_all_cores()
         assert torch.get_num_threads() == 4
         monkeypatch.setenv("OMP_NUM_THREADS", "3")
-        host.use_all_cores()
+        devices.use_all_cores()
         assert torch.get_num_threads() == 3
-        host.limit_threads(1)  # a one-CPU Ray task: its share wins over both
-        host.use_all_cores()
+        devices.limit_threads(1)  # a one-CPU Ray task: its share wins over both
+        devices.use_all_cores()
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a number: ignored
-        host.limit_threads(None)
-        host.use_all_cores()
+        devices.limit_threads(None)
+        devices.use_all_cores()
         assert torch.get_num_threads() == 4
     finally:
-        host.limit_threads(None)
+        devices.limit_threads(None)
         torch.set_num_threads(before)

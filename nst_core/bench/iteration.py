@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import host, losses, memory, optimize, speed
+from .. import devices, losses, memory, optimize, speed
 from ..devices import describe_device, pick_device
 from ..images import from_tensor
 from ..network import build_network, layer_index, load_features
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = resolve(Options(preset=args.preset, multiscale=False, style_loss=args.style_loss))
     # The host as a job prepares it, for a job of the largest size (for both steps alike).
     needed = max(memory.job_bytes(settings, size, size, device.type) for size in sizes)
-    host.prepare(device, needed, memory.budget_bytes(settings, device))
+    devices.prepare(device, needed, memory.budget_bytes(settings, device))
     rates = measure_rates(device, DTYPES[args.precision], args.rate_side, repeats=10)
     _print_rates(rates, device, args)
     with tempfile.TemporaryDirectory() as scratch:
