@@ -490,12 +490,12 @@ def _make_features_file(official: Path) -> None:
     """The features-only copy the engine starts from; without it the engine reads the whole file, so
     a failure is a note, not an error."""
     try:
-        from .features_file import ensure
+        from .network import ensure_features_copy
     except ImportError as exc:  # the weights are fetched before torch exists, and work without it
         print(f"note: no features-only copy of {official.name} made ({exc}).", file=sys.stderr)
         return
     try:
-        ensure(official)
+        ensure_features_copy(official)
     except NstError as error:
         print(f"note: {error.message}", file=sys.stderr)
 

@@ -3,22 +3,27 @@
 Layer names follow the VGG paper (conv3_1, relu4_2, pool2); Keras-style names such as
 block4_conv2 mean the ReLU after that convolution (Keras fuses them). The file is not hashed
 here: `weights.py` verifies it; this module only refuses files it cannot use. An official file is
-read from its features-only copy when `weights.py` vouches for one (`features_file.py`).
+read from its features-only copy when `weights.py` vouches for one.
+
+The copy is written here (which copy to trust is `weights.py`'s business, standard library only):
+only from an official file that `weights.verify` has checked, read back and compared tensor by
+tensor before it replaces anything, and recorded with its own SHA-256.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from . import features_file, weights
+from . import weights
 from .errors import UsageError, WeightsError
 from .options import MODELS
+from .paths import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,7 +107,7 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     state = _read_state(path)
     if weights.verified_official(path) is not None:
         try:
-            features_file.write(state, path)
+            write_features_copy(state, path)
         except Exception:  # a full disk, a read-only folder, a race: the copy only speeds up the next start,
             pass  # and this run has its weights
     return state
@@ -113,7 +118,7 @@ def _read_state(path: Path, mapped: bool = False) -> dict[str, torch.Tensor]:
         raise WeightsError(f"Weights file {path} does not exist: {_FIX_WEIGHTS}.")
     try:
         if mapped:
-            state = features_file.load(path)
+            state = load_features_copy(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
@@ -274,3 +279,92 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
 def _cpu_has_bf16() -> bool:
     """AVX512-BF16 or AMX: oneDNN runs bf16 convolutions natively (elsewhere it emulates them, slower)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# -- the features-only copy of an official file --------------------------------------------------
+
+FEATURES_PREFIX = "features."  # the keys of torchvision's `features` stack in a whole VGG file
+
+
+def ensure_features_copy(official: Path | str, stamps: Path | None = None) -> Path | None:
+    """The verified features-only copy beside `official`, written when it is missing or bad; None when
+    `official` is no official file that `weights.verify` has checked."""
+    official = Path(official)
+    found = weights.verified_features(official, stamps)
+    if found is not None or weights.verified_official(official, stamps) is None:
+        return found
+    try:
+        state = torch.load(official, map_location="cpu", weights_only=True)
+    except Exception as exc:  # verified bytes that torch cannot read: a torch older than the file
+        raise WeightsError(
+            f"Cannot read {official} ({type(exc).__name__}): upgrade torch, or re-run install.py."
+        ) from None
+    return write_features_copy(state, official, stamps)
+
+
+def write_features_copy(state: Mapping[str, object], official: Path, stamps: Path | None = None) -> Path:
+    """Write the `features.*` tensors of `state`, read from the verified `official`, beside it."""
+    dest = weights.features_path(official)
+    if dest is None or weights.verified_official(official, stamps) is None:
+        raise ValueError(f"{official} is no verified official weights file")
+    # Cloned: a tensor saved as it is brings its whole storage, which may be shared with others.
+    wanted = {
+        key: tensor.detach().clone()
+        for key, tensor in state.items()
+        if key.startswith(FEATURES_PREFIX) and isinstance(tensor, torch.Tensor)
+    }
+    if not wanted:
+        raise WeightsError(f"{official} holds no features.* tensors: delete it and re-run install.py.")
+    try:
+        with atomic_path(dest) as temporary:
+            try:
+                torch.save(wanted, temporary)
+            except RuntimeError:  # torch's zip writer on a full disk: "[enforce fail at ...] unexpected pos"
+                raise _copy_write_error(dest, official, "the write failed") from None
+            digest = weights.sha256_of(temporary)
+            if not _reads_back(temporary, wanted):
+                raise WeightsError(
+                    f"The features-only copy {dest} read back differently from {official.name}: "
+                    "please report (the engine reads the whole file meanwhile)."
+                )
+    except OSError as exc:
+        raise _copy_write_error(dest, official, exc.strerror or str(exc)) from None
+    if not weights.record_features(dest, digest, official, stamps):
+        raise WeightsError(
+            f"{official} changed while its features-only copy was written: "
+            "run `python -m nst_core weights fetch` again."
+        )
+    return dest
+
+
+def load_features_copy(path: Path) -> object:
+    """A copy as the engine reads it: mapped, so only the pages used are read and they stay shareable."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def _reads_back(path: Path, wanted: Mapping[str, torch.Tensor]) -> bool:
+    # In a function of its own: the mapping ends with it, before the file is renamed (Windows
+    # cannot rename a mapped file).
+    try:
+        loaded = load_features_copy(path)
+    except Exception:  # a copy that does not load is as wrong as one that differs
+        return False
+    return (
+        isinstance(loaded, dict)
+        and loaded.keys() == wanted.keys()
+        and all(same_bits(loaded[key], tensor) for key, tensor in wanted.items())
+    )
+
+
+def same_bits(a: object, b: torch.Tensor) -> bool:
+    """Bit for bit the same tensor (`torch.equal` takes -0.0 for 0.0 and no NaN for itself)."""
+    if not isinstance(a, torch.Tensor) or a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+
+
+def _copy_write_error(dest: Path, official: Path, reason: str) -> WeightsError:
+    return WeightsError(
+        f"Cannot write {dest} ({reason}): free some disk space or make {dest.parent} "
+        f"writable (the engine reads the whole {official.name} meanwhile)."
+    )

@@ -300,7 +300,7 @@ def _stamp(stamps: Path, path: Path, stat: os.stat_result, digest: str, **extra:
 # The official files hold the classifier too (470 of VGG19's 548 MB) in torch's legacy format, which
 # must be read whole. The engine reads a copy of the `features` tensors instead, written beside the
 # official file in torch's zip format (memory-mapped: about 80 MB read). Making it needs torch
-# (`features_file.py`); knowing whether to trust it does not, so it is here.
+# (`network.py`); knowing whether to trust it does not, so it is here.
 
 
 def features_path(path: Path | str) -> Path | None:

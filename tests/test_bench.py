@@ -167,7 +167,7 @@ def test_the_cold_start_benchmark_reads_both_ways_in_fresh_processes(
 
     from samples import make_official_like_weights
 
-    from nst_core import features_file, weights
+    from nst_core import network, weights
     from nst_core.bench import load
 
     data = tmp_path / "data"
@@ -176,7 +176,7 @@ def test_the_cold_start_benchmark_reads_both_ways_in_fresh_processes(
     entry = {"filename": full.name, "sha256": weights.sha256_of(full), "size": full.stat().st_size}
     monkeypatch.setitem(weights.OFFICIAL, "vgg19", replace(weights.OFFICIAL["vgg19"], **entry))
     weights.verify(full, "vgg19")
-    copy = features_file.ensure(full)
+    copy = network.ensure_features_copy(full)
     assert copy is not None
     whole = load.measure(full, None, data, [])
     mapped = load.measure(full, entry, data, [])

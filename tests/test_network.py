@@ -13,7 +13,7 @@ import torch
 from samples import make_content_image, make_official_like_weights, make_random_vgg_weights, make_style_image
 
 import nst_core
-from nst_core import cli, features_file, network, weights
+from nst_core import cli, network, weights
 from nst_core.errors import UsageError, WeightsError
 from nst_core.network import (
     IMAGENET_MEAN,
@@ -183,7 +183,7 @@ def _fresh_start(reads: list[tuple[str, bool]]) -> None:
 
 def _assert_same_bits(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> None:
     assert first.keys() == second.keys()
-    assert all(features_file.same_bits(first[key], second[key]) for key in first)
+    assert all(network.same_bits(first[key], second[key]) for key in first)
 
 
 def _features_of(path: Path) -> dict[str, torch.Tensor]:
@@ -281,15 +281,15 @@ def test_a_copy_that_cannot_be_written_does_not_stop_a_run(
         raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
 
     if failure == "disk full":
-        monkeypatch.setattr(features_file.torch, "save", fill)
+        monkeypatch.setattr(network.torch, "save", fill)
     else:
-        monkeypatch.setattr(features_file, "atomic_path", refuse)
+        monkeypatch.setattr(network, "atomic_path", refuse)
     loaded = load_features("vgg19", official).state_dict()
     _assert_same_bits(loaded, _features_of(official))
     assert weights.verified_features(official) is None
     assert [path.name for path in official.parent.iterdir() if "features" in path.name] == []
     with pytest.raises(WeightsError) as caught:
-        features_file.ensure(official)
+        network.ensure_features_copy(official)
     reason = "Permission denied" if failure == "folder not writable" else "the write failed"
     assert caught.value.message == (
         f"Cannot write {official.with_name('vgg19-test.features.pt')} ({reason}): free some disk space or "
@@ -303,7 +303,7 @@ def test_no_copy_of_unverified_or_own_files(
     (Path(os.environ["NST_DATA_DIR"]) / weights.STAMP_NAME).unlink()  # the official file unverified
     load_features("vgg19", official)
     assert not official.with_name("vgg19-test.features.pt").exists()
-    assert features_file.ensure(official) is None
+    assert network.ensure_features_copy(official) is None
     before = sorted(vgg19_weights.parent.iterdir())
     load_features("vgg19", vgg19_weights)
     assert (vgg19_weights.name, False) in reads  # a file of one's own is read whole, as it is

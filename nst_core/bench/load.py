@@ -86,7 +86,7 @@ def make_files(folder: Path) -> tuple[Path, dict[str, Any]]:
     import torch
     import torchvision
 
-    from .. import features_file, weights
+    from .. import network, weights
 
     full = folder / "weights" / FULL_NAME
     if not full.is_file():
@@ -98,7 +98,7 @@ def make_files(folder: Path) -> tuple[Path, dict[str, Any]]:
     entry = {"filename": FULL_NAME, "sha256": weights.sha256_of(full), "size": full.stat().st_size}
     weights.OFFICIAL[MODEL] = replace(weights.OFFICIAL[MODEL], **entry)
     weights.verify(full, MODEL)
-    copy = features_file.ensure(full)
+    copy = network.ensure_features_copy(full)
     assert copy is not None
     for path in (full, copy):
         with open(path, "rb+") as stream:
