@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, devices, images, memory, network, optimize, regions, upscale
+from . import colors, devices, images, memory, network, optimize, regions
 from .errors import Cancelled
 from .optimize import RunContext
 from .options import Options, check_mask_count
@@ -221,7 +221,7 @@ def _finish(
     if guide.shape[2] == 1:
         guide = np.repeat(guide, 3, axis=2)
     # Painted below the layer's size: the result's edges follow the photo's at the layer's size.
-    result = upscale.guided_upscale(result, guide, width, height)
+    result = images.guided_upscale(result, guide, width, height)
     if keep_colors == "luminance":
         result = colors.with_content_chroma(result, images.resize(content_rgb, width, height))
     if alpha is not None and alpha.shape != (height, width):

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from nst_core import images  # noqa: E402
-from nst_core.upscale import guided_upscale  # noqa: E402
+from nst_core.images import guided_upscale  # noqa: E402
 
 OUTPUT = REPO / "docs" / "images" / "upscale-bicubic-vs-guided.png"
 FACTOR = 4  # a working size a quarter of the layer's: a 6000 px layer stylised at 1500 px

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from make_upscale_crops import rise_width
 from skimage import data
 
-from nst_core import images, upscale
+from nst_core import images
 
 
 def _astronaut(size: int) -> np.ndarray:
@@ -29,7 +29,7 @@ def _slanted_step(size: int) -> np.ndarray:
 def test_edges_are_as_sharp_as_the_photo() -> None:
     guide = _slanted_step(192)
     result = 1.0 - images.resize(guide, 48, 48)[..., ::-1]  # a 4x smaller "stylisation": new colours
-    guided = upscale.guided_upscale(np.ascontiguousarray(result), guide, 192, 192)
+    guided = images.guided_upscale(np.ascontiguousarray(result), guide, 192, 192)
     lanczos = images.resize(result, 192, 192)
     rows = range(16, 176)
     width = {
@@ -46,7 +46,7 @@ def test_edges_are_as_sharp_as_the_photo() -> None:
 
 def test_a_flat_result_stays_flat_on_a_textured_photo() -> None:
     result = np.broadcast_to(np.array([0.3, 0.5, 0.7], np.float32), (128, 128, 3)).copy()
-    out = upscale.guided_upscale(result, _astronaut(512), 512, 512)
+    out = images.guided_upscale(result, _astronaut(512), 512, 512)
     np.testing.assert_allclose(out, 0.0 * out + [0.3, 0.5, 0.7], atol=1e-4)
 
 
@@ -54,7 +54,7 @@ def test_no_colour_shift_on_a_stylised_stand_in() -> None:
     guide = _astronaut(512)
     # Posterised, channels swapped: colours and edges the photo does not have.
     result = np.round(images.resize(guide, 128, 128)[..., [1, 2, 0]] * 4) / 4
-    out = upscale.guided_upscale(result, guide, 512, 512)
+    out = images.guided_upscale(result, guide, 512, 512)
     reference = images.resize(result, 512, 512)
 
     def block_means(image: np.ndarray) -> np.ndarray:
@@ -73,12 +73,12 @@ def _texture_kept(up: np.ndarray, texture: np.ndarray) -> float:
 
 @pytest.mark.parametrize("keep_detail", [True, False])
 def test_the_stylisation_keeps_its_own_detail(monkeypatch: pytest.MonkeyPatch, keep_detail: bool) -> None:
-    monkeypatch.setattr(upscale, "KEEP_DETAIL", keep_detail)
+    monkeypatch.setattr(images, "UPSCALE_KEEP_DETAIL", keep_detail)
     y, x = np.mgrid[0:128, 0:128]
     # A 5 px period at the working size: fine texture, which the photo does not explain.
     texture = 0.05 * np.sin(1.06 * x + 0.56 * y)[..., None] * np.array([1.0, -0.6, 0.4], np.float32)
     result = (0.5 + texture).astype(np.float32)
-    kept = _texture_kept(upscale.guided_upscale(result, _astronaut(512), 512, 512), texture)
+    kept = _texture_kept(images.guided_upscale(result, _astronaut(512), 512, 512), texture)
     lanczos = _texture_kept(images.resize(result, 512, 512), texture)
     if keep_detail:  # measured 0.90 against Lanczos's 1.02: bilinear upsampling of the residual
         assert kept > 0.85 * lanczos, (kept, lanczos)
@@ -91,7 +91,11 @@ def _direct_guided_upscale(
 ) -> np.ndarray:
     """The filter written out window by window, in float64, with a batched solver and torch's bilinear."""
     h, w = result.shape[:2]
-    small, p, r = images.resize(guide, w, h).astype(np.float64), result.astype(np.float64), upscale.RADIUS
+    small, p, r = (
+        images.resize(guide, w, h).astype(np.float64),
+        result.astype(np.float64),
+        images.UPSCALE_RADIUS,
+    )
 
     def window(y: int, x: int) -> tuple[slice, slice]:
         return slice(max(y - r, 0), y + r + 1), slice(max(x - r, 0), x + r + 1)
@@ -101,7 +105,7 @@ def _direct_guided_upscale(
         for x in range(w):
             i, q = small[window(y, x)].reshape(-1, 3), p[window(y, x)].reshape(-1, 3)
             mean_i, mean_p = i.mean(0), q.mean(0)
-            sigma = i.T @ i / len(i) - np.outer(mean_i, mean_i) + upscale.EPS * np.eye(3)
+            sigma = i.T @ i / len(i) - np.outer(mean_i, mean_i) + images.UPSCALE_EPS * np.eye(3)
             a[y, x] = np.linalg.solve(sigma, i.T @ q / len(i) - np.outer(mean_i, mean_p))
             b[y, x] = mean_p - mean_i @ a[y, x]
     mean_a = np.array([[a[window(y, x)].mean((0, 1)) for x in range(w)] for y in range(h)])
@@ -117,29 +121,29 @@ def _direct_guided_upscale(
 
 @pytest.mark.parametrize("keep_detail", [True, False])
 def test_matches_the_filter_written_out(monkeypatch: pytest.MonkeyPatch, keep_detail: bool) -> None:
-    monkeypatch.setattr(upscale, "KEEP_DETAIL", keep_detail)
-    monkeypatch.setattr(upscale, "BAND_ROWS", 5)  # several bands, each with its own margins
+    monkeypatch.setattr(images, "UPSCALE_KEEP_DETAIL", keep_detail)
+    monkeypatch.setattr(images, "UPSCALE_BAND_ROWS", 5)  # several bands, each with its own margins
     guide = images.resize(_astronaut(512)[200:344, 150:342], 52, 38)
     rng = np.random.default_rng(0)
     result = np.clip(images.resize(guide, 13, 9)[..., ::-1] + rng.normal(0, 0.05, (9, 13, 3)), 0, 1)
     result = result.astype(np.float32)
     expected = _direct_guided_upscale(result, guide, 52, 38, keep_detail)
-    np.testing.assert_allclose(upscale.guided_upscale(result, guide, 52, 38), expected, atol=2e-4)
+    np.testing.assert_allclose(images.guided_upscale(result, guide, 52, 38), expected, atol=2e-4)
 
 
 def test_bands_change_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     guide = _astronaut(300)
     result = np.ascontiguousarray(images.resize(guide, 75, 75)[..., ::-1])
-    whole = upscale.guided_upscale(result, guide, 300, 300)
-    monkeypatch.setattr(upscale, "BAND_ROWS", 7)
-    np.testing.assert_allclose(upscale.guided_upscale(result, guide, 300, 300), whole, atol=1e-5)
+    whole = images.guided_upscale(result, guide, 300, 300)
+    monkeypatch.setattr(images, "UPSCALE_BAND_ROWS", 7)
+    np.testing.assert_allclose(images.guided_upscale(result, guide, 300, 300), whole, atol=1e-5)
 
 
 def test_shape_type_and_range() -> None:
     rng = np.random.default_rng(1)
     guide = (rng.random((200, 300, 3)) > 0.5).astype(np.float32)  # extremes: fits overshoot [0, 1]
     result = rng.random((61, 97, 3)).astype(np.float32)
-    out = upscale.guided_upscale(result, guide, 300, 200)
+    out = images.guided_upscale(result, guide, 300, 200)
     assert out.shape == (200, 300, 3) and out.dtype == np.float32
     assert np.isfinite(out).all() and out.min() >= 0.0 and out.max() <= 1.0
 
@@ -149,14 +153,14 @@ def test_small_factors_fall_back_to_resize(size: tuple[int, int]) -> None:
     width, height = size
     result = images.resize(_astronaut(64), 64, 48)
     guide = images.resize(_astronaut(96), width, height)
-    out = upscale.guided_upscale(result, guide, width, height)
+    out = images.guided_upscale(result, guide, width, height)
     np.testing.assert_array_equal(out, images.resize(result, width, height))
     assert out is not result
 
 
 def test_a_guide_of_another_size_is_refused() -> None:
     with pytest.raises(ValueError, match="100 x 80"):
-        upscale.guided_upscale(np.zeros((20, 25, 3), np.float32), np.zeros((80, 90, 3), np.float32), 100, 80)
+        images.guided_upscale(np.zeros((20, 25, 3), np.float32), np.zeros((80, 90, 3), np.float32), 100, 80)
 
 
 def test_a_large_output_needs_little_memory_beyond_itself() -> None:
@@ -165,7 +169,7 @@ def test_a_large_output_needs_little_memory_beyond_itself() -> None:
     result = rng.random((500, 750, 3), dtype=np.float32)
     tracemalloc.start()
     try:
-        out = upscale.guided_upscale(result, guide, 3000, 2000)
+        out = images.guided_upscale(result, guide, 3000, 2000)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
