@@ -32,13 +32,13 @@ ENGINE_LAYERS: list[tuple[str, set[str]]] = [
             "ray_executor",
         },
     ),
-    ("the engine's entry, plan and estimate", {"run", "plan", "speed", "calibration"}),
-    ("one scale's optimisation", {"optimize", "objective", "tiling", "lbfgs", "memory"}),
+    ("the engine's entry, plan and estimate", {"run", "plan", "speed"}),
+    ("one scale's optimisation", {"optimize", "objective", "tiling", "memory"}),
     (
         "features, formulas and pixels",
-        {"network", "losses", "regions", "upscale", "colors", "images", "weights", "features_file"},
+        {"network", "losses", "regions", "colors", "images", "weights"},
     ),
-    ("base", {"__init__", "options", "validate", "presets", "errors", "events", "paths", "devices", "host"}),
+    ("base", {"__init__", "options", "validate", "presets", "errors", "events", "paths", "devices"}),
 ]
 
 # Modules that stay importable without torch or numpy, with all they import: what the plug-ins, the
