@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import UsageError
 from .presets import DEFAULT_PRESET, PRESETS, PREVIEW_ITERATIONS, PREVIEW_SIZE, USER_PRESETS, Preset
+from .readable import number
 
 KEEP_COLORS = ("off", "luminance", "histogram")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -37,6 +38,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**31 - 1),
     "max_memory": (64, 1 << 22),  # MiB
 }
+UNITS = {"max_memory": " MiB"}  # what a limit's numbers count, where the flag's name does not say
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,8 @@ def _check_range(name: str, value: float | None) -> None:
     low, high = LIMITS[name]
     if not low <= value <= high:
         flag = "--" + name.replace("_", "-")
-        raise UsageError(f"{flag} {value} is out of range: use a value from {low:g} to {high:g}.")
+        span = f"{number(low)} to {number(high)}{UNITS.get(name, '')}"
+        raise UsageError(f"{flag} {number(value)} is out of range: use a value from {span}.")
 
 
 def preset_by_name(name: str) -> Preset:
