@@ -23,11 +23,16 @@ def data_size(count: float) -> str:
     return f"{count / GIB:.1f} GiB"
 
 
+def mebibytes(count: float) -> str:
+    """Bytes in MiB, the unit of the flags that set such limits: '2048 MiB', '0.5 MiB'."""
+    return f"{number(round(count / MIB, 1))} MiB"
+
+
 def megapixels(count: int) -> str:
-    """Pixels as megapixels, with a decimal below 100: '182 megapixels', '0.4 megapixels'."""
+    """Pixels as megapixels, three digits at most: '268 megapixels', '89.5 megapixels', '0.25 megapixels'."""
     value = count / 1e6
-    text = f"{value:.0f}" if value >= 100 else f"{value:.1f}".removesuffix(".0")
-    return f"{text} megapixels"
+    text = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
+    return f"{text} megapixel{'' if text == '1' else 's'}"
 
 
 def picture_size(width: int, height: int) -> str:
