@@ -242,6 +242,29 @@ def test_weights_check_loads_a_file_of_ones_own(
     assert code == 4 and out == "" and "truncated" in err and err.count("\n") == 1
 
 
+class Runs:
+    """Pickled into a weights file: loading it the unsafe way would run `print`."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("ran",))
+
+
+def test_a_weights_file_with_code_in_it_is_refused_in_one_line(tmp_path: Path) -> None:
+    """torch's own warning about the pickle (two lines) stays out: our one line says it all."""
+    import pickle
+
+    rigged = tmp_path / "rigged.pth"
+    rigged.write_bytes(pickle.dumps({"features.0.weight": Runs()}, protocol=4))
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_core", "weights", "check", str(rigged)], capture_output=True, text=True
+    )
+    assert done.returncode == 4 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"error: Weights file {rigged} is truncated or not a PyTorch file (UnpicklingError): re-run "
+        "install.py or `python -m nst_core weights fetch`."
+    ]
+
+
 # -- events ----------------------------------------------------------------------------------------------
 
 
