@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ExitCode, ImageError, NstError, OutputError, UsageError, describe_error
-from .events import Event, Sink, error_event
+from .events import Event, Sink, error_event, note
 from .options import Options
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
@@ -162,7 +162,7 @@ def run_batch(
 
     With a `temporal_weight` the items are consecutive frames: an output already there is read back as
     the next frame's start."""
-    from .job import Output, write_output
+    from .job import write_output
 
     started = time.perf_counter()
     summary = Summary(failed=list(failed))
@@ -170,6 +170,7 @@ def run_batch(
     for index, (path, error) in enumerate(summary.failed):
         sink.emit(_item_event(index, count, path, None, "failed", error.message))
     style_arrays, options = load_styles(styles, options)
+    outputs = item_outputs(items)
     frames = [Frame(str(i.source), i.source, i.output if i.output.is_file() else None) for i in items]
     offset = len(failed)
     run = stylize_run(
@@ -180,12 +181,33 @@ def run_batch(
         if result is not None and not isinstance(result, NstError):
             _remove_leftovers(item.output)
             try:
-                write_output(result, Output(item.output))
+                write_output(result, outputs[index])
             except NstError as exc:
                 result = exc
         record(summary, sink, offset + index, count, item, result)
     sink.emit(_end_event(summary, items, time.perf_counter() - started))
     return summary
+
+
+def item_outputs(items: Sequence[Item]) -> list[Any]:
+    """Each item's `job.Output`: 16 bits per channel where its picture has them and the format holds
+    them; one note for the pictures whose format cannot."""
+    from .job import Output, deep_output
+
+    outputs, lost = [], []
+    for item in items:
+        output, reduced = deep_output(item.source, Output(item.output))
+        outputs.append(output)
+        if reduced:
+            lost.append(item)
+    if lost:
+        names = lost[0].source.name + (", ..." if len(lost) > 1 else "")
+        note(
+            f"{len(lost)} of the pictures ({names}) {'has' if len(lost) == 1 else 'have'} 16 bits per "
+            f"channel but {lost[0].output.suffix} holds 8: their results are saved with 8 bits; use "
+            "--format png or tif to keep 16."
+        )
+    return outputs
 
 
 def load_styles(styles: Sequence[Path], options: Options) -> tuple[list[Any], Options]:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
-from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
+from .events import PROTOCOL_VERSION, Sink, done_event, note, progress_event, start_event
 from .options import Options
 
 if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
@@ -46,6 +46,7 @@ class RawImage:
 class Output:
     path: Path
     raw_format: str | None = None  # None: an image file in the format its suffix names
+    bits: int = 8  # per channel in an image file; 16 for a deep content in PNG or TIFF (`keep_depth`)
 
 
 @dataclass(frozen=True)
@@ -232,11 +233,12 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) 
     write the result atomically."""
     started = time.perf_counter()
     check_writable(request.output)
+    output = keep_depth(request.content, request.output)
     content = load_content(request.content)
     styles = [load_content(style) for style in request.styles]
     masks = None if request.masks is None else [load_content(mask) for mask in request.masks]
     result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel, masks=masks)
-    written = write_output(result, request.output)
+    written = write_output(result, output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
 
@@ -312,6 +314,30 @@ def image_format(path: Path) -> str:
     return fmt
 
 
+def keep_depth(content: Path | RawImage, output: Output) -> Output:
+    """`output` with 16 bits per channel when the content file has them and the output's format holds
+    them (PNG, TIFF); where it cannot, a note says so before the run."""
+    output, lost = deep_output(content, output)
+    if lost:
+        note(
+            f"{Path(str(content)).name} has 16 bits per channel but {output.path.suffix} holds 8: the "
+            "result is saved with 8 bits; name a .png or .tif output to keep 16."
+        )
+    return output
+
+
+def deep_output(content: Path | RawImage, output: Output) -> tuple[Output, bool]:
+    """`output` with 16 bits where the content file has them and its format holds them, and whether
+    16 bits of the content are lost to an 8-bit format."""
+    from .deep import DEEP_FORMATS, high_bit_depth
+
+    if not isinstance(content, Path) or output.raw_format is not None or not high_bit_depth(content):
+        return output, False
+    if image_format(output.path) in DEEP_FORMATS:
+        return replace(output, bits=16), False
+    return output, True
+
+
 def check_writable(output: Output) -> None:
     """Fail before the long run when the result could not be written."""
     folder = output.path.parent
@@ -339,7 +365,7 @@ def write_output(array: np.ndarray, output: Output) -> Path:
     _PENDING.add(temporary)
     try:
         if output.raw_format is None:
-            _save_image(array, temporary, image_format(path))
+            _save_image(array, temporary, image_format(path), output.bits)
         else:
             _save_raw(array, temporary, output.raw_format)
         os.replace(temporary, path)
@@ -351,9 +377,14 @@ def write_output(array: np.ndarray, output: Output) -> Path:
     return path
 
 
-def _save_image(array: np.ndarray, path: Path, fmt: str) -> None:
+def _save_image(array: np.ndarray, path: Path, fmt: str, bits: int = 8) -> None:
     from .images import to_pil
 
+    if bits == 16:
+        from .deep import encode
+
+        path.write_bytes(encode(array, fmt))
+        return
     image = to_pil(array)
     try:
         image.save(path, format=fmt)
