@@ -24,8 +24,9 @@ from .errors import Cancelled, ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, note, progress_event, start_event
 from .options import Options
 
-if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
+if TYPE_CHECKING:  # optimize and plan import torch, which this module leaves to the run
     from .optimize import CancelToken
+    from .plan import Plan
 
 RAW_FORMATS = {"u8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
 JOB_KEYS = ("version", "content", "styles", "options", "output")
@@ -273,21 +274,20 @@ def stylize_arrays(
     return result
 
 
-def dry_run(request: JobRequest) -> dict[str, Any]:
-    """What `execute` would do, as data (`Plan.summary` and the device), computing and writing nothing:
-    the inputs are checked as far as their sizes."""
-    from .devices import describe_device
+def dry_run(request: JobRequest) -> Plan:
+    """The plan `execute` would carry out, computing and writing nothing: the inputs are checked as far
+    as their sizes, and the notes `execute` would print are printed."""
     from .plan import make_plan
 
     check_writable(request.output)
+    keep_depth(request.content, request.output)
     width, height = _image_size(request.content)
     for image in (*request.styles, *(request.masks or ())):
         _image_size(image)
     masked = request.masks is not None
-    plan = make_plan(
+    return make_plan(
         request.options, (width, height), len(request.styles), output=request.result_size, masked=masked
     )
-    return {"device": describe_device(plan.device), **plan.summary()}
 
 
 def _image_size(image: Path | RawImage) -> tuple[int, int]:
