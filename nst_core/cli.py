@@ -604,8 +604,8 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on a Ray cluster: its head's HOST:PORT, or auto (one on this machine); one engine per "
-        "GPU worker, needs the [cluster] extra",
+        help="run on a Ray cluster: its head's HOST:PORT, or auto (the one running on this machine, else "
+        "one started for this batch); one engine per GPU worker, needs the [cluster] extra",
     )
     batch.add_argument(
         "--frames-per-task",

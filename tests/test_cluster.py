@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +198,25 @@ def test_bad_ray_addresses_and_a_missing_ray_are_one_line_errors(photos, style_p
         'pip install "gimp-neural-style[cluster]".'
     ]
     assert not list(tmp_path.glob("photo*"))
+
+
+def test_ray_auto_starts_a_cluster_here_when_none_runs(photos, style_png, vgg19_weights, tmp_path) -> None:
+    """`--ray auto` with no cluster on this machine: Ray started for the batch, and stopped after it."""
+    one = _fresh(tmp_path / "one")
+    shutil.copy(photos / "photo0.png", one)
+    out = _fresh(tmp_path / "out")
+    # A Ray folder of its own (short: Ray's sockets live in it): no cluster of another run is found there.
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        done = nst("batch", str(one), "--style", str(style_png), "-o", str(out), *FLAGS, "--weights",
+                   str(vgg19_weights), "--ray", "auto", "--progress", "json",
+                   env={"RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_dir)})  # fmt: skip
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    end = events_of(done.stdout)[-1]
+    assert end["event"] == "done" and end["done"] == 1 and len(end["workers"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["photo0.png"]
 
 
 def _parent(pid: int) -> int:
