@@ -179,7 +179,7 @@ def run_batch(
     for index, result in run:
         item = items[index]
         if result is not None and not isinstance(result, NstError):
-            _remove_leftovers(item.output)
+            remove_leftovers(item.output)
             try:
                 write_output(result, outputs[index])
             except NstError as exc:
@@ -256,8 +256,9 @@ def _read_back(frame: Frame) -> tuple[Any, Any] | None:
         return None
 
 
-def _remove_leftovers(output: Path) -> None:
-    """Temporary files of an earlier, killed run of this output (`job.write_output`'s names)."""
+def remove_leftovers(output: Path) -> None:
+    """Temporary files of an earlier, killed run of this output (`job.write_output`'s names): swept
+    before the output is written, by the local batch and the cluster's driver alike."""
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
 

@@ -35,6 +35,7 @@ from .batch import (
     item_outputs,
     load_styles,
     record,
+    remove_leftovers,
     stylize_run,
 )
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
@@ -217,6 +218,7 @@ def run_distributed(
         if result is not None and not isinstance(result, NstError):
             from .job import write_output
 
+            remove_leftovers(item.output)
             try:
                 write_output(result, outputs[place])
             except NstError as exc:

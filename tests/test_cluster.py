@@ -114,6 +114,19 @@ def test_runs_joined_by_a_fade_jump_less_than_runs_that_are_cut(tmp_path, style_
     assert jumps[2] < 0.7 * jumps[0]  # ... which the fade spreads over the shared frames
 
 
+def test_the_cluster_driver_sweeps_what_a_killed_run_left_as_the_local_batch_does(
+    photos, style_png, vgg19_weights, tmp_path
+) -> None:
+    out = _fresh(tmp_path / "out")
+    stale = out / ".photo0.png.k1ll3d.tmp"  # job.write_output's temporary name, from a run killed mid-write
+    stale.write_bytes(b"half a picture")
+    items = plan_items([photos / "photo0.png"], out, "png")
+    options = Options(size=40, iterations=2, seed=1, weights=str(vgg19_weights))
+    summary = cluster.run_distributed(items, [style_png], options, Sink(), cluster.InlineExecutor())
+    assert len(summary.done) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["photo0.png"]
+
+
 # -- a real local Ray cluster -------------------------------------------------------------------------
 
 
