@@ -12,11 +12,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExitCode, ImageError, NstError, OutputError, UsageError, describe_error
 from .events import Event, Sink, error_event, note
 from .options import Options
+
+if TYPE_CHECKING:  # job imports numpy, which a batch leaves to its first picture
+    from .job import Output
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
 DEFAULT_TEMPORAL_WEIGHT = 200.0  # --frames: against the other terms' relative errors (docs/batch.md)
@@ -189,7 +192,7 @@ def run_batch(
     return summary
 
 
-def item_outputs(items: Sequence[Item]) -> list[Any]:
+def item_outputs(items: Sequence[Item]) -> list[Output]:
     """Each item's `job.Output`: 16 bits per channel where its picture has them and the format holds
     them; one note for the pictures whose format cannot."""
     from .job import Output, deep_output

@@ -364,8 +364,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         measured = bench.calibrate(weights, device, default.startup, default.per_scale)
         path = speed.record_speed(key, measured)
         took = round(time.perf_counter() - started, 1)
-        result = {"device": key, "rate": measured.rate, "overhead": measured.overhead, "file": str(path)}
-        result["seconds"] = took
+        result = {
+            "device": key,
+            "rate": measured.rate,
+            "overhead": measured.overhead,
+            "file": str(path),
+            "seconds": took,
+        }
         print(json.dumps(result) if args.json else _calibration_text(result))
 
     return run_reported(Sink(), action)

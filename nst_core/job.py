@@ -318,10 +318,10 @@ def keep_depth(content: Path | RawImage, output: Output) -> Output:
     """`output` with 16 bits per channel when the content file has them and the output's format holds
     them (PNG, TIFF); where it cannot, a note says so before the run."""
     output, lost = deep_output(content, output)
-    if lost:
+    if lost and isinstance(content, Path):
         note(
-            f"{Path(str(content)).name} has 16 bits per channel but {output.path.suffix} holds 8: the "
-            "result is saved with 8 bits; name a .png or .tif output to keep 16."
+            f"{content.name} has 16 bits per channel but {output.path.suffix} holds 8: the result is saved "
+            "with 8 bits; name a .png or .tif output to keep 16."
         )
     return output
 
