@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExitCode, ImageError, NstError, OutputError, UsageError, describe_error
-from .events import Event, Sink, error_event
+from .events import Event, Sink, error_event, note
 from .files import file_id
 from .options import Options
+
+if TYPE_CHECKING:  # job imports numpy, which a batch leaves to its first picture
+    from .job import Output
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
 DEFAULT_TEMPORAL_WEIGHT = 200.0  # --frames: against the other terms' relative errors (docs/batch.md)
@@ -187,7 +190,7 @@ def run_batch(
 
     With a `temporal_weight` the items are consecutive frames: an output already there is read back as
     the next frame's start."""
-    from .job import Output, write_output
+    from .job import write_output
 
     started = time.perf_counter()
     summary = Summary(failed=list(failed))
@@ -195,6 +198,7 @@ def run_batch(
     for index, (path, error) in enumerate(summary.failed):
         sink.emit(_item_event(index, count, path, None, "failed", error.message))
     style_arrays, options = load_styles(styles, options)
+    outputs = item_outputs(items)
     frames = [Frame(str(i.source), i.source, i.output if i.finished else None) for i in items]
     offset = len(failed)
     run = stylize_run(
@@ -203,14 +207,35 @@ def run_batch(
     for index, result in run:
         item = items[index]
         if result is not None and not isinstance(result, NstError):
-            _remove_leftovers(item.output)
+            remove_leftovers(item.output)
             try:
-                write_output(result, Output(item.output))
+                write_output(result, outputs[index])
             except NstError as exc:
                 result = exc
         record(summary, sink, offset + index, count, item, result)
     sink.emit(_end_event(summary, items, time.perf_counter() - started))
     return summary
+
+
+def item_outputs(items: Sequence[Item]) -> list[Output]:
+    """Each item's `job.Output`: 16 bits per channel where its picture has them and the format holds
+    them; one note for the pictures whose format cannot."""
+    from .job import Output, deep_output
+
+    outputs, lost = [], []
+    for item in items:
+        output, reduced = deep_output(item.source, Output(item.output))
+        outputs.append(output)
+        if reduced:
+            lost.append(item)
+    if lost:
+        names = lost[0].source.name + (", ..." if len(lost) > 1 else "")
+        note(
+            f"{len(lost)} of the pictures ({names}) {'has' if len(lost) == 1 else 'have'} 16 bits per "
+            f"channel but {lost[0].output.suffix} holds 8: their results are saved with 8 bits; use "
+            "--format png or tif to keep 16."
+        )
+    return outputs
 
 
 def load_styles(styles: Sequence[Path], options: Options) -> tuple[list[Any], Options]:
@@ -259,8 +284,9 @@ def _read_back(frame: Frame) -> tuple[Any, Any] | None:
         return None
 
 
-def _remove_leftovers(output: Path) -> None:
-    """Temporary files of an earlier, killed run of this output (`job.write_output`'s names)."""
+def remove_leftovers(output: Path) -> None:
+    """Temporary files of an earlier, killed run of this output (`job.write_output`'s names): swept
+    before the output is written, by the local batch and the cluster's driver alike."""
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
 

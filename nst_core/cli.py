@@ -168,7 +168,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if not args.overwrite:
             check_not_an_input(request)
         if args.dry_run:
-            print(json.dumps(dry_run(request), indent=2))
+            _print_plan(dry_run(request), args.json, indent=2)
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
             execute(request, sink, watcher)
 
@@ -351,18 +351,25 @@ def _abort_reporter(sink: Sink) -> Callable[[], None]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """The plan for a content of --width x --height as JSON (what a front end shows before it runs)."""
+    """The plan for a content of --width x --height, in words or as JSON (what a front end shows before
+    it runs)."""
 
     def action() -> None:
-        from .devices import describe_device
         from .plan import make_plan
 
         if args.width < 1 or args.height < 1:
             raise UsageError(f"--width and --height must be at least 1, not {args.width}x{args.height}.")
         plan = make_plan(options_from_args(args), (args.width, args.height), args.styles, masked=args.masked)
-        print(json.dumps({"device": describe_device(plan.device), **plan.summary()}))
+        _print_plan(plan, args.json)
 
     return run_reported(Sink(), action)
+
+
+def _print_plan(plan: Any, as_json: bool, indent: int | None = None) -> None:
+    """A plan in words, or as JSON (docs/protocol.md) for programs such as the plug-ins."""
+    from .plan_text import describe_plan, plan_data
+
+    print(json.dumps(plan_data(plan), indent=indent) if as_json else describe_plan(plan))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -379,23 +386,34 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         weights = resolve_weights(args.weights, "vgg19")
         default = speed.default_speed(device.type)
-        measured = calibration.calibrate(weights, device, default.startup, default.per_scale)
         key = describe_device(device)
+        if not args.json:
+            print(f"Measuring the speed of {key} (up to a minute or two) ...", file=sys.stderr, flush=True)
+        measured = calibration.calibrate(weights, device, default.startup, default.per_scale)
         path = speed.record_speed(key, measured)
         took = round(time.perf_counter() - started, 1)
-        print(
-            json.dumps(
-                {
-                    "device": key,
-                    "rate": measured.rate,
-                    "overhead": measured.overhead,
-                    "file": str(path),
-                    "seconds": took,
-                }
-            )
-        )
+        result = {
+            "device": key,
+            "rate": measured.rate,
+            "overhead": measured.overhead,
+            "file": str(path),
+            "seconds": took,
+        }
+        print(json.dumps(result) if args.json else _calibration_text(result))
 
     return run_reported(Sink(), action)
+
+
+def _calibration_text(result: dict[str, Any]) -> str:
+    """calibrate's one line: 'cpu: 142 GFLOP/s, 3 ms more per iteration; recorded in FILE for ...'."""
+    rate = result["rate"]
+    flops = f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.0f} GFLOP/s"
+    overhead = result["overhead"]
+    fixed = f"{overhead * 1000:.0f} ms" if overhead < 1 else f"{overhead:.2f} s"
+    return (
+        f"{result['device']}: {flops}, {fixed} more per iteration; recorded in {result['file']} for the "
+        f"time estimates and automatic sizes (measured in {result['seconds']:.0f} s)."
+    )
 
 
 # -- presets, describe, info -----------------------------------------------------------------------
@@ -543,8 +561,9 @@ def build_parser() -> Parser:
     stylize.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan as JSON (scales, tiles, memory, time); write nothing",
+        help="print the plan (scales, tiles, memory, time); write nothing",
     )
+    stylize.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON, for programs")
     stylize.add_argument(
         "--server",
         action="append",
@@ -626,8 +645,8 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on a Ray cluster: its head's HOST:PORT, or auto (one on this machine); one engine per "
-        "GPU worker, needs the [cluster] extra",
+        help="run on a Ray cluster: its head's HOST:PORT, or auto (the one running on this machine, else "
+        "one started for this batch); one engine per GPU worker, needs the [cluster] extra",
     )
     batch.add_argument(
         "--frames-per-task",
@@ -652,11 +671,12 @@ def build_parser() -> Parser:
     _add_option_flags(batch)
     batch.set_defaults(handler=cmd_batch)
 
-    plan = commands.add_parser("plan", help="the plan for a content of a given size, as JSON")
+    plan = commands.add_parser("plan", help="the plan for a content of a given size: scales, memory, time")
     plan.add_argument("--width", type=int, required=True, metavar="W")
     plan.add_argument("--height", type=int, required=True, metavar="H")
     plan.add_argument("--styles", type=int, default=1, metavar="N", help="how many style images (default 1)")
     plan.add_argument("--masked", action="store_true", help="the styles come with --style-masks")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON (for programs: docs/protocol.md)")
     _add_option_flags(plan)
     plan.set_defaults(handler=cmd_plan)
 
@@ -665,6 +685,7 @@ def build_parser() -> Parser:
     calibrate.add_argument(
         "--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)"
     )
+    calibrate.add_argument("--json", action="store_true", help="the measurement as JSON (for programs)")
     calibrate.set_defaults(handler=cmd_calibrate)
 
     run_job = commands.add_parser("run-job", help="run a job file (docs/protocol.md); JSON lines on stdout")

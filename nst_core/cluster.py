@@ -26,7 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import Frame, Item, Summary, _end_event, _item_event, load_styles, record, stylize_run
+from .batch import (
+    Frame,
+    Item,
+    Summary,
+    _end_event,
+    _item_event,
+    item_outputs,
+    load_styles,
+    record,
+    remove_leftovers,
+    stylize_run,
+)
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Event, Sink
 from .options import Options
@@ -179,6 +190,7 @@ def run_distributed(
     for index, (path, error) in enumerate(summary.failed):
         sink.emit(_item_event(index, count, path, None, "failed", error.message))
     style_arrays, options = load_styles(styles, options)
+    outputs = item_outputs(items)
     finished = [item.finished for item in items]
     for place, item in enumerate(items):
         if finished[place]:
@@ -204,10 +216,11 @@ def run_distributed(
     def outcome(place: int, result: Any, worker: str) -> None:
         item = items[place]
         if result is not None and not isinstance(result, NstError):
-            from .job import Output, write_output
+            from .job import write_output
 
+            remove_leftovers(item.output)
             try:
-                write_output(result, Output(item.output))
+                write_output(result, outputs[place])
             except NstError as exc:
                 result = exc
         shares[place] = 1.0

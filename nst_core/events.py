@@ -64,6 +64,12 @@ def error_event(error: NstError) -> Event:
     return {"event": "error", "message": error.message, "code": int(error.code)}
 
 
+def note(message: str) -> None:
+    """A remark for the person running the engine, as one line on stderr: stdout carries only events,
+    and the plug-ins show stderr's last line only when a run fails."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
+
+
 class Sink:
     """Receives events; the base class shows only errors, as one line on stderr.
 

@@ -21,12 +21,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from .errors import Cancelled, ImageError, OutputError, UsageError
-from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
+from .events import PROTOCOL_VERSION, Sink, done_event, note, progress_event, start_event
 from .files import atomic_path, remove_pending, same_file
 from .options import Options, check_options
 
-if TYPE_CHECKING:  # optimize imports torch, which this module leaves to the run
+if TYPE_CHECKING:  # optimize and plan import torch, which this module leaves to the run
     from .optimize import CancelToken
+    from .plan import Plan
 
 RAW_FORMATS = {"u8": np.dtype(np.uint8), "float32": np.dtype("<f4")}
 JOB_KEYS = ("version", "content", "styles", "options", "output")
@@ -47,6 +48,7 @@ class RawImage:
 class Output:
     path: Path
     raw_format: str | None = None  # None: an image file in the format its suffix names
+    bits: int = 8  # per channel in an image file; 16 for a deep content in PNG or TIFF (`keep_depth`)
 
 
 @dataclass(frozen=True)
@@ -238,11 +240,12 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) 
     write the result atomically."""
     started = time.perf_counter()
     check_writable(request.output)
+    output = keep_depth(request.content, request.output)
     content = load_content(request.content)
     styles = [load_content(style) for style in request.styles]
     masks = None if request.masks is None else [load_content(mask) for mask in request.masks]
     result = stylize_arrays(content, styles, request.options, request.result_size, sink, cancel, masks=masks)
-    written = write_output(result, request.output)
+    written = write_output(result, output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
 
@@ -277,21 +280,20 @@ def stylize_arrays(
     return result
 
 
-def dry_run(request: JobRequest) -> dict[str, Any]:
-    """What `execute` would do, as data (`Plan.summary` and the device), computing and writing nothing:
-    the inputs are checked as far as their sizes."""
-    from .devices import describe_device
+def dry_run(request: JobRequest) -> Plan:
+    """The plan `execute` would carry out, computing and writing nothing: the inputs are checked as far
+    as their sizes, and the notes `execute` would print are printed."""
     from .plan import make_plan
 
     check_writable(request.output)
+    keep_depth(request.content, request.output)
     width, height = _image_size(request.content)
     for image in (*request.styles, *(request.masks or ())):
         _image_size(image)
     masked = request.masks is not None
-    plan = make_plan(
+    return make_plan(
         request.options, (width, height), len(request.styles), output=request.result_size, masked=masked
     )
-    return {"device": describe_device(plan.device), **plan.summary()}
 
 
 def _image_size(image: Path | RawImage) -> tuple[int, int]:
@@ -314,6 +316,30 @@ def image_format(path: Path) -> str:
             f"Cannot write {path}: unknown image format '{path.suffix}'; use .png, .jpg, .tif or .webp."
         )
     return fmt
+
+
+def keep_depth(content: Path | RawImage, output: Output) -> Output:
+    """`output` with 16 bits per channel when the content file has them and the output's format holds
+    them (PNG, TIFF); where it cannot, a note says so before the run."""
+    output, lost = deep_output(content, output)
+    if lost and isinstance(content, Path):
+        note(
+            f"{content.name} has 16 bits per channel but {output.path.suffix} holds 8: the result is saved "
+            "with 8 bits; name a .png or .tif output to keep 16."
+        )
+    return output
+
+
+def deep_output(content: Path | RawImage, output: Output) -> tuple[Output, bool]:
+    """`output` with 16 bits where the content file has them and its format holds them, and whether
+    16 bits of the content are lost to an 8-bit format."""
+    from .deep import DEEP_FORMATS, high_bit_depth
+
+    if not isinstance(content, Path) or output.raw_format is not None or not high_bit_depth(content):
+        return output, False
+    if image_format(output.path) in DEEP_FORMATS:
+        return replace(output, bits=16), False
+    return output, True
 
 
 def check_writable(output: Output) -> None:
@@ -363,7 +389,7 @@ def write_output(array: np.ndarray, output: Output) -> Path:
     try:
         with atomic_path(path) as temporary:
             if output.raw_format is None:
-                _save_image(array, temporary, image_format(path))
+                _save_image(array, temporary, image_format(path), output.bits)
             else:
                 _save_raw(array, temporary, output.raw_format)
     except (OSError, ValueError) as exc:
@@ -371,9 +397,14 @@ def write_output(array: np.ndarray, output: Output) -> Path:
     return path
 
 
-def _save_image(array: np.ndarray, path: Path, fmt: str) -> None:
+def _save_image(array: np.ndarray, path: Path, fmt: str, bits: int = 8) -> None:
     from .images import to_pil
 
+    if bits == 16:
+        from .deep import encode
+
+        path.write_bytes(encode(array, fmt))
+        return
     image = to_pil(array)
     try:
         image.save(path, format=fmt)

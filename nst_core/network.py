@@ -9,6 +9,7 @@ read from its features-only copy when `weights.py` vouches for one (`features_fi
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -112,10 +113,14 @@ def _read_state(path: Path, mapped: bool = False) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist: {_FIX_WEIGHTS}.")
     try:
-        if mapped:
-            state = features_file.load(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns in two lines about a pickle it did not write, then loads or refuses it: a
+            # refusal is the one line below, a load needs no word.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            if mapped:
+                state = features_file.load(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise WeightsError(
             f"Weights file {path} is truncated or not a PyTorch file ({type(exc).__name__}): {_FIX_WEIGHTS}."

@@ -41,6 +41,20 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def join_error(address: str, exc: BaseException) -> UsageError:
+    """Ray's failure to join or start a cluster, with what to do in this command's words."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if address == "auto":
+        return UsageError(
+            f"Cannot start Ray on this machine ({reason}): start a cluster with `ray start --head` and "
+            "give the address it prints, --ray HOST:PORT."
+        )
+    return UsageError(
+        f"Cannot join the Ray cluster at {address} ({reason}): "
+        "check the address and that the cluster runs the same Ray and Python."
+    )
+
+
 class _Board:
     """A small actor beside the driver that workers drop their progress events on."""
 
@@ -69,13 +83,14 @@ class RayExecutor:
         ray = self.ray = import_ray()
         check_reachable(address)
         try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            if address == "auto":
+                # No address: Ray joins the cluster running on this machine (RAY_ADDRESS, or the one
+                # `ray start` started last), else starts one in this process, which close() stops.
+                ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+            else:
+                ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(
-                f"Cannot join the Ray cluster at {address} ({reason}): "
-                "check the address and that the cluster runs the same Ray and Python."
-            ) from None
+            raise join_error(address, exc) from None
         task, self.slots = _task_shape(ray, device, cpus)
         self.remote = ray.remote(max_calls=0, max_retries=MAX_RETRIES, **task)(_run_with_threads)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
 from .options import DEVICES, Options, check_options
+from .readable import mebibytes
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
 CONTENT_TYPE = "application/x-nst-job"
@@ -131,7 +132,8 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
 
 def too_large(size: int, limits: Limits) -> UsageError:
     return UsageError(
-        f"The request has {size} bytes, more than this server's limit of {limits.max_request_bytes}: "
+        f"The request has {mebibytes(size)}, more than this server's limit of "
+        f"{mebibytes(limits.max_request_bytes)}: "
         "send a smaller image, or start the server with a larger --max-request-mb."
     )
 
@@ -156,10 +158,9 @@ def _part(entry: Any, name: str, limits: Limits, extra: tuple[str, ...] = ("weig
     _require(1 <= channels <= 4, f"{name}'s raw `channels` is {channels}; use 1 to 4")
     _require(_raw_format(fmt), f"{name}'s raw `format` is {fmt!r}; use u8 or float32")
     if width * height > limits.max_pixels:
-        raise UsageError(
-            f"The {name} is {width}x{height}, more than this server's limit of {limits.max_pixels} pixels: "
-            "scale it down, or start the server with a larger --max-pixels."
-        )
+        from .images import too_many_pixels
+
+        raise UsageError(too_many_pixels(name, width, height, limits.max_pixels))
     expected = width * height * channels * RAW_FORMATS[fmt]
     _require(size == expected, f"{name} has {size} bytes but {width}x{height}x{channels} {fmt} is {expected}")
     return Part(size, width, height, fmt, channels)

@@ -317,7 +317,7 @@ def self_test(
 def measure_speed(python: Path, weights: Path, data_dir: Path) -> dict | None:
     """`nst_core calibrate`: this device's speed, recorded in the data folder for the time estimates
     and the automatic working size. None (and the defaults stay) if it fails: not worth an abort."""
-    done = run_engine(python, data_dir, "calibrate", "--weights", str(weights))
+    done = run_engine(python, data_dir, "calibrate", "--json", "--weights", str(weights))
     if done.returncode != 0:
         return None
     try:

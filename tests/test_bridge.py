@@ -621,6 +621,7 @@ def test_plan_command_passes_the_dialog_options_as_a_job_would(
         "1.5",
         "--weights",
         "/w/vgg19.pth",  # the config's, as in a job; size 0 (the preset's) is left out
+        "--json",
     ]
     assert nst_bridge.option_flags({"multiscale": False, "style_blend": [0.25, 0.75], "init": None}) == [
         "--init",

@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import plistlib
+import re
 import shutil
 import socket
 import stat
@@ -146,6 +147,7 @@ def test_linux_install_rerun_upgrade_uninstall(tmp_path: Path, vgg19_weights: Pa
     assert config["data_dir"] == str(home / ".local/share/gimp-neural-style")  # the engine's too
     assert not (home / ".config/GIMP/2.8/plug-ins").exists()
     assert "Self-test" in first.stdout and "device:" in first.stdout
+    assert re.search(r"speed: \d+ GFLOP/s on .*, recorded", first.stdout), first.stdout  # calibrate --json
     assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP" in first.stdout
     assert "Filters > Neural Style" in first.stdout and "--uninstall" in first.stdout
 

@@ -737,7 +737,7 @@ def plan_command(config, width, height, style_count, options, masked=False):
     options = dict(options)
     if options.get("device") == REMOTE:
         del options["device"]  # the server's own speed is not known here: estimate this machine's
-    command += option_flags(job_options(config, options))
+    command += option_flags(job_options(config, options)) + ["--json"]
     return [native(_text(arg)) for arg in _engine_argv(config, command)]
 
 
