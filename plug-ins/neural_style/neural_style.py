@@ -19,6 +19,8 @@ from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
+import nst_estimate  # noqa: E402
 import nst_preview  # noqa: E402
 
 PROC_NAME = "python-fu-neural-style"
@@ -86,9 +88,9 @@ def add_argument(
         procedure.add_channel_argument(name, label, blurb, True, RW)
     elif kind == "region":
         choice = Gimp.Choice.new()
-        for index, (nick, text) in enumerate(nst_bridge.REGIONS):
+        for index, (nick, text) in enumerate(nst_common.REGIONS):
             choice.add(nick, index, text, "")
-        procedure.add_choice_argument(name, label, blurb, choice, nst_bridge.REGION_WHOLE, RW)
+        procedure.add_choice_argument(name, label, blurb, choice, nst_common.REGION_WHOLE, RW)
     elif kind == "choice":
         items, default = nst_bridge.choices(config, option)
         choice = Gimp.Choice.new()
@@ -109,27 +111,27 @@ def read_styles(config: Gimp.ProcedureConfig, eight_bit: bool = False, longest: 
     for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
         layer, file = config.get_property(layer_name), config.get_property(file_name)
         styles.append(read_style_layer(layer, eight_bit, longest) if layer else file and file.get_path())
-    return nst_bridge.style_mix(*styles, config.get_property("style2-blend"))
+    return nst_common.style_mix(*styles, config.get_property("style2-blend"))
 
 
-def read_style_layer(layer: Gimp.Layer, eight_bit: bool, longest: int = 0) -> nst_bridge.StylePixels:
+def read_style_layer(layer: Gimp.Layer, eight_bit: bool, longest: int = 0) -> nst_common.StylePixels:
     """A layer's pixels as a style, at its image's bit depth (8-bit for frames), alpha included; shrunk
     to `longest` pixels when given (a preview: the engine shrinks a style to its working size anyway)."""
     if not layer.is_valid():
-        raise nst_bridge.EngineError(
+        raise nst_common.EngineError(
             "The style layer no longer exists (its image was closed): choose another layer or a file.",
-            nst_bridge.EXIT_USAGE,
+            nst_common.EXIT_USAGE,
         )
     babl, fmt, channels = pixel_layout(layer.get_image(), layer, eight_bit)
     scale = nst_preview.fit_scale(layer.get_width(), layer.get_height(), longest) if longest else 1.0
     width, height = nst_preview.scaled_size(layer.get_width(), layer.get_height(), scale)
     data = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), scale, babl, Gegl.AbyssPolicy.NONE)
-    return nst_bridge.StylePixels(data, width, height, fmt, channels, layer.get_name())
+    return nst_common.StylePixels(data, width, height, fmt, channels, layer.get_name())
 
 
 def has_region(config: Gimp.ProcedureConfig) -> bool:
     """Whether a region says where the styles go (then the whole layer is computed)."""
-    return config.get_property("region") != nst_bridge.REGION_WHOLE
+    return config.get_property("region") != nst_common.REGION_WHOLE
 
 
 def region_part(layer: Gimp.Layer, whole: bool) -> tuple[int, int, int, int]:
@@ -147,7 +149,7 @@ def read_region(
     region = config.get_property("region")
     channel = config.get_property("region-channel")
     if channel is None and Gimp.Selection.is_empty(image):
-        return nst_bridge.region_masks(region, None, len(styles))  # the one-line "empty region" error
+        return nst_common.region_masks(region, None, len(styles))  # the one-line "empty region" error
     channel = channel or image.get_selection()
     _, layer_x, layer_y = layer.get_offsets()
     _, channel_x, channel_y = channel.get_offsets()
@@ -157,7 +159,7 @@ def read_region(
     )
     fmt = mask_format(image, channel)
     data = channel.get_buffer().get(rect, scale, fmt, Gegl.AbyssPolicy.NONE)  # outside the channel: 0
-    return nst_bridge.region_masks(region, nst_bridge.RegionMask(data, width, height), len(styles))
+    return nst_common.region_masks(region, nst_common.RegionMask(data, width, height), len(styles))
 
 
 def mask_format(image: Gimp.Image, channel: Gimp.Channel) -> str:
@@ -178,7 +180,7 @@ def read_options(config: Gimp.ProcedureConfig, engine_config: dict) -> dict:
 def check_layers(drawables: list) -> list[Gimp.Layer]:
     layers = [d for d in drawables if isinstance(d, Gimp.Layer) and not d.is_group()]
     if not drawables or len(layers) != len(drawables):
-        raise nst_bridge.EngineError(nst_bridge.NOT_A_LAYER, nst_bridge.EXIT_USAGE)
+        raise nst_common.EngineError(nst_bridge.NOT_A_LAYER, nst_common.EXIT_USAGE)
     return layers
 
 
@@ -194,7 +196,7 @@ def selected_part(layer: Gimp.Layer) -> tuple[int, int, int, int]:
     """(x, y, width, height) of the selection within `layer`, in its coordinates."""
     found, x, y, width, height = layer.mask_intersect()
     if not found:
-        raise nst_bridge.selection_misses(layer.get_name())
+        raise nst_common.selection_misses(layer.get_name())
     return x, y, width, height
 
 
@@ -228,8 +230,8 @@ def stylize_layer(
 
 
 def check_frames(count: int, config: Gimp.ProcedureConfig) -> None:
-    nst_bridge.check_frames(count)
-    nst_bridge.check_frames_region(config.get_property("region"))
+    nst_common.check_frames(count)
+    nst_common.check_frames_region(config.get_property("region"))
 
 
 def frame_order(image: Gimp.Image, layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
@@ -302,7 +304,7 @@ def new_animation(image: Gimp.Image, frames: list[dict]) -> Gimp.Image:
         for layer in animation.get_layers():
             animation.remove_layer(layer)
         for frame in frames:
-            insert_result(animation, frame, nst_bridge.frame_name(frame["source"].get_name()), None, 0)
+            insert_result(animation, frame, nst_common.frame_name(frame["source"].get_name()), None, 0)
     except Exception:
         animation.delete()
         raise
@@ -346,7 +348,7 @@ def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: 
     _x, _y, width, height = region_part(layer, masked)
     styles = 2 if config.get_property("style2-file") or config.get_property("style2-layer") else 1
     options = read_options(config, engine_config)
-    return nst_bridge.plan_command(engine_config, width, height, styles, options, masked)
+    return nst_estimate.plan_command(engine_config, width, height, styles, options, masked)
 
 
 def one_style_source(config: Gimp.ProcedureConfig) -> None:
@@ -369,7 +371,7 @@ def preview_job(image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, e
     layer = check_layers(layers)[0]
     styles = read_styles(config, longest=2 * nst_preview.preview_settings(engine_config)[0])
     options = read_options(config, engine_config)
-    if options.get("device") == nst_bridge.REMOTE:
+    if options.get("device") == nst_common.REMOTE:
         options.pop("device")  # a preview is computed here: a server's queue is no place for a quick look
     whole = has_region(config)
     x, y, width, height = region_part(layer, whole)
@@ -413,7 +415,7 @@ class DialogPreview:
         self._stop_timer()
         try:
             job = preview_job(self.image, self.layers, self.config, self.engine_config)
-        except nst_bridge.EngineError as error:
+        except nst_common.EngineError as error:
             self.worker.cancel()
             self.say(error.message)
             return
@@ -472,7 +474,7 @@ class PlanProcess:
         try:
             self.process = launcher.spawnv(argv)
         except GLib.Error as error:
-            raise nst_bridge.EngineNotInstalled(
+            raise nst_common.EngineNotInstalled(
                 f"Neural style engine {argv[0]} cannot start ({error.message}): run install.py again."
             ) from None
         self.cancellable = Gio.Cancellable()
@@ -497,14 +499,14 @@ def estimate_label(config: Gimp.ProcedureConfig, engine_config: dict, layers: li
     from gi.repository import Gtk
 
     label = Gtk.Label(xalign=0.0, wrap=True, max_width_chars=60, margin_top=6, margin_bottom=6)
-    env = nst_bridge.child_environment(nst_bridge.engine_environment(engine_config))
+    env = nst_common.child_environment(nst_common.engine_environment(engine_config))
 
     def show(text: str) -> None:
         label.set_text(text)
         if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests read it there
             print(f"neural-style estimate: {text}", file=sys.stderr, flush=True)
 
-    refresh = nst_bridge.EstimateRefresh(
+    refresh = nst_estimate.EstimateRefresh(
         command=lambda: estimate_command(config, engine_config, layers),
         start=lambda argv, done: PlanProcess(argv, env, done),
         show=show,
@@ -584,7 +586,7 @@ def neural_style(
 ) -> Gimp.ValueArray:
     try:
         engine_config = nst_bridge.load_config(PLUGIN_DIR)
-    except nst_bridge.EngineError as error:
+    except nst_common.EngineError as error:
         return failed(procedure, run_mode, error.message)
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(
         procedure, config, engine_config, image, drawables
@@ -612,7 +614,7 @@ def neural_style(
                 )
                 for index, layer in enumerate(layers)
             ]
-    except nst_bridge.EngineError as error:
+    except nst_common.EngineError as error:
         return failed(procedure, run_mode, error.message)
     finally:
         Gimp.progress_end()
@@ -622,7 +624,7 @@ def neural_style(
     try:
         for result in results:
             source = result["source"]
-            name = nst_bridge.result_name(source.get_name(), styles)
+            name = nst_common.result_name(source.get_name(), styles)
             insert_result(image, result, name, source.get_parent(), image.get_item_position(source))
     finally:
         image.undo_group_end()
@@ -683,7 +685,7 @@ class NeuralStyle(Gimp.PlugIn):
         procedure.set_attribution("GIMP Neural Style authors", "GPL-3.0-or-later", "2025")
         try:
             config = nst_bridge.load_config(PLUGIN_DIR)
-        except nst_bridge.EngineError:
+        except nst_common.EngineError:
             config = {}  # still register; a run reports how to fix the config
         for argument in ARGUMENTS:
             add_argument(procedure, *argument, config)
