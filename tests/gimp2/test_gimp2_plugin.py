@@ -373,6 +373,34 @@ def test_finds_bridge_and_config_where_the_installer_puts_them(
     assert params["preset"][4] == ["Renamed by the installed config"]
 
 
+@pytest.mark.parametrize("missing", ["nst_service.py", "nst_common.py"])
+def test_a_module_missing_beside_the_bridge_is_one_line_to_reinstall(
+    gimpfu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style_file: str, missing: str
+) -> None:
+    """The bridge imports its modules when the plug-in loads: one left out of a copied folder is the
+    plug-in's one line, before any run, not an error in the middle of one."""
+    support = tmp_path / "plug-ins" / "neural_style_gimp2"
+    support.mkdir(parents=True)
+    shutil.copy(PLUGIN, support / PLUGIN.name)
+    for module in BRIDGE_MODULES:
+        if module.name != missing:
+            shutil.copy(module, support / module.name)
+    (support / "nst_config.json").write_text(json.dumps(engine_config(None)), encoding="utf-8")
+    monkeypatch.delenv("NST_PLUGIN_CONFIG", raising=False)
+    for module in BRIDGE_MODULES:
+        monkeypatch.delitem(sys.modules, module.stem, raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != BRIDGE.parent])
+    plugin = load_plugin(str(support / PLUGIN.name))
+
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
+    plugin.neural_style(image, layer, *plugin_args(style_file))
+    assert gimpfu.messages == [
+        "Neural Style: Neural Style is incompletely installed (nst_bridge.py or nst_service.py or "
+        "nst_common.py is missing beside neural_style_gimp2.py): run install.py again."
+    ]
+    assert image.layers == [layer] and image.open_undo_groups == 0
+
+
 def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) -> None:
     report = run_on_python27(
         tmp_path, style=style_file, width=24, height=20, layer_type=3, offsets=[4, 6], iterations=2
