@@ -179,64 +179,9 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, cancel: Any) -> bool:
     """Run the job on the first free `--server`; False when none answers (the caller runs it here)."""
-    import time
+    from .client import stylize_on_server
 
-    from . import client
-    from .job import check_writable, write_output
-    from .wire import SERVER_OPTIONS, request_body
-
-    if args.token_file is None:
-        raise UsageError("--server needs --token-file: the file holding the server's token.")
-    token = client.read_token(Path(args.token_file))
-    server, passed = client.pick_server([client.Server(url, token) for url in args.server])
-    if server is None:
-        _check_weights_here(request, passed)
-        print(f"note: no server answers ({'; '.join(passed)}); running here.", file=sys.stderr)
-        return False
-    check_writable(request.output)
-    started = time.perf_counter()
-    body = request_body(
-        (_read_input(request.content), None),
-        [(_read_input(path), 1.0) for path in request.styles],
-        {name: value for name, value in option_values(args).items() if name not in SERVER_OPTIONS},
-        result_format="float32",
-        result_size="working",
-        masks=None if request.masks is None else [_read_input(path) for path in request.masks],
-    )
-    done, data = client.run_on_server(server, body, sink, cancel)
-    import numpy as np
-
-    shape = (int(done["height"]), int(done["width"]), int(done["channels"]))
-    written = write_output(np.frombuffer(data, dtype="<f4").reshape(shape), request.output)
-    sink.emit({"event": "done", "output": str(written), "seconds": round(time.perf_counter() - started, 3)})
-    return True
-
-
-def _check_weights_here(request: Any, passed: list[str]) -> None:
-    """No server answers, so the job runs here (--weights names the file for that): when it cannot for
-    want of weights, one line says both."""
-    from .client import ServiceError
-    from .errors import WeightsError
-    from .options import resolve
-    from .weights import resolve_weights
-
-    settings = resolve(request.options, len(request.styles))
-    try:
-        resolve_weights(settings.weights, settings.model)
-    except WeightsError as error:
-        raise ServiceError(
-            f"No server answers ({'; '.join(passed)}) and this machine cannot run the job instead: "
-            f"{error.message}"
-        ) from None
-
-
-def _read_input(path: Path) -> bytes:
-    from .errors import ImageError
-
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"Image {path} cannot be read ({exc.strerror}): check the file name.") from None
+    return stylize_on_server(args.server, args.token_file, request, option_values(args), sink, cancel)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
