@@ -21,7 +21,7 @@ from .batch import DEFAULT_TEMPORAL_WEIGHT
 from .batch import FORMATS as BATCH_FORMATS
 from .cluster import DEFAULT_FRAMES_PER_TASK, DEFAULT_OVERLAP
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
-from .events import JsonLines, Sink, error_event, make_sink
+from .events import Sink, error_event, make_sink
 from .options import (
     DEVICES,
     KEEP_COLORS,
@@ -265,20 +265,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _batch_on_ray(args: argparse.Namespace, *batch: Any) -> Any:
     """`run_batch(items, styles, options, sink, cancel, missing, weight)`, each unit a Ray task."""
-    from .cluster import run_distributed
-    from .ray_executor import RayExecutor
+    from .ray_executor import run_on_ray
 
-    items, styles, options, sink, cancel, missing, weight = batch
-    if isinstance(sink, JsonLines) and sink.stream is None:
-        sink.stream = sys.stdout
-    # Ray prints what the cluster says (a worker lost) on stdout, where --progress json has only events.
-    with contextlib.redirect_stdout(sys.stderr):
-        executor = RayExecutor(args.ray, options.device, args.ray_cpus)
-        try:
-            runs = (args.frames_per_task, args.overlap)
-            return run_distributed(items, styles, options, sink, executor, cancel, missing, weight, *runs)
-        finally:
-            executor.close()
+    runs = {"per_task": args.frames_per_task, "overlap": args.overlap}
+    return run_on_ray(*batch, address=args.ray, cpus=args.ray_cpus, **runs)
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
