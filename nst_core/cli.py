@@ -477,7 +477,20 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for add in (
+        _add_stylize_parser,
+        _add_serve_parser,
+        _add_batch_parser,
+        _add_plan_parser,
+        _add_calibrate_parser,
+        _add_small_parsers,
+        _add_weights_parser,
+    ):
+        add(commands)
+    return parser
 
+
+def _add_stylize_parser(commands: argparse._SubParsersAction) -> None:
     stylize = commands.add_parser("stylize", help="repaint an image in the style of others")
     stylize.add_argument("content", metavar="CONTENT", help="the image to repaint")
     stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
@@ -488,11 +501,7 @@ def build_parser() -> Parser:
         metavar="MASK",
         help="one grayscale image per style, white = that style, black = not (docs/regions.md)",
     )
-    stylize.add_argument(
-        "--progress",
-        choices=("bar", "json", "none"),
-        help="bar (default on a terminal), JSON lines on stdout, or none",
-    )
+    _add_progress_flag(stylize, "bar (default on a terminal), JSON lines on stdout, or none")
     stylize.add_argument(
         "--dry-run",
         action="store_true",
@@ -507,11 +516,10 @@ def build_parser() -> Parser:
         "when none answers, runs here (with --weights, if given: a server uses its own)",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
-    _add_overwrite_flag(stylize, "the result")
-    _add_watch_flag(stylize)
-    _add_option_flags(stylize)
-    stylize.set_defaults(handler=cmd_stylize)
+    _add_run_flags(stylize, "the result", cmd_stylize)
 
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="a long-lived engine for the plug-ins and --server clients")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
@@ -522,10 +530,8 @@ def build_parser() -> Parser:
     serve.add_argument(
         "--token-file", required=True, metavar="FILE", help="the token clients must send (made if missing)"
     )
-    serve.add_argument("--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)")
-    serve.add_argument(
-        "--device", default="auto", choices=DEVICES, help="default auto: every CUDA GPU, else one"
-    )
+    _add_weights_flag(serve)
+    _add_device_flag(serve, "default auto: every CUDA GPU, else one")
     serve.add_argument(
         "--idle-timeout",
         type=float,
@@ -534,7 +540,12 @@ def build_parser() -> Parser:
         help="exit after S seconds without a job; 0: never",
     )
     serve.add_argument("--state-file", metavar="FILE", help="write the address and pid here while serving")
-    limits = Limits()
+    _add_limit_flags(serve, Limits())
+    serve.set_defaults(handler=cmd_serve)
+
+
+def _add_limit_flags(serve: argparse.ArgumentParser, limits: Limits) -> None:
+    """What one request may carry; the defaults are wire.Limits'."""
     serve.add_argument(
         "--max-request-mb",
         type=float,
@@ -552,8 +563,9 @@ def build_parser() -> Parser:
         metavar="S",
         help="refuse an upload that sends nothing for S seconds",
     )
-    serve.set_defaults(handler=cmd_serve)
 
+
+def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
     batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
     batch.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, or folders of them")
     batch.add_argument(
@@ -563,7 +575,7 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--format", default="png", choices=BATCH_FORMATS, help="results' format (png; same: the input's)"
     )
-    batch.add_argument("--progress", choices=("bar", "json", "none"), help="as for stylize")
+    _add_progress_flag(batch, "as for stylize")
     batch.add_argument(
         "--frames",
         action="store_true",
@@ -577,6 +589,11 @@ def build_parser() -> Parser:
         help="with --frames: how strongly a frame keeps the previous one's strokes "
         f"(default {DEFAULT_TEMPORAL_WEIGHT:g})",
     )
+    _add_ray_flags(batch)
+    _add_run_flags(batch, "a result", cmd_batch)
+
+
+def _add_ray_flags(batch: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--ray",
         metavar="ADDRESS",
@@ -601,11 +618,9 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray-cpus", type=int, metavar="N", help="with --ray, no GPUs: CPUs per task (default: a machine's)"
     )
-    _add_overwrite_flag(batch, "a result")
-    _add_watch_flag(batch)
-    _add_option_flags(batch)
-    batch.set_defaults(handler=cmd_batch)
 
+
+def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
     plan = commands.add_parser("plan", help="the plan for a content of a given size: scales, memory, time")
     plan.add_argument("--width", type=int, required=True, metavar="W")
     plan.add_argument("--height", type=int, required=True, metavar="H")
@@ -615,14 +630,17 @@ def build_parser() -> Parser:
     _add_option_flags(plan)
     plan.set_defaults(handler=cmd_plan)
 
+
+def _add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser("calibrate", help="measure this device's speed for the time estimates")
-    calibrate.add_argument("--device", default="auto", choices=DEVICES)
-    calibrate.add_argument(
-        "--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)"
-    )
+    _add_device_flag(calibrate)
+    _add_weights_flag(calibrate)
     calibrate.add_argument("--json", action="store_true", help="the measurement as JSON (for programs)")
     calibrate.set_defaults(handler=cmd_calibrate)
 
+
+def _add_small_parsers(commands: argparse._SubParsersAction) -> None:
+    """run-job, presets, describe and info: a flag or two each."""
     run_job = commands.add_parser("run-job", help="run a job file (docs/protocol.md); JSON lines on stdout")
     run_job.add_argument("job", metavar="JOB.json")
     run_job.set_defaults(handler=cmd_run_job)
@@ -637,24 +655,33 @@ def build_parser() -> Parser:
 
     info = commands.add_parser("info", help="device, memory, torch and weights")
     info.add_argument("--json", action="store_true")
-    info.add_argument("--device", default="auto", choices=DEVICES)
+    _add_device_flag(info)
     info.set_defaults(handler=cmd_info)
 
-    _add_weights_parser(commands)
-    return parser
+
+def _add_progress_flag(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--progress", choices=("bar", "json", "none"), help=text)
 
 
-def _add_overwrite_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true", help=f"let {what} replace an input image")
+def _add_device_flag(parser: argparse.ArgumentParser, text: str | None = None) -> None:
+    parser.add_argument("--device", default="auto", choices=DEVICES, help=text)
 
 
-def _add_watch_flag(parser: argparse.ArgumentParser) -> None:
+def _add_weights_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, result: str, handler: Callable[..., int]) -> None:
+    """What stylize and batch share after their own flags: --overwrite, --watch-stdin, the style options."""
+    parser.add_argument("--overwrite", action="store_true", help=f"let {result} replace an input image")
     parser.add_argument(
         "--watch-stdin",
         action="store_true",
         help="cancel (exit 130) when stdin, a pipe, reaches its end or the parent process dies: for a "
         "program that runs this one and keeps that pipe open as its lifeline (the plug-ins do)",
     )
+    _add_option_flags(parser)
+    parser.set_defaults(handler=handler)
 
 
 def _add_weights_parser(commands: argparse._SubParsersAction) -> None:
