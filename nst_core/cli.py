@@ -14,14 +14,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 from . import __version__
 from .batch import DEFAULT_TEMPORAL_WEIGHT
 from .batch import FORMATS as BATCH_FORMATS
 from .cluster import DEFAULT_FRAMES_PER_TASK, DEFAULT_OVERLAP
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
-from .events import Sink, error_event, make_sink
+from .events import Sink, download_bar, error_event, make_sink
 from .options import (
     DEVICES,
     KEEP_COLORS,
@@ -35,7 +35,7 @@ from .options import (
     check_range,
     describe,
 )
-from .presets import DEFAULT_PRESET, PRESETS
+from .presets import DEFAULT_PRESET, presets_table
 from .wire import Limits
 
 
@@ -187,7 +187,6 @@ def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, canc
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until stopped; one line (JSON) on stdout once it listens, errors as one line on stderr."""
     import asyncio
-    import ipaddress
 
     def action() -> None:
         from . import client, service, weights
@@ -200,11 +199,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_pixels=int(args.max_pixels),
             upload_timeout=args.upload_timeout,
         )
-        if not _loopback(args.host, ipaddress):
-            print(
-                f"note: listening on {args.host}, beyond this machine: put it behind TLS (docs/install.md).",
-                file=sys.stderr,
-            )
+        service.note_if_exposed(args.host)
 
         def ready(state: dict[str, Any]) -> None:
             print(json.dumps({"event": "listening", **state}), flush=True)
@@ -224,15 +219,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     return run_reported(Sink(), action)
-
-
-def _loopback(host: str, ipaddress: Any) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -310,62 +296,24 @@ def _print_plan(plan: Any, as_json: bool, indent: int | None = None) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure this device's speed and record it: the plans' time estimates and automatic sizes use it."""
 
-    def action() -> None:
-        import time
-
-        from . import calibration, speed
-        from .devices import describe_device, pick_device
-        from .weights import resolve_weights
-
-        started = time.perf_counter()
-        device = pick_device(args.device)
-        weights = resolve_weights(args.weights, "vgg19")
-        default = speed.default_speed(device.type)
-        key = describe_device(device)
+    def announce(device: str) -> None:
         if not args.json:
-            print(f"Measuring the speed of {key} (up to a minute or two) ...", file=sys.stderr, flush=True)
-        measured = calibration.calibrate(weights, device, default.startup, default.per_scale)
-        path = speed.record_speed(key, measured)
-        took = round(time.perf_counter() - started, 1)
-        result = {
-            "device": key,
-            "rate": measured.rate,
-            "overhead": measured.overhead,
-            "file": str(path),
-            "seconds": took,
-        }
-        print(json.dumps(result) if args.json else _calibration_text(result))
+            print(f"Measuring the speed of {device} (up to a minute or two) ...", file=sys.stderr, flush=True)
+
+    def action() -> None:
+        from .calibration import calibrate_and_record, calibration_text
+
+        result = calibrate_and_record(args.device, args.weights, announce)
+        print(json.dumps(result) if args.json else calibration_text(result))
 
     return run_reported(Sink(), action)
-
-
-def _calibration_text(result: dict[str, Any]) -> str:
-    """calibrate's one line: 'cpu: 142 GFLOP/s, 3 ms more per iteration; recorded in FILE for ...'."""
-    rate = result["rate"]
-    flops = f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.0f} GFLOP/s"
-    overhead = result["overhead"]
-    fixed = f"{overhead * 1000:.0f} ms" if overhead < 1 else f"{overhead:.2f} s"
-    return (
-        f"{result['device']}: {flops}, {fixed} more per iteration; recorded in {result['file']} for the "
-        f"time estimates and automatic sizes (measured in {result['seconds']:.0f} s)."
-    )
 
 
 # -- presets, describe, info -----------------------------------------------------------------------
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps(describe()["presets"], indent=2))
-        return 0
-    rows = [("name", "size", "iters", "cost", "description")]
-    for p in PRESETS.values():
-        name = p.name + (" *" if p.name == DEFAULT_PRESET else "")
-        rows.append((name, str(p.size), str(p.iterations), p.cost or "-", p.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
-    print(f"\n* the default. Menus in GIMP offer: {', '.join(p.name for p in PRESETS.values() if p.user)}.")
+    print(json.dumps(describe()["presets"], indent=2) if args.json else presets_table())
     return 0
 
 
@@ -378,10 +326,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     sink = Sink()
 
     def action() -> None:
-        from .devices import device_info
+        from .devices import device_info, info_text
 
         info = {"version": __version__, **device_info(args.device), "weights": _weights_status()}
-        print(json.dumps(info, indent=2) if args.json else _info_text(info))
+        print(json.dumps(info, indent=2) if args.json else info_text(info))
 
     return run_reported(sink, action)
 
@@ -393,23 +341,6 @@ def _weights_status() -> dict[str, dict[str, Any]]:
     return {model: status(model, load_features) for model in OFFICIAL}
 
 
-def _info_text(info: dict[str, Any]) -> str:
-    def gib(value: int | None) -> str:
-        return "unknown" if value is None else f"{value / 2**30:.1f} GiB"
-
-    lines = [
-        f"engine   {info['version']} (torch {info['torch']}, CUDA {info['cuda'] or 'none'})",
-        f"device   {info['device']}, {info['threads']} threads",
-        f"memory   {gib(info['free_memory'])} free of {gib(info['total_memory'])}",
-    ]
-    for model, state in info["weights"].items():
-        check = "SHA-256 verified" if state["verified"] else f"loads as {model}"
-        lines.append(
-            f"{model:8} {state['path']} ({check})" if state["ok"] else f"{model:8} {state['problem']}"
-        )
-    return "\n".join(lines)
-
-
 # -- weights ---------------------------------------------------------------------------------------
 
 
@@ -418,7 +349,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
     def action() -> None:
         if args.action == "fetch":
-            path = weights.fetch(args.model, args.dir, _download_bar() if sys.stderr.isatty() else None)
+            path = weights.fetch(args.model, args.dir, download_bar() if sys.stderr.isatty() else None)
             if weights.verified_features(path) is None:
                 _make_features_file(path)
             print(path)
@@ -449,21 +380,6 @@ def _make_features_file(official: Path) -> None:
         ensure(official)
     except NstError as error:
         print(f"note: {error.message}", file=sys.stderr)
-
-
-def _download_bar(stream: TextIO | None = None) -> Callable[[int, int | None], None]:
-    """A tqdm bar for weights.fetch's (done, total) byte counts."""
-    from tqdm import tqdm
-
-    bar = tqdm(desc="Downloading", unit="B", unit_scale=True, unit_divisor=1024, file=stream or sys.stderr)
-
-    def show(done: int, total: int | None) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        if total and done >= total:
-            bar.close()
-
-    return show
 
 
 SERVICE_PORT = 8642  # the default port of `serve`; no well-known service uses it
