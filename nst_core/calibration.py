@@ -10,13 +10,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from . import optimize, speed
+from .devices import describe_device, pick_device
 from .network import build_network
 from .options import Options, resolve
 from .plan import autocast_dtype
+from .weights import resolve_weights
 
 CALIBRATION_SIDES = {"cpu": (128, 256), "cuda": (512, 1024), "mps": (256, 512)}
 CALIBRATION_STEPS = {"cpu": 3, "cuda": 10, "mps": 5}
@@ -66,3 +69,38 @@ def calibrate(weights: Path, device: torch.device, startup: float, per_scale: fl
         seconds = best_time(block, device, 3) / steps
         samples.append((speed.conv_flops(settings, side, side), seconds))
     return speed.fit_speed(samples, startup, per_scale)
+
+
+def calibrate_and_record(
+    device_name: str, weights: Path | str | None, announce: Callable[[str], None]
+) -> dict[str, Any]:
+    """Measure the device named and record its speed for the plans: what `calibrate` prints. `announce`
+    hears the device's name before the minute or two of measuring."""
+    started = time.perf_counter()
+    device = pick_device(device_name)
+    path = resolve_weights(weights, "vgg19")
+    default = speed.default_speed(device.type)
+    key = describe_device(device)
+    announce(key)
+    measured = calibrate(path, device, default.startup, default.per_scale)
+    recorded = speed.record_speed(key, measured)
+    took = round(time.perf_counter() - started, 1)
+    return {
+        "device": key,
+        "rate": measured.rate,
+        "overhead": measured.overhead,
+        "file": str(recorded),
+        "seconds": took,
+    }
+
+
+def calibration_text(result: dict[str, Any]) -> str:
+    """calibrate's one line: 'cpu: 142 GFLOP/s, 3 ms more per iteration; recorded in FILE for ...'."""
+    rate = result["rate"]
+    flops = f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.0f} GFLOP/s"
+    overhead = result["overhead"]
+    fixed = f"{overhead * 1000:.0f} ms" if overhead < 1 else f"{overhead:.2f} s"
+    return (
+        f"{result['device']}: {flops}, {fixed} more per iteration; recorded in {result['file']} for the "
+        f"time estimates and automatic sizes (measured in {result['seconds']:.0f} s)."
+    )

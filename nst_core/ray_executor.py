@@ -6,13 +6,18 @@ module. Every machine of the cluster needs the package (and its weights) install
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .cluster import MAX_RETRIES, run_unit
-from .errors import UsageError
-from .events import Event
+from .batch import Item, Summary
+from .cluster import MAX_RETRIES, run_distributed, run_unit
+from .errors import NstError, UsageError
+from .events import Event, JsonLines, Sink
+from .options import Options
 
 INSTALL_HINT = 'install it with: pip install "gimp-neural-style[cluster]"'
 
@@ -53,6 +58,34 @@ def join_error(address: str, exc: BaseException) -> UsageError:
         f"Cannot join the Ray cluster at {address} ({reason}): "
         "check the address and that the cluster runs the same Ray and Python."
     )
+
+
+def run_on_ray(
+    items: Sequence[Item],
+    styles: Sequence[Path],
+    options: Options,
+    sink: Sink,
+    cancel: Any,
+    failed: Sequence[tuple[Path, NstError]],
+    temporal_weight: float | None,
+    *,
+    address: str,
+    cpus: int | None,
+    per_task: int,
+    overlap: int,
+) -> Summary:
+    """`batch.run_batch`, each unit a Ray task on the cluster at `address` (or auto)."""
+    if isinstance(sink, JsonLines) and sink.stream is None:
+        sink.stream = sys.stdout
+    # Ray prints what the cluster says (a worker lost) on stdout, where --progress json has only events.
+    with contextlib.redirect_stdout(sys.stderr):
+        executor = RayExecutor(address, options.device, cpus)
+        try:
+            return run_distributed(
+                items, styles, options, sink, executor, cancel, failed, temporal_weight, per_task, overlap
+            )
+        finally:
+            executor.close()
 
 
 class _Board:

@@ -361,7 +361,7 @@ def test_weights_fetch_check_and_path(
 
 def test_the_download_bar_counts_bytes() -> None:
     stream = io.StringIO()
-    show = cli._download_bar(stream)
+    show = events.download_bar(stream)
     for done in (0, 3 << 20, 10 << 20):
         show(done, 10 << 20)
     drawn = stream.getvalue()
