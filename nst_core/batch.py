@@ -12,12 +12,15 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ExitCode, ImageError, NstError, OutputError, UsageError, describe_error
-from .events import Event, Sink, error_event
+from .events import Event, Sink, done_event, error_event, note
 from .options import Options
 from .paths import file_id
+
+if TYPE_CHECKING:  # job imports numpy, which a batch leaves to its first picture
+    from .output import Output
 
 FORMATS = ("png", "jpg", "tif", "webp", "same")  # "same": the input's own, when it can be written
 DEFAULT_TEMPORAL_WEIGHT = 200.0  # --frames: against the other terms' relative errors (docs/batch.md)
@@ -101,20 +104,41 @@ def make_folder(folder: Path) -> None:
         ) from None
 
 
-class _ItemSink(Sink):
-    """One item's events, forwarded to the batch's sink with the item's place and a batch-wide fraction."""
+class BatchProgress:
+    """The pictures' start and progress events as the batch's: each tagged with its place, and one
+    fraction for the whole batch, finished pictures counting whole (the local batch and the cluster's
+    driver report through one of these)."""
 
-    def __init__(self, outer: Sink, index: int, count: int) -> None:
+    def __init__(self, sink: Sink, count: int) -> None:
+        self.sink, self.count = sink, count
+        self.shares: dict[int, float] = {}  # by place: how much of each picture is done
+
+    def forward(self, index: int, event: Event) -> None:
+        if event["event"] in ("done", "error"):
+            return  # a picture's end is the batch's `item` event (`ended`)
+        event = {**event, "item": index + 1, "items": self.count}
+        if event["event"] == "progress":
+            self.shares[index] = float(event["fraction"])
+            event["fraction"] = sum(self.shares.values()) / self.count
+        self.sink.emit(event)
+
+    def ended(self, index: int, event: Event) -> None:
+        """Picture `index` is finished, failed or skipped: `event` (an `item_event`) says which."""
+        self.shares[index] = 1.0
+        self.sink.emit(event)
+
+    def sink_for(self, index: int) -> Sink:
+        """A sink for one picture's run, forwarding to this batch."""
+        return _PictureSink(self, index)
+
+
+class _PictureSink(Sink):
+    def __init__(self, progress: BatchProgress, index: int) -> None:
         super().__init__()
-        self.outer, self.index, self.count = outer, index, count
+        self.progress, self.index = progress, index
 
     def _show(self, event: Event) -> None:
-        if event["event"] in ("done", "error"):
-            return  # the batch reports an item's end itself
-        event = {**event, "item": self.index + 1, "items": self.count}
-        if event["event"] == "progress":
-            event["fraction"] = (self.index + event["fraction"]) / self.count
-        self.outer.emit(event)
+        self.progress.forward(self.index, event)
 
 
 @dataclass(frozen=True)
@@ -196,30 +220,59 @@ def run_batch(
 
     With a `temporal_weight` the items are consecutive frames: an output already there is read back as
     the next frame's start."""
-    from .output import Output, write_output
+    from .output import write_output
 
     started = time.perf_counter()
     summary = Summary(failed=list(failed))
-    count = len(items) + len(failed)  # inputs that are no pictures come first, so the places add up
-    for index, (path, error) in enumerate(summary.failed):
-        sink.emit(_item_event(index, count, path, None, "failed", error.message))
+    progress = start_progress(sink, failed, len(items))
     style_arrays, options = load_styles(styles, options)
+    outputs = item_outputs(items)
     frames = [Frame(str(i.source), i.source, i.output if i.finished else None) for i in items]
     offset = len(failed)
     run = stylize_run(
-        frames, style_arrays, options, lambda i: _ItemSink(sink, offset + i, count), cancel, temporal_weight
+        frames, style_arrays, options, lambda i: progress.sink_for(offset + i), cancel, temporal_weight
     )
     for index, result in run:
         item = items[index]
         if result is not None and not isinstance(result, NstError):
-            _remove_leftovers(item.output)
+            remove_leftovers(item.output)
             try:
-                write_output(result, Output(item.output))
+                write_output(result, outputs[index])
             except NstError as exc:
                 result = exc
-        record(summary, sink, offset + index, count, item, result)
-    sink.emit(_end_event(summary, items, time.perf_counter() - started))
+        record(summary, progress, offset + index, item, result)
+    sink.emit(end_event(summary, items, time.perf_counter() - started))
     return summary
+
+
+def start_progress(sink: Sink, failed: Sequence[tuple[Path, NstError]], pictures: int) -> BatchProgress:
+    """The batch's progress over its inputs; those that are no pictures come first, reported failed, so
+    the places add up."""
+    progress = BatchProgress(sink, len(failed) + pictures)
+    for index, (path, error) in enumerate(failed):
+        progress.ended(index, item_event(index, progress.count, path, None, "failed", error.message))
+    return progress
+
+
+def item_outputs(items: Sequence[Item]) -> list[Output]:
+    """Each item's `output.Output`: 16 bits per channel where its picture has them and the format holds
+    them; one note for the pictures whose format cannot."""
+    from .output import Output, deep_output
+
+    outputs, lost = [], []
+    for item in items:
+        output, reduced = deep_output(item.source, Output(item.output))
+        outputs.append(output)
+        if reduced:
+            lost.append(item)
+    if lost:
+        names = lost[0].source.name + (", ..." if len(lost) > 1 else "")
+        note(
+            f"{len(lost)} of the pictures ({names}) {'has' if len(lost) == 1 else 'have'} 16 bits per "
+            f"channel but {lost[0].output.suffix} holds 8: their results are saved with 8 bits; use "
+            "--format png or tif to keep 16."
+        )
+    return outputs
 
 
 def load_styles(styles: Sequence[Path], options: Options) -> tuple[list[Any], Options]:
@@ -234,7 +287,7 @@ def load_styles(styles: Sequence[Path], options: Options) -> tuple[list[Any], Op
 
 
 def record(
-    summary: Summary, sink: Sink, index: int, count: int, item: Item, result: Any, **extra: Any
+    summary: Summary, progress: BatchProgress, index: int, item: Item, result: Any, **extra: Any
 ) -> None:
     """An item's end: finished before (None), written, or failed with its one-line reason."""
     if result is None:
@@ -246,7 +299,8 @@ def record(
     else:
         summary.done.append(item.source)
         status, message = "done", None
-    sink.emit({**_item_event(index, count, item.source, item.output, status, message), **extra})
+    event = item_event(index, progress.count, item.source, item.output, status, message)
+    progress.ended(index, {**event, **extra})
 
 
 def _decode(source: Path | bytes, name: str) -> Any:
@@ -268,15 +322,17 @@ def _read_back(frame: Frame) -> tuple[Any, Any] | None:
         return None
 
 
-def _remove_leftovers(output: Path) -> None:
-    """Temporary files of an earlier, killed run of this output (`output.write_output`'s names)."""
+def remove_leftovers(output: Path) -> None:
+    """Temporary files of an earlier, killed run of this output (`output.write_output`'s names): swept
+    before the output is written, by the local batch and the cluster's driver alike."""
     for stale in output.parent.glob(f".{output.name}.*.tmp"):
         stale.unlink(missing_ok=True)
 
 
-def _item_event(
+def item_event(
     index: int, count: int, source: Path, output: Path | None, status: str, message: str | None
 ) -> Event:
+    """A picture's end: `done`, `skipped` or `failed` (docs/protocol.md)."""
     event: Event = {
         "event": "item",
         "item": index + 1,
@@ -291,11 +347,12 @@ def _item_event(
     return event
 
 
-def _end_event(summary: Summary, items: Sequence[Item], seconds: float) -> Event:
+def end_event(summary: Summary, items: Sequence[Item], seconds: float) -> Event:
+    """The batch's end: `done` with the counts, or `error` naming the inputs that failed."""
     counts = {"done": len(summary.done), "skipped": len(summary.skipped), "failed": len(summary.failed)}
     if not summary.failed:
         folder = str(items[0].output.parent) if items else ""
-        return {"event": "done", "output": folder, "seconds": round(seconds, 3), **counts}
+        return {**done_event(folder, seconds), **counts}
     names = "; ".join(f"{path.name} ({error.message})" for path, error in summary.failed[:3])
     more = f" and {len(summary.failed) - 3} more" if len(summary.failed) > 3 else ""
     error = NstError(

@@ -14,14 +14,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn
 
 from . import __version__
 from .batch import DEFAULT_TEMPORAL_WEIGHT
 from .batch import FORMATS as BATCH_FORMATS
 from .cluster import DEFAULT_FRAMES_PER_TASK, DEFAULT_OVERLAP
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
-from .events import JsonLines, Sink, error_event, make_sink
+from .events import Sink, download_bar, error_event, make_sink
 from .options import (
     DEVICES,
     KEEP_COLORS,
@@ -35,7 +35,7 @@ from .options import (
     check_range,
     describe,
 )
-from .presets import DEFAULT_PRESET, PRESETS
+from .presets import DEFAULT_PRESET, presets_table
 from .wire import Limits
 
 
@@ -169,7 +169,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         if not args.overwrite:
             check_not_an_input(request)
         if args.dry_run:
-            print(json.dumps(dry_run(request), indent=2))
+            _print_plan(dry_run(request), args.json, indent=2)
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
             execute(request, sink, watcher)
 
@@ -180,70 +180,14 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
 def _stylized_on_server(args: argparse.Namespace, request: Any, sink: Sink, cancel: Any) -> bool:
     """Run the job on the first free `--server`; False when none answers (the caller runs it here)."""
-    import time
+    from .client import stylize_on_server
 
-    from . import client
-    from .output import check_writable, write_output
-    from .wire import SERVER_OPTIONS, request_body
-
-    if args.token_file is None:
-        raise UsageError("--server needs --token-file: the file holding the server's token.")
-    token = client.read_token(Path(args.token_file))
-    server, passed = client.pick_server([client.Server(url, token) for url in args.server])
-    if server is None:
-        _check_weights_here(request, passed)
-        print(f"note: no server answers ({'; '.join(passed)}); running here.", file=sys.stderr)
-        return False
-    check_writable(request.output)
-    started = time.perf_counter()
-    body = request_body(
-        (_read_input(request.content), None),
-        [(_read_input(path), 1.0) for path in request.styles],
-        {name: value for name, value in option_values(args).items() if name not in SERVER_OPTIONS},
-        result_format="float32",
-        result_size="working",
-        masks=None if request.masks is None else [_read_input(path) for path in request.masks],
-    )
-    done, data = client.run_on_server(server, body, sink, cancel)
-    import numpy as np
-
-    shape = (int(done["height"]), int(done["width"]), int(done["channels"]))
-    written = write_output(np.frombuffer(data, dtype="<f4").reshape(shape), request.output)
-    sink.emit({"event": "done", "output": str(written), "seconds": round(time.perf_counter() - started, 3)})
-    return True
-
-
-def _check_weights_here(request: Any, passed: list[str]) -> None:
-    """No server answers, so the job runs here (--weights names the file for that): when it cannot for
-    want of weights, one line says both."""
-    from .client import ServiceError
-    from .errors import WeightsError
-    from .options import resolve
-    from .weights import resolve_weights
-
-    settings = resolve(request.options, len(request.styles))
-    try:
-        resolve_weights(settings.weights, settings.model)
-    except WeightsError as error:
-        raise ServiceError(
-            f"No server answers ({'; '.join(passed)}) and this machine cannot run the job instead: "
-            f"{error.message}"
-        ) from None
-
-
-def _read_input(path: Path) -> bytes:
-    from .errors import ImageError
-
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ImageError(f"Image {path} cannot be read ({exc.strerror}): check the file name.") from None
+    return stylize_on_server(args.server, args.token_file, request, option_values(args), sink, cancel)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve until stopped; one line (JSON) on stdout once it listens, errors as one line on stderr."""
     import asyncio
-    import ipaddress
 
     def action() -> None:
         from . import client, service, weights
@@ -256,11 +200,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             max_pixels=int(args.max_pixels),
             upload_timeout=args.upload_timeout,
         )
-        if not _loopback(args.host, ipaddress):
-            print(
-                f"note: listening on {args.host}, beyond this machine: put it behind TLS (docs/install.md).",
-                file=sys.stderr,
-            )
+        service.note_if_exposed(args.host)
 
         def ready(state: dict[str, Any]) -> None:
             print(json.dumps({"event": "listening", **state}), flush=True)
@@ -280,15 +220,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
 
     return run_reported(Sink(), action)
-
-
-def _loopback(host: str, ipaddress: Any) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
@@ -321,20 +252,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _batch_on_ray(args: argparse.Namespace, *batch: Any) -> Any:
     """`run_batch(items, styles, options, sink, cancel, missing, weight)`, each unit a Ray task."""
-    from .cluster import run_distributed
-    from .ray_executor import RayExecutor
+    from .ray_executor import run_on_ray
 
-    items, styles, options, sink, cancel, missing, weight = batch
-    if isinstance(sink, JsonLines) and sink.stream is None:
-        sink.stream = sys.stdout
-    # Ray prints what the cluster says (a worker lost) on stdout, where --progress json has only events.
-    with contextlib.redirect_stdout(sys.stderr):
-        executor = RayExecutor(args.ray, options.device, args.ray_cpus)
-        try:
-            runs = (args.frames_per_task, args.overlap)
-            return run_distributed(items, styles, options, sink, executor, cancel, missing, weight, *runs)
-        finally:
-            executor.close()
+    runs = {"per_task": args.frames_per_task, "overlap": args.overlap}
+    return run_on_ray(*batch, address=args.ray, cpus=args.ray_cpus, **runs)
 
 
 def cmd_run_job(args: argparse.Namespace) -> int:
@@ -353,49 +274,39 @@ def _abort_reporter(sink: Sink) -> Callable[[], None]:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """The plan for a content of --width x --height as JSON (what a front end shows before it runs)."""
+    """The plan for a content of --width x --height, in words or as JSON (what a front end shows before
+    it runs)."""
 
     def action() -> None:
-        from .devices import describe_device
         from .plan import make_plan
 
         if args.width < 1 or args.height < 1:
             raise UsageError(f"--width and --height must be at least 1, not {args.width}x{args.height}.")
         plan = make_plan(options_from_args(args), (args.width, args.height), args.styles, masked=args.masked)
-        print(json.dumps({"device": describe_device(plan.device), **plan.summary()}))
+        _print_plan(plan, args.json)
 
     return run_reported(Sink(), action)
+
+
+def _print_plan(plan: Any, as_json: bool, indent: int | None = None) -> None:
+    """A plan in words, or as JSON (docs/protocol.md) for programs such as the plug-ins."""
+    from .plan import describe_plan, plan_data
+
+    print(json.dumps(plan_data(plan), indent=indent) if as_json else describe_plan(plan))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Measure this device's speed and record it: the plans' time estimates and automatic sizes use it."""
 
+    def announce(device: str) -> None:
+        if not args.json:
+            print(f"Measuring the speed of {device} (up to a minute or two) ...", file=sys.stderr, flush=True)
+
     def action() -> None:
-        import time
+        from .speed import calibrate_and_record, calibration_text
 
-        from . import speed
-        from .devices import describe_device, pick_device
-        from .weights import resolve_weights
-
-        started = time.perf_counter()
-        device = pick_device(args.device)
-        weights = resolve_weights(args.weights, "vgg19")
-        default = speed.default_speed(device.type)
-        measured = speed.calibrate(weights, device, default.startup, default.per_scale)
-        key = describe_device(device)
-        path = speed.record_speed(key, measured)
-        took = round(time.perf_counter() - started, 1)
-        print(
-            json.dumps(
-                {
-                    "device": key,
-                    "rate": measured.rate,
-                    "overhead": measured.overhead,
-                    "file": str(path),
-                    "seconds": took,
-                }
-            )
-        )
+        result = calibrate_and_record(args.device, args.weights, announce)
+        print(json.dumps(result) if args.json else calibration_text(result))
 
     return run_reported(Sink(), action)
 
@@ -404,17 +315,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    if args.json:
-        print(json.dumps(describe()["presets"], indent=2))
-        return 0
-    rows = [("name", "size", "iters", "cost", "description")]
-    for p in PRESETS.values():
-        name = p.name + (" *" if p.name == DEFAULT_PRESET else "")
-        rows.append((name, str(p.size), str(p.iterations), p.cost or "-", p.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4])
-    print(f"\n* the default. Menus in GIMP offer: {', '.join(p.name for p in PRESETS.values() if p.user)}.")
+    print(json.dumps(describe()["presets"], indent=2) if args.json else presets_table())
     return 0
 
 
@@ -427,10 +328,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     sink = Sink()
 
     def action() -> None:
-        from .devices import device_info
+        from .devices import device_info, info_text
 
         info = {"version": __version__, **device_info(args.device), "weights": _weights_status()}
-        print(json.dumps(info, indent=2) if args.json else _info_text(info))
+        print(json.dumps(info, indent=2) if args.json else info_text(info))
 
     return run_reported(sink, action)
 
@@ -442,23 +343,6 @@ def _weights_status() -> dict[str, dict[str, Any]]:
     return {model: status(model, load_features) for model in OFFICIAL}
 
 
-def _info_text(info: dict[str, Any]) -> str:
-    def gib(value: int | None) -> str:
-        return "unknown" if value is None else f"{value / 2**30:.1f} GiB"
-
-    lines = [
-        f"engine   {info['version']} (torch {info['torch']}, CUDA {info['cuda'] or 'none'})",
-        f"device   {info['device']}, {info['threads']} threads",
-        f"memory   {gib(info['free_memory'])} free of {gib(info['total_memory'])}",
-    ]
-    for model, state in info["weights"].items():
-        check = "SHA-256 verified" if state["verified"] else f"loads as {model}"
-        lines.append(
-            f"{model:8} {state['path']} ({check})" if state["ok"] else f"{model:8} {state['problem']}"
-        )
-    return "\n".join(lines)
-
-
 # -- weights ---------------------------------------------------------------------------------------
 
 
@@ -467,7 +351,7 @@ def cmd_weights(args: argparse.Namespace) -> int:
 
     def action() -> None:
         if args.action == "fetch":
-            path = weights.fetch(args.model, args.dir, _download_bar() if sys.stderr.isatty() else None)
+            path = weights.fetch(args.model, args.dir, download_bar() if sys.stderr.isatty() else None)
             if weights.verified_features(path) is None:
                 _make_features_file(path)
             print(path)
@@ -500,21 +384,6 @@ def _make_features_file(official: Path) -> None:
         print(f"note: {error.message}", file=sys.stderr)
 
 
-def _download_bar(stream: TextIO | None = None) -> Callable[[int, int | None], None]:
-    """A tqdm bar for weights.fetch's (done, total) byte counts."""
-    from tqdm import tqdm
-
-    bar = tqdm(desc="Downloading", unit="B", unit_scale=True, unit_divisor=1024, file=stream or sys.stderr)
-
-    def show(done: int, total: int | None) -> None:
-        bar.total = total
-        bar.update(done - bar.n)
-        if total and done >= total:
-            bar.close()
-
-    return show
-
-
 SERVICE_PORT = 8642  # the default port of `serve`; no well-known service uses it
 
 # -- the parser ------------------------------------------------------------------------------------
@@ -526,7 +395,20 @@ def build_parser() -> Parser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+    for add in (
+        _add_stylize_parser,
+        _add_serve_parser,
+        _add_batch_parser,
+        _add_plan_parser,
+        _add_calibrate_parser,
+        _add_small_parsers,
+        _add_weights_parser,
+    ):
+        add(commands)
+    return parser
 
+
+def _add_stylize_parser(commands: argparse._SubParsersAction) -> None:
     stylize = commands.add_parser("stylize", help="repaint an image in the style of others")
     stylize.add_argument("content", metavar="CONTENT", help="the image to repaint")
     stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
@@ -537,16 +419,13 @@ def build_parser() -> Parser:
         metavar="MASK",
         help="one grayscale image per style, white = that style, black = not (docs/regions.md)",
     )
-    stylize.add_argument(
-        "--progress",
-        choices=("bar", "json", "none"),
-        help="bar (default on a terminal), JSON lines on stdout, or none",
-    )
+    _add_progress_flag(stylize, "bar (default on a terminal), JSON lines on stdout, or none")
     stylize.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the plan as JSON (scales, tiles, memory, time); write nothing",
+        help="print the plan (scales, tiles, memory, time); write nothing",
     )
+    stylize.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON, for programs")
     stylize.add_argument(
         "--server",
         action="append",
@@ -555,11 +434,10 @@ def build_parser() -> Parser:
         "when none answers, runs here (with --weights, if given: a server uses its own)",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
-    _add_overwrite_flag(stylize, "the result")
-    _add_watch_flag(stylize)
-    _add_option_flags(stylize)
-    stylize.set_defaults(handler=cmd_stylize)
+    _add_run_flags(stylize, "the result", cmd_stylize)
 
+
+def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser("serve", help="a long-lived engine for the plug-ins and --server clients")
     serve.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
@@ -570,10 +448,8 @@ def build_parser() -> Parser:
     serve.add_argument(
         "--token-file", required=True, metavar="FILE", help="the token clients must send (made if missing)"
     )
-    serve.add_argument("--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)")
-    serve.add_argument(
-        "--device", default="auto", choices=DEVICES, help="default auto: every CUDA GPU, else one"
-    )
+    _add_weights_flag(serve)
+    _add_device_flag(serve, "default auto: every CUDA GPU, else one")
     serve.add_argument(
         "--idle-timeout",
         type=float,
@@ -582,7 +458,12 @@ def build_parser() -> Parser:
         help="exit after S seconds without a job; 0: never",
     )
     serve.add_argument("--state-file", metavar="FILE", help="write the address and pid here while serving")
-    limits = Limits()
+    _add_limit_flags(serve, Limits())
+    serve.set_defaults(handler=cmd_serve)
+
+
+def _add_limit_flags(serve: argparse.ArgumentParser, limits: Limits) -> None:
+    """What one request may carry; the defaults are wire.Limits'."""
     serve.add_argument(
         "--max-request-mb",
         type=float,
@@ -600,8 +481,9 @@ def build_parser() -> Parser:
         metavar="S",
         help="refuse an upload that sends nothing for S seconds",
     )
-    serve.set_defaults(handler=cmd_serve)
 
+
+def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
     batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
     batch.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, or folders of them")
     batch.add_argument(
@@ -611,7 +493,7 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--format", default="png", choices=BATCH_FORMATS, help="results' format (png; same: the input's)"
     )
-    batch.add_argument("--progress", choices=("bar", "json", "none"), help="as for stylize")
+    _add_progress_flag(batch, "as for stylize")
     batch.add_argument(
         "--frames",
         action="store_true",
@@ -625,11 +507,16 @@ def build_parser() -> Parser:
         help="with --frames: how strongly a frame keeps the previous one's strokes "
         f"(default {DEFAULT_TEMPORAL_WEIGHT:g})",
     )
+    _add_ray_flags(batch)
+    _add_run_flags(batch, "a result", cmd_batch)
+
+
+def _add_ray_flags(batch: argparse.ArgumentParser) -> None:
     batch.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on a Ray cluster: its head's HOST:PORT, or auto (one on this machine); one engine per "
-        "GPU worker, needs the [cluster] extra",
+        help="run on a Ray cluster: its head's HOST:PORT, or auto (the one running on this machine, else "
+        "one started for this batch); one engine per GPU worker, needs the [cluster] extra",
     )
     batch.add_argument(
         "--frames-per-task",
@@ -649,26 +536,29 @@ def build_parser() -> Parser:
     batch.add_argument(
         "--ray-cpus", type=int, metavar="N", help="with --ray, no GPUs: CPUs per task (default: a machine's)"
     )
-    _add_overwrite_flag(batch, "a result")
-    _add_watch_flag(batch)
-    _add_option_flags(batch)
-    batch.set_defaults(handler=cmd_batch)
 
-    plan = commands.add_parser("plan", help="the plan for a content of a given size, as JSON")
+
+def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
+    plan = commands.add_parser("plan", help="the plan for a content of a given size: scales, memory, time")
     plan.add_argument("--width", type=int, required=True, metavar="W")
     plan.add_argument("--height", type=int, required=True, metavar="H")
     plan.add_argument("--styles", type=int, default=1, metavar="N", help="how many style images (default 1)")
     plan.add_argument("--masked", action="store_true", help="the styles come with --style-masks")
+    plan.add_argument("--json", action="store_true", help="the plan as JSON (for programs: docs/protocol.md)")
     _add_option_flags(plan)
     plan.set_defaults(handler=cmd_plan)
 
+
+def _add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser("calibrate", help="measure this device's speed for the time estimates")
-    calibrate.add_argument("--device", default="auto", choices=DEVICES)
-    calibrate.add_argument(
-        "--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)"
-    )
+    _add_device_flag(calibrate)
+    _add_weights_flag(calibrate)
+    calibrate.add_argument("--json", action="store_true", help="the measurement as JSON (for programs)")
     calibrate.set_defaults(handler=cmd_calibrate)
 
+
+def _add_small_parsers(commands: argparse._SubParsersAction) -> None:
+    """run-job, presets, describe and info: a flag or two each."""
     run_job = commands.add_parser("run-job", help="run a job file (docs/protocol.md); JSON lines on stdout")
     run_job.add_argument("job", metavar="JOB.json")
     run_job.set_defaults(handler=cmd_run_job)
@@ -683,24 +573,33 @@ def build_parser() -> Parser:
 
     info = commands.add_parser("info", help="device, memory, torch and weights")
     info.add_argument("--json", action="store_true")
-    info.add_argument("--device", default="auto", choices=DEVICES)
+    _add_device_flag(info)
     info.set_defaults(handler=cmd_info)
 
-    _add_weights_parser(commands)
-    return parser
+
+def _add_progress_flag(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--progress", choices=("bar", "json", "none"), help=text)
 
 
-def _add_overwrite_flag(parser: argparse.ArgumentParser, what: str) -> None:
-    parser.add_argument("--overwrite", action="store_true", help=f"let {what} replace an input image")
+def _add_device_flag(parser: argparse.ArgumentParser, text: str | None = None) -> None:
+    parser.add_argument("--device", default="auto", choices=DEVICES, help=text)
 
 
-def _add_watch_flag(parser: argparse.ArgumentParser) -> None:
+def _add_weights_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", metavar="FILE", help="VGG19 weights file (default: the installed one)")
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, result: str, handler: Callable[..., int]) -> None:
+    """What stylize and batch share after their own flags: --overwrite, --watch-stdin, the style options."""
+    parser.add_argument("--overwrite", action="store_true", help=f"let {result} replace an input image")
     parser.add_argument(
         "--watch-stdin",
         action="store_true",
         help="cancel (exit 130) when stdin, a pipe, reaches its end or the parent process dies: for a "
         "program that runs this one and keeps that pipe open as its lifeline (the plug-ins do)",
     )
+    _add_option_flags(parser)
+    parser.set_defaults(handler=handler)
 
 
 def _add_weights_parser(commands: argparse._SubParsersAction) -> None:

@@ -1,7 +1,8 @@
 """The command line as a client of engine services (`stylize ... --server URL --token-file F`).
 
-Standard library only (http.client): a job goes to the first listed server that is free; when every
-one is busy, to the reachable one with the shortest queue; when none answers, the caller runs it here.
+Standard library only (http.client) up to the result, which numpy writes: a job goes to the first
+listed server that is free; when every one is busy, to the reachable one with the shortest queue; when
+none answers, the caller runs it here.
 """
 
 from __future__ import annotations
@@ -10,15 +11,21 @@ import http.client
 import json
 import os
 import secrets
+import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import Cancelled, ExitCode, NstError, UsageError
-from .events import Event, Sink
-from .wire import API, CONTENT_TYPE
+from .errors import Cancelled, ExitCode, ImageError, NstError, UsageError, WeightsError
+from .events import Event, Sink, done_event, note
+from .options import resolve
+from .weights import resolve_weights
+from .wire import API, CONTENT_TYPE, SERVER_OPTIONS, request_body
+
+if TYPE_CHECKING:  # job imports numpy, which only writing a result needs
+    from .job import JobRequest
 
 HEALTH_SECONDS = 3.0  # a server that does not answer its health check this fast is passed over
 TOKEN_BYTES = 32
@@ -158,6 +165,68 @@ def _cancel(server: Server, job_id: str | None) -> None:
         connection.getresponse().read()
     except (OSError, http.client.HTTPException):
         pass  # closing our connection cancels it as well
+
+
+# -- `stylize --server`: one job on the first free server, or here ----------------------------------
+
+
+def stylize_on_server(
+    urls: Sequence[str],
+    token_file: str | None,
+    request: JobRequest,
+    values: Mapping[str, Any],
+    sink: Sink,
+    cancel: Any = None,
+) -> bool:
+    """Run `request` on the first free of `urls` with the option `values` given; False when none answers
+    (the caller runs it here)."""
+    from .output import check_writable, write_output
+
+    if token_file is None:
+        raise UsageError("--server needs --token-file: the file holding the server's token.")
+    token = read_token(Path(token_file))
+    server, passed = pick_server([Server(url, token) for url in urls])
+    if server is None:
+        _check_weights_here(request, passed)
+        note(f"no server answers ({'; '.join(passed)}); running here.")
+        return False
+    check_writable(request.output)
+    started = time.perf_counter()
+    body = request_body(
+        (_read_input(request.content), None),
+        [(_read_input(path), 1.0) for path in request.styles],
+        {name: value for name, value in values.items() if name not in SERVER_OPTIONS},
+        result_format="float32",
+        result_size="working",
+        masks=None if request.masks is None else [_read_input(path) for path in request.masks],
+    )
+    done, data = run_on_server(server, body, sink, cancel)
+    import numpy as np
+
+    shape = (int(done["height"]), int(done["width"]), int(done["channels"]))
+    written = write_output(np.frombuffer(data, dtype="<f4").reshape(shape), request.output)
+    sink.emit(done_event(str(written), time.perf_counter() - started))
+    return True
+
+
+def _check_weights_here(request: JobRequest, passed: list[str]) -> None:
+    """No server answers, so the job runs here (--weights names the file for that): when it cannot for
+    want of weights, one line says both."""
+    settings = resolve(request.options, len(request.styles))
+    try:
+        resolve_weights(settings.weights, settings.model)
+    except WeightsError as error:
+        raise ServiceError(
+            f"No server answers ({'; '.join(passed)}) and this machine cannot run the job instead: "
+            f"{error.message}"
+        ) from None
+
+
+def _read_input(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageError(f"Image {path} cannot be read ({exc.strerror}): check the file name.") from None
 
 
 # -- the token (the server's and its clients') ------------------------------------------------------

@@ -26,7 +26,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .batch import Frame, Item, Summary, _end_event, _item_event, load_styles, record, stylize_run
+from .batch import (
+    Frame,
+    Item,
+    Summary,
+    end_event,
+    item_outputs,
+    load_styles,
+    record,
+    remove_leftovers,
+    start_progress,
+    stylize_run,
+)
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Event, Sink
 from .options import Options
@@ -175,43 +186,32 @@ def run_distributed(
     started = time.perf_counter()
     units = plan_units(len(items), temporal_weight is not None, per_task, overlap)
     summary = Summary(failed=list(failed))
-    offset, count = len(failed), len(items) + len(failed)
-    for index, (path, error) in enumerate(summary.failed):
-        sink.emit(_item_event(index, count, path, None, "failed", error.message))
+    progress, offset = start_progress(sink, failed, len(items)), len(failed)
     style_arrays, options = load_styles(styles, options)
+    outputs = item_outputs(items)
     finished = [item.finished for item in items]
     for place, item in enumerate(items):
         if finished[place]:
-            record(summary, sink, offset + place, count, item, None)
+            record(summary, progress, offset + place, item, None)
     todo = [unit for unit in units if not all(finished[place] for place in unit.places)]
     fades = _Fades()
     for unit in todo:
         for position in range(unit.lead):
             fades.weights[unit.places[position]] = fade_weight(position, unit.lead)
-    shares = {place: 1.0 for place, done in enumerate(finished) if done}
     in_flight: dict[Any, Unit] = {}
     workers: dict[str, dict[str, int]] = {}  # what each worker process did, and its engine loads
-
-    def progress(event: Event) -> None:
-        if event["event"] == "progress":
-            shares[event["place"]] = float(event.get("fraction", 0.0))
-        shown = {key: value for key, value in event.items() if key != "place"}
-        shown.update(item=offset + event["place"] + 1, items=count)
-        if event["event"] == "progress":
-            shown["fraction"] = (offset + sum(shares.values())) / count
-        sink.emit(shown)
 
     def outcome(place: int, result: Any, worker: str) -> None:
         item = items[place]
         if result is not None and not isinstance(result, NstError):
-            from .output import Output, write_output
+            from .output import write_output
 
+            remove_leftovers(item.output)
             try:
-                write_output(result, Output(item.output))
+                write_output(result, outputs[place])
             except NstError as exc:
                 result = exc
-        shares[place] = 1.0
-        record(summary, sink, offset + place, count, item, result, worker=worker)
+        record(summary, progress, offset + place, item, result, worker=worker)
 
     try:
         while todo or in_flight:
@@ -222,7 +222,8 @@ def run_distributed(
                 in_flight[executor.submit(arguments)] = unit
             ready = executor.wait(list(in_flight), 0.2)
             for event in executor.take_events():
-                progress(event)
+                shown = {key: value for key, value in event.items() if key != "place"}
+                progress.forward(offset + event["place"], shown)
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
             for handle in ready:
@@ -244,7 +245,7 @@ def run_distributed(
             f"{len(items) - accounted} of {len(items)} pictures came back from no task: run the batch "
             "again (finished outputs are kept)."
         )
-    sink.emit({**_end_event(summary, items, time.perf_counter() - started), "workers": workers})
+    sink.emit({**end_event(summary, items, time.perf_counter() - started), "workers": workers})
     return summary
 
 

@@ -200,3 +200,22 @@ def prepare(device: torch.device, estimate: int, budget: int) -> None:
     # cuDNN times its algorithms on each new shape and keeps the fastest: a job has one shape per
     # scale (and per tile size), each run for many iterations, so the trials pay for themselves.
     torch.backends.cudnn.benchmark = device.type == "cuda"
+
+
+def info_text(info: dict[str, Any]) -> str:
+    """`info` in words: the engine, the device, its memory and each model's weights file."""
+
+    def gib(value: int | None) -> str:
+        return "unknown" if value is None else f"{value / 2**30:.1f} GiB"
+
+    lines = [
+        f"engine   {info['version']} (torch {info['torch']}, CUDA {info['cuda'] or 'none'})",
+        f"device   {info['device']}, {info['threads']} threads",
+        f"memory   {gib(info['free_memory'])} free of {gib(info['total_memory'])}",
+    ]
+    for model, state in info["weights"].items():
+        check = "SHA-256 verified" if state["verified"] else f"loads as {model}"
+        lines.append(
+            f"{model:8} {state['path']} ({check})" if state["ok"] else f"{model:8} {state['problem']}"
+        )
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TextIO
 
 from .errors import NstError
@@ -62,6 +62,12 @@ def done_event(output: str, seconds: float) -> Event:
 
 def error_event(error: NstError) -> Event:
     return {"event": "error", "message": error.message, "code": int(error.code)}
+
+
+def note(message: str) -> None:
+    """A remark for the person running the engine, as one line on stderr: stdout carries only events,
+    and the plug-ins show stderr's last line only when a run fails."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class Sink:
@@ -176,6 +182,21 @@ def _clock(seconds: float | None) -> str:
         return "-"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{secs:02d}" if minutes >= 60 else f"{minutes}:{secs:02d}"
+
+
+def download_bar(stream: TextIO | None = None) -> Callable[[int, int | None], None]:
+    """A tqdm bar for weights.fetch's (done, total) byte counts, on stderr unless `stream`."""
+    from tqdm import tqdm
+
+    bar = tqdm(desc="Downloading", unit="B", unit_scale=True, unit_divisor=1024, file=stream or sys.stderr)
+
+    def show(done: int, total: int | None) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    return show
 
 
 def make_sink(mode: str) -> Sink:

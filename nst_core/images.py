@@ -8,6 +8,8 @@ The engine's image type is a numpy float32 array H x W x C in [0, 1], C in 1..4
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,43 +18,77 @@ from PIL import Image, UnidentifiedImageError
 
 from .colors import luma
 from .errors import ImageError
+from .events import note
+from .options import LIMITS
+from .readable import megapixels, picture_size
 
 if TYPE_CHECKING:  # torch is imported where tensors are made: reading and writing files need none
     import torch
 
 _FIX_IMAGE = "save it again as PNG or JPEG"
 _MODE_CHANNELS = {"L": 1, "LA": 2, "RGB": 3, "RGBA": 4}
+# The most pixels a picture may have: the largest square the engine works at. Checked from the header,
+# before anything is decoded: a small file can declare a huge picture.
+MAX_PIXELS = int(LIMITS["size"][1]) ** 2
+# Pillow's own check (a warning from 89 megapixels, an error from 179, both in words about attacks)
+# gives way to that one, which every file this package opens goes through (`_opened`).
+Image.MAX_IMAGE_PIXELS = None
 
 
 def load_image(path: str | Path) -> np.ndarray:
     """Any image Pillow reads, as H x W x C float32 in [0, 1] with its own channel count."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"Image {path} does not exist: check the file name.")
+    _check_file(path)
     return _decode(path, str(path), None)
 
 
 def decode_image(data: bytes, name: str, max_pixels: int | None = None) -> np.ndarray:
     """An image file's bytes (as the service receives them), refused from its header alone when it has
-    more than `max_pixels`: a small file can declare a huge picture."""
+    more than `max_pixels` (a server's limit; None: the engine's own, MAX_PIXELS)."""
     return _decode(io.BytesIO(data), name, max_pixels)
 
 
-def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> np.ndarray:
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image file, from its header: the same checks as `load_image`, no decoding."""
+    path = Path(path)
+    _check_file(path)
+    with _opened(path, str(path), None) as image:
+        return image.size
+
+
+def too_many_pixels(name: str, width: int, height: int, server_limit: int | None) -> str:
+    """Why a picture is refused for its size, and what to do: a server's limit can be raised."""
+    if server_limit is None:
+        limit = f"more than the engine opens ({megapixels(MAX_PIXELS)})"
+        return f"Image {name} is {picture_size(width, height)}, {limit}: scale it down first."
+    return (
+        f"Image {name} is {picture_size(width, height)}, more than this server's limit of "
+        f"{megapixels(server_limit)}: scale it down, or start the server with a larger --max-pixels."
+    )
+
+
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise ImageError(
+            f"Image {path} is a folder, not a picture: name an image file in it; to repaint every "
+            "picture of a folder, use `python -m nst_core batch FOLDER --style STYLE -o OUT_FOLDER`."
+        )
+    if not path.is_file():
+        raise ImageError(f"Image {path} does not exist: check the file name.")
+
+
+@contextmanager
+def _opened(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> Iterator[Image.Image]:
+    """`source` opened, its header checked (size); any failure inside as one ImageError."""
     try:
         with Image.open(source) as image:
             width, height = image.size
-            if max_pixels is not None and width * height > max_pixels:
-                raise ImageError(
-                    f"Image {name} is {width}x{height}, more than this server's limit of {max_pixels} "
-                    "pixels: scale it down, or start the server with a larger --max-pixels."
-                )
-            image.load()
-            return to_array(image, name=name)
+            if width * height > (MAX_PIXELS if max_pixels is None else max_pixels):
+                raise ImageError(too_many_pixels(name, width, height, max_pixels))
+            _note_frames(image, name)
+            yield image
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"Image {name} is too large to open safely ({exc}): scale it down first.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ImageError(
             f"Image {name} cannot be read ({type(exc).__name__}: {exc}): it is corrupt or not an image; "
@@ -60,19 +96,19 @@ def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> np.
         ) from None
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file, from its header: the same checks as `load_image`, no decoding."""
-    path = Path(path)
-    if not path.is_file():
-        raise ImageError(f"Image {path} does not exist: check the file name.")
-    try:
-        with Image.open(path) as image:
-            return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(
-            f"Image {path} cannot be read ({type(exc).__name__}: {exc}): it is corrupt or not an image; "
-            f"{_FIX_IMAGE}."
-        ) from None
+def _note_frames(image: Image.Image, name: str) -> None:
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1 and image.format != "MPO":  # MPO: a camera's JPEG with a preview inside, one picture
+        note(
+            f"{name} holds {frames} frames (an animation or pages): only the first is used; to repaint "
+            "every frame, save them as separate pictures and run `python -m nst_core batch --frames`."
+        )
+
+
+def _decode(source: Path | io.BytesIO, name: str, max_pixels: int | None) -> np.ndarray:
+    with _opened(source, name, max_pixels) as image:
+        image.load()
+        return to_array(image, name=name)
 
 
 def _pil_to_array(image: Image.Image) -> np.ndarray:

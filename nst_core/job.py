@@ -22,9 +22,9 @@ from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_ev
 from .images import image_size, load_image, to_array
 from .optimize import CancelToken, ProgressCallback
 from .options import Options, check_mask_count
-from .output import Output, check_writable, write_output
+from .output import Output, check_writable, keep_depth, write_output
 from .paths import same_file
-from .plan import make_plan
+from .plan import Plan, make_plan
 from .run import StartCallback, stylize
 
 JOB_KEYS = ("version", "content", "styles", "options", "output")
@@ -197,6 +197,7 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) 
     weights errors first), and write the result atomically."""
     started = time.perf_counter()
     check_writable(request.output)
+    output = keep_depth(request.content, request.output)
     content = load_content(request.content)
     styles = [load_content(style) for style in request.styles]
     masks = None if request.masks is None else [load_content(mask) for mask in request.masks]
@@ -210,7 +211,7 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) 
         cancel=cancel,
         masks=masks,
     )
-    written = write_output(result, request.output)
+    written = write_output(result, output)
     sink.emit(done_event(str(written), time.perf_counter() - started))
     return written
 
@@ -225,19 +226,19 @@ def start_events(sink: Sink) -> StartCallback:
     return lambda plan: sink.emit(start_event(describe_device(plan.device), plan.summary()))
 
 
-def dry_run(request: JobRequest) -> dict[str, Any]:
-    """What `execute` would do, as data (`Plan.summary` and the device), computing and writing nothing:
-    the inputs are checked as far as their sizes."""
+def dry_run(request: JobRequest) -> Plan:
+    """The plan `execute` would carry out, computing and writing nothing: the inputs are checked as far
+    as their sizes, and the notes `execute` would print are printed."""
     check_mask_count(None if request.masks is None else len(request.masks), len(request.styles))
     check_writable(request.output)
+    keep_depth(request.content, request.output)
     width, height = _image_size(request.content)
     for image in (*request.styles, *(request.masks or ())):
         _image_size(image)
     masked = request.masks is not None
-    plan = make_plan(
+    return make_plan(
         request.options, (width, height), len(request.styles), output=request.result_size, masked=masked
     )
-    return {"device": describe_device(plan.device), **plan.summary()}
 
 
 def _image_size(image: Path | RawImage) -> tuple[int, int]:

@@ -13,6 +13,7 @@ tensor before it replaces anything, and recorded with its own SHA-256.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -117,10 +118,14 @@ def _read_state(path: Path, mapped: bool = False) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise WeightsError(f"Weights file {path} does not exist: {_FIX_WEIGHTS}.")
     try:
-        if mapped:
-            state = load_features_copy(path)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns in two lines about a pickle it did not write, then loads or refuses it: a
+            # refusal is the one line below, a load needs no word.
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+            if mapped:
+                state = load_features_copy(path)
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for truncated or foreign files
         raise WeightsError(
             f"Weights file {path} is truncated or not a PyTorch file ({type(exc).__name__}): {_FIX_WEIGHTS}."

@@ -12,6 +12,7 @@ from typing import Any
 
 from .errors import UsageError
 from .presets import DEFAULT_PRESET, PRESETS, PREVIEW_ITERATIONS, PREVIEW_SIZE, USER_PRESETS, Preset
+from .readable import number
 
 KEEP_COLORS = ("off", "luminance", "histogram")
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -42,6 +43,7 @@ LIMITS: dict[str, tuple[float, float]] = {
 # style without a word: --style-weight 0 says that).
 WEIGHT_LIMITS = (0.0, 1e12)
 WEIGHT_LISTS = ("style_blend", "style_layer_weights")
+UNITS = {"max_memory": " MiB"}  # what a limit's numbers count, where the flag's name does not say
 
 
 @dataclass(frozen=True)
@@ -149,7 +151,8 @@ def check_range(name: str, value: float | None, limits: tuple[float, float] | No
     low, high = limits or LIMITS[name]
     if not low <= value <= high:
         flag = "--" + name.replace("_", "-")
-        raise UsageError(f"{flag} {value} is out of range: use a value from {low:g} to {high:g}.")
+        span = f"{number(low)} to {number(high)}{UNITS.get(name, '')}"
+        raise UsageError(f"{flag} {number(value)} is out of range: use a value from {span}.")
 
 
 def preset_by_name(name: str) -> Preset:

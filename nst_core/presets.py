@@ -179,3 +179,20 @@ PRESETS: dict[str, Preset] = {
         ),
     )
 }
+
+
+def presets_table() -> str:
+    """`presets` in words: one row per preset, the default marked, and the ones GIMP's menus offer."""
+    rows = [("name", "size", "iters", "cost", "description")]
+    for p in PRESETS.values():
+        name = p.name + (" *" if p.name == DEFAULT_PRESET else "")
+        rows.append((name, str(p.size), str(p.iterations), p.cost or "-", p.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[4]
+        for row in rows
+    ]
+    lines.append(
+        f"\n* the default. Menus in GIMP offer: {', '.join(p.name for p in PRESETS.values() if p.user)}."
+    )
+    return "\n".join(lines)

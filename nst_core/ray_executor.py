@@ -6,13 +6,18 @@ module. Every machine of the cluster needs the package (and its weights) install
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from .cluster import MAX_RETRIES, run_unit
-from .errors import UsageError
-from .events import Event
+from .batch import Item, Summary
+from .cluster import MAX_RETRIES, run_distributed, run_unit
+from .errors import NstError, UsageError
+from .events import Event, JsonLines, Sink
+from .options import Options
 
 INSTALL_HINT = 'install it with: pip install "gimp-neural-style[cluster]"'
 
@@ -39,6 +44,48 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
             f"No Ray cluster answers at {address} ({exc.strerror or exc}): start one with "
             "`ray start --head`, or check the address."
         ) from None
+
+
+def join_error(address: str, exc: BaseException) -> UsageError:
+    """Ray's failure to join or start a cluster, with what to do in this command's words."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if address == "auto":
+        return UsageError(
+            f"Cannot start Ray on this machine ({reason}): start a cluster with `ray start --head` and "
+            "give the address it prints, --ray HOST:PORT."
+        )
+    return UsageError(
+        f"Cannot join the Ray cluster at {address} ({reason}): "
+        "check the address and that the cluster runs the same Ray and Python."
+    )
+
+
+def run_on_ray(
+    items: Sequence[Item],
+    styles: Sequence[Path],
+    options: Options,
+    sink: Sink,
+    cancel: Any,
+    failed: Sequence[tuple[Path, NstError]],
+    temporal_weight: float | None,
+    *,
+    address: str,
+    cpus: int | None,
+    per_task: int,
+    overlap: int,
+) -> Summary:
+    """`batch.run_batch`, each unit a Ray task on the cluster at `address` (or auto)."""
+    if isinstance(sink, JsonLines) and sink.stream is None:
+        sink.stream = sys.stdout
+    # Ray prints what the cluster says (a worker lost) on stdout, where --progress json has only events.
+    with contextlib.redirect_stdout(sys.stderr):
+        executor = RayExecutor(address, options.device, cpus)
+        try:
+            return run_distributed(
+                items, styles, options, sink, executor, cancel, failed, temporal_weight, per_task, overlap
+            )
+        finally:
+            executor.close()
 
 
 class _Board:
@@ -69,13 +116,14 @@ class RayExecutor:
         ray = self.ray = import_ray()
         check_reachable(address)
         try:
-            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+            if address == "auto":
+                # No address: Ray joins the cluster running on this machine (RAY_ADDRESS, or the one
+                # `ray start` started last), else starts one in this process, which close() stops.
+                ray.init(logging_level="WARNING", log_to_driver=False, include_dashboard=False)
+            else:
+                ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError ...
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise UsageError(
-                f"Cannot join the Ray cluster at {address} ({reason}): "
-                "check the address and that the cluster runs the same Ray and Python."
-            ) from None
+            raise join_error(address, exc) from None
         task, self.slots = _task_shape(ray, device, cpus)
         self.remote = ray.remote(max_calls=0, max_retries=MAX_RETRIES, **task)(_run_with_threads)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import ipaddress
 import json
 import os
 import queue
@@ -35,7 +36,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from . import wire
 from .errors import Cancelled, DeviceError, ExitCode, NstError, UsageError, describe_error
-from .events import PROTOCOL_VERSION, Event, Sink, error_event
+from .events import PROTOCOL_VERSION, Event, Sink, error_event, note
 from .paths import atomic_path
 from .wire import API, EVENTS_TYPE, Limits, WireJob
 
@@ -421,6 +422,17 @@ def _listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, reuse_port=False)
     except OSError as exc:
         raise UsageError(f"Cannot listen on {host}:{port} ({exc.strerror}): choose another --port.") from None
+
+
+def note_if_exposed(host: str) -> None:
+    """Tokens and pictures cross the network in the clear: say so when the server is reachable from
+    other machines."""
+    if host == "localhost":
+        return
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return
+    note(f"listening on {host}, beyond this machine: put it behind TLS (docs/install.md).")
 
 
 def _write_state(path: Path, state: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,6 +26,7 @@ from . import devices, memory, optimize
 from .network import autocast_dtype, build_network
 from .options import Options, Settings, resolve
 from .paths import SPEED_FILE, atomic_path, data_dir
+from .weights import resolve_weights
 
 # A tiled iteration runs the network forward, then forward and backward again: three passes, not
 # two, so 1.5; with the blocks' sums, copies and gradient additions a 4000 x 3000 `fast` job
@@ -172,3 +174,38 @@ def calibrate(weights: Path, device: torch.device, startup: float, per_scale: fl
         seconds = best_time(block, device, 3) / steps
         samples.append((conv_flops(settings, side, side), seconds))
     return fit_speed(samples, startup, per_scale)
+
+
+def calibrate_and_record(
+    device_name: str, weights: Path | str | None, announce: Callable[[str], None]
+) -> dict[str, Any]:
+    """Measure the device named and record its speed for the plans: what `calibrate` prints. `announce`
+    hears the device's name before the minute or two of measuring."""
+    started = time.perf_counter()
+    device = devices.pick_device(device_name)
+    path = resolve_weights(weights, "vgg19")
+    default = default_speed(device.type)
+    key = devices.describe_device(device)
+    announce(key)
+    measured = calibrate(path, device, default.startup, default.per_scale)
+    recorded = record_speed(key, measured)
+    took = round(time.perf_counter() - started, 1)
+    return {
+        "device": key,
+        "rate": measured.rate,
+        "overhead": measured.overhead,
+        "file": str(recorded),
+        "seconds": took,
+    }
+
+
+def calibration_text(result: dict[str, Any]) -> str:
+    """calibrate's one line: 'cpu: 142 GFLOP/s, 3 ms more per iteration; recorded in FILE for ...'."""
+    rate = result["rate"]
+    flops = f"{rate / 1e12:.1f} TFLOP/s" if rate >= 1e12 else f"{rate / 1e9:.0f} GFLOP/s"
+    overhead = result["overhead"]
+    fixed = f"{overhead * 1000:.0f} ms" if overhead < 1 else f"{overhead:.2f} s"
+    return (
+        f"{result['device']}: {flops}, {fixed} more per iteration; recorded in {result['file']} for the "
+        f"time estimates and automatic sizes (measured in {result['seconds']:.0f} s)."
+    )

@@ -16,6 +16,7 @@ from . import validate
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
 from .options import DEVICES, Options
+from .readable import mebibytes
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
 CONTENT_TYPE = "application/x-nst-job"
@@ -119,7 +120,8 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
 
 def too_large(size: int, limits: Limits) -> UsageError:
     return UsageError(
-        f"The request has {size} bytes, more than this server's limit of {limits.max_request_bytes}: "
+        f"The request has {mebibytes(size)}, more than this server's limit of "
+        f"{mebibytes(limits.max_request_bytes)}: "
         "send a smaller image, or start the server with a larger --max-request-mb."
     )
 
@@ -139,10 +141,9 @@ def _part(entry: Any, name: str, limits: Limits, extra: tuple[str, ...] = ("weig
     width, height, channels, fmt = raw.get("width"), raw.get("height"), raw.get("channels"), raw.get("format")
     validate.check_raw_layout(width, height, channels, fmt, f"{name}'s raw", _require)
     if width * height > limits.max_pixels:
-        raise UsageError(
-            f"The {name} is {width}x{height}, more than this server's limit of {limits.max_pixels} pixels: "
-            "scale it down, or start the server with a larger --max-pixels."
-        )
+        from .images import too_many_pixels
+
+        raise UsageError(too_many_pixels(name, width, height, limits.max_pixels))
     expected = validate.raw_size(width, height, channels, fmt)
     _require(size == expected, f"{name} has {size} bytes but {width}x{height}x{channels} {fmt} is {expected}")
     return Part(size, width, height, fmt, channels)

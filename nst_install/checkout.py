@@ -1,6 +1,6 @@
 """What the installer takes from the checkout it runs from: the project's metadata (pyproject.toml),
 nst_core's standard-library modules (the data folder, the official weights and their downloader) and
-the plug-ins' bridge and service client, which the self-test runs as GIMP does."""
+the plug-ins' bridge, service client and common module, which the self-test runs as GIMP does."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ for _folder in (REPO, PLUGINS / "neural_style"):
         sys.path.insert(0, str(_folder))
 
 import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
 import nst_service  # noqa: E402
 
 from nst_core import paths, weights  # noqa: E402
@@ -28,6 +29,7 @@ __all__ = [
     "NstError",
     "Project",
     "nst_bridge",
+    "nst_common",
     "nst_service",
     "paths",
     "project",

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .checkout import REPO, nst_bridge, paths, project
+from .checkout import REPO, nst_bridge, nst_common, paths, project
 from .errors import EXIT_ENGINE, EXIT_OLD_PYTHON, EXIT_SELF_TEST, EXIT_WEIGHTS, InstallError
 from .system import last_line, quoted, run_quiet, say
 from .torch_build import TorchBuild, satisfies
@@ -200,7 +200,7 @@ def pip_install(python: Path, arguments: Sequence[str], what: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=nst_bridge.child_environment(),
+        env=nst_common.child_environment(),
         cwd=tempfile.gettempdir(),
     )
     assert process.stdout is not None
@@ -278,7 +278,7 @@ def self_test(
     options = dict(SELF_TEST_OPTIONS)
     if server is not None:
         config["servers"] = [{"url": server[0], "token_file": str(server[1])}]
-        options["device"] = nst_bridge.REMOTE
+        options["device"] = nst_common.REMOTE
     started = time.time()
     with (
         tempfile.TemporaryDirectory(prefix="nst-install-test-") as folder,
@@ -294,10 +294,10 @@ def self_test(
             run.set_content_raw(content, width, height, "u8", 4)
             result = run.run([(str(style), 1.0)], options, lambda fraction, text: True)
             if server is not None and run.server != server[0]:
-                raise nst_bridge.EngineError(
+                raise nst_common.EngineError(
                     f"the server {server[0]} does not answer; check that it runs there"
                 )
-        except nst_bridge.EngineError as error:
+        except nst_common.EngineError as error:
             problem = f"it did not finish in {ENGINE_TIMEOUT} s" if timed_out.is_set() else error.message
             where = f"on the server {server[0]}" if server else f"the engine ran with {python}"
             raise InstallError(
@@ -317,7 +317,7 @@ def self_test(
 def measure_speed(python: Path, weights: Path, data_dir: Path) -> dict | None:
     """`nst_core calibrate`: this device's speed, recorded in the data folder for the time estimates
     and the automatic working size. None (and the defaults stay) if it fails: not worth an abort."""
-    done = run_engine(python, data_dir, "calibrate", "--weights", str(weights))
+    done = run_engine(python, data_dir, "calibrate", "--json", "--weights", str(weights))
     if done.returncode != 0:
         return None
     try:

@@ -12,12 +12,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .checkout import nst_bridge
+from .checkout import nst_common
 from .system import home_dir, run_quiet
 
 GIMP_FLATPAK_ID = "org.gimp.GIMP"
 FLATPAK_BUS = "org.freedesktop.Flatpak"  # flatpak-spawn --host talks to it
-FLATPAK_PERMISSION = nst_bridge.FLATPAK_PERMISSION.split()  # the plug-in names the same fix
+FLATPAK_PERMISSION = nst_common.FLATPAK_PERMISSION.split()  # the plug-in names the same fix
 LINUX_COMMANDS = ("gimp-3.2", "gimp-3.0", "gimp-3", "gimp-2.10", "gimp")
 MAC_APPLICATIONS = Path("/Applications")
 STORE_PACKAGES = "GIMP.GIMP_*"  # %LOCALAPPDATA%\Packages\<this>: the Microsoft Store's GIMP

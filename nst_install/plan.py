@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .checkout import nst_bridge, nst_service, paths, project, weights
+from .checkout import nst_common, nst_service, paths, project, weights
 from .engine import (
     base_python,
     check_existing_python,
@@ -155,7 +155,7 @@ def plan_servers(args: argparse.Namespace) -> tuple[tuple[str, Path], ...]:
     try:
         for url in urls:
             nst_service.Server(url, nst_service.read_token(str(path)))
-    except nst_bridge.EngineError as error:
+    except nst_common.EngineError as error:
         raise InstallError(EXIT_USAGE, error.message) from None
     return tuple((url, path) for url in urls)
 

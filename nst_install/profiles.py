@@ -31,7 +31,12 @@ PLUGIN_LAYOUTS = {
     3: PluginLayout("neural_style", ("neural_style/*.py",)),
     2: PluginLayout(
         "neural_style_gimp2",
-        ("neural_style_gimp2/*.py", "neural_style/nst_bridge.py", "neural_style/nst_service.py"),
+        (
+            "neural_style_gimp2/*.py",
+            "neural_style/nst_bridge.py",
+            "neural_style/nst_service.py",
+            "neural_style/nst_common.py",
+        ),
     ),
 }
 

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkout import REPO, NstError, nst_bridge, nst_service, paths, project, weights
+from .checkout import REPO, NstError, nst_common, nst_service, paths, project, weights
 from .engine import (
     SELF_TEST_OPTIONS,
     SELF_TEST_SIZE,
@@ -275,7 +275,7 @@ def install_plugin(
     }
     if plan.servers:
         config["servers"] = [{"url": url, "token_file": str(token)} for url, token in plan.servers]
-    files[nst_bridge.CONFIG_NAME] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)
+    files[nst_common.CONFIG_NAME] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)
     make_dirs(target.parent, manifest)
     try:
         written = place_files(target, files, manifest)
@@ -294,7 +294,7 @@ def install_plugin(
 def let_flatpak_out(plan: InstallPlan, changes: Changes) -> None:
     """The one override a Flatpak GIMP needs to start the engine on the host (flatpak-spawn --host):
     applied with --yes or when the user says so, printed otherwise."""
-    command, gimp = nst_bridge.FLATPAK_PERMISSION, plan.flatpak
+    command, gimp = nst_common.FLATPAK_PERMISSION, plan.flatpak
     say("Flatpak GIMP")
     if gimp is not None and gimp.allowed:
         say("  it may start the engine outside its sandbox already")

@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .checkout import nst_bridge
+from .checkout import nst_common
 from .errors import EXIT_USAGE, InstallError
 
 PLATFORMS = {"linux": "linux", "windows": "win32", "macos": "darwin"}  # ours -> sys.platform
@@ -67,14 +67,14 @@ def run_quiet(
     command: Sequence[object], timeout: float = 300, extra_env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """Run a helper program from a neutral folder (so a checkout in the cwd is not imported), in the
-    environment the plug-ins give the engine (nst_bridge.child_environment) plus `extra_env`."""
+    environment the plug-ins give the engine (nst_common.child_environment) plus `extra_env`."""
     return subprocess.run(
         [str(part) for part in command],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         cwd=tempfile.gettempdir(),
-        env=nst_bridge.child_environment(dict(extra_env or {})),
+        env=nst_common.child_environment(dict(extra_env or {})),
         timeout=timeout,
     )
 

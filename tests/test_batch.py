@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 from samples import make_content_image
 
+from nst_core.batch import BatchProgress, item_event
+from nst_core.events import Sink
+
 FLAGS = ["--size", "32", "--iterations", "2", "--seed", "1"]
 
 
@@ -215,3 +218,26 @@ def test_outputs_take_the_format_asked_for(pictures, style_png, vgg19_weights, t
     assert done.returncode == 0, done.stderr
     with Image.open(out / "photo0.jpg") as image:
         assert image.format == "JPEG"
+
+
+def test_one_progress_serves_the_batch_and_the_cluster_pictures_ended_count_whole() -> None:
+    seen: list[dict] = []
+
+    class Shown(Sink):
+        def _show(self, event: dict) -> None:
+            seen.append(event)
+
+    progress = BatchProgress(Shown(), 4)
+    progress.ended(0, item_event(0, 4, Path("gone.png"), None, "failed", "Input gone.png does not exist"))
+    picture = progress.sink_for(1)  # a local batch's picture, through the engine's sink
+    picture.emit({"event": "start", "device": "cpu"})
+    picture.emit({"event": "progress", "fraction": 0.5})
+    picture.emit({"event": "done", "output": "photo.png", "seconds": 1.0})  # the batch's item event says it
+    progress.forward(3, {"event": "progress", "fraction": 0.25, "worker": "w:1"})  # a cluster's, meanwhile
+    assert [(e["event"], e["item"], e["items"], e.get("fraction")) for e in seen] == [
+        ("item", 1, 4, None),
+        ("start", 2, 4, None),
+        ("progress", 2, 4, (1 + 0.5) / 4),
+        ("progress", 4, 4, (1 + 0.5 + 0.25) / 4),
+    ]
+    assert seen[-1]["worker"] == "w:1"

@@ -27,6 +27,7 @@ sys.path.insert(0, str(PLUGIN_DIR))
 
 import fake_engine as fake_engines  # noqa: E402
 import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
 from fake_engine import child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
 from servers import pid_alive, wait_until  # noqa: E402
@@ -113,7 +114,7 @@ def flatpak(fake_engine: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     it says nothing of Flatpak."""
     info = tmp_path / "flatpak-info"
     info.write_text("[Application]\nname=org.gimp.GIMP\n")
-    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(info))
+    monkeypatch.setattr(nst_common, "FLATPAK_INFO", str(info))
     tools = tmp_path / "bin"
     tools.mkdir()
     spawn = tools / "flatpak-spawn"
@@ -152,7 +153,7 @@ def test_run_returns_result_and_forwards_progress(fake_engine: dict, style_file:
     assert child["argv"][:3] == ["-m", "nst_core", "run-job"]
     assert child["pythonpath"] is None and child["stdin_is_pipe"]
     job = child["job"]
-    assert job["version"] == nst_bridge.PROTOCOL_VERSION == 1
+    assert job["version"] == nst_common.PROTOCOL_VERSION == 1
     layout = {"width": 4, "height": 6, "format": "u8", "channels": 4}
     assert job["content"] == layout | {"raw": os.path.join(child["cwd"], "content.raw")}
     assert job["styles"] == [{"path": style_file, "weight": 1.0}]
@@ -316,7 +317,7 @@ def test_config_file_and_environment_overrides(tmp_path: Path, monkeypatch: pyte
     monkeypatch.delenv("NST_WEIGHTS", raising=False)
     assert nst_bridge.load_config(str(tmp_path)) == {}
     config = {"version": 1, "python": "/p/python", "weights": "/w.pth", "engine": describe()}
-    (tmp_path / nst_bridge.CONFIG_NAME).write_text(json.dumps(config))
+    (tmp_path / nst_common.CONFIG_NAME).write_text(json.dumps(config))
     assert nst_bridge.load_config(str(tmp_path)) == config
     monkeypatch.setenv("NST_ENGINE_PYTHON", "/other/python")
     monkeypatch.setenv("NST_WEIGHTS", "/other.pth")
@@ -384,14 +385,14 @@ def test_numbers_and_what_zero_means() -> None:
 
 def test_style_mix_and_the_result_layer_name() -> None:
     with pytest.raises(nst_bridge.EngineError, match="No style image chosen") as caught:
-        nst_bridge.style_mix(None, "/b.png", 0.5)
-    assert caught.value.code == nst_bridge.EXIT_USAGE
-    assert nst_bridge.style_mix("/a.png", "", 0.3) == [("/a.png", 1.0)]
-    assert nst_bridge.style_mix("/a.png", "/b.png", 0.25) == [("/a.png", 0.75), ("/b.png", 0.25)]
-    assert nst_bridge.style_mix("/a.png", "/b.png", 7) == [("/a.png", 0.0), ("/b.png", 1.0)]
-    styles = nst_bridge.style_mix("/x/Starry night.jpg", "/y/ink.png", 0.5)
-    assert nst_bridge.result_name("Portrait", styles) == "Portrait (Neural Style: Starry night + ink)"
-    error = nst_bridge.selection_misses("Portrait")
+        nst_common.style_mix(None, "/b.png", 0.5)
+    assert caught.value.code == nst_common.EXIT_USAGE
+    assert nst_common.style_mix("/a.png", "", 0.3) == [("/a.png", 1.0)]
+    assert nst_common.style_mix("/a.png", "/b.png", 0.25) == [("/a.png", 0.75), ("/b.png", 0.25)]
+    assert nst_common.style_mix("/a.png", "/b.png", 7) == [("/a.png", 0.0), ("/b.png", 1.0)]
+    styles = nst_common.style_mix("/x/Starry night.jpg", "/y/ink.png", 0.5)
+    assert nst_common.result_name("Portrait", styles) == "Portrait (Neural Style: Starry night + ink)"
+    error = nst_common.selection_misses("Portrait")
     assert error.code == 2 and error.message.startswith("The selection does not touch layer 'Portrait'")
 
 
@@ -399,10 +400,10 @@ PY27_NAMES = """\
 # -*- coding: utf-8 -*-
 import sys
 sys.path.insert(0, sys.argv[1])
-import nst_bridge
-name = nst_bridge.result_name(b"Caf\\xc3\\xa9", [(b"/tmp/\\xc3\\xa9t\\xc3\\xa9.png", 1.0)])
+import nst_common
+name = nst_common.result_name(b"Caf\\xc3\\xa9", [(b"/tmp/\\xc3\\xa9t\\xc3\\xa9.png", 1.0)])
 assert type(name) is str and name == b"Caf\\xc3\\xa9 (Neural Style: \\xc3\\xa9t\\xc3\\xa9)", repr(name)
-assert u"Caf\\xe9" in nst_bridge.selection_misses(b"Caf\\xc3\\xa9").message
+assert u"Caf\\xe9" in nst_common.selection_misses(b"Caf\\xc3\\xa9").message
 print("ok")
 """
 
@@ -422,7 +423,7 @@ def test_the_engine_gets_the_installed_data_folder_and_the_start_event_is_kept(
         run.run([(style_file, 1.0)], {}, lambda f, t: True)
         assert run.started["event"] == "start" and run.started["device"] == "cpu"
     assert child_record(tmp_path)["data_dir"] == str(tmp_path / "data")
-    env = nst_bridge.child_environment({"EXTRA": "1"})
+    env = nst_common.child_environment({"EXTRA": "1"})
     assert env["EXTRA"] == "1" and "PYTHONPATH" not in env  # the fixture set it: GIMP's, not the engine's
 
 
@@ -437,7 +438,8 @@ def test_bridge_runs_on_python27(
         import sys
         sys.path.insert(0, sys.argv[1])
         import nst_bridge
-        nst_bridge.FLATPAK_INFO = sys.argv[4]
+        import nst_common
+        nst_common.FLATPAK_INFO = sys.argv[4]
         run = nst_bridge.EngineRun({"python": sys.argv[2]})
         run.set_content_raw(b"\\x00\\x10\\x20\\xff" * 6, 3, 2, "u8", 4)
         texts = []
@@ -457,7 +459,7 @@ def test_bridge_runs_on_python27(
             str(PLUGIN_DIR),
             fake_engine["python"],
             style_file,
-            nst_bridge.FLATPAK_INFO if flatpak_config else str(tmp_path / "no-flatpak-info"),
+            nst_common.FLATPAK_INFO if flatpak_config else str(tmp_path / "no-flatpak-info"),
         ],
         capture_output=True,
         text=True,
@@ -541,7 +543,7 @@ def test_flatpak_spawn_failure_is_one_line_with_the_fix(flatpak, style_file, mon
 def test_the_sandbox_is_found_at_run_time_not_in_the_config(fake_engine, style_file, tmp_path, monkeypatch):
     """A profile shared by the host's and the Flatpak's GIMP: the same config, whatever it says, runs the
     engine directly outside the sandbox."""
-    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "absent"))
+    monkeypatch.setattr(nst_common, "FLATPAK_INFO", str(tmp_path / "absent"))
     for said in (True, False):
         with nst_bridge.EngineRun(fake_engine | {"flatpak": said}) as run:
             run.set_content_raw(PIXELS, 4, 6, "u8", 4)
@@ -570,229 +572,6 @@ def test_flatpak_cancel_stops_the_engine_and_sweeps_stale_folders(flatpak, style
     assert info.value.code == 130
     assert not pid_alive(child_record(tmp_path)["pid"])
     assert os.listdir(runs) == []
-
-
-# -- the time estimate in the GIMP 3 dialog --------------------------------------------------------------
-
-PLAN = {
-    "device": "cpu",
-    "working_size": 432,
-    "output_size": [4000, 3000],
-    "scales": [
-        {"width": 216, "height": 162, "iterations": 30, "tile": None, "seconds": 10.4},
-        {"width": 432, "height": 324, "iterations": 23, "tile": None, "seconds": 19.4},
-    ],
-    "iterations": 53,
-    "tiles": [],
-    "memory": {"estimate": 992922931, "budget": None},
-    "estimated_seconds": 29.8,
-}
-
-
-def test_plan_command_passes_the_dialog_options_as_a_job_would(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    python = tmp_path / "python"
-    python.write_text("")
-    config = {"python": str(python), "weights": "/w/vgg19.pth", "engine": describe()}
-    values = {"preset": "fast", "size": 0, "iterations": 80, "style_scale": 1.5, "device": "cpu", "seed": 0}
-    options = nst_bridge.dialog_options(config, values)
-    command = nst_bridge.plan_command(config, 4000, 3000, 2, options)
-    assert command == [
-        str(python),
-        "-m",
-        "nst_core",
-        "plan",
-        "--width",
-        "4000",
-        "--height",
-        "3000",
-        "--styles",
-        "2",
-        "--device",
-        "cpu",
-        "--iterations",
-        "80",
-        "--preset",
-        "fast",
-        "--seed",
-        "0",
-        "--style-scale",
-        "1.5",
-        "--weights",
-        "/w/vgg19.pth",  # the config's, as in a job; size 0 (the preset's) is left out
-    ]
-    assert nst_bridge.option_flags({"multiscale": False, "style_blend": [0.25, 0.75], "init": None}) == [
-        "--init",
-        "None",
-        "--no-multiscale",
-        "--style-blend",
-        "0.25",
-        "0.75",
-    ]
-    masked = nst_bridge.plan_command(config, 4000, 3000, 2, options, masked=True)
-    assert masked == [*command[:10], "--masked", *command[10:]]  # a region's styles need more memory
-    (tmp_path / "flatpak-info").write_text("")
-    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "flatpak-info"))
-    flatpak = nst_bridge.plan_command({"python": "/host/python"}, 10, 20, 1, {})
-    assert flatpak[:5] == [
-        "flatpak-spawn",
-        "--host",
-        "--watch-bus",
-        "--env=PYTHONIOENCODING=utf-8",
-        "--env=PYTHONUNBUFFERED=1",
-    ]
-    assert flatpak[5:9] == ["/host/python", "-m", "nst_core", "plan"]
-    with pytest.raises(nst_bridge.EngineNotInstalled, match="not installed"):
-        nst_bridge.plan_command({}, 10, 20, 1, {})
-    monkeypatch.setattr(nst_bridge, "FLATPAK_INFO", str(tmp_path / "absent"))
-    with pytest.raises(nst_bridge.EngineNotInstalled, match="/no/python is missing"):
-        nst_bridge.plan_command({"python": "/no/python"}, 10, 20, 1, {})
-
-
-def test_the_estimate_is_one_short_line() -> None:
-    text = nst_bridge.estimate_text(0, json.dumps(PLAN), "")
-    assert text == (
-        "About 30 s on the CPU at 432\u00d7324 px "
-        "(the layer is 4000\u00d73000 px; the result is scaled up to it)"
-    )
-    tiled = PLAN | {
-        "device": "cuda:0 (NVIDIA H100)",
-        "output_size": [432, 324],
-        "estimated_seconds": 754.0,
-        "tiles": [{"scale": 2, "size": 432, "count": 12, "tile": 200}],
-    }
-    assert (
-        nst_bridge.estimate_text(0, json.dumps(tiled), "")
-        == "About 13 min on NVIDIA H100 at 432\u00d7324 px, in 12 tiles"
-    )
-    long = tiled | {"device": "mps", "estimated_seconds": 2 * 3600 + 5 * 60, "tiles": []}
-    assert (
-        nst_bridge.estimate_text(0, json.dumps(long), "")
-        == "About 2 h 05 min on the Apple GPU at 432\u00d7324 px"
-    )
-    failed = nst_bridge.estimate_text(2, "", "some warning\nerror: Unknown preset 'x': use one of fast.\n")
-    assert failed == "No time estimate: Unknown preset 'x': use one of fast."
-    assert nst_bridge.estimate_text(-1, "", "") == (
-        "No time estimate: the engine failed (exit code -1): run install.py again."
-    )
-    assert nst_bridge.estimate_text(0, "{not json", "").startswith("No time estimate: the engine's plan")
-    assert nst_bridge.ESTIMATING == "Estimating the time\u2026"
-
-
-class FakeClock:
-    """GLib's timeouts on a clock the test moves, and plan commands that finish when it says."""
-
-    def __init__(self) -> None:
-        self.now = 0
-        self.timers: dict[int, tuple[int, object]] = {}
-        self.next_id = 1
-        self.started: list[dict] = []
-        self.shown: list[str] = []
-
-    def timer(self, ms: int, callback) -> int:
-        self.timers[self.next_id] = (self.now + ms, callback)
-        self.next_id += 1
-        return self.next_id - 1
-
-    def cancel_timer(self, timer_id: int) -> None:
-        del self.timers[timer_id]  # a KeyError: the refresher removed a timer that is gone
-
-    def advance(self, ms: int) -> None:
-        self.now += ms
-        for timer_id, (when, callback) in sorted(self.timers.items()):
-            if when <= self.now:
-                del self.timers[timer_id]
-                assert callback() is False  # one-shot, as GLib.timeout_add needs
-
-    def start(self, argv: list, done) -> object:
-        run = {"argv": argv, "done": done, "cancelled": False}
-        self.started.append(run)
-        return type("Handle", (), {"cancel": lambda _self: run.update(cancelled=True)})()
-
-
-def refresher(clock: FakeClock, command) -> nst_bridge.EstimateRefresh:
-    return nst_bridge.EstimateRefresh(
-        command, clock.start, clock.shown.append, clock.timer, clock.cancel_timer
-    )
-
-
-def test_estimate_refresh_is_debounced_and_the_newest_request_wins() -> None:
-    clock = FakeClock()
-    settings = {"size": 100}
-    refresh = refresher(clock, lambda: ["plan", "--size", str(settings["size"])])
-    refresh.changed()
-    assert clock.shown == [nst_bridge.ESTIMATING] and clock.started == []
-    for size in (200, 300):  # quicker than the delay: one command, for the last value
-        clock.advance(nst_bridge.ESTIMATE_DELAY_MS - 100)
-        settings["size"] = size
-        refresh.changed(object(), object())  # what a notify:: handler gets
-    assert clock.started == []
-    clock.advance(nst_bridge.ESTIMATE_DELAY_MS)
-    assert [run["argv"] for run in clock.started] == [["plan", "--size", "300"]]
-    first = clock.started[0]
-    # A change while it runs: the running one is cancelled, and its late result is not shown.
-    settings["size"] = 400
-    refresh.changed()
-    clock.advance(nst_bridge.ESTIMATE_DELAY_MS)
-    second = clock.started[1]
-    assert first["cancelled"] and not second["cancelled"] and second["argv"][-1] == "400"
-    first["done"](0, json.dumps(PLAN | {"estimated_seconds": 999.0}), "")
-    assert clock.shown[-1] == nst_bridge.ESTIMATING
-    second["done"](0, json.dumps(PLAN), "")
-    assert clock.shown[-1].startswith("About 30 s on the CPU")
-    assert clock.timers == {}
-
-
-def test_estimate_refresh_stops_when_the_dialog_closes() -> None:
-    clock = FakeClock()
-    refresh = refresher(clock, lambda: ["plan"])
-    refresh.changed()
-    clock.advance(nst_bridge.ESTIMATE_DELAY_MS)
-    running = clock.started[0]
-    refresh.changed()  # a pending timer and a running command
-    refresh.close()
-    assert clock.timers == {} and running["cancelled"]
-    shown = list(clock.shown)
-    running["done"](0, json.dumps(PLAN), "")
-    refresh.changed()
-    clock.advance(10 * nst_bridge.ESTIMATE_DELAY_MS)
-    assert clock.shown == shown and len(clock.started) == 1
-
-
-def test_estimate_refresh_shows_why_there_is_none() -> None:
-    clock = FakeClock()
-
-    def command() -> list:
-        raise nst_bridge.selection_misses("Portrait")
-
-    refresh = refresher(clock, command)
-    refresh.changed()
-    clock.advance(nst_bridge.ESTIMATE_DELAY_MS)
-    assert clock.started == []
-    assert clock.shown[-1].startswith("No time estimate: The selection does not touch layer 'Portrait'")
-
-
-def test_real_engine_plan_through_the_bridge(vgg19_weights: Path) -> None:
-    """The real `nst_core plan`, started as the dialog starts it: its line for a 4000 x 3000 layer."""
-    config = {"python": sys.executable, "weights": str(vgg19_weights), "engine": describe()}
-    options = nst_bridge.dialog_options(
-        config, {"preset": "fast", "size": 0, "iterations": 0, "device": "cpu"}
-    )
-    command = nst_bridge.plan_command(config, 4000, 3000, 1, options)
-    env = nst_bridge.child_environment(nst_bridge.engine_environment(config))
-    env["PYTHONPATH"] = str(REPO)  # this checkout's engine (the installed one needs no path)
-    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr
-    plan = json.loads(done.stdout)
-    text = nst_bridge.estimate_text(done.returncode, done.stdout, done.stderr)
-    last = plan["scales"][-1]
-    assert text.startswith("About ") and f" on the CPU at {last['width']}\u00d7{last['height']} px" in text
-    assert text.endswith("(the layer is 4000\u00d73000 px; the result is scaled up to it)")
-    bad = nst_bridge.plan_command(config, 4000, 3000, 1, dict(options, preset="no-such-preset"))
-    done = subprocess.run(bad, capture_output=True, text=True, env=env, timeout=120)
-    text = nst_bridge.estimate_text(done.returncode, done.stdout, done.stderr)
-    assert done.returncode == 2 and text.startswith("No time estimate: Unknown preset 'no-such-preset'")
 
 
 # -- platforms: Windows' Python 2.7, Windows' file semantics, AppImage --------------------------------------
@@ -854,16 +633,16 @@ PYTHON27_WINDOWS_ENCODING = textwrap.dedent(
     # -*- coding: utf-8 -*-
     import sys
     sys.path.insert(0, sys.argv[1])
-    import nst_bridge
+    import nst_common
     shorts = {u"C:\\\\Users\\\\\u65e5\u672c\\\\python.exe": u"C:\\\\Users\\\\5E5D~1\\\\python.exe"}
     # Windows' ANSI code page 1252 (Western Europe) stands in for "mbcs", which only Windows has.
-    latin = nst_bridge.native_argument(u"C:\\\\Users\\\\Jos\u00e9\\\\python.exe", "cp1252", shorts.get)
+    latin = nst_common.native_argument(u"C:\\\\Users\\\\Jos\u00e9\\\\python.exe", "cp1252", shorts.get)
     assert latin == b"C:\\\\Users\\\\Jos\\xe9\\\\python.exe", repr(latin)
-    short = nst_bridge.native_argument(u"C:\\\\Users\\\\\u65e5\u672c\\\\python.exe", "cp1252", shorts.get)
+    short = nst_common.native_argument(u"C:\\\\Users\\\\\u65e5\u672c\\\\python.exe", "cp1252", shorts.get)
     assert short == b"C:\\\\Users\\\\5E5D~1\\\\python.exe", repr(short)
     try:
-        nst_bridge.native_environment({u"NST_DATA_DIR": u"D:\\\\\u65e5\u672c"}, "cp1252", shorts.get)
-    except nst_bridge.EngineError as error:
+        nst_common.native_environment({u"NST_DATA_DIR": u"D:\\\\\u65e5\u672c"}, "cp1252", shorts.get)
+    except nst_common.EngineError as error:
         print(error.message.encode("utf-8"))
     """
 )
@@ -922,9 +701,9 @@ def test_windows_sweeps_folders_of_killed_plugins(fake_engine, tmp_path, monkeyp
             return  # Windows deletes nothing of a folder that holds an open file
         real_rmtree(path, ignore_errors=ignore_errors)
 
-    monkeypatch.setattr(nst_bridge, "fcntl", None)
-    monkeypatch.setattr(nst_bridge.os, "remove", windows_remove)
-    monkeypatch.setattr(nst_bridge.shutil, "rmtree", windows_rmtree)
+    monkeypatch.setattr(nst_common, "fcntl", None)
+    monkeypatch.setattr(nst_common.os, "remove", windows_remove)
+    monkeypatch.setattr(nst_common.shutil, "rmtree", windows_rmtree)
     runs = tmp_path / "tmp"
     killed = runs / "nst-plugin-7-killed"  # TerminateProcess: no cleanup ran, nobody has the lock open
     killed.mkdir()
@@ -953,7 +732,7 @@ def test_an_appimage_gimp_keeps_its_libraries_to_itself(fake_engine, style_file,
         run.set_content_raw(PIXELS, 4, 6, "u8", 4)
         run.run([(style_file, 1.0)], {}, lambda f, t: True)
     assert child_record(tmp_path)["ld_library_path"] == "/opt/cuda/lib64"  # the user's own entry stays
-    env = nst_bridge.child_environment({}, {"APPDIR": appdir, "APPIMAGE": "x", "LD_LIBRARY_PATH": ours})
+    env = nst_common.child_environment({}, {"APPDIR": appdir, "APPIMAGE": "x", "LD_LIBRARY_PATH": ours})
     assert "LD_LIBRARY_PATH" not in env
     plain = {"LD_LIBRARY_PATH": "/tmp/.mount_x/lib", "LD_PRELOAD": "/lib/x.so"}  # not an AppImage: untouched
-    assert nst_bridge.child_environment({}, plain) == plain
+    assert nst_common.child_environment({}, plain) == plain

@@ -26,6 +26,7 @@ sys.path.insert(0, str(PLUGIN_DIR))
 
 import fake_engine  # noqa: E402
 import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
 from fake_engine import child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
 from servers import pid_alive  # noqa: E402
@@ -151,7 +152,7 @@ def playback_tags(name: str) -> tuple[int, str | None]:
     ],
 )
 def test_frame_names_keep_the_tags_playback_reads(source: str, styled: str) -> None:
-    assert nst_bridge.frame_name(source) == styled
+    assert nst_common.frame_name(source) == styled
     assert playback_tags(styled) == playback_tags(source)
 
 
@@ -164,7 +165,7 @@ def test_the_tag_scan_of_the_test_reads_names_as_playback_does() -> None:
 def test_gimp_210_names_stay_utf8_byte_strings() -> None:
     name = "Bühne (60ms)".encode()
     # Python 3 gives text either way; the Python 2.7 test below checks the byte string there.
-    assert nst_bridge.frame_name(name) == "Bühne styled (60ms)"
+    assert nst_common.frame_name(name) == "Bühne styled (60ms)"
 
 
 # -- progress ----------------------------------------------------------------------------------------
@@ -174,14 +175,14 @@ def test_progress_text_counts_frames_and_the_time_the_animation_has_left() -> No
     event = {"event": "progress", "item": 2, "items": 3, "scale": 1, "scales": 2, "iteration": 5}
     event |= {"iterations": 10, "elapsed": 5.0, "eta": 10.0}
     # This frame's 10 s, and one frame after it taking as long as this one does (5 + 10 s).
-    assert nst_bridge.progress_text(event) == "Neural style: frame 2/3, scale 1/2, iteration 5/10, 0:25 left"
-    assert nst_bridge.start_text({"device": "cpu", "item": 3, "items": 3}) == (
+    assert nst_common.progress_text(event) == "Neural style: frame 2/3, scale 1/2, iteration 5/10, 0:25 left"
+    assert nst_common.start_text({"device": "cpu", "item": 3, "items": 3}) == (
         "Neural style: frame 3/3, starting on cpu"
     )
-    assert nst_bridge.start_fraction({"item": 3, "items": 4}) == 0.5
+    assert nst_common.start_fraction({"item": 3, "items": 4}) == 0.5
     single = {"event": "progress", "scales": 1, "iteration": 2, "iterations": 4, "eta": 70.0, "elapsed": 9.0}
-    assert nst_bridge.progress_text(single) == "Neural style: iteration 2/4, 1:10 left"
-    assert nst_bridge.start_text({"device": "cpu"}) == "Neural style: starting on cpu"
+    assert nst_common.progress_text(single) == "Neural style: iteration 2/4, 1:10 left"
+    assert nst_common.start_text({"device": "cpu"}) == "Neural style: starting on cpu"
 
 
 # -- runs ------------------------------------------------------------------------------------------------
@@ -288,8 +289,8 @@ def test_cancel_stops_the_engine_and_leaves_nothing(fake_batch, style_file, tmp_
 @pytest.mark.parametrize(
     "frames, options, message",
     [
-        (1, {}, nst_bridge.FRAMES_NEED_TWO),
-        (2, {"device": nst_bridge.REMOTE}, nst_bridge.FRAMES_NOT_REMOTE),
+        (1, {}, nst_common.FRAMES_NEED_TWO),
+        (2, {"device": nst_common.REMOTE}, nst_common.FRAMES_NOT_REMOTE),
     ],
     ids=["one-frame", "remote"],
 )
@@ -300,7 +301,7 @@ def test_one_frame_or_a_remote_device_is_refused_before_the_engine_starts(
         for _ in range(frames):
             run.add_frame(pixels(4, 3, 4, 0), 4, 3, 4, "Frame")
         run.run([(style_file, 1.0)], options, lambda f, t: True)
-    assert info.value.message == message and info.value.code == nst_bridge.EXIT_USAGE
+    assert info.value.message == message and info.value.code == nst_common.EXIT_USAGE
     assert not (tmp_path / "child.json").exists()
 
 
@@ -343,6 +344,7 @@ def test_frames_run_on_python27(fake_batch, style_file: str, tmp_path: Path) -> 
         import sys
         sys.path.insert(0, sys.argv[1])
         import nst_bridge
+        import nst_common
         run = nst_bridge.FramesRun({"python": sys.argv[2]})
         run.add_frame(b"\\x00\\x10\\x20\\xff" * 6, 3, 2, 4, "Frame 1 (50ms)")
         run.add_frame(b"\\x40\\x80" * 6, 3, 2, 2, b"B\\xc3\\xbchne (50ms) (replace)")
@@ -350,7 +352,7 @@ def test_frames_run_on_python27(fake_batch, style_file: str, tmp_path: Path) -> 
         results = run.run([(sys.argv[3], 1.0)], {"seed": 1}, lambda f, t: texts.append(t))
         run.close()
         assert results == [(b"\\xff\\xef\\xdf\\xff" * 6, 3, 2), (b"\\xbf\\x80" * 6, 3, 2)], repr(results)
-        name = nst_bridge.frame_name(b"B\\xc3\\xbchne (50ms) (replace)")
+        name = nst_common.frame_name(b"B\\xc3\\xbchne (50ms) (replace)")
         assert isinstance(name, bytes) and name == b"B\\xc3\\xbchne styled (50ms) (replace)", repr(name)
         print(texts[-1])
         """

@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plug-ins" / "neural_style"))
 
 import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
 
 from nst_core.options import describe  # noqa: E402
 
@@ -39,10 +40,10 @@ def style_pixels() -> np.ndarray:
     return np.stack([stripes, 255 - stripes, 40 + 0 * x, alpha], axis=-1).astype(np.uint8)
 
 
-def left_half() -> nst_bridge.RegionMask:
+def left_half() -> nst_common.RegionMask:
     mask = np.zeros((HEIGHT, WIDTH), np.uint8)
     mask[:, : WIDTH // 2] = 255
-    return nst_bridge.RegionMask(mask.tobytes(), WIDTH, HEIGHT)
+    return nst_common.RegionMask(mask.tobytes(), WIDTH, HEIGHT)
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_a_layer_as_the_style_gives_what_its_file_gives(config: dict, tmp_path: 
     by_deep_layer, _ = run(config, [(deep, 1.0)])
     assert by_layer == by_file and by_deep_layer == by_file
     assert by_file != content()
-    assert nst_bridge.result_name("Photo", [(layer, 0.5), (str(path), 0.5)]) == (
+    assert nst_common.result_name("Photo", [(layer, 0.5), (str(path), 0.5)]) == (
         "Photo (Neural Style: Stripes + stripes)"
     )
 
@@ -88,7 +89,7 @@ def test_two_styles_in_two_regions_by_the_child_and_by_the_service(
 ) -> None:
     layer = nst_bridge.StylePixels(style_pixels().tobytes(), 36, 30, "u8", 4, "Stripes")
     styles = [(layer, 0.5), (str(style_png), 0.5)]
-    masks = nst_bridge.region_masks(nst_bridge.REGION_SPLIT, left_half(), 2)
+    masks = nst_common.region_masks(nst_common.REGION_SPLIT, left_half(), 2)
     child, server = run(config, styles, masks)
     assert server is None
     blended, _ = run(config, styles)
@@ -96,19 +97,19 @@ def test_two_styles_in_two_regions_by_the_child_and_by_the_service(
     served, server = run({**config, "service": True}, styles, masks)
     assert server is not None
     assert np.abs(np.frombuffer(served, np.uint8).astype(int) - np.frombuffer(child, np.uint8)).max() <= 1
-    assert list(Path(nst_bridge.runs_folder()).glob(f"{nst_bridge.TEMP_PREFIX}{os.getpid()}-*")) == []
+    assert list(Path(nst_common.runs_folder()).glob(f"{nst_common.TEMP_PREFIX}{os.getpid()}-*")) == []
 
 
 def test_the_masks_a_region_makes() -> None:
     mask = left_half()
-    assert nst_bridge.region_masks(nst_bridge.REGION_WHOLE, mask, 2) is None
-    assert nst_bridge.region_masks(nst_bridge.REGION_WHOLE, None, 1) is None
-    inside = nst_bridge.region_masks(nst_bridge.REGION_INSIDE, mask, 2)
+    assert nst_common.region_masks(nst_common.REGION_WHOLE, mask, 2) is None
+    assert nst_common.region_masks(nst_common.REGION_WHOLE, None, 1) is None
+    inside = nst_common.region_masks(nst_common.REGION_INSIDE, mask, 2)
     assert [m.data for m in inside] == [mask.data, mask.data]
-    first, second = nst_bridge.region_masks(nst_bridge.REGION_SPLIT, mask, 2)
+    first, second = nst_common.region_masks(nst_common.REGION_SPLIT, mask, 2)
     assert first.data == mask.data
     assert all(a + b == 255 for a, b in zip(bytearray(first.data), bytearray(second.data), strict=True))
-    assert [nick for nick, _label in nst_bridge.REGIONS] == ["whole", "inside", "split"]
+    assert [nick for nick, _label in nst_common.REGIONS] == ["whole", "inside", "split"]
 
 
 @pytest.mark.parametrize(
@@ -121,10 +122,10 @@ def test_the_masks_a_region_makes() -> None:
     ],
 )
 def test_regions_that_cannot_be(region: str, mask: str | None, styles: int, message: str) -> None:
-    masks = {"left": left_half(), "empty": nst_bridge.RegionMask(bytes(WIDTH * HEIGHT), WIDTH, HEIGHT)}
+    masks = {"left": left_half(), "empty": nst_common.RegionMask(bytes(WIDTH * HEIGHT), WIDTH, HEIGHT)}
     with pytest.raises(nst_bridge.EngineError, match=message) as caught:
-        nst_bridge.region_masks(region, masks.get(mask or ""), styles)
-    assert caught.value.code == nst_bridge.EXIT_USAGE and "\n" not in caught.value.message
+        nst_common.region_masks(region, masks.get(mask or ""), styles)
+    assert caught.value.code == nst_common.EXIT_USAGE and "\n" not in caught.value.message
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ PLUGIN_DIR = REPO / "plug-ins" / "neural_style"
 sys.path.insert(0, str(PLUGIN_DIR))
 
 import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
 import nst_service  # noqa: E402
 from interpreters import python27  # noqa: E402
 
@@ -120,7 +121,7 @@ def test_cancel_stops_the_served_job_and_frees_it(config, style_png) -> None:
 
     with pytest.raises(nst_bridge.EngineError) as caught:
         run(config, style_png, {**OPTIONS, "iterations": 500}, progress)
-    assert caught.value.code == nst_bridge.EXIT_CANCELLED
+    assert caught.value.code == nst_common.EXIT_CANCELLED
     state = json.loads((Path(config["data_dir"]) / "service" / "service.json").read_text())
     token = (Path(config["data_dir"]) / "service" / "token").read_text().strip()
     server = client.Server(state["url"], token)

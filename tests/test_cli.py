@@ -173,6 +173,36 @@ def test_no_server_and_no_weights_here_is_one_line(
     assert not (tmp_path / "out.png").exists()
 
 
+def test_a_sixteen_bit_content_keeps_its_bits_in_png_and_tiff_and_other_formats_say_so(
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+    import numpy as np
+
+    deep = tmp_path / "deep.png"
+    rgb = np.asarray(Image.open(job_files.content).convert("RGB"), dtype=np.uint16) * 257
+    assert cv2.imwrite(str(deep), rgb[..., ::-1])  # OpenCV writes 16 bits, as BGR
+    flags = ("--size", "32", "--progress", "none", *FAST)
+    for name in ("out.png", "out.tif"):
+        code, stdout, stderr = run(capsys, *job_files.stylize(tmp_path / name, *flags, content=deep))
+        assert (code, stdout, stderr) == (0, "", "")
+        written = cv2.imread(str(tmp_path / name), cv2.IMREAD_UNCHANGED)
+        assert written.dtype == np.uint16 and written.shape == (21, 32, 3)
+        assert (written % 257).any()  # the result's own 16 bits, not 8 bits scaled up
+    code, stdout, stderr = run(capsys, *job_files.stylize(tmp_path / "out.jpg", *flags, content=deep))
+    assert (code, stdout) == (0, "")
+    assert stderr == (
+        "note: deep.png has 16 bits per channel but .jpg holds 8: the result is saved with 8 bits; "
+        "name a .png or .tif output to keep 16.\n"
+    )
+    batch = ["batch", deep, job_files.content, "--style", job_files.style, "--weights", job_files.weights]
+    code, _, stderr = run(capsys, *batch, "-o", tmp_path, "--format", "webp", *flags)
+    assert code == 0 and stderr == (
+        "note: 1 of the pictures (deep.png) has 16 bits per channel but .webp holds 8: their results "
+        "are saved with 8 bits; use --format png or tif to keep 16.\n"
+    )
+
+
 # -- failures during the run: one line, the right code, nothing written ---------------------------------
 
 
@@ -331,7 +361,7 @@ def test_weights_fetch_check_and_path(
 
 def test_the_download_bar_counts_bytes() -> None:
     stream = io.StringIO()
-    show = cli._download_bar(stream)
+    show = events.download_bar(stream)
     for done in (0, 3 << 20, 10 << 20):
         show(done, 10 << 20)
     drawn = stream.getvalue()
@@ -378,6 +408,29 @@ def test_a_closed_stdout_ends_commands_quietly(tmp_path: Path, job_files: JobFil
             os.close(writer)
         assert (argv[0], done.returncode, done.stderr) == (argv[0], 141, "")
     assert not (tmp_path / "out.png").exists()
+
+
+class Runs:
+    """Pickled into a weights file: loading it the unsafe way would run `print`."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("ran",))
+
+
+def test_a_weights_file_with_code_in_it_is_refused_in_one_line(tmp_path: Path) -> None:
+    """torch's own warning about the pickle (two lines) stays out: our one line says it all."""
+    import pickle
+
+    rigged = tmp_path / "rigged.pth"
+    rigged.write_bytes(pickle.dumps({"features.0.weight": Runs()}, protocol=4))
+    done = subprocess.run(
+        [sys.executable, "-m", "nst_core", "weights", "check", str(rigged)], capture_output=True, text=True
+    )
+    assert done.returncode == 4 and done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"error: Weights file {rigged} is truncated or not a PyTorch file (UnpicklingError): re-run "
+        "install.py or `python -m nst_core weights fetch`."
+    ]
 
 
 # -- events ----------------------------------------------------------------------------------------------

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -112,6 +114,19 @@ def test_runs_joined_by_a_fade_jump_less_than_runs_that_are_cut(tmp_path, style_
     assert jumps[2] < 0.7 * jumps[0]  # ... which the fade spreads over the shared frames
 
 
+def test_the_cluster_driver_sweeps_what_a_killed_run_left_as_the_local_batch_does(
+    photos, style_png, vgg19_weights, tmp_path
+) -> None:
+    out = _fresh(tmp_path / "out")
+    stale = out / ".photo0.png.k1ll3d.tmp"  # write_output's temporary name, from a killed run
+    stale.write_bytes(b"half a picture")
+    items = plan_items([photos / "photo0.png"], out, "png")
+    options = Options(size=40, iterations=2, seed=1, weights=str(vgg19_weights))
+    summary = cluster.run_distributed(items, [style_png], options, Sink(), cluster.InlineExecutor())
+    assert len(summary.done) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["photo0.png"]
+
+
 # -- a real local Ray cluster -------------------------------------------------------------------------
 
 
@@ -196,6 +211,25 @@ def test_bad_ray_addresses_and_a_missing_ray_are_one_line_errors(photos, style_p
         'pip install "gimp-neural-style[cluster]".'
     ]
     assert not list(tmp_path.glob("photo*"))
+
+
+def test_ray_auto_starts_a_cluster_here_when_none_runs(photos, style_png, vgg19_weights, tmp_path) -> None:
+    """`--ray auto` with no cluster on this machine: Ray started for the batch, and stopped after it."""
+    one = _fresh(tmp_path / "one")
+    shutil.copy(photos / "photo0.png", one)
+    out = _fresh(tmp_path / "out")
+    # A Ray folder of its own (short: Ray's sockets live in it): no cluster of another run is found there.
+    ray_dir = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    try:
+        done = nst("batch", str(one), "--style", str(style_png), "-o", str(out), *FLAGS, "--weights",
+                   str(vgg19_weights), "--ray", "auto", "--progress", "json",
+                   env={"RAY_ADDRESS": "", "RAY_TMPDIR": str(ray_dir)})  # fmt: skip
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert done.returncode == 0, done.stderr
+    end = events_of(done.stdout)[-1]
+    assert end["event"] == "done" and end["done"] == 1 and len(end["workers"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["photo0.png"]
 
 
 def _parent(pid: int) -> int:

@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import struct
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from samples import JobFiles
 
 from nst_core import cli, run, weights
@@ -73,6 +76,60 @@ def test_bad_images_are_exit_3(run_cli: Cli, bad_images: dict[str, Path], kind: 
     run_cli.fails(3, re.escape(bad.name), argv)
 
 
+def test_a_folder_given_as_the_content_is_called_a_folder_and_batch_is_named(
+    run_cli: Cli, bad_images: dict[str, Path]
+) -> None:
+    folder = bad_images["folder"]
+    expected = (
+        f"error: Image {folder} is a folder, not a picture: name an image file in it; to repaint every "
+        "picture of a folder, use `python -m nst_core batch FOLDER --style STYLE -o OUT_FOLDER`.\n"
+    )
+    for argv in (run_cli.stylize(content=folder), run_cli.stylize("--dry-run", content=folder)):
+        assert run_cli.fails(3, "is a folder", argv) == expected
+
+
+def png_declaring(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares width x height and whose pixels are cut short: what the checks read."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = chunk(b"IDAT", zlib.compress(bytes(64)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + idat + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_picture_over_the_engines_pixel_limit_is_refused_in_its_words(run_cli: Cli, tmp_path: Path) -> None:
+    huge = png_declaring(tmp_path / "huge.png", 20000, 15000)
+    expected = (
+        f"error: Image {huge} is 20000x15000 = 300 megapixels, more than the engine opens "
+        "(268 megapixels): scale it down first.\n"
+    )
+    for argv in (run_cli.stylize(content=huge), run_cli.stylize("--dry-run", content=huge)):
+        assert run_cli.fails(3, "300 megapixels", argv) == expected
+
+
+def test_a_large_picture_under_the_limit_opens_without_pillows_warning(
+    run_cli: Cli, tmp_path: Path, recwarn: pytest.WarningsRecorder
+) -> None:
+    large = png_declaring(tmp_path / "large.png", 10000, 9000)  # over Pillow's 89.5 megapixels
+    assert cli.main(run_cli.stylize("--dry-run", content=large)) == 0
+    assert "Decompression" not in run_cli.capsys.readouterr().err
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_an_animation_says_that_only_its_first_frame_is_used(run_cli: Cli, tmp_path: Path) -> None:
+    animation = tmp_path / "clip.gif"
+    frames = [Image.new("RGB", (40, 30), (60 * i, 0, 0)) for i in range(3)]
+    frames[0].save(animation, save_all=True, append_images=frames[1:])
+    assert cli.main(run_cli.stylize("--dry-run", content=animation)) == 0
+    assert run_cli.capsys.readouterr().err == (
+        f"note: {animation} holds 3 frames (an animation or pages): only the first is used; to repaint "
+        "every frame, save them as separate pictures and run `python -m nst_core batch --frames`.\n"
+    )
+
+
 def test_missing_init_image(run_cli: Cli) -> None:
     message = r"Init image .*nope.png does not exist: check --init"
     run_cli.fails(3, message, run_cli.stylize("--init", "nope.png"))
@@ -98,8 +155,8 @@ def test_json_mode_reports_the_error_as_an_event(run_cli: Cli) -> None:
         (["--content-layers", "conv_zero"], "conv_zero"),
         (["--size", "8"], r"--size 8 is out of range: use a value from 32 to 16384"),
         (["--iterations", "0"], "--iterations 0 is out of range"),
-        (["--strength", "1000"], "--strength 1000.0 is out of range"),
-        (["--tv-weight", "-1"], "--tv-weight -1.0 is out of range"),
+        (["--strength", "1000"], "--strength 1000 is out of range"),
+        (["--tv-weight", "-1"], "--tv-weight -1 is out of range"),
         (["--keep-colors", "maybe"], "Unknown keep-colors mode 'maybe': use one of off, luminance"),
         (["--size", "big"], "argument --size: invalid int value: 'big'"),
         (["--frobnicate"], "unrecognized arguments: --frobnicate"),

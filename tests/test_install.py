@@ -12,6 +12,7 @@ import ast
 import json
 import os
 import plistlib
+import re
 import shutil
 import socket
 import stat
@@ -29,6 +30,8 @@ from nst_install.checkout import nst_bridge, nst_service, project
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "install.py"
 BRIDGE = REPO / "plug-ins/neural_style/nst_bridge.py"
+# What the GIMP 2.10 plug-in takes from the GIMP 3 one's folder: the bridge and the modules it imports.
+BRIDGE_MODULES = ("nst_bridge.py", "nst_service.py", "nst_common.py")
 MANIFEST = "install-manifest.json"
 CLEARED_ENV = (
     "XDG_CONFIG_HOME",
@@ -109,8 +112,9 @@ def closed_port() -> int:
 def check_plugin(profile: Path, folder: str, main: str) -> dict:
     target = profile / "plug-ins" / folder
     assert os.access(target / main, os.X_OK), f"{target / main} is not executable"
-    assert (target / "nst_bridge.py").read_bytes() == BRIDGE.read_bytes()
-    assert (target / "nst_service.py").read_bytes() == (BRIDGE.parent / "nst_service.py").read_bytes()
+    gimp3 = folder == "neural_style"  # the whole folder; GIMP 2.10's takes the bridge and its modules
+    for name in [path.name for path in BRIDGE.parent.glob("*.py")] if gimp3 else BRIDGE_MODULES:
+        assert (target / name).read_bytes() == (BRIDGE.parent / name).read_bytes(), name
     config = json.loads((target / "nst_config.json").read_text())
     assert config["version"] == 1
     assert Path(config["python"]).is_absolute() and Path(config["python"]).is_file()
@@ -146,6 +150,7 @@ def test_linux_install_rerun_upgrade_uninstall(tmp_path: Path, vgg19_weights: Pa
     assert config["data_dir"] == str(home / ".local/share/gimp-neural-style")  # the engine's too
     assert not (home / ".config/GIMP/2.8/plug-ins").exists()
     assert "Self-test" in first.stdout and "device:" in first.stdout
+    assert re.search(r"speed: \d+ GFLOP/s on .*, recorded", first.stdout), first.stdout  # calibrate --json
     assert "flatpak override --user --talk-name=org.freedesktop.Flatpak org.gimp.GIMP" in first.stdout
     assert "Filters > Neural Style" in first.stdout and "--uninstall" in first.stdout
 
@@ -657,7 +662,7 @@ def test_the_installer_is_stdlib_and_python_3_9(path: Path) -> None:
     """It runs before any environment exists, possibly on Python 3.9 (macOS's python3)."""
     source = path.read_text()
     tree = ast.parse(source, feature_version=(3, 9))
-    ours = ("nst_bridge", "nst_service", "nst_core")  # the plug-ins' standard-library modules, and ours
+    ours = ("nst_bridge", "nst_common", "nst_service", "nst_core")  # the plug-ins' stdlib modules, and ours
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             assert all(alias.name.split(".")[0] in (*sys.stdlib_module_names, *ours) for alias in node.names)

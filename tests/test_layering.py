@@ -38,12 +38,15 @@ ENGINE_LAYERS: list[tuple[str, set[str]]] = [
         "features, formulas and pixels",
         {"network", "losses", "regions", "colors", "images", "weights"},
     ),
-    ("base", {"__init__", "options", "validate", "presets", "errors", "events", "paths", "devices"}),
+    (
+        "base",
+        {"__init__", "options", "validate", "presets", "readable", "errors", "events", "paths", "devices"},
+    ),
 ]
 
 # Modules that stay importable without torch or numpy, with all they import: what the plug-ins, the
 # installer and the CLI's --help stand on.
-TORCH_FREE_ENGINE = {"options", "validate", "presets", "errors", "events", "paths"}
+TORCH_FREE_ENGINE = {"options", "validate", "presets", "readable", "errors", "events", "paths"}
 HEAVY = {"torch", "torchvision", "numpy", "PIL"}
 
 

@@ -105,8 +105,8 @@ def test_user_values_override_the_preset() -> None:
     [
         (["--size", "5"], r"--size 5 is out of range: use a value from 32 to 16384"),
         (["--iterations", "0"], "--iterations 0 is out of range"),
-        (["--strength", "-1"], "--strength -1.0 is out of range"),
-        (["--style-scale", "100"], "--style-scale 100.0 is out of range"),
+        (["--strength", "-1"], "--strength -1 is out of range"),
+        (["--style-scale", "100"], "--style-scale 100 is out of range"),
         (["--preset", "nope"], "Unknown preset 'nope': use one of"),
         (["--keep-colors", "some"], "Unknown keep-colors mode 'some'"),
         (["--optimizer", "sgd"], "Unknown optimizer 'sgd'"),
@@ -119,6 +119,22 @@ def test_bad_values_are_usage_errors(flags: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=message) as caught:
         resolve(parse(*flags))
     assert caught.value.code == 2 and "\n" not in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--seed", "-1"], "--seed -1 is out of range: use a value from 0 to 2147483647."),
+        (["--max-memory", "1"], "--max-memory 1 is out of range: use a value from 64 to 4194304 MiB."),
+        (["--learning-rate", "0"], "--learning-rate 0 is out of range: use a value from 1e-6 to 10."),
+        (["--tv-weight", "1e13"], "--tv-weight 1e13 is out of range: use a value from 0 to 1e12."),
+    ],
+)
+def test_limits_read_as_they_are_typed(flags: list[str], message: str) -> None:
+    """No `2.14748e+09` or `4.1943e+06`: whole limits in full, with their unit where the flag has none."""
+    with pytest.raises(UsageError) as caught:
+        resolve(parse(*flags))
+    assert caught.value.message == message
 
 
 def test_non_numbers_in_lists_are_usage_errors() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -112,16 +113,25 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
 ) -> None:
     out, before = tmp_path / "out.png", sorted(tmp_path.iterdir())
     argv = ["stylize", str(content_png), str(style_png), "-o", str(out), "--dry-run", "--preset", "fast"]
-    assert cli.main([*argv, "--weights", str(vgg19_weights), "--device", "cpu"]) == 0
+    assert cli.main([*argv, "--weights", str(vgg19_weights), "--device", "cpu", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["device"] == "cpu" and data["estimated_seconds"] > 0 and data["scales"]
-    assert sorted(tmp_path.iterdir()) == before
+    assert cli.main([*argv, "--weights", str(vgg19_weights), "--device", "cpu", "--max-memory", "4000"]) == 0
+    words = capsys.readouterr().out.splitlines()
+    assert words[:2] == ["Plan on cpu: working size 96 px, result 96x64 px, 1 scale:", words[1]]
+    assert re.fullmatch(r"  1\. 96x64 px, 50 iterations, [\d.]+ s", words[1])
+    assert words[2] == "Iterations: 50, the preset's (fast)."
+    within = r"within the budget of 3\.9 GiB \(--max-memory\)"
+    assert re.fullmatch(rf"Memory: about \d+ MiB at the largest scale, {within}\.", words[3])
+    typical = r"a typical speed \(`calibrate` measures this one\)"
+    assert re.fullmatch(rf"Time: about [\d.]+ s, [\d.]+ s of it to start, at {typical}\.", words[4])
+    assert len(words) == 5 and sorted(tmp_path.iterdir()) == before
     assert cli.main([*argv, "--weights", str(tmp_path / "none.pth")]) == 4  # the plan's checks still run
     assert cli.main(["stylize", str(tmp_path / "none.png"), str(style_png), "-o", str(out), "--dry-run"]) == 3
 
 
 def test_plan_command_for_a_layer_size(vgg19_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["plan", "--width", "4000", "--height", "3000", "--preset", "fast", "--device", "cpu"]
+    argv = ["plan", "--width", "4000", "--height", "3000", "--preset", "fast", "--device", "cpu", "--json"]
     assert cli.main([*argv, "--weights", str(vgg19_weights)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["output_size"] == [4000, 3000] and math.isfinite(data["estimated_seconds"])
@@ -129,16 +139,53 @@ def test_plan_command_for_a_layer_size(vgg19_weights: Path, capsys: pytest.Captu
     assert "at least 1" in capsys.readouterr().err
 
 
+def test_a_plan_says_why_its_iterations_and_memory_differ_from_the_presets_and_budget(
+    vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Above the preset's size the scales add iterations; the engine's own memory is outside the budget."""
+    argv = ["plan", "--width", "4000", "--height", "3000", "--preset", "fast", "--device", "cpu"]
+    argv += ["--weights", str(vgg19_weights), "--size", "3000", "--max-memory", "3000"]
+    assert cli.main(argv) == 0
+    words = capsys.readouterr().out.splitlines()
+    assert words[0] == "Plan on cpu: working size 3000 px, result 4000x3000 px, 7 scales:"
+    assert re.fullmatch(r"  7\. 3000x2250 px, 3 iterations, in \d+ tiles of \d+ px \(whole, it is over the "
+                        r"memory budget\), .+", words[7])  # fmt: skip
+    assert words[8] == (
+        "Iterations: 59, not the preset's 50: the 3 scales above fast's 384 px add 9 for the detail of the "
+        "larger sizes."
+    )
+    assert re.fullmatch(
+        r"Memory: about [\d.]+ GiB at the largest scale, more than the budget of 2\.9 GiB \(--max-memory\): "
+        r"720 MiB of it is the engine's own \(torch and its libraries\), which the budget leaves out; the "
+        r"job's [\d.]+ GiB is within it\.",
+        words[9],
+    )
+    small = ["plan", "--width", "400", "--height", "300", "--iterations", "3", "--weights"]
+    assert cli.main([*small, str(vgg19_weights)]) == 0
+    assert capsys.readouterr().out.splitlines()[5] == (
+        "Iterations: 4, not the preset's 110: 3 asked for (--iterations); each of the 4 scales takes at "
+        "least 1."
+    )
+
+
 def test_calibrate_records_the_speed_the_plans_then_use(
     isolated_data: None, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A line on stderr while it measures, one on stdout when done (the installer asks for --json)."""
     assert speed.device_speed("cpu", "cpu").measured is False
     assert cli.main(["calibrate", "--device", "cpu", "--weights", str(vgg19_weights)]) == 0
-    reported = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.err == "Measuring the speed of cpu (up to a minute or two) ...\n"
     recorded = speed.device_speed("cpu", "cpu")
-    assert recorded.measured and recorded.rate == pytest.approx(reported["rate"])
-    assert 1e9 < recorded.rate < 1e14 and recorded.overhead >= 0
-    assert json.loads(Path(reported["file"]).read_text())["cpu"]["rate"] == pytest.approx(recorded.rate)
+    assert recorded.measured and 1e9 < recorded.rate < 1e12 and recorded.overhead >= 0
+    file = speed.speed_file()
+    fixed = f"{recorded.overhead * 1000:.0f} ms" if recorded.overhead < 1 else f"{recorded.overhead:.2f} s"
+    assert re.fullmatch(
+        rf"cpu: {recorded.rate / 1e9:.0f} GFLOP/s, {fixed} more per iteration; recorded in "
+        rf"{re.escape(str(file))} for the time estimates and automatic sizes \(measured in \d+ s\)\.\n",
+        captured.out,
+    )
+    assert json.loads(file.read_text())["cpu"]["rate"] == pytest.approx(recorded.rate)
 
 
 def test_fit_speed_recovers_a_line() -> None:

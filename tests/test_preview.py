@@ -18,7 +18,7 @@ from servers import pid_alive, stop_local_service, wait_until
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "plug-ins" / "neural_style"))
 
-import nst_bridge  # noqa: E402
+import nst_common  # noqa: E402
 import nst_preview  # noqa: E402
 
 from nst_core.options import describe  # noqa: E402
@@ -85,7 +85,7 @@ def job(style: Path, **options: object) -> nst_preview.PreviewJob:
 
 def run_folders() -> list[Path]:
     """This process's run folders (other test processes may have theirs)."""
-    return list(Path(nst_bridge.runs_folder()).glob(f"{nst_bridge.TEMP_PREFIX}{os.getpid()}-*"))
+    return list(Path(nst_common.runs_folder()).glob(f"{nst_common.TEMP_PREFIX}{os.getpid()}-*"))
 
 
 def engine_children() -> list[int]:

@@ -2,9 +2,11 @@
 """Neural Style for GIMP 3: repaint the selected layers in the style of a picture, or the frames of an
 animation, each starting from the one before.
 
-GIMP glue only. The engine (nst_core, with torch) runs as a child process in its own
-Python through nst_bridge.py; its presets, defaults and ranges come from the config that
-install.py writes beside this file, so nothing about the method is repeated here.
+GIMP glue only: the registration, the run and putting its results in the image. The engine (nst_core,
+with torch) runs as a child process in its own Python through nst_bridge.py; its presets, defaults and
+ranges come from the config that install.py writes beside this file, so nothing about the method is
+repeated here. The procedure's arguments and what is read through them are in nst_procedure.py, the
+dialog in nst_dialog.py.
 """
 
 import os
@@ -15,57 +17,24 @@ import gi
 
 gi.require_version("Gimp", "3.0")
 gi.require_version("Gegl", "0.4")
-from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
+from gi.repository import Gegl, Gimp, GLib, GObject  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nst_bridge  # noqa: E402
-import nst_preview  # noqa: E402
+import nst_common  # noqa: E402
+from nst_dialog import show_dialog  # noqa: E402
+from nst_procedure import (  # noqa: E402
+    ARGUMENTS,
+    PROC_NAME,
+    check_layers,
+    read_options,
+    read_part,
+    read_region,
+    read_styles,
+)
 
-PROC_NAME = "python-fu-neural-style"
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 RW = GObject.ParamFlags.READWRITE
-U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
-# (name, kind, label, blurb). Ranges, defaults and choices come from the engine through the bridge;
-# "share" is the second style's part of the mix.
-ARGUMENTS = (
-    ("style-file", "file", "St_yle image", "The picture whose style is painted in"),
-    ("style-layer", "layer", "Style layer (instead of the file)", "A layer of any open image as the style"),
-    ("style2-file", "file", "Second style _image (optional)", "A second picture, blended with the first"),
-    ("style2-layer", "layer", "Second style layer (optional)", "A layer as the second style"),
-    ("style2-blend", "share", "Second style shar_e", "How much of the style comes from the second picture"),
-    (
-        "region",
-        "region",
-        "Re_gion",
-        "Where the style goes: everywhere in the selection, or inside the selection (or channel) only, "
-        "or the first style inside and the second outside, blended across a feathered edge",
-    ),
-    (
-        "region-channel",
-        "channel",
-        "Region channel (none: the selection)",
-        "A channel whose white is the region, instead of the selection",
-    ),
-    ("preset", "choice", "_Quality", "Quality preset: more time gives a finer result"),
-    ("strength", "double", "Style s_trength", "Multiplies the style weight: higher paints more style"),
-    ("keep-colors", "choice", "_Keep original colours", "The layer's colours, the style's texture only"),
-    ("style-scale", "double", "Style sc_ale", "Size of the style's brush strokes relative to the picture"),
-    ("size", "int", "_Working size (0 = auto)", "Longest side, in pixels, the style is computed at"),
-    ("iterations", "int", "Iteratio_ns (0 = preset's)", "Optimisation steps in all"),
-    ("seed", "int", "Rando_m seed", "Same seed, same result"),
-    ("device", "choice", "_Device", "Where the engine runs"),
-    (
-        "frames",
-        "boolean",
-        "Layers are animation _frames",
-        "The selected layers are an animation's frames, bottom layer first: each starts from the one "
-        "before, and the results go to a new image that Filters > Animation > Playback plays",
-    ),
-)
-FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
-LAYER_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "layer"]  # one per file
-CHOICE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "region")]
-ENGINE_OPTIONS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "int", "double")]
 
 
 def add_argument(
@@ -86,9 +55,9 @@ def add_argument(
         procedure.add_channel_argument(name, label, blurb, True, RW)
     elif kind == "region":
         choice = Gimp.Choice.new()
-        for index, (nick, text) in enumerate(nst_bridge.REGIONS):
+        for index, (nick, text) in enumerate(nst_common.REGIONS):
             choice.add(nick, index, text, "")
-        procedure.add_choice_argument(name, label, blurb, choice, nst_bridge.REGION_WHOLE, RW)
+        procedure.add_choice_argument(name, label, blurb, choice, nst_common.REGION_WHOLE, RW)
     elif kind == "choice":
         items, default = nst_bridge.choices(config, option)
         choice = Gimp.Choice.new()
@@ -101,111 +70,6 @@ def add_argument(
             procedure.add_int_argument(name, label, blurb, int(low), int(high), int(default), RW)
         else:
             procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
-
-
-def read_styles(config: Gimp.ProcedureConfig, eight_bit: bool = False, longest: int = 0) -> list:
-    """[(path or StylePixels, weight)]: each style's layer when one is chosen, else its file."""
-    styles = []
-    for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
-        layer, file = config.get_property(layer_name), config.get_property(file_name)
-        styles.append(read_style_layer(layer, eight_bit, longest) if layer else file and file.get_path())
-    return nst_bridge.style_mix(*styles, config.get_property("style2-blend"))
-
-
-def read_style_layer(layer: Gimp.Layer, eight_bit: bool, longest: int = 0) -> nst_bridge.StylePixels:
-    """A layer's pixels as a style, at its image's bit depth (8-bit for frames), alpha included; shrunk
-    to `longest` pixels when given (a preview: the engine shrinks a style to its working size anyway)."""
-    if not layer.is_valid():
-        raise nst_bridge.EngineError(
-            "The style layer no longer exists (its image was closed): choose another layer or a file.",
-            nst_bridge.EXIT_USAGE,
-        )
-    babl, fmt, channels = pixel_layout(layer.get_image(), layer, eight_bit)
-    scale = nst_preview.fit_scale(layer.get_width(), layer.get_height(), longest) if longest else 1.0
-    width, height = nst_preview.scaled_size(layer.get_width(), layer.get_height(), scale)
-    data = layer.get_buffer().get(Gegl.Rectangle.new(0, 0, width, height), scale, babl, Gegl.AbyssPolicy.NONE)
-    return nst_bridge.StylePixels(data, width, height, fmt, channels, layer.get_name())
-
-
-def has_region(config: Gimp.ProcedureConfig) -> bool:
-    """Whether a region says where the styles go (then the whole layer is computed)."""
-    return config.get_property("region") != nst_bridge.REGION_WHOLE
-
-
-def region_part(layer: Gimp.Layer, whole: bool) -> tuple[int, int, int, int]:
-    """(x, y, width, height) of what is computed: all of `layer` when `whole`, else its selected part."""
-    return (0, 0, layer.get_width(), layer.get_height()) if whole else selected_part(layer)
-
-
-def read_region(
-    image: Gimp.Image, layer: Gimp.Layer, config: Gimp.ProcedureConfig, styles: list, scale: float = 1.0
-):
-    """The styles' masks over the whole of `layer` (None: no region, the styles everywhere): the
-    chosen channel, else the selection, as 8-bit gray where the layer lies."""
-    if not has_region(config):
-        return None
-    region = config.get_property("region")
-    channel = config.get_property("region-channel")
-    if channel is None and Gimp.Selection.is_empty(image):
-        return nst_bridge.region_masks(region, None, len(styles))  # the one-line "empty region" error
-    channel = channel or image.get_selection()
-    _, layer_x, layer_y = layer.get_offsets()
-    _, channel_x, channel_y = channel.get_offsets()
-    width, height = nst_preview.scaled_size(layer.get_width(), layer.get_height(), scale)
-    rect = Gegl.Rectangle.new(
-        round((layer_x - channel_x) * scale), round((layer_y - channel_y) * scale), width, height
-    )
-    fmt = mask_format(image, channel)
-    data = channel.get_buffer().get(rect, scale, fmt, Gegl.AbyssPolicy.NONE)  # outside the channel: 0
-    return nst_bridge.region_masks(region, nst_bridge.RegionMask(data, width, height), len(styles))
-
-
-def mask_format(image: Gimp.Image, channel: Gimp.Channel) -> str:
-    """The babl format that reads `channel` as the grey its user sees: the selection holds linear
-    coverage ("Y"); a channel holds its image's encoding, perceptual ("Y'") unless the image is linear,
-    so 50% grey painted into it is a half share, as in the Channels dialog."""
-    if channel.get_id() == image.get_selection().get_id():
-        return "Y u8"
-    precision = channel.get_image().get_precision().value_nick  # e.g. "u8-non-linear"
-    return "Y u8" if precision.split("-", 1)[1] == "linear" else "Y' u8"
-
-
-def read_options(config: Gimp.ProcedureConfig, engine_config: dict) -> dict:
-    values = {name.replace("-", "_"): config.get_property(name) for name in ENGINE_OPTIONS}
-    return nst_bridge.dialog_options(engine_config, values)
-
-
-def check_layers(drawables: list) -> list[Gimp.Layer]:
-    layers = [d for d in drawables if isinstance(d, Gimp.Layer) and not d.is_group()]
-    if not drawables or len(layers) != len(drawables):
-        raise nst_bridge.EngineError(nst_bridge.NOT_A_LAYER, nst_bridge.EXIT_USAGE)
-    return layers
-
-
-def pixel_layout(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False) -> tuple[str, str, int]:
-    """(babl format, engine format, channels): 8-bit stays u8, deeper images go through float unless
-    `eight_bit` (animation frames travel as 8-bit files)."""
-    u8 = eight_bit or image.get_precision() in U8_PRECISIONS
-    model = "Y'A" if layer.is_gray() else "R'G'B'A"
-    return model + (" u8" if u8 else " float"), "u8" if u8 else "float32", 2 if layer.is_gray() else 4
-
-
-def selected_part(layer: Gimp.Layer) -> tuple[int, int, int, int]:
-    """(x, y, width, height) of the selection within `layer`, in its coordinates."""
-    found, x, y, width, height = layer.mask_intersect()
-    if not found:
-        raise nst_bridge.selection_misses(layer.get_name())
-    return x, y, width, height
-
-
-def read_part(image: Gimp.Image, layer: Gimp.Layer, eight_bit: bool = False, whole: bool = False) -> dict:
-    """The selected part of `layer` (all of it when `whole`: a region decides where the styles go):
-    where it lies, its pixel layout and its pixels."""
-    x, y, width, height = region_part(layer, whole)
-    babl, fmt, channels = pixel_layout(image, layer, eight_bit)
-    pixels = layer.get_buffer().get(Gegl.Rectangle.new(x, y, width, height), 1.0, babl, Gegl.AbyssPolicy.NONE)
-    part = {"source": layer, "x": x, "y": y, "width": width, "height": height, "babl": babl}
-    return part | {"format": fmt, "channels": channels, "pixels": pixels, "clip": not whole}
 
 
 def stylize_layer(
@@ -228,8 +92,8 @@ def stylize_layer(
 
 
 def check_frames(count: int, config: Gimp.ProcedureConfig) -> None:
-    nst_bridge.check_frames(count)
-    nst_bridge.check_frames_region(config.get_property("region"))
+    nst_common.check_frames(count)
+    nst_common.check_frames_region(config.get_property("region"))
 
 
 def frame_order(image: Gimp.Image, layers: list[Gimp.Layer]) -> list[Gimp.Layer]:
@@ -302,7 +166,7 @@ def new_animation(image: Gimp.Image, frames: list[dict]) -> Gimp.Image:
         for layer in animation.get_layers():
             animation.remove_layer(layer)
         for frame in frames:
-            insert_result(animation, frame, nst_bridge.frame_name(frame["source"].get_name()), None, 0)
+            insert_result(animation, frame, nst_common.frame_name(frame["source"].get_name()), None, 0)
     except Exception:
         animation.delete()
         raise
@@ -319,261 +183,6 @@ def progress_reporter(index: int, count: int) -> Callable[[float, str], bool]:
     return report
 
 
-def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
-    """An OPEN chooser bound to an ANY-action file argument (see add_argument)."""
-    from gi.repository import GimpUi
-
-    spec = config.find_property(name)
-    chooser = GimpUi.FileChooser.new(
-        Gimp.FileChooserAction.OPEN, spec.get_nick(), spec.get_blurb(), config.get_property(name)
-    )
-    config.bind_property(
-        name, chooser, "file", GObject.BindingFlags.SYNC_CREATE | GObject.BindingFlags.BIDIRECTIONAL
-    )
-    chooser.show()
-    return chooser
-
-
-# The settings the time estimate depends on: a change re-estimates it (debounced, see EstimateRefresh).
-ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file", "style2-layer", "region")
-
-
-def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> list[str]:
-    """The engine's plan command for the first layer's selected part (all of it with a region), with
-    the dialog's settings."""
-    layer = check_layers(layers)[0]
-    masked = has_region(config)
-    _x, _y, width, height = region_part(layer, masked)
-    styles = 2 if config.get_property("style2-file") or config.get_property("style2-layer") else 1
-    options = read_options(config, engine_config)
-    return nst_bridge.plan_command(engine_config, width, height, styles, options, masked)
-
-
-def one_style_source(config: Gimp.ProcedureConfig) -> None:
-    """A style is a file or a layer: choosing one clears the other, so the dialog shows what is used."""
-
-    def clear(chosen: str, other: str) -> Callable:
-        return lambda config, _spec: config.get_property(chosen) and config.set_property(other, None)
-
-    for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
-        config.connect("notify::" + file_name, clear(file_name, layer_name))
-        config.connect("notify::" + layer_name, clear(layer_name, file_name))
-
-
-PREVIEW_DELAY_MS = 800  # after a first preview, settings that stop changing this long are previewed again
-PREVIEW_HINT = "Preview: the settings on a small copy of the layer."
-
-
-def preview_job(image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, engine_config: dict):
-    """A small copy of the first layer (its selected part, or all of it in a region) and what runs on it."""
-    layer = check_layers(layers)[0]
-    styles = read_styles(config, longest=2 * nst_preview.preview_settings(engine_config)[0])
-    options = read_options(config, engine_config)
-    if options.get("device") == nst_bridge.REMOTE:
-        options.pop("device")  # a preview is computed here: a server's queue is no place for a quick look
-    whole = has_region(config)
-    x, y, width, height = region_part(layer, whole)
-    scale = nst_preview.preview_scale(engine_config, width, height)
-    small_width, small_height = nst_preview.scaled_size(width, height, scale)
-    rect = Gegl.Rectangle.new(round(x * scale), round(y * scale), small_width, small_height)
-    pixels = layer.get_buffer().get(rect, scale, "R'G'B'A u8", Gegl.AbyssPolicy.NONE)
-    masks = read_region(image, layer, config, styles, scale) if whole else None
-    return nst_preview.PreviewJob(pixels, small_width, small_height, 4, styles, options, masks)
-
-
-class DialogPreview:
-    """The dialog's Preview button, its picture and its line of text. After the first press, a change of
-    settings previews again once they rest; any change cancels the preview in flight."""
-
-    def __init__(self, image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, engine_config: dict):
-        from gi.repository import Gtk
-
-        self.image, self.layers, self.config, self.engine_config = image, layers, config, engine_config
-        self.worker = nst_preview.PreviewWorker(
-            engine_config, GLib.idle_add, self.show, self.say, self.progress
-        )
-        self.wanted = False
-        self.timer = 0
-        size = nst_preview.preview_settings(engine_config)[0]
-        self.box = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=6, margin_top=6)
-        self.box.set_size_request(size, -1)
-        self.button = Gtk.Button.new_with_mnemonic("_Preview")
-        self.button.connect("clicked", self.start)
-        self.label = Gtk.Label(label=PREVIEW_HINT, xalign=0.0, wrap=True, max_width_chars=30)
-        self.picture = Gtk.Image(valign=Gtk.Align.START)
-        self.box.pack_start(self.button, False, False, 0)
-        self.box.pack_start(self.label, False, False, 0)
-        self.box.pack_start(self.picture, False, False, 0)
-        self.box.show_all()
-        self.picture.hide()
-        config.connect("notify", self.changed)
-
-    def start(self, *_ignored: object) -> None:
-        self.wanted = True
-        self._stop_timer()
-        try:
-            job = preview_job(self.image, self.layers, self.config, self.engine_config)
-        except nst_bridge.EngineError as error:
-            self.worker.cancel()
-            self.say(error.message)
-            return
-        self.worker.start(job)
-        self.say("Preview: starting the engine\u2026")
-
-    def changed(self, *_ignored: object) -> None:
-        self.worker.cancel()
-        self._stop_timer()
-        if self.wanted:
-            self.say("Preview: settings changed\u2026")
-            self.timer = GLib.timeout_add(PREVIEW_DELAY_MS, self._rested)
-
-    def _rested(self) -> bool:
-        self.timer = 0
-        self.start()
-        return False
-
-    def _stop_timer(self) -> None:
-        if self.timer:
-            GLib.source_remove(self.timer)
-            self.timer = 0
-
-    def show(self, pixels: bytes, width: int, height: int, channels: int) -> None:
-        from gi.repository import GdkPixbuf
-
-        picture = GdkPixbuf.Pixbuf.new_from_bytes(
-            GLib.Bytes.new(pixels), GdkPixbuf.Colorspace.RGB, True, 8, width, height, width * channels
-        )
-        self.picture.set_from_pixbuf(picture)
-        self.picture.show()
-        self.say(f"Preview at {width}\u00d7{height} px: press OK to render the layer.")
-
-    def progress(self, fraction: float, text: str) -> None:
-        text = text.removeprefix("Neural style: ")  # the progress bar's wording
-        self.say(f"Preview: {text}" if text else f"Preview: {fraction:.0%}")
-
-    def say(self, text: str) -> None:
-        self.label.set_text(text)
-        if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests read it there
-            print(f"neural-style preview: {text}", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        """The dialog closes: stop the preview's engine and wait for its files to go."""
-        self._stop_timer()
-        self.worker.close()
-
-
-class PlanProcess:
-    """One plan command running under GLib: its output goes to done(code, stdout, stderr) unless cancelled."""
-
-    def __init__(self, argv: list[str], env: dict, done: Callable[[int, str, str], None]) -> None:
-        flags = Gio.SubprocessFlags.STDOUT_PIPE | Gio.SubprocessFlags.STDERR_PIPE
-        launcher = Gio.SubprocessLauncher.new(flags)
-        launcher.set_environ([f"{name}={value}" for name, value in env.items()])
-        try:
-            self.process = launcher.spawnv(argv)
-        except GLib.Error as error:
-            raise nst_bridge.EngineNotInstalled(
-                f"Neural style engine {argv[0]} cannot start ({error.message}): run install.py again."
-            ) from None
-        self.cancellable = Gio.Cancellable()
-        self.done = done
-        self.process.communicate_utf8_async(None, self.cancellable, self.finished)
-
-    def finished(self, process: Gio.Subprocess, result: Gio.AsyncResult) -> None:
-        try:
-            _ok, stdout, stderr = process.communicate_utf8_finish(result)
-        except GLib.Error:
-            return  # cancelled
-        code = process.get_exit_status() if process.get_if_exited() else -1
-        self.done(code, stdout or "", stderr or "")
-
-    def cancel(self) -> None:
-        self.cancellable.cancel()
-        self.process.force_exit()
-
-
-def estimate_label(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> tuple:
-    """A label with the time estimate, kept up to date while the dialog is open; (label, refresh)."""
-    from gi.repository import Gtk
-
-    label = Gtk.Label(xalign=0.0, wrap=True, max_width_chars=60, margin_top=6, margin_bottom=6)
-    env = nst_bridge.child_environment(nst_bridge.engine_environment(engine_config))
-
-    def show(text: str) -> None:
-        label.set_text(text)
-        if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests read it there
-            print(f"neural-style estimate: {text}", file=sys.stderr, flush=True)
-
-    refresh = nst_bridge.EstimateRefresh(
-        command=lambda: estimate_command(config, engine_config, layers),
-        start=lambda argv, done: PlanProcess(argv, env, done),
-        show=show,
-        timer=GLib.timeout_add,
-        cancel_timer=GLib.source_remove,
-    )
-    for name in ESTIMATE_PROPERTIES:
-        config.connect("notify::" + name, refresh.changed)
-    label.show()
-    return label, refresh
-
-
-def beside(content: object, right: object) -> None:
-    """Everything in the dialog's `content` box in a column on the left, `right` beside it: the preview
-    goes next to the controls, not under them, so the dialog fits a laptop's screen."""
-    from gi.repository import Gtk
-
-    left = Gtk.Box(orientation=Gtk.Orientation.VERTICAL, spacing=content.get_spacing())
-    for child in content.get_children():
-        expand, fill, padding, _pack = content.query_child_packing(child)
-        content.remove(child)
-        left.pack_start(child, expand, fill, padding)
-    row = Gtk.Box(orientation=Gtk.Orientation.HORIZONTAL, spacing=12)
-    row.pack_start(left, True, True, 0)
-    row.pack_start(right, False, False, 0)
-    content.pack_start(row, True, True, 0)
-    left.show()
-    row.show()
-
-
-def show_dialog(
-    procedure: Gimp.Procedure,
-    config: Gimp.ProcedureConfig,
-    engine_config: dict,
-    image: Gimp.Image,
-    drawables: list,
-) -> bool:
-    gi.require_version("GimpUi", "3.0")
-    gi.require_version("Gtk", "3.0")
-    from gi.repository import GimpUi, Gtk
-
-    GimpUi.init(PROC_NAME)
-    dialog = GimpUi.ProcedureDialog(procedure=procedure, config=config)
-    # Every choice a combo box: GIMP 3.2 would draw those of three options as radio buttons, making
-    # the dialog taller than a laptop's screen; asked for before fill(), the combo is what fill() packs.
-    for name in CHOICE_ARGUMENTS:
-        dialog.get_widget(name, Gtk.ComboBox)
-    # The styles come first, what the user must choose: each one's file, then its layer instead.
-    names = [p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS]
-    dialog.fill(LAYER_ARGUMENTS + [name for name in names if name not in LAYER_ARGUMENTS])
-    content = dialog.get_content_area()
-    for index, name in enumerate(FILE_ARGUMENTS):
-        chooser = file_chooser(config, name)
-        content.pack_start(chooser, False, False, 0)
-        content.reorder_child(chooser, 2 * index)
-    one_style_source(config)
-    # Under the controls: the time the current settings take, and their preview, before OK.
-    label, refresh = estimate_label(config, engine_config, drawables)
-    content.pack_start(label, False, False, 0)
-    preview = DialogPreview(image, drawables, config, engine_config)
-    beside(content, preview.box)
-    refresh.changed()
-    accepted = dialog.run()
-    preview.close()
-    refresh.close()
-    dialog.destroy()
-    return accepted
-
-
 def neural_style(
     procedure: Gimp.Procedure,
     run_mode: Gimp.RunMode,
@@ -584,7 +193,7 @@ def neural_style(
 ) -> Gimp.ValueArray:
     try:
         engine_config = nst_bridge.load_config(PLUGIN_DIR)
-    except nst_bridge.EngineError as error:
+    except nst_common.EngineError as error:
         return failed(procedure, run_mode, error.message)
     if run_mode == Gimp.RunMode.INTERACTIVE and not show_dialog(
         procedure, config, engine_config, image, drawables
@@ -612,7 +221,7 @@ def neural_style(
                 )
                 for index, layer in enumerate(layers)
             ]
-    except nst_bridge.EngineError as error:
+    except nst_common.EngineError as error:
         return failed(procedure, run_mode, error.message)
     finally:
         Gimp.progress_end()
@@ -622,7 +231,7 @@ def neural_style(
     try:
         for result in results:
             source = result["source"]
-            name = nst_bridge.result_name(source.get_name(), styles)
+            name = nst_common.result_name(source.get_name(), styles)
             insert_result(image, result, name, source.get_parent(), image.get_item_position(source))
     finally:
         image.undo_group_end()
@@ -683,7 +292,7 @@ class NeuralStyle(Gimp.PlugIn):
         procedure.set_attribution("GIMP Neural Style authors", "GPL-3.0-or-later", "2025")
         try:
             config = nst_bridge.load_config(PLUGIN_DIR)
-        except nst_bridge.EngineError:
+        except nst_common.EngineError:
             config = {}  # still register; a run reports how to fix the config
         for argument in ARGUMENTS:
             add_argument(procedure, *argument, config)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import nst_bridge
+import nst_common
 
 FALLBACK = {"size": 256, "iterations": 30}  # an engine whose description predates the preview's
 MIN_SIZE = 32  # the engine's smallest working size
@@ -113,8 +114,8 @@ class PreviewWorker:
                 run.set_content_raw(job.pixels, job.width, job.height, "u8", job.channels)
                 options = preview_options(self.config, job.options, job.width, job.height)
                 result = run.run(job.styles, options, report, job.masks)
-        except nst_bridge.EngineError as error:
-            if error.code != nst_bridge.EXIT_CANCELLED:
+        except nst_common.EngineError as error:
+            if error.code != nst_common.EXIT_CANCELLED:
                 self.post(self._deliver, generation, self.fail, error.message)
             return
         except Exception as error:  # a bug must not end the dialog: it shows as the preview's text

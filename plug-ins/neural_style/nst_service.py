@@ -1,5 +1,6 @@
 """The plug-ins' client of the engine service (`python -m nst_core serve`, docs/protocol.md): Python 2.7
-and 3, standard library only, shared by both plug-ins like nst_bridge.py.
+and 3, standard library only, shared by both plug-ins. nst_bridge.py sends its jobs here first; this
+module imports nst_common.py alone.
 
 A job goes, in this order of preference, to a remote server of the config's list (when the dialog's
 Device is "Remote server": the first free one, else the least busy one that answers), to this
@@ -19,7 +20,7 @@ import socket
 import subprocess
 import time
 
-import nst_bridge
+import nst_common
 
 try:
     import http.client as httplib
@@ -33,10 +34,10 @@ try:
 except ImportError:  # Windows: two plug-ins starting a service at once each start one; one idles out
     fcntl = None
 
-PROTOCOL_VERSION = nst_bridge.PROTOCOL_VERSION
+PROTOCOL_VERSION = nst_common.PROTOCOL_VERSION
 API = "/v1"
 CONTENT_TYPE = "application/x-nst-job"
-REMOTE = nst_bridge.REMOTE
+REMOTE = nst_common.REMOTE
 SERVICE_FOLDER = "service"  # under the config's data_dir: token, state and log of the local service
 STATE_NAME = "service.json"
 TOKEN_NAME = "token"
@@ -50,7 +51,7 @@ POLL_SECONDS = 0.1
 NO_SERVER = "Neural style: no server answers, running on this machine"
 STARTING = "Neural style: starting the engine\u2026"
 WINDOWS_DETACHED = 0x00000008 | 0x00000200 | 0x08000000  # DETACHED_PROCESS, NEW_PROCESS_GROUP, NO_WINDOW
-EngineError = nst_bridge.EngineError
+EngineError = nst_common.EngineError
 
 
 class Unavailable(Exception):
@@ -65,7 +66,7 @@ def _bytes(text):
 def _native(text):
     # type: (str) -> str
     """Python 2's httplib joins its header lines with the body: they must be byte strings, as the body."""
-    return nst_bridge.native(text) if not isinstance(text, bytes) else text
+    return nst_common.native(text) if not isinstance(text, bytes) else text
 
 
 class Server(object):
@@ -80,7 +81,7 @@ class Server(object):
             raise EngineError(
                 "Server address %r is not a URL: write it as http://HOST:PORT (run install.py --server)."
                 % url,
-                nst_bridge.EXIT_USAGE,
+                nst_common.EXIT_USAGE,
             )
         self.parts = parts
 
@@ -108,7 +109,7 @@ class Server(object):
             response = connection.getresponse()
             body = response.read()
         except (socket.error, httplib.HTTPException, ValueError) as exc:
-            raise Unavailable("%s does not answer (%s)" % (self.url, nst_bridge._error_text(exc)))
+            raise Unavailable("%s does not answer (%s)" % (self.url, nst_common.error_text(exc)))
         if response.status != 200:
             raise self._refusal(response.status, body)
         try:
@@ -143,14 +144,14 @@ class Server(object):
                 response = connection.getresponse()
                 if response.status != 200:
                     error = self._refusal(response.status, response.read())
-                    if error.code == nst_bridge.EXIT_DEVICE:
+                    if error.code == nst_common.EXIT_DEVICE:
                         raise Unavailable(error.message)
                     raise error
                 return self._follow(response, on_progress, started), started
             except (socket.error, httplib.HTTPException, ValueError) as exc:
                 raise EngineError(
                     "The engine service %s stopped during the job (%s): run the filter again; a stopped "
-                    "local service is started anew." % (self.url, nst_bridge._error_text(exc))
+                    "local service is started anew." % (self.url, nst_common.error_text(exc))
                 )
         finally:
             connection.close()
@@ -174,7 +175,7 @@ class Server(object):
                 started.update(event)
                 keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
             elif kind == "progress":
-                keep_going = on_progress(float(event.get("fraction", 0.0)), nst_bridge.progress_text(event))
+                keep_going = on_progress(float(event.get("fraction", 0.0)), nst_common.progress_text(event))
             elif kind == "waiting" and not event.get("running"):
                 keep_going = on_progress(0.0, "Neural style: waiting for the server %s" % self.url)
             elif kind == "error":
@@ -189,7 +190,7 @@ class Server(object):
                 return data
             if keep_going is False:
                 self.cancel(job)
-                raise EngineError("Cancelled.", nst_bridge.EXIT_CANCELLED)
+                raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)
 
     def cancel(self, job):
         # type: (str | None) -> None
@@ -225,7 +226,7 @@ def _request_body(content, layout, styles, options, masks=None):
     for path, weight in styles:
         entry = {"weight": float(weight)}
         entries.append(entry)
-        if isinstance(path, nst_bridge.StylePixels):
+        if isinstance(path, nst_common.StylePixels):
             images.append(path.data)
             entry["raw"] = path.layout()
             continue
@@ -235,8 +236,8 @@ def _request_body(content, layout, styles, options, masks=None):
         except (IOError, OSError) as exc:
             raise EngineError(
                 "Cannot read style image %s (%s): choose a readable image file."
-                % (path, nst_bridge._error_text(exc)),
-                nst_bridge.EXIT_BAD_IMAGE,
+                % (path, nst_common.error_text(exc)),
+                nst_common.EXIT_BAD_IMAGE,
             )
     for entry, data in zip(entries, images):  # noqa: B905 (2.7: no strict)
         entry["bytes"] = len(data)
@@ -265,13 +266,13 @@ def read_token(path):
     except (IOError, OSError, ValueError) as exc:
         raise EngineError(
             "Cannot read the server token file %s (%s): copy the server's token file there, or run "
-            "install.py --server URL --token-file FILE again." % (path, nst_bridge._error_text(exc)),
-            nst_bridge.EXIT_USAGE,
+            "install.py --server URL --token-file FILE again." % (path, nst_common.error_text(exc)),
+            nst_common.EXIT_USAGE,
         )
     if len(token) < 16 or len(token.split()) != 1:
         raise EngineError(
             "The server token file %s does not hold a token: copy the server's token file there." % path,
-            nst_bridge.EXIT_USAGE,
+            nst_common.EXIT_USAGE,
         )
     return token
 
@@ -311,7 +312,7 @@ def local_service(config, on_progress):
     have to start on the host and be reached from the sandbox: not built), or when it cannot start:
     the caller runs the child process."""
     folder = service_folder(config)
-    if not config.get("service") or folder is None or nst_bridge.in_flatpak():
+    if not config.get("service") or folder is None or nst_common.in_flatpak():
         return None
     server = _live(folder, config)
     if server is not None:
@@ -343,7 +344,7 @@ def _live(folder, config=None):
     the config's engine Python and weights: one that runs others is stopped (a reinstall, or a config
     a user changed), so that the caller starts the right one."""
     try:
-        state = nst_bridge._read_json(os.path.join(folder, STATE_NAME))
+        state = nst_common.read_json(os.path.join(folder, STATE_NAME))
         server = Server(state["url"], read_token(os.path.join(folder, TOKEN_NAME)))
         if server.health(timeout=1.0).get("version") != PROTOCOL_VERSION:
             return None
@@ -385,7 +386,7 @@ def _start_lock(folder, on_progress):
         except (IOError, OSError):
             if on_progress(0.0, STARTING) is False:
                 handle.close()
-                raise EngineError("Cancelled.", nst_bridge.EXIT_CANCELLED)
+                raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)
             time.sleep(POLL_SECONDS)
     return handle
 
@@ -401,7 +402,7 @@ def _start(config, folder, on_progress):
     command += ["--state-file", state_path, "--idle-timeout", "%d" % IDLE_SECONDS]
     if config.get("weights"):
         command += ["--weights", config["weights"]]
-    kwargs = {"env": nst_bridge.child_environment(nst_bridge.engine_environment(config))}  # type: dict
+    kwargs = {"env": nst_common.child_environment(nst_common.engine_environment(config))}  # type: dict
     if os.name == "nt":
         kwargs["creationflags"] = WINDOWS_DETACHED
     else:
@@ -412,7 +413,7 @@ def _start(config, folder, on_progress):
     try:
         with open(os.path.join(folder, LOG_NAME), "ab") as log:
             kwargs["stdout"] = log
-            command = [nst_bridge.native_argument(arg) for arg in command]
+            command = [nst_common.native_argument(arg) for arg in command]
             process = subprocess.Popen(command, stderr=log, **kwargs)
     except Exception:  # any failure to start means: run the child process instead
         return None
@@ -421,13 +422,13 @@ def _start(config, folder, on_progress):
     end = time.time() + START_SECONDS
     while time.time() < end and process.poll() is None:
         if on_progress(0.0, STARTING) is False:
-            raise EngineError("Cancelled.", nst_bridge.EXIT_CANCELLED)  # it starts on: the next run uses it
+            raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)  # it starts on: the next run uses it
         server = _live(folder)
         if server is not None:
             return server
         time.sleep(POLL_SECONDS)
     if process.poll() is None:
-        nst_bridge.stop_process(process, False)
+        nst_common.stop_process(process, False)
     return None
 
 
@@ -439,5 +440,5 @@ def stop_local_service(data_dir, seconds=15.0):
     folder = os.path.join(data_dir, SERVICE_FOLDER)
     if _live(folder) is None:
         return None
-    pid = int(nst_bridge._read_json(os.path.join(folder, STATE_NAME))["pid"])
+    pid = int(nst_common.read_json(os.path.join(folder, STATE_NAME))["pid"])
     return pid if _stop(pid, folder, seconds) else None

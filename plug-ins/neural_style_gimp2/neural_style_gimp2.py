@@ -35,7 +35,9 @@ from gimpfu import *  # noqa: F401,F403 (gimpfu's register, main, pdb, gimp, PF_
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 BRIDGE_FILE = "nst_bridge.py"
-# install.py puts nst_bridge.py and nst_config.json beside this file. Should the plug-in
+# What the bridge imports in turn, from beside it (the service client, the modules every side shares).
+BRIDGE_MODULES = ("nst_service.py", "nst_common.py")
+# install.py puts the bridge, its modules and nst_config.json beside this file. Should the plug-in
 # file lie loose in plug-ins/, they live in a folder named like it, which GIMP does not
 # run as a plug-in because it holds no neural_style_gimp2.py.
 SUPPORT_DIRS = (PLUGIN_DIR, os.path.join(PLUGIN_DIR, "neural_style_gimp2"))
@@ -52,12 +54,13 @@ SUPPORT_DIR = _support_dir()
 sys.path.insert(0, SUPPORT_DIR)
 try:
     import nst_bridge
+    import nst_common
 except ImportError:  # a broken install: the menu entry still appears and says so
-    nst_bridge = None
+    nst_bridge = nst_common = None
 
 PROC_NAME = "python-fu-neural-style"
 MISSING_BRIDGE = ("Neural Style is incompletely installed (%s is missing beside %s): run install.py again."
-                  % (BRIDGE_FILE, os.path.basename(__file__)))
+                  % (" or ".join((BRIDGE_FILE,) + BRIDGE_MODULES), os.path.basename(__file__)))
 STRENGTH_SLIDER_MAX = 10.0  # the engine accepts more, but a wider slider is too coarse to use
 
 
@@ -66,7 +69,7 @@ class PluginError(Exception):
 
     def __init__(self, message):
         Exception.__init__(self, message)
-        self.message = message  # like nst_bridge.EngineError: str() of unicode fails on Python 2
+        self.message = message  # like nst_common.EngineError: str() of unicode fails on Python 2
 
 
 def _load_config():
@@ -74,7 +77,7 @@ def _load_config():
         return {}
     try:
         return nst_bridge.load_config(SUPPORT_DIR)
-    except nst_bridge.EngineError:
+    except nst_common.EngineError:
         return {}  # registering must not fail: running reports the problem
 
 
@@ -109,7 +112,7 @@ STYLE_SOURCES = [(STYLE_FROM_FILE, "File"), (STYLE_FROM_LAYER, "Layer")]
 FIXED_CHOICES = {
     "style_from": STYLE_SOURCES,
     "style2_from": STYLE_SOURCES,
-    "region": list(nst_bridge.REGIONS) if nst_bridge else [("whole", "Everywhere (within the selection)")],
+    "region": list(nst_common.REGIONS) if nst_bridge else [("whole", "Everywhere (within the selection)")],
 }
 ENGINE_CHOICES = ("preset", "keep_colors", "device")
 CHOICES = dict((name, _choices(name)) for name in tuple(FIXED_CHOICES) + ENGINE_CHOICES)
@@ -170,7 +173,7 @@ def _layer_style(layer, from_name, layer_name):
                           "Mode > RGB), or choose another layer." % layer.name)
     width, height = layer.width, layer.height
     region = layer.get_pixel_rgn(0, 0, width, height, False, False)
-    return nst_bridge.StylePixels(region[0:width, 0:height], width, height, "u8", region.bpp, layer.name)
+    return nst_common.StylePixels(region[0:width, 0:height], width, height, "u8", region.bpp, layer.name)
 
 
 def _styles(values):
@@ -181,7 +184,7 @@ def _styles(values):
             chosen.append(_layer_style(values[layer_name], from_name, layer_name))
         else:
             chosen.append(values[file_name])
-    return nst_bridge.style_mix(chosen[0], chosen[1], values["blend"])
+    return nst_common.style_mix(chosen[0], chosen[1], values["blend"])
 
 
 def _selection_mask(image, layer):
@@ -201,7 +204,7 @@ def _selection_mask(image, layer):
         for row in range(y2 - y1):
             start = (y1 - offset_y + row) * width + x1 - offset_x
             coverage[start:start + span] = rows[row * span:(row + 1) * span]
-    return nst_bridge.RegionMask(bytes(coverage), width, height)
+    return nst_common.RegionMask(bytes(coverage), width, height)
 
 
 def _selection_bounds(drawable):
@@ -210,7 +213,7 @@ def _selection_bounds(drawable):
         raise PluginError(nst_bridge.NOT_A_LAYER)
     non_empty, x, y, width, height = pdb.gimp_drawable_mask_intersect(drawable)
     if not non_empty or width < 1 or height < 1:
-        raise nst_bridge.selection_misses(drawable.name)
+        raise nst_common.selection_misses(drawable.name)
     return x, y, width, height
 
 
@@ -223,7 +226,7 @@ def _on_progress(fraction, text):
 
 def _stylise_pixels(pixels, bounds, bpp, styles, options, masks=None):
     """The engine's result for `pixels`, in the same layout (8-bit, `bpp` channels); `masks`, one
-    RegionMask a style (nst_bridge.region_masks), confine the styles to their regions."""
+    RegionMask a style (nst_common.region_masks), confine the styles to their regions."""
     gimp.progress_init("Neural Style: starting the engine...")
     with nst_bridge.EngineRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
         run.set_content_raw(pixels, bounds[2], bounds[3], "u8", bpp)
@@ -269,7 +272,7 @@ def _frame_layers(image, drawable):
         if pdb.gimp_item_is_group(layer):
             raise PluginError("Layer '%s' is a layer group: animation frames must be plain layers (merge the "
                               "group, or put the frames in a group of their own)." % layer.name)
-    nst_bridge.check_frames(len(layers))
+    nst_common.check_frames(len(layers))
     return layers
 
 
@@ -291,7 +294,7 @@ def _stylise_frames(image, drawable, styles, options):
         for layer in list(animation.layers):
             pdb.gimp_image_remove_layer(animation, layer)
         for (layer, bounds), (pixels, width, height) in zip(frames, results):
-            name = nst_bridge.frame_name(layer.name)
+            name = nst_common.frame_name(layer.name)
             _add_result_layer(animation, layer, pixels, bounds, name, (None, 0), (width, height))
     except Exception:
         pdb.gimp_image_delete(animation)
@@ -308,20 +311,20 @@ def _stylise(image, drawable, values):
         raise PluginError(MISSING_BRIDGE)
     region_choice = _choice("region", values["region"])
     if values.get("frames"):
-        nst_bridge.check_frames_region(region_choice)
+        nst_common.check_frames_region(region_choice)
     styles = _styles(values)
     options = _options(values)
     if values.get("frames"):
         _stylise_frames(image, drawable, styles, options)
         return
-    if region_choice != nst_bridge.REGION_WHOLE:
+    if region_choice != nst_common.REGION_WHOLE:
         _stylise_region(image, drawable, region_choice, styles, options)
         return
     bounds = _selection_bounds(drawable)
     x, y, width, height = bounds
     region = drawable.get_pixel_rgn(x, y, width, height, False, False)
     result = _stylise_pixels(region[x:x + width, y:y + height], bounds, region.bpp, styles, options)
-    _add_result_layer(image, drawable, result, bounds, nst_bridge.result_name(drawable.name, styles))
+    _add_result_layer(image, drawable, result, bounds, nst_common.result_name(drawable.name, styles))
 
 
 def _stylise_region(image, drawable, region, styles, options):
@@ -329,18 +332,18 @@ def _stylise_region(image, drawable, region, styles, options):
     the layer, unmasked, since the engine already blends the region's edge (soft where it is feathered)."""
     if not pdb.gimp_item_is_layer(drawable):
         raise PluginError(nst_bridge.NOT_A_LAYER)
-    masks = nst_bridge.region_masks(region, _selection_mask(image, drawable), len(styles))
+    masks = nst_common.region_masks(region, _selection_mask(image, drawable), len(styles))
     width, height = drawable.width, drawable.height
     bounds = (0, 0, width, height)
     pixels = drawable.get_pixel_rgn(0, 0, width, height, False, False)
     result = _stylise_pixels(pixels[0:width, 0:height], bounds, pixels.bpp, styles, options, masks)
-    name = nst_bridge.result_name(drawable.name, styles)
+    name = nst_common.result_name(drawable.name, styles)
     _add_result_layer(image, drawable, result, bounds, name, masked=False)
 
 
 def neural_style(image, drawable, *args):
     """The registered procedure: every failure becomes one message and leaves the image as it was."""
-    user_errors = (PluginError,) + ((nst_bridge.EngineError,) if nst_bridge else ())
+    user_errors = (PluginError,) + ((nst_common.EngineError,) if nst_bridge else ())
     pdb.gimp_image_undo_group_start(image)
     try:
         _stylise(image, drawable, dict(zip(PARAM_NAMES, args)))

@@ -10,6 +10,8 @@ REPO = HERE.parents[1]
 PLUGIN = REPO / "plug-ins" / "neural_style_gimp2" / "neural_style_gimp2.py"
 BRIDGE = REPO / "plug-ins" / "neural_style" / "nst_bridge.py"
 SERVICE = REPO / "plug-ins" / "neural_style" / "nst_service.py"  # the bridge's client of the engine service
+COMMON = REPO / "plug-ins" / "neural_style" / "nst_common.py"  # what the bridge and the service client share
+BRIDGE_MODULES = (BRIDGE, SERVICE, COMMON)  # what install.py puts beside the plug-in
 
 
 def engine_config(weights: Path | None) -> dict:

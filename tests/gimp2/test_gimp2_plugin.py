@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from drive_plugin import load_plugin, new_image, pattern, plugin_args
-from gimp2_harness import BRIDGE, HERE, PLUGIN, engine_config
+from gimp2_harness import BRIDGE, BRIDGE_MODULES, HERE, PLUGIN, engine_config
 from interpreters import python27
 from servers import pid_alive, wait_until
 
@@ -137,9 +137,9 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
         assert params[name][3:] == (0, ["File", "Layer"])
     assert params["style_layer"][2:] == ("Style layer (instead of the file)", None)
     assert params["style2_layer"][2:] == ("Second style layer (instead of the file)", None)
-    bridge = plugin.nst_bridge
-    assert params["region"][3:] == (0, [label for _nick, label in bridge.REGIONS])
-    assert bridge.REGIONS[0][0] == bridge.REGION_WHOLE
+    common = plugin.nst_common
+    assert params["region"][3:] == (0, [label for _nick, label in common.REGIONS])
+    assert common.REGIONS[0][0] == common.REGION_WHOLE
 
 
 def test_registration_works_without_a_config_and_running_says_install(
@@ -150,7 +150,7 @@ def test_registration_works_without_a_config_and_running_says_install(
     plugin = load_plugin(str(PLUGIN))
     params = {param[1]: param for param in gimpfu.registered["python-fu-neural-style"]["params"]}
     assert params["preset"][4] == ["Balanced"] and params["keep_colors"][4] == ["Off"]
-    assert params["region"][4] == [label for _nick, label in plugin.nst_bridge.REGIONS]
+    assert params["region"][4] == [label for _nick, label in plugin.nst_common.REGIONS]
 
     image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
     plugin.neural_style(image, layer, *plugin_args(style_file))
@@ -354,20 +354,51 @@ def test_finds_bridge_and_config_where_the_installer_puts_them(
     support = plugins / "neural_style_gimp2"
     support.mkdir(parents=True)
     shutil.copy(PLUGIN, (plugins if flat else support) / PLUGIN.name)
-    shutil.copy(BRIDGE, support / BRIDGE.name)
+    for module in BRIDGE_MODULES:
+        shutil.copy(module, support / module.name)
     config = engine_config(None)
     config["engine"]["presets"][0]["label"] = "Renamed by the installed config"
     config["engine"]["user_presets"] = [config["engine"]["presets"][0]["name"]]
     (support / "nst_config.json").write_text(json.dumps(config), encoding="utf-8")
     monkeypatch.delenv("NST_PLUGIN_CONFIG", raising=False)
-    monkeypatch.delitem(sys.modules, "nst_bridge", raising=False)
+    for module in BRIDGE_MODULES:
+        monkeypatch.delitem(sys.modules, module.stem, raising=False)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != BRIDGE.parent])
 
     plugin = load_plugin(str((plugins if flat else support) / PLUGIN.name))
 
-    assert Path(plugin.nst_bridge.__file__).resolve().parent == support.resolve()
+    for module in (plugin.nst_bridge, plugin.nst_bridge.nst_service, plugin.nst_common):
+        assert Path(module.__file__).resolve().parent == support.resolve()
     params = {param[1]: param for param in gimpfu.registered["python-fu-neural-style"]["params"]}
     assert params["preset"][4] == ["Renamed by the installed config"]
+
+
+@pytest.mark.parametrize("missing", ["nst_service.py", "nst_common.py"])
+def test_a_module_missing_beside_the_bridge_is_one_line_to_reinstall(
+    gimpfu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style_file: str, missing: str
+) -> None:
+    """The bridge imports its modules when the plug-in loads: one left out of a copied folder is the
+    plug-in's one line, before any run, not an error in the middle of one."""
+    support = tmp_path / "plug-ins" / "neural_style_gimp2"
+    support.mkdir(parents=True)
+    shutil.copy(PLUGIN, support / PLUGIN.name)
+    for module in BRIDGE_MODULES:
+        if module.name != missing:
+            shutil.copy(module, support / module.name)
+    (support / "nst_config.json").write_text(json.dumps(engine_config(None)), encoding="utf-8")
+    monkeypatch.delenv("NST_PLUGIN_CONFIG", raising=False)
+    for module in BRIDGE_MODULES:
+        monkeypatch.delitem(sys.modules, module.stem, raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != BRIDGE.parent])
+    plugin = load_plugin(str(support / PLUGIN.name))
+
+    image, layer = new_image(gimpfu, 40, 30, gimpfu.RGB_IMAGE)
+    plugin.neural_style(image, layer, *plugin_args(style_file))
+    assert gimpfu.messages == [
+        "Neural Style: Neural Style is incompletely installed (nst_bridge.py or nst_service.py or "
+        "nst_common.py is missing beside neural_style_gimp2.py): run install.py again."
+    ]
+    assert image.layers == [layer] and image.open_undo_groups == 0
 
 
 def test_runs_end_to_end_on_python27(config_file, style_file, tmp_path: Path) -> None:
@@ -534,7 +565,7 @@ def test_a_style_layer_of_another_image_gives_what_its_file_gives(plugin, gimpfu
         "Photo",
     ]
     ((style, weight),) = spy.styles
-    assert isinstance(style, plugin.nst_bridge.StylePixels) and weight == 1.0
+    assert isinstance(style, plugin.nst_common.StylePixels) and weight == 1.0
     assert (style.width, style.height, style.format, style.channels) == (48, 48, "u8", 3)
     assert style.data == style_pixels
     assert bytes(by_layer.pixels) == bytes(by_file.pixels) != bytes(layer.pixels)

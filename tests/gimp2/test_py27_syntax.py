@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from gimp2_harness import BRIDGE, PLUGIN, SERVICE
+from gimp2_harness import BRIDGE, COMMON, PLUGIN, SERVICE
 from interpreters import python27
 from py27_check import parso_errors, py27_problems
 
@@ -95,13 +95,17 @@ def run_on_python27(source: str, tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run([python27(), str(path)], capture_output=True, text=True, cwd=tmp_path, timeout=60)
 
 
-@pytest.mark.parametrize("path", [PLUGIN, BRIDGE, SERVICE], ids=["plug-in", "bridge", "service-client"])
+@pytest.mark.parametrize(
+    "path", [PLUGIN, BRIDGE, SERVICE, COMMON], ids=["plug-in", "bridge", "service-client", "common"]
+)
 def test_runs_on_python27(path: Path) -> None:
     problems = py27_problems(path.read_text(encoding="utf-8"))
     assert not problems, "\n".join(f"{path.name} {problem}" for problem in problems)
 
 
-@pytest.mark.parametrize("path", [PLUGIN, BRIDGE, SERVICE], ids=["plug-in", "bridge", "service-client"])
+@pytest.mark.parametrize(
+    "path", [PLUGIN, BRIDGE, SERVICE, COMMON], ids=["plug-in", "bridge", "service-client", "common"]
+)
 def test_compiles_on_a_real_python27(path: Path) -> None:
     check = "import sys; compile(open(sys.argv[1]).read(), sys.argv[1], 'exec')"
     done = subprocess.run([python27(), "-c", check, str(path)], capture_output=True, text=True)
