@@ -1,10 +1,12 @@
-"""Shared fixtures: deterministic random-weight VGG files in torchvision's format, sample images."""
+"""Shared fixtures: deterministic random-weight VGG files in torchvision's format, real VGG16 weights
+converted from a package, sample images."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from real_features import make_real_vgg16_weights
 from samples import JobFiles, make_content_image, make_random_vgg_weights, make_style_image
 
 
@@ -16,6 +18,12 @@ def vgg19_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_random_vgg_weights(tmp_path_factory.mktemp("weights") / "vgg16-random.pth", "vgg16")
+
+
+@pytest.fixture(scope="session")
+def real_vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ImageNet's VGG16 convolutions in torchvision's layout (tests/real_features.py; under a second)."""
+    return make_real_vgg16_weights(tmp_path_factory.mktemp("weights") / "vgg16-imagenet.pth")
 
 
 @pytest.fixture
