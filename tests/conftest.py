@@ -1,13 +1,18 @@
 """Shared fixtures: deterministic random-weight VGG files in torchvision's format, real VGG16 weights
-converted from a package, sample images."""
+converted from a package, sample images, the bridge's stand-in engine, the installer tests' check of
+the engine Python."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import fake_engine as fake_engines
 import pytest
 from real_features import make_real_vgg16_weights
 from samples import JobFiles, make_content_image, make_random_vgg_weights, make_style_image
+
+from nst_install import engine
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +29,14 @@ def vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def real_vgg16_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """ImageNet's VGG16 convolutions in torchvision's layout (tests/real_features.py; under a second)."""
     return make_real_vgg16_weights(tmp_path_factory.mktemp("weights") / "vgg16-imagenet.pth")
+
+
+@pytest.fixture(scope="session")
+def engine_python_has_this_checkout() -> None:
+    """The installs in tests/test_install*.py use this very Python as the engine: they must find nothing
+    to pip-install. One check for all of them (it starts a Python that imports torch)."""
+    probe = engine.probe_python(Path(sys.executable))
+    assert probe and engine.nst_core_current(probe), "first run: pip install -e . (from this checkout)"
 
 
 @pytest.fixture
@@ -52,3 +65,16 @@ def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def job_files(content_png: Path, style_png: Path, vgg19_weights: Path) -> JobFiles:
     return JobFiles(content_png, style_png, vgg19_weights)
+
+
+@pytest.fixture
+def fake_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """The bridge's config, naming the scripted stand-in engine (fake_engine.FAKE_ENGINE) as its Python."""
+    return fake_engines.install(tmp_path, monkeypatch, fake_engines.FAKE_ENGINE)
+
+
+@pytest.fixture
+def style_file(tmp_path: Path) -> str:
+    path = tmp_path / "style.png"
+    path.write_bytes(b"not read by the stand-in engine")
+    return str(path)

@@ -1,13 +1,57 @@
 """A scripted stand-in for the engine's Python, for the bridge's tests: the config names it as "python",
-so the bridge starts it as it would start `<engine python> -m nst_core ...`."""
+so the bridge starts it as it would start `<engine python> -m nst_core ...`. FAKE_ENGINE is the one
+for single runs (tests/conftest.py's `fake_engine`), PIXELS the raw layer the tests send it."""
 
 from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
+
+# A stand-in engine: `FAKE -m nst_core run-job JOB.json`, behaviour chosen by $FAKE_MODE.
+FAKE_ENGINE = textwrap.dedent(
+    """\
+    import json, os, stat, sys, time
+    job_path = sys.argv[4]
+    job = json.load(open(job_path))
+    mode = os.environ.get("FAKE_MODE", "invert")
+    def emit(**event):
+        print(json.dumps(event), flush=True)
+    with open(os.path.join(os.environ["FAKE_LOG"], "child.json"), "w") as fh:
+        json.dump({"pid": os.getpid(), "argv": sys.argv[1:], "job": job, "cwd": os.getcwd(),
+                   "pythonpath": os.environ.get("PYTHONPATH"),
+                   "unbuffered": os.environ.get("PYTHONUNBUFFERED"),
+                   "data_dir": os.environ.get("NST_DATA_DIR"),
+                   "ld_library_path": os.environ.get("LD_LIBRARY_PATH"),
+                   "styles_exist": [os.path.isfile(s["path"]) for s in job["styles"]],
+                   "stdin_is_pipe": stat.S_ISFIFO(os.fstat(0).st_mode)}, fh)
+    emit(event="start", version=1, device="cpu", scales=[32, 48], iterations=4, memory_estimate=1)
+    print("a line that is not an event", flush=True)
+    if mode == "error":
+        emit(event="error", message="Weights file x.pth is truncated: download it again.", code=4)
+        sys.exit(4)
+    if mode == "crash":
+        sys.stderr.write("Traceback (most recent call last):\\nRuntimeError: boom\\n")
+        sys.exit(1)
+    for i in (1, 2):
+        emit(event="progress", scale=i, scales=2, iteration=2, iterations=2, fraction=i / 2,
+             elapsed=1.0, eta=62.0 * (2 - i), unknown_field=1,
+             loss={"total": 1.0, "content": 0.5, "style": 0.5, "tv": 0.0})
+        if mode == "hang":
+            time.sleep(600)
+    content = job["content"]
+    data = open(content["raw"], "rb").read()
+    out = bytes(255 - b for b in data) if mode == "invert" else data[:-1]
+    open(job["output"]["raw"], "wb").write(out)
+    emit(event="done", output=job["output"]["raw"], seconds=0.1)
+    """
+)
+
+
+PIXELS = bytes(range(48)) * 2  # 8 RGBA u8 pixels, 4x2
 
 
 def install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -> dict:

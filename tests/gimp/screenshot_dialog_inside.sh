@@ -1,5 +1,5 @@
 #!/bin/bash
-# Runs inside the chroot (make_screenshots.sh and test_gimp_plugin.py start it through
+# Runs inside the chroot (make_screenshots.sh and test_gimp_dialog.py start it through
 # run_in_gimp.sh --cmd): Xvfb, GUI GIMP with WORK/before.png open, the plug-in called
 # INTERACTIVE (with the properties in WORK/dialog_args.json, if there is one), the dialog
 # grabbed to WORK/dialog.png once its time estimate is shown, then Escape to cancel it and

@@ -1,0 +1,341 @@
+"""What the real-GIMP tests share (imported as a module): the GIMP versions and their chroots, the cases
+of the one GIMP run per version (see batch_neural_style.py), install.py into a fresh profile, and
+readers of the run's manifest and layer dumps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from samples import make_content_image, make_style_image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+PLUGIN_SOURCE = REPO / "plug-ins" / "neural_style"
+INSTALLED = Path("plug-ins") / "neural_style"  # inside the profile
+# The GIMP versions tested: the Debian suite that ships each, and its chroot (see make_chroot.sh).
+GIMPS = {
+    "3.0": ("trixie", Path(os.environ.get("GIMP3_ROOT", "/var/tmp/gimp3-root"))),
+    "3.2": ("forky", Path(os.environ.get("GIMP32_ROOT", "/var/tmp/gimp32-root"))),
+}
+CANVAS = [64, 48]
+# Four iterations: L-BFGS's first steps are tiny, so two barely move an unresized layer's pixels.
+ENGINE_ARGS = {
+    "preset": "balanced",
+    "strength": 1.0,
+    "keep-colors": "off",
+    "style-scale": 1.0,
+    "size": 32,
+    "iterations": 4,
+    "seed": 0,
+    "device": "cpu",
+}
+# The same settings under the engine's option names, for the run-job comparison.
+ENGINE_OPTIONS = {name.replace("-", "_"): value for name, value in ENGINE_ARGS.items()}
+STYLED = " (Neural Style: style)"
+# An animation as GIMP's GIF loader names its frames, bottom layer first.
+FRAMES = ["Frame 1 (100ms) (combine)", "Frame 2 (200ms) (replace)", "Frame 3 (100ms)"]
+FRAMES_STYLED = [
+    "Frame 1 styled (100ms) (combine)",
+    "Frame 2 styled (200ms) (replace)",
+    "Frame 3 styled (100ms)",
+]
+FRAME_SIZE = 48
+
+
+@dataclass(frozen=True)
+class Chroot:
+    version: str  # GIMP's major.minor, which also names its profile folder
+    suite: str
+    root: Path
+
+    def build(self, extra_packages: str = "") -> subprocess.CompletedProcess:
+        """make_chroot.sh: builds the chroot, or only adds missing packages to it."""
+        env = dict(os.environ, SUITE=self.suite, EXTRA_PACKAGES=extra_packages)
+        return subprocess.run([HERE / "make_chroot.sh", self.root], capture_output=True, text=True, env=env)
+
+    def package_version(self) -> str:
+        """The upstream version of the chroot's gimp package, e.g. 3.0.4."""
+        version = subprocess.run(
+            ["chroot", str(self.root), "dpkg-query", "-W", "-f=${Version}", "gimp"],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return version.split(":")[-1].split("-")[0]
+
+
+def write_inputs(work: Path) -> dict[str, str]:
+    opaque = make_content_image(48, 32)
+    transparent = make_content_image(40, 24).convert("RGBA")
+    alpha = np.tile(np.linspace(0, 255, 40).round().astype(np.uint8), (24, 1))
+    transparent.putalpha(Image.fromarray(alpha, "L"))
+    paths = {name: work / f"{name}.png" for name in ("opaque", "transparent", "style")}
+    opaque.save(paths["opaque"])
+    transparent.save(paths["transparent"])
+    make_style_image(40, 40).save(paths["style"])
+    # A partly transparent style, and a second, other one (a layer's alpha must be read as a file's).
+    rgba = make_style_image(36, 30, seed=4).convert("RGBA")
+    rgba.putalpha(Image.fromarray(np.tile(np.linspace(60, 255, 36).round().astype(np.uint8), (30, 1)), "L"))
+    paths["style_rgba"] = work / "style-rgba.png"
+    rgba.save(paths["style_rgba"])
+    paths["style2"] = work / "style2.png"
+    Image.fromarray(255 - np.asarray(make_style_image(32, 32, seed=9))).rotate(90).save(paths["style2"])
+    for index in range(len(FRAMES)):  # a square moving right over a gradient
+        frame = np.asarray(make_content_image(FRAME_SIZE, FRAME_SIZE).convert("RGBA")).copy()
+        frame[14:30, 6 + 8 * index : 22 + 8 * index, :3] = (240, 210, 40)
+        paths[f"frame{index}"] = work / f"frame{index}.png"
+        Image.fromarray(frame, "RGBA").save(paths[f"frame{index}"])
+    return {name: str(path) for name, path in paths.items()}
+
+
+def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[dict]:
+    args = ENGINE_ARGS | {"style-file": inputs["style"]}
+    opaque = {"png": inputs["opaque"], "name": "Opaque", "offsets": [8, 6]}
+    broken_python = work / "broken-python"
+    broken_python.write_text("#!/bin/sh\necho 'engine exploded' >&2\nexit 3\n")
+    broken_python.chmod(0o755)
+    corrupt = work / "corrupt-weights.pth"
+    corrupt.write_bytes(b"this is not a weights file")
+    config = json.loads(config_path.read_text())
+    repeat_style = work / "repeat-style.png"
+    shutil.copyfile(inputs["style"], repeat_style)
+    return [
+        # The first run starts the warm engine service, the second uses it.
+        {"name": "cold", "canvas": CANVAS, "args": args, "layers": [opaque]},
+        {"name": "warm", "canvas": CANVAS, "args": args, "layers": [opaque]},
+        {
+            "name": "served_cancel",
+            "canvas": CANVAS,
+            "args": args | {"iterations": 100000, "size": 64},
+            "layers": [opaque],
+            "kill_plugin": "service",
+        },
+        {
+            "name": "cancelled",
+            "canvas": CANVAS,
+            "args": args | {"iterations": 100000, "size": 64},
+            "layers": [opaque],
+            "kill_plugin": True,
+            "engine_config": config | {"service": False},  # the child process's own cancel
+        },
+        {
+            "name": "two_layers",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [
+                {"png": inputs["opaque"], "name": "Opaque", "offsets": [0, 0]},
+                {"png": inputs["transparent"], "name": "Partly transparent", "offsets": [20, 18]},
+            ],
+        },
+        {
+            "name": "rect_selection",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "select": [[14, 10, 24, 16], "rect"],
+        },
+        {
+            "name": "ellipse_selection",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "select": [[10, 8, 30, 20], "ellipse"],
+        },
+        {"name": "gray", "canvas": CANVAS, "args": args, "layers": [opaque], "convert": "gray"},
+        {"name": "deep", "canvas": CANVAS, "args": args, "layers": [opaque], "convert": "U16_NON_LINEAR"},
+        {
+            "name": "missing_style",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "args": args | {"style-file": str(work / "no-such-style.jpg")},
+        },
+        # Filters > Repeat after the style file of the last run was deleted.
+        {
+            "name": "repeat_missing_style",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "args": args | {"style-file": str(repeat_style)},
+            "repeat_after_deleting": str(repeat_style),
+        },
+        {
+            "name": "broken_python",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "engine_config": config | {"python": str(broken_python)},
+        },
+        {
+            "name": "corrupt_weights",
+            "canvas": CANVAS,
+            "args": args,
+            "layers": [opaque],
+            "engine_config": config | {"weights": str(corrupt)},
+        },
+        *frames_cases(inputs, args, config | {"weights": str(corrupt)}),
+        *style_and_region_cases(inputs, args, opaque),
+        # Without a config the choices hold only their fallbacks, so call with those.
+        {
+            "name": "not_installed",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "engine_config": {"version": 1},
+            "args": args | {"device": "auto"},
+        },
+    ]
+
+
+ELLIPSE = [[14, 10, 30, 20], "ellipse"]  # inside the Opaque layer (48 x 32 at 8, 6)
+
+
+def style_and_region_cases(inputs: dict[str, str], args: dict, opaque: dict) -> list[dict]:
+    """A layer of another open image as the style (8 and 16-bit) against its file, and the regions:
+    inside a feathered selection, the same from a channel, two styles split, and what cannot be."""
+    layer_args = {name: value for name, value in args.items() if name != "style-file"}
+    one = {"canvas": CANVAS, "layers": [opaque]}
+    region = one | {"select": ELLIPSE, "feather": 6}
+    return [
+        one | {"name": "style_file_rgba", "args": args | {"style-file": inputs["style_rgba"]}},
+        one
+        | {
+            "name": "style_layer_rgba",
+            "args": layer_args | {"style-layer": "@style"},
+            "style_images": {"@style": {"png": inputs["style_rgba"], "name": "Brush strokes"}},
+        },
+        one
+        | {
+            "name": "style_layer_deep",
+            "args": layer_args | {"style-layer": "@style"},
+            "style_images": {"@style": {"png": inputs["style_rgba"], "convert": "U16_NON_LINEAR"}},
+        },
+        region | {"name": "region_inside", "args": args | {"region": "inside"}},
+        region
+        | {
+            "name": "region_channel",
+            "args": args | {"region": "inside", "region-channel": "@channel"},
+            "selection_to_channel": True,
+        },
+        one
+        | {
+            "name": "region_split",
+            "args": args | {"region": "split", "style2-file": inputs["style2"], "style2-blend": 0.5},
+            "select": [[8, 6, 24, 32], "rect"],  # the layer's left half
+            "feather": 4,
+        },
+        region | {"name": "region_split_one_style", "args": args | {"region": "split"}},
+        one | {"name": "region_empty", "args": args | {"region": "inside"}},
+    ]
+
+
+def frames_cases(inputs: dict[str, str], args: dict, corrupt_config: dict) -> list[dict]:
+    """Layers are animation frames: three frames, the same scaled from a smaller working size inside a
+    selection, one layer alone, a failing engine, and GIMP's Cancel."""
+    layers = [
+        {"png": inputs[f"frame{index}"], "name": name, "offsets": [0, 0]} for index, name in enumerate(FRAMES)
+    ]
+    frames = {
+        "canvas": [FRAME_SIZE, FRAME_SIZE],
+        "layers": layers,
+        "args": args | {"frames": True, "size": 48},
+    }
+    return [
+        frames | {"name": "frames"},
+        frames
+        | {
+            "name": "frames_scaled",
+            "args": frames["args"] | {"size": 32},
+            "select": [[4, 4, 40, 40], "rect"],
+        },
+        frames | {"name": "frames_one_layer", "layers": layers[:1]},
+        frames | {"name": "frames_region", "args": frames["args"] | {"region": "inside"}, "select": ELLIPSE},
+        frames | {"name": "frames_failed", "engine_config": corrupt_config},
+        frames
+        | {"name": "frames_cancelled", "args": frames["args"] | {"iterations": 100000}, "kill_plugin": True},
+    ]
+
+
+# What install.py must not take from the caller's environment: the test chooses every path.
+INSTALL_CLEARED = (
+    "NST_DATA_DIR",
+    "NST_WEIGHTS",
+    "NST_ENGINE_PYTHON",
+    "NST_PLUGIN_CONFIG",
+    "PYTHONPATH",
+    "XDG_DATA_HOME",
+    "XDG_CONFIG_HOME",
+    "TORCH_HOME",
+)
+
+
+def install_plugin(work: Path, weights: Path, version: str) -> Path:
+    """`install.py --gimp-dir` into a fresh profile of this GIMP version; the profile folder. The
+    installer reads the version from the folder's name, GIMP/3.0 or GIMP/3.2."""
+    import nst_core
+
+    if Path(nst_core.__file__).resolve().parent != REPO / "nst_core":
+        pytest.fail(
+            "This Python's nst_core is not this checkout's: pip install -e . from the checkout "
+            "(install.py would otherwise install into the test environment).",
+            pytrace=False,
+        )
+    profile = work / "GIMP" / version
+    profile.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if k not in INSTALL_CLEARED}
+    env["NST_DATA_DIR"] = str(work / "data")  # the install record goes there, not in the user's folder
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "install.py"),
+            "--engine-python",
+            sys.executable,
+            "--weights",
+            str(weights),
+            "--gimp-dir",
+            str(profile),
+            "--skip-self-test",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=work,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"install.py failed (exit {done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}",
+            pytrace=False,
+        )
+    return profile
+
+
+def case(gimp: dict, name: str) -> dict:
+    return gimp["manifest"]["cases"][name]
+
+
+def pixels(layer: dict, deep: bool = False) -> np.ndarray:
+    """A layer's dump as an H x W x C array (u8, or float32 0..1 when deep)."""
+    width, height = layer["size"]
+    if deep:
+        data = np.fromfile(layer["raw"] + ".float", dtype="<f4")
+    else:
+        data = np.fromfile(layer["raw"], dtype=np.uint8)
+    return data.reshape(height, width, layer["channels"])
+
+
+def layer_named(result: dict, name: str) -> dict:
+    return next(layer for layer in result["layers"] if layer["name"] == name)
+
+
+def assert_styled(result: dict, source_name: str) -> tuple[np.ndarray, np.ndarray]:
+    assert result["status"] == "success", result["error"]
+    names = [layer["name"] for layer in result["layers"]]
+    assert names.index(source_name + STYLED) == names.index(source_name) - 1  # directly above
+    source, styled = layer_named(result, source_name), layer_named(result, source_name + STYLED)
+    return pixels(source), pixels(styled)

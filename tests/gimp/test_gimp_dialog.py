@@ -1,0 +1,108 @@
+"""The GIMP 3 plug-in's dialog in GUI GIMP on a virtual display (both GIMP versions): its time estimate
+and preview follow the settings, and closing it stops the preview. See test_gimp_plugin.py for the set-up.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from gimp_harness import HERE, REPO, Chroot
+from samples import make_content_image, make_style_image
+
+pytestmark = pytest.mark.gimp
+
+
+# -- the dialog, in GUI GIMP on a virtual display ----------------------------------------------------------
+
+ESTIMATE = re.compile(r"^neural-style estimate: (About \d+ (?:s|min) on the CPU at (\d+)×(\d+) px.*)$", re.M)
+
+
+@pytest.fixture(scope="module")
+def dialog(gimp: dict, chroot: Chroot) -> dict:
+    """The plug-in's dialog opened INTERACTIVE (screenshot_dialog_inside.sh), the working size typed into
+    it: GIMP's log, with the estimate lines the plug-in prints under NST_DEBUG=1."""
+    built = chroot.build(extra_packages="xvfb xdotool")
+    if built.returncode != 0:
+        pytest.fail(
+            f"Could not add Xvfb and xdotool to {chroot.root}: {built.stderr.strip()[-800:]}", pytrace=False
+        )
+    work = gimp["work"] / "dialog"
+    work.mkdir()
+    make_content_image(300, 200).save(work / "before.png")
+    make_style_image().save(work / "style.png")
+    (work / "dialog_args.json").write_text(json.dumps({"preset": "fast", "device": "cpu"}))
+    (work / "gimprc").write_text(
+        f'(config-version "{gimp["package_version"]}")\n(show-welcome-dialog no)\n(check-updates no)\n'
+    )
+    display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
+    binds = {
+        sys.prefix,
+        sys.base_prefix,
+        str(REPO),
+        gimp["work"].as_posix(),
+        str(Path(gimp["weights"]).parent),
+    }
+    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot.root), "--profile", str(gimp["profile"])]
+    for path in sorted(binds):
+        command += ["--bind", path]
+    command += [
+        "--env",
+        "PREVIEW=1",
+        "--timeout",
+        "300",
+        "--cmd",
+        "bash",
+        str(HERE / "screenshot_dialog_inside.sh"),
+    ]
+    done = subprocess.run([*command, str(work), str(display), "96"], capture_output=True, text=True)
+    log = (work / "gimp.log").read_text(errors="replace") if (work / "gimp.log").exists() else ""
+    if done.returncode != 0:
+        pytest.fail(f"The dialog run failed (exit {done.returncode}):\n{done.stderr[-2000:]}\n{log[-2000:]}")
+    return {
+        "log": log,
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "work": work,
+        "version": gimp["version"],
+    }
+
+
+def test_dialog_shows_the_time_estimate_and_refreshes_it(dialog: dict) -> None:
+    log = dialog["log"]
+    estimates = ESTIMATE.findall(log)
+    assert len(estimates) == 2, log[-3000:]
+    (first, *_), (second, width, height) = estimates
+    assert "no time estimate appeared" not in dialog["stderr"]
+    assert log.index("neural-style estimate: Estimating the time") < log.index(first)
+    # Typed into the dialog: working size 96 for the 300 x 200 layer.
+    assert (width, height) == ("96", "64")
+    assert second.endswith("(the layer is 300×200 px; the result is scaled up to it)")
+    assert "dialog closed: cancel" in dialog["stdout"]
+    assert (dialog["work"] / "dialog.png").stat().st_size > 0
+    assert (dialog["work"] / "dialog-size.png").stat().st_size > 0
+
+
+PREVIEW_SHOWN = re.compile(r"^neural-style preview: Preview at (\d+)×(\d+) px", re.M)
+
+
+def test_the_dialog_previews_the_settings_and_stops_the_preview_when_closed(dialog: dict) -> None:
+    """Preview pressed twice (the first starts the engine service, the second uses it) and a third time
+    just before Cancel: the dialog closes at once, the preview's engine job and folder go with it."""
+    assert "no preview appeared" not in dialog["stderr"], dialog["log"][-3000:]
+    times = dict(line.split() for line in (dialog["work"] / "preview-times.txt").read_text().splitlines())
+    shown = PREVIEW_SHOWN.findall(dialog["log"])
+    assert shown[:2] == [("256", "171"), ("256", "171")]  # the 300 x 200 layer, shrunk to 256 px
+    assert "neural-style preview: Preview: starting the engine" in dialog["log"]
+    assert re.search(r"^neural-style preview: Preview: scale \d/\d, iteration \d+/\d+, ", dialog["log"], re.M)
+    assert float(times["close"]) < 15 and times["left"] == "0"
+    assert "dialog closed: cancel" in dialog["stdout"]
+    assert (dialog["work"] / "dialog-preview.png").stat().st_size > 0
+    print(
+        f"GIMP {dialog['version']} preview: first {times['cold']} s, next {times['warm']} s, "
+        f"closed in flight in {times['close']} s"
+    )
