@@ -24,6 +24,7 @@ from .images import fit_size
 from .network import blank_features, layer_index
 from .optimize import LBFGS_HISTORY
 from .options import LIMITS, Settings
+from .readable import data_size
 
 MIB = 1 << 20
 
@@ -284,4 +285,4 @@ def not_enough_memory(
 def _amount(count: int) -> str:
     if count >= UNKNOWN_BUDGET:
         return "an unknown amount"
-    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{max(1, round(count / MIB))} MiB"
+    return data_size(count)

@@ -17,9 +17,9 @@ def number(value: float) -> str:
 
 
 def data_size(count: float) -> str:
-    """Bytes as MiB below a GiB, else GiB with one decimal: '845 MiB', '17.7 GiB'."""
+    """Bytes as MiB below a GiB (1 at the least), else GiB with one decimal: '845 MiB', '17.7 GiB'."""
     if count < GIB:
-        return f"{count / MIB:.0f} MiB"
+        return f"{max(1, round(count / MIB))} MiB"
     return f"{count / GIB:.1f} GiB"
 
 
