@@ -312,7 +312,7 @@ def test_one_frame_or_a_remote_device_is_refused_before_the_engine_starts(
 def test_frame_files_are_pngs_pillow_reads_back_exactly(mode: str) -> None:
     channels = len(mode)
     data = pixels(7, 5, channels, 1)
-    image = Image.open(io.BytesIO(nst_bridge.png_bytes(data, 7, 5, channels)))
+    image = Image.open(io.BytesIO(nst_common.png_bytes(data, 7, 5, channels)))
     assert (image.mode, image.size, image.tobytes()) == (mode, (7, 5), data)
 
 
@@ -422,3 +422,23 @@ def test_the_real_engine_s_frames_stop_when_the_bridge_s_pipe_closes(
         engine.wait()
     assert code == 130 and json.loads(last) == {"event": "error", "message": "Cancelled.", "code": 130}
     assert os.listdir(styled) == []
+
+
+def test_each_frame_comes_as_soon_as_it_is_finished(fake_batch, style_file: str) -> None:
+    """on_frame gets frame i before any progress of frame i + 1: a plug-in can show it at once."""
+    log: list[tuple] = []
+    with nst_bridge.FramesRun(fake_batch) as run:
+        add_frames(run)
+        results = run.run(
+            [(style_file, 1.0)],
+            {},
+            lambda f, t: log.append(("progress", f)),
+            lambda index, *frame: log.append(("frame", index, frame)),
+        )
+    frames = [entry for entry in log if entry[0] == "frame"]
+    assert [(index, frame) for _kind, index, frame in frames] == list(enumerate(results))
+    for index, entry in enumerate(frames[:-1]):
+        next_work = next(
+            n for n, e in enumerate(log) if e[0] == "progress" and e[1] > (index + 1.1) / len(FRAMES)
+        )
+        assert log.index(entry) < next_work

@@ -8,7 +8,7 @@ plug-in: its stdin is a pipe we never write (the engine stops at end of file), o
 gets a parent-death signal, and the plug-in kills it on SIGTERM, on cancel and at exit.
 A job goes to a server or the warm engine service first (nst_service.py) when there is one.
 
-Here also: the config install.py writes and what the dialogs offer from it, and the PNG and TIFF
+Here also: the config install.py writes and what the dialogs offer from it, and the TIFF
 files of animation frames. What the service client needs too lies below, in nst_common.py.
 """
 
@@ -24,7 +24,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 
 import nst_common
 import nst_service
@@ -188,11 +187,16 @@ FEATURE_NEEDED = "The installed engine cannot %s: run install.py again to update
 def check_engine_features(config, styles, masks):
     # type: (dict, list, list | None) -> None
     """Refuse what the installed engine's `describe` does not list, before any job is sent."""
-    features = engine_description(config).get("features") or []
-    if masks is not None and "style_masks" not in features:
+    if masks is not None and not engine_can(config, "style_masks"):
         raise EngineError(FEATURE_NEEDED % "paint regions", nst_common.EXIT_USAGE)
-    if any(isinstance(s, StylePixels) for s, _w in styles) and "raw_styles" not in features:
+    if any(isinstance(s, StylePixels) for s, _w in styles) and not engine_can(config, "raw_styles"):
         raise EngineError(FEATURE_NEEDED % "take a layer as the style", nst_common.EXIT_USAGE)
+
+
+def engine_can(config, feature):
+    # type: (dict, str) -> bool
+    """Whether the installed engine's `describe` lists `feature` ("snapshots", "stop")."""
+    return feature in (engine_description(config).get("features") or [])
 
 
 def _checked_styles(styles):
@@ -217,31 +221,10 @@ def _checked_styles(styles):
 
 # -- animation frames: image files in and out of `batch --frames`, with the standard library only ------
 
-PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA
 TIFF_BYTE_ORDERS = {b"II": "<", b"MM": ">"}
 TIFF_TYPES = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG: all that an uncompressed 8-bit file needs
 TIFF_WIDTH, TIFF_HEIGHT, TIFF_BITS, TIFF_COMPRESSION = 256, 257, 258, 259
 TIFF_STRIP_OFFSETS, TIFF_SAMPLES, TIFF_STRIP_BYTES, TIFF_PLANAR = 273, 277, 279, 284
-
-
-def png_bytes(data, width, height, channels):
-    # type: (bytes, int, int, int) -> bytes
-    """An 8-bit PNG of interleaved pixels: rows unfiltered, zlib's fastest level (it is read once)."""
-    nst_common.check_layout(data, width, height, "u8", channels)
-    data = bytes(data)
-    stride = width * channels
-    rows = b"".join(b"\x00" + data[row * stride : (row + 1) * stride] for row in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOR_TYPES[channels], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        _png_chunk(kind, body)
-        for kind, body in ((b"IHDR", header), (b"IDAT", zlib.compress(rows, 1)), (b"IEND", b""))
-    )
-
-
-def _png_chunk(kind, body):
-    # type: (bytes, bytes) -> bytes
-    checksum = zlib.crc32(kind + body) & 0xFFFFFFFF
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", checksum)
 
 
 def read_tiff(blob):
@@ -309,6 +292,7 @@ class EngineRun(object):
         self.stderr_path = None  # type: str | None
         self.content_data = b""
         self.server = None  # type: str | None
+        self.on_snapshot = None  # type: object
         self.flatpak = nst_common.in_flatpak()
         base = nst_common.runs_folder()
         nst_common.remove_stale_folders(base)
@@ -328,16 +312,14 @@ class EngineRun(object):
         # type: (bytes, int, int, str, int) -> None
         """The layer's pixels: row-major, interleaved, "u8" (0..255) or "float32" (0..1)."""
         nst_common.check_layout(data, width, height, fmt, channels)
-        path = os.path.join(self.folder, "content.raw")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        self.content_data = data
+        path, self.content_data = self._write_raw("content.raw", data), data
         self.content = {"raw": path, "width": width, "height": height, "format": fmt, "channels": channels}
 
-    def run(self, styles, options, on_progress, masks=None):
-        # type: (list, dict, object, list | None) -> bytes
+    def run(self, styles, options, on_progress, masks=None, on_snapshot=None):
+        # type: (list, dict, object, list | None, object) -> bytes
         """Stylise the content; styles: [(path or StylePixels, weight)]; masks: a RegionMask per style
-        (region_masks) or None; on_progress(fraction, text) -> False cancels."""
+        (region_masks) or None; on_progress(fraction, text) -> False cancels; on_snapshot(pixels, width,
+        height, channels, fraction): the picture so far in the content's format, maybe at the working size."""
         options = dict(options)
         remote = options.get("device") == nst_common.REMOTE
         if remote:
@@ -350,6 +332,8 @@ class EngineRun(object):
         served = self._run_served(styles, options, remote, on_progress, masks)
         if served is not None:
             return served
+        if engine_can(self.config, "snapshots"):
+            self.on_snapshot = on_snapshot
         job_path = self._write_job(styles, options, masks)
         self._run_child(python, engine_command(self.config, python, job_path, self.folder), on_progress)
         return self._read_output()
@@ -396,7 +380,6 @@ class EngineRun(object):
                 nst_common.stop_process(process, self.flatpak)
             except OSError:
                 pass
-        if process is not None:
             for stream in (process.stdin, process.stdout):
                 if stream is not None:
                     try:
@@ -435,6 +418,8 @@ class EngineRun(object):
             "options": options,
             "output": output,
         }
+        if self.on_snapshot is not None:  # how often: the engine's default
+            job["snapshot"] = {"raw": os.path.join(self.folder, "snapshot.raw"), "format": output["format"]}
         path = os.path.join(self.folder, "job.json")
         with io.open(path, "w", encoding="utf-8") as handle:
             handle.write("%s" % json.dumps(job, indent=2))
@@ -522,6 +507,8 @@ class EngineRun(object):
                     last = event
                 elif kind == "item":
                     self._item(event)
+                elif kind == "snapshot" and self.on_snapshot is not None:
+                    keep_going = self._snapshot(event)
             if keep_going is False:
                 self.close_child()
                 raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)
@@ -530,6 +517,32 @@ class EngineRun(object):
     def _item(self, event):
         # type: (dict) -> None
         """A picture of a batch is finished (a job has none)."""
+
+    def _snapshot(self, event):
+        # type: (dict) -> object
+        """The picture so far to on_snapshot; one that is not whole is passed over: the next replaces it."""
+        width, height, channels = (event.get(key) for key in ("width", "height", "channels"))
+        try:
+            with open(os.path.join(self.folder, "snapshot.raw"), "rb") as handle:
+                data = handle.read()
+            if len(data) == nst_common.layout_bytes(width, height, self.content["format"], channels):
+                return self.on_snapshot(data, width, height, channels, float(event.get("fraction", 0.0)))
+        except (IOError, OSError, TypeError, KeyError):
+            pass
+        return True
+
+    def stop(self):
+        # type: () -> bool
+        """Stop and keep: the engine ends its iteration and writes the picture so far as the result, which
+        run() returns. False when the engine cannot (not listed in its features) or no child runs."""
+        if self.process is None or not engine_can(self.config, "stop"):
+            return False
+        try:
+            self.process.stdin.write(b"stop\n")
+            self.process.stdin.flush()
+        except (IOError, OSError, ValueError):
+            return False  # the child has just ended: its result comes as usual
+        return True
 
     def close_child(self):
         # type: () -> None
@@ -605,14 +618,15 @@ class FramesRun(EngineRun):
         """The next frame's 8-bit pixels (row-major, interleaved) and its layer's name, for messages."""
         path = os.path.join(self.folder, "frame-%04d.png" % len(self.frames))
         with open(path, "wb") as handle:
-            handle.write(png_bytes(data, width, height, channels))
+            handle.write(nst_common.png_bytes(data, width, height, channels))
         self.frames.append((path, channels))
         self.names[path] = nst_common.as_text(name)
 
-    def run(self, styles, options, on_progress):
-        # type: (list, dict, object) -> list
+    def run(self, styles, options, on_progress, on_frame=None):
+        # type: (list, dict, object, object) -> list
         """Stylise the frames in order; [(pixels, width, height)] of each, at the working size (the
-        caller scales them to their layers). on_progress(fraction of the animation, text) -> False cancels."""
+        caller scales them to their layers). on_progress(fraction of the animation, text) -> False cancels;
+        on_frame(index, pixels, width, height) gets each frame as soon as it is finished."""
         if options.get("device") == nst_common.REMOTE:
             raise EngineError(nst_common.FRAMES_NOT_REMOTE, nst_common.EXIT_USAGE)
         python = nst_common.engine_python(self.config)
@@ -623,6 +637,7 @@ class FramesRun(EngineRun):
             styles = self._copy_styles(styles)
         output = os.path.join(self.folder, "styled")
         os.mkdir(output)
+        self.on_frame, self.output = on_frame, output
         inputs = [path for path, _channels in self.frames]
         command = frames_command(self.config, python, inputs, styles, options, output, self.folder)
         self._run_child(python, command, on_progress)
@@ -637,12 +652,15 @@ class FramesRun(EngineRun):
             raise EngineError("Animation frames take an 8-bit style layer (a plug-in bug: read it as u8).")
         path = os.path.join(self.folder, "style-%d.png" % index)
         with open(path, "wb") as handle:
-            handle.write(png_bytes(style.data, style.width, style.height, style.channels))
+            handle.write(nst_common.png_bytes(style.data, style.width, style.height, style.channels))
         return path
 
     def _item(self, event):
         # type: (dict) -> None
         """A failed frame fails the animation: the frames after it would start from nothing."""
+        if event.get("status") == "done" and self.on_frame is not None:
+            index = int(event["item"]) - 1
+            self.on_frame(index, *self._read_frame(self.output, *self.frames[index]))
         if event.get("status") != "failed":
             return
         self.close_child()
