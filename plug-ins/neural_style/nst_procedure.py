@@ -50,6 +50,13 @@ ARGUMENTS = (
         "The selected layers are an animation's frames, bottom layer first: each starts from the one "
         "before, and the results go to a new image that Filters > Animation > Playback plays",
     ),
+    (
+        "keep-on-cancel",
+        "boolean",
+        "On Cancel: keep the picture so far",
+        "The result layer forms on the canvas while the engine works, and Cancel keeps it as it is then "
+        "(one Undo removes it); off, the layer comes at the end and Cancel changes nothing",
+    ),
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
 LAYER_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "layer"]  # one per file
