@@ -48,6 +48,7 @@ PARAM_NAMES = [
     "seed",
     "device",
     "frames",
+    "keep_on_cancel",
 ]
 
 
@@ -66,9 +67,9 @@ class EngineSpy:
             self.content = (data, width, height, fmt, channels)
             return set_content(engine_run, data, width, height, fmt, channels)
 
-        def spy_run(engine_run, styles, options, on_progress, masks=None):
+        def spy_run(engine_run, styles, options, on_progress, masks=None, on_snapshot=None):
             self.styles, self.options, self.masks = styles, options, masks
-            self.result = run(engine_run, styles, options, on_progress, masks)
+            self.result = run(engine_run, styles, options, on_progress, masks, on_snapshot)
             return self.result
 
         monkeypatch.setattr(bridge.EngineRun, "set_content_raw", spy_set_content)
