@@ -63,6 +63,8 @@ def gimp(chroot: Chroot, vgg19_weights: Path, tmp_path_factory: pytest.TempPathF
     (work / "out").mkdir()
     (work / "plan.json").write_text(json.dumps(plan))
     binds = {sys.prefix, sys.base_prefix, str(REPO), str(work), str(vgg19_weights.parent)}
+    # A venv may take its packages from another one through a .pth file: the engine needs those too.
+    binds |= {path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir()}
     command = [
         str(HERE / "run_in_gimp.sh"),
         "--root",
