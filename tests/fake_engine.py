@@ -54,7 +54,7 @@ FAKE_ENGINE = textwrap.dedent(
         pixels = picture
         if half:
             row = w * c
-            w, pixels = w // 2, b"".join(picture[i : i + row // 2] for i in range(0, len(data), row))
+            w, pixels = w // 2, b"".join(picture[i : i + w // 2 * c] for i in range(0, len(data), row))
         open(snap["raw"] + ".tmp", "wb").write(pixels)
         os.replace(snap["raw"] + ".tmp", snap["raw"])
         emit(event="snapshot", path=snap["raw"], width=w, height=h, channels=c, format=snap["format"],
