@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import Cancelled
+from .events import note
 from .paths import remove_pending
 
 STOP_LINE = b"stop"  # on the engine's stdin: stop-and-keep (docs/protocol.md)
@@ -82,6 +83,7 @@ class CancelWatcher:
             self.set()
         else:
             self.stop.set()
+            note("stopping after this iteration to write the picture so far; press Ctrl-C again to cancel")
 
     def _watch_stdin(self) -> None:
         fd = sys.stdin.fileno()
