@@ -21,7 +21,7 @@ from .errors import ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, snapshot_event, start_event
 from .images import image_size, load_image, to_array
 from .optimize import CancelToken, ProgressCallback
-from .options import SNAPSHOT_EVERY, SNAPSHOT_EVERY_LIMITS, Options, check_mask_count
+from .options import SNAPSHOT_EVERY, Options, check_mask_count
 from .output import Output, check_writable, deep_output, image_format, keep_depth, write_output
 from .paths import same_file
 from .plan import Plan, make_plan
@@ -165,14 +165,9 @@ def _snapshot(entry: Any, base: Path) -> tuple[Output | None, float]:
     if entry is None:
         return None, SNAPSHOT_EVERY
     _require(isinstance(entry, dict), "`snapshot` must be an object with `path` or `raw`, and `every`")
-    every = entry.get("every", SNAPSHOT_EVERY)
-    low, high = SNAPSHOT_EVERY_LIMITS
-    _require(
-        isinstance(every, int | float) and not isinstance(every, bool) and low <= every <= high,
-        f"`snapshot.every` is {every!r}; use seconds from {low:g} to {high:g}",
-    )
+    every = validate.snapshot_every(entry.get("every", SNAPSHOT_EVERY), "`snapshot.every`", _require)
     where = {k: v for k, v in entry.items() if k != "every"}
-    return _output(where, base), float(every)
+    return _output(where, base), every
 
 
 def _with_job_paths(options: Options, base: Path) -> Options:
