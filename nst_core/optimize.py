@@ -78,6 +78,8 @@ class Steering:
         self.iterations = 0  # done in the whole job
         self.stopped = False  # the run ended early at `stop`
         self.full_size = True
+        self.taken = 0  # snapshots so far
+        self.seconds = 0.0  # their cost in all
         self._due = math.inf
 
     def begin(self) -> None:
@@ -92,6 +94,8 @@ class Steering:
             self.take(image(), self.iterations, fraction, self.full_size)
             ended = time.perf_counter()
             cost = ended - started
+            self.taken += 1
+            self.seconds += cost
             if self.full_size and cost * SNAPSHOT_COST_FACTOR > self.every:
                 self.full_size = False
             self._due = ended + max(self.every, cost * SNAPSHOT_COST_FACTOR)

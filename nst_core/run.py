@@ -45,7 +45,8 @@ class Watch:
     """A front end's hold on a run beyond progress and cancel: `on_snapshot` gets the current picture
     every `every` seconds of work at the least (never more often than a twentieth of the run's time
     allows), and once `stop` is set the run ends after the iteration under way and keeps its picture
-    as the result. The run fills in `stopped` and `iteration` (done in the whole job)."""
+    as the result. The run fills in `stopped`, `iteration` (done in the whole job), and the snapshots'
+    count and cost in seconds (`taken`, `seconds`)."""
 
     def __init__(
         self,
@@ -58,6 +59,8 @@ class Watch:
         self.stop = stop
         self.stopped = False
         self.iteration = 0
+        self.taken = 0
+        self.seconds = 0.0
 
 
 def stylize(
@@ -180,7 +183,9 @@ def run_plan(
             ctx.steering.begin()
         result = images.from_tensor(_run_scales(ctx, plan))
         if watch is not None and ctx.steering is not None:
-            watch.stopped, watch.iteration = ctx.steering.stopped, ctx.steering.iterations
+            steering = ctx.steering
+            watch.stopped, watch.iteration = steering.stopped, steering.iterations
+            watch.taken, watch.seconds = steering.taken, steering.seconds
         return _finish(result, rgb, alpha, content.shape[2], settings.keep_colors, plan.output_size)
     except Exception as exc:  # a scale's own failures are already NstErrors; this is the rest
         if not memory.is_out_of_memory(exc):
