@@ -172,6 +172,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         request = JobRequest(
             Path(args.content), styles, options, output, "working", masks, snapshot, args.snapshot_every
         )
+        if args.server and (args.snapshot or args.keep_on_stop):
+            raise UsageError("--snapshot and --keep-on-stop watch a run on this machine: leave out --server.")
         if not args.overwrite:
             check_not_an_input(request)
         if args.dry_run:

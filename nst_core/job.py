@@ -220,7 +220,7 @@ def execute(
     output = keep_depth(request.content, request.output)
     snapshot = None
     if request.snapshot is not None:
-        check_writable(request.snapshot)
+        check_snapshot(request)
         snapshot = snapshot_writer(deep_output(request.content, request.snapshot)[0], sink)
     content = load_content(request.content)
     styles = [load_content(style) for style in request.styles]
@@ -299,6 +299,18 @@ def check_not_an_input(request: JobRequest) -> None:
             raise OutputError(
                 f"Output {request.output.path} is the {role} {path}: the result would replace it; "
                 "choose another output file, or pass --overwrite to replace it."
+            )
+
+
+def check_snapshot(request: JobRequest) -> None:
+    """A snapshot file that is the output or one of the run's pictures would be written over it."""
+    assert request.snapshot is not None
+    check_writable(request.snapshot)
+    for role, path in [("output", request.output.path), *_input_files(request)]:
+        if same_file(request.snapshot.path, path) or request.snapshot.path.resolve() == path.resolve():
+            raise OutputError(
+                f"Snapshot file {request.snapshot.path} is the {role} {path}: snapshots would replace it; "
+                "choose another snapshot file."
             )
 
 

@@ -24,7 +24,7 @@ from .errors import Cancelled
 from .images import fit_size, from_tensor, resize_tensor
 from .network import VGGFeatures
 from .objective import Evaluates, Objective, Terms, blended_style_targets, own_style_targets, style_statistics
-from .options import Settings
+from .options import SNAPSHOT_EVERY, Settings
 from .tiling import ScalePlan
 
 GD_STEP_FLOOR = 1e-12
@@ -70,7 +70,7 @@ class Steering:
     alone costs more than the spacing asked for allows, later ones come at the working size."""
 
     def __init__(
-        self, take: TakeSnapshot | None = None, every: float = 2.0, stop: CancelToken | None = None
+        self, take: TakeSnapshot | None = None, every: float = SNAPSHOT_EVERY, stop: CancelToken | None = None
     ) -> None:
         self.take = take
         self.every = every

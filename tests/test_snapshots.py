@@ -275,3 +275,27 @@ def test_snapshot_every_out_of_range_is_one_line(capsys: pytest.CaptureFixture[s
         capsys.readouterr().err
         == "error: --snapshot-every 0 is out of range: use a value from 0.2 to 3600.\n"
     )
+
+
+@pytest.mark.parametrize("role", ["content", "output"])
+def test_a_snapshot_file_that_is_an_input_or_the_output_is_refused_before_the_run(
+    tmp_path: Path, job_files: JobFiles, capsys: pytest.CaptureFixture[str], role: str
+) -> None:
+    out = tmp_path / "out.png"
+    before = job_files.content.read_bytes()
+    target = job_files.content if role == "content" else out
+    argv = job_files.stylize(out, "--snapshot", str(target), "--iterations", "1", "--size", "32")
+    assert cli.main(argv) == 5
+    line = capsys.readouterr().err
+    assert line == (
+        f"error: Snapshot file {target} is the {'content image' if role == 'content' else 'output'} "
+        f"{target}: snapshots would replace it; choose another snapshot file.\n"
+    )
+    assert job_files.content.read_bytes() == before and not out.exists()
+
+
+def test_snapshots_and_keep_on_stop_are_refused_with_a_server(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["stylize", "c.png", "s.png", "-o", "o.png", "--server", "http://127.0.0.1:1", "--keep-on-stop"]
+    assert cli.main(argv) == 2
+    expected = "error: --snapshot and --keep-on-stop watch a run on this machine: leave out --server.\n"
+    assert capsys.readouterr().err == expected
