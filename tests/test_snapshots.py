@@ -3,6 +3,7 @@ in the library, the job protocol and the command line, on tiny images with rando
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from samples import JobFiles, make_content_image, make_style_image
 
@@ -22,9 +24,10 @@ from nst_core import cli
 from nst_core.errors import Cancelled
 from nst_core.events import Sink
 from nst_core.job import JobRequest, execute
-from nst_core.options import Options, describe
+from nst_core.options import Options, describe, resolve
 from nst_core.output import Output
-from nst_core.run import Snapshot, Watch
+from nst_core.plan import build_plan
+from nst_core.run import Snapshot, Watch, run_plan
 
 pytestmark = pytest.mark.usefixtures("isolated_data")
 
@@ -79,6 +82,19 @@ def test_a_stop_at_a_coarse_scale_gives_the_output_s_size(vgg19_weights: Path) -
     result = nst_core.stylize(_rgba(96, 64), [_style()], options, watch=watch)
     assert watch.stopped and watch.iteration == 1
     assert result.shape == (64, 96, 4)
+
+
+def test_a_stop_in_tiles_keeps_the_whole_picture_of_that_iteration(vgg19_weights: Path) -> None:
+    """A tiled scale steps the whole image each iteration (block by block): a stop keeps all of it."""
+    content = np.asarray(make_content_image(256, 192), np.float32) / 255
+    options = Options(size=256, iterations=50, multiscale=False, seed=0, weights=str(vgg19_weights))
+    plan = build_plan(resolve(options), (256, 192), torch.device("cpu"), vgg19_weights, 1 << 40)
+    plan = dataclasses.replace(plan, scales=(dataclasses.replace(plan.scales[0], tile=128),))
+    taker, tiles = StopAfter(2), set()
+    watch = Watch(taker, every=0.0, stop=taker.stop)
+    result = run_plan(plan, content, [_style()], lambda report: tiles.add(report.tiles), watch=watch)
+    assert tiles == {4} and watch.stopped and watch.iteration == taker.snapshots[-1].iteration
+    np.testing.assert_array_equal(result, taker.snapshots[-1].image)
 
 
 def test_without_a_watch_nothing_is_taken_and_nothing_stops(vgg19_weights: Path) -> None:
