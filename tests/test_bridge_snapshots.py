@@ -19,7 +19,9 @@ sys.path.insert(0, str(REPO / "plug-ins" / "neural_style"))
 
 import nst_bridge  # noqa: E402
 from fake_engine import PIXELS, child_record  # noqa: E402
-from servers import pid_alive  # noqa: E402
+from servers import pid_alive, serving  # noqa: E402
+
+from nst_core.options import describe  # noqa: E402
 
 WIDTH, HEIGHT, CHANNELS = 4, 6, 4
 
@@ -114,3 +116,51 @@ def test_cancel_while_painting_keeps_nothing(fake_engine, style_file, tmp_path, 
     assert not pid_alive(child_record(tmp_path)["pid"])
     run.close()
     assert not os.path.exists(folder) and os.listdir(tmp_path / "tmp") == []
+
+
+# The real engine (random weights): a long run, stopped at its second snapshot.
+LONG = {"size": 48, "iterations": 100000, "device": "cpu", "seed": 3, "multiscale": False}
+
+
+def content_48x32() -> bytes:
+    return b"".join(bytes((x * 5, y * 7, 128, 255 if x < 40 else 100)) for y in range(32) for x in range(48))
+
+
+def stopped_at_second_snapshot(config: dict, style_png: Path, options: dict) -> tuple[bytes, list, list]:
+    content = content_48x32()
+    seen: list[tuple] = []
+    fractions: list[float] = []
+    with nst_bridge.EngineRun(config) as run:
+
+        def on_snapshot(pixels: bytes, width: int, height: int, channels: int, fraction: float) -> None:
+            seen.append((pixels, width, height, channels))
+            if len(seen) == 2:
+                assert run.stop() is True
+
+        run.set_content_raw(content, 48, 32, "u8", 4)
+        result = run.run(
+            [(str(style_png), 1.0)], options, lambda f, t: fractions.append(f), None, on_snapshot
+        )
+    for pixels, width, height, channels in seen:  # whole pictures, alpha copied back
+        assert channels == 4 and len(pixels) == width * height * 4
+        if (width, height) == (48, 32):
+            assert pixels[3::4] == content[3::4]
+    assert len(result) == len(content) and result != content and result[3::4] == content[3::4]
+    return result, seen, fractions
+
+
+@pytest.mark.parametrize("served", [False, True], ids=["child", "service"])
+def test_the_real_engine_paints_and_stops_where_asked(
+    vgg19_weights: Path, style_png: Path, tmp_path: Path, served: bool
+) -> None:
+    config = {"python": sys.executable, "weights": str(vgg19_weights), "engine": describe(), "service": False}
+    if not served:
+        _result, seen, fractions = stopped_at_second_snapshot(config, style_png, LONG)
+    else:
+        with serving(tmp_path / "server", vgg19_weights) as server:
+            remote = {**config, "servers": [{"url": server.url, "token_file": str(server.token_file)}]}
+            _result, seen, fractions = stopped_at_second_snapshot(
+                remote, style_png, {**LONG, "device": "remote"}
+            )
+    assert len(seen) == 2 and seen[0][0] != seen[1][0]  # the picture moved between them
+    assert max(fractions) < 0.5  # stopped, 100000 iterations from the end

@@ -292,7 +292,7 @@ class EngineRun(object):
         self.stderr_path = None  # type: str | None
         self.content_data = b""
         self.server = None  # type: str | None
-        self.on_snapshot = None  # type: object
+        self.on_snapshot = self.serving = None  # type: object
         self.flatpak = nst_common.in_flatpak()
         base = nst_common.runs_folder()
         nst_common.remove_stale_folders(base)
@@ -329,11 +329,11 @@ class EngineRun(object):
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
         styles = _checked_styles(styles)
         check_engine_features(self.config, styles, masks)
+        if engine_can(self.config, "snapshots"):
+            self.on_snapshot = on_snapshot
         served = self._run_served(styles, options, remote, on_progress, masks)
         if served is not None:
             return served
-        if engine_can(self.config, "snapshots"):
-            self.on_snapshot = on_snapshot
         job_path = self._write_job(styles, options, masks)
         self._run_child(python, engine_command(self.config, python, job_path, self.folder), on_progress)
         return self._read_output()
@@ -364,10 +364,15 @@ class EngineRun(object):
             return None
         layout = dict((k, self.content[k]) for k in ("width", "height", "format", "channels"))
         sent = dict((k, v) for k, v in options.items() if v is not None)
+        self.serving = server
         try:
-            data, self.started = server.run(self.content_data, layout, styles, sent, on_progress, masks)
+            data, self.started = server.run(
+                self.content_data, layout, styles, sent, on_progress, masks, self.on_snapshot
+            )
         except nst_service.Unavailable:
             return None  # it cannot run this job's device: the child process can
+        finally:
+            self.serving = None
         self.server = server.url
         return self._checked_result(data)
 
@@ -534,7 +539,10 @@ class EngineRun(object):
     def stop(self):
         # type: () -> bool
         """Stop and keep: the engine ends its iteration and writes the picture so far as the result, which
-        run() returns. False when the engine cannot (not listed in its features) or no child runs."""
+        run() returns. False when the engine cannot (not listed in its features) or nothing runs."""
+        if self.serving is not None and engine_can(self.config, "stop"):
+            self.serving.stop()
+            return True
         if self.process is None or not engine_can(self.config, "stop"):
             return False
         try:
