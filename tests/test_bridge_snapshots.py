@@ -137,10 +137,12 @@ def stopped_at_second_snapshot(config: dict, style_png: Path, options: dict) -> 
             if len(seen) == 2:
                 assert run.stop() is True
 
+        def on_progress(fraction: float, text: str) -> bool:
+            fractions.append(fraction)
+            return len(fractions) < 5000  # no snapshots: give up (Cancelled) long before 100000 iterations
+
         run.set_content_raw(content, 48, 32, "u8", 4)
-        result = run.run(
-            [(str(style_png), 1.0)], options, lambda f, t: fractions.append(f), None, on_snapshot
-        )
+        result = run.run([(str(style_png), 1.0)], options, on_progress, None, on_snapshot)
     for pixels, width, height, channels in seen:  # whole pictures, alpha copied back
         assert channels == 4 and len(pixels) == width * height * 4
         if (width, height) == (48, 32):
