@@ -35,6 +35,7 @@ from nst_procedure import (  # noqa: E402
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 RW = GObject.ParamFlags.READWRITE
+NORMAL = Gimp.LayerMode.NORMAL
 
 
 def add_argument(
@@ -211,12 +212,15 @@ class LiveLayers:
 def write_pixels(layer: Gimp.Layer, part: dict, pixels: bytes, size: tuple[int, int]) -> None:
     """`pixels` of `size` into `layer`, scaled to it when smaller (a snapshot at the working size)."""
     width, height, babl = part["width"], part["height"], part["babl"]
-    if size != (width, height):
-        small = Gegl.Buffer.new(babl, 0, 0, size[0], size[1])
+    if size != (width, height):  # through a scratch layer: a Gegl.Buffer of our own crashes GIMP 3.2
+        scratch = Gimp.Layer.new(layer.get_image(), "scratch", size[0], size[1], layer.type(), 100.0, NORMAL)
+        small = scratch.get_buffer()
         small.set(Gegl.Rectangle.new(0, 0, size[0], size[1]), babl, pixels)
-        pixels = small.get(
+        small.flush()
+        pixels = scratch.get_buffer().get(
             Gegl.Rectangle.new(0, 0, width, height), width / size[0], babl, Gegl.AbyssPolicy.CLAMP
         )
+        scratch.delete()
     buffer = layer.get_buffer()
     buffer.set(Gegl.Rectangle.new(0, 0, width, height), babl, pixels)
     buffer.flush()
