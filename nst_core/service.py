@@ -97,6 +97,7 @@ class Worker:
         self.queue: queue.Queue[ServiceJob | None] = queue.Queue()
         self.waiting = 0  # jobs queued and not yet started
         self.busy = False
+        self.style_cache = _style_cache()  # the styles' targets, kept between this device's jobs
         self._count = threading.Lock()  # `waiting` changes in the loop's thread and in this worker's
         self._on_finished = on_finished
         self._thread = threading.Thread(target=self._loop, name=f"nst-worker-{device}", daemon=True)
@@ -151,6 +152,7 @@ class Worker:
                 cancel=job.cancel,
                 device=self.device,
                 masks=job.masks,
+                style_cache=self.style_cache,
             )
             job.result = raw_bytes(result, request.result_format)
             height, width, channels = result.shape
@@ -173,6 +175,12 @@ class Worker:
             job.content = job.styles = job.masks = None
             gc.collect()
             memory.release_cached(self.device)
+
+
+def _style_cache() -> Any:
+    from .stylecache import StyleCache
+
+    return StyleCache()
 
 
 def worker_devices(name: str) -> list[Any]:
