@@ -6,6 +6,10 @@ A job goes, in this order of preference, to a remote server of the config's list
 Device is "Remote server": the first free one, else the least busy one that answers), to this
 machine's warm engine service (started on first use, it lives on between runs and exits after
 IDLE_SECONDS without a job), or, when neither can be had, nst_bridge runs today's child process.
+
+Inside a Flatpak sandbox the local service runs on the host too: started through `flatpak-spawn --host`,
+reached on loopback (Flathub's GIMP shares the host's network), its token and address in the sandbox's
+cache folder, which the host sees at the same path.
 """
 
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
@@ -43,6 +47,11 @@ STATE_NAME = "service.json"
 TOKEN_NAME = "token"
 LOG_NAME = "service.log"
 START_LOCK = ".start.lock"
+# Left in the service folder when a service started but could not be reached (a Flatpak sandbox without
+# the network shared sees no loopback of the host's): runs go to the child process for a day.
+UNREACHABLE_NAME = "unreachable"
+UNREACHABLE_SECONDS = 5.0  # a service that wrote its address and does not answer this long is unreachable
+UNREACHABLE_DAYS = 1.0
 IDLE_SECONDS = 900  # the local service exits this long after its last job
 START_SECONDS = 120.0  # a cold start imports torch and reads the weights: slow disks take a while
 HEALTH_SECONDS = 3.0
@@ -301,18 +310,28 @@ def pick(servers):
 
 def service_folder(config):
     # type: (dict) -> str | None
+    """Where the local service's token, address and log go: the config's data folder, or inside a
+    Flatpak sandbox its cache folder (the sandbox may not see the host's data folder)."""
     data_dir = config.get("data_dir")
-    return os.path.join(data_dir, SERVICE_FOLDER) if data_dir else None
+    if not data_dir:
+        return None
+    if nst_common.in_flatpak():
+        return os.path.join(nst_common.runs_folder(), SERVICE_FOLDER)
+    return os.path.join(data_dir, SERVICE_FOLDER)
 
 
 def local_service(config, on_progress):
     # type: (dict, object) -> object
     """This machine's engine service: the live one, or one started now (and waited for, reporting
-    STARTING). None when the config does not ask for one, inside a Flatpak sandbox (a service would
-    have to start on the host and be reached from the sandbox: not built), or when it cannot start:
-    the caller runs the child process."""
-    folder = service_folder(config)
-    if not config.get("service") or folder is None or nst_common.in_flatpak():
+    STARTING). None when the config does not ask for one, when it cannot start, or when one started
+    lately could not be reached: the caller runs the child process."""
+    if not config.get("service"):
+        return None
+    try:
+        folder = service_folder(config)
+    except EngineError:
+        return None  # no folder for its token: the child process needs none
+    if folder is None or _unreachable_lately(folder):
         return None
     server = _live(folder, config)
     if server is not None:
@@ -363,16 +382,39 @@ def _serves(state, config):
     return not config.get("weights") or state.get("weights") == config["weights"]
 
 
+def _unreachable_lately(folder):
+    # type: (str) -> bool
+    try:
+        return (
+            time.time() - os.path.getmtime(os.path.join(folder, UNREACHABLE_NAME)) < UNREACHABLE_DAYS * 86400
+        )
+    except OSError:
+        return False
+
+
 def _stop(pid, folder, seconds=15.0):
     # type: (int, str, float) -> bool
     try:
-        os.kill(pid, signal.SIGTERM)
+        _terminate(pid)
     except OSError:
         return False
     end = time.time() + seconds
     while time.time() < end and _live(folder) is not None:
         time.sleep(POLL_SECONDS)
     return True
+
+
+def _terminate(pid):
+    # type: (int) -> None
+    """SIGTERM to the service `pid`; in a Flatpak sandbox through the host, whose process it is (the
+    same number in the sandbox names another process, or none)."""
+    if not nst_common.in_flatpak():
+        os.kill(pid, signal.SIGTERM)
+        return
+    command = [nst_common.FLATPAK_SPAWN, "--host", "kill", "-TERM", "%d" % pid]
+    with open(os.devnull, "wb") as devnull:
+        if subprocess.call(command, stdout=devnull, stderr=devnull) != 0:
+            raise OSError("flatpak-spawn could not stop process %d" % pid)
 
 
 def _start_lock(folder, on_progress):
@@ -402,6 +444,7 @@ def _start(config, folder, on_progress):
     command += ["--state-file", state_path, "--idle-timeout", "%d" % IDLE_SECONDS]
     if config.get("weights"):
         command += ["--weights", config["weights"]]
+    command = nst_common.engine_argv(config, command, outlive=True)  # Flatpak: on the host
     kwargs = {"env": nst_common.child_environment(nst_common.engine_environment(config))}  # type: dict
     if os.name == "nt":
         kwargs["creationflags"] = WINDOWS_DETACHED
@@ -420,16 +463,31 @@ def _start(config, folder, on_progress):
     finally:
         devnull.close()
     end = time.time() + START_SECONDS
+    listening = None  # when its address appeared
     while time.time() < end and process.poll() is None:
         if on_progress(0.0, STARTING) is False:
             raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)  # it starts on: the next run uses it
         server = _live(folder)
         if server is not None:
             return server
+        if listening is None and os.path.exists(state_path):
+            listening = time.time()
+        if listening is not None and time.time() - listening > UNREACHABLE_SECONDS:
+            _mark_unreachable(folder)
+            break
         time.sleep(POLL_SECONDS)
     if process.poll() is None:
-        nst_common.stop_process(process, False)
+        nst_common.stop_process(process, nst_common.in_flatpak())  # flatpak-spawn passes SIGTERM on
     return None
+
+
+def _mark_unreachable(folder):
+    # type: (str) -> None
+    try:
+        with open(os.path.join(folder, UNREACHABLE_NAME), "wb"):
+            pass
+    except (IOError, OSError):
+        pass  # then the next run tries again
 
 
 def stop_local_service(data_dir, seconds=15.0):
