@@ -7,6 +7,10 @@ and to the result. The service's first run starts it (cold); the later ones find
 each way's times and the ratios (child / warm). The weights: `--weights FILE`, else the installed
 ones; docs/performance.md has the figures. The bridge is the checkout's plug-in (`--plugin-dir`: a
 plug-in folder elsewhere, for an engine installed without the checkout).
+
+`--style-cache` times instead what a warm worker does for the dialog's preview (`run.stylize` at the
+preview's size and steps, the network loaded), without and with the worker's cache of style targets
+(stylecache.py), the cache filled by an earlier preview of the same style.
 """
 
 from __future__ import annotations
@@ -72,6 +76,43 @@ def one_run(
         return {"first": first[0], "total": time.perf_counter() - started, "server": run.server}
 
 
+def preview_seconds(weights: Path, device: str, runs: int, preset: str) -> dict[str, float]:
+    """Median seconds of a warm preview (a 384 x 288 layer, a 512 px style) without and with the cache."""
+    import numpy as np
+
+    from ..options import Options
+    from ..presets import PREVIEW_ITERATIONS, PREVIEW_SIZE
+    from ..run import stylize
+    from ..stylecache import StyleCache
+
+    rng = np.random.default_rng(0)
+    layer = rng.random((288, 384, 3), dtype=np.float32)
+    style = rng.random((512, 512, 3), dtype=np.float32)
+    options = Options(
+        preset=preset,
+        size=PREVIEW_SIZE,
+        iterations=PREVIEW_ITERATIONS,
+        device=device,
+        weights=str(weights),
+    )
+
+    def timed(cache: StyleCache | None) -> float:
+        started = time.perf_counter()
+        stylize(layer, [style], options, style_cache=cache)
+        return time.perf_counter() - started
+
+    timed(None)  # the network loaded and the kernels warm, as in a service after its first job
+    cache = StyleCache()
+    plain = [timed(None) for _ in range(runs)]
+    timed(cache)
+    kept = [timed(cache) for _ in range(runs)]
+    return {
+        "warm preview, no style cache s": statistics.median(plain),
+        "warm preview, style cache s": statistics.median(kept),
+        "preview: no cache / cache": statistics.median(plain) / statistics.median(kept),
+    }
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nst_core.bench.service", description=__doc__)
     parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
@@ -84,12 +125,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=CHECKOUT_PLUGIN_DIR,
         help=f"the GIMP 3 plug-in's folder, with {BRIDGE_FILE} (default: the checkout's)",
     )
+    parser.add_argument(
+        "--style-cache",
+        action="store_true",
+        help="time a warm preview without and with the service's cache of style targets instead",
+    )
+    parser.add_argument("--preset", default="balanced", help="the preview's preset (--style-cache)")
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     return parser.parse_args(argv)
 
 
+def print_row(row: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row))
+    else:
+        for name, value in row.items():
+            print(f"{name:34} {value:8.2f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.style_cache:
+        from ..weights import resolve_weights
+
+        print_row(
+            preview_seconds(resolve_weights(args.weights), args.device, args.runs, args.preset), args.json
+        )
+        return 0
     problem = missing_bridge(args.plugin_dir)
     if problem:
         print(problem, file=sys.stderr)
@@ -123,11 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["child first iteration s"] / row["service warm first iteration s"]
     )
     row["total: child / warm"] = row["child total s"] / row["service warm total s"]
-    if args.json:
-        print(json.dumps(row))
-    else:
-        for name, value in row.items():
-            print(f"{name:34} {value:8.2f}")
+    print_row(row, args.json)
     return 0
 
 
