@@ -72,6 +72,7 @@ class ServiceJob:
     styles: list
     loop: asyncio.AbstractEventLoop
     masks: list | None = None  # one per style, or None
+    frames: list | None = None  # an animation's frames after the content (docs/protocol.md), or None
     id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -142,6 +143,9 @@ class Worker:
                 raise Cancelled()
             job.running = True
             options = replace(request.options, weights=str(self.weights))
+            if job.frames is not None:
+                self._run_frames(job, options, started)
+                return
             result = stylize(
                 job.content,
                 job.styles,
@@ -172,9 +176,41 @@ class Worker:
         finally:
             # The worker outlives its jobs: what a job held must not stay (the server's memory returns to
             # where it was between jobs), and on a CPU glibc would otherwise keep the job's peak.
-            job.content = job.styles = job.masks = None
+            job.content = job.styles = job.masks = job.frames = None
             gc.collect()
             memory.release_cached(self.device)
+
+    def _run_frames(self, job: ServiceJob, options: Any, started: float) -> None:
+        """An animation as `batch --frames` paints it (batch.stylize_run: each frame from the one before),
+        the frames' results one after another in the job's result, their sizes in the `done` event."""
+        from .batch import DEFAULT_TEMPORAL_WEIGHT, BatchProgress, Frame, stylize_run
+        from .errors import NstError
+        from .output import raw_bytes
+
+        contents = [job.content, *job.frames]
+        frames = [Frame(f"frame {i + 1}", content) for i, content in enumerate(contents)]
+        progress = BatchProgress(job.sink, len(frames))
+        fmt = job.request.result_format
+        results, sizes = [], []
+        run = stylize_run(
+            frames,
+            job.styles,
+            options,
+            progress.sink_for,
+            job.cancel,
+            DEFAULT_TEMPORAL_WEIGHT,
+            self.style_cache,
+        )
+        for index, result in run:
+            if isinstance(result, NstError):  # the frames after it would start from nothing
+                raise type(result)(f"Frame {index + 1} failed: {result.message}")
+            results.append(raw_bytes(result, fmt))
+            height, width, channels = result.shape
+            sizes.append({"width": width, "height": height, "channels": channels, "bytes": len(results[-1])})
+        job.result = b"".join(results)
+        seconds = round(time.perf_counter() - started, 3)
+        done = {"event": "done", "seconds": seconds, "format": fmt, "bytes": len(job.result), "frames": sizes}
+        job.sink.emit(done)
 
 
 def _style_cache() -> Any:
@@ -331,7 +367,8 @@ async def _receive(request: web.Request, service: Service) -> ServiceJob:
     content, styles, masks = await loop.run_in_executor(
         None, wire.decode_parts, header, body, limits.max_pixels
     )
-    return ServiceJob(header, content, styles, loop, masks=masks)
+    frames = await loop.run_in_executor(None, wire.decode_frames, header, body, limits.max_pixels)
+    return ServiceJob(header, content, styles, loop, masks=masks, frames=frames)
 
 
 class _Upload:

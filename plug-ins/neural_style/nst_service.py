@@ -144,7 +144,33 @@ class Server(object):
         bytes in the content's layout, start event). Unavailable when the server refuses our device
         before starting; EngineError otherwise."""
         body = _request_body(content, layout, styles, options, masks)
+        data, started, _done = self._send(body, on_progress)
+        return data, started
+
+    def run_frames(self, frames, styles, options, on_progress):
+        # type: (list, list, dict, object) -> tuple
+        """An animation's frames (image files' bytes, in order) painted as `batch --frames` paints them,
+        each from the one before. Returns ([(8-bit pixels, width, height, channels)] at the working size,
+        start event); Unavailable and EngineError as `run`."""
+        body = _request_body(frames[0], None, styles, options, frames=frames[1:])
+        data, started, done = self._send(body, on_progress)
+        results, offset = [], 0
+        for frame in done.get("frames") or []:
+            size = int(frame["bytes"])
+            results.append((data[offset : offset + size], frame["width"], frame["height"], frame["channels"]))
+            offset += size
+        if len(results) != len(frames) or offset != len(data):
+            raise EngineError(
+                "The engine service %s sent %d frames for %d: run it again."
+                % (self.url, len(results), len(frames))
+            )
+        return results, started
+
+    def _send(self, body, on_progress):
+        # type: (bytes, object) -> tuple
+        """POST one job and follow it: (result bytes, start event, done event)."""
         started = {}  # type: dict
+        done = {}  # type: dict
         connection = self.connect(STREAM_SECONDS)
         try:
             try:
@@ -156,7 +182,7 @@ class Server(object):
                     if error.code == nst_common.EXIT_DEVICE:
                         raise Unavailable(error.message)
                     raise error
-                return self._follow(response, on_progress, started), started
+                return self._follow(response, on_progress, started, done), started, done
             except (socket.error, httplib.HTTPException, ValueError) as exc:
                 raise EngineError(
                     "The engine service %s stopped during the job (%s): run the filter again; a stopped "
@@ -165,8 +191,8 @@ class Server(object):
         finally:
             connection.close()
 
-    def _follow(self, response, on_progress, started):
-        # type: (object, object, dict) -> bytes
+    def _follow(self, response, on_progress, started, done):
+        # type: (object, object, dict, dict) -> bytes
         job = None
         while True:
             line = _read_line(response)
@@ -182,7 +208,7 @@ class Server(object):
                 job = event.get("job")
             elif kind == "start":
                 started.update(event)
-                keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
+                keep_going = on_progress(nst_common.start_fraction(event), nst_common.start_text(event))
             elif kind == "progress":
                 keep_going = on_progress(float(event.get("fraction", 0.0)), nst_common.progress_text(event))
             elif kind == "waiting" and not event.get("running"):
@@ -192,6 +218,7 @@ class Server(object):
                     event.get("message") or "The server's job failed.", int(event.get("code", 1))
                 )
             elif kind == "done":
+                done.update(event)
                 size = int(event.get("bytes", -1))
                 data = response.read(size)
                 if len(data) != size:
@@ -228,8 +255,10 @@ def _read_line(response):
             return b"".join(line)
 
 
-def _request_body(content, layout, styles, options, masks=None):
-    # type: (bytes, dict, list, dict, list | None) -> bytes
+def _request_body(content, layout, styles, options, masks=None, frames=None):
+    # type: (bytes, dict | None, list, dict, list | None, list | None) -> bytes
+    """The request: `content` raw pixels in `layout`, or (layout None) an image file's bytes, as are an
+    animation's later `frames`, which come back 8-bit at the working size."""
     images = []  # type: list
     entries = []  # type: list
     for path, weight in styles:
@@ -255,11 +284,16 @@ def _request_body(content, layout, styles, options, masks=None):
         images.append(mask.data)  # the masks' bytes follow all the styles', in their order
     header = {
         "version": PROTOCOL_VERSION,
-        "content": {"bytes": len(content), "raw": layout},
+        "content": {"bytes": len(content), "raw": layout} if layout else {"bytes": len(content)},
         "styles": entries,
         "options": options,
-        "result": {"format": layout["format"], "size": "content"},
+        "result": {"format": layout["format"], "size": "content"}
+        if layout
+        else {"format": "u8", "size": "working"},
     }
+    if frames is not None:
+        header["frames"] = [{"bytes": len(frame)} for frame in frames]
+        images.extend(frames)
     return b"".join([_bytes(json.dumps(header)), b"\n", content] + images)
 
 
