@@ -211,6 +211,17 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
     assert all(value > 0 for value in row.values())
 
 
+def test_the_service_benchmark_times_a_warm_preview_without_and_with_the_style_cache(
+    vgg19_weights: Path,
+) -> None:
+    small = ["--runs", "1", "--preview-size", "32", "--preview-iterations", "1", "--device", "cpu"]
+    row = bench_json("bench.service", "--style-cache", "--weights", str(vgg19_weights), *small)
+    assert row["preview: no cache / cache"] == pytest.approx(
+        row["warm preview, no style cache s"] / row["warm preview, style cache s"]
+    )
+    assert all(value > 0 for value in row.values())
+
+
 def test_the_jobs_benchmark_says_in_one_line_that_it_needs_the_test_extra(
     vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ExitCode
+from ..presets import PREVIEW_ITERATIONS, PREVIEW_SIZE
 
 CHECKOUT_PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plug-ins" / "neural_style"
 BRIDGE_FILE = "nst_bridge.py"
@@ -76,24 +77,24 @@ def one_run(
         return {"first": first[0], "total": time.perf_counter() - started, "server": run.server}
 
 
-def preview_seconds(weights: Path, device: str, runs: int, preset: str) -> dict[str, float]:
+def preview_seconds(args: argparse.Namespace) -> dict[str, float]:
     """Median seconds of a warm preview (a 384 x 288 layer, a 512 px style) without and with the cache."""
     import numpy as np
 
     from ..options import Options
-    from ..presets import PREVIEW_ITERATIONS, PREVIEW_SIZE
     from ..run import stylize
     from ..stylecache import StyleCache
+    from ..weights import resolve_weights
 
     rng = np.random.default_rng(0)
     layer = rng.random((288, 384, 3), dtype=np.float32)
     style = rng.random((512, 512, 3), dtype=np.float32)
     options = Options(
-        preset=preset,
-        size=PREVIEW_SIZE,
-        iterations=PREVIEW_ITERATIONS,
-        device=device,
-        weights=str(weights),
+        preset=args.preset,
+        size=args.preview_size,
+        iterations=args.preview_iterations,
+        device=args.device,
+        weights=str(resolve_weights(args.weights)),
     )
 
     def timed(cache: StyleCache | None) -> float:
@@ -103,9 +104,9 @@ def preview_seconds(weights: Path, device: str, runs: int, preset: str) -> dict[
 
     timed(None)  # the network loaded and the kernels warm, as in a service after its first job
     cache = StyleCache()
-    plain = [timed(None) for _ in range(runs)]
+    plain = [timed(None) for _ in range(args.runs)]
     timed(cache)
-    kept = [timed(cache) for _ in range(runs)]
+    kept = [timed(cache) for _ in range(args.runs)]
     return {
         "warm preview, no style cache s": statistics.median(plain),
         "warm preview, style cache s": statistics.median(kept),
@@ -131,6 +132,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="time a warm preview without and with the service's cache of style targets instead",
     )
     parser.add_argument("--preset", default="balanced", help="the preview's preset (--style-cache)")
+    parser.add_argument("--preview-size", type=int, default=PREVIEW_SIZE, help="with --style-cache")
+    parser.add_argument(
+        "--preview-iterations", type=int, default=PREVIEW_ITERATIONS, help="with --style-cache"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     return parser.parse_args(argv)
 
@@ -146,11 +151,7 @@ def print_row(row: dict[str, float], as_json: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.style_cache:
-        from ..weights import resolve_weights
-
-        print_row(
-            preview_seconds(resolve_weights(args.weights), args.device, args.runs, args.preset), args.json
-        )
+        print_row(preview_seconds(args), args.json)
         return 0
     problem = missing_bridge(args.plugin_dir)
     if problem:
