@@ -29,6 +29,8 @@ from .options import (
     OPTIMIZERS,
     POOLINGS,
     PRECISIONS,
+    SNAPSHOT_EVERY,
+    SNAPSHOT_EVERY_LIMITS,
     STYLE_LOSSES,
     Options,
     check_options,
@@ -151,7 +153,8 @@ def _watched_sink(args: argparse.Namespace) -> tuple[Sink, Any]:
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     sink = make_sink(mode)
     watcher = CancelWatcher(on_abort=_abort_reporter(sink))
-    watcher.start(watch_stdin=args.watch_stdin and stdin_is_pipe(), watch_parent=args.watch_stdin)
+    keep = getattr(args, "keep_on_stop", False)
+    watcher.start(args.watch_stdin and stdin_is_pipe(), watch_parent=args.watch_stdin, keep_on_stop=keep)
     return sink, watcher
 
 
@@ -165,13 +168,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         styles = tuple(Path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
-        request = JobRequest(Path(args.content), styles, options, output, result_size="working", masks=masks)
+        snapshot = None if args.snapshot is None else Output(Path(args.snapshot))
+        request = JobRequest(
+            Path(args.content), styles, options, output, "working", masks, snapshot, args.snapshot_every
+        )
+        if args.server and (args.snapshot or args.keep_on_stop):
+            raise UsageError("--snapshot and --keep-on-stop watch a run on this machine: leave out --server.")
         if not args.overwrite:
             check_not_an_input(request)
         if args.dry_run:
             _print_plan(dry_run(request), args.json, indent=2)
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
-            execute(request, sink, watcher)
+            execute(request, sink, watcher, watcher.stop)
 
     code = run_reported(sink, action)
     watcher.finish()
@@ -264,7 +272,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
     sink = make_sink("json")
     watcher = CancelWatcher(on_abort=_abort_reporter(sink)).start(watch_stdin=stdin_is_pipe())
-    code = run_reported(sink, lambda: execute(read_job(args.job), sink, watcher))
+    code = run_reported(sink, lambda: execute(read_job(args.job), sink, watcher, watcher.stop))
     watcher.finish()
     return code
 
@@ -434,6 +442,19 @@ def _add_stylize_parser(commands: argparse._SubParsersAction) -> None:
         "when none answers, runs here (with --weights, if given: a server uses its own)",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
+    stylize.add_argument("--snapshot", metavar="PATH", help="keep PATH rewritten with the picture so far")
+    stylize.add_argument(
+        "--snapshot-every",
+        type=float,
+        default=SNAPSHOT_EVERY,
+        metavar="SECONDS",
+        help="(default %(default)s)",
+    )
+    stylize.add_argument(
+        "--keep-on-stop",
+        action="store_true",
+        help="the first Ctrl-C ends the iteration under way and writes the picture so far; a second cancels",
+    )
     _add_run_flags(stylize, "the result", cmd_stylize)
 
 
@@ -634,6 +655,7 @@ FLAG_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
         "ray_cpus": (1, 4096),
     },
     "plan": {"styles": (1, 1000)},  # its --width and --height have their own check
+    "stylize": {"snapshot_every": SNAPSHOT_EVERY_LIMITS},
 }
 
 
