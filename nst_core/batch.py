@@ -143,10 +143,11 @@ class _PictureSink(Sink):
 
 @dataclass(frozen=True)
 class Frame:
-    """One picture of a run, as `stylize_run` takes it: here a file, on a cluster worker its bytes."""
+    """One picture of a run, as `stylize_run` takes it: here a file, on a cluster worker its bytes, in a
+    service's animation job its decoded array."""
 
     name: str  # for messages: the input's path
-    content: Path | bytes
+    content: Path | bytes | Any
     # The output, when an earlier run made it: nothing to do, and with frames it is read back as the next
     # frame's start (b"": there, but no frame of this run starts from it).
     finished: Path | bytes | None = None
@@ -162,13 +163,15 @@ def stylize_run(
     sink_for: Callable[[int], Sink],
     cancel: Any = None,
     temporal_weight: float | None = None,
+    style_cache: Any = None,
 ) -> Iterator[tuple[int, Any]]:
     """Stylise the unfinished frames in order, yielding (place, result array | NstError | None when it
     was finished). A failure that is one picture's own is yielded and the run goes on (the next frame
     starts afresh); one every picture would share is raised.
 
     With a `temporal_weight` the frames are consecutive (nst_core/frames.py): each starts from the
-    previous result warped onto it."""
+    previous result warped onto it. A warm engine's `style_cache` (stylecache.py) keeps the styles'
+    targets from frame to frame."""
     from . import frames as motion
     from .job import progress_events, start_events
     from .run import stylize
@@ -195,6 +198,7 @@ def stylize_run(
                 on_start=start_events(sink),
                 cancel=cancel,
                 frame=start,
+                style_cache=style_cache,
             )
         except Exception as exc:  # one picture's failure is reported, and the run goes on
             error = describe_error(exc)
@@ -303,10 +307,13 @@ def record(
     progress.ended(index, {**event, **extra})
 
 
-def _decode(source: Path | bytes, name: str) -> Any:
+def _decode(source: Path | bytes | Any, name: str) -> Any:
+    """A frame's content: a file, an image file's bytes, or (a service's job) the array already decoded."""
     from .images import decode_image
     from .job import load_content
 
+    if not isinstance(source, (bytes, Path)):
+        return source
     if isinstance(source, bytes):
         return decode_image(source, name)
     return load_content(source)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -22,9 +22,19 @@ import torch.nn.functional as F
 from . import regions, tiling
 from .errors import Cancelled
 from .images import fit_size, from_tensor, resize_tensor
+from .losses import StyleTarget
 from .network import VGGFeatures
-from .objective import Evaluates, Objective, Terms, blended_style_targets, own_style_targets, style_statistics
+from .objective import (
+    Evaluates,
+    Objective,
+    Statistics,
+    Terms,
+    blended_style_targets,
+    own_style_targets,
+    style_statistics,
+)
 from .options import SNAPSHOT_EVERY, Settings
+from .stylecache import ScopedCache
 from .tiling import ScalePlan
 
 GD_STEP_FLOOR = 1e-12
@@ -117,26 +127,97 @@ def build_objective(
     settings: Settings,
     autocast_dtype: torch.dtype | None,
     tile: int | None = None,
+    cached: CachedStyles | None = None,
 ) -> Evaluates:
-    """The scale's objective, on the whole image at once or (`tile`) block by block."""
-    if tile is None:
-        per_style = [style_statistics(network, s, settings, autocast_dtype) for s in inputs.styles]
-    else:
-        per_style = [
-            tiling.style_statistics(
-                network, s, settings.style_layers, settings.style_loss, tile, autocast_dtype
-            )
-            for s in inputs.styles
-        ]
+    """The scale's objective, on the whole image at once or (`tile`) block by block; the style targets
+    from `cached` where a warm engine kept them."""
     if inputs.masks is None:
-        terms = Terms.of(network, settings, blended_style_targets(per_style, settings), autocast_dtype)
+        targets = style_targets(network, inputs, settings, autocast_dtype, tile, cached)
+        terms = Terms.of(network, settings, targets, autocast_dtype)
     else:
-        own = [own_style_targets(s, settings) for s in per_style]
+        own = own_targets(network, inputs, settings, autocast_dtype, tile, cached)
         masked = regions.build_regions(own, inputs.masks, settings.style_blend, network.factors)
         terms = Terms.of(network, settings, {}, autocast_dtype, masked)
     if tile is None:
         return Objective.build(terms, inputs.content, settings.content_layers)
     return tiling.TiledObjective.build(terms, inputs.content, tile, settings.content_layers)
+
+
+@dataclass(frozen=True)
+class CachedStyles:
+    """A warm engine's cache as one run uses it: `digests` name each style's pixels as the network
+    sees them (after keep_colors), the scoped cache's prefix the network, device and precision."""
+
+    cache: ScopedCache
+    digests: tuple[str, ...]
+
+    def style_keys(self, inputs: ScaleInputs, settings: Settings, tile: int | None) -> list[tuple]:
+        """Each style's key at this scale: its pixels, the size they are matched at, the tile the
+        statistics are summed over, and the settings that shape them."""
+        shaping = (tuple(settings.style_layers), settings.style_loss, tile)
+        return [
+            (digest, tuple(style.shape[-2:]), shaping)
+            for digest, style in zip(self.digests, inputs.styles, strict=True)
+        ]
+
+
+def per_style_statistics(
+    network: VGGFeatures,
+    inputs: ScaleInputs,
+    settings: Settings,
+    autocast_dtype: torch.dtype | None,
+    tile: int | None,
+) -> list[Statistics]:
+    if tile is None:
+        return [style_statistics(network, s, settings, autocast_dtype) for s in inputs.styles]
+    return [
+        tiling.style_statistics(network, s, settings.style_layers, settings.style_loss, tile, autocast_dtype)
+        for s in inputs.styles
+    ]
+
+
+def style_targets(
+    network: VGGFeatures,
+    inputs: ScaleInputs,
+    settings: Settings,
+    autocast_dtype: torch.dtype | None,
+    tile: int | None,
+    cached: CachedStyles | None,
+) -> dict[str, StyleTarget]:
+    """The styles' blended targets at this scale, computed or (`cached`) kept from an earlier job."""
+
+    def compute() -> dict[str, StyleTarget]:
+        per_style = per_style_statistics(network, inputs, settings, autocast_dtype, tile)
+        return blended_style_targets(per_style, settings)
+
+    if cached is None:
+        return compute()
+    key = ("blend", tuple(cached.style_keys(inputs, settings, tile)), tuple(settings.style_blend))
+    return cached.cache.get(key, compute)
+
+
+def own_targets(
+    network: VGGFeatures,
+    inputs: ScaleInputs,
+    settings: Settings,
+    autocast_dtype: torch.dtype | None,
+    tile: int | None,
+    cached: CachedStyles | None,
+) -> list[dict[str, StyleTarget]]:
+    """Each style's own targets at this scale (for the masked regions), computed or kept."""
+    if cached is None:
+        per_style = per_style_statistics(network, inputs, settings, autocast_dtype, tile)
+        return [own_style_targets(s, settings) for s in per_style]
+    found = []
+    for index, key in enumerate(cached.style_keys(inputs, settings, tile)):
+        alone = replace(inputs, styles=[inputs.styles[index]])
+
+        def compute(alone: ScaleInputs = alone) -> dict[str, StyleTarget]:
+            (statistics,) = per_style_statistics(network, alone, settings, autocast_dtype, tile)
+            return own_style_targets(statistics, settings)
+
+        found.append(cached.cache.get(("own", key), compute))
+    return found
 
 
 @dataclass
@@ -284,6 +365,7 @@ class RunContext:
     cancel: CancelToken | None = None
     temporal: Temporal | None = None
     masks: Sequence[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at the output's size
+    style_cache: CachedStyles | None = None  # a warm engine's kept targets (stylecache.py)
     steering: Steering | None = None
 
     def check_cancel(self) -> None:
@@ -347,7 +429,7 @@ def optimize_scale(
     inputs = scale_inputs(
         ctx.content, ctx.styles, size, ctx.settings.style_scale, ctx.network.min_side, ctx.masks
     )
-    objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast, tile)
+    objective = build_objective(ctx.network, inputs, ctx.settings, ctx.autocast, tile, ctx.style_cache)
     tiles = len(objective.blocks) if isinstance(objective, tiling.TiledObjective) else 1
     if ctx.temporal is not None:
         objective = TemporalObjective(objective, ctx.temporal, size)

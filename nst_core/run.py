@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, devices, images, memory, network, optimize, regions
+from . import colors, devices, images, memory, network, optimize, regions, stylecache
 from .errors import Cancelled
 from .optimize import RunContext
 from .options import SNAPSHOT_EVERY, Options, check_mask_count
@@ -75,6 +75,7 @@ def stylize(
     device: torch.device | None = None,
     masks: Sequence[ImageLike] | None = None,
     frame: FrameStart | None = None,
+    style_cache: stylecache.StyleCache | None = None,
     watch: Watch | None = None,
 ) -> np.ndarray:
     """Repaint `content` in the style of `styles`: the engine's one entry, for the library and every
@@ -84,8 +85,9 @@ def stylize(
     carried out, and the result out: float32 H x W x C like the content, at `output_size` ("content",
     the default; "working": the working size; or (width, height)). `masks`, one per style (white =
     that style), paint each style in its region (regions.py); `frame` starts an animation's frame from
-    the previous one (frames.py); `device` overrides the options' (a service's worker); `watch` takes
-    snapshots and stops the run early, keeping its picture (`Watch`)."""
+    the previous one (frames.py); `device` overrides the options' (a service's worker); `style_cache`
+    keeps the styles' targets for later runs (a warm engine's, stylecache.py); `watch` takes snapshots
+    and stops the run early, keeping its picture (`Watch`)."""
     check_mask_count(None if masks is None else len(masks), len(styles))
     content_array = _checked(content, "content image")
     style_arrays = [_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
@@ -101,7 +103,9 @@ def stylize(
     )
     if on_start is not None:
         on_start(plan)
-    result = run_plan(plan, content_array, style_arrays, progress, cancel, frame, mask_arrays, watch)
+    result = run_plan(
+        plan, content_array, style_arrays, progress, cancel, frame, mask_arrays, style_cache, watch
+    )
     if cancel is not None and cancel.is_set():
         raise Cancelled()  # set during the last iteration: the caller must not take it for a result
     return result
@@ -143,6 +147,7 @@ def run_plan(
     cancel: optimize.CancelToken | None = None,
     frame: FrameStart | None = None,
     masks: Sequence[np.ndarray] | None = None,
+    style_cache: stylecache.StyleCache | None = None,
     watch: Watch | None = None,
 ) -> np.ndarray:
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says; `masks` (checked arrays of any
@@ -177,6 +182,7 @@ def run_plan(
             cancel=cancel,
             temporal=None if frame is None else _temporal(frame, device),
             masks=None if masks is None else _masks(masks, content.shape[:2], last, device),
+            style_cache=None if style_cache is None else _cached_styles(style_cache, plan, styles_in),
             steering=None if watch is None else _steering(watch, plan, rgb, alpha, content.shape[2]),
         )
         if ctx.steering is not None:
@@ -191,6 +197,22 @@ def run_plan(
         if not memory.is_out_of_memory(exc):
             raise
     raise memory.not_enough_memory(settings, device, last.width, last.height, last.iterations, plan.job_bytes)
+
+
+def _cached_styles(
+    cache: stylecache.StyleCache, plan: Plan, styles_in: Sequence[np.ndarray]
+) -> optimize.CachedStyles:
+    """The run's view of a warm engine's cache: the network (model, weights file, pooling), the device
+    and the precision shape every target; each style's pixels (after keep_colors) name its own."""
+    settings = plan.settings
+    scoped = cache.scoped(
+        settings.model,
+        stylecache.file_stamp(plan.weights),
+        settings.pooling,
+        str(plan.device),
+        str(plan.autocast),
+    )
+    return optimize.CachedStyles(scoped, tuple(stylecache.pixels_digest(s) for s in styles_in))
 
 
 def _steering(

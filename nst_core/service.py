@@ -74,6 +74,7 @@ class ServiceJob:
     styles: list
     loop: asyncio.AbstractEventLoop
     masks: list | None = None  # one per style, or None
+    frames: list | None = None  # an animation's frames after the content (docs/protocol.md), or None
     id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -100,6 +101,7 @@ class Worker:
         self.queue: queue.Queue[ServiceJob | None] = queue.Queue()
         self.waiting = 0  # jobs queued and not yet started
         self.busy = False
+        self.style_cache = _style_cache()  # the styles' targets, kept between this device's jobs
         self._count = threading.Lock()  # `waiting` changes in the loop's thread and in this worker's
         self._on_finished = on_finished
         self._thread = threading.Thread(target=self._loop, name=f"nst-worker-{device}", daemon=True)
@@ -144,6 +146,9 @@ class Worker:
                 raise Cancelled()
             job.running = True
             options = replace(request.options, weights=str(self.weights))
+            if job.frames is not None:  # no snapshots nor stop: wire.py and `stop` refuse them for these
+                self._run_frames(job, options, started)
+                return
             every = request.snapshot_every
             watch = Watch(None if every is None else snapshot_parts(job), every or SNAPSHOT_EVERY, job.stop)
             result = stylize(
@@ -156,6 +161,7 @@ class Worker:
                 cancel=job.cancel,
                 device=self.device,
                 masks=job.masks,
+                style_cache=self.style_cache,
                 watch=watch,
             )
             job.result = raw_bytes(result, request.result_format)
@@ -177,9 +183,47 @@ class Worker:
         finally:
             # The worker outlives its jobs: what a job held must not stay (the server's memory returns to
             # where it was between jobs), and on a CPU glibc would otherwise keep the job's peak.
-            job.content = job.styles = job.masks = None
+            job.content = job.styles = job.masks = job.frames = None
             gc.collect()
             memory.release_cached(self.device)
+
+    def _run_frames(self, job: ServiceJob, options: Any, started: float) -> None:
+        """An animation as `batch --frames` paints it (batch.stylize_run: each frame from the one before),
+        the frames' results one after another in the job's result, their sizes in the `done` event."""
+        from .batch import DEFAULT_TEMPORAL_WEIGHT, BatchProgress, Frame, stylize_run
+        from .errors import NstError
+        from .output import raw_bytes
+
+        contents = [job.content, *job.frames]
+        frames = [Frame(f"frame {i + 1}", content) for i, content in enumerate(contents)]
+        progress = BatchProgress(job.sink, len(frames))
+        fmt = job.request.result_format
+        results, sizes = [], []
+        run = stylize_run(
+            frames,
+            job.styles,
+            options,
+            progress.sink_for,
+            job.cancel,
+            DEFAULT_TEMPORAL_WEIGHT,
+            self.style_cache,
+        )
+        for index, result in run:
+            if isinstance(result, NstError):  # the frames after it would start from nothing
+                raise type(result)(f"Frame {index + 1} failed: {result.message}")
+            results.append(raw_bytes(result, fmt))
+            height, width, channels = result.shape
+            sizes.append({"width": width, "height": height, "channels": channels, "bytes": len(results[-1])})
+        job.result = b"".join(results)
+        seconds = round(time.perf_counter() - started, 3)
+        done = {"event": "done", "seconds": seconds, "format": fmt, "bytes": len(job.result), "frames": sizes}
+        job.sink.emit(done)
+
+
+def _style_cache() -> Any:
+    from .stylecache import StyleCache
+
+    return StyleCache()
 
 
 def snapshot_parts(job: ServiceJob) -> Callable[[Any], None]:
@@ -316,6 +360,9 @@ def make_app(service: Service) -> web.Application:
         job = service.jobs.get(request.match_info["job"])
         if job is None:
             return _error_response(UsageError("No such job: it has finished or never existed."), 404)
+        if job.frames is not None:  # a stop keeps one picture so far; an animation's result is every frame
+            message = "An animation's job does not stop and keep: cancel it (DELETE) or let it finish."
+            return _error_response(UsageError(message), 409)
         job.stop.set()  # it ends after its iteration under way, and its picture is the result
         return web.json_response({"job": job.id, "stopping": True})
 
@@ -358,7 +405,8 @@ async def _receive(request: web.Request, service: Service) -> ServiceJob:
     content, styles, masks = await loop.run_in_executor(
         None, wire.decode_parts, header, body, limits.max_pixels
     )
-    return ServiceJob(header, content, styles, loop, masks=masks)
+    frames = await loop.run_in_executor(None, wire.decode_frames, header, body, limits.max_pixels)
+    return ServiceJob(header, content, styles, loop, masks=masks, frames=frames)
 
 
 class _Upload:

@@ -22,7 +22,7 @@ API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside i
 CONTENT_TYPE = "application/x-nst-job"
 EVENTS_TYPE = "application/x-ndjson"
 HEADER_LIMIT = 64 * 1024  # the JSON header line; options and sizes need a few hundred bytes
-HEADER_KEYS = ("version", "content", "styles", "options", "result", "snapshot_every")
+HEADER_KEYS = ("version", "content", "styles", "options", "result", "frames", "snapshot_every")
 RESULT_SIZES = ("content", "working")
 # Options that would name a file on the server, or a device it was not started for: the server decides.
 SERVER_OPTIONS = ("weights",)
@@ -36,6 +36,7 @@ class Limits:
     max_pixels: int = 100_000_000
     max_styles: int = 8
     upload_timeout: float = 60.0  # seconds an upload may send nothing (a body shorter than it said)
+    max_frames: int = 10_000  # an animation's frames in one request, the content the first of them
 
 
 @dataclass(frozen=True)
@@ -62,11 +63,13 @@ class WireJob:
     result_format: str
     result_size: Literal["content", "working"]
     masks: tuple[Part, ...] | None = None  # one per style, after the styles in the body
+    # An animation (`frames`): the frames after the content, in order, after everything else in the body.
+    frames: tuple[Part, ...] | None = None
     snapshot_every: float | None = None  # seconds of work between snapshots streamed back; None: none
 
     @property
     def parts(self) -> tuple[Part, ...]:
-        return (self.content, *self.styles, *(self.masks or ()))
+        return (self.content, *self.styles, *(self.masks or ()), *(self.frames or ()))
 
     @property
     def body_bytes(self) -> int:
@@ -113,13 +116,32 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     fmt, size = result.get("format", "u8"), result.get("size", "content")
     _require(validate.is_raw_format(fmt), f"result `format` is {fmt!r}; use u8 or float32")
     _require(size in RESULT_SIZES, f"result `size` is {size!r}; use content or working")
+    frames = _frames(data.get("frames"), mask_parts is not None, size, limits)
     every = data.get("snapshot_every")
     if every is not None:
         every = validate.snapshot_every(every, "`snapshot_every`", _require)
-    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts, every)
+        # A snapshot is one picture so far; an animation's frames each come back whole in its result.
+        _require(frames is None, "an animation's frames take no `snapshot_every`; leave it out with `frames`")
+    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts, frames, every)
     if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
         raise too_large(job.body_bytes + len(line) + 1, limits)
     return job
+
+
+def _frames(entries: Any, masked: bool, size: str, limits: Limits) -> tuple[Part, ...] | None:
+    """An animation's later frames (None: a single picture), each an image like the content."""
+    if entries is None:
+        return None
+    _require(isinstance(entries, list) and entries, "`frames` must be a non-empty list of the later frames")
+    _require(
+        len(entries) < limits.max_frames, f"{len(entries) + 1} frames; this server takes {limits.max_frames}"
+    )
+    _require(not masked, "an animation's frames take no style masks; send the styles without them")
+    _require(
+        size == "working",
+        "an animation's frames come back at the working size: ask for result `size` working",
+    )
+    return tuple(_part(entry, f"frame {i + 2}", limits, ()) for i, entry in enumerate(entries))
 
 
 def too_large(size: int, limits: Limits) -> UsageError:
@@ -170,23 +192,37 @@ def _options(data: Any, devices: tuple[str, ...]) -> Options:
 def decode_parts(job: WireJob, body: bytes, max_pixels: int) -> tuple[Any, list[Any], list[Any] | None]:
     """The content, style and mask arrays (None: no masks) from the bytes after the header (their sizes
     already checked)."""
+    arrays, offset = [], 0
+    styles = len(job.styles)
+    for index, part in enumerate((job.content, *job.styles, *(job.masks or ()))):
+        name = "content" if index == 0 else f"style {index}" if index <= styles else f"mask {index - styles}"
+        arrays.append(_decoded(part, body[offset : offset + part.size], name, max_pixels))
+        offset += part.size
+    styles_end = 1 + styles
+    return arrays[0], arrays[1:styles_end], None if job.masks is None else arrays[styles_end:]
+
+
+def decode_frames(job: WireJob, body: bytes, max_pixels: int) -> list[Any] | None:
+    """An animation's later frames as arrays (None: a single picture); they end the body."""
+    if job.frames is None:
+        return None
+    offset = job.body_bytes - sum(part.size for part in job.frames)
+    arrays = []
+    for index, part in enumerate(job.frames):
+        arrays.append(_decoded(part, body[offset : offset + part.size], f"frame {index + 2}", max_pixels))
+        offset += part.size
+    return arrays
+
+
+def _decoded(part: Part, data: bytes, name: str, max_pixels: int) -> Any:
     import numpy as np
 
     from .images import decode_image, to_array
 
-    arrays, offset = [], 0
-    for index, part in enumerate(job.parts):
-        data = body[offset : offset + part.size]
-        offset += part.size
-        styles = len(job.styles)
-        name = "content" if index == 0 else f"style {index}" if index <= styles else f"mask {index - styles}"
-        if part.raw:
-            array = np.frombuffer(data, dtype=validate.RAW_FORMATS[part.format].dtype)
-            arrays.append(to_array(array.reshape(part.height, part.width, part.channels), name=name))
-        else:
-            arrays.append(decode_image(data, name, max_pixels))
-    styles_end = 1 + len(job.styles)
-    return arrays[0], arrays[1:styles_end], None if job.masks is None else arrays[styles_end:]
+    if part.raw:
+        array = np.frombuffer(data, dtype=validate.RAW_FORMATS[part.format].dtype)
+        return to_array(array.reshape(part.height, part.width, part.channels), name=name)
+    return decode_image(data, name, max_pixels)
 
 
 # -- the client's side: the command line's `--server` ------------------------------------------------

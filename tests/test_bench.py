@@ -211,6 +211,18 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
     assert all(value > 0 for value in row.values())
 
 
+def test_the_service_benchmark_times_a_warm_preview_without_and_with_the_style_cache(
+    vgg19_weights: Path,
+) -> None:
+    small = ["--runs", "1", "--preview-size", "32", "--preview-iterations", "1", "--device", "cpu"]
+    row = bench_json("bench.service", "--style-cache", "--weights", str(vgg19_weights), *small)
+    for unit in ("s", "CPU s"):
+        assert row[f"preview {unit}: no cache / cache"] == pytest.approx(
+            row[f"warm preview, no style cache {unit}"] / row[f"warm preview, style cache {unit}"]
+        )
+    assert all(value > 0 for value in row.values())
+
+
 def test_the_snapshots_benchmark_weighs_their_cost_against_the_run_and_times_the_first(
     vgg19_weights: Path,
 ) -> None:

@@ -25,7 +25,7 @@ import nst_bridge  # noqa: E402
 import nst_common  # noqa: E402
 from fake_engine import PIXELS, child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
-from servers import pid_alive  # noqa: E402
+from servers import pid_alive, wait_until  # noqa: E402
 
 # A stand-in for Flatpak's flatpak-spawn: records its arguments, then runs the command after its
 # options (in --directory, with the --env variables), or fails as flatpak-spawn does ($FAKE_FLATPAK).
@@ -50,7 +50,7 @@ FAKE_FLATPAK_SPAWN = textwrap.dedent(
             env[name] = value
         elif option.startswith("--directory="):
             os.chdir(option[len("--directory="):])
-    os.execve(args[0], args, env)
+    os.execvpe(args[0], args, env)  # as on the host: a bare name is looked up on PATH
     """
 )
 
@@ -364,3 +364,73 @@ def test_an_appimage_gimp_keeps_its_libraries_to_itself(fake_engine, style_file,
     assert "LD_LIBRARY_PATH" not in env
     plain = {"LD_LIBRARY_PATH": "/tmp/.mount_x/lib", "LD_PRELOAD": "/lib/x.so"}  # not an AppImage: untouched
     assert nst_common.child_environment({}, plain) == plain
+
+
+# -- the warm engine service from inside the sandbox ------------------------------------------------------
+
+
+@pytest.fixture
+def sandboxed_service(flatpak: dict, vgg19_weights: Path, tmp_path: Path):
+    """The sandboxed plug-in's config asking for the warm engine (the real one); its service, which lives
+    in the sandbox's cache folder, is stopped after the test."""
+    import nst_service
+
+    config = {
+        **flatpak,
+        "python": sys.executable,
+        "weights": str(vgg19_weights),
+        "data_dir": str(tmp_path / "data"),
+        "service": True,
+    }
+    yield config
+    nst_service.stop_local_service(str(tmp_path / "cache" / "gimp-neural-style"))
+
+
+def run_engine(config: dict, style: Path) -> tuple[bytes, nst_bridge.EngineRun]:
+    with nst_bridge.EngineRun(config) as run:
+        run.set_content_raw(SERVICE_PIXELS, 12, 8, "u8", 4)
+        return run.run([(str(style), 1.0)], {"size": 32, "iterations": 2, "seed": 2}, lambda f, t: True), run
+
+
+SERVICE_PIXELS = bytes(v for y in range(8) for x in range(12) for v in (x * 20, y * 30, 128, 255))
+
+
+def test_flatpak_starts_the_warm_engine_on_the_host_and_reaches_it_on_loopback(
+    sandboxed_service, style_png, tmp_path
+) -> None:
+    log = tmp_path / "flatpak-spawn.json"
+    served, engine = run_engine(sandboxed_service, style_png)
+    arguments = json.loads(log.read_text())
+    start = arguments.index(sys.executable)
+    assert arguments[0] == "--host" and "--watch-bus" not in arguments  # it outlives this plug-in run
+    assert arguments[start : start + 4] == [sys.executable, "-m", "nst_core", "serve"]
+    folder = tmp_path / "cache" / "gimp-neural-style" / "service"  # the token where host and sandbox see it
+    assert str(folder / "token") in arguments
+    assert engine.server is not None and engine.server.startswith("http://127.0.0.1:")
+    log.unlink()
+    again, second = run_engine(sandboxed_service, style_png)
+    assert second.server == engine.server and not log.exists()  # warm: nothing spawned
+    child, third = run_engine({**sandboxed_service, "service": False}, style_png)
+    assert third.server is None and served == again == child
+
+
+def test_flatpak_without_loopback_to_the_host_runs_the_child_and_stops_trying(
+    sandboxed_service, style_png, tmp_path, monkeypatch
+) -> None:
+    import nst_service
+
+    def no_loopback(self, timeout=0.0):  # a sandbox whose network is not the host's
+        raise nst_service.Unavailable("connection refused")
+
+    monkeypatch.setattr(nst_service.Server, "health", no_loopback)
+    monkeypatch.setattr(nst_service, "UNREACHABLE_SECONDS", 0.5)
+    folder = tmp_path / "cache" / "gimp-neural-style" / "service"
+    result, engine = run_engine(sandboxed_service, style_png)
+    assert engine.server is None and len(result) == 12 * 8 * 4  # the child process painted it
+    assert (folder / "unreachable").exists()
+    assert wait_until(lambda: not (folder / "service.json").exists())  # the host's service was stopped
+    (tmp_path / "flatpak-spawn.json").unlink()
+    run_engine(sandboxed_service, style_png)
+    arguments = json.loads((tmp_path / "flatpak-spawn.json").read_text())
+    assert "serve" not in arguments and "run-job" in arguments  # straight to the child, no new service
+    assert not (folder / "service.json").exists()

@@ -238,3 +238,34 @@ def test_a_service_of_other_weights_or_another_engine_is_replaced(config, style_
     state = json.loads((Path(config["data_dir"]) / "service" / "service.json").read_text())
     assert state["weights"] == str(other) and state["python"] == sys.executable
     assert state["pid"] != first and wait_until(lambda: not pid_alive(first), 20)
+
+
+def frames_on(config: dict, style: Path) -> tuple[list, nst_bridge.FramesRun, list[float]]:
+    """A square moving across 3 frames, through the bridge's FramesRun."""
+    fractions: list[float] = []
+    with nst_bridge.FramesRun(config) as run:
+        for step in range(3):
+            data = bytearray()
+            for y in range(24):
+                for x in range(32):
+                    inside = 6 <= y < 16 and 4 + 4 * step <= x < 14 + 4 * step
+                    data += bytes((230, 200, 30, 255) if inside else (40, 90, 160, 255 if x < 28 else 90))
+            run.add_frame(bytes(data), 32, 24, 4, f"Frame {step + 1} (100ms)")
+        options = {"iterations": 2, "size": 32, "device": "cpu", "seed": 0}
+        results = run.run([(str(style), 1.0)], options, lambda f, t: fractions.append(f) or True)
+    return results, run, fractions
+
+
+def test_animation_frames_run_on_the_warm_engine_as_in_the_child(config, style_png, tmp_path) -> None:
+    child, engine, _ = frames_on({**config, "service": False}, style_png)
+    assert engine.server is None and len(child) == 3
+    served, engine, fractions = frames_on(config, style_png)
+    assert engine.server is not None  # the warm service painted them
+    assert served == child  # frame for frame, the bytes of `batch --frames`
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    python = tmp_path / "python-without-serve"
+    python.write_text(f'#!/bin/sh\n[ "$3" = serve ] && exit 3\nexec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    stop_local_service(Path(config["data_dir"]))
+    fallback, engine, _ = frames_on({**config, "python": str(python)}, style_png)
+    assert engine.server is None and fallback == child  # no service: the child process, as before

@@ -209,6 +209,9 @@ def test_an_upload_without_a_length_is_refused(served, style_png) -> None:
         ({"options": {"device": "cuda"}}, "This server runs on cpu, not cuda"),
         ({"version": 2}, "Service protocol version 2 is not supported"),
         ({"extra": 1}, "unknown key(s) extra"),
+        ({"frames": []}, "`frames` must be a non-empty list"),
+        ({"frames": [{"bytes": 10}]}, "ask for result `size` working"),
+        ({"frames": [{"bytes": 10}], "result": {"size": "working"}}, "Content-Length is"),
     ],
 )
 def test_a_request_cannot_name_files_or_things_the_server_does_not_have(served, style_png, change, message):

@@ -14,6 +14,7 @@ from servers import Served, serving, wait_until
 from test_service import LAYOUT, body_for, content_pixels, local_result
 
 from nst_core import client
+from nst_core.events import PROTOCOL_VERSION
 from nst_core.options import SNAPSHOT_EVERY
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plug-ins" / "neural_style"))
@@ -84,6 +85,31 @@ def test_a_bad_snapshot_every_is_refused_from_the_header(served, style_png, ever
         f"Bad service request: `snapshot_every` is {every!r}; use seconds from 0.2 to 3600 "
         "(see docs/protocol.md)."
     )
+    quiet(served)
+
+
+def test_an_animation_takes_no_snapshots_and_refuses_a_stop_clearly(served, style_png) -> None:
+    png = style_png.read_bytes()  # three frames of one picture, and the style
+    header = {
+        "version": PROTOCOL_VERSION,
+        "content": {"bytes": len(png)},
+        "styles": [{"bytes": len(png), "weight": 1.0}],
+        "options": LONG,
+        "result": {"format": "u8", "size": "working"},
+        "frames": [{"bytes": len(png)}, {"bytes": len(png)}],
+    }
+    body = json.dumps(header).encode() + b"\n" + png * 4
+    refused = request(served, "POST", "/v1/jobs", with_snapshots(body, 1))
+    assert refused.status == 400
+    assert "frames take no `snapshot_every`" in json.loads(refused.read())["message"]
+    response = request(served, "POST", "/v1/jobs", body)
+    job = json.loads(response.readline())["job"]
+    stopping = request(served, "POST", f"/v1/jobs/{job}/stop")
+    assert stopping.status == 409
+    assert "cancel it (DELETE) or let it finish" in json.loads(stopping.read())["message"]
+    assert request(served, "DELETE", f"/v1/jobs/{job}").status == 200
+    events = [json.loads(line) for line in response]
+    assert events[-1]["event"] == "error" and not any(e["event"] == "snapshot" for e in events)
     quiet(served)
 
 

@@ -7,6 +7,10 @@ and to the result. The service's first run starts it (cold); the later ones find
 each way's times and the ratios (child / warm). The weights: `--weights FILE`, else the installed
 ones; docs/performance.md has the figures. The bridge is the checkout's plug-in (`--plugin-dir`: a
 plug-in folder elsewhere, for an engine installed without the checkout).
+
+`--style-cache` times instead what a warm worker does for the dialog's preview (`run.stylize` at the
+preview's size and steps, the network loaded), without and with the worker's cache of style targets
+(stylecache.py), the cache filled by an earlier preview of the same style.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import ExitCode
+from ..presets import PREVIEW_ITERATIONS, PREVIEW_SIZE
 
 CHECKOUT_PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plug-ins" / "neural_style"
 BRIDGE_FILE = "nst_bridge.py"
@@ -72,6 +77,50 @@ def one_run(
         return {"first": first[0], "total": time.perf_counter() - started, "server": run.server}
 
 
+def preview_seconds(args: argparse.Namespace) -> dict[str, float]:
+    """Median seconds of a warm preview (a 384 x 288 layer, a 512 px style) without and with the cache,
+    on the clock and in CPU time."""
+    import numpy as np
+
+    from ..options import Options
+    from ..run import stylize
+    from ..stylecache import StyleCache
+    from ..weights import resolve_weights
+
+    rng = np.random.default_rng(0)
+    layer = rng.random((288, 384, 3), dtype=np.float32)
+    style = rng.random((512, 512, 3), dtype=np.float32)
+    options = Options(
+        preset=args.preset,
+        size=args.preview_size,
+        iterations=args.preview_iterations,
+        device=args.device,
+        weights=str(resolve_weights(args.weights)),
+    )
+
+    def timed(cache: StyleCache | None) -> tuple[float, float]:
+        """Wall and CPU seconds (all threads): on shared cores the CPU seconds vary far less."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        stylize(layer, [style], options, style_cache=cache)
+        return time.perf_counter() - wall, time.process_time() - cpu
+
+    timed(None)  # the network loaded and the kernels warm, as in a service after its first job
+    cache = StyleCache()
+    timed(cache)  # fills it: the dialog's earlier preview of the same style
+    plain, kept = [], []
+    for _ in range(args.runs):  # side by side: a change in the machine's load touches both alike
+        plain.append(timed(None))
+        kept.append(timed(cache))
+    row = {}
+    for unit, part in (("s", 0), ("CPU s", 1)):
+        without = statistics.median(run[part] for run in plain)
+        with_cache = statistics.median(run[part] for run in kept)
+        row[f"warm preview, no style cache {unit}"] = without
+        row[f"warm preview, style cache {unit}"] = with_cache
+        row[f"preview {unit}: no cache / cache"] = without / with_cache
+    return row
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m nst_core.bench.service", description=__doc__)
     parser.add_argument("--weights", type=Path, help="VGG19 weights (default: the installed ones)")
@@ -84,12 +133,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=CHECKOUT_PLUGIN_DIR,
         help=f"the GIMP 3 plug-in's folder, with {BRIDGE_FILE} (default: the checkout's)",
     )
+    parser.add_argument(
+        "--style-cache",
+        action="store_true",
+        help="time a warm preview without and with the service's cache of style targets instead",
+    )
+    parser.add_argument("--preset", default="balanced", help="the preview's preset (--style-cache)")
+    parser.add_argument("--preview-size", type=int, default=PREVIEW_SIZE, help="with --style-cache")
+    parser.add_argument(
+        "--preview-iterations", type=int, default=PREVIEW_ITERATIONS, help="with --style-cache"
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
     return parser.parse_args(argv)
 
 
+def print_row(row: dict[str, float], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(row))
+    else:
+        for name, value in row.items():
+            print(f"{name:34} {value:8.2f}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.style_cache:
+        print_row(preview_seconds(args), args.json)
+        return 0
     problem = missing_bridge(args.plugin_dir)
     if problem:
         print(problem, file=sys.stderr)
@@ -123,11 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         row["child first iteration s"] / row["service warm first iteration s"]
     )
     row["total: child / warm"] = row["child total s"] / row["service warm total s"]
-    if args.json:
-        print(json.dumps(row))
-    else:
-        for name, value in row.items():
-            print(f"{name:34} {value:8.2f}")
+    print_row(row, args.json)
     return 0
 
 

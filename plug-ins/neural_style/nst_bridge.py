@@ -610,10 +610,10 @@ class EngineRun(object):
 
 
 class FramesRun(EngineRun):
-    """An animation's frames through the engine's `batch --frames` in one child process: each frame
-    starts from the one before, warped by the optical flow (docs/batch.md). The warm engine service runs
-    single pictures only, so this never uses it. A context manager like EngineRun: the frame files, the
-    results and the child go with close()."""
+    """An animation's frames through the warm engine service when there is one, else through the engine's
+    `batch --frames` in one child process: either way each frame starts from the one before, warped by the
+    optical flow (docs/batch.md). A context manager like EngineRun: the frame files, the results and the
+    child go with close()."""
 
     def __init__(self, config):
         # type: (dict) -> None
@@ -641,6 +641,9 @@ class FramesRun(EngineRun):
         nst_common.check_frames(len(self.frames))
         styles = [(self._style_file(index, style), weight) for index, (style, weight) in enumerate(styles)]
         styles = _checked_styles(styles)
+        served = self._frames_served(styles, options, on_progress)
+        if served is not None:
+            return served
         if self.flatpak:
             styles = self._copy_styles(styles)
         output = os.path.join(self.folder, "styled")
@@ -650,6 +653,25 @@ class FramesRun(EngineRun):
         command = frames_command(self.config, python, inputs, styles, options, output, self.folder)
         self._run_child(python, command, on_progress)
         return [self._read_frame(output, path, channels) for path, channels in self.frames]
+
+    def _frames_served(self, styles, options, on_progress):
+        # type: (list, dict, object) -> list | None
+        """The frames on this machine's warm engine service; None when there is none: the child runs them."""
+        server = nst_service.local_service(self.config, on_progress)
+        if server is None:
+            return None
+        frames = [open(path, "rb").read() for path, _channels in self.frames]  # noqa: SIM115
+        sent = dict((k, v) for k, v in options.items() if v is not None)
+        try:
+            results, self.started = server.run_frames(frames, styles, sent, on_progress)
+        except nst_service.Unavailable:
+            return None  # it cannot run this job's device: the child process can
+        self.server = server.url
+        if [r[3] for r in results] != [channels for _path, channels in self.frames]:
+            raise EngineError(
+                "The engine's results have other channels than the frames: please report this bug."
+            )
+        return [r[:3] for r in results]
 
     def _style_file(self, index, style):
         # type: (int, object) -> object

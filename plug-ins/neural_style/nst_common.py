@@ -644,13 +644,15 @@ def windows_short_path(path):
     return buffer.value if get_short(path, buffer, size) else None
 
 
-def engine_argv(config, command, folder=None):
-    # type: (dict, list, str | None) -> list
+def engine_argv(config, command, folder=None, outlive=False):
+    # type: (dict, list, str | None, bool) -> list
     """`command` as it is started: as it is, or for Flatpak on the host through flatpak-spawn
-    (--watch-bus: it dies with the plug-in), with the engine's environment and in `folder`."""
+    (--watch-bus: it dies with the plug-in, unless it must `outlive` it as the warm service does), with
+    the engine's environment and in `folder`."""
     if not in_flatpak():
         return command
-    spawn = [FLATPAK_SPAWN, "--host", "--watch-bus"] + (["--directory=" + folder] if folder else [])
+    spawn = [FLATPAK_SPAWN, "--host"] + ([] if outlive else ["--watch-bus"])
+    spawn += ["--directory=" + folder] if folder else []
     env = ["--env=%s=%s" % item for item in sorted(engine_environment(config).items())]
     return spawn + env + command
 

@@ -6,6 +6,10 @@ A job goes, in this order of preference, to a remote server of the config's list
 Device is "Remote server": the first free one, else the least busy one that answers), to this
 machine's warm engine service (started on first use, it lives on between runs and exits after
 IDLE_SECONDS without a job), or, when neither can be had, nst_bridge runs today's child process.
+
+Inside a Flatpak sandbox the local service runs on the host too: started through `flatpak-spawn --host`,
+reached on loopback (Flathub's GIMP shares the host's network), its token and address in the sandbox's
+cache folder, which the host sees at the same path.
 """
 
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
@@ -43,6 +47,11 @@ STATE_NAME = "service.json"
 TOKEN_NAME = "token"
 LOG_NAME = "service.log"
 START_LOCK = ".start.lock"
+# Left in the service folder when a service started but could not be reached (a Flatpak sandbox without
+# the network shared sees no loopback of the host's): runs go to the child process for a day.
+UNREACHABLE_NAME = "unreachable"
+UNREACHABLE_SECONDS = 5.0  # a service that wrote its address and does not answer this long is unreachable
+UNREACHABLE_DAYS = 1.0
 IDLE_SECONDS = 900  # the local service exits this long after its last job
 START_SECONDS = 120.0  # a cold start imports torch and reads the weights: slow disks take a while
 HEALTH_SECONDS = 3.0
@@ -143,8 +152,35 @@ class Server(object):
         before starting; EngineError otherwise."""
         every = SNAPSHOT_EVERY if on_snapshot is not None else None
         body = _request_body(content, layout, styles, options, masks, every)
+        data, started, _done = self._send(body, on_progress, on_snapshot)
+        return data, started
+
+    def run_frames(self, frames, styles, options, on_progress):
+        # type: (list, list, dict, object) -> tuple
+        """An animation's frames (image files' bytes, in order) painted as `batch --frames` paints them,
+        each from the one before. Returns ([(8-bit pixels, width, height, channels)] at the working size,
+        start event); Unavailable and EngineError as `run`. It sends no snapshots and does not stop and
+        keep (the server refuses both for an animation)."""
+        body = _request_body(frames[0], None, styles, options, frames=frames[1:])
+        data, started, done = self._send(body, on_progress)
+        results, offset = [], 0
+        for frame in done.get("frames") or []:
+            size = int(frame["bytes"])
+            results.append((data[offset : offset + size], frame["width"], frame["height"], frame["channels"]))
+            offset += size
+        if len(results) != len(frames) or offset != len(data):
+            raise EngineError(
+                "The engine service %s sent %d frames for %d: run it again."
+                % (self.url, len(results), len(frames))
+            )
+        return results, started
+
+    def _send(self, body, on_progress, on_snapshot=None):
+        # type: (bytes, object, object) -> tuple
+        """POST one job and follow it: (result bytes, start event, done event)."""
         self.job, self.stopping = None, False
         started = {}  # type: dict
+        done = {}  # type: dict
         connection = self.connect(STREAM_SECONDS)
         try:
             try:
@@ -156,7 +192,7 @@ class Server(object):
                     if error.code == nst_common.EXIT_DEVICE:
                         raise Unavailable(error.message)
                     raise error
-                return self._follow(response, on_progress, started, on_snapshot), started
+                return self._follow(response, on_progress, started, done, on_snapshot), started, done
             except (socket.error, httplib.HTTPException, ValueError) as exc:
                 raise EngineError(
                     "The engine service %s stopped during the job (%s): run the filter again; a stopped "
@@ -165,8 +201,8 @@ class Server(object):
         finally:
             connection.close()
 
-    def _follow(self, response, on_progress, started, on_snapshot=None):
-        # type: (object, object, dict, object) -> bytes
+    def _follow(self, response, on_progress, started, done, on_snapshot=None):
+        # type: (object, object, dict, dict, object) -> bytes
         job = None
         while True:
             line = _read_line(response)
@@ -189,7 +225,7 @@ class Server(object):
                     on_snapshot(data, size[0], size[1], size[2], float(event.get("fraction", 0.0)))
             elif kind == "start":
                 started.update(event)
-                keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
+                keep_going = on_progress(nst_common.start_fraction(event), nst_common.start_text(event))
             elif kind == "progress":
                 keep_going = on_progress(float(event.get("fraction", 0.0)), nst_common.progress_text(event))
             elif kind == "waiting" and not event.get("running"):
@@ -199,6 +235,7 @@ class Server(object):
                     event.get("message") or "The server's job failed.", int(event.get("code", 1))
                 )
             elif kind == "done":
+                done.update(event)
                 return self._part(response, event)
             if keep_going is False:
                 self.cancel(job)
@@ -256,8 +293,10 @@ def _read_line(response):
             return b"".join(line)
 
 
-def _request_body(content, layout, styles, options, masks=None, snapshot_every=None):
-    # type: (bytes, dict, list, dict, list | None, float | None) -> bytes
+def _request_body(content, layout, styles, options, masks=None, snapshot_every=None, frames=None):
+    # type: (bytes, dict | None, list, dict, list | None, float | None, list | None) -> bytes
+    """The request: `content` raw pixels in `layout`, or (layout None) an image file's bytes, as are an
+    animation's later `frames`, which come back 8-bit at the working size."""
     images = []  # type: list
     entries = []  # type: list
     for path, weight in styles:
@@ -283,11 +322,16 @@ def _request_body(content, layout, styles, options, masks=None, snapshot_every=N
         images.append(mask.data)  # the masks' bytes follow all the styles', in their order
     header = {
         "version": PROTOCOL_VERSION,
-        "content": {"bytes": len(content), "raw": layout},
+        "content": {"bytes": len(content), "raw": layout} if layout else {"bytes": len(content)},
         "styles": entries,
         "options": options,
-        "result": {"format": layout["format"], "size": "content"},
+        "result": {"format": layout["format"], "size": "content"}
+        if layout
+        else {"format": "u8", "size": "working"},
     }
+    if frames is not None:
+        header["frames"] = [{"bytes": len(frame)} for frame in frames]
+        images.extend(frames)
     if snapshot_every is not None:
         header["snapshot_every"] = snapshot_every
     return b"".join([_bytes(json.dumps(header)), b"\n", content] + images)
@@ -340,18 +384,28 @@ def pick(servers):
 
 def service_folder(config):
     # type: (dict) -> str | None
+    """Where the local service's token, address and log go: the config's data folder, or inside a
+    Flatpak sandbox its cache folder (the sandbox may not see the host's data folder)."""
     data_dir = config.get("data_dir")
-    return os.path.join(data_dir, SERVICE_FOLDER) if data_dir else None
+    if not data_dir:
+        return None
+    if nst_common.in_flatpak():
+        return os.path.join(nst_common.runs_folder(), SERVICE_FOLDER)
+    return os.path.join(data_dir, SERVICE_FOLDER)
 
 
 def local_service(config, on_progress):
     # type: (dict, object) -> object
     """This machine's engine service: the live one, or one started now (and waited for, reporting
-    STARTING). None when the config does not ask for one, inside a Flatpak sandbox (a service would
-    have to start on the host and be reached from the sandbox: not built), or when it cannot start:
-    the caller runs the child process."""
-    folder = service_folder(config)
-    if not config.get("service") or folder is None or nst_common.in_flatpak():
+    STARTING). None when the config does not ask for one, when it cannot start, or when one started
+    lately could not be reached: the caller runs the child process."""
+    if not config.get("service"):
+        return None
+    try:
+        folder = service_folder(config)
+    except EngineError:
+        return None  # no folder for its token: the child process needs none
+    if folder is None or _unreachable_lately(folder):
         return None
     server = _live(folder, config)
     if server is not None:
@@ -402,16 +456,39 @@ def _serves(state, config):
     return not config.get("weights") or state.get("weights") == config["weights"]
 
 
+def _unreachable_lately(folder):
+    # type: (str) -> bool
+    try:
+        return (
+            time.time() - os.path.getmtime(os.path.join(folder, UNREACHABLE_NAME)) < UNREACHABLE_DAYS * 86400
+        )
+    except OSError:
+        return False
+
+
 def _stop(pid, folder, seconds=15.0):
     # type: (int, str, float) -> bool
     try:
-        os.kill(pid, signal.SIGTERM)
+        _terminate(pid)
     except OSError:
         return False
     end = time.time() + seconds
     while time.time() < end and _live(folder) is not None:
         time.sleep(POLL_SECONDS)
     return True
+
+
+def _terminate(pid):
+    # type: (int) -> None
+    """SIGTERM to the service `pid`; in a Flatpak sandbox through the host, whose process it is (the
+    same number in the sandbox names another process, or none)."""
+    if not nst_common.in_flatpak():
+        os.kill(pid, signal.SIGTERM)
+        return
+    command = [nst_common.FLATPAK_SPAWN, "--host", "kill", "-TERM", "%d" % pid]
+    with open(os.devnull, "wb") as devnull:
+        if subprocess.call(command, stdout=devnull, stderr=devnull) != 0:
+            raise OSError("flatpak-spawn could not stop process %d" % pid)
 
 
 def _start_lock(folder, on_progress):
@@ -441,6 +518,7 @@ def _start(config, folder, on_progress):
     command += ["--state-file", state_path, "--idle-timeout", "%d" % IDLE_SECONDS]
     if config.get("weights"):
         command += ["--weights", config["weights"]]
+    command = nst_common.engine_argv(config, command, outlive=True)  # Flatpak: on the host
     kwargs = {"env": nst_common.child_environment(nst_common.engine_environment(config))}  # type: dict
     if os.name == "nt":
         kwargs["creationflags"] = WINDOWS_DETACHED
@@ -459,16 +537,31 @@ def _start(config, folder, on_progress):
     finally:
         devnull.close()
     end = time.time() + START_SECONDS
+    listening = None  # when its address appeared
     while time.time() < end and process.poll() is None:
         if on_progress(0.0, STARTING) is False:
             raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)  # it starts on: the next run uses it
         server = _live(folder)
         if server is not None:
             return server
+        if listening is None and os.path.exists(state_path):
+            listening = time.time()
+        if listening is not None and time.time() - listening > UNREACHABLE_SECONDS:
+            _mark_unreachable(folder)
+            break
         time.sleep(POLL_SECONDS)
     if process.poll() is None:
-        nst_common.stop_process(process, False)
+        nst_common.stop_process(process, nst_common.in_flatpak())  # flatpak-spawn passes SIGTERM on
     return None
+
+
+def _mark_unreachable(folder):
+    # type: (str) -> None
+    try:
+        with open(os.path.join(folder, UNREACHABLE_NAME), "wb"):
+            pass
+    except (IOError, OSError):
+        pass  # then the next run tries again
 
 
 def stop_local_service(data_dir, seconds=15.0):

@@ -189,7 +189,7 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "layers": [opaque],
             "engine_config": config | {"weights": str(corrupt)},
         },
-        *frames_cases(inputs, args, config | {"weights": str(corrupt)}),
+        *frames_cases(inputs, args, config, corrupt),
         *style_and_region_cases(inputs, args, opaque),
         # Without a config the choices hold only their fallbacks, so call with those.
         {
@@ -256,9 +256,10 @@ def style_and_region_cases(inputs: dict[str, str], args: dict, opaque: dict) -> 
     ]
 
 
-def frames_cases(inputs: dict[str, str], args: dict, corrupt_config: dict) -> list[dict]:
-    """Layers are animation frames: three frames, the same scaled from a smaller working size inside a
-    selection, one layer alone, a failing engine, and GIMP's Cancel."""
+def frames_cases(inputs: dict[str, str], args: dict, config: dict, corrupt: Path) -> list[dict]:
+    """Layers are animation frames: three frames (on the warm engine service, as the installed config
+    asks), the same scaled from a smaller working size inside a selection, one layer alone, a failing
+    engine, and GIMP's Cancel of the child process and of the service's job."""
     layers = [
         {"png": inputs[f"frame{index}"], "name": name, "offsets": [0, 0]} for index, name in enumerate(FRAMES)
     ]
@@ -277,9 +278,20 @@ def frames_cases(inputs: dict[str, str], args: dict, corrupt_config: dict) -> li
         },
         frames | {"name": "frames_one_layer", "layers": layers[:1]},
         frames | {"name": "frames_region", "args": frames["args"] | {"region": "inside"}, "select": ELLIPSE},
-        frames | {"name": "frames_failed", "engine_config": corrupt_config},
+        frames | {"name": "frames_failed", "engine_config": config | {"weights": str(corrupt)}},
         frames
-        | {"name": "frames_cancelled", "args": frames["args"] | {"iterations": 100000}, "kill_plugin": True},
+        | {
+            "name": "frames_cancelled",
+            "args": frames["args"] | {"iterations": 100000},
+            "kill_plugin": True,
+            "engine_config": config | {"service": False},  # the child process's own cancel
+        },
+        frames
+        | {
+            "name": "frames_served_cancel",
+            "args": frames["args"] | {"iterations": 100000},
+            "kill_plugin": "service",
+        },
     ]
 
 

@@ -95,6 +95,15 @@ def test_frames_at_a_smaller_working_size_are_scaled_to_the_selection(gimp: dict
     assert_source_untouched(gimp, result)
 
 
+def test_killing_the_plugin_frees_its_frames_job_on_the_service(gimp: dict) -> None:
+    result = case(gimp, "frames_served_cancel")
+    assert result["killed"].get("plugin_pid"), "the service never ran the frames"
+    assert result["killed"]["service_freed"], "the service kept the killed plug-in's frames"
+    assert result["status"] != "success" and result["returned"] is None
+    assert result["images"][1] == result["images"][0]
+    assert_source_untouched(gimp, result)
+
+
 def test_cancelling_frames_kills_the_engine_and_makes_no_image(gimp: dict) -> None:
     result = case(gimp, "frames_cancelled")
     killed = result["killed"]

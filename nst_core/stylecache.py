@@ -1,0 +1,115 @@
+"""The style targets a warm engine keeps between jobs (docs/protocol.md, "The engine service").
+
+A style's targets (its Gram matrices, or its means and covariance square roots, per layer) depend only
+on the style's pixels as the network sees them, the size they are matched at, and the settings that
+shape the features; not on the content, the weights of the loss terms or the strength. A service's
+worker keeps them here, so that a repeated preview, or a job that changed only those, computes none.
+
+`StyleCache` is an LRU of targets bounded by their bytes; `ScopedCache` is one run's view of it, its
+keys prefixed by what the whole run shares (model, weights file, pooling, device, precision). One-off
+runs (the command line, a job file) pass no cache and compute every target, as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+
+STYLE_CACHE_BYTES = 256 << 20  # a style's targets at one scale are a few MiB (C x C per layer)
+
+T = TypeVar("T")
+
+
+def held_bytes(value: Any) -> int:
+    """The bytes of the tensors in `value` (nested in dicts, sequences and dataclasses)."""
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, dict):
+        return sum(held_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(held_bytes(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return sum(held_bytes(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return 0
+
+
+def pixels_digest(pixels: np.ndarray) -> str:
+    """What identifies an image's pixels in a key: their shape, type and a hash of their bytes."""
+    data = np.ascontiguousarray(pixels)
+    digest = hashlib.blake2b(data.view(np.uint8).reshape(-1), digest_size=16).hexdigest()
+    return f"{data.dtype}{data.shape}:{digest}"
+
+
+def file_stamp(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """A weights file as a key: its path, size and modification time (a rewritten file is another)."""
+    stat = Path(path).stat()
+    return str(path), stat.st_size, stat.st_mtime_ns
+
+
+class StyleCache:
+    """Targets by key, least recently used first out once they hold more than `budget` bytes.
+
+    Thread-safe; `computed` and `hits` count what `get` did, for the tests and the benchmark."""
+
+    def __init__(self, budget: int = STYLE_CACHE_BYTES) -> None:
+        self.budget = budget
+        self.computed = 0
+        self.hits = 0
+        self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+
+    @property
+    def held(self) -> int:
+        return self._held
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        """The value kept under `key`, or `compute()`'s, kept for next time when it fits the budget."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+        value = compute()  # outside the lock: another device's worker need not wait for this one
+        size = held_bytes(value)
+        with self._lock:
+            self.computed += 1
+            if size <= self.budget and key not in self._entries:
+                self._entries[key] = (value, size)
+                self._held += size
+                while self._held > self.budget:
+                    _, (_, dropped) = self._entries.popitem(last=False)
+                    self._held -= dropped
+        return value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
+
+    def scoped(self, *scope: Hashable) -> ScopedCache:
+        return ScopedCache(self, tuple(scope))
+
+
+@dataclasses.dataclass(frozen=True)
+class ScopedCache:
+    """One run's view of a `StyleCache`: every key also holds `scope`, what the whole run shares."""
+
+    cache: StyleCache
+    scope: tuple[Hashable, ...]
+
+    def get(self, key: Hashable, compute: Callable[[], T]) -> T:
+        return self.cache.get((self.scope, key), compute)
