@@ -23,7 +23,7 @@ import torch
 from . import losses
 from .optimize import RunContext
 
-TRIALS = 3  # first-scale runs at most: the preset's weight, then two secant steps
+TRIALS = 3  # first-scale runs at most (the plan's): the preset's weight, then two secant steps
 TOLERANCE = 1.15  # within this factor of the target error: close enough, no further trial
 FIRST_SLOPE = 0.5  # d log(error) / d log(weight) assumed before a second point is measured
 SLOPE_RANGE = (0.1, 2.0)
@@ -69,19 +69,29 @@ def next_weight(trials: list[Trial], target: float) -> float:
     return min(max(weight, WEIGHT_RANGE[0]), WEIGHT_RANGE[1])
 
 
-def balanced_first_scale(ctx: RunContext, run_scale: RunScale) -> tuple[torch.Tensor, RunContext, list[Trial]]:
-    """Run the first scale (`run_scale`) until its content error meets the target: its image, the
-    context with the chosen style weight (strength folded in) for the later scales, and the trials."""
+def balanced_first_scale(
+    ctx: RunContext, allowed: int, run_scale: RunScale
+) -> tuple[torch.Tensor, RunContext, list[Trial]]:
+    """Run the first scale (`run_scale`) up to `allowed` times until its content error meets the target:
+    its image, the context with the chosen style weight (strength folded in) for the later scales, and
+    the trials. A stop (stop-and-keep) during a trial keeps that trial's picture."""
     settings = ctx.settings
     target = settings.effective_content_target
     assert target is not None
     trials: list[Trial] = []
     weight = settings.effective_style_weight
-    for _ in range(TRIALS):
-        image = run_scale(replace(ctx, settings=replace(settings, style_weight=weight, strength=1.0)))
+    for index in range(allowed):
+        chosen = replace(settings, style_weight=weight, strength=1.0)
+        image = run_scale(replace(ctx, settings=chosen, trial=index, trials=allowed))
+        if ctx.steering is not None and ctx.steering.stopped:
+            return image, replace(ctx, settings=chosen), trials
         trials.append(Trial(weight, content_error(ctx, image), image))
-        if trials[-1].miss(target) < math.log(TOLERANCE) or weight == 0:
+        if trials[-1].miss(target) < math.log(TOLERANCE):
             break
         weight = next_weight(trials, target)
     best = min(trials, key=lambda t: t.miss(target))
-    return best.image, replace(ctx, settings=replace(settings, style_weight=best.style_weight, strength=1.0)), trials
+    return (
+        best.image,
+        replace(ctx, settings=replace(settings, style_weight=best.style_weight, strength=1.0)),
+        trials,
+    )

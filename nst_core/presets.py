@@ -81,6 +81,7 @@ _USER_TIER: dict[str, Any] = dict(
     init="content",
     multiscale=True,
     min_scale=128,
+    content_target=0.5,
 )
 
 PRESETS: dict[str, Preset] = {

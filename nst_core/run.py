@@ -230,10 +230,12 @@ def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
     """Coarse to fine; returns the best iterate of the last scale (1 x 3 x H x W)."""
     image = None
     for index, scale in enumerate(plan.scales):
-        if index == 0 and ctx.settings.effective_content_target is not None and ctx.temporal is None:
-            image, ctx, _ = balance.balanced_first_scale(ctx, lambda c: _run_scale(c, plan, 0, scale, None))
-            continue
-        image = _run_scale(ctx, plan, index, scale, image)
+        if scale.trials > 1 and ctx.temporal is None:  # a frame keeps to the weights: no flicker
+            image, ctx, _ = balance.balanced_first_scale(
+                ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None)
+            )
+        else:
+            image = _run_scale(ctx, plan, index, scale, image)
         if ctx.steering is not None and ctx.steering.stopped:
             break  # a coarse scale's picture: `_finish` upscales it to the output like any other
     assert image is not None

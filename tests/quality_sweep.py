@@ -48,7 +48,9 @@ def starfield(size: int = 384, seed: int = 3) -> np.ndarray:
 def silhouettes(size: int = 384, seed: int = 1) -> np.ndarray:
     """A style of large shapes: black tree-like silhouettes on an orange-to-violet sky (generated)."""
     sky = np.linspace(0, 1, size, dtype=np.float32)[:, None, None]
-    picture = (1 - sky) * np.array([0.98, 0.55, 0.2], np.float32) + sky * np.array([0.35, 0.2, 0.45], np.float32)
+    picture = (1 - sky) * np.array([0.98, 0.55, 0.2], np.float32) + sky * np.array(
+        [0.35, 0.2, 0.45], np.float32
+    )
     picture = np.broadcast_to(picture, (size, size, 3)).copy()
     canvas = Image.fromarray((picture * 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
@@ -59,7 +61,9 @@ def silhouettes(size: int = 384, seed: int = 1) -> np.ndarray:
         draw.rectangle([x - width // 6, top, x + width // 6, size], fill=(10, 8, 12))
         for level in range(4):
             y, reach = top + level * width // 2, width * (1 + level) // 2
-            draw.polygon([(x, y - width), (x - reach, y + width // 2), (x + reach, y + width // 2)], fill=(10, 8, 12))
+            draw.polygon(
+                [(x, y - width), (x - reach, y + width // 2), (x + reach, y + width // 2)], fill=(10, 8, 12)
+            )
     return np.asarray(canvas, np.float32) / 255
 
 
@@ -106,19 +110,30 @@ class Sweep:
         self.weights, self.size = weights, size
         self.judges = Judges(weights)
 
-    def judge(self, picture: np.ndarray, photo: np.ndarray, painting: np.ndarray) -> tuple[float, float, float]:
+    def judge(
+        self, picture: np.ndarray, photo: np.ndarray, painting: np.ndarray
+    ) -> tuple[float, float, float]:
         height, width = picture.shape[:2]
         photo_here, painting_here = resize(photo, width, height), resize(painting, width, height)
-        style = self.judges.style_distance(picture, painting) / self.judges.style_distance(photo_here, painting)
-        content = self.judges.content_distance(picture, photo) / self.judges.content_distance(painting_here, photo)
+        style = self.judges.style_distance(picture, painting) / self.judges.style_distance(
+            photo_here, painting
+        )
+        content = self.judges.content_distance(picture, photo) / self.judges.content_distance(
+            painting_here, photo
+        )
         return style, content, edge_agreement(picture, photo)
 
-    def run(self, photo: np.ndarray, painting: np.ndarray, options: dict[str, object]) -> tuple[np.ndarray, float]:
+    def run(
+        self, photo: np.ndarray, painting: np.ndarray, options: dict[str, object]
+    ) -> tuple[np.ndarray, float]:
         settings = {"size": self.size, "model": "vgg16", "weights": str(self.weights), "seed": 0, **options}
         start = time.perf_counter()
         last: list[dict[str, float]] = [{}]
         picture = run.stylize(
-            photo, [painting], Options.from_dict(settings), output_size="working",
+            photo,
+            [painting],
+            Options.from_dict(settings),
+            output_size="working",
             progress=lambda p: last.__setitem__(0, p.loss),
         )
         self.last_loss = dict(last[0])
@@ -176,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.out / f"{photo_name}-{style_name}-{name.replace(' ', '_').replace('/', '-')}.png"
             )
             loss = " ".join(f"{k}={v:.3g}" for k, v in sweep.last_loss.items())
-            print(f"{pair:28s} {name:34s} {seconds:6.1f} {style:6.3f} {content:7.3f} {edges:6.3f}  {loss}", flush=True)
+            print(
+                f"{pair:28s} {name:34s} {seconds:6.1f} {style:6.3f} {content:7.3f} {edges:6.3f}  {loss}",
+                flush=True,
+            )
         pictures.append(resize(painting, *fit_size(painting.shape[1], painting.shape[0], args.size)))
         labels.append("style")
         contact_sheet(pictures, labels, args.out / f"sheet-{photo_name}-{style_name}.png")
