@@ -161,7 +161,8 @@ def test_a_plan_says_why_its_iterations_and_memory_differ_from_the_presets_and_b
         r"job's [\d.]+ GiB is within it\.",
         words[9],
     )
-    small = ["plan", "--width", "400", "--height", "300", "--iterations", "3", "--content-target", "0", "--weights"]
+    small = ["plan", "--width", "400", "--height", "300", "--iterations", "3", "--content-target", "0"]
+    small.append("--weights")
     assert cli.main([*small, str(vgg19_weights)]) == 0
     assert capsys.readouterr().out.splitlines()[5] == (
         "Iterations: 4, not the preset's 110: 3 asked for (--iterations); each of the 4 scales takes at "
