@@ -66,7 +66,13 @@ OPTION_FLAGS: dict[str, dict[str, Any]] = {
     "content_weight": {"type": float, "metavar": "W"},
     "style_weight": {"type": float, "metavar": "W"},
     "tv_weight": {"type": float, "metavar": "W", "help": "total-variation (smoothness) weight"},
-    "strength": {"type": float, "metavar": "F", "help": "multiplies the style weight (default 1)"},
+    "strength": {"type": float, "metavar": "F", "help": "more or less style (default 1)"},
+    "content_target": {
+        "type": float,
+        "metavar": "E",
+        "help": "the content error the first scale aims at by choosing the style weight (the user presets: "
+        "0.5; 0: the weights as given)",
+    },
     "content_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu4_2 (spaces or commas)"},
     "style_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu1_1 relu2_1 relu3_1"},
     "style_layer_weights": {"nargs": "+", "metavar": "W", "help": "one weight per style layer"},

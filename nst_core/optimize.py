@@ -367,6 +367,8 @@ class RunContext:
     masks: Sequence[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at the output's size
     style_cache: CachedStyles | None = None  # a warm engine's kept targets (stylecache.py)
     steering: Steering | None = None
+    trial: int = 0  # the run of this scale under way, and how many the plan allows (balance.py)
+    trials: int = 1
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -414,7 +416,8 @@ def iterate(
         on_step(iteration, stepper.step())
         steering = ctx.steering
         if steering is not None:
-            fraction = 0.0 if index is None else ctx.clock.fraction(index, iteration, iterations)
+            step, steps = ctx.trial * iterations + iteration, iterations * ctx.trials
+            fraction = 0.0 if index is None else ctx.clock.fraction(index, step, steps)
             if steering.after_step(stepper.result, fraction):
                 break
     return stepper.result()
@@ -437,7 +440,8 @@ def optimize_scale(
 
     def on_step(iteration: int, parts: dict[str, float]) -> None:
         last = iteration == scale.iterations
-        ctx.report(index, iteration, scale.iterations, parts, stepper.result() if last else None, tiles)
+        step = ctx.trial * scale.iterations + iteration
+        ctx.report(index, step, scale.steps, parts, stepper.result() if last else None, tiles)
 
     return iterate(ctx, stepper, scale.iterations, on_step, index)
 

@@ -41,6 +41,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "learning_rate": (1e-6, 10.0),
     "seed": (0, 2**31 - 1),
     "max_memory": (64, 1 << 22),  # MiB
+    "content_target": (0.0, 0.99),
 }
 # Each weight of a list, one per style (`style_blend`, a style's `weight`) or per style layer. Each
 # list is divided by its sum, so its weights may not all be zero (all-zero layer weights would drop the
@@ -77,6 +78,7 @@ class Options:
     precision: str = "auto"
     weights: str | None = None
     max_memory: float | None = None  # MiB; None = from the device's free memory
+    content_target: float | None = None  # 0: fixed weights; else the content error aimed at
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
@@ -141,6 +143,13 @@ class Settings(Preset):
     def effective_style_weight(self) -> float:
         return self.style_weight * self.strength
 
+    @property
+    def effective_content_target(self) -> float | None:
+        """The content error aimed at: strength 1 the preset's, 0 none (the photo), more towards 1."""
+        if not self.content_target or not self.strength:
+            return None
+        return 1.0 - (1.0 - self.content_target) ** self.strength
+
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -171,7 +180,7 @@ def preset_by_name(name: str) -> Preset:
 # Options that replace their preset's value when given (the layer lists have their own rules).
 PRESET_OVERRIDES = (
     "size", "iterations", "content_weight", "style_weight", "tv_weight", "style_loss", "optimizer",
-    "learning_rate", "model", "pooling", "multiscale",
+    "learning_rate", "model", "pooling", "multiscale", "content_target",
 )  # fmt: skip
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 
-from . import memory, network, tiling
+from . import balance, memory, network, tiling
 from .devices import describe_device, pick_device
 from .errors import ImageError
 from .images import fit_size
@@ -81,6 +81,7 @@ class Plan:
                     "width": s.width,
                     "height": s.height,
                     "iterations": s.iterations,
+                    "trials": s.trials,
                     "tile": s.tile,
                     "seconds": round(t, 1),
                 }
@@ -97,7 +98,7 @@ class Plan:
 
     @property
     def iterations(self) -> int:
-        return sum(s.iterations for s in self.scales)
+        return sum(s.steps for s in self.scales)
 
     @property
     def job_bytes(self) -> int:
@@ -208,6 +209,9 @@ def _scales_plan(
         scales.append(
             whole if fits(settings, whole, device.type, budget) else tiled(settings, whole, device, budget)
         )
+    # Only a coarse first scale is worth repeating: a single-scale plan keeps the weights.
+    if settings.effective_content_target is not None and settings.init != "image" and len(scales) > 1:
+        scales[0] = replace(scales[0], trials=balance.TRIALS)
     times = [scale_seconds(settings, s, speed) for s in scales]
     return scales, times, speed.startup + sum(times)
 
@@ -227,7 +231,7 @@ def scale_seconds(settings: Settings, scale: ScalePlan, speed: Speed) -> float:
         blocks = tiling.plan_blocks(scale.width, scale.height, scale.tile, margin, grid)
         flops = sum(conv_flops(settings, b.padded.width, b.padded.height) for b in blocks)
         per_iteration = speed.overhead + TILED_PASSES * flops / speed.rate
-    return (scale.iterations + SCALE_SETUP_ITERATIONS) * per_iteration + speed.per_scale
+    return (scale.iterations + SCALE_SETUP_ITERATIONS) * scale.trials * per_iteration + speed.per_scale
 
 
 def ladder(settings: Settings, size: int) -> list[tuple[int, int]]:
@@ -341,6 +345,8 @@ def describe_plan(plan: Plan) -> str:
     tiles = {entry["scale"]: entry["count"] for entry in plan.tiles()}
     for index, (scale, seconds) in enumerate(zip(plan.scales, plan.seconds, strict=True), start=1):
         line = f"  {index}. {scale.width}x{scale.height} px, {scale.iterations} iterations"
+        if scale.trials > 1:
+            line += f" (run up to {scale.trials} times to find the balance of content and style)"
         if scale.tile is not None:
             line += f", in {tiles[index]} tiles of {scale.tile} px (whole, it is over the memory budget)"
         lines.append(f"{line}, {duration(seconds)}")
@@ -359,13 +365,16 @@ def iterations_line(plan: Plan) -> str:
         reasons.append(f"{settings.iterations} asked for (--iterations)")
     above = [s for s in plan.scales if settings.multiscale and s.longest > preset.size]
     added = sum(s.iterations for s in above)
-    if total - added > settings.iterations:
+    trials = sum(s.steps - s.iterations for s in plan.scales)
+    if total - added - trials > settings.iterations:
         reasons.append(f"each of the {len(plan.scales)} scales takes at least 1")
     if above:
         reasons.append(
             f"the {len(above)} scale{'s' if len(above) > 1 else ''} above {preset.name}'s {preset.size} px "
             f"add {added} for the detail of the larger sizes"
         )
+    if trials:
+        reasons.append(f"up to {trials} more while the first scale finds the balance of content and style")
     return f"Iterations: {total}, not the preset's {preset.iterations}: {'; '.join(reasons)}."
 
 

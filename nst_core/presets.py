@@ -56,6 +56,9 @@ class Preset:
     # it on this device (the full layer where the device is fast enough); None: the preset's size.
     seconds: float | None = None
     user: bool = False  # offered in the GIMP menus
+    # The relative content error (relu4_2 for VGG) the first scale aims at by choosing the style weight
+    # (balance.py); None: the weights as written.
+    content_target: float | None = None
 
 
 # What the three menu tiers share (they differ in size and iterations). W2 rather than Gram:
@@ -78,6 +81,7 @@ _USER_TIER: dict[str, Any] = dict(
     init="content",
     multiscale=True,
     min_scale=128,
+    content_target=0.5,
 )
 
 PRESETS: dict[str, Preset] = {

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import colors, devices, images, memory, network, optimize, regions, stylecache
+from . import balance, colors, devices, images, memory, network, optimize, regions, stylecache
 from .errors import Cancelled
 from .optimize import RunContext
 from .options import SNAPSHOT_EVERY, Options, check_mask_count
@@ -252,7 +252,12 @@ def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
     """Coarse to fine; returns the best iterate of the last scale (1 x 3 x H x W)."""
     image = None
     for index, scale in enumerate(plan.scales):
-        image = _run_scale(ctx, plan, index, scale, image)
+        if scale.trials > 1 and ctx.temporal is None:  # a frame keeps to the weights: no flicker
+            image, ctx, _ = balance.balanced_first_scale(
+                ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None)
+            )
+        else:
+            image = _run_scale(ctx, plan, index, scale, image)
         if ctx.steering is not None and ctx.steering.stopped:
             break  # a coarse scale's picture: `_finish` upscales it to the output like any other
     assert image is not None

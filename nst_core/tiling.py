@@ -40,6 +40,12 @@ class ScalePlan:
     height: int
     iterations: int
     tile: int | None = None  # side of the square tiles the budget allows; None: the whole image at once
+    trials: int = 1  # runs of this scale at most, each from the start (balance.py: the first scale)
+
+    @property
+    def steps(self) -> int:
+        """Iterations the scale may take, its trials included: what the plan and the progress count."""
+        return self.iterations * self.trials
 
     @property
     def longest(self) -> int:

@@ -9,6 +9,7 @@ in their own input space, so on the outermost pixel ring conv1_1 sees torchvisio
 caffe's (255 mean - caffe mean), at most half a grey level, instead of caffe's zero.
 
     python tests/real_features.py OUT.pth   # the converted file, for looks outside the tests
+    python tests/real_features.py --caffe OUT-vgg16.pth   # caffe input, for neural-style-pt
 """
 
 from __future__ import annotations
@@ -89,8 +90,12 @@ def absorb_torchvision_input(kernel: np.ndarray, bias: np.ndarray) -> tuple[np.n
     return new_kernel, new_bias
 
 
-def torchvision_state(convolutions: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, object]:
-    """The `features.*` state dict of torchvision's VGG16, at the indices the engine uses."""
+def torchvision_state(
+    convolutions: dict[str, tuple[np.ndarray, np.ndarray]], caffe_input: bool = False
+) -> dict[str, object]:
+    """The `features.*` state dict of torchvision's VGG16, at the indices the engine uses; with
+    `caffe_input` conv1_1 is left reading caffe input (the layout of the Caffe VGG16 converted to
+    PyTorch that the classic neural-style programs load)."""
     import torch
 
     from nst_core.network import layer_indices
@@ -98,7 +103,7 @@ def torchvision_state(convolutions: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     indices = layer_indices("vgg16")
     state: dict[str, object] = {}
     for name, (kernel, bias) in convolutions.items():
-        if name == "conv1_1":
+        if name == "conv1_1" and not caffe_input:
             kernel, bias = absorb_torchvision_input(kernel, bias)
         index = indices[name]
         state[f"features.{index}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel, np.float32))
@@ -106,11 +111,11 @@ def torchvision_state(convolutions: dict[str, tuple[np.ndarray, np.ndarray]]) ->
     return state
 
 
-def make_real_vgg16_weights(dest: Path) -> Path:
+def make_real_vgg16_weights(dest: Path, caffe_input: bool = False) -> Path:
     """Write the converted features file to `dest` (through a temporary name: never half a file)."""
     import torch
 
-    state = torchvision_state(keras_convolutions(onnx_path()))
+    state = torchvision_state(keras_convolutions(onnx_path()), caffe_input)
     partial = dest.with_name(dest.name + ".part")
     torch.save(state, partial)
     partial.replace(dest)
@@ -118,11 +123,12 @@ def make_real_vgg16_weights(dest: Path) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 1:
-        print("usage: python tests/real_features.py OUT.pth", file=sys.stderr)
+    caffe = argv[:1] == ["--caffe"]
+    if len(argv) != 1 + caffe:
+        print("usage: python tests/real_features.py [--caffe] OUT.pth", file=sys.stderr)
         return 2
     try:
-        print(make_real_vgg16_weights(Path(argv[0])))
+        print(make_real_vgg16_weights(Path(argv[-1]), caffe_input=caffe))
     except RealFeaturesError as error:
         print(error, file=sys.stderr)
         return 1

@@ -63,6 +63,13 @@ NOT_RUNNABLE = {
     ),
     "python -m nst_core stylize photo.jpg s1.jpg s2.jpg --style-masks left.png right.png -o out.png "
     "--device cuda": "an NVIDIA GPU",
+    "python tests/real_features.py vgg16-imagenet.pth": "the real-feature wheel, which tests/run installs",
+    "python tests/quality_sweep.py --out sweep --weights vgg16-imagenet.pth --size 256 --pairs "
+    'chelsea:starfield --sweep "fixed:preset=fast,content_target=0" "target:preset=fast"': (
+        "minutes of painting on the real-feature weights (a benchmark)"
+    ),
+    "python tests/race_neural_style_pt.py --checkout NEURAL_STYLE_PT --out race "
+    "--pairs chelsea:starry_night": ("a checkout of neural-style-pt, and minutes of painting"),
 }
 
 

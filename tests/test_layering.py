@@ -33,7 +33,7 @@ ENGINE_LAYERS: list[tuple[str, set[str]]] = [
         },
     ),
     ("the engine's entry, plan and estimate", {"run", "plan", "speed"}),
-    ("one scale's optimisation", {"optimize", "objective", "tiling", "memory", "stylecache"}),
+    ("one scale's optimisation", {"balance", "optimize", "objective", "tiling", "memory", "stylecache"}),
     (
         "features, formulas and pixels",
         {"network", "losses", "regions", "colors", "images", "weights"},

@@ -101,7 +101,7 @@ def test_summary_is_json_with_the_estimate(vgg19_weights: Path) -> None:
         sum(s["seconds"] for s in data["scales"]) + 3.0, abs=0.5
     )
     assert data["tiles"] and data["memory"]["budget"] == 4000 << 20
-    assert data["iterations"] == sum(s["iterations"] for s in data["scales"])
+    assert data["iterations"] == sum(s["iterations"] * s["trials"] for s in data["scales"])
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(
@@ -151,16 +151,18 @@ def test_a_plan_says_why_its_iterations_and_memory_differ_from_the_presets_and_b
     assert re.fullmatch(r"  7\. 3000x2250 px, 3 iterations, in \d+ tiles of \d+ px \(whole, it is over the "
                         r"memory budget\), .+", words[7])  # fmt: skip
     assert words[8] == (
-        "Iterations: 59, not the preset's 50: the 3 scales above fast's 384 px add 9 for the detail of the "
-        "larger sizes."
+        "Iterations: 103, not the preset's 50: the 3 scales above fast's 384 px add 9 for the detail of the "
+        "larger sizes; up to 44 more while the first scale finds the balance of content and style."
     )
+    assert "(run up to 3 times to find the balance of content and style)" in words[1]
     assert re.fullmatch(
         r"Memory: about [\d.]+ GiB at the largest scale, more than the budget of 2\.9 GiB \(--max-memory\): "
         r"720 MiB of it is the engine's own \(torch and its libraries\), which the budget leaves out; the "
         r"job's [\d.]+ GiB is within it\.",
         words[9],
     )
-    small = ["plan", "--width", "400", "--height", "300", "--iterations", "3", "--weights"]
+    small = ["plan", "--width", "400", "--height", "300", "--iterations", "3", "--content-target", "0"]
+    small.append("--weights")
     assert cli.main([*small, str(vgg19_weights)]) == 0
     assert capsys.readouterr().out.splitlines()[5] == (
         "Iterations: 4, not the preset's 110: 3 asked for (--iterations); each of the 4 scales takes at "

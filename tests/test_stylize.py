@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from samples import make_content_image, make_style_image
 
 import nst_core
-from nst_core import colors, optimize
+from nst_core import balance, colors, optimize
 from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
 from nst_core.options import Options
 from nst_core.plan import scale_sizes, split_iterations
@@ -160,7 +161,7 @@ def test_cancel_from_another_thread_stops_within_one_iteration(
 
 def test_progress_reports(vgg19_weights: Path, style: np.ndarray) -> None:
     content = _array(make_content_image(182, 136))
-    options = _options(vgg19_weights, size=182, iterations=3, multiscale=True)
+    options = _options(vgg19_weights, size=182, iterations=3, multiscale=True, content_target=0.0)
     plan = nst_core.make_plan(options, (182, 136))
     assert [(s.width, s.height, s.iterations) for s in plan.scales] == [(129, 96, 2), (182, 136, 1)]
     recorder = Recorder()
@@ -267,3 +268,30 @@ def test_the_mask_count_is_refused_before_any_picture_is_looked_at(
 ) -> None:
     with pytest.raises(UsageError, match=r"2 style image\(s\) but 1 style mask\(s\)"):
         nst_core.stylize("no picture", [style, style], _options(vgg19_weights), masks=[style])
+
+
+def test_the_balance_reruns_the_first_scale_within_the_plan_and_its_progress(
+    vgg19_weights: Path, style: np.ndarray
+) -> None:
+    """A user preset aims the first scale at its content error (balance.py): the plan allows TRIALS runs
+    of it, the progress counts them without going back, and the later scales keep the chosen weight."""
+    content = _array(make_content_image(182, 136))
+    options = _options(vgg19_weights, size=182, iterations=3, multiscale=True, content_target=0.05)
+    plan = nst_core.make_plan(options, (182, 136))
+    assert [(s.iterations, s.trials) for s in plan.scales] == [(2, balance.TRIALS), (1, 1)]
+    assert plan.iterations == 2 * balance.TRIALS + 1
+    recorder = Recorder()
+    nst_core.stylize(content, [style], options, progress=recorder)
+    reports = recorder.reports
+    first = [(r.iteration, r.iterations) for r in reports if r.scale == 1]
+    assert len(first) in (2, 4, 6) and first == [(i, 2 * balance.TRIALS) for i in range(1, len(first) + 1)]
+    fractions = [r.fraction for r in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_a_secant_step_moves_the_weight_towards_the_target() -> None:
+    one = balance.Trial(10.0, 0.9, torch.zeros(1))
+    assert balance.next_weight([one], 0.45) == pytest.approx(10.0 * 0.5 ** (1 / balance.FIRST_SLOPE))
+    two = balance.Trial(2.5, 0.6, torch.zeros(1))  # slope log(1.5) / log(4) = 0.29
+    weight = balance.next_weight([one, two], 0.45)
+    assert 0.5 < weight < 2.5 and balance.next_weight([one, two], 0.6) == pytest.approx(2.5)
