@@ -119,7 +119,11 @@ def fit_speed(samples: list[tuple[float, float]], startup: float, per_scale: flo
     mean_t = sum(t for _, t in samples) / n
     spread = sum((f - mean_f) ** 2 for f, _ in samples)
     slope = sum((f - mean_f) * (t - mean_t) for f, t in samples) / spread if spread else mean_t / mean_f
-    slope = max(slope, 1e-18)
+    if slope <= 0:
+        # Timings that fall as the work grows (another process took the cores during the small size):
+        # no line through them means anything, so the whole time is the work's, none of it overhead.
+        largest = max(samples)
+        return Speed(largest[0] / largest[1], 0.0, startup, measured=True, per_scale=per_scale)
     overhead = max(0.0, mean_t - slope * mean_f)
     return Speed(rate=1 / slope, overhead=overhead, startup=startup, measured=True, per_scale=per_scale)
 

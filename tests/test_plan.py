@@ -193,3 +193,9 @@ def test_calibrate_records_the_speed_the_plans_then_use(
 def test_fit_speed_recovers_a_line() -> None:
     fitted = speed.fit_speed([(1e9, 0.02 + 1e9 / 5e10), (4e9, 0.02 + 4e9 / 5e10)], startup=1.0)
     assert fitted.rate == pytest.approx(5e10) and fitted.overhead == pytest.approx(0.02)
+
+
+def test_fit_speed_through_timings_that_fall_takes_the_largest_as_all_work() -> None:
+    """A loaded machine can time the small size slower than the large one: no absurd rate from that."""
+    fitted = speed.fit_speed([(1e9, 0.5), (4e9, 0.2)], startup=1.0)
+    assert fitted.rate == pytest.approx(2e10) and fitted.overhead == 0.0
