@@ -1,4 +1,4 @@
-"""`python -m nst_core`: stylize, run-job, plan, calibrate, presets, describe, info, weights.
+"""`python -m nst_core`: stylize, run-job, plan, calibrate, presets, styles, describe, info, weights.
 
 torch loads only inside the commands that compute (stylize, run-job, info): `--help`,
 `presets`, `describe` and `weights` stay fast, and the installer calls them before torch exists.
@@ -35,6 +35,7 @@ from .options import (
     check_range,
     describe,
 )
+from .paintings import paintings_table, style_path
 from .presets import DEFAULT_PRESET, presets_table
 from .wire import Limits
 
@@ -162,7 +163,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         from .job import JobRequest, check_not_an_input, dry_run, execute
         from .output import Output
 
-        styles = tuple(Path(s) for s in args.styles)
+        styles = tuple(style_path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
         request = JobRequest(Path(args.content), styles, options, output, result_size="working", masks=masks)
@@ -237,7 +238,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         weight = None
         if args.frames:
             weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-        styles = [Path(s) for s in args.style]
+        styles = [style_path(s) for s in args.style]
         options = options_from_args(args)
         if args.ray is None:
             summary = batch.run_batch(items, styles, options, sink, watcher, missing, weight)
@@ -316,6 +317,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     print(json.dumps(describe()["presets"], indent=2) if args.json else presets_table())
+    return 0
+
+
+def cmd_styles(args: argparse.Namespace) -> int:
+    print(paintings_table())
     return 0
 
 
@@ -411,7 +417,12 @@ def build_parser() -> Parser:
 def _add_stylize_parser(commands: argparse._SubParsersAction) -> None:
     stylize = commands.add_parser("stylize", help="repaint an image in the style of others")
     stylize.add_argument("content", metavar="CONTENT", help="the image to repaint")
-    stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
+    stylize.add_argument(
+        "styles",
+        metavar="STYLE",
+        nargs="+",
+        help="one or more style images or bundled paintings' names (see `styles`)",
+    )
     stylize.add_argument("-o", "--output", required=True, metavar="OUT", help="result file (.png, .jpg, ...)")
     stylize.add_argument(
         "--style-masks",
@@ -487,7 +498,11 @@ def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
     batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
     batch.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, or folders of them")
     batch.add_argument(
-        "--style", action="append", required=True, metavar="STYLE", help="a style image (repeat for several)"
+        "--style",
+        action="append",
+        required=True,
+        metavar="STYLE",
+        help="a style image or bundled painting's name (repeat for several)",
     )
     batch.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results")
     batch.add_argument(
@@ -566,6 +581,9 @@ def _add_small_parsers(commands: argparse._SubParsersAction) -> None:
     presets = commands.add_parser("presets", help="list the presets")
     presets.add_argument("--json", action="store_true")
     presets.set_defaults(handler=cmd_presets)
+
+    styles = commands.add_parser("styles", help="list the bundled paintings a style may be named by")
+    styles.set_defaults(handler=cmd_styles)
 
     describe_cmd = commands.add_parser("describe", help="presets, defaults and ranges as JSON (front ends)")
     describe_cmd.add_argument("--json", action="store_true", help="the only format; accepted for clarity")
