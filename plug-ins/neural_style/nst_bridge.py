@@ -31,6 +31,7 @@ import nst_service
 from nst_common import EngineError, EngineNotInstalled, StylePixels
 
 DEFAULT_PRESET = "balanced"
+DEFAULT_PAINTING = "starry-night"  # nst_core.paintings.DEFAULT_PAINTING (a test holds them equal)
 WINDOWS_CREATE_NO_WINDOW = 0x08000000
 
 
@@ -85,6 +86,21 @@ def user_presets(config):
     return [(p["name"], p.get("label") or p["name"].capitalize()) for p in presets]
 
 
+def paintings(config):
+    # type: (dict) -> list
+    """[(name, title, path)] of the paintings the installed engine bundles (none before it is described)."""
+    return [(p["name"], p["title"], p["path"]) for p in engine_description(config).get("paintings") or []]
+
+
+def painting_path(config, name):
+    # type: (dict, str) -> str
+    """The file of the bundled painting `name`, or the one-line error naming the fix."""
+    path = dict((nick, path) for nick, _title, path in paintings(config)).get(name)
+    if path is None:
+        raise EngineError(UNKNOWN_PAINTING % name, nst_common.EXIT_USAGE)
+    return path
+
+
 def option_spec(config, name):
     # type: (dict, str) -> dict
     """The engine's default and limits ({"default", "min", "max"} or {"choices"}) for an option."""
@@ -107,17 +123,22 @@ CHOICE_LABELS = {
 # Before install.py has described the engine the dialogs still open (and a run says "not installed").
 FALLBACK_CHOICES = {"keep_colors": ["off"], "device": ["auto", "cuda", "mps", "cpu"]}
 UNKNOWN_RANGE = (0, 2**31 - 1)
+UNKNOWN_PAINTING = "The installed engine has no painting '%s': run install.py again, or choose a file."
 NOT_A_LAYER = "Neural Style works on layers: select one or more layers (not groups, masks or channels)."
 
 
 def choices(config, name):
     # type: (dict, str) -> tuple
-    """([(nick, label)], default nick) of a dialog choice: the quality preset, or an engine option with
+    """([(nick, label)], default nick) of a dialog choice: the quality preset, a bundled painting (a
+    placeholder before the engine is described: a run then says to install), or an engine option with
     choices (keep_colors, device). Devices this platform cannot have are left out: Apple's GPU off
     macOS, CUDA on macOS."""
     if name == "preset":
         items = user_presets(config)
         default = engine_description(config).get("default_preset")
+    elif name == "painting":
+        items = [item[:2] for item in paintings(config)] or [(DEFAULT_PAINTING, "Painting")]
+        default = engine_description(config).get("default_painting")
     else:
         spec = option_spec(config, name)
         nicks = spec.get("choices") or FALLBACK_CHOICES[name]
