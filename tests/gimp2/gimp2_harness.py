@@ -32,9 +32,11 @@ def engine_config(weights: Path | None) -> dict:
 
 PARAM_NAMES = [
     "style_from",
+    "painting",
     "style",
     "style_layer",
     "style2_from",
+    "style2_painting",
     "style2",
     "style2_layer",
     "blend",

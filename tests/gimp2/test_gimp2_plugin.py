@@ -14,6 +14,7 @@ from drive_plugin import load_plugin, new_image, plugin_args
 from gimp2_harness import PARAM_NAMES, PLUGIN, EngineSpy, call_names, channel
 
 from nst_core.options import KEEP_COLORS, LIMITS, Options
+from nst_core.paintings import PAINTINGS
 from nst_core.presets import DEFAULT_PRESET, PRESETS, USER_PRESETS
 
 # Registration
@@ -38,8 +39,10 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     }
     assert [kinds[params[name][0]] for name in PARAM_NAMES] == [
         "option",
+        "option",
         "file",
         "layer",
+        "option",
         "option",
         "file",
         "layer",
@@ -71,9 +74,14 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert params["device"][3] == 0
     assert (params["style"][3], params["style2"][3], params["blend"][3]) == ("", "", 0.5)
     assert params["frames"][2:] == ("Layers are animation frames", False)
-    # A layer menu always has a layer selected, so File (the first choice) says which one counts.
-    for name in ("style_from", "style2_from"):
-        assert params[name][3:] == (0, ["File", "Layer"])
+    # A layer menu always has a layer selected, so the source says which one counts: a painting for the
+    # first style on a first run, and the second's empty file, none.
+    assert params["style_from"][3:] == (2, ["File", "Layer", "Painting"])
+    assert params["style2_from"][3:] == (0, ["File", "Layer", "Painting"])
+    titles = [painting.title for painting in PAINTINGS.values()]
+    assert (
+        params["painting"][3:] == params["style2_painting"][3:] == (titles.index("The Starry Night"), titles)
+    )
     assert params["style_layer"][2:] == ("Style layer (instead of the file)", None)
     assert params["style2_layer"][2:] == ("Second style layer (instead of the file)", None)
     common = plugin.nst_common
@@ -145,6 +153,22 @@ def test_run_adds_the_engines_result_as_a_layer_above_the_source(plugin, gimpfu,
     fractions = [args[0] for args in gimpfu.called("gimp.progress_update")]
     assert fractions and all(0.0 <= f <= 1.0 for f in fractions) and max(fractions) > 0
     assert any("iteration" in args[0] for args in gimpfu.called("gimp_progress_set_text"))
+
+
+def test_a_bundled_painting_is_the_style_when_chosen(plugin, gimpfu, monkeypatch, style_file) -> None:
+    """Style from Painting: the engine gets the painting's file, not the file also given; the same for the
+    second style, which then takes its share."""
+    spy = EngineSpy(monkeypatch, plugin.nst_bridge)
+    image, layer = new_image(gimpfu, 24, 16, gimpfu.RGB_IMAGE, name="Photo")
+    names = list(PAINTINGS)
+    args = plugin_args(
+        style_file, style_from=2, painting=names.index("the-scream"), style2_from=2, style2_painting=2
+    )
+    plugin.neural_style(image, layer, *args)
+    assert gimpfu.messages == []
+    scream, shipwreck = str(PAINTINGS["the-scream"].path), str(PAINTINGS["shipwreck"].path)
+    assert spy.styles == [(scream, 0.5), (shipwreck, 0.5)]
+    assert image.layers[0].name == "Photo (Neural Style: the_scream + shipwreck)"
 
 
 def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkeypatch, style_file) -> None:
