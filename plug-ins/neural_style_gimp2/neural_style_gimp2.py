@@ -87,7 +87,7 @@ CONFIG = _load_config()
 def _choices(name):
     """[(nick, label)] and the default's index; a placeholder when the bridge itself is missing."""
     if name in FIXED_CHOICES:
-        return FIXED_CHOICES[name], FIXED_DEFAULTS.get(name, 0)
+        return FIXED_CHOICES[name], 0
     if nst_bridge is None:
         return [("", "Default")], 0
     items, default = nst_bridge.choices(CONFIG, name)
@@ -107,7 +107,8 @@ def _option_param(name, label):
 
 # gimpfu's layer menu cannot say "none": it lists every layer of every open image and always selects one
 # (the first), so whether a style comes from its file, its layer or a painting installed with the engine
-# is a choice of its own. File stays first, as callers knew it; a first run starts from a painting.
+# is a choice of its own. File stays first, as callers knew it; the first style's File with no file
+# given is its painting, so a first run, with nothing chosen, paints The Starry Night.
 STYLE_FROM_FILE, STYLE_FROM_LAYER, STYLE_FROM_PAINTING = "file", "layer", "painting"
 STYLE_SOURCES = [(STYLE_FROM_FILE, "File"), (STYLE_FROM_LAYER, "Layer"), (STYLE_FROM_PAINTING, "Painting")]
 FIXED_CHOICES = {
@@ -115,7 +116,6 @@ FIXED_CHOICES = {
     "style2_from": STYLE_SOURCES,
     "region": list(nst_common.REGIONS) if nst_bridge else [("whole", "Everywhere (within the selection)")],
 }
-FIXED_DEFAULTS = {"style_from": 2}  # a painting: OK works before any style is chosen
 ENGINE_CHOICES = ("preset", "keep_colors", "device")
 CHOICES = dict((name, _choices(name)) for name in tuple(FIXED_CHOICES) + ENGINE_CHOICES + ("painting",))
 CHOICES["style2_painting"] = CHOICES["painting"]
@@ -191,7 +191,7 @@ def _styles(values):
         source = _choice(from_name, values[from_name])
         if source == STYLE_FROM_LAYER:
             chosen.append(_layer_style(values[layer_name], from_name, layer_name))
-        elif source == STYLE_FROM_PAINTING:
+        elif source == STYLE_FROM_PAINTING or (from_name == "style_from" and not values[file_name]):
             chosen.append(nst_bridge.painting_path(CONFIG, _choice(painting_name, values[painting_name])))
         else:
             chosen.append(values[file_name])

@@ -74,10 +74,9 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert params["device"][3] == 0
     assert (params["style"][3], params["style2"][3], params["blend"][3]) == ("", "", 0.5)
     assert params["frames"][2:] == ("Layers are animation frames", False)
-    # A layer menu always has a layer selected, so the source says which one counts: a painting for the
-    # first style on a first run, and the second's empty file, none.
-    assert params["style_from"][3:] == (2, ["File", "Layer", "Painting"])
-    assert params["style2_from"][3:] == (0, ["File", "Layer", "Painting"])
+    # A layer menu always has a layer selected, so the source says which one counts, File first.
+    for name in ("style_from", "style2_from"):
+        assert params[name][3:] == (0, ["File", "Layer", "Painting"])
     titles = [painting.title for painting in PAINTINGS.values()]
     assert (
         params["painting"][3:] == params["style2_painting"][3:] == (titles.index("The Starry Night"), titles)
@@ -171,6 +170,18 @@ def test_a_bundled_painting_is_the_style_when_chosen(plugin, gimpfu, monkeypatch
     assert image.layers[0].name == "Photo (Neural Style: the_scream + shipwreck)"
 
 
+def test_a_dialog_left_alone_paints_the_default_painting(plugin, gimpfu, monkeypatch) -> None:
+    """A first run with nothing chosen: Style from File with no file is the painting its menu shows."""
+    spy = EngineSpy(monkeypatch, plugin.nst_bridge)
+    image, layer = new_image(gimpfu, 24, 16, gimpfu.RGB_IMAGE, name="Photo")
+    values = dict(zip(PARAM_NAMES, gimpfu.dialog_values("python-fu-neural-style"), strict=True))
+    values.update(iterations=2.0, device=2)
+    plugin.neural_style(image, layer, *values.values())
+    assert gimpfu.messages == []
+    assert spy.styles == [(str(PAINTINGS["starry-night"].path), 1.0)]
+    assert image.layers[0].name == "Photo (Neural Style: starry_night)"
+
+
 def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkeypatch, style_file) -> None:
     spy = EngineSpy(monkeypatch, plugin.nst_bridge)
     image, layer = new_image(gimpfu, 40, 30, gimpfu.GRAY_IMAGE, offsets=(3, 4))
@@ -198,11 +209,11 @@ def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkey
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"style": ""}, "No style image chosen"),
+        ({"style_from": 1, "style_layer": None}, "no layer is given"),  # no file: see the default painting
         ({"style": "/no/such/style.png"}, "not found"),
         ({"preset": 7}, "out of range"),
     ],
-    ids=["no-style", "missing-style", "bad-choice"],
+    ids=["no-style-layer", "missing-style", "bad-choice"],
 )
 def test_errors_reach_the_user_and_leave_the_image_alone(plugin, gimpfu, style_file, change, words) -> None:
     image, layer = new_image(gimpfu, 40, 30, gimpfu.RGBA_IMAGE)
