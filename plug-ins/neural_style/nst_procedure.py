@@ -29,7 +29,7 @@ STYLE_PREFIXES = ("style", "style2")  # each with -source, -painting, -file and 
 # "share" is the second style's part of the mix. The mnemonics are unique across the dialog.
 ARGUMENTS = (
     ("style-file", "file", "Style fil_e", "The picture whose style is painted in"),
-    ("style-layer", "layer", "Style _layer", "A layer of any open image as the style"),
+    ("style-layer", "layer", "Style l_ayer", "A layer of any open image as the style"),
     ("style2-file", "file", "Second style file", "A second picture, blended with the first"),
     ("style2-layer", "layer", "Second style layer", "A layer as the second style"),
     ("style2-blend", "share", "S_hare of the second", "How much of the style comes from the second picture"),
@@ -62,9 +62,9 @@ ARGUMENTS = (
         "before, and the results go to a new image that Filters > Animation > Playback plays",
     ),
     # Last, so that the arguments' places stay what they were for callers that give them in order.
-    ("style-source", "source", "_Source", "Where the style comes from: a painting, a file or a layer"),
+    ("style-source", "source", "So_urce", "Where the style comes from: a painting, a file or a layer"),
     ("style-painting", "painting", "Pai_nting", "A public-domain painting installed with the engine"),
-    ("style2-source", "source2", "Sec_ond style", "An optional second style, blended with the first"),
+    ("style2-source", "source2", "Second st_yle", "An optional second style, blended with the first"),
     ("style2-painting", "painting", "Second painting", "A bundled painting as the second style"),
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
