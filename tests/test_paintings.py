@@ -97,3 +97,15 @@ def test_the_package_carries_the_paintings(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr[-2000:]
     names = zipfile.ZipFile(source / "wheel" / made.stdout.split()[-1]).namelist()
     assert {f"nst_core/styles/{p.file}" for p in PAINTINGS.values()} <= set(names)
+
+
+def test_an_installed_engine_without_the_paintings_is_outdated(tmp_path: Path) -> None:
+    """install.py reinstalls nst_core when the installed package differs from the checkout's: its
+    paintings count, so an engine installed before them gets them."""
+    from nst_install.engine import package_files
+
+    installed = tmp_path / "nst_core"
+    shutil.copytree(REPO / "nst_core", installed, ignore=shutil.ignore_patterns("__pycache__"))
+    assert package_files(installed) == package_files(REPO / "nst_core")
+    (installed / "styles" / "shipwreck.jpg").unlink()
+    assert package_files(installed) != package_files(REPO / "nst_core")
