@@ -2,6 +2,7 @@
 
 A cancelled run stops at its next iteration and reports the one `Cancelled.` line; one that does not
 stop within a grace is ended hard, its temporary files removed, so a cancelled job never keeps the GPU.
+Stop-and-keep comes the same ways: a `stop` line on stdin, or (`keep_on_stop`) the first Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,16 +16,19 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import Cancelled
+from .events import note
 from .paths import remove_pending
+
+STOP_LINE = b"stop"  # on the engine's stdin: stop-and-keep (docs/protocol.md)
 
 
 class CancelWatcher:
     """A cancel token (`is_set()`) that watches the process's lifeline.
 
-    The plug-in keeps a pipe on our stdin and never writes to it: end of file means it closed
-    the run or died. A changed parent pid catches a parent that died while someone else holds
-    the pipe. A run that does not stop within `grace` seconds is ended hard, so a cancelled
-    job never keeps the GPU.
+    The plug-in keeps a pipe on our stdin and writes to it only the line `stop` (stop-and-keep, which
+    sets `stop`): end of file means it closed the run or died. A changed parent pid catches a parent
+    that died while someone else holds the pipe. A run that does not stop within `grace` seconds is
+    ended hard, so a cancelled job never keeps the GPU.
     """
 
     def __init__(
@@ -36,6 +40,8 @@ class CancelWatcher:
         self._grace = grace
         self._poll = poll
         self._previous_sigterm: Any = None
+        self._previous_sigint: Any = None
+        self.stop = threading.Event()  # stop-and-keep: the run ends after its iteration and keeps its picture
 
     def is_set(self) -> bool:
         return self._event.is_set()
@@ -51,9 +57,15 @@ class CancelWatcher:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
             self._previous_sigterm = None
+        if self._previous_sigint is not None:
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
-    def start(self, watch_stdin: bool, watch_parent: bool = True) -> CancelWatcher:
-        """Watch stdin's end and the parent's death where asked (a caller's lifeline), SIGTERM always."""
+    def start(
+        self, watch_stdin: bool, watch_parent: bool = True, keep_on_stop: bool = False
+    ) -> CancelWatcher:
+        """Watch stdin's end and the parent's death where asked (a caller's lifeline), SIGTERM always;
+        with `keep_on_stop` the first SIGINT (Ctrl-C) stops and keeps, the second cancels."""
         if watch_stdin:
             threading.Thread(target=self._watch_stdin, name="nst-stdin", daemon=True).start()
         if watch_parent:
@@ -62,13 +74,26 @@ class CancelWatcher:
             ).start()
         if threading.current_thread() is threading.main_thread():
             self._previous_sigterm = signal.signal(signal.SIGTERM, lambda *_: self.set())
+            if keep_on_stop:
+                self._previous_sigint = signal.signal(signal.SIGINT, self._interrupted)
         return self
+
+    def _interrupted(self, *_: Any) -> None:
+        if self.stop.is_set():
+            self.set()
+        else:
+            self.stop.set()
+            note("stopping after this iteration to write the picture so far; press Ctrl-C again to cancel")
 
     def _watch_stdin(self) -> None:
         fd = sys.stdin.fileno()
+        pending = b""
         try:
-            while os.read(fd, 65536):
-                pass
+            while chunk := os.read(fd, 65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                pending = pending[-len(STOP_LINE) - 2 :]  # a line without an end: only its tail can matter
+                if any(line.strip() == STOP_LINE for line in lines):
+                    self.stop.set()
         except OSError:
             pass
         self.set()

@@ -22,21 +22,17 @@ from .batch import FORMATS as BATCH_FORMATS
 from .cluster import DEFAULT_FRAMES_PER_TASK, DEFAULT_OVERLAP
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Sink, download_bar, error_event, make_sink
+from .option_flags import add_option_flags, option_values, options_from_args
 from .options import (
     DEVICES,
-    KEEP_COLORS,
     MODELS,
-    OPTIMIZERS,
-    POOLINGS,
-    PRECISIONS,
-    STYLE_LOSSES,
-    Options,
-    check_options,
+    SNAPSHOT_EVERY,
+    SNAPSHOT_EVERY_LIMITS,
     check_range,
     describe,
 )
 from .paintings import paintings_table, style_path
-from .presets import DEFAULT_PRESET, presets_table
+from .presets import presets_table
 from .wire import Limits
 
 
@@ -45,81 +41,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _choices(values: Sequence[str]) -> str:
-    return "{" + ",".join(values) + "}"
-
-
-# Every Options field, its flag and help. Values are checked by options.resolve, in one place,
-# so the command line and job files give the same messages.
-OPTION_FLAGS: dict[str, dict[str, Any]] = {
-    "preset": {"metavar": "NAME", "help": f"recipe to start from (default {DEFAULT_PRESET}; see `presets`)"},
-    "size": {
-        "type": int,
-        "metavar": "N",
-        "help": "longest side of the output in pixels (default: the largest, up to the content's, "
-        "that the preset's time allows on this device; see `calibrate`)",
-    },
-    "iterations": {"type": int, "metavar": "N", "help": "optimisation steps over all scales"},
-    "content_weight": {"type": float, "metavar": "W"},
-    "style_weight": {"type": float, "metavar": "W"},
-    "tv_weight": {"type": float, "metavar": "W", "help": "total-variation (smoothness) weight"},
-    "strength": {"type": float, "metavar": "F", "help": "multiplies the style weight (default 1)"},
-    "content_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu4_2 (spaces or commas)"},
-    "style_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu1_1 relu2_1 relu3_1"},
-    "style_layer_weights": {"nargs": "+", "metavar": "W", "help": "one weight per style layer"},
-    "style_loss": {"metavar": _choices(STYLE_LOSSES)},
-    "style_blend": {"nargs": "+", "metavar": "W", "help": "one blend weight per style image"},
-    "style_scale": {"type": float, "metavar": "F", "help": "style size relative to the output (brush size)"},
-    "keep_colors": {"metavar": _choices(KEEP_COLORS), "help": "keep the content's colours"},
-    "init": {"metavar": "{content,noise,PATH}", "help": "starting image"},
-    "optimizer": {"metavar": _choices(OPTIMIZERS)},
-    "learning_rate": {"type": float, "metavar": "F", "help": "step size for adam and gd"},
-    "model": {"metavar": _choices(MODELS)},
-    "pooling": {"metavar": _choices(POOLINGS)},
-    "multiscale": {"action": argparse.BooleanOptionalAction, "help": "coarse-to-fine scales"},
-    "seed": {"type": int, "metavar": "N"},
-    "device": {"metavar": _choices(DEVICES), "help": "default auto: CUDA, then MPS, then CPU"},
-    "precision": {"metavar": _choices(PRECISIONS)},
-    "weights": {"metavar": "FILE", "help": "VGG weights file (default: the installed one)"},
-    "max_memory": {"type": float, "metavar": "MIB", "help": "memory budget in MiB (default: what is free)"},
-}
-LIST_OF_FLOATS = ("style_layer_weights", "style_blend")
-
-
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("style options (default: the preset's)")
-    for name, spec in OPTION_FLAGS.items():
-        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
-
-
-def options_from_args(args: argparse.Namespace) -> Options:
-    options = Options.from_dict(option_values(args))
-    check_options(options)
-    return options
-
-
-def option_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The option flags given, by Options field name (what a job file or a service request carries)."""
-    values: dict[str, Any] = {}
-    for name in OPTION_FLAGS:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if OPTION_FLAGS[name].get("nargs"):
-            value = [item for token in value for item in token.split(",") if item]
-        if name in LIST_OF_FLOATS:
-            value = [_float(name, item) for item in value]
-        values[name] = value
-    return values
-
-
-def _float(name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"--{name.replace('_', '-')} takes numbers, not '{text}'.") from None
 
 
 # -- running a command with one-line errors --------------------------------------------------------
@@ -152,7 +73,8 @@ def _watched_sink(args: argparse.Namespace) -> tuple[Sink, Any]:
     mode = args.progress or ("bar" if sys.stderr.isatty() else "none")
     sink = make_sink(mode)
     watcher = CancelWatcher(on_abort=_abort_reporter(sink))
-    watcher.start(watch_stdin=args.watch_stdin and stdin_is_pipe(), watch_parent=args.watch_stdin)
+    keep = getattr(args, "keep_on_stop", False)
+    watcher.start(args.watch_stdin and stdin_is_pipe(), watch_parent=args.watch_stdin, keep_on_stop=keep)
     return sink, watcher
 
 
@@ -166,13 +88,18 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         styles = tuple(style_path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
-        request = JobRequest(Path(args.content), styles, options, output, result_size="working", masks=masks)
+        snapshot = None if args.snapshot is None else Output(Path(args.snapshot))
+        request = JobRequest(
+            Path(args.content), styles, options, output, "working", masks, snapshot, args.snapshot_every
+        )
+        if args.server and (args.snapshot or args.keep_on_stop):
+            raise UsageError("--snapshot and --keep-on-stop watch a run on this machine: leave out --server.")
         if not args.overwrite:
             check_not_an_input(request)
         if args.dry_run:
             _print_plan(dry_run(request), args.json, indent=2)
         elif not args.server or not _stylized_on_server(args, request, sink, watcher):
-            execute(request, sink, watcher)
+            execute(request, sink, watcher, watcher.stop)
 
     code = run_reported(sink, action)
     watcher.finish()
@@ -265,7 +192,7 @@ def cmd_run_job(args: argparse.Namespace) -> int:
 
     sink = make_sink("json")
     watcher = CancelWatcher(on_abort=_abort_reporter(sink)).start(watch_stdin=stdin_is_pipe())
-    code = run_reported(sink, lambda: execute(read_job(args.job), sink, watcher))
+    code = run_reported(sink, lambda: execute(read_job(args.job), sink, watcher, watcher.stop))
     watcher.finish()
     return code
 
@@ -445,6 +372,19 @@ def _add_stylize_parser(commands: argparse._SubParsersAction) -> None:
         "when none answers, runs here (with --weights, if given: a server uses its own)",
     )
     stylize.add_argument("--token-file", metavar="FILE", help="the file holding the servers' token")
+    stylize.add_argument("--snapshot", metavar="PATH", help="keep PATH rewritten with the picture so far")
+    stylize.add_argument(
+        "--snapshot-every",
+        type=float,
+        default=SNAPSHOT_EVERY,
+        metavar="SECONDS",
+        help="(default %(default)s)",
+    )
+    stylize.add_argument(
+        "--keep-on-stop",
+        action="store_true",
+        help="the first Ctrl-C ends the iteration under way and writes the picture so far; a second cancels",
+    )
     _add_run_flags(stylize, "the result", cmd_stylize)
 
 
@@ -560,7 +500,7 @@ def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
     plan.add_argument("--styles", type=int, default=1, metavar="N", help="how many style images (default 1)")
     plan.add_argument("--masked", action="store_true", help="the styles come with --style-masks")
     plan.add_argument("--json", action="store_true", help="the plan as JSON (for programs: docs/protocol.md)")
-    _add_option_flags(plan)
+    add_option_flags(plan)
     plan.set_defaults(handler=cmd_plan)
 
 
@@ -616,7 +556,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, result: str, handler: Callab
         help="cancel (exit 130) when stdin, a pipe, reaches its end or the parent process dies: for a "
         "program that runs this one and keeps that pipe open as its lifeline (the plug-ins do)",
     )
-    _add_option_flags(parser)
+    add_option_flags(parser)
     parser.set_defaults(handler=handler)
 
 
@@ -652,6 +592,7 @@ FLAG_LIMITS: dict[str, dict[str, tuple[float, float]]] = {
         "ray_cpus": (1, 4096),
     },
     "plan": {"styles": (1, 1000)},  # its --width and --height have their own check
+    "stylize": {"snapshot_every": SNAPSHOT_EVERY_LIMITS},
 }
 
 

@@ -56,8 +56,37 @@ def progress_event(progress: Any) -> Event:
     }
 
 
-def done_event(output: str, seconds: float) -> Event:
-    return {"event": "done", "output": str(output), "seconds": round(float(seconds), 3)}
+def done_event(output: str, seconds: float, stopped_at: int | None = None) -> Event:
+    """The run's end; `stopped_at`: the iteration (of the whole job) a stop-and-keep ended it after."""
+    event: Event = {"event": "done", "output": str(output), "seconds": round(float(seconds), 3)}
+    if stopped_at is not None:
+        event.update(stopped=True, iteration=int(stopped_at))
+    return event
+
+
+def snapshot_event(
+    path: str, shape: tuple[int, ...], fmt: str, iteration: int, fraction: float, full_size: bool
+) -> Event:
+    """A running job's current picture, complete in `path` until the next snapshot replaces it."""
+    height, width, channels = shape
+    return {
+        "event": "snapshot",
+        "path": str(path),
+        "width": int(width),
+        "height": int(height),
+        "channels": int(channels),
+        "format": fmt,
+        "full_size": bool(full_size),
+        "iteration": int(iteration),
+        "fraction": min(1.0, max(0.0, float(fraction))),
+    }
+
+
+def stopped_line(event: Event) -> str:
+    """What a person reads when a stop-and-keep ended the run."""
+    return (
+        f"Stopped after iteration {event['iteration']}: wrote {event['output']} in {event['seconds']:.1f} s"
+    )
 
 
 def error_event(error: NstError) -> Event:
@@ -95,6 +124,8 @@ class Sink:
     def _show(self, event: Event) -> None:
         if event["event"] == "error":
             print(f"error: {event['message']}", file=sys.stderr, flush=True)
+        elif event["event"] == "done" and event.get("stopped"):
+            print(stopped_line(event), file=sys.stderr, flush=True)
 
 
 class JsonLines(Sink):
@@ -122,6 +153,8 @@ class ProgressBar(Sink):
 
     def _show(self, event: Event) -> None:
         stream = self.stream or sys.stderr
+        if event["event"] == "snapshot":
+            return  # the picture is in its file: a person watches that, not the bar
         if event["event"] == "progress":
             done, status = round(event["fraction"] * self.STEPS), status_text(event)
             if self._bar is None:
@@ -168,7 +201,11 @@ def _summary(event: Event) -> str:
         about = f", about {_clock(estimate)}" if estimate is not None else ""
         return f"Stylising on {event['device']}: {sizes} px{tiled}, {event['iterations']} iterations{about}"
     if kind == "done":
-        return f"Wrote {event['output']} in {event['seconds']:.1f} s"
+        return (
+            stopped_line(event)
+            if event.get("stopped")
+            else f"Wrote {event['output']} in {event['seconds']:.1f} s"
+        )
     if kind == "item":  # a batch's picture (nst_core/batch.py)
         place = f"[{event['item']}/{event['items']}] {os.path.basename(event['input'])}"
         if event["status"] == "done":

@@ -18,16 +18,16 @@ import numpy as np
 from . import validate
 from .devices import describe_device
 from .errors import ImageError, OutputError, UsageError
-from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, start_event
+from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, snapshot_event, start_event
 from .images import image_size, load_image, to_array
 from .optimize import CancelToken, ProgressCallback
-from .options import Options, check_mask_count
-from .output import Output, check_writable, keep_depth, write_output
+from .options import SNAPSHOT_EVERY, Options, check_mask_count
+from .output import Output, check_writable, deep_output, image_format, keep_depth, write_output
 from .paths import same_file
 from .plan import Plan, make_plan
-from .run import StartCallback, stylize
+from .run import Snapshot, SnapshotCallback, StartCallback, Watch, stylize
 
-JOB_KEYS = ("version", "content", "styles", "options", "output")
+JOB_KEYS = ("version", "content", "styles", "options", "output", "snapshot")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,9 @@ class JobRequest:
     result_size: Literal["content", "working"] = "content"
     # One per style (white = that style, docs/regions.md), or None: the styles blended everywhere.
     masks: tuple[Path | RawImage, ...] | None = None
+    # Where the current picture is kept while the run goes (docs/protocol.md, "Snapshots"), or None.
+    snapshot: Output | None = None
+    snapshot_every: float = SNAPSHOT_EVERY
 
 
 # -- reading a job file ----------------------------------------------------------------------------
@@ -97,7 +100,11 @@ def parse_job(data: Any, base: Path) -> JobRequest:
     options = validate.with_style_weights(options, blend)
     content = _content(data.get("content"), base)
     output = _output(data.get("output"), base)
-    return JobRequest(content, style_paths, options, output, masks=masks if masked else None)
+    snapshot, every = _snapshot(data.get("snapshot"), base)
+    masks = masks if masked else None
+    return JobRequest(
+        content, style_paths, options, output, masks=masks, snapshot=snapshot, snapshot_every=every
+    )
 
 
 def _require(condition: bool, problem: str) -> None:
@@ -153,6 +160,16 @@ def _output(entry: Any, base: Path) -> Output:
     return Output(_file(entry.get("raw"), base, "`output.raw`"), raw_format=fmt)
 
 
+def _snapshot(entry: Any, base: Path) -> tuple[Output | None, float]:
+    """The job's `snapshot`: where (as `output`) and how often, in seconds of work."""
+    if entry is None:
+        return None, SNAPSHOT_EVERY
+    _require(isinstance(entry, dict), "`snapshot` must be an object with `path` or `raw`, and `every`")
+    every = validate.snapshot_every(entry.get("every", SNAPSHOT_EVERY), "`snapshot.every`", _require)
+    where = {k: v for k, v in entry.items() if k != "every"}
+    return _output(where, base), every
+
+
 def _with_job_paths(options: Options, base: Path) -> Options:
     """`options` with the file names it holds relative to the job file's folder."""
     if options.weights:
@@ -192,15 +209,23 @@ def load_content(content: Path | RawImage) -> np.ndarray:
 # -- running -----------------------------------------------------------------------------------------
 
 
-def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) -> Path:
+def execute(
+    request: JobRequest, sink: Sink, cancel: CancelToken | None = None, stop: CancelToken | None = None
+) -> Path:
     """Check the output first, load the inputs, stylise (`run.stylize`: the plan's usage, device and
-    weights errors first), and write the result atomically."""
+    weights errors first), and write the result atomically. Once `stop` is set the run ends after the
+    iteration under way and its picture is the result (`done` says `stopped`)."""
     started = time.perf_counter()
     check_writable(request.output)
     output = keep_depth(request.content, request.output)
+    snapshot = None
+    if request.snapshot is not None:
+        check_snapshot(request)
+        snapshot = snapshot_writer(deep_output(request.content, request.snapshot)[0], sink)
     content = load_content(request.content)
     styles = [load_content(style) for style in request.styles]
     masks = None if request.masks is None else [load_content(mask) for mask in request.masks]
+    watch = Watch(snapshot, request.snapshot_every, stop)
     result = stylize(
         content,
         styles,
@@ -210,10 +235,29 @@ def execute(request: JobRequest, sink: Sink, cancel: CancelToken | None = None) 
         on_start=start_events(sink),
         cancel=cancel,
         masks=masks,
+        watch=watch,
     )
     written = write_output(result, output)
-    sink.emit(done_event(str(written), time.perf_counter() - started))
+    stopped_at = watch.iteration if watch.stopped else None
+    sink.emit(done_event(str(written), time.perf_counter() - started, stopped_at))
     return written
+
+
+def snapshot_writer(output: Output, sink: Sink) -> SnapshotCallback:
+    """Each snapshot written to `output` atomically, then announced by its event: the file is whole
+    when a reader hears of it."""
+    fmt = output.raw_format or image_format(output.path).lower()
+
+    def write(snapshot: Snapshot) -> None:
+        written = write_output(snapshot.image, output)
+        shape = snapshot.image.shape
+        sink.emit(
+            snapshot_event(
+                str(written), shape, fmt, snapshot.iteration, snapshot.fraction, snapshot.full_size
+            )
+        )
+
+    return write
 
 
 def progress_events(sink: Sink) -> ProgressCallback:
@@ -255,6 +299,18 @@ def check_not_an_input(request: JobRequest) -> None:
             raise OutputError(
                 f"Output {request.output.path} is the {role} {path}: the result would replace it; "
                 "choose another output file, or pass --overwrite to replace it."
+            )
+
+
+def check_snapshot(request: JobRequest) -> None:
+    """A snapshot file that is the output or one of the run's pictures would be written over it."""
+    assert request.snapshot is not None
+    check_writable(request.snapshot)
+    for role, path in [("output", request.output.path), *_input_files(request)]:
+        if same_file(request.snapshot.path, path) or request.snapshot.path.resolve() == path.resolve():
+            raise OutputError(
+                f"Snapshot file {request.snapshot.path} is the {role} {path}: snapshots would replace it; "
+                "choose another snapshot file."
             )
 
 

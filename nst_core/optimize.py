@@ -24,7 +24,7 @@ from .errors import Cancelled
 from .images import fit_size, from_tensor, resize_tensor
 from .network import VGGFeatures
 from .objective import Evaluates, Objective, Terms, blended_style_targets, own_style_targets, style_statistics
-from .options import Settings
+from .options import SNAPSHOT_EVERY, Settings
 from .tiling import ScalePlan
 
 GD_STEP_FLOOR = 1e-12
@@ -32,6 +32,8 @@ FP16_LOSS_SCALE = 1024.0  # static scale so half-precision gradients inside the 
 LBFGS_HISTORY = 50  # pixel-sized vector pairs kept: part of the memory estimate (memory.py)
 LBFGS_FIRST_STEP = 0.03  # mean pixel displacement of each scale's first iteration (pixels in [0, 1])
 LBFGS_CURVATURE_FLOOR = 1e-10  # pairs with s.y at or below this take no part (torch uses the same)
+# Snapshots keep at least this many times their own cost apart: they take at most ~5% of a run's time.
+SNAPSHOT_COST_FACTOR = 20.0
 
 
 class CancelToken(Protocol):
@@ -53,6 +55,53 @@ class Progress:
 
 
 ProgressCallback = Callable[[Progress], None]
+# The current image (1 x 3 x h x w at its scale), the iterations the job has done, its fraction done, and
+# whether the picture is wanted at the output's size (else at the working size).
+TakeSnapshot = Callable[[torch.Tensor, int, float, bool], None]
+
+
+class Steering:
+    """What a front end sees and steers of a run besides progress and cancel: its current picture now
+    and then (`take`, every `every` seconds of work at the least), and stop-and-keep (`stop`: the run
+    ends after the iteration under way and keeps what it has).
+
+    A snapshot's cost (the picture made and written) is measured each time and the next one waits at
+    least SNAPSHOT_COST_FACTOR times that. The first is asked for at the output's size; when that
+    alone costs more than the spacing asked for allows, later ones come at the working size."""
+
+    def __init__(
+        self, take: TakeSnapshot | None = None, every: float = SNAPSHOT_EVERY, stop: CancelToken | None = None
+    ) -> None:
+        self.take = take
+        self.every = every
+        self.stop = stop
+        self.iterations = 0  # done in the whole job
+        self.stopped = False  # the run ended early at `stop`
+        self.full_size = True
+        self.taken = 0  # snapshots so far
+        self.seconds = 0.0  # their cost in all
+        self._due = math.inf
+
+    def begin(self) -> None:
+        """The work starts now: the first snapshot is due `every` seconds from here."""
+        self._due = time.perf_counter() + self.every
+
+    def after_step(self, image: Callable[[], torch.Tensor], fraction: float) -> bool:
+        """One more iteration done: a snapshot when one is due; True when the run is to stop here."""
+        self.iterations += 1
+        if self.take is not None and time.perf_counter() >= self._due:
+            started = time.perf_counter()
+            self.take(image(), self.iterations, fraction, self.full_size)
+            ended = time.perf_counter()
+            cost = ended - started
+            self.taken += 1
+            self.seconds += cost
+            if self.full_size and cost * SNAPSHOT_COST_FACTOR > self.every:
+                self.full_size = False
+            self._due = ended + max(self.every, cost * SNAPSHOT_COST_FACTOR)
+        if self.stop is not None and self.stop.is_set():
+            self.stopped = True
+        return self.stopped
 
 
 @dataclass
@@ -235,6 +284,7 @@ class RunContext:
     cancel: CancelToken | None = None
     temporal: Temporal | None = None
     masks: Sequence[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at the output's size
+    steering: Steering | None = None
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -269,12 +319,22 @@ def loss_scale_for(autocast_dtype: torch.dtype | None) -> float:
 
 
 def iterate(
-    ctx: RunContext, stepper: Stepper, iterations: int, on_step: Callable[[int, dict[str, float]], None]
+    ctx: RunContext,
+    stepper: Stepper,
+    iterations: int,
+    on_step: Callable[[int, dict[str, float]], None],
+    index: int | None = None,
 ) -> torch.Tensor:
-    """The step loop of every scale, whole or tiled: cancel checked before each step; the best iterate."""
+    """The step loop of every scale, whole or tiled: cancel checked before each step, stop and snapshots
+    after it; the best iterate."""
     for iteration in range(1, iterations + 1):
         ctx.check_cancel()
         on_step(iteration, stepper.step())
+        steering = ctx.steering
+        if steering is not None:
+            fraction = 0.0 if index is None else ctx.clock.fraction(index, iteration, iterations)
+            if steering.after_step(stepper.result, fraction):
+                break
     return stepper.result()
 
 
@@ -297,7 +357,7 @@ def optimize_scale(
         last = iteration == scale.iterations
         ctx.report(index, iteration, scale.iterations, parts, stepper.result() if last else None, tiles)
 
-    return iterate(ctx, stepper, scale.iterations, on_step)
+    return iterate(ctx, stepper, scale.iterations, on_step, index)
 
 
 def start_image(

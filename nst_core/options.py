@@ -24,7 +24,11 @@ POOLINGS = ("max", "avg")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What this engine can do beyond protocol version 1 as first published, for front ends to check
 # (`describe`) before they send it: an older engine ignores a job's style `mask` (docs/protocol.md).
-FEATURES = ("style_masks", "raw_styles")
+FEATURES = ("style_masks", "raw_styles", "snapshots", "stop")
+# Seconds of work between two snapshots of a running job (docs/protocol.md, "Snapshots"): the default,
+# and the range a job, the command line and the service accept.
+SNAPSHOT_EVERY = 2.0
+SNAPSHOT_EVERY_LIMITS = (0.2, 3600.0)
 
 # (min, max) for numbers; a value outside is a usage error naming the range.
 LIMITS: dict[str, tuple[float, float]] = {
@@ -288,6 +292,11 @@ def describe() -> dict[str, Any]:
         "preview": {"size": PREVIEW_SIZE, "iterations": PREVIEW_ITERATIONS},
         "paintings": describe_paintings(),
         "default_painting": DEFAULT_PAINTING,
+        "snapshot_every": {
+            "default": SNAPSHOT_EVERY,
+            "min": SNAPSHOT_EVERY_LIMITS[0],
+            "max": SNAPSHOT_EVERY_LIMITS[1],
+        },
         "options": {
             **{
                 name: {"default": getattr(defaults, name), "min": low, "max": high}

@@ -20,12 +20,47 @@ from PIL import Image
 from . import colors, devices, images, memory, network, optimize, regions
 from .errors import Cancelled
 from .optimize import RunContext
-from .options import Options, check_mask_count
+from .options import SNAPSHOT_EVERY, Options, check_mask_count
 from .plan import Output, Plan, make_plan, next_tile, tile_bytes
 from .tiling import ScalePlan
 
 ImageLike = np.ndarray | Image.Image
 StartCallback = Callable[[Plan], None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A running job's current picture, as the result would be written if the run ended now."""
+
+    image: np.ndarray  # H x W x C float32 like the result: at the output's size when `full_size`
+    iteration: int  # iterations done in the whole job
+    fraction: float  # of the job's work
+    full_size: bool  # False: at the working size, the output's upscale left out (it cost too much)
+
+
+SnapshotCallback = Callable[[Snapshot], None]
+
+
+class Watch:
+    """A front end's hold on a run beyond progress and cancel: `on_snapshot` gets the current picture
+    every `every` seconds of work at the least (never more often than a twentieth of the run's time
+    allows), and once `stop` is set the run ends after the iteration under way and keeps its picture
+    as the result. The run fills in `stopped`, `iteration` (done in the whole job), and the snapshots'
+    count and cost in seconds (`taken`, `seconds`)."""
+
+    def __init__(
+        self,
+        on_snapshot: SnapshotCallback | None = None,
+        every: float = SNAPSHOT_EVERY,
+        stop: optimize.CancelToken | None = None,
+    ) -> None:
+        self.on_snapshot = on_snapshot
+        self.every = every
+        self.stop = stop
+        self.stopped = False
+        self.iteration = 0
+        self.taken = 0
+        self.seconds = 0.0
 
 
 def stylize(
@@ -40,6 +75,7 @@ def stylize(
     device: torch.device | None = None,
     masks: Sequence[ImageLike] | None = None,
     frame: FrameStart | None = None,
+    watch: Watch | None = None,
 ) -> np.ndarray:
     """Repaint `content` in the style of `styles`: the engine's one entry, for the library and every
     front end (a job, the service's workers, batches and frames).
@@ -48,7 +84,8 @@ def stylize(
     carried out, and the result out: float32 H x W x C like the content, at `output_size` ("content",
     the default; "working": the working size; or (width, height)). `masks`, one per style (white =
     that style), paint each style in its region (regions.py); `frame` starts an animation's frame from
-    the previous one (frames.py); `device` overrides the options' (a service's worker)."""
+    the previous one (frames.py); `device` overrides the options' (a service's worker); `watch` takes
+    snapshots and stops the run early, keeping its picture (`Watch`)."""
     check_mask_count(None if masks is None else len(masks), len(styles))
     content_array = _checked(content, "content image")
     style_arrays = [_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
@@ -64,7 +101,7 @@ def stylize(
     )
     if on_start is not None:
         on_start(plan)
-    result = run_plan(plan, content_array, style_arrays, progress, cancel, frame, mask_arrays)
+    result = run_plan(plan, content_array, style_arrays, progress, cancel, frame, mask_arrays, watch)
     if cancel is not None and cancel.is_set():
         raise Cancelled()  # set during the last iteration: the caller must not take it for a result
     return result
@@ -106,9 +143,10 @@ def run_plan(
     cancel: optimize.CancelToken | None = None,
     frame: FrameStart | None = None,
     masks: Sequence[np.ndarray] | None = None,
+    watch: Watch | None = None,
 ) -> np.ndarray:
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says; `masks` (checked arrays of any
-    size, one per style, as `stylize` checks them) give each style its region."""
+    size, one per style, as `stylize` checks them) give each style its region; `watch` as `stylize`'s."""
     settings, device = plan.settings, plan.device
     if frame is not None:
         settings = replace(settings, init="image")
@@ -139,13 +177,38 @@ def run_plan(
             cancel=cancel,
             temporal=None if frame is None else _temporal(frame, device),
             masks=None if masks is None else _masks(masks, content.shape[:2], last, device),
+            steering=None if watch is None else _steering(watch, plan, rgb, alpha, content.shape[2]),
         )
+        if ctx.steering is not None:
+            ctx.steering.begin()
         result = images.from_tensor(_run_scales(ctx, plan))
+        if watch is not None and ctx.steering is not None:
+            steering = ctx.steering
+            watch.stopped, watch.iteration = steering.stopped, steering.iterations
+            watch.taken, watch.seconds = steering.taken, steering.seconds
         return _finish(result, rgb, alpha, content.shape[2], settings.keep_colors, plan.output_size)
     except Exception as exc:  # a scale's own failures are already NstErrors; this is the rest
         if not memory.is_out_of_memory(exc):
             raise
     raise memory.not_enough_memory(settings, device, last.width, last.height, last.iterations, plan.job_bytes)
+
+
+def _steering(
+    watch: Watch, plan: Plan, rgb: np.ndarray, alpha: np.ndarray | None, channels: int
+) -> optimize.Steering:
+    """The run's side of `watch`: each snapshot finished as the result would be (colours, alpha, size)."""
+    on_snapshot = watch.on_snapshot
+    last = plan.scales[-1]
+    keep_colors = plan.settings.keep_colors
+
+    def take(image: torch.Tensor, iteration: int, fraction: float, full_size: bool) -> None:
+        assert on_snapshot is not None
+        size = plan.output_size if full_size else (last.width, last.height)
+        picture = _finish(images.from_tensor(image), rgb, alpha, channels, keep_colors, size)
+        # Nothing is upscaled when the output is the working size: that snapshot is the full one.
+        on_snapshot(Snapshot(picture, iteration, fraction, full_size or size == plan.output_size))
+
+    return optimize.Steering(None if on_snapshot is None else take, watch.every, watch.stop)
 
 
 def _temporal(frame: FrameStart, device: torch.device) -> optimize.Temporal:
@@ -168,6 +231,8 @@ def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
     image = None
     for index, scale in enumerate(plan.scales):
         image = _run_scale(ctx, plan, index, scale, image)
+        if ctx.steering is not None and ctx.steering.stopped:
+            break  # a coarse scale's picture: `_finish` upscales it to the output like any other
     assert image is not None
     return image
 

@@ -36,10 +36,12 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 
 from . import wire
 from .errors import Cancelled, DeviceError, ExitCode, NstError, UsageError, describe_error
-from .events import PROTOCOL_VERSION, Event, Sink, error_event, note
+from .events import PROTOCOL_VERSION, Event, Sink, error_event, note, snapshot_event
+from .options import SNAPSHOT_EVERY
 from .paths import atomic_path
 from .wire import API, EVENTS_TYPE, Limits, WireJob
 
+PAYLOAD = "_bytes"  # an event's key, never sent, for the bytes that follow its line in the stream
 HEARTBEAT_SECONDS = 1.0  # a waiting stream writes this often: how a client that went away is noticed
 BODY_SECONDS = 600.0  # an upload that takes longer is refused: no request holds a connection forever
 STATUS = {
@@ -75,6 +77,7 @@ class ServiceJob:
     id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancel: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)  # stop-and-keep
     result: bytes = b""
     running: bool = False
     sink: Sink = field(init=False)
@@ -132,7 +135,7 @@ class Worker:
         from . import memory
         from .job import progress_events, start_events
         from .output import raw_bytes
-        from .run import stylize
+        from .run import Watch, stylize
 
         started = time.perf_counter()
         request = job.request
@@ -141,6 +144,8 @@ class Worker:
                 raise Cancelled()
             job.running = True
             options = replace(request.options, weights=str(self.weights))
+            every = request.snapshot_every
+            watch = Watch(None if every is None else snapshot_parts(job), every or SNAPSHOT_EVERY, job.stop)
             result = stylize(
                 job.content,
                 job.styles,
@@ -151,6 +156,7 @@ class Worker:
                 cancel=job.cancel,
                 device=self.device,
                 masks=job.masks,
+                watch=watch,
             )
             job.result = raw_bytes(result, request.result_format)
             height, width, channels = result.shape
@@ -163,6 +169,7 @@ class Worker:
                     "channels": channels,
                     "format": request.result_format,
                     "bytes": len(job.result),
+                    **({"stopped": True, "iteration": watch.iteration} if watch.stopped else {}),
                 }
             )
         except (Exception, KeyboardInterrupt) as exc:  # every failure ends the job with one error event
@@ -173,6 +180,26 @@ class Worker:
             job.content = job.styles = job.masks = None
             gc.collect()
             memory.release_cached(self.device)
+
+
+def snapshot_parts(job: ServiceJob) -> Callable[[Any], None]:
+    """A job's snapshots as events, each followed in the stream by its pixels in the result's format."""
+    from .output import raw_bytes
+
+    def post(snapshot: Any) -> None:
+        data = raw_bytes(snapshot.image, job.request.result_format)
+        event = snapshot_event(
+            "",
+            snapshot.image.shape,
+            job.request.result_format,
+            snapshot.iteration,
+            snapshot.fraction,
+            snapshot.full_size,
+        )
+        del event["path"]  # the pixels come in the stream, not in a file
+        job.post({**event, "bytes": len(data), PAYLOAD: data})
+
+    return post
 
 
 def worker_devices(name: str) -> list[Any]:
@@ -285,6 +312,13 @@ def make_app(service: Service) -> web.Application:
         job.cancel.set()
         return web.json_response({"job": job.id, "cancelled": True})
 
+    async def stop(request: web.Request) -> web.Response:
+        job = service.jobs.get(request.match_info["job"])
+        if job is None:
+            return _error_response(UsageError("No such job: it has finished or never existed."), 404)
+        job.stop.set()  # it ends after its iteration under way, and its picture is the result
+        return web.json_response({"job": job.id, "stopping": True})
+
     async def submit(request: web.Request) -> web.StreamResponse:
         try:
             job = await _receive(request, service)
@@ -296,6 +330,7 @@ def make_app(service: Service) -> web.Application:
     app.router.add_get(f"{API}/health", health)
     app.router.add_post(f"{API}/jobs", submit)
     app.router.add_delete(f"{API}/jobs/{{job}}", cancel)
+    app.router.add_post(f"{API}/jobs/{{job}}/stop", stop)
     return app
 
 
@@ -372,7 +407,8 @@ def _line(event: Event) -> bytes:
 
 
 async def _stream(request: web.Request, service: Service, job: ServiceJob, ahead: int) -> web.StreamResponse:
-    """The job's events as JSON lines, then its result's bytes; the client's leaving cancels the job."""
+    """The job's events as JSON lines, each snapshot's and then the result's bytes after their event's line;
+    the client's leaving cancels the job."""
     response = web.StreamResponse(headers={"Content-Type": EVENTS_TYPE, "Cache-Control": "no-store"})
     freed = False
     try:
@@ -389,7 +425,10 @@ async def _stream(request: web.Request, service: Service, job: ServiceJob, ahead
             if event["event"] == "_freed":
                 freed = True
                 continue
+            payload = event.pop(PAYLOAD, None)
             await response.write(_line(event))
+            if payload is not None:
+                await response.write(payload)
             if event["event"] == "done":
                 await response.write(job.result)
             finished = finished or event["event"] in ("done", "error")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from .options import Options, check_options
+from .options import SNAPSHOT_EVERY_LIMITS, Options, check_options
 
 # require(condition, problem): raises the caller's one-line usage error naming `problem` unless `condition`.
 Require = Callable[[bool, str], None]
@@ -60,6 +60,14 @@ def style_weight(entry: dict[str, Any], require: Require) -> float:
         isinstance(weight, (int, float)) and not isinstance(weight, bool), "a style `weight` must be a number"
     )
     return float(weight)
+
+
+def snapshot_every(value: Any, name: str, require: Require) -> float:
+    """Seconds of work between snapshots (`name`: where the request gives them), within their limits."""
+    low, high = SNAPSHOT_EVERY_LIMITS
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    require(number and low <= value <= high, f"{name} is {value!r}; use seconds from {low:g} to {high:g}")
+    return float(value)
 
 
 def check_masks(masks: Sequence[object | None], require: Require) -> bool:

@@ -22,7 +22,7 @@ API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside i
 CONTENT_TYPE = "application/x-nst-job"
 EVENTS_TYPE = "application/x-ndjson"
 HEADER_LIMIT = 64 * 1024  # the JSON header line; options and sizes need a few hundred bytes
-HEADER_KEYS = ("version", "content", "styles", "options", "result")
+HEADER_KEYS = ("version", "content", "styles", "options", "result", "snapshot_every")
 RESULT_SIZES = ("content", "working")
 # Options that would name a file on the server, or a device it was not started for: the server decides.
 SERVER_OPTIONS = ("weights",)
@@ -62,6 +62,7 @@ class WireJob:
     result_format: str
     result_size: Literal["content", "working"]
     masks: tuple[Part, ...] | None = None  # one per style, after the styles in the body
+    snapshot_every: float | None = None  # seconds of work between snapshots streamed back; None: none
 
     @property
     def parts(self) -> tuple[Part, ...]:
@@ -112,7 +113,10 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
     fmt, size = result.get("format", "u8"), result.get("size", "content")
     _require(validate.is_raw_format(fmt), f"result `format` is {fmt!r}; use u8 or float32")
     _require(size in RESULT_SIZES, f"result `size` is {size!r}; use content or working")
-    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts)
+    every = data.get("snapshot_every")
+    if every is not None:
+        every = validate.snapshot_every(every, "`snapshot_every`", _require)
+    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts, every)
     if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
         raise too_large(job.body_bytes + len(line) + 1, limits)
     return job

@@ -14,7 +14,7 @@ import pytest
 # A stand-in engine: `FAKE -m nst_core run-job JOB.json`, behaviour chosen by $FAKE_MODE.
 FAKE_ENGINE = textwrap.dedent(
     """\
-    import json, os, stat, sys, time
+    import json, os, stat, sys, threading, time
     job_path = sys.argv[4]
     job = json.load(open(job_path))
     mode = os.environ.get("FAKE_MODE", "invert")
@@ -36,14 +36,46 @@ FAKE_ENGINE = textwrap.dedent(
     if mode == "crash":
         sys.stderr.write("Traceback (most recent call last):\\nRuntimeError: boom\\n")
         sys.exit(1)
+    content = job["content"]
+    data = open(content["raw"], "rb").read()
+    stop = threading.Event()
+    def watch():  # the lifeline: `stop` keeps the picture so far, end of file cancels
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                stop.set()
+        if not stop.is_set():
+            os._exit(130)
+    threading.Thread(target=watch, daemon=True).start()
+    picture = data
+    def snapshot(k, half):  # k: the picture after iteration k; half: at the working size (width / 2)
+        global picture
+        picture = bytes((255 - b + k) % 256 for b in data)
+        snap, w, h, c = job["snapshot"], content["width"], content["height"], content["channels"]
+        pixels = picture
+        if half:
+            row = w * c
+            w, pixels = w // 2, b"".join(picture[i : i + w // 2 * c] for i in range(0, len(data), row))
+        open(snap["raw"] + ".tmp", "wb").write(pixels)
+        os.replace(snap["raw"] + ".tmp", snap["raw"])
+        emit(event="snapshot", path=snap["raw"], width=w, height=h, channels=c, format=snap["format"],
+             full_size=not half, iteration=k, fraction=k / 4)
+        time.sleep(0.3)  # the file stays until the next snapshot: time for the bridge to read it
     for i in (1, 2):
         emit(event="progress", scale=i, scales=2, iteration=2, iterations=2, fraction=i / 2,
              elapsed=1.0, eta=62.0 * (2 - i), unknown_field=1,
              loss={"total": 1.0, "content": 0.5, "style": 0.5, "tv": 0.0})
+        if "snapshot" in job:
+            snapshot(i, half=i == 1)
         if mode == "hang":
             time.sleep(600)
-    content = job["content"]
-    data = open(content["raw"], "rb").read()
+        if mode == "paint":  # paints on, a snapshot every 0.3 s, until told to stop
+            k = 2
+            while not stop.wait(0):
+                snapshot(k, half=False)
+                k += 1
+            open(job["output"]["raw"], "wb").write(picture)
+            emit(event="done", output=job["output"]["raw"], seconds=0.1, stopped=True, iteration=k - 1)
+            sys.exit(0)
     out = bytes(255 - b for b in data) if mode == "invert" else data[:-1]
     open(job["output"]["raw"], "wb").write(out)
     emit(event="done", output=job["output"]["raw"], seconds=0.1)

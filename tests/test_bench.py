@@ -211,6 +211,19 @@ def test_the_service_benchmark_times_child_runs_against_warm_served_ones(vgg19_w
     assert all(value > 0 for value in row.values())
 
 
+def test_the_snapshots_benchmark_weighs_their_cost_against_the_run_and_times_the_first(
+    vgg19_weights: Path,
+) -> None:
+    small = ["--cases", "64", "64:128", "--iterations", "3", "--every", "0.2", "--starts", "1"]
+    result = bench_json("bench.snapshots", "--weights", str(vgg19_weights), *small)
+    costs, starts = result["costs"], result["starts"]
+    assert [row["case"] for row in costs] == ["64 px", "64 px -> 128 px"]
+    for row in costs:
+        share = 100 * row["snapshots"] * row["snapshot s"] / row["run s"]
+        assert row["snapshots % of run"] == pytest.approx(share, rel=0.05, abs=0.05)
+    assert starts["first snapshot cold s"] > 0 and starts["first snapshot warm s"] > 0
+
+
 def test_the_jobs_benchmark_says_in_one_line_that_it_needs_the_test_extra(
     vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

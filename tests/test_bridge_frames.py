@@ -27,6 +27,7 @@ sys.path.insert(0, str(PLUGIN_DIR))
 import fake_engine  # noqa: E402
 import nst_bridge  # noqa: E402
 import nst_common  # noqa: E402
+import nst_tiff  # noqa: E402
 from fake_engine import child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
 from servers import pid_alive  # noqa: E402
@@ -312,7 +313,7 @@ def test_one_frame_or_a_remote_device_is_refused_before_the_engine_starts(
 def test_frame_files_are_pngs_pillow_reads_back_exactly(mode: str) -> None:
     channels = len(mode)
     data = pixels(7, 5, channels, 1)
-    image = Image.open(io.BytesIO(nst_bridge.png_bytes(data, 7, 5, channels)))
+    image = Image.open(io.BytesIO(nst_common.png_bytes(data, 7, 5, channels)))
     assert (image.mode, image.size, image.tobytes()) == (mode, (7, 5), data)
 
 
@@ -323,7 +324,7 @@ def test_results_are_read_from_the_tiffs_pillow_writes(mode, libtiff, tmp_path, 
     channels = len(mode)
     data = pixels(150, 120, channels, 2)
     Image.frombytes(mode, (150, 120), data).save(tmp_path / "r.tif")
-    assert nst_bridge.read_tiff((tmp_path / "r.tif").read_bytes()) == (data, 150, 120, channels)
+    assert nst_tiff.read_tiff((tmp_path / "r.tif").read_bytes()) == (data, 150, 120, channels)
 
 
 def test_unreadable_results_are_value_errors(tmp_path: Path) -> None:
@@ -332,7 +333,7 @@ def test_unreadable_results_are_value_errors(tmp_path: Path) -> None:
     whole = (tmp_path / "deep.tif").read_bytes()
     for blob in ((tmp_path / "packed.tif").read_bytes(), whole, b"GIF89a", whole[:12]):
         with pytest.raises(ValueError):
-            nst_bridge.read_tiff(blob)
+            nst_tiff.read_tiff(blob)
 
 
 # -- GIMP 2.10's Python, and the real engine ----------------------------------------------------------------
@@ -422,3 +423,23 @@ def test_the_real_engine_s_frames_stop_when_the_bridge_s_pipe_closes(
         engine.wait()
     assert code == 130 and json.loads(last) == {"event": "error", "message": "Cancelled.", "code": 130}
     assert os.listdir(styled) == []
+
+
+def test_each_frame_comes_as_soon_as_it_is_finished(fake_batch, style_file: str) -> None:
+    """on_frame gets frame i before any progress of frame i + 1: a plug-in can show it at once."""
+    log: list[tuple] = []
+    with nst_bridge.FramesRun(fake_batch) as run:
+        add_frames(run)
+        results = run.run(
+            [(style_file, 1.0)],
+            {},
+            lambda f, t: log.append(("progress", f)),
+            lambda index, *frame: log.append(("frame", index, frame)),
+        )
+    frames = [entry for entry in log if entry[0] == "frame"]
+    assert [(index, frame) for _kind, index, frame in frames] == list(enumerate(results))
+    for index, entry in enumerate(frames[:-1]):
+        next_work = next(
+            n for n, e in enumerate(log) if e[0] == "progress" and e[1] > (index + 1.1) / len(FRAMES)
+        )
+        assert log.index(entry) < next_work

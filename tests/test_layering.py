@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The engine's layers, top to bottom (docs/architecture.md). A module imports only from its own layer or
 # the ones below; a new module must be placed here.
 ENGINE_LAYERS: list[tuple[str, set[str]]] = [
-    ("front ends", {"__main__", "cli"}),
+    ("front ends", {"__main__", "cli", "option_flags"}),
     (
         "protocol and many runs",
         {

@@ -6,6 +6,7 @@
     python -m nst_core.bench.service    a plug-in's run, child process against the warm service
     python -m nst_core.bench.batch      one batch against separate `stylize` calls
     python -m nst_core.bench.frames     the flicker of animation frames, with and without --frames
+    python -m nst_core.bench.snapshots  what snapshots cost a run, and the time to the first one
 
 docs/performance.md and docs/batch.md have the figures.
 """

@@ -38,6 +38,7 @@ from nst_procedure import (  # noqa: E402
 
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 RW = GObject.ParamFlags.READWRITE
+NORMAL = Gimp.LayerMode.NORMAL
 
 
 def add_argument(
@@ -95,14 +96,16 @@ def stylize_layer(
     engine_config: dict,
     report: Callable[[float, str], bool],
     config: Gimp.ProcedureConfig,
+    live: "LiveLayers | None" = None,
 ) -> dict:
     """Run the engine on the selected part of `layer`, or on all of it in its region; the result and
-    where it goes."""
+    where it goes. With `live`, the result layer forms on the canvas at each snapshot."""
     masks = read_region(image, layer, config, styles)
     part = read_part(image, layer, whole=masks is not None)
     with nst_bridge.EngineRun(engine_config) as run:
         run.set_content_raw(part["pixels"], part["width"], part["height"], part["format"], part["channels"])
-        part["pixels"] = run.run(styles, options, report, masks)
+        painter = live.painter(part) if live else None
+        part["pixels"] = run.run(styles, options, report, masks, on_snapshot=painter)
     return part
 
 
@@ -170,6 +173,75 @@ def insert_result(
     layer.update(0, 0, width, height)
 
 
+class LiveLayers:
+    """The result layers forming on the canvas (On Cancel: keep the picture so far): each appears above
+    its source at its run's first snapshot and follows the snapshots, in one undo group with the rest of
+    the run. GIMP's Cancel ends the plug-in at once: what is on the canvas stays, and GIMP closes the
+    group, so one Undo removes it. A failure removes the layers."""
+
+    def __init__(self, image: Gimp.Image, styles: list) -> None:
+        self.image, self.styles, self.parts = image, styles, []
+
+    def painter(self, part: dict) -> Callable[[bytes, int, int, int, float], bool]:
+        def paint(pixels: bytes, width: int, height: int, channels: int, fraction: float) -> bool:
+            if "live" not in part:
+                self.parts.append(part)
+                part["live"] = self.new_layer(part)
+            write_pixels(part["live"], part, pixels, (width, height))
+            Gimp.displays_flush()
+            return True
+
+        return paint
+
+    def new_layer(self, part: dict) -> Gimp.Layer:
+        source = part["source"]
+        _, offset_x, offset_y = source.get_offsets()
+        kind = Gimp.ImageType.GRAYA_IMAGE if source.is_gray() else Gimp.ImageType.RGBA_IMAGE
+        name = nst_common.result_name(source.get_name(), self.styles)
+        layer = Gimp.Layer.new(
+            self.image, name, part["width"], part["height"], kind, 100.0, Gimp.LayerMode.NORMAL
+        )
+        self.image.insert_layer(layer, source.get_parent(), self.image.get_item_position(source))
+        layer.set_offsets(offset_x + part["x"], offset_y + part["y"])
+        if part.get("clip", True) and not Gimp.Selection.is_empty(self.image):  # applied at the end
+            layer.add_mask(layer.create_mask(Gimp.AddMaskType.SELECTION))
+        return layer
+
+    def finish(self, result: dict) -> bool:
+        """The final pixels into the result's live layer; False when it has none."""
+        layer = result.pop("live", None)
+        if layer is None:
+            return False
+        write_pixels(layer, result, result["pixels"], (result["width"], result["height"]))
+        if layer.get_mask() is not None:
+            layer.remove_mask(Gimp.MaskApplyMode.APPLY)
+        return True
+
+    def remove(self) -> None:
+        for part in self.parts:
+            layer = part.pop("live", None)
+            if layer is not None and layer.is_valid():
+                self.image.remove_layer(layer)
+
+
+def write_pixels(layer: Gimp.Layer, part: dict, pixels: bytes, size: tuple[int, int]) -> None:
+    """`pixels` of `size` into `layer`, scaled to it when smaller (a snapshot at the working size)."""
+    width, height, babl = part["width"], part["height"], part["babl"]
+    if size != (width, height):  # through a scratch layer: a Gegl.Buffer of our own crashes GIMP 3.2
+        scratch = Gimp.Layer.new(layer.get_image(), "scratch", size[0], size[1], layer.type(), 100.0, NORMAL)
+        small = scratch.get_buffer()
+        small.set(Gegl.Rectangle.new(0, 0, size[0], size[1]), babl, pixels)
+        small.flush()
+        pixels = scratch.get_buffer().get(
+            Gegl.Rectangle.new(0, 0, width, height), width / size[0], babl, Gegl.AbyssPolicy.CLAMP
+        )
+        scratch.delete()
+    buffer = layer.get_buffer()
+    buffer.set(Gegl.Rectangle.new(0, 0, width, height), babl, pixels)
+    buffer.flush()
+    layer.update(0, 0, width, height)
+
+
 def new_animation(image: Gimp.Image, frames: list[dict]) -> Gimp.Image:
     """A new image holding the stylised frames alone, the first at the bottom, named as their sources with
     their timing tags: Playback (and the GIF export) play an image's top-level layers, all of them, and a
@@ -215,11 +287,15 @@ def neural_style(
     ):
         return procedure.new_return_values(Gimp.PDBStatusType.CANCEL, GLib.Error())
     animate = config.get_property("frames")
+    live = None
     Gimp.progress_init("Neural style")
     try:
         styles = read_styles(config, engine_config, eight_bit=animate)
         options = read_options(config, engine_config)
         layers = check_layers(drawables)
+        if config.get_property("keep-on-cancel") and not animate:
+            live = LiveLayers(image, styles)
+            image.undo_group_start()  # GIMP ends it if Cancel ends the plug-in
         # Every layer is computed before any is inserted: a failure leaves the image untouched.
         if animate:
             check_frames(len(layers), config)
@@ -234,18 +310,25 @@ def neural_style(
                     engine_config,
                     progress_reporter(index, len(layers)),
                     config,
+                    live,
                 )
                 for index, layer in enumerate(layers)
             ]
     except nst_common.EngineError as error:
+        if live:
+            live.remove()
+            image.undo_group_end()
         return failed(procedure, run_mode, error.message)
     finally:
         Gimp.progress_end()
     if animate:
         return animation_made(procedure, run_mode, new_animation(image, results))
-    image.undo_group_start()
+    if not live:
+        image.undo_group_start()
     try:
         for result in results:
+            if live and live.finish(result):
+                continue
             source = result["source"]
             name = nst_common.result_name(source.get_name(), styles)
             insert_result(image, result, name, source.get_parent(), image.get_item_position(source))

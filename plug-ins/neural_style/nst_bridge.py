@@ -8,8 +8,8 @@ plug-in: its stdin is a pipe we never write (the engine stops at end of file), o
 gets a parent-death signal, and the plug-in kills it on SIGTERM, on cancel and at exit.
 A job goes to a server or the warm engine service first (nst_service.py) when there is one.
 
-Here also: the config install.py writes and what the dialogs offer from it, and the PNG and TIFF
-files of animation frames. What the service client needs too lies below, in nst_common.py.
+Here also: the config install.py writes and what the dialogs offer from it. What the service
+client needs too lies below, in nst_common.py; animation frames' TIFF results are read by nst_tiff.py.
 """
 
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
@@ -20,14 +20,13 @@ import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
-import zlib
 
 import nst_common
 import nst_service
+import nst_tiff
 from nst_common import EngineError, EngineNotInstalled, StylePixels
 
 DEFAULT_PRESET = "balanced"
@@ -191,7 +190,7 @@ def engine_command(config, python, job_path, folder):
 def frames_command(config, python, inputs, styles, options, output, folder):
     # type: (dict, str, list, list, dict, str, str) -> list
     """`batch --frames` for an animation's frame files, in order, into the folder `output` as TIFF (what
-    read_tiff reads), with a job's options and its styles' weights as --style-blend; --watch-stdin: the
+    nst_tiff reads), with a job's options and its styles' weights as --style-blend; --watch-stdin: the
     engine stops when the pipe on its stdin closes, as run-job does."""
     command = [python, "-m", "nst_core", "batch"] + list(inputs)
     for path, _weight in styles:
@@ -209,11 +208,16 @@ FEATURE_NEEDED = "The installed engine cannot %s: run install.py again to update
 def check_engine_features(config, styles, masks):
     # type: (dict, list, list | None) -> None
     """Refuse what the installed engine's `describe` does not list, before any job is sent."""
-    features = engine_description(config).get("features") or []
-    if masks is not None and "style_masks" not in features:
+    if masks is not None and not engine_can(config, "style_masks"):
         raise EngineError(FEATURE_NEEDED % "paint regions", nst_common.EXIT_USAGE)
-    if any(isinstance(s, StylePixels) for s, _w in styles) and "raw_styles" not in features:
+    if any(isinstance(s, StylePixels) for s, _w in styles) and not engine_can(config, "raw_styles"):
         raise EngineError(FEATURE_NEEDED % "take a layer as the style", nst_common.EXIT_USAGE)
+
+
+def engine_can(config, feature):
+    # type: (dict, str) -> bool
+    """Whether the installed engine's `describe` lists `feature` ("snapshots", "stop")."""
+    return feature in (engine_description(config).get("features") or [])
 
 
 def _checked_styles(styles):
@@ -236,88 +240,6 @@ def _checked_styles(styles):
     return styles
 
 
-# -- animation frames: image files in and out of `batch --frames`, with the standard library only ------
-
-PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA
-TIFF_BYTE_ORDERS = {b"II": "<", b"MM": ">"}
-TIFF_TYPES = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG: all that an uncompressed 8-bit file needs
-TIFF_WIDTH, TIFF_HEIGHT, TIFF_BITS, TIFF_COMPRESSION = 256, 257, 258, 259
-TIFF_STRIP_OFFSETS, TIFF_SAMPLES, TIFF_STRIP_BYTES, TIFF_PLANAR = 273, 277, 279, 284
-
-
-def png_bytes(data, width, height, channels):
-    # type: (bytes, int, int, int) -> bytes
-    """An 8-bit PNG of interleaved pixels: rows unfiltered, zlib's fastest level (it is read once)."""
-    nst_common.check_layout(data, width, height, "u8", channels)
-    data = bytes(data)
-    stride = width * channels
-    rows = b"".join(b"\x00" + data[row * stride : (row + 1) * stride] for row in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOR_TYPES[channels], 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + b"".join(
-        _png_chunk(kind, body)
-        for kind, body in ((b"IHDR", header), (b"IDAT", zlib.compress(rows, 1)), (b"IEND", b""))
-    )
-
-
-def _png_chunk(kind, body):
-    # type: (bytes, bytes) -> bytes
-    checksum = zlib.crc32(kind + body) & 0xFFFFFFFF
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", checksum)
-
-
-def read_tiff(blob):
-    # type: (bytes) -> tuple
-    """(pixels, width, height, channels) of an uncompressed 8-bit TIFF, as Pillow writes the engine's
-    results: its strips are the rows, so reading them is a copy (a PNG would need unfiltering in Python,
-    seconds a frame). ValueError for anything else."""
-    order = TIFF_BYTE_ORDERS.get(bytes(blob[:2]))
-    if order is None or len(blob) < 8 or struct.unpack(order + "H", blob[2:4])[0] != 42:
-        raise ValueError("not a TIFF file")
-    tags = _tiff_tags(blob, order, struct.unpack(order + "I", blob[4:8])[0])
-    width, height = tags[TIFF_WIDTH][0], tags[TIFF_HEIGHT][0]
-    channels = tags.get(TIFF_SAMPLES, (1,))[0]
-    if (
-        tags.get(TIFF_COMPRESSION, (1,))[0] != 1
-        or tags.get(TIFF_PLANAR, (1,))[0] != 1
-        or set(tags.get(TIFF_BITS, (1,))) != set([8])
-    ):
-        raise ValueError("not an uncompressed 8-bit TIFF")
-    size = width * height * channels
-    data = b"".join(
-        bytes(blob[start : start + count])
-        for start, count in zip(tags[TIFF_STRIP_OFFSETS], tags[TIFF_STRIP_BYTES])  # noqa: B905 (2.7: no strict)
-    )
-    if width < 1 or height < 1 or not 1 <= channels <= 4 or len(data) < size:
-        raise ValueError("a TIFF of %dx%d x %d holds %d bytes" % (width, height, channels, len(data)))
-    return data[:size], width, height, channels
-
-
-def _tiff_tags(blob, order, offset):
-    # type: (bytes, str, int) -> dict
-    """{tag: values} of the first image's directory; tags of other types are left out."""
-    try:
-        count = struct.unpack(order + "H", blob[offset : offset + 2])[0]
-        tags = {}
-        for index in range(count):
-            start = offset + 2 + 12 * index
-            tag, kind, number, value = struct.unpack(order + "HHI4s", blob[start : start + 12])
-            if kind not in TIFF_TYPES:
-                continue
-            length = struct.calcsize(order + TIFF_TYPES[kind] * number)
-            if length > 4:
-                where = struct.unpack(order + "I", value)[0]
-                value = blob[where : where + length]
-            tags[tag] = struct.unpack(order + TIFF_TYPES[kind] * number, value[:length])
-    except struct.error as exc:
-        raise ValueError("a cut TIFF directory (%s)" % exc)
-    missing = [
-        tag for tag in (TIFF_WIDTH, TIFF_HEIGHT, TIFF_STRIP_OFFSETS, TIFF_STRIP_BYTES) if tag not in tags
-    ]
-    if missing:
-        raise ValueError("a TIFF directory without tag %s" % missing[0])
-    return tags
-
-
 class EngineRun(object):
     """One engine job in a private temporary folder (a context manager: `with EngineRun(c) as r`)."""
 
@@ -330,6 +252,7 @@ class EngineRun(object):
         self.stderr_path = None  # type: str | None
         self.content_data = b""
         self.server = None  # type: str | None
+        self.on_snapshot = self.serving = None  # type: object
         self.flatpak = nst_common.in_flatpak()
         base = nst_common.runs_folder()
         nst_common.remove_stale_folders(base)
@@ -349,16 +272,14 @@ class EngineRun(object):
         # type: (bytes, int, int, str, int) -> None
         """The layer's pixels: row-major, interleaved, "u8" (0..255) or "float32" (0..1)."""
         nst_common.check_layout(data, width, height, fmt, channels)
-        path = os.path.join(self.folder, "content.raw")
-        with open(path, "wb") as handle:
-            handle.write(data)
-        self.content_data = data
+        path, self.content_data = self._write_raw("content.raw", data), data
         self.content = {"raw": path, "width": width, "height": height, "format": fmt, "channels": channels}
 
-    def run(self, styles, options, on_progress, masks=None):
-        # type: (list, dict, object, list | None) -> bytes
+    def run(self, styles, options, on_progress, masks=None, on_snapshot=None):
+        # type: (list, dict, object, list | None, object) -> bytes
         """Stylise the content; styles: [(path or StylePixels, weight)]; masks: a RegionMask per style
-        (region_masks) or None; on_progress(fraction, text) -> False cancels."""
+        (region_masks) or None; on_progress(fraction, text) -> False cancels; on_snapshot(pixels, width,
+        height, channels, fraction): the picture so far in the content's format, maybe at the working size."""
         options = dict(options)
         remote = options.get("device") == nst_common.REMOTE
         if remote:
@@ -368,6 +289,8 @@ class EngineRun(object):
             raise EngineError("No content set: call set_content_raw first (a plug-in bug).")
         styles = _checked_styles(styles)
         check_engine_features(self.config, styles, masks)
+        if engine_can(self.config, "snapshots"):
+            self.on_snapshot = on_snapshot
         served = self._run_served(styles, options, remote, on_progress, masks)
         if served is not None:
             return served
@@ -401,10 +324,15 @@ class EngineRun(object):
             return None
         layout = dict((k, self.content[k]) for k in ("width", "height", "format", "channels"))
         sent = dict((k, v) for k, v in options.items() if v is not None)
+        self.serving = server
         try:
-            data, self.started = server.run(self.content_data, layout, styles, sent, on_progress, masks)
+            data, self.started = server.run(
+                self.content_data, layout, styles, sent, on_progress, masks, self.on_snapshot
+            )
         except nst_service.Unavailable:
             return None  # it cannot run this job's device: the child process can
+        finally:
+            self.serving = None
         self.server = server.url
         return self._checked_result(data)
 
@@ -417,7 +345,6 @@ class EngineRun(object):
                 nst_common.stop_process(process, self.flatpak)
             except OSError:
                 pass
-        if process is not None:
             for stream in (process.stdin, process.stdout):
                 if stream is not None:
                     try:
@@ -456,6 +383,8 @@ class EngineRun(object):
             "options": options,
             "output": output,
         }
+        if self.on_snapshot is not None:  # how often: the engine's default
+            job["snapshot"] = {"raw": os.path.join(self.folder, "snapshot.raw"), "format": output["format"]}
         path = os.path.join(self.folder, "job.json")
         with io.open(path, "w", encoding="utf-8") as handle:
             handle.write("%s" % json.dumps(job, indent=2))
@@ -543,6 +472,8 @@ class EngineRun(object):
                     last = event
                 elif kind == "item":
                     self._item(event)
+                elif kind == "snapshot" and self.on_snapshot is not None:
+                    keep_going = self._snapshot(event)
             if keep_going is False:
                 self.close_child()
                 raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)
@@ -551,6 +482,35 @@ class EngineRun(object):
     def _item(self, event):
         # type: (dict) -> None
         """A picture of a batch is finished (a job has none)."""
+
+    def _snapshot(self, event):
+        # type: (dict) -> object
+        """The picture so far to on_snapshot; one that is not whole is passed over: the next replaces it."""
+        width, height, channels = (event.get(key) for key in ("width", "height", "channels"))
+        try:
+            with open(os.path.join(self.folder, "snapshot.raw"), "rb") as handle:
+                data = handle.read()
+            if len(data) == nst_common.layout_bytes(width, height, self.content["format"], channels):
+                return self.on_snapshot(data, width, height, channels, float(event.get("fraction", 0.0)))
+        except (IOError, OSError, TypeError, KeyError):
+            pass
+        return True
+
+    def stop(self):
+        # type: () -> bool
+        """Stop and keep: the engine ends its iteration and writes the picture so far as the result, which
+        run() returns. False when the engine cannot (not listed in its features) or nothing runs."""
+        if self.serving is not None and engine_can(self.config, "stop"):
+            self.serving.stop()
+            return True
+        if self.process is None or not engine_can(self.config, "stop"):
+            return False
+        try:
+            self.process.stdin.write(b"stop\n")
+            self.process.stdin.flush()
+        except (IOError, OSError, ValueError):
+            return False  # the child has just ended: its result comes as usual
+        return True
 
     def close_child(self):
         # type: () -> None
@@ -626,14 +586,15 @@ class FramesRun(EngineRun):
         """The next frame's 8-bit pixels (row-major, interleaved) and its layer's name, for messages."""
         path = os.path.join(self.folder, "frame-%04d.png" % len(self.frames))
         with open(path, "wb") as handle:
-            handle.write(png_bytes(data, width, height, channels))
+            handle.write(nst_common.png_bytes(data, width, height, channels))
         self.frames.append((path, channels))
         self.names[path] = nst_common.as_text(name)
 
-    def run(self, styles, options, on_progress):
-        # type: (list, dict, object) -> list
+    def run(self, styles, options, on_progress, on_frame=None):
+        # type: (list, dict, object, object) -> list
         """Stylise the frames in order; [(pixels, width, height)] of each, at the working size (the
-        caller scales them to their layers). on_progress(fraction of the animation, text) -> False cancels."""
+        caller scales them to their layers). on_progress(fraction of the animation, text) -> False cancels;
+        on_frame(index, pixels, width, height) gets each frame as soon as it is finished."""
         if options.get("device") == nst_common.REMOTE:
             raise EngineError(nst_common.FRAMES_NOT_REMOTE, nst_common.EXIT_USAGE)
         python = nst_common.engine_python(self.config)
@@ -644,6 +605,7 @@ class FramesRun(EngineRun):
             styles = self._copy_styles(styles)
         output = os.path.join(self.folder, "styled")
         os.mkdir(output)
+        self.on_frame, self.output = on_frame, output
         inputs = [path for path, _channels in self.frames]
         command = frames_command(self.config, python, inputs, styles, options, output, self.folder)
         self._run_child(python, command, on_progress)
@@ -658,12 +620,15 @@ class FramesRun(EngineRun):
             raise EngineError("Animation frames take an 8-bit style layer (a plug-in bug: read it as u8).")
         path = os.path.join(self.folder, "style-%d.png" % index)
         with open(path, "wb") as handle:
-            handle.write(png_bytes(style.data, style.width, style.height, style.channels))
+            handle.write(nst_common.png_bytes(style.data, style.width, style.height, style.channels))
         return path
 
     def _item(self, event):
         # type: (dict) -> None
         """A failed frame fails the animation: the frames after it would start from nothing."""
+        if event.get("status") == "done" and self.on_frame is not None:
+            index = int(event["item"]) - 1
+            self.on_frame(index, *self._read_frame(self.output, *self.frames[index]))
         if event.get("status") != "failed":
             return
         self.close_child()
@@ -678,7 +643,7 @@ class FramesRun(EngineRun):
         path = os.path.join(output, os.path.splitext(os.path.basename(source))[0] + ".tif")
         try:
             with open(path, "rb") as handle:
-                data, width, height, found = read_tiff(handle.read())
+                data, width, height, found = nst_tiff.read_tiff(handle.read())
         except (IOError, OSError):
             raise EngineError("The engine reported success but wrote no result: please report this bug.")
         except ValueError as exc:

@@ -23,9 +23,11 @@ import os
 import re
 import shutil
 import signal
+import struct
 import sys
 import tempfile
 import time
+import zlib
 
 try:
     import fcntl
@@ -46,6 +48,7 @@ TEMP_PREFIX = "nst-plugin-"
 LOCK_NAME = ".lock"
 STALE_UNLOCKED_SECONDS = 60  # a run folder still without its lock after this long was abandoned
 BYTES_PER_SAMPLE = {"u8": 1, "float32": 4}
+PNG_COLOR_TYPES = {1: 0, 2: 4, 3: 2, 4: 6}  # channels -> gray, gray + alpha, RGB, RGBA
 LINUX_PR_SET_PDEATHSIG = 1
 
 REMOTE = "remote"  # the Device choice that sends jobs to the config's servers (nst_service.py)
@@ -143,6 +146,26 @@ def check_layout(data, width, height, fmt, channels):
             "Pixel buffer of %d bytes does not match %dx%d %s x %d: this is a plug-in bug."
             % (len(data), width, height, fmt, channels)
         )
+
+
+def png_bytes(data, width, height, channels):
+    # type: (bytes, int, int, int) -> bytes
+    """An 8-bit PNG of interleaved pixels: rows unfiltered, zlib's fastest level (it is read once)."""
+    check_layout(data, width, height, "u8", channels)
+    data = bytes(data)
+    stride = width * channels
+    rows = b"".join(b"\x00" + data[row * stride : (row + 1) * stride] for row in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, PNG_COLOR_TYPES[channels], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        _png_chunk(kind, body)
+        for kind, body in ((b"IHDR", header), (b"IDAT", zlib.compress(rows, 1)), (b"IEND", b""))
+    )
+
+
+def _png_chunk(kind, body):
+    # type: (bytes, bytes) -> bytes
+    checksum = zlib.crc32(kind + body) & 0xFFFFFFFF
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", checksum)
 
 
 NO_STYLE = "No style image chosen: pick a picture in 'Style image'."

@@ -52,7 +52,7 @@ GROUPS = (
     ),
     ("where", "Where", ("region", "region-channel")),
     ("look", "Look", ("preset", "strength", "keep-colors", "style-scale")),
-    ("advanced", "Ad_vanced", ("size", "iterations", "seed", "device", "frames")),
+    ("advanced", "Ad_vanced", ("size", "iterations", "seed", "device", "frames", "keep-on-cancel")),
 )
 FILE_ROWS = ("style-file", "style2-file")  # not GIMP's widgets: file_chooser's
 

@@ -66,6 +66,13 @@ ARGUMENTS = (
     ("style-painting", "painting", "Pai_nting", "A public-domain painting installed with the engine"),
     ("style2-source", "source2", "Second st_yle", "An optional second style, blended with the first"),
     ("style2-painting", "painting", "Second painting", "A bundled painting as the second style"),
+    (
+        "keep-on-cancel",
+        "boolean",
+        "On Cancel: keep the picture so far",
+        "The result layer forms on the canvas while the engine works, and Cancel keeps it as it is then "
+        "(one Undo removes it); off, the layer comes at the end and Cancel changes nothing",
+    ),
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
 LAYER_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "layer"]  # one per file

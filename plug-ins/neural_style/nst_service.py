@@ -48,6 +48,9 @@ START_SECONDS = 120.0  # a cold start imports torch and reads the weights: slow 
 HEALTH_SECONDS = 3.0
 STREAM_SECONDS = 120.0  # a live server writes at least once a second
 POLL_SECONDS = 0.1
+SNAPSHOT_EVERY = (
+    2.0  # seconds of work between snapshots: nst_core.options.SNAPSHOT_EVERY (a test holds them equal)
+)
 NO_SERVER = "Neural style: no server answers, running on this machine"
 STARTING = "Neural style: starting the engine\u2026"
 WINDOWS_DETACHED = 0x00000008 | 0x00000200 | 0x08000000  # DETACHED_PROCESS, NEW_PROCESS_GROUP, NO_WINDOW
@@ -84,6 +87,8 @@ class Server(object):
                 nst_common.EXIT_USAGE,
             )
         self.parts = parts
+        self.job = None  # type: str | None
+        self.stopping = False
 
     def connect(self, timeout):
         # type: (float) -> object
@@ -128,13 +133,17 @@ class Server(object):
                 % (self.url, status)
             )
 
-    def run(self, content, layout, styles, options, on_progress, masks=None):
-        # type: (bytes, dict, list, dict, object, list | None) -> tuple
+    def run(self, content, layout, styles, options, on_progress, masks=None, on_snapshot=None):
+        # type: (bytes, dict, list, dict, object, list | None, object) -> tuple
         """Stylise raw `content` (its `layout`: width, height, format, channels) in the style of `styles`
         [(path or StylePixels, weight)], each in its RegionMask of `masks` when given. Returns (result
-        bytes in the content's layout, start event). Unavailable when the server refuses our device
+        bytes in the content's layout, start event). `on_snapshot(pixels, width, height, channels,
+        fraction)` gets the picture so far in the content's format now and then; `stop()` ends the job
+        early, keeping that picture as the result. Unavailable when the server refuses our device
         before starting; EngineError otherwise."""
-        body = _request_body(content, layout, styles, options, masks)
+        every = SNAPSHOT_EVERY if on_snapshot is not None else None
+        body = _request_body(content, layout, styles, options, masks, every)
+        self.job, self.stopping = None, False
         started = {}  # type: dict
         connection = self.connect(STREAM_SECONDS)
         try:
@@ -147,7 +156,7 @@ class Server(object):
                     if error.code == nst_common.EXIT_DEVICE:
                         raise Unavailable(error.message)
                     raise error
-                return self._follow(response, on_progress, started), started
+                return self._follow(response, on_progress, started, on_snapshot), started
             except (socket.error, httplib.HTTPException, ValueError) as exc:
                 raise EngineError(
                     "The engine service %s stopped during the job (%s): run the filter again; a stopped "
@@ -156,8 +165,8 @@ class Server(object):
         finally:
             connection.close()
 
-    def _follow(self, response, on_progress, started):
-        # type: (object, object, dict) -> bytes
+    def _follow(self, response, on_progress, started, on_snapshot=None):
+        # type: (object, object, dict, object) -> bytes
         job = None
         while True:
             line = _read_line(response)
@@ -170,7 +179,14 @@ class Server(object):
             kind = event.get("event") if isinstance(event, dict) else None
             keep_going = True
             if kind == "accepted":
-                job = event.get("job")
+                job = self.job = event.get("job")
+                if self.stopping:  # asked before the server named the job
+                    self.stop()
+            elif kind == "snapshot":
+                data = self._part(response, event)
+                if on_snapshot is not None:
+                    size = [int(event.get(k, 0)) for k in ("width", "height", "channels")]
+                    on_snapshot(data, size[0], size[1], size[2], float(event.get("fraction", 0.0)))
             elif kind == "start":
                 started.update(event)
                 keep_going = on_progress(0.0, "Neural style: starting on %s" % event.get("device", "?"))
@@ -183,14 +199,35 @@ class Server(object):
                     event.get("message") or "The server's job failed.", int(event.get("code", 1))
                 )
             elif kind == "done":
-                size = int(event.get("bytes", -1))
-                data = response.read(size)
-                if len(data) != size:
-                    raise EngineError("The engine service %s sent a short result: run it again." % self.url)
-                return data
+                return self._part(response, event)
             if keep_going is False:
                 self.cancel(job)
                 raise EngineError("Cancelled.", nst_common.EXIT_CANCELLED)
+
+    def _part(self, response, event):
+        # type: (object, dict) -> bytes
+        """The bytes that follow `event`'s line: a snapshot's or the result's."""
+        size = int(event.get("bytes", -1))
+        data = response.read(size)
+        if len(data) != size:
+            raise EngineError("The engine service %s sent a short result: run it again." % self.url)
+        return data
+
+    def stop(self):
+        # type: () -> None
+        """Stop-and-keep the job `run` is following: it ends after its iteration under way and `run`
+        returns the picture so far. Called from `run`'s callbacks or from another thread."""
+        self.stopping = True
+        if not self.job:
+            return  # sent once the server names the job
+        try:
+            connection = self.connect(HEALTH_SECONDS)
+            path = self._path("/jobs/%s/stop" % self.job)
+            connection.request(_native("POST"), path, b"", self._headers())
+            connection.getresponse().read()
+            connection.close()
+        except (socket.error, httplib.HTTPException):
+            pass  # the job has ended, or the server with it: `run` says which
 
     def cancel(self, job):
         # type: (str | None) -> None
@@ -219,8 +256,8 @@ def _read_line(response):
             return b"".join(line)
 
 
-def _request_body(content, layout, styles, options, masks=None):
-    # type: (bytes, dict, list, dict, list | None) -> bytes
+def _request_body(content, layout, styles, options, masks=None, snapshot_every=None):
+    # type: (bytes, dict, list, dict, list | None, float | None) -> bytes
     images = []  # type: list
     entries = []  # type: list
     for path, weight in styles:
@@ -251,6 +288,8 @@ def _request_body(content, layout, styles, options, masks=None):
         "options": options,
         "result": {"format": layout["format"], "size": "content"},
     }
+    if snapshot_every is not None:
+        header["snapshot_every"] = snapshot_every
     return b"".join([_bytes(json.dumps(header)), b"\n", content] + images)
 
 

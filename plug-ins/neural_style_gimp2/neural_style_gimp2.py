@@ -36,7 +36,7 @@ from gimpfu import *  # noqa: F401,F403 (gimpfu's register, main, pdb, gimp, PF_
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 BRIDGE_FILE = "nst_bridge.py"
 # What the bridge imports in turn, from beside it (the service client, the modules every side shares).
-BRIDGE_MODULES = ("nst_service.py", "nst_common.py")
+BRIDGE_MODULES = ("nst_service.py", "nst_common.py", "nst_tiff.py")
 # install.py puts the bridge, its modules and nst_config.json beside this file. Should the plug-in
 # file lie loose in plug-ins/, they live in a folder named like it, which GIMP does not
 # run as a plug-in because it holds no neural_style_gimp2.py.
@@ -145,6 +145,7 @@ PARAMS = [
     _number_param(PF_SPINNER, "seed", "Random seed", 1),
     _option_param("device", "Device"),
     (PF_TOGGLE, "frames", "Layers are animation frames", False),
+    (PF_TOGGLE, "keep_on_cancel", "On Cancel: keep the picture so far", False),
 ]
 PARAM_NAMES = [param[1] for param in PARAMS]
 LABELS = dict((param[1], param[2]) for param in PARAMS)
@@ -235,13 +236,68 @@ def _on_progress(fraction, text):
     return True  # gimpfu has no cancel button: GIMP's Cancel kills the plug-in and the bridge its child
 
 
-def _stylise_pixels(pixels, bounds, bpp, styles, options, masks=None):
+def _stylise_pixels(pixels, bounds, bpp, styles, options, masks=None, on_snapshot=None):
     """The engine's result for `pixels`, in the same layout (8-bit, `bpp` channels); `masks`, one
     RegionMask a style (nst_common.region_masks), confine the styles to their regions."""
     gimp.progress_init("Neural Style: starting the engine...")
     with nst_bridge.EngineRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
         run.set_content_raw(pixels, bounds[2], bounds[3], "u8", bpp)
-        return run.run(styles, options, _on_progress, masks)
+        return run.run(styles, options, _on_progress, masks, on_snapshot=on_snapshot)
+
+
+def _stylise_into_layer(image, drawable, pixels, bounds, bpp, styles, options, values, masks=None,
+                        masked=True):
+    """The result on a new layer above `drawable`. With "On Cancel: keep the picture so far" the layer
+    forms at each snapshot: GIMP's Cancel ends the plug-in at once, what is on the canvas stays, and
+    GIMP closes the run's undo group, so one Undo removes it. A failure removes it."""
+    name = nst_common.result_name(drawable.name, styles)
+    live = []
+
+    def paint(pixels, width, height, channels, fraction):
+        if not live:
+            pixels = _scaled(pixels, (width, height), (bounds[2], bounds[3]), channels)
+            live.append(_add_result_layer(image, drawable, pixels, bounds, name, masked=masked))
+        else:
+            _repaint(live[0], pixels, bounds, (width, height))
+        gimp.displays_flush()
+        return True
+
+    try:
+        result = _stylise_pixels(pixels, bounds, bpp, styles, options, masks,
+                                 paint if values.get("keep_on_cancel") else None)
+    except Exception:
+        for layer in live:
+            pdb.gimp_image_remove_layer(image, layer)
+        raise
+    if live:
+        _repaint(live[0], result, bounds, (bounds[2], bounds[3]))
+    else:
+        _add_result_layer(image, drawable, result, bounds, name, masked=masked)
+
+
+def _repaint(layer, pixels, bounds, size):
+    """New pixels for the live layer, scaled to it when the engine sent them at the working size."""
+    width, height = bounds[2], bounds[3]
+    pixels = _scaled(pixels, size, (width, height), layer.bpp)
+    layer.get_pixel_rgn(0, 0, width, height, True, False)[0:width, 0:height] = pixels
+    layer.flush()
+    layer.update(0, 0, width, height)
+
+
+def _scaled(pixels, size, target, bpp):
+    """Nearest-neighbour `pixels` of `size` at `target`: a glimpse of the picture so far, so the speed
+    of plain Python counts more than smoothness (each source row is built once)."""
+    (width, height), (to_width, to_height) = size, target
+    if size == target:
+        return pixels
+    columns = [column * width // to_width for column in range(to_width)]
+    rows = {}
+    for row in range(to_height):
+        source = row * height // to_height
+        if source not in rows:
+            line = pixels[source * width * bpp:(source + 1) * width * bpp]
+            rows[source] = b"".join(line[column * bpp:(column + 1) * bpp] for column in columns)
+    return b"".join(rows[row * height // to_height] for row in range(to_height))
 
 
 def _add_result_layer(image, drawable, pixels, bounds, name, place=None, size=None, masked=True):
@@ -329,16 +385,16 @@ def _stylise(image, drawable, values):
         _stylise_frames(image, drawable, styles, options)
         return
     if region_choice != nst_common.REGION_WHOLE:
-        _stylise_region(image, drawable, region_choice, styles, options)
+        _stylise_region(image, drawable, region_choice, styles, options, values)
         return
     bounds = _selection_bounds(drawable)
     x, y, width, height = bounds
     region = drawable.get_pixel_rgn(x, y, width, height, False, False)
-    result = _stylise_pixels(region[x:x + width, y:y + height], bounds, region.bpp, styles, options)
-    _add_result_layer(image, drawable, result, bounds, nst_common.result_name(drawable.name, styles))
+    _stylise_into_layer(image, drawable, region[x:x + width, y:y + height], bounds, region.bpp, styles,
+                        options, values)
 
 
-def _stylise_region(image, drawable, region, styles, options):
+def _stylise_region(image, drawable, region, styles, options, values):
     """The whole layer through the engine with the styles confined by the selection: the result covers
     the layer, unmasked, since the engine already blends the region's edge (soft where it is feathered)."""
     if not pdb.gimp_item_is_layer(drawable):
@@ -347,9 +403,8 @@ def _stylise_region(image, drawable, region, styles, options):
     width, height = drawable.width, drawable.height
     bounds = (0, 0, width, height)
     pixels = drawable.get_pixel_rgn(0, 0, width, height, False, False)
-    result = _stylise_pixels(pixels[0:width, 0:height], bounds, pixels.bpp, styles, options, masks)
-    name = nst_common.result_name(drawable.name, styles)
-    _add_result_layer(image, drawable, result, bounds, name, masked=False)
+    _stylise_into_layer(image, drawable, pixels[0:width, 0:height], bounds, pixels.bpp, styles, options,
+                        values, masks, masked=False)
 
 
 def neural_style(image, drawable, *args):

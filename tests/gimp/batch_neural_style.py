@@ -9,7 +9,8 @@ PLAN.json: {"out": folder, "config_path": the installed nst_config.json beside t
 argument value "@channel"), "style_images": {"@name": {"png", "convert", "name"}} images opened beside the
 case's (their layer is the argument value "@name"), "convert": "gray" | precision name,
 "args": {argument: value}, "engine_config": a config to use for this case only,
-"kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine child runs, or
+"kill_plugin": true to SIGKILL the plug-in, as GIMP's Cancel does, once its engine child runs (for
+"kill_after" seconds, 0.5 unless given), or
 "service" to do it once the warm engine service runs its job, "repeat_after_deleting": a file
 to delete after a first successful call with "args" on another image, before the case's own
 call, which is then Filters > Repeat's, WITH_LAST_VALS (see repeat_with_last_values)}]}.
@@ -156,15 +157,16 @@ def engine_processes():
     return found
 
 
-def kill_plugin_when_engine_runs(report):
-    """Watcher thread: SIGKILL the plug-in under a live engine, then see whether the engine dies."""
+def kill_plugin_when_engine_runs(report, after=0.5):
+    """Watcher thread: SIGKILL the plug-in `after` seconds under a live engine, then see whether the
+    engine dies."""
     end = time.monotonic() + 120
     while time.monotonic() < end and not engine_processes():
         time.sleep(0.05)
     engines = engine_processes()
     if not engines:
         return
-    time.sleep(0.5)
+    time.sleep(after)
     pid, (plugin, folder) = next(iter(engines.items()))
     report.update(engine_pid=pid, folder=folder)
     os.kill(plugin, signal.SIGKILL)
@@ -264,7 +266,8 @@ def run_case(procedure, case, plan):
         watcher = threading.Thread(target=kill_plugin_when_service_runs, args=(killed, plan), daemon=True)
         watcher.start()
     elif case.get("kill_plugin"):
-        watcher = threading.Thread(target=kill_plugin_when_engine_runs, args=(killed,), daemon=True)
+        after = case.get("kill_after", 0.5)
+        watcher = threading.Thread(target=kill_plugin_when_engine_runs, args=(killed, after), daemon=True)
         watcher.start()
     started = time.monotonic()
     try:

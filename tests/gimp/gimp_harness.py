@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_engine import FAKE_ENGINE
 from PIL import Image
 from samples import make_content_image, make_style_image
 
@@ -125,6 +126,15 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "kill_plugin": "service",
         },
         {
+            "name": "painting_kept",
+            "canvas": CANVAS,
+            "args": args | {"keep-on-cancel": True},
+            "layers": [opaque],
+            "kill_plugin": True,
+            "kill_after": 2.0,  # seconds of painting: several snapshots
+            "engine_config": painter_config(config, work),
+        },
+        {
             "name": "cancelled",
             "canvas": CANVAS,
             "args": args | {"iterations": 100000, "size": 64},
@@ -212,6 +222,18 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
 
 
 ELLIPSE = [[14, 10, 30, 20], "ellipse"]  # inside the Opaque layer (48 x 32 at 8, 6)
+
+
+def painter_config(config: dict, work: Path) -> dict:
+    """The plug-in's config for the scripted stand-in engine (tests/fake_engine.py) painting on until it
+    is stopped or killed, in the child process: snapshots every 0.3 s, each the inverted layer plus
+    the snapshot's number (the first at half the width)."""
+    painter = work / "painter"
+    setup = f"import os\nos.environ['FAKE_LOG'] = {str(work)!r}\nos.environ['FAKE_MODE'] = 'paint'\n"
+    painter.write_text(f"#!{sys.executable}\n{setup}{FAKE_ENGINE}")
+    painter.chmod(0o755)
+    engine = dict(config["engine"], features=[*config["engine"]["features"], "snapshots", "stop"])
+    return config | {"python": str(painter), "service": False, "engine": engine}
 
 
 def style_and_region_cases(inputs: dict[str, str], args: dict, opaque: dict) -> list[dict]:

@@ -86,6 +86,7 @@ def test_gimp_registered_the_installed_plugin(gimp: dict) -> None:
         "seed",
         "device",
         "frames",
+        "keep-on-cancel",
     ):
         assert argument in registration["arguments"]
     assert registration["return_values"] == ["new-image"]
@@ -210,6 +211,19 @@ def test_cancel_kills_the_engine_and_leaves_no_layer_or_files(gimp: dict) -> Non
     assert [layer["name"] for layer in result["layers"]] == result["before"]
     assert os.path.basename(killed["folder"]).startswith("nst-plugin-")
     assert gimp["manifest"]["left_behind"] == []
+
+
+def test_on_cancel_the_layer_formed_so_far_stays(gimp: dict) -> None:
+    """On Cancel: keep the picture so far, against the stand-in engine painting a snapshot every 0.3 s:
+    the result layer appeared before the run ended and followed the snapshots (it holds a later one
+    than the first, which was at half the width), and GIMP's Cancel keeps it as it was then."""
+    result = case(gimp, "painting_kept")
+    assert result["killed"]["engine_died"] and result["status"] != "success"
+    assert [layer["name"] for layer in result["layers"]] == ["Opaque" + STYLED, "Opaque"]
+    kept, source = (pixels(layer).astype(np.int64) for layer in result["layers"])
+    steps = {int(k) for k in np.unique((kept[..., :3] + source[..., :3] - 255) % 256)}
+    assert len(steps) == 1 and steps.pop() >= 2  # one snapshot whole: the inverted layer plus its number
+    print(f"GIMP kept the picture of snapshot {int((kept[0, 0, 0] + source[0, 0, 0] - 255) % 256)}")
 
 
 def test_the_second_run_uses_the_warm_engine_the_first_started(gimp: dict) -> None:

@@ -70,7 +70,7 @@ ARGUMENT_DEFAULTS = [("style_from", 0), ("painting", 0), ("style", ""), ("style_
                      ("blend", 0.5), ("region", 0),
                      ("preset", 0), ("strength", 1.0), ("keep_colors", 0), ("style_scale", 1.0),
                      ("size", 0), ("iterations", 2.0), ("seed", 0), ("device", 2),
-                     ("frames", False)]  # fmt: skip
+                     ("frames", False), ("keep_on_cancel", False)]  # fmt: skip
 
 
 def plugin_args(style, **values):
@@ -98,10 +98,10 @@ def _record_masks(bridge):
     """The region masks the plug-in hands the engine, base64 encoded, in a list filled as it runs."""
     masks, original = [], bridge.EngineRun.run
 
-    def run(engine_run, styles, options, on_progress, masks_given=None):
+    def run(engine_run, styles, options, on_progress, masks_given=None, on_snapshot=None):
         for mask in masks_given or []:
             masks.append(base64.b64encode(bytes(mask.data)).decode("ascii"))
-        return original(engine_run, styles, options, on_progress, masks_given)
+        return original(engine_run, styles, options, on_progress, masks_given, on_snapshot)
 
     bridge.EngineRun.run = run
     return masks

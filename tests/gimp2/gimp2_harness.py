@@ -17,7 +17,8 @@ PLUGIN = REPO / "plug-ins" / "neural_style_gimp2" / "neural_style_gimp2.py"
 BRIDGE = REPO / "plug-ins" / "neural_style" / "nst_bridge.py"
 SERVICE = REPO / "plug-ins" / "neural_style" / "nst_service.py"  # the bridge's client of the engine service
 COMMON = REPO / "plug-ins" / "neural_style" / "nst_common.py"  # what the bridge and the service client share
-BRIDGE_MODULES = (BRIDGE, SERVICE, COMMON)  # what install.py puts beside the plug-in
+TIFF = REPO / "plug-ins" / "neural_style" / "nst_tiff.py"  # reads the bridge's animation frame results
+BRIDGE_MODULES = (BRIDGE, SERVICE, COMMON, TIFF)  # what install.py puts beside the plug-in
 
 
 def engine_config(weights: Path | None) -> dict:
@@ -50,6 +51,7 @@ PARAM_NAMES = [
     "seed",
     "device",
     "frames",
+    "keep_on_cancel",
 ]
 
 
@@ -68,9 +70,9 @@ class EngineSpy:
             self.content = (data, width, height, fmt, channels)
             return set_content(engine_run, data, width, height, fmt, channels)
 
-        def spy_run(engine_run, styles, options, on_progress, masks=None):
+        def spy_run(engine_run, styles, options, on_progress, masks=None, on_snapshot=None):
             self.styles, self.options, self.masks = styles, options, masks
-            self.result = run(engine_run, styles, options, on_progress, masks)
+            self.result = run(engine_run, styles, options, on_progress, masks, on_snapshot)
             return self.result
 
         monkeypatch.setattr(bridge.EngineRun, "set_content_raw", spy_set_content)

@@ -57,6 +57,7 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
         "spinner",
         "option",
         "toggle",
+        "toggle",
     ]
 
     user = [PRESETS[name] for name in USER_PRESETS]
@@ -74,6 +75,7 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert params["device"][3] == 0
     assert (params["style"][3], params["style2"][3], params["blend"][3]) == ("", "", 0.5)
     assert params["frames"][2:] == ("Layers are animation frames", False)
+    assert params["keep_on_cancel"][2:] == ("On Cancel: keep the picture so far", False)
     # A layer menu always has a layer selected, so the source says which one counts, File first.
     for name in ("style_from", "style2_from"):
         assert params[name][3:] == (0, ["File", "Layer", "Painting"])
