@@ -1,4 +1,4 @@
-"""`python -m nst_core`: stylize, run-job, plan, calibrate, presets, describe, info, weights.
+"""`python -m nst_core`: stylize, run-job, plan, calibrate, presets, styles, describe, info, weights.
 
 torch loads only inside the commands that compute (stylize, run-job, info): `--help`,
 `presets`, `describe` and `weights` stay fast, and the installer calls them before torch exists.
@@ -22,22 +22,17 @@ from .batch import FORMATS as BATCH_FORMATS
 from .cluster import DEFAULT_FRAMES_PER_TASK, DEFAULT_OVERLAP
 from .errors import Cancelled, ExitCode, NstError, UsageError, describe_error
 from .events import Sink, download_bar, error_event, make_sink
+from .option_flags import add_option_flags, option_values, options_from_args
 from .options import (
     DEVICES,
-    KEEP_COLORS,
     MODELS,
-    OPTIMIZERS,
-    POOLINGS,
-    PRECISIONS,
     SNAPSHOT_EVERY,
     SNAPSHOT_EVERY_LIMITS,
-    STYLE_LOSSES,
-    Options,
-    check_options,
     check_range,
     describe,
 )
-from .presets import DEFAULT_PRESET, presets_table
+from .paintings import paintings_table, style_path
+from .presets import presets_table
 from .wire import Limits
 
 
@@ -46,87 +41,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see `{self.prog} --help`)")
-
-
-def _choices(values: Sequence[str]) -> str:
-    return "{" + ",".join(values) + "}"
-
-
-# Every Options field, its flag and help. Values are checked by options.resolve, in one place,
-# so the command line and job files give the same messages.
-OPTION_FLAGS: dict[str, dict[str, Any]] = {
-    "preset": {"metavar": "NAME", "help": f"recipe to start from (default {DEFAULT_PRESET}; see `presets`)"},
-    "size": {
-        "type": int,
-        "metavar": "N",
-        "help": "longest side of the output in pixels (default: the largest, up to the content's, "
-        "that the preset's time allows on this device; see `calibrate`)",
-    },
-    "iterations": {"type": int, "metavar": "N", "help": "optimisation steps over all scales"},
-    "content_weight": {"type": float, "metavar": "W"},
-    "style_weight": {"type": float, "metavar": "W"},
-    "tv_weight": {"type": float, "metavar": "W", "help": "total-variation (smoothness) weight"},
-    "strength": {"type": float, "metavar": "F", "help": "more or less style (default 1)"},
-    "content_target": {
-        "type": float,
-        "metavar": "E",
-        "help": "the content error the first scale aims at by choosing the style weight (the user presets: "
-        "0.5; 0: the weights as given)",
-    },
-    "content_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu4_2 (spaces or commas)"},
-    "style_layers": {"nargs": "+", "metavar": "LAYER", "help": "e.g. relu1_1 relu2_1 relu3_1"},
-    "style_layer_weights": {"nargs": "+", "metavar": "W", "help": "one weight per style layer"},
-    "style_loss": {"metavar": _choices(STYLE_LOSSES)},
-    "style_blend": {"nargs": "+", "metavar": "W", "help": "one blend weight per style image"},
-    "style_scale": {"type": float, "metavar": "F", "help": "style size relative to the output (brush size)"},
-    "keep_colors": {"metavar": _choices(KEEP_COLORS), "help": "keep the content's colours"},
-    "init": {"metavar": "{content,noise,PATH}", "help": "starting image"},
-    "optimizer": {"metavar": _choices(OPTIMIZERS)},
-    "learning_rate": {"type": float, "metavar": "F", "help": "step size for adam and gd"},
-    "model": {"metavar": _choices(MODELS)},
-    "pooling": {"metavar": _choices(POOLINGS)},
-    "multiscale": {"action": argparse.BooleanOptionalAction, "help": "coarse-to-fine scales"},
-    "seed": {"type": int, "metavar": "N"},
-    "device": {"metavar": _choices(DEVICES), "help": "default auto: CUDA, then MPS, then CPU"},
-    "precision": {"metavar": _choices(PRECISIONS)},
-    "weights": {"metavar": "FILE", "help": "VGG weights file (default: the installed one)"},
-    "max_memory": {"type": float, "metavar": "MIB", "help": "memory budget in MiB (default: what is free)"},
-}
-LIST_OF_FLOATS = ("style_layer_weights", "style_blend")
-
-
-def _add_option_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("style options (default: the preset's)")
-    for name, spec in OPTION_FLAGS.items():
-        group.add_argument("--" + name.replace("_", "-"), dest=name, default=None, **spec)
-
-
-def options_from_args(args: argparse.Namespace) -> Options:
-    options = Options.from_dict(option_values(args))
-    check_options(options)
-    return options
-
-
-def option_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The option flags given, by Options field name (what a job file or a service request carries)."""
-    values: dict[str, Any] = {}
-    for name in OPTION_FLAGS:
-        value = getattr(args, name)
-        if value is None:
-            continue
-        if OPTION_FLAGS[name].get("nargs"):
-            value = [item for token in value for item in token.split(",") if item]
-        if name in LIST_OF_FLOATS:
-            value = [_float(name, item) for item in value]
-        values[name] = value
-    return values
-
-
-def _float(name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise UsageError(f"--{name.replace('_', '-')} takes numbers, not '{text}'.") from None
 
 
 # -- running a command with one-line errors --------------------------------------------------------
@@ -171,7 +85,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         from .job import JobRequest, check_not_an_input, dry_run, execute
         from .output import Output
 
-        styles = tuple(Path(s) for s in args.styles)
+        styles = tuple(style_path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
         snapshot = None if args.snapshot is None else Output(Path(args.snapshot))
@@ -251,7 +165,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
         weight = None
         if args.frames:
             weight = DEFAULT_TEMPORAL_WEIGHT if args.temporal_weight is None else args.temporal_weight
-        styles = [Path(s) for s in args.style]
+        styles = [style_path(s) for s in args.style]
         options = options_from_args(args)
         if args.ray is None:
             summary = batch.run_batch(items, styles, options, sink, watcher, missing, weight)
@@ -330,6 +244,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     print(json.dumps(describe()["presets"], indent=2) if args.json else presets_table())
+    return 0
+
+
+def cmd_styles(args: argparse.Namespace) -> int:
+    print(paintings_table())
     return 0
 
 
@@ -425,7 +344,12 @@ def build_parser() -> Parser:
 def _add_stylize_parser(commands: argparse._SubParsersAction) -> None:
     stylize = commands.add_parser("stylize", help="repaint an image in the style of others")
     stylize.add_argument("content", metavar="CONTENT", help="the image to repaint")
-    stylize.add_argument("styles", metavar="STYLE", nargs="+", help="one or more style images")
+    stylize.add_argument(
+        "styles",
+        metavar="STYLE",
+        nargs="+",
+        help="one or more style images or bundled paintings' names (see `styles`)",
+    )
     stylize.add_argument("-o", "--output", required=True, metavar="OUT", help="result file (.png, .jpg, ...)")
     stylize.add_argument(
         "--style-masks",
@@ -514,7 +438,11 @@ def _add_batch_parser(commands: argparse._SubParsersAction) -> None:
     batch = commands.add_parser("batch", help="repaint many pictures with one engine; a rerun resumes")
     batch.add_argument("inputs", metavar="INPUT", nargs="+", help="image files, or folders of them")
     batch.add_argument(
-        "--style", action="append", required=True, metavar="STYLE", help="a style image (repeat for several)"
+        "--style",
+        action="append",
+        required=True,
+        metavar="STYLE",
+        help="a style image or bundled painting's name (repeat for several)",
     )
     batch.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for the results")
     batch.add_argument(
@@ -572,7 +500,7 @@ def _add_plan_parser(commands: argparse._SubParsersAction) -> None:
     plan.add_argument("--styles", type=int, default=1, metavar="N", help="how many style images (default 1)")
     plan.add_argument("--masked", action="store_true", help="the styles come with --style-masks")
     plan.add_argument("--json", action="store_true", help="the plan as JSON (for programs: docs/protocol.md)")
-    _add_option_flags(plan)
+    add_option_flags(plan)
     plan.set_defaults(handler=cmd_plan)
 
 
@@ -593,6 +521,9 @@ def _add_small_parsers(commands: argparse._SubParsersAction) -> None:
     presets = commands.add_parser("presets", help="list the presets")
     presets.add_argument("--json", action="store_true")
     presets.set_defaults(handler=cmd_presets)
+
+    styles = commands.add_parser("styles", help="list the bundled paintings a style may be named by")
+    styles.set_defaults(handler=cmd_styles)
 
     describe_cmd = commands.add_parser("describe", help="presets, defaults and ranges as JSON (front ends)")
     describe_cmd.add_argument("--json", action="store_true", help="the only format; accepted for clarity")
@@ -625,7 +556,7 @@ def _add_run_flags(parser: argparse.ArgumentParser, result: str, handler: Callab
         help="cancel (exit 130) when stdin, a pipe, reaches its end or the parent process dies: for a "
         "program that runs this one and keeps that pipe open as its lifeline (the plug-ins do)",
     )
-    _add_option_flags(parser)
+    add_option_flags(parser)
     parser.set_defaults(handler=handler)
 
 

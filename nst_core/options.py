@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from .errors import UsageError
+from .paintings import DEFAULT_PAINTING, describe_paintings
 from .presets import DEFAULT_PRESET, PRESETS, PREVIEW_ITERATIONS, PREVIEW_SIZE, USER_PRESETS, Preset
 from .readable import number
 
@@ -298,6 +299,8 @@ def describe() -> dict[str, Any]:
         ],
         "user_presets": list(USER_PRESETS),
         "preview": {"size": PREVIEW_SIZE, "iterations": PREVIEW_ITERATIONS},
+        "paintings": describe_paintings(),
+        "default_painting": DEFAULT_PAINTING,
         "snapshot_every": {
             "default": SNAPSHOT_EVERY,
             "min": SNAPSHOT_EVERY_LIMITS[0],

@@ -90,9 +90,11 @@ def probe_python(python: Path) -> dict | None:
 
 
 def package_files(folder: Path) -> dict[str, bytes]:
+    """The package's sources and its data (the bundled paintings): an engine lacking either is outdated."""
+    files = [*folder.rglob("*.py"), *folder.glob("styles/*")]
     return {
         path.relative_to(folder).as_posix(): path.read_bytes()
-        for path in sorted(folder.rglob("*.py"))
+        for path in sorted(files)
         if "__pycache__" not in path.parts
     }
 

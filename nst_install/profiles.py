@@ -36,6 +36,7 @@ PLUGIN_LAYOUTS = {
             "neural_style/nst_bridge.py",
             "neural_style/nst_service.py",
             "neural_style/nst_common.py",
+            "neural_style/nst_tiff.py",
         ),
     ),
 }

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "install.py"
 BRIDGE = REPO / "plug-ins/neural_style/nst_bridge.py"
 # What the GIMP 2.10 plug-in takes from the GIMP 3 one's folder: the bridge and the modules it imports.
-BRIDGE_MODULES = ("nst_bridge.py", "nst_service.py", "nst_common.py")
+BRIDGE_MODULES = ("nst_bridge.py", "nst_service.py", "nst_common.py", "nst_tiff.py")
 MANIFEST = "install-manifest.json"
 CLEARED_ENV = (
     "XDG_CONFIG_HOME",

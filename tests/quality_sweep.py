@@ -34,8 +34,8 @@ from skimage import data
 from nst_core import run
 from nst_core.images import fit_size, resize
 from nst_core.options import Options
+from nst_core.paintings import FOLDER as PAINTINGS
 
-PAINTINGS = Path(__file__).parent / "data" / "paintings"
 PHOTOS = ("chelsea", "astronaut", "coffee", "rocket", "camera")
 
 

@@ -31,6 +31,7 @@ from interpreters import python27  # noqa: E402
 from servers import pid_alive, wait_until  # noqa: E402
 
 from nst_core.options import describe  # noqa: E402
+from nst_core.paintings import DEFAULT_PAINTING, PAINTINGS  # noqa: E402
 
 
 def test_run_returns_result_and_forwards_progress(fake_engine: dict, style_file: str, tmp_path: Path) -> None:
@@ -257,6 +258,25 @@ def test_dialog_choices_come_from_the_engine(monkeypatch: pytest.MonkeyPatch) ->
     assert nst_bridge.choices({}, "keep_colors") == ([("off", "Off")], "off")
     assert nst_bridge.choices({}, "preset") == ([("balanced", "Balanced")], "balanced")
     assert [nick for nick, _ in nst_bridge.choices({}, "device")[0]] == ["auto", "mps", "cpu"]
+
+
+def test_the_bundled_paintings_come_from_the_engine_description() -> None:
+    config = {"engine": describe()}
+    assert nst_bridge.choices(config, "painting") == (
+        [(p.name, p.title) for p in PAINTINGS.values()],
+        nst_bridge.DEFAULT_PAINTING,
+    )
+    assert nst_bridge.DEFAULT_PAINTING == DEFAULT_PAINTING  # the plug-ins cannot import nst_core
+    assert nst_bridge.painting_path(config, "shipwreck") == str(PAINTINGS["shipwreck"].path)
+    with pytest.raises(nst_common.EngineError) as error:
+        nst_bridge.painting_path(config, "mona-lisa")
+    assert error.value.message == (
+        "The installed engine has no painting 'mona-lisa': run install.py again, or choose a file."
+    )
+    # Before install.py described the engine: a placeholder, and a run says to install.
+    assert nst_bridge.choices({}, "painting") == ([("starry-night", "Painting")], "starry-night")
+    with pytest.raises(nst_common.EngineError, match="run install.py again"):
+        nst_bridge.painting_path({}, "starry-night")
 
 
 def test_numbers_and_what_zero_means() -> None:

@@ -27,6 +27,7 @@ sys.path.insert(0, str(PLUGIN_DIR))
 import fake_engine  # noqa: E402
 import nst_bridge  # noqa: E402
 import nst_common  # noqa: E402
+import nst_tiff  # noqa: E402
 from fake_engine import child_record  # noqa: E402
 from interpreters import python27  # noqa: E402
 from servers import pid_alive  # noqa: E402
@@ -323,7 +324,7 @@ def test_results_are_read_from_the_tiffs_pillow_writes(mode, libtiff, tmp_path, 
     channels = len(mode)
     data = pixels(150, 120, channels, 2)
     Image.frombytes(mode, (150, 120), data).save(tmp_path / "r.tif")
-    assert nst_bridge.read_tiff((tmp_path / "r.tif").read_bytes()) == (data, 150, 120, channels)
+    assert nst_tiff.read_tiff((tmp_path / "r.tif").read_bytes()) == (data, 150, 120, channels)
 
 
 def test_unreadable_results_are_value_errors(tmp_path: Path) -> None:
@@ -332,7 +333,7 @@ def test_unreadable_results_are_value_errors(tmp_path: Path) -> None:
     whole = (tmp_path / "deep.tif").read_bytes()
     for blob in ((tmp_path / "packed.tif").read_bytes(), whole, b"GIF89a", whole[:12]):
         with pytest.raises(ValueError):
-            nst_bridge.read_tiff(blob)
+            nst_tiff.read_tiff(blob)
 
 
 # -- GIMP 2.10's Python, and the real engine ----------------------------------------------------------------

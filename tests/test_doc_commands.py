@@ -33,6 +33,7 @@ from servers import Served, start_server, stop_server
 
 from nst_core.cli import build_parser
 from nst_core.errors import UsageError
+from nst_core.paintings import PAINTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = (REPO / "README.md", *sorted((REPO / "docs").glob("*.md")))
@@ -300,7 +301,8 @@ def prepare_engine(argv: list[str], args: argparse.Namespace, place: Place) -> t
     if args.command == "stylize":
         picture(place.path(args.content))
         for index, style in enumerate(args.styles):
-            picture(place.path(style), index, style=True)
+            if style not in PAINTINGS:  # a bundled painting's name: the engine has the file
+                picture(place.path(style), index, style=True)
         for index, name in enumerate(args.style_masks or ()):
             mask(place.path(name), index, len(args.style_masks))
         if not args.dry_run:
@@ -312,7 +314,8 @@ def prepare_engine(argv: list[str], args: argparse.Namespace, place: Place) -> t
             else:
                 picture(place.path(name))
         for index, style in enumerate(args.style):
-            picture(place.path(style), index, style=True)
+            if style not in PAINTINGS:
+                picture(place.path(style), index, style=True)
         argv, expected = tiny(argv), [place.path(args.output)]
     elif args.command == "run-job":
         expected = [make_job(place.path(args.job))]

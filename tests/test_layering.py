@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 # The engine's layers, top to bottom (docs/architecture.md). A module imports only from its own layer or
 # the ones below; a new module must be placed here.
 ENGINE_LAYERS: list[tuple[str, set[str]]] = [
-    ("front ends", {"__main__", "cli"}),
+    ("front ends", {"__main__", "cli", "option_flags"}),
     (
         "protocol and many runs",
         {
@@ -40,13 +40,24 @@ ENGINE_LAYERS: list[tuple[str, set[str]]] = [
     ),
     (
         "base",
-        {"__init__", "options", "validate", "presets", "readable", "errors", "events", "paths", "devices"},
+        {
+            "__init__",
+            "options",
+            "validate",
+            "presets",
+            "paintings",
+            "readable",
+            "errors",
+            "events",
+            "paths",
+            "devices",
+        },
     ),
 ]
 
 # Modules that stay importable without torch or numpy, with all they import: what the plug-ins, the
 # installer and the CLI's --help stand on.
-TORCH_FREE_ENGINE = {"options", "validate", "presets", "readable", "errors", "events", "paths"}
+TORCH_FREE_ENGINE = {"options", "validate", "presets", "paintings", "readable", "errors", "events", "paths"}
 HEAVY = {"torch", "torchvision", "numpy", "PIL"}
 
 

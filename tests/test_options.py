@@ -7,7 +7,7 @@ from dataclasses import fields
 
 import pytest
 
-from nst_core import cli
+from nst_core import cli, option_flags
 from nst_core.errors import UsageError
 from nst_core.options import LIMITS, Options, describe, resolve
 from nst_core.presets import PRESETS
@@ -15,15 +15,15 @@ from nst_core.presets import PRESETS
 
 def parse(*flags: str) -> Options:
     args = cli.build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", *flags])
-    return cli.options_from_args(args)
+    return option_flags.options_from_args(args)
 
 
 def test_every_option_has_a_flag(capsys: pytest.CaptureFixture[str]) -> None:
-    assert set(cli.OPTION_FLAGS) == {f.name for f in fields(Options)}
+    assert set(option_flags.OPTION_FLAGS) == {f.name for f in fields(Options)}
     with pytest.raises(SystemExit):
         cli.main(["stylize", "--help"])
     help_text = capsys.readouterr().out
-    for name in cli.OPTION_FLAGS:
+    for name in option_flags.OPTION_FLAGS:
         assert "--" + name.replace("_", "-") in help_text
 
 

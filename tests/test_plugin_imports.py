@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 PLUGINS = REPO / "plug-ins"
 # Lowest first: a module imports only the plug-in modules of the layers below its own.
 LAYERS = (
-    ("nst_common",),
+    ("nst_common", "nst_tiff"),
     ("nst_service",),
     ("nst_bridge",),
     ("nst_estimate", "nst_preview"),
@@ -24,7 +24,8 @@ LAYERS = (
     ("neural_style", "neural_style_gimp2"),
 )
 LAYER = {name: index for index, names in enumerate(LAYERS) for name in names}
-GIMP2_SHARED = ("nst_common", "nst_service", "nst_bridge")  # what GIMP 2.10's Python 2.7 loads too
+# What GIMP 2.10's Python 2.7 loads too.
+GIMP2_SHARED = ("nst_common", "nst_tiff", "nst_service", "nst_bridge")
 PY2_STDLIB = ("httplib", "urlparse")  # Python 3's http.client and urllib.parse, as Python 2.7 names them
 MAX_LINES = 700
 SOURCES = sorted(PLUGINS.glob("*/*.py"))

@@ -15,8 +15,7 @@ from skimage import data
 from nst_core import cli, run
 from nst_core.images import load_image, resize
 from nst_core.options import Options
-
-PAINTINGS = Path(__file__).parent / "data" / "paintings"
+from nst_core.paintings import PAINTINGS
 
 
 def test_the_cat_in_the_starry_night_keeps_its_face_and_takes_the_paintings_strokes(
@@ -38,7 +37,7 @@ def test_the_cat_in_the_starry_night_keeps_its_face_and_takes_the_paintings_stro
     every pair: the astronaut x The Starry Night (0.79, 0.46) has lost her face to the eye. The bounds
     refuse strength 0.02 (style ratio 0.95) and strength 10 (content ratio 0.89, edges 0.34).
     """
-    content, style = tmp_path / "chelsea.png", PAINTINGS / "starry_night.jpg"
+    content, style = tmp_path / "chelsea.png", PAINTINGS["starry-night"].path
     Image.fromarray(data.chelsea()).save(content)
     result = tmp_path / "result.png"
     args = [content, style, "-o", result, "--preset", "fast", "--size", "128", "--model", "vgg16"]

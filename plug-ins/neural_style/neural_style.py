@@ -26,6 +26,9 @@ from nst_dialog import show_dialog  # noqa: E402
 from nst_procedure import (  # noqa: E402
     ARGUMENTS,
     PROC_NAME,
+    SECOND_SOURCES,
+    SOURCE_FILE,
+    STYLE_SOURCES,
     check_layers,
     read_options,
     read_part,
@@ -54,23 +57,35 @@ def add_argument(
         procedure.add_layer_argument(name, label, blurb, True, RW)
     elif kind == "channel":
         procedure.add_channel_argument(name, label, blurb, True, RW)
-    elif kind == "region":
-        choice = Gimp.Choice.new()
-        for index, (nick, text) in enumerate(nst_common.REGIONS):
-            choice.add(nick, index, text, "")
-        procedure.add_choice_argument(name, label, blurb, choice, nst_common.REGION_WHOLE, RW)
-    elif kind == "choice":
-        items, default = nst_bridge.choices(config, option)
-        choice = Gimp.Choice.new()
-        for index, (nick, text) in enumerate(items):
-            choice.add(nick, index, text, "")
-        procedure.add_choice_argument(name, label, blurb, choice, default, RW)
+    elif kind in FIXED_CHOICES:
+        add_choice_argument(procedure, name, label, blurb, *FIXED_CHOICES[kind])
+    elif kind in ("choice", "painting"):
+        items, default = nst_bridge.choices(config, "painting" if kind == "painting" else option)
+        add_choice_argument(procedure, name, label, blurb, items, default)
     else:
         low, high, default = nst_bridge.number_range(config, option)
         if kind == "int":
             procedure.add_int_argument(name, label, blurb, int(low), int(high), int(default), RW)
         else:
             procedure.add_double_argument(name, label, blurb, float(low), float(high), float(default), RW)
+
+
+# The choices the plug-in makes itself: (items, default). A source's default keeps older callers'
+# meaning (see nst_procedure.STYLE_SOURCES); the dialog shows a painting when no style is given yet.
+FIXED_CHOICES = {
+    "region": (nst_common.REGIONS, nst_common.REGION_WHOLE),
+    "source": (STYLE_SOURCES, SOURCE_FILE),
+    "source2": (SECOND_SOURCES, SOURCE_FILE),
+}
+
+
+def add_choice_argument(
+    procedure: Gimp.Procedure, name: str, label: str, blurb: str, items: tuple, default: str
+) -> None:
+    choice = Gimp.Choice.new()
+    for index, (nick, text) in enumerate(items):
+        choice.add(nick, index, text, "")
+    procedure.add_choice_argument(name, label, blurb, choice, default, RW)
 
 
 def stylize_layer(
@@ -275,7 +290,8 @@ def neural_style(
     live = None
     Gimp.progress_init("Neural style")
     try:
-        styles, options = read_styles(config, eight_bit=animate), read_options(config, engine_config)
+        styles = read_styles(config, engine_config, eight_bit=animate)
+        options = read_options(config, engine_config)
         layers = check_layers(drawables)
         if config.get_property("keep-on-cancel") and not animate:
             live = LiveLayers(image, styles)

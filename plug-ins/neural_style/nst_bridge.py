@@ -8,8 +8,8 @@ plug-in: its stdin is a pipe we never write (the engine stops at end of file), o
 gets a parent-death signal, and the plug-in kills it on SIGTERM, on cancel and at exit.
 A job goes to a server or the warm engine service first (nst_service.py) when there is one.
 
-Here also: the config install.py writes and what the dialogs offer from it, and the TIFF
-files of animation frames. What the service client needs too lies below, in nst_common.py.
+Here also: the config install.py writes and what the dialogs offer from it. What the service
+client needs too lies below, in nst_common.py; animation frames' TIFF results are read by nst_tiff.py.
 """
 
 # ruff: noqa: UP004, UP008, UP010, UP020, UP024, UP025, UP031, UP032, B904
@@ -20,16 +20,17 @@ import io
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
 
 import nst_common
 import nst_service
+import nst_tiff
 from nst_common import EngineError, EngineNotInstalled, StylePixels
 
 DEFAULT_PRESET = "balanced"
+DEFAULT_PAINTING = "starry-night"  # nst_core.paintings.DEFAULT_PAINTING (a test holds them equal)
 WINDOWS_CREATE_NO_WINDOW = 0x08000000
 
 
@@ -84,6 +85,21 @@ def user_presets(config):
     return [(p["name"], p.get("label") or p["name"].capitalize()) for p in presets]
 
 
+def paintings(config):
+    # type: (dict) -> list
+    """[(name, title, path)] of the paintings the installed engine bundles (none before it is described)."""
+    return [(p["name"], p["title"], p["path"]) for p in engine_description(config).get("paintings") or []]
+
+
+def painting_path(config, name):
+    # type: (dict, str) -> str
+    """The file of the bundled painting `name`, or the one-line error naming the fix."""
+    path = dict((nick, path) for nick, _title, path in paintings(config)).get(name)
+    if path is None:
+        raise EngineError(UNKNOWN_PAINTING % name, nst_common.EXIT_USAGE)
+    return path
+
+
 def option_spec(config, name):
     # type: (dict, str) -> dict
     """The engine's default and limits ({"default", "min", "max"} or {"choices"}) for an option."""
@@ -106,17 +122,22 @@ CHOICE_LABELS = {
 # Before install.py has described the engine the dialogs still open (and a run says "not installed").
 FALLBACK_CHOICES = {"keep_colors": ["off"], "device": ["auto", "cuda", "mps", "cpu"]}
 UNKNOWN_RANGE = (0, 2**31 - 1)
+UNKNOWN_PAINTING = "The installed engine has no painting '%s': run install.py again, or choose a file."
 NOT_A_LAYER = "Neural Style works on layers: select one or more layers (not groups, masks or channels)."
 
 
 def choices(config, name):
     # type: (dict, str) -> tuple
-    """([(nick, label)], default nick) of a dialog choice: the quality preset, or an engine option with
+    """([(nick, label)], default nick) of a dialog choice: the quality preset, a bundled painting (a
+    placeholder before the engine is described: a run then says to install), or an engine option with
     choices (keep_colors, device). Devices this platform cannot have are left out: Apple's GPU off
     macOS, CUDA on macOS."""
     if name == "preset":
         items = user_presets(config)
         default = engine_description(config).get("default_preset")
+    elif name == "painting":
+        items = [item[:2] for item in paintings(config)] or [(DEFAULT_PAINTING, "Painting")]
+        default = engine_description(config).get("default_painting")
     else:
         spec = option_spec(config, name)
         nicks = spec.get("choices") or FALLBACK_CHOICES[name]
@@ -169,7 +190,7 @@ def engine_command(config, python, job_path, folder):
 def frames_command(config, python, inputs, styles, options, output, folder):
     # type: (dict, str, list, list, dict, str, str) -> list
     """`batch --frames` for an animation's frame files, in order, into the folder `output` as TIFF (what
-    read_tiff reads), with a job's options and its styles' weights as --style-blend; --watch-stdin: the
+    nst_tiff reads), with a job's options and its styles' weights as --style-blend; --watch-stdin: the
     engine stops when the pipe on its stdin closes, as run-job does."""
     command = [python, "-m", "nst_core", "batch"] + list(inputs)
     for path, _weight in styles:
@@ -217,67 +238,6 @@ def _checked_styles(styles):
                 "Style image %s not found: choose an existing image file." % path, nst_common.EXIT_BAD_IMAGE
             )
     return styles
-
-
-# -- animation frames: image files in and out of `batch --frames`, with the standard library only ------
-
-TIFF_BYTE_ORDERS = {b"II": "<", b"MM": ">"}
-TIFF_TYPES = {1: "B", 3: "H", 4: "I"}  # BYTE, SHORT, LONG: all that an uncompressed 8-bit file needs
-TIFF_WIDTH, TIFF_HEIGHT, TIFF_BITS, TIFF_COMPRESSION = 256, 257, 258, 259
-TIFF_STRIP_OFFSETS, TIFF_SAMPLES, TIFF_STRIP_BYTES, TIFF_PLANAR = 273, 277, 279, 284
-
-
-def read_tiff(blob):
-    # type: (bytes) -> tuple
-    """(pixels, width, height, channels) of an uncompressed 8-bit TIFF, as Pillow writes the engine's
-    results: its strips are the rows, so reading them is a copy (a PNG would need unfiltering in Python,
-    seconds a frame). ValueError for anything else."""
-    order = TIFF_BYTE_ORDERS.get(bytes(blob[:2]))
-    if order is None or len(blob) < 8 or struct.unpack(order + "H", blob[2:4])[0] != 42:
-        raise ValueError("not a TIFF file")
-    tags = _tiff_tags(blob, order, struct.unpack(order + "I", blob[4:8])[0])
-    width, height = tags[TIFF_WIDTH][0], tags[TIFF_HEIGHT][0]
-    channels = tags.get(TIFF_SAMPLES, (1,))[0]
-    if (
-        tags.get(TIFF_COMPRESSION, (1,))[0] != 1
-        or tags.get(TIFF_PLANAR, (1,))[0] != 1
-        or set(tags.get(TIFF_BITS, (1,))) != set([8])
-    ):
-        raise ValueError("not an uncompressed 8-bit TIFF")
-    size = width * height * channels
-    data = b"".join(
-        bytes(blob[start : start + count])
-        for start, count in zip(tags[TIFF_STRIP_OFFSETS], tags[TIFF_STRIP_BYTES])  # noqa: B905 (2.7: no strict)
-    )
-    if width < 1 or height < 1 or not 1 <= channels <= 4 or len(data) < size:
-        raise ValueError("a TIFF of %dx%d x %d holds %d bytes" % (width, height, channels, len(data)))
-    return data[:size], width, height, channels
-
-
-def _tiff_tags(blob, order, offset):
-    # type: (bytes, str, int) -> dict
-    """{tag: values} of the first image's directory; tags of other types are left out."""
-    try:
-        count = struct.unpack(order + "H", blob[offset : offset + 2])[0]
-        tags = {}
-        for index in range(count):
-            start = offset + 2 + 12 * index
-            tag, kind, number, value = struct.unpack(order + "HHI4s", blob[start : start + 12])
-            if kind not in TIFF_TYPES:
-                continue
-            length = struct.calcsize(order + TIFF_TYPES[kind] * number)
-            if length > 4:
-                where = struct.unpack(order + "I", value)[0]
-                value = blob[where : where + length]
-            tags[tag] = struct.unpack(order + TIFF_TYPES[kind] * number, value[:length])
-    except struct.error as exc:
-        raise ValueError("a cut TIFF directory (%s)" % exc)
-    missing = [
-        tag for tag in (TIFF_WIDTH, TIFF_HEIGHT, TIFF_STRIP_OFFSETS, TIFF_STRIP_BYTES) if tag not in tags
-    ]
-    if missing:
-        raise ValueError("a TIFF directory without tag %s" % missing[0])
-    return tags
 
 
 class EngineRun(object):
@@ -705,7 +665,7 @@ class FramesRun(EngineRun):
         path = os.path.join(output, os.path.splitext(os.path.basename(source))[0] + ".tif")
         try:
             with open(path, "rb") as handle:
-                data, width, height, found = read_tiff(handle.read())
+                data, width, height, found = nst_tiff.read_tiff(handle.read())
         except (IOError, OSError):
             raise EngineError("The engine reported success but wrote no result: please report this bug.")
         except ValueError as exc:

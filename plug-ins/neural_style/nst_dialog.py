@@ -2,6 +2,7 @@
 files' choosers, the time estimate (nst_estimate.py) and the preview (nst_preview.py) beside them.
 """
 
+import json
 import os
 import sys
 from collections.abc import Callable
@@ -16,16 +17,44 @@ import nst_preview  # noqa: E402
 from gi.repository import Gegl, Gimp, Gio, GLib, GObject  # noqa: E402
 from nst_procedure import (  # noqa: E402
     CHOICE_ARGUMENTS,
-    FILE_ARGUMENTS,
-    LAYER_ARGUMENTS,
     PROC_NAME,
+    SOURCE_FILE,
+    SOURCE_LAYER,
+    SOURCE_NONE,
+    SOURCE_PAINTING,
+    STYLE_PREFIXES,
     check_layers,
     has_region,
     read_options,
     read_region,
     read_styles,
     region_part,
+    style_count,
 )
+
+# The dialog's groups, as GIMP's own filters group theirs: (id, title, rows), each row an argument. The
+# style's rows show the one source chosen (follow_sources); Advanced starts closed.
+GROUPS = (
+    (
+        "style",
+        "Style",
+        (
+            "style-source",
+            "style-painting",
+            "style-file",
+            "style-layer",
+            "style2-source",
+            "style2-painting",
+            "style2-file",
+            "style2-layer",
+            "style2-blend",
+        ),
+    ),
+    ("where", "Where", ("region", "region-channel")),
+    ("look", "Look", ("preset", "strength", "keep-colors", "style-scale")),
+    ("advanced", "Ad_vanced", ("size", "iterations", "seed", "device", "frames", "keep-on-cancel")),
+)
+FILE_ROWS = ("style-file", "style2-file")  # not GIMP's widgets: file_chooser's
 
 
 def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
@@ -44,7 +73,16 @@ def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
 
 
 # The settings the time estimate depends on: a change re-estimates it (debounced, see EstimateRefresh).
-ESTIMATE_PROPERTIES = ("preset", "size", "iterations", "device", "style2-file", "style2-layer", "region")
+ESTIMATE_PROPERTIES = (
+    "preset",
+    "size",
+    "iterations",
+    "device",
+    "style2-source",
+    "style2-file",
+    "style2-layer",
+    "region",
+)
 
 
 def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: list) -> list[str]:
@@ -53,20 +91,46 @@ def estimate_command(config: Gimp.ProcedureConfig, engine_config: dict, layers: 
     layer = check_layers(layers)[0]
     masked = has_region(config)
     _x, _y, width, height = region_part(layer, masked)
-    styles = 2 if config.get_property("style2-file") or config.get_property("style2-layer") else 1
+    styles = style_count(config)
     options = read_options(config, engine_config)
     return nst_estimate.plan_command(engine_config, width, height, styles, options, masked)
 
 
-def one_style_source(config: Gimp.ProcedureConfig) -> None:
-    """A style is a file or a layer: choosing one clears the other, so the dialog shows what is used."""
+def start_sources(config: Gimp.ProcedureConfig) -> None:
+    """A style given neither as a file nor as a layer shows as what it means: the first style a painting
+    (so that OK works on first use), the second none."""
+    for prefix, empty in zip(STYLE_PREFIXES, (SOURCE_PAINTING, SOURCE_NONE), strict=True):
+        given = config.get_property(prefix + "-file") or config.get_property(prefix + "-layer")
+        if config.get_property(prefix + "-source") in (SOURCE_FILE, SOURCE_LAYER) and not given:
+            config.set_property(prefix + "-source", empty)
 
-    def clear(chosen: str, other: str) -> Callable:
-        return lambda config, _spec: config.get_property(chosen) and config.set_property(other, None)
 
-    for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
-        config.connect("notify::" + file_name, clear(file_name, layer_name))
-        config.connect("notify::" + layer_name, clear(layer_name, file_name))
+def keep_chosen_sources(config: Gimp.ProcedureConfig) -> None:
+    """On OK: a file and a layer both given read as the layer (nst_procedure.read_style), so the one the
+    source does not name is cleared, and the run uses what the dialog showed."""
+    for prefix in STYLE_PREFIXES:
+        source = config.get_property(prefix + "-source")
+        if source == SOURCE_FILE:
+            config.set_property(prefix + "-layer", None)
+        elif source == SOURCE_LAYER:
+            config.set_property(prefix + "-file", None)
+
+
+def follow_sources(config: Gimp.ProcedureConfig, rows: dict) -> None:
+    """Each style shows the row of its source only (and the second's share when there is one), and the
+    region's channel only with a region: rows hidden rather than greyed keep the dialog short."""
+
+    def update(*_ignored: object) -> None:
+        for prefix in STYLE_PREFIXES:
+            source = config.get_property(prefix + "-source")
+            for kind in (SOURCE_PAINTING, SOURCE_FILE, SOURCE_LAYER):
+                rows[f"{prefix}-{kind}"].set_visible(source == kind)
+        rows["style2-blend"].set_visible(config.get_property("style2-source") != SOURCE_NONE)
+        rows["region-channel"].set_visible(has_region(config))
+
+    for name in ("style-source", "style2-source", "region"):
+        config.connect("notify::" + name, update)
+    update()
 
 
 PREVIEW_DELAY_MS = 800  # after a first preview, settings that stop changing this long are previewed again
@@ -76,7 +140,7 @@ PREVIEW_HINT = "Preview: the settings on a small copy of the layer."
 def preview_job(image: Gimp.Image, layers: list, config: Gimp.ProcedureConfig, engine_config: dict):
     """A small copy of the first layer (its selected part, or all of it in a region) and what runs on it."""
     layer = check_layers(layers)[0]
-    styles = read_styles(config, longest=2 * nst_preview.preview_settings(engine_config)[0])
+    styles = read_styles(config, engine_config, longest=2 * nst_preview.preview_settings(engine_config)[0])
     options = read_options(config, engine_config)
     if options.get("device") == nst_common.REMOTE:
         options.pop("device")  # a preview is computed here: a server's queue is no place for a quick look
@@ -226,6 +290,40 @@ def estimate_label(config: Gimp.ProcedureConfig, engine_config: dict, layers: li
     return label, refresh
 
 
+def fill_groups(dialog: object, config: Gimp.ProcedureConfig) -> dict:
+    """GROUPS in the dialog: a frame each, Advanced an expander (closed: GTK's default); {row: widget}."""
+    rows = {}
+    for group, title, names in GROUPS:
+        box = dialog.fill_box(group + "-rows", [name for name in names if name not in FILE_ROWS])
+        for place, name in enumerate(names):
+            if name in FILE_ROWS:
+                rows[name] = file_chooser(config, name)
+                box.pack_start(rows[name], False, False, 0)
+                box.reorder_child(rows[name], place)
+            else:
+                rows[name] = dialog.get_widget(name, GObject.TYPE_NONE)
+        label = dialog.get_label(group + "-title", title, False, True)
+        if group == "advanced":
+            label.set_mnemonic_widget(dialog.fill_expander(group, group + "-title", False, group + "-rows"))
+        else:
+            dialog.fill_frame(group, group + "-title", False, group + "-rows")
+    dialog.fill([group for group, _title, _names in GROUPS])
+    return rows
+
+
+def report_layout(dialog: object, rows: dict) -> None:
+    """For the dialog's tests (NST_DEBUG=1): each group's shown rows, and whether Advanced is open."""
+    if os.environ.get("NST_DEBUG") != "1":
+        return
+    layout = {}
+    for group, _title, names in GROUPS:
+        container = dialog.get_widget(group, GObject.TYPE_NONE)
+        shown = [name for name in names if rows[name].get_visible() and rows[name].is_ancestor(container)]
+        layout[group] = shown
+    layout["advanced-open"] = dialog.get_widget("advanced", GObject.TYPE_NONE).get_expanded()
+    print("neural-style dialog: " + json.dumps(layout), file=sys.stderr, flush=True)
+
+
 def beside(content: object, right: object) -> None:
     """Everything in the dialog's `content` box in a column on the left, `right` beside it: the preview
     goes next to the controls, not under them, so the dialog fits a laptop's screen."""
@@ -261,15 +359,11 @@ def show_dialog(
     # the dialog taller than a laptop's screen; asked for before fill(), the combo is what fill() packs.
     for name in CHOICE_ARGUMENTS:
         dialog.get_widget(name, Gtk.ComboBox)
-    # The styles come first, what the user must choose: each one's file, then its layer instead.
-    names = [p.name for p in procedure.get_arguments()[3:] if p.name not in FILE_ARGUMENTS]
-    dialog.fill(LAYER_ARGUMENTS + [name for name in names if name not in LAYER_ARGUMENTS])
+    start_sources(config)
+    rows = fill_groups(dialog, config)
+    follow_sources(config, rows)
+    dialog.connect("map", lambda *_ignored: report_layout(dialog, rows))
     content = dialog.get_content_area()
-    for index, name in enumerate(FILE_ARGUMENTS):
-        chooser = file_chooser(config, name)
-        content.pack_start(chooser, False, False, 0)
-        content.reorder_child(chooser, 2 * index)
-    one_style_source(config)
     # Under the controls: the time the current settings take, and their preview, before OK.
     label, refresh = estimate_label(config, engine_config, drawables)
     content.pack_start(label, False, False, 0)
@@ -277,6 +371,8 @@ def show_dialog(
     beside(content, preview.box)
     refresh.changed()
     accepted = dialog.run()
+    if accepted:
+        keep_chosen_sources(config)
     preview.close()
     refresh.close()
     dialog.destroy()

@@ -14,14 +14,25 @@ from gi.repository import Gegl, Gimp  # noqa: E402
 
 PROC_NAME = "python-fu-neural-style"
 U8_PRECISIONS = (Gimp.Precision.U8_LINEAR, Gimp.Precision.U8_NON_LINEAR, Gimp.Precision.U8_PERCEPTUAL)
+# Where a style comes from. "file" covers a layer too, as before there was a choice: the layer when one
+# is given, else the file; so callers that set only style-file or style-layer keep working (the dialog
+# clears the one not chosen). The second style's "file" with neither given means none.
+SOURCE_NONE, SOURCE_PAINTING, SOURCE_FILE, SOURCE_LAYER = "none", "painting", "file", "layer"
+STYLE_SOURCES = (
+    (SOURCE_PAINTING, "A painting that comes with the plug-in"),
+    (SOURCE_FILE, "An image file"),
+    (SOURCE_LAYER, "A layer of an open image"),
+)
+SECOND_SOURCES = ((SOURCE_NONE, "None"), *STYLE_SOURCES)
+STYLE_PREFIXES = ("style", "style2")  # each with -source, -painting, -file and -layer
 # (name, kind, label, blurb). Ranges, defaults and choices come from the engine through the bridge;
-# "share" is the second style's part of the mix.
+# "share" is the second style's part of the mix. The mnemonics are unique across the dialog.
 ARGUMENTS = (
-    ("style-file", "file", "St_yle image", "The picture whose style is painted in"),
-    ("style-layer", "layer", "Style layer (instead of the file)", "A layer of any open image as the style"),
-    ("style2-file", "file", "Second style _image (optional)", "A second picture, blended with the first"),
-    ("style2-layer", "layer", "Second style layer (optional)", "A layer as the second style"),
-    ("style2-blend", "share", "Second style shar_e", "How much of the style comes from the second picture"),
+    ("style-file", "file", "Style fil_e", "The picture whose style is painted in"),
+    ("style-layer", "layer", "Style l_ayer", "A layer of any open image as the style"),
+    ("style2-file", "file", "Second style file", "A second picture, blended with the first"),
+    ("style2-layer", "layer", "Second style layer", "A layer as the second style"),
+    ("style2-blend", "share", "S_hare of the second", "How much of the style comes from the second picture"),
     (
         "region",
         "region",
@@ -38,9 +49,9 @@ ARGUMENTS = (
     ("preset", "choice", "_Quality", "Quality preset: more time gives a finer result"),
     ("strength", "double", "Style s_trength", "Multiplies the style weight: higher paints more style"),
     ("keep-colors", "choice", "_Keep original colours", "The layer's colours, the style's texture only"),
-    ("style-scale", "double", "Style sc_ale", "Size of the style's brush strokes relative to the picture"),
+    ("style-scale", "double", "_Brush size", "Size of the style's brush strokes relative to the picture"),
     ("size", "int", "_Working size (0 = auto)", "Longest side, in pixels, the style is computed at"),
-    ("iterations", "int", "Iteratio_ns (0 = preset's)", "Optimisation steps in all"),
+    ("iterations", "int", "_Iterations (0 = preset's)", "Optimisation steps in all"),
     ("seed", "int", "Rando_m seed", "Same seed, same result"),
     ("device", "choice", "_Device", "Where the engine runs"),
     (
@@ -50,6 +61,11 @@ ARGUMENTS = (
         "The selected layers are an animation's frames, bottom layer first: each starts from the one "
         "before, and the results go to a new image that Filters > Animation > Playback plays",
     ),
+    # Last, so that the arguments' places stay what they were for callers that give them in order.
+    ("style-source", "source", "So_urce", "Where the style comes from: a painting, a file or a layer"),
+    ("style-painting", "painting", "Pai_nting", "A public-domain painting installed with the engine"),
+    ("style2-source", "source2", "Second st_yle", "An optional second style, blended with the first"),
+    ("style2-painting", "painting", "Second painting", "A bundled painting as the second style"),
     (
         "keep-on-cancel",
         "boolean",
@@ -60,17 +76,40 @@ ARGUMENTS = (
 )
 FILE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "file"]
 LAYER_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind == "layer"]  # one per file
-CHOICE_ARGUMENTS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "region")]
+CHOICE_ARGUMENTS = [
+    name
+    for name, kind, _label, _blurb in ARGUMENTS
+    if kind in ("choice", "region", "source", "source2", "painting")
+]
 ENGINE_OPTIONS = [name for name, kind, _label, _blurb in ARGUMENTS if kind in ("choice", "int", "double")]
 
 
-def read_styles(config: Gimp.ProcedureConfig, eight_bit: bool = False, longest: int = 0) -> list:
-    """[(path or StylePixels, weight)]: each style's layer when one is chosen, else its file."""
-    styles = []
-    for file_name, layer_name in zip(FILE_ARGUMENTS, LAYER_ARGUMENTS, strict=True):
-        layer, file = config.get_property(layer_name), config.get_property(file_name)
-        styles.append(read_style_layer(layer, eight_bit, longest) if layer else file and file.get_path())
+def read_styles(
+    config: Gimp.ProcedureConfig, engine_config: dict, eight_bit: bool = False, longest: int = 0
+) -> list:
+    """[(path or StylePixels, weight)]: each style from its source (see STYLE_SOURCES)."""
+    styles = [read_style(config, engine_config, prefix, eight_bit, longest) for prefix in STYLE_PREFIXES]
     return nst_common.style_mix(*styles, config.get_property("style2-blend"))
+
+
+def read_style(config: Gimp.ProcedureConfig, engine_config: dict, prefix: str, eight_bit: bool, longest: int):
+    """One style: a bundled painting's path, a layer's pixels or a file's path; None for none."""
+    source = config.get_property(prefix + "-source")
+    if source == SOURCE_NONE:
+        return None
+    if source == SOURCE_PAINTING:
+        return nst_bridge.painting_path(engine_config, config.get_property(prefix + "-painting"))
+    layer, file = config.get_property(prefix + "-layer"), config.get_property(prefix + "-file")
+    return read_style_layer(layer, eight_bit, longest) if layer else file and file.get_path()
+
+
+def style_count(config: Gimp.ProcedureConfig) -> int:
+    """How many styles the settings name (1 or 2), without reading any."""
+    source = config.get_property("style2-source")
+    second = source == SOURCE_PAINTING or (
+        source != SOURCE_NONE and (config.get_property("style2-file") or config.get_property("style2-layer"))
+    )
+    return 2 if second else 1
 
 
 def read_style_layer(layer: Gimp.Layer, eight_bit: bool, longest: int = 0) -> nst_common.StylePixels:

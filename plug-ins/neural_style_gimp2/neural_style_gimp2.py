@@ -36,7 +36,7 @@ from gimpfu import *  # noqa: F401,F403 (gimpfu's register, main, pdb, gimp, PF_
 PLUGIN_DIR = os.path.dirname(os.path.abspath(__file__))
 BRIDGE_FILE = "nst_bridge.py"
 # What the bridge imports in turn, from beside it (the service client, the modules every side shares).
-BRIDGE_MODULES = ("nst_service.py", "nst_common.py")
+BRIDGE_MODULES = ("nst_service.py", "nst_common.py", "nst_tiff.py")
 # install.py puts the bridge, its modules and nst_config.json beside this file. Should the plug-in
 # file lie loose in plug-ins/, they live in a folder named like it, which GIMP does not
 # run as a plug-in because it holds no neural_style_gimp2.py.
@@ -106,16 +106,19 @@ def _option_param(name, label):
 
 
 # gimpfu's layer menu cannot say "none": it lists every layer of every open image and always selects one
-# (the first), so whether a style comes from its file or its layer is a choice of its own, file first.
-STYLE_FROM_FILE, STYLE_FROM_LAYER = "file", "layer"
-STYLE_SOURCES = [(STYLE_FROM_FILE, "File"), (STYLE_FROM_LAYER, "Layer")]
+# (the first), so whether a style comes from its file, its layer or a painting installed with the engine
+# is a choice of its own. File stays first, as callers knew it; the first style's File with no file
+# given is its painting, so a first run, with nothing chosen, paints The Starry Night.
+STYLE_FROM_FILE, STYLE_FROM_LAYER, STYLE_FROM_PAINTING = "file", "layer", "painting"
+STYLE_SOURCES = [(STYLE_FROM_FILE, "File"), (STYLE_FROM_LAYER, "Layer"), (STYLE_FROM_PAINTING, "Painting")]
 FIXED_CHOICES = {
     "style_from": STYLE_SOURCES,
     "style2_from": STYLE_SOURCES,
     "region": list(nst_common.REGIONS) if nst_bridge else [("whole", "Everywhere (within the selection)")],
 }
 ENGINE_CHOICES = ("preset", "keep_colors", "device")
-CHOICES = dict((name, _choices(name)) for name in tuple(FIXED_CHOICES) + ENGINE_CHOICES)
+CHOICES = dict((name, _choices(name)) for name in tuple(FIXED_CHOICES) + ENGINE_CHOICES + ("painting",))
+CHOICES["style2_painting"] = CHOICES["painting"]
 
 # gimpfu hands the image and the active drawable to these two; the dialog shows the rest.
 TARGET_PARAMS = [
@@ -124,9 +127,11 @@ TARGET_PARAMS = [
 ]
 PARAMS = [
     _option_param("style_from", "Style from"),
+    _option_param("painting", "Style painting"),
     (PF_FILE, "style", "Style image", ""),
     (PF_LAYER, "style_layer", "Style layer (instead of the file)", None),
     _option_param("style2_from", "Second style from"),
+    _option_param("style2_painting", "Second style painting"),
     (PF_FILE, "style2", "Second style image (optional)", ""),
     (PF_LAYER, "style2_layer", "Second style layer (instead of the file)", None),
     (PF_SLIDER, "blend", "Second style share", 0.5, (0.0, 1.0, 0.05)),
@@ -144,7 +149,10 @@ PARAMS = [
 ]
 PARAM_NAMES = [param[1] for param in PARAMS]
 LABELS = dict((param[1], param[2]) for param in PARAMS)
-STYLE_PARAMS = (("style_from", "style", "style_layer"), ("style2_from", "style2", "style2_layer"))
+STYLE_PARAMS = (
+    ("style_from", "style", "style_layer", "painting"),
+    ("style2_from", "style2", "style2_layer", "style2_painting"),
+)
 NUMBERS = {"strength": float, "style_scale": float, "size": int, "iterations": int, "seed": int}
 
 
@@ -178,11 +186,14 @@ def _layer_style(layer, from_name, layer_name):
 
 
 def _styles(values):
-    """[(style, weight)]: each style its file, or its layer where its "from" choice says Layer."""
+    """[(style, weight)]: each style its file, its layer or its painting, as its "from" choice says."""
     chosen = []
-    for from_name, file_name, layer_name in STYLE_PARAMS:
-        if _choice(from_name, values[from_name]) == STYLE_FROM_LAYER:
+    for from_name, file_name, layer_name, painting_name in STYLE_PARAMS:
+        source = _choice(from_name, values[from_name])
+        if source == STYLE_FROM_LAYER:
             chosen.append(_layer_style(values[layer_name], from_name, layer_name))
+        elif source == STYLE_FROM_PAINTING or (from_name == "style_from" and not values[file_name]):
+            chosen.append(nst_bridge.painting_path(CONFIG, _choice(painting_name, values[painting_name])))
         else:
             chosen.append(values[file_name])
     return nst_common.style_mix(chosen[0], chosen[1], values["blend"])

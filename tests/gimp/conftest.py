@@ -11,7 +11,17 @@ import sys
 from pathlib import Path
 
 import pytest
-from gimp_harness import GIMPS, HERE, INSTALLED, REPO, Chroot, install_plugin, plan_cases, write_inputs
+from gimp_harness import (
+    GIMPS,
+    HERE,
+    INSTALLED,
+    REPO,
+    Chroot,
+    install_plugin,
+    plan_cases,
+    python_binds,
+    write_inputs,
+)
 
 
 @pytest.fixture(scope="session", params=list(GIMPS), ids=lambda version: f"gimp{version}")
@@ -62,9 +72,7 @@ def gimp(chroot: Chroot, vgg19_weights: Path, tmp_path_factory: pytest.TempPathF
     }
     (work / "out").mkdir()
     (work / "plan.json").write_text(json.dumps(plan))
-    binds = {sys.prefix, sys.base_prefix, str(REPO), str(work), str(vgg19_weights.parent)}
-    # A venv may take its packages from another one through a .pth file: the engine needs those too.
-    binds |= {path for path in sys.path if path.endswith("site-packages") and Path(path).is_dir()}
+    binds = {*python_binds(), str(REPO), str(work), str(vgg19_weights.parent)}
     command = [
         str(HERE / "run_in_gimp.sh"),
         "--root",

@@ -97,6 +97,12 @@ def write_inputs(work: Path) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()}
 
 
+def python_binds() -> set[str]:
+    """The folders the engine's Python (this one) needs inside a chroot: its prefixes and every folder on
+    its path, which a venv's .pth file may extend with another environment's site-packages."""
+    return {sys.prefix, sys.base_prefix, *(entry for entry in sys.path if entry and os.path.isdir(entry))}
+
+
 def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[dict]:
     args = ENGINE_ARGS | {"style-file": inputs["style"]}
     opaque = {"png": inputs["opaque"], "name": "Opaque", "offsets": [8, 6]}
@@ -188,6 +194,19 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
             "args": args,
             "layers": [opaque],
             "engine_config": config | {"weights": str(corrupt)},
+        },
+        # A bundled painting as the style (the file given too: the source decides), and as the second.
+        {
+            "name": "painting",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "args": args | {"style-source": "painting", "style-painting": "the-scream"},
+        },
+        {
+            "name": "second_painting",
+            "canvas": CANVAS,
+            "layers": [opaque],
+            "args": args | {"style2-source": "painting", "style2-painting": "shipwreck"},
         },
         *frames_cases(inputs, args, config, corrupt),
         *style_and_region_cases(inputs, args, opaque),

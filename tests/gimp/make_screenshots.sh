@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Refresh the pictures in docs/images/ (run as root from anywhere in the checkout):
 #   dialog.png   the plug-in's real dialog with its preview shown, from GIMP 3.2 in the forky chroot
-#                (GIMP 3.0's with GIMP=3.0) on a virtual X display; also as dialog-preview.png
+#                on a virtual X display; also as dialog-preview.png (with GIMP=3.0: GIMP 3.0's, in
+#                the trixie chroot, as dialog-gimp3.0.png)
 #   regions.png  the first style's mask, and before.png with style.png on its left half and a second
 #                style (scikit-image's coffee.png) on its right, across a 24-pixel feather
 #   before.png   scikit-image's astronaut photo (a packaged test image), 256 px
@@ -117,12 +118,17 @@ while [[ -e /tmp/.X$n-lock || -e /tmp/.X11-unix/X$n ]]; do n=$((n + 1)); done
 binds=()
 while IFS= read -r dir; do binds+=(--bind "$dir"); done < <(
     "$python" -c 'import os, sys, nst_core; print(sys.prefix); print(sys.base_prefix)
-print(os.path.dirname(os.path.dirname(os.path.abspath(nst_core.__file__))))' | sort -u
+print(os.path.dirname(os.path.dirname(os.path.abspath(nst_core.__file__))))
+print("\n".join(p for p in sys.path if p and os.path.isdir(p)))' | sort -u
 )
 binds+=(--bind "$(dirname "$weights")")
 "$here/run_in_gimp.sh" --root "$root" --profile "$profile" --timeout 300 --env PREVIEW=1 "${binds[@]}" \
     --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
 rm -f "/tmp/.X$n-lock" "/tmp/.X11-unix/X$n"   # left only if Xvfb was killed hard
-cp "$work/dialog-preview.png" "$images/dialog.png"
-cp "$work/dialog-preview.png" "$images/dialog-preview.png"
+if [[ $gimp_version == 3.0 ]]; then
+    cp "$work/dialog-preview.png" "$images/dialog-gimp3.0.png"
+else
+    cp "$work/dialog-preview.png" "$images/dialog.png"
+    cp "$work/dialog-preview.png" "$images/dialog-preview.png"
+fi
 echo "make_screenshots: dialog.png, dialog-preview.png (GIMP $version; $(tr '\n' ' ' < "$work/preview-times.txt"))"

@@ -3,8 +3,9 @@
 # run_in_gimp.sh --cmd): Xvfb, GUI GIMP with WORK/before.png open, the plug-in called
 # INTERACTIVE (with the properties in WORK/dialog_args.json, if there is one), the dialog
 # grabbed to WORK/dialog.png once its time estimate is shown, then Escape to cancel it and
-# everything shut down. With SIZE, the working size is then typed into the dialog and it is
-# grabbed again, to WORK/dialog-size.png, once the estimate has been refreshed.
+# everything shut down. With SIZE, Advanced is then opened, the working size typed into the dialog and
+# it is grabbed again, to WORK/dialog-size.png, once the estimate has been refreshed. The dialog's
+# size ("closed W H", then "open W H" with Advanced open) goes to WORK/dialog-geometry.txt.
 # With PREVIEW=1 in the environment, Preview is then pressed twice, the dialog grabbed to
 # WORK/dialog-preview.png once the first preview shows, the seconds from press to picture written
 # to WORK/preview-times.txt ("cold S" and "warm S"), and a third preview closed while in flight
@@ -74,18 +75,22 @@ window = GdkX11.X11Window.foreign_new_for_display(Gdk.Display.get_default(), int
 Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height()).savev(sys.argv[1], "png", [], [])
 EOF
 }
+geometry() { xdotool getwindowgeometry --shell "$window" | awk -F= -v s="$1" '/^WIDTH/ {w=$2} /^HEIGHT/ {h=$2} END {print s, w, h}'; }
 wait_estimate 0
 grab "$work/dialog.png"
+geometry closed > "$work/dialog-geometry.txt"
 # No window manager: focus the dialog first. GTK ignores key events sent to a window;
 # xdotool key without --window goes through XTEST, which GTK takes as typed.
 xdotool windowfocus --sync "$window"
 if [[ -n $size ]]; then
     before=$(estimates)
-    # Alt+W: the mnemonic of "_Working size"; select its text, type the size, leave the field.
-    xdotool key alt+w sleep 0.3 key ctrl+a sleep 0.2 type --delay 80 "$size"
+    # Alt+V opens "Ad_vanced"; Alt+W: the mnemonic of "_Working size" in it; select its text, type the
+    # size, leave the field.
+    xdotool key alt+v sleep 0.5 key alt+w sleep 0.3 key ctrl+a sleep 0.2 type --delay 80 "$size"
     xdotool sleep 0.2 key Tab
     wait_estimate "$before"
     grab "$work/dialog-size.png"
+    geometry open >> "$work/dialog-geometry.txt"
 fi
 previews() { grep -c '^neural-style preview: Preview at' "$work/gimp.log"; }
 since() { python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$1"; }

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from gimp_harness import HERE, REPO, Chroot
+from gimp_harness import HERE, REPO, Chroot, python_binds
 from samples import make_content_image, make_style_image
 
 pytestmark = pytest.mark.gimp
@@ -35,14 +34,16 @@ def dialog(gimp: dict, chroot: Chroot) -> dict:
     work.mkdir()
     make_content_image(300, 200).save(work / "before.png")
     make_style_image().save(work / "style.png")
-    (work / "dialog_args.json").write_text(json.dumps({"preset": "fast", "device": "cpu"}))
+    # No style file: as on first use, the dialog shows the default painting, and OK would run with it.
+    (work / "dialog_args.json").write_text(
+        json.dumps({"preset": "fast", "device": "cpu", "style-file": None})
+    )
     (work / "gimprc").write_text(
         f'(config-version "{gimp["package_version"]}")\n(show-welcome-dialog no)\n(check-updates no)\n'
     )
     display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
     binds = {
-        sys.prefix,
-        sys.base_prefix,
+        *python_binds(),
         str(REPO),
         gimp["work"].as_posix(),
         str(Path(gimp["weights"]).parent),
@@ -106,3 +107,44 @@ def test_the_dialog_previews_the_settings_and_stops_the_preview_when_closed(dial
         f"GIMP {dialog['version']} preview: first {times['cold']} s, next {times['warm']} s, "
         f"closed in flight in {times['close']} s"
     )
+
+
+LAYOUT = re.compile(r"^neural-style dialog: (\{.*\})$", re.M)
+
+
+def test_the_dialog_groups_its_rows_and_keeps_advanced_closed(dialog: dict) -> None:
+    """Opened with no style given, as on first use: the Style group shows the default painting's row, not
+    the file's or the layer's, nor the second style's rows while it has none."""
+    layout = json.loads(LAYOUT.findall(dialog["log"])[0])
+    assert layout == {
+        "style": ["style-source", "style-painting", "style2-source"],
+        "where": ["region"],
+        "look": ["preset", "strength", "keep-colors", "style-scale"],
+        "advanced": ["size", "iterations", "seed", "device", "frames"],
+        "advanced-open": False,
+    }
+
+
+def test_the_dialog_fits_a_laptop_screen_with_advanced_open(dialog: dict) -> None:
+    """1366 x 768, less a panel's 40 pixels, with Advanced closed and open (the working size typed in)."""
+    sizes = {
+        state: (int(width), int(height))
+        for state, width, height in (line.split() for line in (dialog["work"] / "dialog-geometry.txt").open())
+    }
+    assert set(sizes) == {"closed", "open"}
+    assert sizes["open"][1] > sizes["closed"][1]
+    for width, height in sizes.values():
+        assert width <= 1366 and height <= 768 - 40, sizes
+    print(f"GIMP {dialog['version']} dialog: {sizes}")
+
+
+def test_a_bundled_painting_is_the_style_of_the_preview_and_of_a_run(dialog: dict, gimp: dict) -> None:
+    """The dialog's preview ran on the painting it showed (no file or layer was given: without the
+    painting the preview would have said "No style image chosen"); a run with a painting names its layer
+    after it, first or second style."""
+    assert PREVIEW_SHOWN.search(dialog["log"]), dialog["log"][-3000:]
+    manifest = gimp["manifest"]["cases"]
+    for name, expected in (("painting", "the_scream"), ("second_painting", "style + shipwreck")):
+        result = manifest[name]
+        assert result["status"] == "success", result["error"]
+        assert result["layers"][0]["name"] == f"Opaque (Neural Style: {expected})"

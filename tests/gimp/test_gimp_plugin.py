@@ -70,7 +70,11 @@ def test_gimp_registered_the_installed_plugin(gimp: dict) -> None:
     assert registration["image_types"] == "RGB*, GRAY*"
     assert registration["presets"] == list(gimp["config"]["engine"]["user_presets"])
     for argument in (
+        "style-source",
+        "style-painting",
         "style-file",
+        "style2-source",
+        "style2-painting",
         "style2-file",
         "style2-blend",
         "preset",

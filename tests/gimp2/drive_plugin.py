@@ -65,8 +65,9 @@ def new_image(gimpfu, width, height, layer_type, offsets=(0, 0), name="Photo"):
 # The procedure's arguments after image and drawable, in PARAMS order, and the tests' values for
 # them (iterations as GTK's spinners hand them over, a float; device 2 = CPU). A script may pass no
 # layer (None) for a layer param; the dialog always hands one over (gimpfu.dialog_values).
-ARGUMENT_DEFAULTS = [("style_from", 0), ("style", ""), ("style_layer", None), ("style2_from", 0),
-                     ("style2", ""), ("style2_layer", None), ("blend", 0.5), ("region", 0),
+ARGUMENT_DEFAULTS = [("style_from", 0), ("painting", 0), ("style", ""), ("style_layer", None),
+                     ("style2_from", 0), ("style2_painting", 0), ("style2", ""), ("style2_layer", None),
+                     ("blend", 0.5), ("region", 0),
                      ("preset", 0), ("strength", 1.0), ("keep_colors", 0), ("style_scale", 1.0),
                      ("size", 0), ("iterations", 2.0), ("seed", 0), ("device", 2),
                      ("frames", False), ("keep_on_cancel", False)]  # fmt: skip

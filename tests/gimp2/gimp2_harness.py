@@ -17,7 +17,8 @@ PLUGIN = REPO / "plug-ins" / "neural_style_gimp2" / "neural_style_gimp2.py"
 BRIDGE = REPO / "plug-ins" / "neural_style" / "nst_bridge.py"
 SERVICE = REPO / "plug-ins" / "neural_style" / "nst_service.py"  # the bridge's client of the engine service
 COMMON = REPO / "plug-ins" / "neural_style" / "nst_common.py"  # what the bridge and the service client share
-BRIDGE_MODULES = (BRIDGE, SERVICE, COMMON)  # what install.py puts beside the plug-in
+TIFF = REPO / "plug-ins" / "neural_style" / "nst_tiff.py"  # reads the bridge's animation frame results
+BRIDGE_MODULES = (BRIDGE, SERVICE, COMMON, TIFF)  # what install.py puts beside the plug-in
 
 
 def engine_config(weights: Path | None) -> dict:
@@ -32,9 +33,11 @@ def engine_config(weights: Path | None) -> dict:
 
 PARAM_NAMES = [
     "style_from",
+    "painting",
     "style",
     "style_layer",
     "style2_from",
+    "style2_painting",
     "style2",
     "style2_layer",
     "blend",

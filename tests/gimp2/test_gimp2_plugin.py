@@ -14,6 +14,7 @@ from drive_plugin import load_plugin, new_image, plugin_args
 from gimp2_harness import PARAM_NAMES, PLUGIN, EngineSpy, call_names, channel
 
 from nst_core.options import KEEP_COLORS, LIMITS, Options
+from nst_core.paintings import PAINTINGS
 from nst_core.presets import DEFAULT_PRESET, PRESETS, USER_PRESETS
 
 # Registration
@@ -38,8 +39,10 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     }
     assert [kinds[params[name][0]] for name in PARAM_NAMES] == [
         "option",
+        "option",
         "file",
         "layer",
+        "option",
         "option",
         "file",
         "layer",
@@ -73,9 +76,13 @@ def test_registration_takes_presets_defaults_and_ranges_from_the_engine(plugin, 
     assert (params["style"][3], params["style2"][3], params["blend"][3]) == ("", "", 0.5)
     assert params["frames"][2:] == ("Layers are animation frames", False)
     assert params["keep_on_cancel"][2:] == ("On Cancel: keep the picture so far", False)
-    # A layer menu always has a layer selected, so File (the first choice) says which one counts.
+    # A layer menu always has a layer selected, so the source says which one counts, File first.
     for name in ("style_from", "style2_from"):
-        assert params[name][3:] == (0, ["File", "Layer"])
+        assert params[name][3:] == (0, ["File", "Layer", "Painting"])
+    titles = [painting.title for painting in PAINTINGS.values()]
+    assert (
+        params["painting"][3:] == params["style2_painting"][3:] == (titles.index("The Starry Night"), titles)
+    )
     assert params["style_layer"][2:] == ("Style layer (instead of the file)", None)
     assert params["style2_layer"][2:] == ("Second style layer (instead of the file)", None)
     common = plugin.nst_common
@@ -149,6 +156,34 @@ def test_run_adds_the_engines_result_as_a_layer_above_the_source(plugin, gimpfu,
     assert any("iteration" in args[0] for args in gimpfu.called("gimp_progress_set_text"))
 
 
+def test_a_bundled_painting_is_the_style_when_chosen(plugin, gimpfu, monkeypatch, style_file) -> None:
+    """Style from Painting: the engine gets the painting's file, not the file also given; the same for the
+    second style, which then takes its share."""
+    spy = EngineSpy(monkeypatch, plugin.nst_bridge)
+    image, layer = new_image(gimpfu, 24, 16, gimpfu.RGB_IMAGE, name="Photo")
+    names = list(PAINTINGS)
+    args = plugin_args(
+        style_file, style_from=2, painting=names.index("the-scream"), style2_from=2, style2_painting=2
+    )
+    plugin.neural_style(image, layer, *args)
+    assert gimpfu.messages == []
+    scream, shipwreck = str(PAINTINGS["the-scream"].path), str(PAINTINGS["shipwreck"].path)
+    assert spy.styles == [(scream, 0.5), (shipwreck, 0.5)]
+    assert image.layers[0].name == "Photo (Neural Style: the_scream + shipwreck)"
+
+
+def test_a_dialog_left_alone_paints_the_default_painting(plugin, gimpfu, monkeypatch) -> None:
+    """A first run with nothing chosen: Style from File with no file is the painting its menu shows."""
+    spy = EngineSpy(monkeypatch, plugin.nst_bridge)
+    image, layer = new_image(gimpfu, 24, 16, gimpfu.RGB_IMAGE, name="Photo")
+    values = dict(zip(PARAM_NAMES, gimpfu.dialog_values("python-fu-neural-style"), strict=True))
+    values.update(iterations=2.0, device=2)
+    plugin.neural_style(image, layer, *values.values())
+    assert gimpfu.messages == []
+    assert spy.styles == [(str(PAINTINGS["starry-night"].path), 1.0)]
+    assert image.layers[0].name == "Photo (Neural Style: starry_night)"
+
+
 def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkeypatch, style_file) -> None:
     spy = EngineSpy(monkeypatch, plugin.nst_bridge)
     image, layer = new_image(gimpfu, 40, 30, gimpfu.GRAY_IMAGE, offsets=(3, 4))
@@ -176,11 +211,11 @@ def test_selection_limits_the_run_and_masks_the_new_layer(plugin, gimpfu, monkey
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"style": ""}, "No style image chosen"),
+        ({"style_from": 1, "style_layer": None}, "no layer is given"),  # no file: see the default painting
         ({"style": "/no/such/style.png"}, "not found"),
         ({"preset": 7}, "out of range"),
     ],
-    ids=["no-style", "missing-style", "bad-choice"],
+    ids=["no-style-layer", "missing-style", "bad-choice"],
 )
 def test_errors_reach_the_user_and_leave_the_image_alone(plugin, gimpfu, style_file, change, words) -> None:
     image, layer = new_image(gimpfu, 40, 30, gimpfu.RGBA_IMAGE)

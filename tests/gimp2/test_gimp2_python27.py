@@ -107,13 +107,18 @@ def test_finds_bridge_and_config_where_the_installer_puts_them(
 
     plugin = load_plugin(str((plugins if flat else support) / PLUGIN.name))
 
-    for module in (plugin.nst_bridge, plugin.nst_bridge.nst_service, plugin.nst_common):
+    for module in (
+        plugin.nst_bridge,
+        plugin.nst_bridge.nst_service,
+        plugin.nst_bridge.nst_tiff,
+        plugin.nst_common,
+    ):
         assert Path(module.__file__).resolve().parent == support.resolve()
     params = {param[1]: param for param in gimpfu.registered["python-fu-neural-style"]["params"]}
     assert params["preset"][4] == ["Renamed by the installed config"]
 
 
-@pytest.mark.parametrize("missing", ["nst_service.py", "nst_common.py"])
+@pytest.mark.parametrize("missing", ["nst_service.py", "nst_common.py", "nst_tiff.py"])
 def test_a_module_missing_beside_the_bridge_is_one_line_to_reinstall(
     gimpfu, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, style_file: str, missing: str
 ) -> None:
@@ -136,7 +141,7 @@ def test_a_module_missing_beside_the_bridge_is_one_line_to_reinstall(
     plugin.neural_style(image, layer, *plugin_args(style_file))
     assert gimpfu.messages == [
         "Neural Style: Neural Style is incompletely installed (nst_bridge.py or nst_service.py or "
-        "nst_common.py is missing beside neural_style_gimp2.py): run install.py again."
+        "nst_common.py or nst_tiff.py is missing beside neural_style_gimp2.py): run install.py again."
     ]
     assert image.layers == [layer] and image.open_undo_groups == 0
 
