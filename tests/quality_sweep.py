@@ -71,8 +71,8 @@ GENERATED = {"starfield": starfield, "silhouettes": silhouettes}
 
 
 def load_picture(name: str) -> np.ndarray:
-    """H x W x 3 float32 in [0, 1]: a painting of tests/data/paintings, a generated style or a photo of
-    scikit-image's data."""
+    """H x W x 3 float32 in [0, 1]: a painting bundled with the engine (nst_core/styles), a generated
+    style or a photo of scikit-image's data."""
     if name in GENERATED:
         return GENERATED[name]()
     painting = PAINTINGS / f"{name}.jpg"
