@@ -55,6 +55,8 @@ GROUPS = (
     ("advanced", "Ad_vanced", ("size", "iterations", "seed", "device", "frames", "keep-on-cancel")),
 )
 FILE_ROWS = ("style-file", "style2-file")  # not GIMP's widgets: file_chooser's
+# Check boxes that share one row: stacked, they made GIMP 3.0's dialog taller than a 768-pixel screen.
+TOGGLE_ROW = ("frames", "keep-on-cancel")
 
 
 def file_chooser(config: Gimp.ProcedureConfig, name: str) -> object:
@@ -294,14 +296,14 @@ def fill_groups(dialog: object, config: Gimp.ProcedureConfig) -> dict:
     """GROUPS in the dialog: a frame each, Advanced an expander (closed: GTK's default); {row: widget}."""
     rows = {}
     for group, title, names in GROUPS:
-        box = dialog.fill_box(group + "-rows", [name for name in names if name not in FILE_ROWS])
-        for place, name in enumerate(names):
+        entries = group_entries(dialog, group, names)
+        box = dialog.fill_box(group + "-rows", [name for name in entries if name not in FILE_ROWS])
+        for place, name in enumerate(entries):
             if name in FILE_ROWS:
                 rows[name] = file_chooser(config, name)
                 box.pack_start(rows[name], False, False, 0)
                 box.reorder_child(rows[name], place)
-            else:
-                rows[name] = dialog.get_widget(name, GObject.TYPE_NONE)
+        rows.update({name: dialog.get_widget(name, GObject.TYPE_NONE) for name in names if name not in rows})
         label = dialog.get_label(group + "-title", title, False, True)
         if group == "advanced":
             label.set_mnemonic_widget(dialog.fill_expander(group, group + "-title", False, group + "-rows"))
@@ -309,6 +311,22 @@ def fill_groups(dialog: object, config: Gimp.ProcedureConfig) -> dict:
             dialog.fill_frame(group, group + "-title", False, group + "-rows")
     dialog.fill([group for group, _title, _names in GROUPS])
     return rows
+
+
+def group_entries(dialog: object, group: str, names: tuple) -> list:
+    """A group's rows in order, the TOGGLE_ROW among them as one horizontal box of GIMP's check boxes."""
+    toggles = [name for name in names if name in TOGGLE_ROW]
+    if len(toggles) < 2:
+        return list(names)
+    from gi.repository import Gtk
+
+    row = group + "-toggles"
+    box = dialog.fill_box(row, toggles)
+    box.set_orientation(Gtk.Orientation.HORIZONTAL)
+    box.set_spacing(12)
+    entries = [name for name in names if name not in toggles[1:]]
+    entries[entries.index(toggles[0])] = row
+    return entries
 
 
 def report_layout(dialog: object, rows: dict) -> None:

@@ -120,7 +120,7 @@ def test_the_dialog_groups_its_rows_and_keeps_advanced_closed(dialog: dict) -> N
         "style": ["style-source", "style-painting", "style2-source"],
         "where": ["region"],
         "look": ["preset", "strength", "keep-colors", "style-scale"],
-        "advanced": ["size", "iterations", "seed", "device", "frames"],
+        "advanced": ["size", "iterations", "seed", "device", "frames", "keep-on-cancel"],
         "advanced-open": False,
     }
 
