@@ -288,6 +288,13 @@ def frames_cases(inputs: dict[str, str], args: dict, config: dict, corrupt: Path
         },
         frames
         | {
+            "name": "frames_kept_on_cancel",
+            "args": frames["args"] | {"iterations": 60},
+            "kill_plugin": "first_frame",
+            "engine_config": config | {"service": False},  # frames come one by one from the child
+        },
+        frames
+        | {
             "name": "frames_served_cancel",
             "args": frames["args"] | {"iterations": 100000},
             "kill_plugin": "service",
