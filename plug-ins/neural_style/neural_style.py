@@ -11,6 +11,7 @@ dialog in nst_dialog.py.
 
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import gi
@@ -178,6 +179,7 @@ class LiveLayers:
             if "live" not in part:
                 self.parts.append(part)
                 part["live"] = self.new_layer(part)
+                note_time("first live layer")
             write_pixels(part["live"], part, pixels, (width, height))
             Gimp.displays_flush()
             return True
@@ -213,6 +215,15 @@ class LiveLayers:
             layer = part.pop("live", None)
             if layer is not None and layer.is_valid():
                 self.image.remove_layer(layer)
+
+
+def note_time(event: str) -> None:
+    """With NST_TIMING_LOG naming a file (the real-GIMP timings), append when `event` happened on the
+    system's monotonic clock, which the process that called the procedure reads too."""
+    path = os.environ.get("NST_TIMING_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{event} {time.monotonic()}\n")
 
 
 def write_pixels(layer: Gimp.Layer, part: dict, pixels: bytes, size: tuple[int, int]) -> None:

@@ -196,6 +196,17 @@ def pause_engine_after_its_first_frame(report):
     os.kill(pid, signal.SIGKILL)
 
 
+def first_live_layer(started):
+    """Seconds from the call to the plug-in's first live layer of this case, when NST_TIMING_LOG asks."""
+    path = os.environ.get("NST_TIMING_LOG")
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        marks = [float(line.split()[-1]) for line in handle if line.startswith("first live layer")]
+    marks = [mark for mark in marks if mark >= started]
+    return marks[0] - started if marks else None
+
+
 def service_state(plan):
     """(state, token) of the warm engine service the installed config's plug-ins use, or (None, None)."""
     with open(plan["config_path"]) as handle:
@@ -323,6 +334,7 @@ def run_case(procedure, case, plan):
         "returned": None,
         "first": first,
         "kept": None,
+        "first_live_layer": first_live_layer(started),
     }
     if case.get("kill_plugin") == "first_frame":  # what the killed plug-in left in a new image
         for kept in [other for other in Gimp.get_images() if other.get_id() not in ids_before]:
