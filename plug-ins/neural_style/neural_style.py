@@ -11,6 +11,7 @@ dialog in nst_dialog.py.
 
 import os
 import sys
+import time
 from collections.abc import Callable
 
 import gi
@@ -134,19 +135,25 @@ def stylize_frames(
     options: dict,
     engine_config: dict,
     report: Callable[[float, str], bool],
-) -> list[dict]:
+    animation: "LiveAnimation",
+) -> None:
     """Run the engine on the selected part of every frame, in frame order, each frame starting from the one
-    before; the results (at the working size: `pixel_size`) and where they go."""
+    before; each result (at the working size: `pixel_size`) goes into `animation` as soon as it is done."""
     parts = [read_part(image, layer, eight_bit=True) for layer in frame_order(image, layers)]
+
+    def add(index: int, pixels: bytes, width: int, height: int) -> None:
+        parts[index].update(pixels=pixels, pixel_size=(width, height))
+        animation.add(parts[index])
+
     with nst_bridge.FramesRun(engine_config) as run:
         for part in parts:
             run.add_frame(
                 part["pixels"], part["width"], part["height"], part["channels"], part["source"].get_name()
             )
-        results = run.run(styles, options, report)
-    for part, (pixels, width, height) in zip(parts, results, strict=True):
-        part.update(pixels=pixels, pixel_size=(width, height))
-    return parts
+        results = run.run(styles, options, report, add)
+    for index, result in enumerate(results):
+        if index == animation.count:  # a run on the engine service hands the frames over at the end
+            add(index, *result)
 
 
 def insert_result(
@@ -187,6 +194,7 @@ class LiveLayers:
             if "live" not in part:
                 self.parts.append(part)
                 part["live"] = self.new_layer(part)
+                note_time("first live layer")
             write_pixels(part["live"], part, pixels, (width, height))
             Gimp.displays_flush()
             return True
@@ -224,6 +232,15 @@ class LiveLayers:
                 self.image.remove_layer(layer)
 
 
+def note_time(event: str) -> None:
+    """With NST_TIMING_LOG naming a file (the real-GIMP timings), append when `event` happened on the
+    system's monotonic clock, which the process that called the procedure reads too."""
+    path = os.environ.get("NST_TIMING_LOG")
+    if path:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{event} {time.monotonic()}\n")
+
+
 def write_pixels(layer: Gimp.Layer, part: dict, pixels: bytes, size: tuple[int, int]) -> None:
     """`pixels` of `size` into `layer`, scaled to it when smaller (a snapshot at the working size)."""
     width, height, babl = part["width"], part["height"], part["babl"]
@@ -242,23 +259,40 @@ def write_pixels(layer: Gimp.Layer, part: dict, pixels: bytes, size: tuple[int, 
     layer.update(0, 0, width, height)
 
 
-def new_animation(image: Gimp.Image, frames: list[dict]) -> Gimp.Image:
+class LiveAnimation:
     """A new image holding the stylised frames alone, the first at the bottom, named as their sources with
     their timing tags: Playback (and the GIF export) play an image's top-level layers, all of them, and a
     layer group as one frame, so only an image of their own plays them as the animation. It is a copy of
-    `image` (size, precision, colour profile, selection) with the layers replaced."""
-    animation = image.duplicate()
-    animation.undo_disable()  # the frames are where the new image starts, not a step to undo
-    try:
-        for layer in animation.get_layers():
-            animation.remove_layer(layer)
-        for frame in frames:
-            insert_result(animation, frame, nst_common.frame_name(frame["source"].get_name()), None, 0)
-    except Exception:
-        animation.delete()
-        raise
-    animation.undo_enable()
-    return animation
+    `image` (size, precision, colour profile, selection) with the layers replaced, made at the first
+    finished frame and shown then (unless `shown` is False), each later frame added as it is finished.
+    GIMP's Cancel ends the plug-in at once: the frames finished so far stay. A failure deletes it."""
+
+    def __init__(self, image: Gimp.Image, shown: bool) -> None:
+        self.source, self.shown, self.count = image, shown, 0
+        self.image: Gimp.Image | None = None
+        self.display: Gimp.Display | None = None
+
+    def add(self, frame: dict) -> None:
+        fresh = self.image is None
+        if self.image is None:
+            self.image = self.source.duplicate()
+        self.image.undo_disable()  # the frames are where the new image starts, not steps to undo
+        try:
+            for layer in self.image.get_layers() if fresh else []:
+                self.image.remove_layer(layer)
+            insert_result(self.image, frame, nst_common.frame_name(frame["source"].get_name()), None, 0)
+        finally:
+            self.image.undo_enable()
+        self.count += 1
+        if self.shown and self.display is None:
+            self.display = Gimp.Display.new(self.image)
+        Gimp.displays_flush()
+
+    def delete(self) -> None:
+        if self.display is not None:
+            self.display.delete()  # the image's only window: the image goes with it
+        elif self.image is not None:
+            self.image.delete()
 
 
 def progress_reporter(index: int, count: int) -> Callable[[float, str], bool]:
@@ -299,7 +333,14 @@ def neural_style(
         # Every layer is computed before any is inserted: a failure leaves the image untouched.
         if animate:
             check_frames(len(layers), config)
-            results = stylize_frames(image, layers, styles, options, engine_config, progress_reporter(0, 1))
+            animation = LiveAnimation(image, run_mode != Gimp.RunMode.NONINTERACTIVE)
+            try:
+                stylize_frames(
+                    image, layers, styles, options, engine_config, progress_reporter(0, 1), animation
+                )
+            except Exception:
+                animation.delete()
+                raise
         else:
             results = [
                 stylize_layer(
@@ -322,7 +363,7 @@ def neural_style(
     finally:
         Gimp.progress_end()
     if animate:
-        return animation_made(procedure, run_mode, new_animation(image, results))
+        return animation_made(procedure, animation.image)
     if not live:
         image.undo_group_start()
     try:
@@ -351,13 +392,8 @@ def gimp_version() -> tuple[int, ...]:
     return tuple(int(part) for part in Gimp.version().split(".")[:2])
 
 
-def animation_made(
-    procedure: Gimp.Procedure, run_mode: Gimp.RunMode, animation: Gimp.Image
-) -> Gimp.ValueArray:
-    """Success, the new image its return value; shown in a window unless a script called."""
-    if run_mode != Gimp.RunMode.NONINTERACTIVE:
-        Gimp.Display.new(animation)
-        Gimp.displays_flush()
+def animation_made(procedure: Gimp.Procedure, animation: Gimp.Image) -> Gimp.ValueArray:
+    """Success, the new image (shown since its first frame unless a script called) its return value."""
     values = procedure.new_return_values(Gimp.PDBStatusType.SUCCESS, GLib.Error())
     values.remove(1)  # the default (no image) gives way to this one
     values.insert(1, GObject.Value(Gimp.Image, animation))

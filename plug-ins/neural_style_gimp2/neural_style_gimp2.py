@@ -344,33 +344,66 @@ def _frame_layers(image, drawable):
 
 
 def _stylise_frames(image, drawable, styles, options):
-    """Every frame through the engine, each starting from the one before; the results in a new image."""
+    """Every frame through the engine, each starting from the one before, into a new image that opens at
+    the first finished frame and takes each frame as it is finished. GIMP's Cancel ends the plug-in: the
+    new image keeps the frames finished so far. A failure deletes it."""
     frames = []
+    animation = _Animation(image)
     gimp.progress_init("Neural Style: starting the engine...")
-    with nst_bridge.FramesRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
-        for layer in _frame_layers(image, drawable):
-            x, y, width, height = bounds = _selection_bounds(layer)
-            region = layer.get_pixel_rgn(x, y, width, height, False, False)
-            run.add_frame(region[x:x + width, y:y + height], width, height, region.bpp, layer.name)
-            frames.append((layer, bounds))
-        results = run.run(styles, options, _on_progress)
-    # A copy keeps the image's size, mode, resolution and selection; only the frames are swapped.
-    animation = pdb.gimp_image_duplicate(image)
-    pdb.gimp_image_undo_disable(animation)  # the frames are where the new image starts, not a step to undo
     try:
-        for layer in list(animation.layers):
-            pdb.gimp_image_remove_layer(animation, layer)
-        for (layer, bounds), (pixels, width, height) in zip(frames, results):
-            name = nst_common.frame_name(layer.name)
-            _add_result_layer(animation, layer, pixels, bounds, name, (None, 0), (width, height))
+        with nst_bridge.FramesRun(nst_bridge.load_config(SUPPORT_DIR)) as run:
+            for layer in _frame_layers(image, drawable):
+                x, y, width, height = bounds = _selection_bounds(layer)
+                region = layer.get_pixel_rgn(x, y, width, height, False, False)
+                run.add_frame(region[x:x + width, y:y + height], width, height, region.bpp, layer.name)
+                frames.append((layer, bounds))
+
+            def add(index, pixels, width, height):
+                animation.add(frames[index], pixels, (width, height))
+
+            results = run.run(styles, options, _on_progress, add)
+        for index, (pixels, width, height) in enumerate(results):
+            if index == len(animation.added):  # a run on the engine service hands them over at the end
+                add(index, pixels, width, height)
     except Exception:
-        pdb.gimp_image_delete(animation)
+        animation.delete()
         raise
-    pdb.gimp_image_undo_enable(animation)
-    try:
-        gimp.Display(animation)
-    except RuntimeError:
-        pass  # GIMP without its interface (batch mode) has no windows: the image is there all the same
+
+
+class _Animation(object):
+    """The new image of the stylised frames, the first at the bottom. A copy keeps the image's size, mode,
+    resolution and selection; only the frames are swapped."""
+
+    def __init__(self, image):
+        self.image, self.animation, self.display, self.added = image, None, None, []
+
+    def add(self, frame, pixels, size):
+        layer, bounds = frame
+        fresh = self.animation is None
+        if fresh:
+            self.animation = pdb.gimp_image_duplicate(self.image)
+        # Undo off while a frame goes in: the frames are where the new image starts, not steps to undo.
+        pdb.gimp_image_undo_disable(self.animation)
+        try:
+            for old in list(self.animation.layers) if fresh else []:
+                pdb.gimp_image_remove_layer(self.animation, old)
+            name = nst_common.frame_name(layer.name)
+            _add_result_layer(self.animation, layer, pixels, bounds, name, (None, 0), size)
+        finally:
+            pdb.gimp_image_undo_enable(self.animation)
+        self.added.append(layer)
+        if self.display is None:
+            try:
+                self.display = gimp.Display(self.animation)
+            except RuntimeError:
+                self.display = False  # GIMP without its interface (batch mode) has no windows
+        gimp.displays_flush()
+
+    def delete(self):
+        if self.display:
+            pdb.gimp_display_delete(self.display)  # its image's last window: the image goes with it
+        elif self.animation is not None:
+            pdb.gimp_image_delete(self.animation)
 
 
 def _stylise(image, drawable, values):

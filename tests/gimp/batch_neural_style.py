@@ -175,6 +175,38 @@ def kill_plugin_when_engine_runs(report, after=0.5):
     report["engine_died"] = pid not in engine_processes()
 
 
+def pause_engine_after_its_first_frame(report):
+    """Watcher thread: once the engine child has written its first frame (and said so), stop it, so that
+    no later frame can finish, give the plug-in a moment to show that frame, then SIGKILL the plug-in."""
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not engine_processes():
+        time.sleep(0.05)
+    engines = engine_processes()
+    if not engines:
+        return
+    pid, (plugin, folder) = next(iter(engines.items()))
+    first = os.path.join(folder, "styled", "frame-0000.tif")
+    while time.monotonic() < end and not os.path.exists(first):
+        time.sleep(0.02)
+    time.sleep(0.1)  # its done event follows the file at once
+    os.kill(pid, signal.SIGSTOP)
+    time.sleep(2)
+    report.update(engine_pid=pid, folder=folder, first_frame=os.path.exists(first))
+    os.kill(plugin, signal.SIGKILL)
+    os.kill(pid, signal.SIGKILL)
+
+
+def first_live_layer(started):
+    """Seconds from the call to the plug-in's first live layer of this case, when NST_TIMING_LOG asks."""
+    path = os.environ.get("NST_TIMING_LOG")
+    if not path or not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        marks = [float(line.split()[-1]) for line in handle if line.startswith("first live layer")]
+    marks = [mark for mark in marks if mark >= started]
+    return marks[0] - started if marks else None
+
+
 def service_state(plan):
     """(state, token) of the warm engine service the installed config's plug-ins use, or (None, None)."""
     with open(plan["config_path"]) as handle:
@@ -256,6 +288,7 @@ def run_case(procedure, case, plan):
     image.clean_all()
     before = [layer.get_name() for layer in image.get_layers()]
     images_before = len(Gimp.get_images())
+    ids_before = {other.get_id() for other in Gimp.get_images()}
     saved = plan["config_path"] + ".saved"
     if "engine_config" in case:
         shutil.copyfile(plan["config_path"], saved)
@@ -264,6 +297,9 @@ def run_case(procedure, case, plan):
     killed = {}
     if case.get("kill_plugin") == "service":
         watcher = threading.Thread(target=kill_plugin_when_service_runs, args=(killed, plan), daemon=True)
+        watcher.start()
+    elif case.get("kill_plugin") == "first_frame":
+        watcher = threading.Thread(target=pause_engine_after_its_first_frame, args=(killed,), daemon=True)
         watcher.start()
     elif case.get("kill_plugin"):
         after = case.get("kill_after", 0.5)
@@ -297,7 +333,16 @@ def run_case(procedure, case, plan):
         "images": [images_before, len(Gimp.get_images())],
         "returned": None,
         "first": first,
+        "kept": None,
+        "first_live_layer": first_live_layer(started),
     }
+    if case.get("kill_plugin") == "first_frame":  # what the killed plug-in left in a new image
+        for kept in [other for other in Gimp.get_images() if other.get_id() not in ids_before]:
+            result["kept"] = {
+                "layers": describe_layers(kept, plan["out"], case["name"] + "-kept"),
+                "undo_enabled": kept.undo_is_enabled(),
+            }
+            kept.delete()
     if returned is not None:
         result["returned"] = {
             "layers": describe_layers(returned, plan["out"], case["name"] + "-returned"),

@@ -118,6 +118,7 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
         # The first run starts the warm engine service, the second uses it.
         {"name": "cold", "canvas": CANVAS, "args": args, "layers": [opaque]},
         {"name": "warm", "canvas": CANVAS, "args": args, "layers": [opaque]},
+        *timing_cases(args, opaque, config),
         {
             "name": "served_cancel",
             "canvas": CANVAS,
@@ -221,6 +222,19 @@ def plan_cases(inputs: dict[str, str], work: Path, config_path: Path) -> list[di
     ]
 
 
+def timing_cases(args: dict, opaque: dict, config: dict) -> list[dict]:
+    """With NST_TIMING_LOG set: On Cancel: keep the picture so far on the real engine, long enough for
+    snapshots, in a child process (cold) and on the warm service; the time from OK to the first live
+    layer goes in the case's result."""
+    if not os.environ.get("NST_TIMING_LOG"):
+        return []
+    live = {"canvas": CANVAS, "args": args | {"keep-on-cancel": True, "size": 64, "iterations": 150}}
+    return [
+        live | {"name": "live_cold", "layers": [opaque], "engine_config": config | {"service": False}},
+        live | {"name": "live_warm", "layers": [opaque]},
+    ]
+
+
 ELLIPSE = [[14, 10, 30, 20], "ellipse"]  # inside the Opaque layer (48 x 32 at 8, 6)
 
 
@@ -304,6 +318,13 @@ def frames_cases(inputs: dict[str, str], args: dict, config: dict, corrupt: Path
             "args": frames["args"] | {"iterations": 100000},
             "kill_plugin": True,
             "engine_config": config | {"service": False},  # the child process's own cancel
+        },
+        frames
+        | {
+            "name": "frames_kept_on_cancel",
+            "args": frames["args"] | {"iterations": 60},
+            "kill_plugin": "first_frame",
+            "engine_config": config | {"service": False},  # frames come one by one from the child
         },
         frames
         | {

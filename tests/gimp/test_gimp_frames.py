@@ -112,3 +112,17 @@ def test_cancelling_frames_kills_the_engine_and_makes_no_image(gimp: dict) -> No
     assert result["status"] != "success" and result["returned"] is None
     assert result["images"][1] == result["images"][0]
     assert_source_untouched(gimp, result)
+
+
+def test_cancel_keeps_the_frames_finished_so_far_in_the_new_image(gimp: dict) -> None:
+    """Each frame goes into the new image as soon as it is finished: the plug-in killed (GIMP's Cancel)
+    while the engine is held after its first frame leaves that frame there, undo on, the source as it was."""
+    result = case(gimp, "frames_kept_on_cancel")
+    assert result["killed"].get("first_frame"), "the engine never finished a frame"
+    assert result["status"] != "success" and result["returned"] is None
+    assert result["images"][1] == result["images"][0] + 1
+    kept = result["kept"]
+    assert [layer["name"] for layer in kept["layers"]] == FRAMES_STYLED[:1] and kept["undo_enabled"]
+    styled, source = pixels(kept["layers"][0]), frame_pixels(gimp, 0)
+    assert np.abs(styled[..., :3].astype(int) - source[..., :3]).mean() > 2
+    assert_source_untouched(gimp, result)

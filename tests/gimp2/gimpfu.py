@@ -302,6 +302,7 @@ class Display(object):
     def __init__(self, image):
         _record("gimp.Display", image)
         displays.append(image)
+        self.image = image
 
 
 def _selection_in(image, drawable):
@@ -355,6 +356,12 @@ class Pdb(object):
     def gimp_image_delete(self, image):
         _record("gimp_image_delete", image)
         image.deleted = True
+
+    def gimp_display_delete(self, display):
+        """The window goes; its image with it, as it was the image's last window."""
+        _record("gimp_display_delete", display)
+        displays.remove(display.image)
+        display.image.deleted = True
 
     def gimp_image_undo_disable(self, image):
         _record("gimp_image_undo_disable", image)

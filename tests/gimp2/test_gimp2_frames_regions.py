@@ -69,6 +69,57 @@ def test_frames_go_to_a_new_image_bottom_layer_first(plugin, gimpfu, monkeypatch
     assert any(text.startswith("Neural style: frame 3/3") for text in texts)
 
 
+def test_each_frame_appears_in_the_new_image_as_it_is_finished(plugin, gimpfu, monkeypatch, style_file):
+    image, frames = animation(gimpfu, 40, 36, gimpfu.RGB_IMAGE)
+    shown: list[list[tuple]] = []  # at each display flush: the new image's frames, bottom first
+    monkeypatch.setattr(
+        gimpfu.Gimp,
+        "displays_flush",
+        lambda self: shown.append([(i.name, bytes(i.pixels)) for i in gimpfu.displays[0].layers[::-1]]),
+    )
+    plugin.neural_style(image, frames[0], *plugin_args(style_file, size=32, frames=True))
+
+    assert gimpfu.messages == []
+    final = [(layer.name, bytes(layer.pixels)) for layer in gimpfu.displays[0].layers[::-1]]
+    assert len(final) == 3 and shown == [final[:1], final[:2], final]
+    assert gimpfu.displays[0].undo_enabled and image.open_undo_groups == 0
+
+
+def test_cancel_keeps_the_finished_frames_and_a_failure_none(plugin, gimpfu, monkeypatch, style_file):
+    image, frames = animation(gimpfu, 40, 36, gimpfu.RGB_IMAGE)
+    flushed: list[int] = []
+    monkeypatch.setattr(gimpfu.Gimp, "displays_flush", lambda self: flushed.append(1))
+
+    def cancel_after_the_first_frame(self, fraction: float) -> None:
+        if flushed:  # GIMP's Cancel ends the plug-in at once: an uncaught exit stands for it
+            raise SystemExit(0)
+
+    monkeypatch.setattr(gimpfu.Gimp, "progress_update", cancel_after_the_first_frame)
+    with pytest.raises(SystemExit):
+        plugin.neural_style(image, frames[0], *plugin_args(style_file, size=32, frames=True))
+    kept = gimpfu.displays[0]
+    assert [layer.name for layer in kept.layers] == ["Frame 1 styled (100ms) (combine)"]
+    assert kept.undo_enabled and not getattr(kept, "deleted", False)
+
+    gimpfu.reset()
+    bridge, item = plugin.nst_bridge, plugin.nst_bridge.FramesRun._item
+
+    def fail_the_second_frame(run, event):
+        if event.get("status") == "done" and int(event["item"]) == 2:
+            event = dict(event, status="failed", message="out of memory")
+        return item(run, event)
+
+    monkeypatch.setattr(bridge.FramesRun, "_item", fail_the_second_frame)
+    monkeypatch.setattr(gimpfu.Gimp, "progress_update", lambda self, fraction: None)
+    plugin.neural_style(image, frames[0], *plugin_args(style_file, size=32, frames=True))
+    assert (
+        len(gimpfu.messages) == 1 and "Frame 2 (200ms) (replace)' failed: out of memory" in gimpfu.messages[0]
+    )
+    deleted = [display.image for (display,) in gimpfu.called("gimp_display_delete")]
+    assert gimpfu.displays == [] and len(deleted) == 1 and deleted[0].deleted  # frame 1 went with it
+    assert image.layers == frames[::-1] and image.open_undo_groups == 0
+
+
 @pytest.mark.parametrize(
     "setup, words",
     [
