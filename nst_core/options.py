@@ -60,7 +60,7 @@ class Options:
     content_weight: float | None = None
     style_weight: float | None = None
     tv_weight: float | None = None
-    strength: float = 1.0  # multiplies the style weight: the plug-ins' "style strength"
+    strength: float = 1.0  # more or less style (presets.py, balance.py): the plug-ins' "style strength"
     content_layers: list[str] | None = None
     style_layers: list[str] | None = None
     style_layer_weights: list[float] | None = None

@@ -47,7 +47,7 @@ ARGUMENTS = (
         "A channel whose white is the region, instead of the selection",
     ),
     ("preset", "choice", "_Quality", "Quality preset: more time gives a finer result"),
-    ("strength", "double", "Style s_trength", "Multiplies the style weight: higher paints more style"),
+    ("strength", "double", "Style s_trength", "More or less style: higher paints more, 0 keeps the picture"),
     ("keep-colors", "choice", "_Keep original colours", "The layer's colours, the style's texture only"),
     ("style-scale", "double", "_Brush size", "Size of the style's brush strokes relative to the picture"),
     ("size", "int", "_Working size (0 = auto)", "Longest side, in pixels, the style is computed at"),
