@@ -147,7 +147,7 @@ class Settings(Preset):
     @property
     def effective_content_target(self) -> float | None:
         """The content error aimed at: strength 1 the preset's, 0 none (the photo), more towards 1."""
-        if not self.content_target or not self.strength:
+        if not self.content_target or not self.strength or not self.style_weight:
             return None
         return 1.0 - (1.0 - self.content_target) ** self.strength
 
@@ -194,6 +194,8 @@ def resolve(options: Options, n_styles: int = 1) -> Settings:
         {name: getattr(options, name) for name in PRESET_OVERRIDES if getattr(options, name) is not None}
     )
     recipe.update(_layers(options, preset))
+    if options.style_weight is not None and options.content_target is None:
+        recipe["content_target"] = None  # a style weight asked for is kept, not searched for
     init = options.init or preset.init
     recipe["init"] = init if init in ("content", "noise") else "image"
     return Settings(

@@ -181,3 +181,16 @@ def test_describe_is_json_with_every_range() -> None:
     assert {p["name"] for p in described["presets"]} == set(PRESETS)
     for name, (low, high) in LIMITS.items():
         assert described["options"][name]["min"] == low and described["options"][name]["max"] == high
+
+
+def test_a_style_weight_asked_for_is_kept_and_strength_moves_the_target() -> None:
+    """The user presets aim at a content error (balance.py); an explicit style weight turns that off
+    unless a target is asked for too, and strength moves the target, 0 meaning none."""
+    assert resolve(Options(preset="balanced")).effective_content_target == pytest.approx(0.5)
+    assert resolve(Options(preset="balanced", strength=2)).effective_content_target == pytest.approx(0.75)
+    assert resolve(Options(preset="balanced", strength=0)).effective_content_target is None
+    assert resolve(Options(preset="balanced", style_weight=3)).effective_content_target is None
+    both = Options(preset="balanced", style_weight=3, content_target=0.4)
+    assert resolve(both).effective_content_target == pytest.approx(0.4)
+    assert resolve(Options(preset="balanced", content_target=0)).effective_content_target is None
+    assert resolve(Options(preset="gatys-vgg16")).effective_content_target is None
