@@ -85,6 +85,8 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         from .job import JobRequest, check_not_an_input, dry_run, execute
         from .output import Output
 
+        if args.server and (args.snapshot or args.keep_on_stop):
+            raise UsageError("--snapshot and --keep-on-stop watch a run on this machine: leave out --server.")
         styles = tuple(style_path(s) for s in args.styles)
         masks = None if args.style_masks is None else tuple(Path(m) for m in args.style_masks)
         options, output = options_from_args(args), Output(Path(args.output))
@@ -92,8 +94,6 @@ def cmd_stylize(args: argparse.Namespace) -> int:
         request = JobRequest(
             Path(args.content), styles, options, output, "working", masks, snapshot, args.snapshot_every
         )
-        if args.server and (args.snapshot or args.keep_on_stop):
-            raise UsageError("--snapshot and --keep-on-stop watch a run on this machine: leave out --server.")
         if not args.overwrite:
             check_not_an_input(request)
         if args.dry_run:

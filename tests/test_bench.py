@@ -327,4 +327,6 @@ def test_the_engine_package_carries_the_benchmarks(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         packed = {name for name in archive.namelist() if name.startswith("nst_core/")}
-    assert packed == {path.relative_to(root).as_posix() for path in ENGINE.rglob("*.py")}
+    paintings = {path.relative_to(root).as_posix() for path in (ENGINE / "styles").iterdir()}
+    modules = {path.relative_to(root).as_posix() for path in ENGINE.rglob("*.py")}
+    assert packed == modules | paintings  # the bundled paintings are the package's only data
