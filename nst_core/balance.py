@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from . import losses
+from .images import resize_tensor
 from .optimize import RunContext
 
 TRIALS = 3  # first-scale runs at most (the plan's): the preset's weight, then two secant steps
@@ -42,14 +43,20 @@ class Trial:
         return abs(math.log(max(self.error, 1e-6) / target))
 
 
-def content_error(ctx: RunContext, image: torch.Tensor) -> float:
-    """The relative content error of `image` against the content at its size (the content loss's own
-    measure, without its weight)."""
-    content = torch.nn.functional.interpolate(ctx.content, size=image.shape[-2:], mode="area")
+def content_features(ctx: RunContext, size: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """The content's features at the first scale's `size` (H, W), resized as the scale's own inputs are:
+    computed once for all the trials."""
+    with torch.no_grad():
+        return ctx.network(resize_tensor(ctx.content, size))
+
+
+def content_error(ctx: RunContext, image: torch.Tensor, content: dict[str, torch.Tensor]) -> float:
+    """The relative content error of `image` against the `content` features (`content_features`): the
+    content loss's own measure, without its weight."""
     settings = ctx.settings
     with torch.no_grad():
-        ours, theirs = ctx.network(image), ctx.network(content)
-        terms = {n: losses.content_loss(ours[n], theirs[n]) for n in settings.content_layers}
+        ours = ctx.network(image)
+        terms = {n: losses.content_loss(ours[n], content[n]) for n in settings.content_layers}
         weights = dict(zip(settings.content_layers, settings.content_layer_weights, strict=True))
         return float(losses.weighted_sum(terms, weights))
 
@@ -71,27 +78,26 @@ def next_weight(trials: list[Trial], target: float) -> float:
 
 def balanced_first_scale(
     ctx: RunContext, allowed: int, run_scale: RunScale
-) -> tuple[torch.Tensor, RunContext, list[Trial]]:
+) -> tuple[torch.Tensor, RunContext]:
     """Run the first scale (`run_scale`) up to `allowed` times until its content error meets the target:
-    its image, the context with the chosen style weight (strength folded in) for the later scales, and
-    the trials. A stop (stop-and-keep) during a trial keeps that trial's picture."""
+    its image, and the context with the chosen style weight (strength folded in) for the later scales.
+    A stop (stop-and-keep) during a trial keeps that trial's picture."""
     settings = ctx.settings
     target = settings.effective_content_target
     assert target is not None
     trials: list[Trial] = []
+    content: dict[str, torch.Tensor] | None = None
     weight = settings.effective_style_weight
     for index in range(allowed):
         chosen = replace(settings, style_weight=weight, strength=1.0)
         image = run_scale(replace(ctx, settings=chosen, trial=index, trials=allowed))
         if ctx.steering is not None and ctx.steering.stopped:
-            return image, replace(ctx, settings=chosen), trials
-        trials.append(Trial(weight, content_error(ctx, image), image))
+            return image, replace(ctx, settings=chosen)
+        if content is None:
+            content = content_features(ctx, (image.shape[-2], image.shape[-1]))
+        trials.append(Trial(weight, content_error(ctx, image, content), image))
         if trials[-1].miss(target) < math.log(TOLERANCE):
             break
         weight = next_weight(trials, target)
     best = min(trials, key=lambda t: t.miss(target))
-    return (
-        best.image,
-        replace(ctx, settings=replace(settings, style_weight=best.style_weight, strength=1.0)),
-        trials,
-    )
+    return best.image, replace(ctx, settings=replace(settings, style_weight=best.style_weight, strength=1.0))

@@ -253,7 +253,7 @@ def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
     image = None
     for index, scale in enumerate(plan.scales):
         if scale.trials > 1 and ctx.temporal is None:  # a frame keeps to the weights: no flicker
-            image, ctx, _ = balance.balanced_first_scale(
+            image, ctx = balance.balanced_first_scale(
                 ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None)
             )
         else:
