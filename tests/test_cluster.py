@@ -232,6 +232,9 @@ def test_ray_auto_starts_a_cluster_here_when_none_runs(photos, style_png, vgg19_
     assert sorted(p.name for p in out.iterdir()) == ["photo0.png"]
 
 
+KILL_ITERATIONS = 100
+
+
 def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
@@ -240,12 +243,15 @@ def test_a_worker_killed_during_the_batch_loses_nothing(
     ray_cluster, photos, style_png, vgg19_weights, tmp_path
 ):
     local, workers = ray_cluster
+    # Long enough pictures that a worker seen early in one cannot finish it before the kill lands: the
+    # driver relays progress every 0.2 s, and 6 iterations of a 40-pixel picture take less than that.
+    slow = ["--iterations", str(KILL_ITERATIONS)]
     expected = tmp_path / "local"
-    local_batch(photos, style_png, vgg19_weights, expected)
+    local_batch(photos, style_png, vgg19_weights, expected, *slow)
     out = _fresh(tmp_path / "ray")
     raylets = {worker.all_processes["raylet"][0].process.pid: worker for worker in workers}
     command = [sys.executable, "-m", "nst_core", "batch", str(photos), "--style", str(style_png), "-o",
-               str(out), *FLAGS, "--weights", str(vgg19_weights), "--ray", local.address,
+               str(out), *FLAGS, *slow, "--weights", str(vgg19_weights), "--ray", local.address,
                "--progress", "json"]  # fmt: skip
     batch = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen, killed = [], None
@@ -254,7 +260,8 @@ def test_a_worker_killed_during_the_batch_loses_nothing(
             assert line.startswith("{"), line
             event = json.loads(line)
             seen.append(event)
-            if killed is None and event["event"] == "progress" and event.get("worker"):
+            early = event["event"] == "progress" and event["iteration"] <= KILL_ITERATIONS // 5
+            if killed is None and early and event.get("worker"):
                 pid = int(event["worker"].rsplit(":", 1)[1])
                 node = raylets.get(_parent(pid))
                 if node is not None:  # the machine running this picture goes away, mid-picture
