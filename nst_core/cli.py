@@ -233,7 +233,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     def action() -> None:
         from .speed import calibrate_and_record, calibration_text
 
-        result = calibrate_and_record(args.device, args.weights, announce)
+        result = calibrate_and_record(args.device, args.weights, announce, args.model)
         print(json.dumps(result) if args.json else calibration_text(result))
 
     return run_reported(Sink(), action)
@@ -508,6 +508,7 @@ def _add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     calibrate = commands.add_parser("calibrate", help="measure this device's speed for the time estimates")
     _add_device_flag(calibrate)
     _add_weights_flag(calibrate)
+    calibrate.add_argument("--model", default="vgg19", choices=MODELS, help="the network the weights are for")
     calibrate.add_argument("--json", action="store_true", help="the measurement as JSON (for programs)")
     calibrate.set_defaults(handler=cmd_calibrate)
 

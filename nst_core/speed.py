@@ -160,9 +160,11 @@ def synthetic_images(width: int, height: int, device: torch.device) -> tuple[tor
     return content[None].to(device), style[None].to(device)
 
 
-def calibrate(weights: Path, device: torch.device, startup: float, per_scale: float = 0.0) -> Speed:
+def calibrate(
+    weights: Path, device: torch.device, startup: float, per_scale: float = 0.0, model: str = "vgg19"
+) -> Speed:
     """This device's Speed: `balanced` iterations of the engine's optimiser timed at two sizes."""
-    settings = resolve(Options(preset="balanced", multiscale=False))
+    settings = resolve(Options(preset="balanced", multiscale=False, model=model))
     network = build_network(
         settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
     )
@@ -181,17 +183,17 @@ def calibrate(weights: Path, device: torch.device, startup: float, per_scale: fl
 
 
 def calibrate_and_record(
-    device_name: str, weights: Path | str | None, announce: Callable[[str], None]
+    device_name: str, weights: Path | str | None, announce: Callable[[str], None], model: str = "vgg19"
 ) -> dict[str, Any]:
     """Measure the device named and record its speed for the plans: what `calibrate` prints. `announce`
     hears the device's name before the minute or two of measuring."""
     started = time.perf_counter()
     device = devices.pick_device(device_name)
-    path = resolve_weights(weights, "vgg19")
+    path = resolve_weights(weights, model)
     default = default_speed(device.type)
     key = devices.describe_device(device)
     announce(key)
-    measured = calibrate(path, device, default.startup, default.per_scale)
+    measured = calibrate(path, device, default.startup, default.per_scale, model)
     recorded = record_speed(key, measured)
     took = round(time.perf_counter() - started, 1)
     return {

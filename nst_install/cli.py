@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Sequence
 
+from .checkout import weights
 from .errors import EXIT_CANCELLED, EXIT_DISK_SPACE, EXIT_INTERNAL, EXIT_NO_GIMP, EXIT_OK, InstallError
 from .plan import WEIGHTS_DISK, InstallPlan, data_folder, describe, make_plan
 from .profiles import no_gimp_message
@@ -41,6 +42,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--dev", action="store_true", help="install nst_core editable from this checkout")
     parser.add_argument("--weights", metavar="FILE", help="VGG19 weights file you already have")
+    parser.add_argument(
+        "--model",
+        choices=sorted(weights.OFFICIAL),
+        default="vgg19",
+        help="the network the plug-ins run: vgg19 (default) or vgg16, whose official file (or --weights) "
+        "is then used",
+    )
     parser.add_argument(
         "--gimp-dir",
         metavar="DIR",

@@ -68,7 +68,7 @@ if len(sys.argv) > 2:
     from nst_core.errors import NstError
     from nst_core.network import load_features
     try:
-        load_features("vgg19", sys.argv[2])
+        load_features(sys.argv[3], sys.argv[2])
     except NstError as error:
         sys.stderr.write(error.message + "\n")
         sys.exit(4)
@@ -219,16 +219,17 @@ def pip_install(python: Path, arguments: Sequence[str], what: str) -> None:
         )
 
 
-def check_engine(python: Path, weights: Path | None) -> None:
+def check_engine(python: Path, weights: Path | None, model: str = "vgg19") -> None:
     """Import torch for real and, given a weights file of the user's own, load it as the engine does."""
-    extra = [str(REPO), str(weights)] if weights else []
+    extra = [str(REPO), str(weights), model] if weights else []
     result = run_quiet([python, "-c", ENGINE_CHECK, *extra], timeout=ENGINE_TIMEOUT)
     problem = last_line(result.stderr + result.stdout)
     if result.returncode == 4:
         raise InstallError(
             EXIT_WEIGHTS,
-            f"The engine cannot use {weights}: {problem} Pass VGG19 weights in torchvision's format with "
-            "--weights, or leave it out to download the official file.",
+            f"The engine cannot use {weights}: {problem} Pass {model.upper()} weights in torchvision's "
+            "format with --weights (or --model for the network they are for), or leave it out to download "
+            "the official file.",
         )
     if result.returncode != 0:
         raise InstallError(
@@ -269,7 +270,11 @@ def engine_info(python: Path, data_dir: Path) -> dict:
 
 
 def self_test(
-    python: Path, weights: Path, data_dir: Path, server: tuple[str, Path] | None = None
+    python: Path,
+    weights: Path,
+    data_dir: Path,
+    server: tuple[str, Path] | None = None,
+    model: str = "vgg19",
 ) -> tuple[dict, float]:
     """Stylise a generated picture as GIMP does: raw pixels through the plug-ins' bridge to run-job and
     back, or to `server` (URL, token file) as the dialog's "Remote server" sends it. The engine's start
@@ -277,7 +282,7 @@ def self_test(
     width, height = SELF_TEST_SIZE
     content = bytes(v for y in range(height) for x in range(width) for v in (x * 5, y * 7, 128, 255 - x))
     config: dict = {"python": str(python), "weights": str(weights), "data_dir": str(data_dir)}
-    options = dict(SELF_TEST_OPTIONS)
+    options = dict(SELF_TEST_OPTIONS, model=model)
     if server is not None:
         config["servers"] = [{"url": server[0], "token_file": str(server[1])}]
         options["device"] = nst_common.REMOTE
@@ -316,10 +321,10 @@ def self_test(
     return run.started, time.time() - started
 
 
-def measure_speed(python: Path, weights: Path, data_dir: Path) -> dict | None:
+def measure_speed(python: Path, weights: Path, data_dir: Path, model: str = "vgg19") -> dict | None:
     """`nst_core calibrate`: this device's speed, recorded in the data folder for the time estimates
     and the automatic working size. None (and the defaults stay) if it fails: not worth an abort."""
-    done = run_engine(python, data_dir, "calibrate", "--json", "--weights", str(weights))
+    done = run_engine(python, data_dir, "calibrate", "--json", "--weights", str(weights), "--model", model)
     if done.returncode != 0:
         return None
     try:

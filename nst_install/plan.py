@@ -59,6 +59,7 @@ class WeightsPlan:
     action: str  # keep | copy | reference | download
     source: str  # a file, or the URL to download
     dest: Path  # the file the engine will use
+    model: str = "vgg19"  # the network the weights are for, which the plug-ins then ask for
 
     @property
     def disk(self) -> int:
@@ -198,7 +199,8 @@ def plan_engine(
 
 
 def plan_weights(args: argparse.Namespace, environ: Mapping[str, str], data_dir: Path) -> WeightsPlan:
-    entry = weights.official("vgg19")
+    model = args.model
+    entry = weights.official(model)
     dest = paths.weights_dir(env={paths.DATA_DIR_ENV: str(data_dir)}) / entry.filename
     if args.weights:
         source = Path(args.weights).expanduser().resolve()
@@ -207,16 +209,16 @@ def plan_weights(args: argparse.Namespace, environ: Mapping[str, str], data_dir:
                 EXIT_WEIGHTS, f"Weights file {source} not found: check the path given with --weights."
             )
         if source == dest:
-            return WeightsPlan("keep", str(source), dest)
+            return WeightsPlan("keep", str(source), dest, model)
         if weights.official_for_file(source) is not None:
-            return WeightsPlan("copy", str(source), dest)
-        return WeightsPlan("reference", str(source), source)
+            return WeightsPlan("copy", str(source), dest, model)
+        return WeightsPlan("reference", str(source), source, model)
     if dest.is_file():
-        return WeightsPlan("keep", str(dest), dest)
+        return WeightsPlan("keep", str(dest), dest, model)
     cached = paths.torch_hub_checkpoints(environ) / entry.filename
     if cached.is_file():
-        return WeightsPlan("reference", str(cached), cached)
-    return WeightsPlan("download", environ.get(WEIGHTS_URL_ENV) or entry.url, dest)
+        return WeightsPlan("reference", str(cached), cached, model)
+    return WeightsPlan("download", environ.get(WEIGHTS_URL_ENV) or entry.url, dest, model)
 
 
 def describe(plan: InstallPlan) -> list[str]:

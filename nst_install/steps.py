@@ -54,7 +54,7 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
     make_environment(plan.engine, manifest, changes)
     say("Weights")
     to_load = set_up_weights(plan.weights, plan.data_dir, manifest, changes)
-    check_engine(plan.engine.python, to_load)
+    check_engine(plan.engine.python, to_load, plan.weights.model)
     if to_load is not None:
         manifest.data["checked"] = [s for s in manifest.data["checked"] if s[0] != str(to_load)]
         manifest.add("checked", weights_stamp(to_load))
@@ -137,12 +137,12 @@ def set_up_weights(plan: WeightsPlan, data_dir: Path, manifest: Manifest, change
     stamps = data_dir / weights.STAMP_NAME
     try:
         if plan.action == "download":
-            download_weights(plan.source, plan.dest, manifest, changes)
+            download_weights(plan.source, plan.dest, plan.model, manifest, changes)
         elif plan.action == "copy":
-            weights.verify(plan.source, "vgg19", stamps=stamps)
-            copy_weights(Path(plan.source), plan.dest, stamps, manifest, changes)
+            weights.verify(plan.source, plan.model, stamps=stamps)
+            copy_weights(Path(plan.source), plan.dest, plan.model, stamps, manifest, changes)
         elif weights.official_for_file(plan.dest):
-            weights.verify(plan.dest, "vgg19", stamps=stamps)
+            weights.verify(plan.dest, plan.model, stamps=stamps)
             say(f"  {plan.dest} present and verified")
         elif weights_stamp(plan.dest) in manifest.data["checked"]:
             # Referenced in place, not copied: it is the user's file, and uninstall must not touch it.
@@ -154,11 +154,11 @@ def set_up_weights(plan: WeightsPlan, data_dir: Path, manifest: Manifest, change
     return None
 
 
-def download_weights(url: str, dest: Path, manifest: Manifest, changes: Changes) -> None:
+def download_weights(url: str, dest: Path, model: str, manifest: Manifest, changes: Changes) -> None:
     make_dirs(dest.parent, manifest)
     manifest.add("files", dest.with_name(dest.name + ".part"))
     say(f"  downloading {url}")
-    entry = weights.official("vgg19")
+    entry = weights.official(model)
     try:
         weights.download(url, dest, entry.sha256, DownloadProgress())
     except NstError as exc:
@@ -171,10 +171,12 @@ def download_weights(url: str, dest: Path, manifest: Manifest, changes: Changes)
     changes.note(f"downloaded and verified {dest}")
 
 
-def copy_weights(source: Path, dest: Path, stamps: Path, manifest: Manifest, changes: Changes) -> None:
+def copy_weights(
+    source: Path, dest: Path, model: str, stamps: Path, manifest: Manifest, changes: Changes
+) -> None:
     if dest.is_file() and dest.stat().st_size == source.stat().st_size:
         try:
-            weights.verify(dest, "vgg19", stamps=stamps)
+            weights.verify(dest, model, stamps=stamps)
             say(f"  {dest} present and verified")
             return
         except NstError:
@@ -202,7 +204,16 @@ def make_features_file(plan: InstallPlan, manifest: Manifest, changes: Changes) 
     if weights.verified_features(official, stamps) is not None:
         say(f"  {copy} present and verified")
         return
-    result = run_engine(plan.engine.python, plan.data_dir, "weights", "fetch", "--dir", str(official.parent))
+    result = run_engine(
+        plan.engine.python,
+        plan.data_dir,
+        "weights",
+        "fetch",
+        "--model",
+        plan.weights.model,
+        "--dir",
+        str(official.parent),
+    )
     if result.returncode == 0 and weights.verified_features(official, stamps) is not None:
         changes.note(f"wrote and verified {copy}, the engine's quicker start")
     else:
@@ -220,7 +231,9 @@ def weights_stamp(path: Path) -> list:
 def report_self_test(plan: InstallPlan) -> None:
     say("Self-test")
     info = engine_info(plan.engine.python, plan.data_dir)
-    started, seconds = self_test(plan.engine.python, plan.weights.dest, plan.data_dir)
+    started, seconds = self_test(
+        plan.engine.python, plan.weights.dest, plan.data_dir, model=plan.weights.model
+    )
     device = started.get("device") or info.get("device", "?")
     threads = f", {info['threads']} threads" if info.get("type") == "cpu" and "threads" in info else ""
     say(f"  device: {device}{threads}{memory_text(info)}")
@@ -228,7 +241,7 @@ def report_self_test(plan: InstallPlan) -> None:
     iterations = SELF_TEST_OPTIONS["iterations"]
     test = f"a {width}x{height} test picture, {iterations} iterations"
     say(f"  {test}: {seconds:.1f} s, starting the engine included")
-    speed = measure_speed(plan.engine.python, plan.weights.dest, plan.data_dir)
+    speed = measure_speed(plan.engine.python, plan.weights.dest, plan.data_dir, plan.weights.model)
     if speed is None:
         say("  speed: not measured (the time estimates use the defaults)")
     else:
@@ -239,7 +252,9 @@ def report_self_test(plan: InstallPlan) -> None:
 def report_server_test(plan: InstallPlan, url: str, token_file: Path) -> None:
     """The self-test's picture on a --server, through the plug-ins' own client."""
     say(f"Server {url}")
-    started, seconds = self_test(plan.engine.python, plan.weights.dest, plan.data_dir, (url, token_file))
+    started, seconds = self_test(
+        plan.engine.python, plan.weights.dest, plan.data_dir, (url, token_file), plan.weights.model
+    )
     say(f"  device: {started.get('device', '?')}; the test picture took {seconds:.1f} s there")
 
 
@@ -273,6 +288,8 @@ def install_plugin(
         "engine": description,
         "service": True,  # the plug-ins start a warm engine service on first use (nst_service.py)
     }
+    if plan.weights.model != "vgg19":  # the engine's own default needs no word
+        config["model"] = plan.weights.model
     if plan.servers:
         config["servers"] = [{"url": url, "token_file": str(token)} for url, token in plan.servers]
     files[nst_common.CONFIG_NAME] = ((json.dumps(config, indent=2, sort_keys=True) + "\n").encode(), 0o644)

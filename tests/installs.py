@@ -126,6 +126,7 @@ def install_namespace(**changes: object) -> argparse.Namespace:
         "engine_python": None,
         "dev": False,
         "weights": None,
+        "model": "vgg19",
         "gimp_dir": None,
         "gimp_version": None,
         "skip_self_test": False,

@@ -298,6 +298,8 @@ def test_numbers_and_what_zero_means() -> None:
         "device": "cpu",
     }
     assert nst_bridge.dialog_options(config, dict(values, size=256))["size"] == 256
+    # Installed for VGG16 (install.py --model vgg16): every job, preview and estimate asks for it.
+    assert nst_bridge.dialog_options(dict(config, model="vgg16"), values)["model"] == "vgg16"
 
 
 def test_style_mix_and_the_result_layer_name() -> None:

@@ -100,6 +100,27 @@ def test_servers_go_into_the_config_and_the_self_test_runs_a_job_on_each(tmp_pat
     assert "does not answer" in gone.stderr and gone.stderr.count("\n") == 1
 
 
+def test_a_vgg16_install_runs_its_self_test_and_the_plug_ins_on_vgg16(tmp_path, vgg16_weights) -> None:
+    """VGG16 weights are refused for the default network, in one line naming --model; with --model
+    vgg16 the engine loads them, the self-test paints with them and the plug-ins' config asks for VGG16."""
+    home = tmp_path / "home"
+    (gimp3,) = make_profiles(home, ".config/GIMP/3.0")
+    refused = run_install(home, *install_args(vgg16_weights, "--skip-self-test"))
+    assert refused.returncode == errors.EXIT_WEIGHTS, explain(refused)
+    assert "Pass VGG19 weights" in refused.stderr and "--model" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    result = run_install(home, *install_args(vgg16_weights, "--model", "vgg16"))
+    assert result.returncode == 0, explain(result)
+    assert re.search(r"test picture, \d+ iterations: [\d.]+ s", result.stdout), result.stdout  # painted
+    assert re.search(r"speed: \d+ GFLOP/s on .*, recorded", result.stdout), result.stdout  # calibrated
+    config = check_plugin(gimp3, "neural_style", "neural_style.py")
+    assert config["model"] == "vgg16" and config["weights"] == str(vgg16_weights)
+    fresh = tmp_path / "fresh"
+    make_profiles(fresh, ".config/GIMP/3.0")
+    planned = run_install(fresh, "--engine-python", sys.executable, "--model", "vgg16", "--dry-run")
+    assert "https://download.pytorch.org/models/vgg16-397923af.pth" in planned.stdout, explain(planned)
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

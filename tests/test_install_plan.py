@@ -66,7 +66,7 @@ def test_the_engine_is_checked_once_and_the_self_test_runs_as_gimp_does(
     args = install_namespace(engine_python=sys.executable, weights=str(vgg19_weights))
     made = plan.make_plan(args, dict(os.environ))
     changes = steps.carry_out(made, steps.Manifest(made.data_dir / "install-manifest.json"))
-    assert checks == [(Path(sys.executable), vgg19_weights)]
+    assert checks == [(Path(sys.executable), vgg19_weights, "vgg19")]
     [job] = jobs
     assert job["content"] | {"raw": "-"} == {
         "raw": "-",
@@ -76,6 +76,7 @@ def test_the_engine_is_checked_once_and_the_self_test_runs_as_gimp_does(
         "channels": 4,
     }
     assert job["output"]["format"] == "u8" and job["options"]["weights"] == str(vgg19_weights)
+    assert job["options"]["model"] == "vgg19"  # the network install.py --model chose
     assert [text for text in changes.done if "nst_config.json" in text]
 
 
@@ -160,7 +161,7 @@ def test_official_weights_get_a_features_copy_that_the_record_holds(
     changes = steps.Changes()
     steps.make_features_file(install, manifest, changes)  # type: ignore[arg-type]
     copy = official.with_name("vgg19-test.features.pt")
-    assert runs == [("weights", "fetch", "--dir", str(official.parent))]
+    assert runs == [("weights", "fetch", "--model", "vgg19", "--dir", str(official.parent))]
     assert weights.verified_features(official, data / weights.STAMP_NAME) == copy
     assert str(copy) in manifest.data["files"]  # uninstall removes it
     assert changes.done == [f"wrote and verified {copy}, the engine's quicker start"]

@@ -172,12 +172,15 @@ def _preset_decides(config, name):
 
 def dialog_options(config, values):
     # type: (dict, dict) -> dict
-    """The engine options that a dialog's values mean: a 0 for an option the preset decides is left out."""
+    """The engine options that a dialog's values mean: a 0 for an option the preset decides is left out;
+    the network the install chose, if not the engine's own default."""
     options = {}
     for name, value in values.items():
         if value == 0 and _preset_decides(config, name):
             continue
         options[name] = value
+    if config.get("model"):  # installed for another network (install.py --model)
+        options["model"] = config["model"]
     return options
 
 
