@@ -10,7 +10,6 @@ import os
 import shutil
 import sys
 import threading
-import time
 
 import gi
 
@@ -23,18 +22,7 @@ with open(os.path.join(WORK, "plan.json")) as handle:
     PLAN = json.load(handle)
 sys.path.insert(0, PLAN["harness"])
 import batch_neural_style as harness  # noqa: E402
-
-
-def ask(what):
-    """Ask gui_inside.sh to do something to GIMP's window, and wait until it is done."""
-    path = os.path.join(WORK, "request")
-    with open(path + ".tmp", "w") as handle:
-        handle.write(what + "\n")
-    os.rename(path + ".tmp", path)
-    end = time.monotonic() + 30
-    while os.path.exists(path) and time.monotonic() < end:
-        time.sleep(0.05)
-    Gimp.displays_flush()
+from gui_hands import ask  # noqa: E402
 
 
 def state(image):
@@ -61,7 +49,7 @@ def user_run(procedure, case, kill_after=None):
     if kill_after is not None:
         watcher.join(130)
     after = state(image)
-    ask("undo")
+    ask(WORK, "undo")
     undone = state(image)
     image.delete()
     return {"status": status, "error": error, "killed": killed, "before": before, "after": after,
