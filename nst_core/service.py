@@ -189,7 +189,8 @@ class Worker:
 
     def _run_frames(self, job: ServiceJob, options: Any, started: float) -> None:
         """An animation as `batch --frames` paints it (batch.stylize_run: each frame from the one before),
-        the frames' results one after another in the job's result, their sizes in the `done` event."""
+        each frame streamed as it is finished (a `frame` event, then its pixels), their sizes again in
+        the `done` event."""
         from .batch import DEFAULT_TEMPORAL_WEIGHT, BatchProgress, Frame, stylize_run
         from .errors import NstError
         from .output import raw_bytes
@@ -198,7 +199,7 @@ class Worker:
         frames = [Frame(f"frame {i + 1}", content) for i, content in enumerate(contents)]
         progress = BatchProgress(job.sink, len(frames))
         fmt = job.request.result_format
-        results, sizes = [], []
+        sizes = []
         run = stylize_run(
             frames,
             job.styles,
@@ -211,12 +212,15 @@ class Worker:
         for index, result in run:
             if isinstance(result, NstError):  # the frames after it would start from nothing
                 raise type(result)(f"Frame {index + 1} failed: {result.message}")
-            results.append(raw_bytes(result, fmt))
+            data = raw_bytes(result, fmt)
             height, width, channels = result.shape
-            sizes.append({"width": width, "height": height, "channels": channels, "bytes": len(results[-1])})
-        job.result = b"".join(results)
+            sizes.append({"width": width, "height": height, "channels": channels, "bytes": len(data)})
+            # Now, not with `done`: a client shows each frame as it comes, and a cancel keeps those.
+            frame = {"event": "frame", "frame": index + 1, "frames": len(frames), "format": fmt}
+            job.post({**frame, **sizes[-1], PAYLOAD: data})
+        job.result = b""
         seconds = round(time.perf_counter() - started, 3)
-        done = {"event": "done", "seconds": seconds, "format": fmt, "bytes": len(job.result), "frames": sizes}
+        done = {"event": "done", "seconds": seconds, "format": fmt, "bytes": 0, "frames": sizes}
         job.sink.emit(done)
 
 

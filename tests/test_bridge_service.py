@@ -240,8 +240,11 @@ def test_a_service_of_other_weights_or_another_engine_is_replaced(config, style_
     assert state["pid"] != first and wait_until(lambda: not pid_alive(first), 20)
 
 
-def frames_on(config: dict, style: Path) -> tuple[list, nst_bridge.FramesRun, list[float]]:
-    """A square moving across 3 frames, through the bridge's FramesRun."""
+def frames_on(
+    config: dict, style: Path, shown: list | None = None
+) -> tuple[list, nst_bridge.FramesRun, list]:
+    """A square moving across 3 frames, through the bridge's FramesRun; `shown` gets each frame handed to
+    on_frame (index, pixels, width, height, the animation's fraction then)."""
     fractions: list[float] = []
     with nst_bridge.FramesRun(config) as run:
         for step in range(3):
@@ -252,16 +255,22 @@ def frames_on(config: dict, style: Path) -> tuple[list, nst_bridge.FramesRun, li
                     data += bytes((230, 200, 30, 255) if inside else (40, 90, 160, 255 if x < 28 else 90))
             run.add_frame(bytes(data), 32, 24, 4, f"Frame {step + 1} (100ms)")
         options = {"iterations": 2, "size": 32, "device": "cpu", "seed": 0}
-        results = run.run([(str(style), 1.0)], options, lambda f, t: fractions.append(f) or True)
+        progress = lambda f, t: fractions.append(f) or True  # noqa: E731
+        show = None if shown is None else lambda *frame: shown.append((*frame, fractions[-1]))
+        results = run.run([(str(style), 1.0)], options, progress, show)
     return results, run, fractions
 
 
 def test_animation_frames_run_on_the_warm_engine_as_in_the_child(config, style_png, tmp_path) -> None:
     child, engine, _ = frames_on({**config, "service": False}, style_png)
     assert engine.server is None and len(child) == 3
-    served, engine, fractions = frames_on(config, style_png)
+    shown: list = []
+    served, engine, fractions = frames_on(config, style_png, shown)
     assert engine.server is not None  # the warm service painted them
     assert served == child  # frame for frame, the bytes of `batch --frames`
+    # Each frame handed over as the service finished it, not all at the end.
+    assert [(index, *frame) for index, *frame, _fraction in shown] == [(i, *f) for i, f in enumerate(served)]
+    assert [round(fraction, 2) for *_, fraction in shown[:2]] == [0.33, 0.67]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     python = tmp_path / "python-without-serve"
     python.write_text(f'#!/bin/sh\n[ "$3" = serve ] && exit 3\nexec {sys.executable} "$@"\n')

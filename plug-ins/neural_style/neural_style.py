@@ -287,6 +287,7 @@ class LiveAnimation:
         if self.shown and self.display is None:
             self.display = Gimp.Display.new(self.image)
         Gimp.displays_flush()
+        note_time("frame shown")
 
     def delete(self) -> None:
         if self.display is not None:

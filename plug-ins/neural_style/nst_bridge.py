@@ -604,7 +604,7 @@ class FramesRun(EngineRun):
         nst_common.check_frames(len(self.frames))
         styles = [(self._style_file(index, style), weight) for index, (style, weight) in enumerate(styles)]
         styles = _checked_styles(styles)
-        served = self._frames_served(styles, options, on_progress)
+        served = self._frames_served(styles, options, on_progress, on_frame)
         if served is not None:
             return served
         if self.flatpak:
@@ -617,8 +617,8 @@ class FramesRun(EngineRun):
         self._run_child(python, command, on_progress)
         return [self._read_frame(output, path, channels) for path, channels in self.frames]
 
-    def _frames_served(self, styles, options, on_progress):
-        # type: (list, dict, object) -> list | None
+    def _frames_served(self, styles, options, on_progress, on_frame):
+        # type: (list, dict, object, object) -> list | None
         """The frames on this machine's warm engine service; None when there is none: the child runs them."""
         server = nst_service.local_service(self.config, on_progress)
         if server is None:
@@ -626,7 +626,7 @@ class FramesRun(EngineRun):
         frames = [open(path, "rb").read() for path, _channels in self.frames]  # noqa: SIM115
         sent = dict((k, v) for k, v in options.items() if v is not None)
         try:
-            results, self.started = server.run_frames(frames, styles, sent, on_progress)
+            results, self.started = server.run_frames(frames, styles, sent, on_progress, on_frame)
         except nst_service.Unavailable:
             return None  # it cannot run this job's device: the child process can
         self.server = server.url

@@ -155,28 +155,33 @@ class Server(object):
         data, started, _done = self._send(body, on_progress, on_snapshot)
         return data, started
 
-    def run_frames(self, frames, styles, options, on_progress):
-        # type: (list, list, dict, object) -> tuple
+    def run_frames(self, frames, styles, options, on_progress, on_frame=None):
+        # type: (list, list, dict, object, object) -> tuple
         """An animation's frames (image files' bytes, in order) painted as `batch --frames` paints them,
         each from the one before. Returns ([(8-bit pixels, width, height, channels)] at the working size,
-        start event); Unavailable and EngineError as `run`. It sends no snapshots and does not stop and
-        keep (the server refuses both for an animation)."""
+        start event); on_frame(index, pixels, width, height) gets each frame as soon as the server sends
+        it. Unavailable and EngineError as `run`. It sends no snapshots and does not stop and keep (the
+        server refuses both for an animation)."""
         body = _request_body(frames[0], None, styles, options, frames=frames[1:])
-        data, started, done = self._send(body, on_progress)
-        results, offset = [], 0
-        for frame in done.get("frames") or []:
-            size = int(frame["bytes"])
-            results.append((data[offset : offset + size], frame["width"], frame["height"], frame["channels"]))
-            offset += size
-        if len(results) != len(frames) or offset != len(data):
+        results = []  # type: list
+
+        def add_frame(data, width, height, channels):
+            # type: (bytes, int, int, int) -> None
+            results.append((data, width, height, channels))
+            if on_frame is not None:
+                on_frame(len(results) - 1, data, width, height)
+
+        _data, started, done = self._send(body, on_progress, on_frame=add_frame)
+        sizes = [(f["width"], f["height"], f["channels"]) for f in done.get("frames") or []]
+        if len(results) != len(frames) or sizes != [r[1:] for r in results]:
             raise EngineError(
                 "The engine service %s sent %d frames for %d: run it again."
                 % (self.url, len(results), len(frames))
             )
         return results, started
 
-    def _send(self, body, on_progress, on_snapshot=None):
-        # type: (bytes, object, object) -> tuple
+    def _send(self, body, on_progress, on_snapshot=None, on_frame=None):
+        # type: (bytes, object, object, object) -> tuple
         """POST one job and follow it: (result bytes, start event, done event)."""
         self.job, self.stopping = None, False
         started = {}  # type: dict
@@ -192,7 +197,8 @@ class Server(object):
                     if error.code == nst_common.EXIT_DEVICE:
                         raise Unavailable(error.message)
                     raise error
-                return self._follow(response, on_progress, started, done, on_snapshot), started, done
+                following = self._follow(response, on_progress, started, done, on_snapshot, on_frame)
+                return following, started, done
             except (socket.error, httplib.HTTPException, ValueError) as exc:
                 raise EngineError(
                     "The engine service %s stopped during the job (%s): run the filter again; a stopped "
@@ -201,8 +207,8 @@ class Server(object):
         finally:
             connection.close()
 
-    def _follow(self, response, on_progress, started, done, on_snapshot=None):
-        # type: (object, object, dict, dict, object) -> bytes
+    def _follow(self, response, on_progress, started, done, on_snapshot=None, on_frame=None):
+        # type: (object, object, dict, dict, object, object) -> bytes
         job = None
         while True:
             line = _read_line(response)
@@ -223,6 +229,11 @@ class Server(object):
                 if on_snapshot is not None:
                     size = [int(event.get(k, 0)) for k in ("width", "height", "channels")]
                     on_snapshot(data, size[0], size[1], size[2], float(event.get("fraction", 0.0)))
+            elif kind == "frame":
+                data = self._part(response, event)
+                if on_frame is not None:
+                    size = [int(event.get(k, 0)) for k in ("width", "height", "channels")]
+                    on_frame(data, size[0], size[1], size[2])
             elif kind == "start":
                 started.update(event)
                 keep_going = on_progress(nst_common.start_fraction(event), nst_common.start_text(event))

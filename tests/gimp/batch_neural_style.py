@@ -196,14 +196,32 @@ def pause_engine_after_its_first_frame(report):
     os.kill(pid, signal.SIGKILL)
 
 
-def first_live_layer(started):
-    """Seconds from the call to the plug-in's first live layer of this case, when NST_TIMING_LOG asks."""
+def marks_since(event, started):
+    """The times (monotonic) the plug-in marked `event` in NST_TIMING_LOG since `started`."""
     path = os.environ.get("NST_TIMING_LOG")
     if not path or not os.path.exists(path):
-        return None
+        return []
     with open(path) as handle:
-        marks = [float(line.split()[-1]) for line in handle if line.startswith("first live layer")]
-    marks = [mark for mark in marks if mark >= started]
+        marks = [float(line.split()[-1]) for line in handle if line.startswith(event + " ")]
+    return [mark for mark in marks if mark >= started]
+
+
+def kill_plugin_when_a_frame_is_shown(report, started):
+    """Watcher thread: SIGKILL the plug-in as soon as it has shown its first frame in the new image
+    (from the warm service, whose job goes on: the frames after it must not appear)."""
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not marks_since("frame shown", started):
+        time.sleep(0.02)
+    plugins = plugin_processes()
+    if not plugins or not marks_since("frame shown", started):
+        return
+    os.kill(plugins[0], signal.SIGKILL)
+    report.update(plugin_pid=plugins[0], frame_shown=True)
+
+
+def first_live_layer(started):
+    """Seconds from the call to the plug-in's first live layer of this case, when NST_TIMING_LOG asks."""
+    marks = marks_since("first live layer", started)
     return marks[0] - started if marks else None
 
 
@@ -301,6 +319,11 @@ def run_case(procedure, case, plan):
     elif case.get("kill_plugin") == "first_frame":
         watcher = threading.Thread(target=pause_engine_after_its_first_frame, args=(killed,), daemon=True)
         watcher.start()
+    elif case.get("kill_plugin") == "frame_shown":
+        shown_after = time.monotonic()
+        watcher = threading.Thread(target=kill_plugin_when_a_frame_is_shown, args=(killed, shown_after))
+        watcher.daemon = True
+        watcher.start()
     elif case.get("kill_plugin"):
         after = case.get("kill_after", 0.5)
         watcher = threading.Thread(target=kill_plugin_when_engine_runs, args=(killed, after), daemon=True)
@@ -336,7 +359,7 @@ def run_case(procedure, case, plan):
         "kept": None,
         "first_live_layer": first_live_layer(started),
     }
-    if case.get("kill_plugin") == "first_frame":  # what the killed plug-in left in a new image
+    if case.get("kill_plugin") in ("first_frame", "frame_shown"):  # what the killed plug-in left
         for kept in [other for other in Gimp.get_images() if other.get_id() not in ids_before]:
             result["kept"] = {
                 "layers": describe_layers(kept, plan["out"], case["name"] + "-kept"),

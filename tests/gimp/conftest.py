@@ -84,8 +84,10 @@ def gimp(chroot: Chroot, vgg19_weights: Path, tmp_path_factory: pytest.TempPathF
     ]
     for path in sorted(binds):
         command += ["--bind", path]
-    if os.environ.get("NST_TIMING_LOG"):  # the time from OK to the first live layer, measured on request
-        command += ["--env", "NST_TIMING_LOG"]
+    # The plug-in marks its moments there (the first live layer, each frame shown): the timings read
+    # them, and a case that cancels once a frame is shown waits for its mark.
+    marks = os.environ.get("NST_TIMING_LOG") or str(work / "marks.log")
+    command += ["--env", f"NST_TIMING_LOG={marks}"]
     done = subprocess.run(
         [*command, str(HERE / "batch_neural_style.py"), str(work / "plan.json")],
         capture_output=True,

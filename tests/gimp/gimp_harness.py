@@ -328,6 +328,12 @@ def frames_cases(inputs: dict[str, str], args: dict, config: dict, corrupt: Path
         },
         frames
         | {
+            "name": "frames_served_kept_on_cancel",
+            "args": frames["args"] | {"iterations": 60},
+            "kill_plugin": "frame_shown",  # on the warm service: its frames come one by one too
+        },
+        frames
+        | {
             "name": "frames_served_cancel",
             "args": frames["args"] | {"iterations": 100000},
             "kill_plugin": "service",

@@ -126,3 +126,18 @@ def test_cancel_keeps_the_frames_finished_so_far_in_the_new_image(gimp: dict) ->
     styled, source = pixels(kept["layers"][0]), frame_pixels(gimp, 0)
     assert np.abs(styled[..., :3].astype(int) - source[..., :3]).mean() > 2
     assert_source_untouched(gimp, result)
+
+
+def test_frames_from_the_warm_service_appear_one_by_one_and_cancel_keeps_them(gimp: dict) -> None:
+    """On the warm engine service (the installed default) the frames come one by one as well: the
+    plug-in killed (GIMP's Cancel) as soon as it showed the first one leaves that frame in the new image,
+    and none of the frames the service had not finished."""
+    result = case(gimp, "frames_served_kept_on_cancel")
+    assert result["killed"].get("frame_shown"), "the plug-in never showed a frame"
+    assert result["status"] != "success" and result["returned"] is None
+    assert result["images"][1] == result["images"][0] + 1
+    names = [layer["name"] for layer in result["kept"]["layers"]]
+    assert names == FRAMES_STYLED[: len(names)] and 1 <= len(names) < len(FRAMES), names
+    styled, source = pixels(result["kept"]["layers"][-1]), frame_pixels(gimp, 0)
+    assert np.abs(styled[..., :3].astype(int) - source[..., :3]).mean() > 2
+    assert_source_untouched(gimp, result)
