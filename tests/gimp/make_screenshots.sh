@@ -4,9 +4,9 @@
 #                on a virtual X display; also as dialog-preview.png (with GIMP=3.0: GIMP 3.0's, in
 #                the trixie chroot, as dialog-gimp3.0.png)
 #   regions.png  the first style's mask, and before.png with style.png on its left half and a second
-#                style (scikit-image's coffee.png) on its right, across a 24-pixel feather
+#                style (the bundled The Scream) on its right, across a 24-pixel feather
 #   before.png   scikit-image's astronaut photo (a packaged test image), 256 px
-#   style.png    scikit-image's immunohistochemistry sample (ihc.png), 256 px: colourful, textured
+#   style.png    the bundled painting The Starry Night (nst_core/styles/), 256 px
 #   after.png    before.png through `python -m nst_core stylize` in that style (PAIR_OPTIONS)
 #   forming.jpg  GIMP 3.2's window while the plug-in paints scikit-image's astronaut (512 px) in The
 #                Starry Night with "On Cancel: keep the picture so far" (FORMING_ARGS): four moments,
@@ -24,9 +24,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 python=python3 weights="" pair=1 model=vgg19
-# Few iterations: the pair must show the photo's structure in the style's colours and grain,
-# and take minutes, not an hour, on a CPU.
-PAIR_OPTIONS=(--preset fast --size 256 --iterations 60 --seed 0)
+# What a user's OK gives (the default preset), at a size that takes a minute or two on a CPU.
+PAIR_OPTIONS=(--preset balanced --size 256 --seed 0)
 FORMING_ARGS='{"preset": "balanced", "style-source": "painting", "style-painting": "starry-night", "device": "cpu", "seed": 0}'
 dialog=1 forming=1
 while (($#)); do
@@ -62,21 +61,23 @@ skimage=$("$python" -c 'import os, skimage.data; print(os.path.dirname(skimage.d
 "$python" - "$skimage" "$images" << 'EOF'
 import sys
 from PIL import Image
+from nst_core.paintings import style_path
 skimage, out = sys.argv[1:]
-for source, name in (("astronaut.png", "before.png"), ("ihc.png", "style.png")):
-    image = Image.open(f"{skimage}/{source}").convert("RGB")
+for source, name in ((f"{skimage}/astronaut.png", "before.png"), (style_path("starry-night"), "style.png")):
+    image = Image.open(source).convert("RGB")
     image.thumbnail((256, 256))
     image.save(f"{out}/{name}")
 EOF
 "$python" -m nst_core stylize "$images/before.png" "$images/style.png" -o "$images/after.png" \
     "${PAIR_OPTIONS[@]}" --progress none --weights "$weights" --model "$model"
 echo "make_screenshots: before.png, style.png, after.png (${PAIR_OPTIONS[*]}; weights: $weights)"
-"$python" - "$skimage" "$images" "$work" << 'EOF'
+"$python" - "$images" "$work" << 'EOF'
 import sys
 import numpy as np
 from PIL import Image, ImageFilter
-skimage, out, work = sys.argv[1:]
-second = Image.open(f"{skimage}/coffee.png").convert("RGB")
+from nst_core.paintings import style_path
+out, work = sys.argv[1:]
+second = Image.open(style_path("the-scream")).convert("RGB")
 second.thumbnail((256, 256))
 second.save(f"{work}/style2.png")
 width, height = Image.open(f"{out}/before.png").size
