@@ -419,3 +419,31 @@ def assert_styled(result: dict, source_name: str) -> tuple[np.ndarray, np.ndarra
     assert names.index(source_name + STYLED) == names.index(source_name) - 1  # directly above
     source, styled = layer_named(result, source_name), layer_named(result, source_name + STYLED)
     return pixels(source), pixels(styled)
+
+
+def run_gui(gimp: dict, chroot: Chroot, work: Path, script: str, *arguments: str, env: tuple = ()) -> dict:
+    """Run SCRIPT (a tests/gimp/*_inside.sh) in the chroot on a free virtual display, with Xvfb and
+    xdotool added to the chroot and GIMP's first-start dialogs turned off in WORK/gimprc:
+    `SCRIPT WORK DISPLAY ARGUMENTS...`. GIMP's log (WORK/gimp.log) and the script's stdout and stderr;
+    a failed run fails the test."""
+    built = chroot.build(extra_packages="xvfb xdotool")
+    if built.returncode != 0:
+        pytest.fail(
+            f"Could not add Xvfb and xdotool to {chroot.root}: {built.stderr.strip()[-800:]}", pytrace=False
+        )
+    (work / "gimprc").write_text(
+        f'(config-version "{gimp["package_version"]}")\n(show-welcome-dialog no)\n(check-updates no)\n'
+    )
+    display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
+    binds = {*python_binds(), str(REPO), gimp["work"].as_posix(), str(Path(gimp["weights"]).parent)}
+    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot.root), "--profile", str(gimp["profile"])]
+    for path in sorted(binds):
+        command += ["--bind", path]
+    for variable in env:
+        command += ["--env", variable]
+    command += ["--timeout", "300", "--cmd", "bash", str(HERE / script), str(work), str(display), *arguments]
+    done = subprocess.run(command, capture_output=True, text=True)
+    log = (work / "gimp.log").read_text(errors="replace") if (work / "gimp.log").exists() else ""
+    if done.returncode != 0:
+        pytest.fail(f"The GUI run failed (exit {done.returncode}):\n{done.stderr[-2000:]}\n{log[-3000:]}")
+    return {"log": log, "stdout": done.stdout, "stderr": done.stderr}

@@ -116,7 +116,7 @@ mkdir -p "$profile"
 NST_DATA_DIR=$work/data "$python" "$repo/install.py" --engine-python "$python" --weights "$weights" --model "$model" \
     --gimp-dir "$profile" --skip-self-test > "$work/install.log" 2>&1 ||
     { tail -n 20 "$work/install.log" >&2; exit 1; }
-cp "$images/before.png" "$images/style.png" "$here/screenshot_dialog_inside.sh" "$work/"
+cp "$images/before.png" "$images/style.png" "$work/"
 version=$(chroot "$root" dpkg-query -W -f='${Version}' gimp | sed 's/-.*//; s/^[0-9]*://')
 # No welcome dialog (it appears when config-version is missing or older) and no update check.
 printf '(config-version "%s")\n(show-welcome-dialog no)\n(check-updates no)\n' "$version" > "$work/gimprc"
@@ -133,7 +133,7 @@ print("\n".join(p for p in sys.path if p and os.path.isdir(p)))' | sort -u
 binds+=(--bind "$(dirname "$weights")")
 if ((dialog)); then
 "$here/run_in_gimp.sh" --root "$root" --profile "$profile" --timeout 300 --env PREVIEW=1 "${binds[@]}" \
-    --cmd bash "$work/screenshot_dialog_inside.sh" "$work" "$n"
+    --bind "$repo" --cmd bash "$here/screenshot_dialog_inside.sh" "$work" "$n"
 rm -f "/tmp/.X$n-lock" "/tmp/.X11-unix/X$n"   # left only if Xvfb was killed hard
 if [[ $gimp_version == 3.0 ]]; then
     cp "$work/dialog-preview.png" "$images/dialog-gimp3.0.png"

@@ -14,16 +14,9 @@
 #   screenshot_dialog_inside.sh WORK DISPLAY_NUMBER [SIZE]
 set -u
 work=$1 n=$2 size=${3:-}
-export DISPLAY=:$n GDK_BACKEND=x11 NO_AT_BRIDGE=1 NST_DEBUG=1
-xvfb="" gimp=""
-stop() {
-    [[ -n $gimp ]] && kill "$gimp" 2> /dev/null
-    [[ -n $xvfb ]] && kill "$xvfb" 2> /dev/null && wait "$xvfb"   # SIGTERM: Xvfb removes its lock
-}
-trap stop EXIT
-Xvfb ":$n" -screen 0 1280x900x24 -nolisten tcp > "$work/xvfb.log" 2>&1 &
-xvfb=$!
-for _ in $(seq 50); do xdotool getdisplaygeometry > /dev/null 2>&1 && break; sleep 0.1; done
+export NST_DEBUG=1
+source "$(dirname "${BASH_SOURCE[0]}")/xvfb_session.sh"
+start_xvfb "$n" "$work/xvfb.log"
 
 cat > "$work/open_dialog.py" << EOF
 import json, os
@@ -63,21 +56,13 @@ wait_estimate() {   # until more than $1 estimates have finished (the engine tak
     while (($(estimates) <= $1)) && ((SECONDS < end)); do sleep 0.3; done
     (($(estimates) > $1)) || echo "no time estimate appeared in the dialog" >&2
 }
-grab() {
+grab_dialog() {
     sleep 1   # shown is not yet drawn
-    python3 - "$1" "$window" << 'EOF'
-import sys
-import gi
-gi.require_version("Gdk", "3.0")
-gi.require_version("GdkX11", "3.0")
-from gi.repository import Gdk, GdkX11
-window = GdkX11.X11Window.foreign_new_for_display(Gdk.Display.get_default(), int(sys.argv[2]))
-Gdk.pixbuf_get_from_window(window, 0, 0, window.get_width(), window.get_height()).savev(sys.argv[1], "png", [], [])
-EOF
+    grab "$1" "$window"
 }
 geometry() { xdotool getwindowgeometry --shell "$window" | awk -F= -v s="$1" '/^WIDTH/ {w=$2} /^HEIGHT/ {h=$2} END {print s, w, h}'; }
 wait_estimate 0
-grab "$work/dialog.png"
+grab_dialog "$work/dialog.png"
 geometry closed > "$work/dialog-geometry.txt"
 # No window manager: focus the dialog first. GTK ignores key events sent to a window;
 # xdotool key without --window goes through XTEST, which GTK takes as typed.
@@ -89,7 +74,7 @@ if [[ -n $size ]]; then
     xdotool key alt+v sleep 0.5 key alt+w sleep 0.3 key ctrl+a sleep 0.2 type --delay 80 "$size"
     xdotool sleep 0.2 key Tab
     wait_estimate "$before"
-    grab "$work/dialog-size.png"
+    grab_dialog "$work/dialog-size.png"
     geometry open >> "$work/dialog-geometry.txt"
 fi
 previews() { grep -c '^neural-style preview: Preview at' "$work/gimp.log"; }
@@ -110,7 +95,7 @@ if [[ ${PREVIEW:-} == 1 ]]; then
     : > "$work/preview-times.txt"
     run_folders > "$work/folders-before.txt"
     preview cold
-    grab "$work/dialog-preview.png"
+    grab_dialog "$work/dialog-preview.png"
     preview warm
     xdotool key alt+p sleep 1   # a third one, in flight when the dialog closes
 fi

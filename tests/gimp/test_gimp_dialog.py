@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
-from gimp_harness import HERE, REPO, Chroot, python_binds
+from gimp_harness import Chroot, run_gui
 from samples import make_content_image, make_style_image
 
 pytestmark = pytest.mark.gimp
@@ -25,11 +23,6 @@ ESTIMATE = re.compile(r"^neural-style estimate: (About \d+ (?:s|min) on the CPU 
 def dialog(gimp: dict, chroot: Chroot) -> dict:
     """The plug-in's dialog opened INTERACTIVE (screenshot_dialog_inside.sh), the working size typed into
     it: GIMP's log, with the estimate lines the plug-in prints under NST_DEBUG=1."""
-    built = chroot.build(extra_packages="xvfb xdotool")
-    if built.returncode != 0:
-        pytest.fail(
-            f"Could not add Xvfb and xdotool to {chroot.root}: {built.stderr.strip()[-800:]}", pytrace=False
-        )
     work = gimp["work"] / "dialog"
     work.mkdir()
     make_content_image(300, 200).save(work / "before.png")
@@ -38,36 +31,9 @@ def dialog(gimp: dict, chroot: Chroot) -> dict:
     (work / "dialog_args.json").write_text(
         json.dumps({"preset": "fast", "device": "cpu", "style-file": None})
     )
-    (work / "gimprc").write_text(
-        f'(config-version "{gimp["package_version"]}")\n(show-welcome-dialog no)\n(check-updates no)\n'
-    )
-    display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
-    binds = {
-        *python_binds(),
-        str(REPO),
-        gimp["work"].as_posix(),
-        str(Path(gimp["weights"]).parent),
-    }
-    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot.root), "--profile", str(gimp["profile"])]
-    for path in sorted(binds):
-        command += ["--bind", path]
-    command += [
-        "--env",
-        "PREVIEW=1",
-        "--timeout",
-        "300",
-        "--cmd",
-        "bash",
-        str(HERE / "screenshot_dialog_inside.sh"),
-    ]
-    done = subprocess.run([*command, str(work), str(display), "96"], capture_output=True, text=True)
-    log = (work / "gimp.log").read_text(errors="replace") if (work / "gimp.log").exists() else ""
-    if done.returncode != 0:
-        pytest.fail(f"The dialog run failed (exit {done.returncode}):\n{done.stderr[-2000:]}\n{log[-2000:]}")
+    ran = run_gui(gimp, chroot, work, "screenshot_dialog_inside.sh", "96", env=("PREVIEW=1",))
     return {
-        "log": log,
-        "stdout": done.stdout,
-        "stderr": done.stderr,
+        **ran,
         "work": work,
         "version": gimp["version"],
     }

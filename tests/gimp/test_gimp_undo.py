@@ -5,8 +5,6 @@ before the call: every result layer of the run is one undo step. See test_gimp_p
 from __future__ import annotations
 
 import json
-import subprocess
-from pathlib import Path
 
 import pytest
 from gimp_harness import (
@@ -14,11 +12,10 @@ from gimp_harness import (
     ENGINE_ARGS,
     HERE,
     INSTALLED,
-    REPO,
     STYLED,
     Chroot,
     painter_config,
-    python_binds,
+    run_gui,
 )
 
 pytestmark = pytest.mark.gimp
@@ -27,11 +24,6 @@ pytestmark = pytest.mark.gimp
 @pytest.fixture(scope="module")
 def undone(gimp: dict, chroot: Chroot) -> dict:
     """gui_undo.py's result: two layers styled by OK, then one layer kept by Cancel, each undone."""
-    built = chroot.build(extra_packages="xvfb xdotool")
-    if built.returncode != 0:
-        pytest.fail(
-            f"Could not add Xvfb and xdotool to {chroot.root}: {built.stderr.strip()[-800:]}", pytrace=False
-        )
     work = gimp["work"] / "undo"
     work.mkdir()
     inputs = gimp["inputs"]
@@ -48,21 +40,9 @@ def undone(gimp: dict, chroot: Chroot) -> dict:
         "painter_config": painter_config(json.loads(config_path.read_text()), work),
     }
     (work / "plan.json").write_text(json.dumps(plan))
-    (work / "gimprc").write_text(
-        f'(config-version "{gimp["package_version"]}")\n(show-welcome-dialog no)\n(check-updates no)\n'
-    )
-    display = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
-    binds = {*python_binds(), str(REPO), gimp["work"].as_posix(), str(Path(gimp["weights"]).parent)}
-    command = [str(HERE / "run_in_gimp.sh"), "--root", str(chroot.root), "--profile", str(gimp["profile"])]
-    for path in sorted(binds):
-        command += ["--bind", path]
-    command += ["--timeout", "300", "--cmd", "bash", str(HERE / "gui_inside.sh")]
-    done = subprocess.run(
-        [*command, str(work), str(display), str(HERE / "gui_undo.py")], capture_output=True, text=True
-    )
-    log = (work / "gimp.log").read_text(errors="replace") if (work / "gimp.log").exists() else ""
-    if done.returncode != 0 or not (work / "result.json").exists():
-        pytest.fail(f"The GUI run failed (exit {done.returncode}):\n{done.stderr[-2000:]}\n{log[-3000:]}")
+    ran = run_gui(gimp, chroot, work, "gui_inside.sh", str(HERE / "gui_undo.py"))
+    if not (work / "result.json").exists():
+        pytest.fail(f"The GUI run wrote no result:\n{ran['log'][-3000:]}")
     return json.loads((work / "result.json").read_text())
 
 
