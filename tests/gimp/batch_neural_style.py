@@ -157,17 +157,27 @@ def engine_processes():
     return found
 
 
-def kill_plugin_when_engine_runs(report, after=0.5):
-    """Watcher thread: SIGKILL the plug-in `after` seconds under a live engine, then see whether the
-    engine dies."""
-    end = time.monotonic() + 120
+def first_engine(end):
+    """(pid, plug-in pid, folder) of the first engine child to run before the monotonic time `end`, or
+    None."""
     while time.monotonic() < end and not engine_processes():
         time.sleep(0.05)
     engines = engine_processes()
     if not engines:
+        return None
+    pid, (plugin, folder) = next(iter(engines.items()))
+    return pid, plugin, folder
+
+
+def kill_plugin_when_engine_runs(report, after=0.5):
+    """Watcher thread: SIGKILL the plug-in `after` seconds under a live engine, then see whether the
+    engine dies."""
+    end = time.monotonic() + 120
+    engine = first_engine(end)
+    if engine is None:
         return
     time.sleep(after)
-    pid, (plugin, folder) = next(iter(engines.items()))
+    pid, plugin, folder = engine
     report.update(engine_pid=pid, folder=folder)
     os.kill(plugin, signal.SIGKILL)
     while time.monotonic() < end and pid in engine_processes():
@@ -179,12 +189,10 @@ def pause_engine_after_its_first_frame(report):
     """Watcher thread: once the engine child has written its first frame (and said so), stop it, so that
     no later frame can finish, give the plug-in a moment to show that frame, then SIGKILL the plug-in."""
     end = time.monotonic() + 120
-    while time.monotonic() < end and not engine_processes():
-        time.sleep(0.05)
-    engines = engine_processes()
-    if not engines:
+    engine = first_engine(end)
+    if engine is None:
         return
-    pid, (plugin, folder) = next(iter(engines.items()))
+    pid, plugin, folder = engine
     first = os.path.join(folder, "styled", "frame-0000.tif")
     while time.monotonic() < end and not os.path.exists(first):
         time.sleep(0.02)
