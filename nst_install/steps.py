@@ -57,7 +57,7 @@ def carry_out(plan: InstallPlan, manifest: Manifest) -> Changes:
     check_engine(plan.engine.python, to_load, plan.weights.model)
     if to_load is not None:
         manifest.data["checked"] = [s for s in manifest.data["checked"] if s[0] != str(to_load)]
-        manifest.add("checked", weights_stamp(to_load))
+        manifest.add("checked", weights_stamp(to_load, plan.weights.model))
         say(f"  using {to_load} where it is (the engine loads it)")
     stop_engine_service(plan.data_dir, changes)
     manifest.add(
@@ -144,7 +144,7 @@ def set_up_weights(plan: WeightsPlan, data_dir: Path, manifest: Manifest, change
         elif weights.official_for_file(plan.dest):
             weights.verify(plan.dest, plan.model, stamps=stamps)
             say(f"  {plan.dest} present and verified")
-        elif weights_stamp(plan.dest) in manifest.data["checked"]:
+        elif weights_stamp(plan.dest, plan.model) in manifest.data["checked"]:
             # Referenced in place, not copied: it is the user's file, and uninstall must not touch it.
             say(f"  using {plan.dest} where it is (the engine loaded it before; unchanged since)")
         else:
@@ -223,9 +223,10 @@ def make_features_file(plan: InstallPlan, manifest: Manifest, changes: Changes) 
         say(f"  no features-only copy made, the engine reads the whole weights file: {problem}")
 
 
-def weights_stamp(path: Path) -> list:
-    """How the record knows a file of the user's own again: its path, size and modification time."""
-    return [str(path), path.stat().st_size, path.stat().st_mtime_ns]
+def weights_stamp(path: Path, model: str) -> list:
+    """How the record knows a file of the user's own again: its path, size and modification time, and the
+    network it was loaded as (the same file asked for as another network is checked again)."""
+    return [str(path), path.stat().st_size, path.stat().st_mtime_ns, model]
 
 
 def report_self_test(plan: InstallPlan) -> None:

@@ -115,6 +115,8 @@ def test_a_vgg16_install_runs_its_self_test_and_the_plug_ins_on_vgg16(tmp_path, 
     assert re.search(r"speed: \d+ GFLOP/s on .*, recorded", result.stdout), result.stdout  # calibrated
     config = check_plugin(gimp3, "neural_style", "neural_style.py")
     assert config["model"] == "vgg16" and config["weights"] == str(vgg16_weights)
+    again = run_install(home, *install_args(vgg16_weights))  # loaded before, but as VGG16: checked again
+    assert again.returncode == errors.EXIT_WEIGHTS and "--model" in again.stderr, explain(again)
     fresh = tmp_path / "fresh"
     make_profiles(fresh, ".config/GIMP/3.0")
     planned = run_install(fresh, "--engine-python", sys.executable, "--model", "vgg16", "--dry-run")
