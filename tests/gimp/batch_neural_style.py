@@ -214,9 +214,10 @@ def marks_since(event, started):
     return [mark for mark in marks if mark >= started]
 
 
-def kill_plugin_when_a_frame_is_shown(report, started):
+def kill_plugin_when_a_frame_is_shown(report, started, plan):
     """Watcher thread: SIGKILL the plug-in as soon as it has shown its first frame in the new image
-    (from the warm service, whose job goes on: the frames after it must not appear)."""
+    (from the warm service: the frames after it must not appear), then wait until the service has let
+    the killed plug-in's job go, so that the next case does not meet it still running."""
     end = time.monotonic() + 120
     while time.monotonic() < end and not marks_since("frame shown", started):
         time.sleep(0.02)
@@ -225,6 +226,9 @@ def kill_plugin_when_a_frame_is_shown(report, started):
         return
     os.kill(plugins[0], signal.SIGKILL)
     report.update(plugin_pid=plugins[0], frame_shown=True)
+    while time.monotonic() < end and service_health(plan).get("jobs", 1) != 0:
+        time.sleep(0.05)
+    report["service_freed"] = service_health(plan).get("jobs") == 0
 
 
 def first_live_layer(started):
@@ -278,7 +282,8 @@ def plugin_processes():
 def kill_plugin_when_service_runs(report, plan):
     """Watcher thread: SIGKILL the plug-in while the service runs its job, then see the job freed."""
     end = time.monotonic() + 120
-    while time.monotonic() < end and not service_health(plan).get("running"):
+    # Both: a job left running by an earlier case must not stand for this plug-in's.
+    while time.monotonic() < end and not (plugin_processes() and service_health(plan).get("running")):
         time.sleep(0.05)
     plugins = plugin_processes()
     if not plugins:
@@ -329,7 +334,7 @@ def run_case(procedure, case, plan):
         watcher.start()
     elif case.get("kill_plugin") == "frame_shown":
         shown_after = time.monotonic()
-        watcher = threading.Thread(target=kill_plugin_when_a_frame_is_shown, args=(killed, shown_after))
+        watcher = threading.Thread(target=kill_plugin_when_a_frame_is_shown, args=(killed, shown_after, plan))
         watcher.daemon = True
         watcher.start()
     elif case.get("kill_plugin"):

@@ -134,6 +134,7 @@ def test_frames_from_the_warm_service_appear_one_by_one_and_cancel_keeps_them(gi
     and none of the frames the service had not finished."""
     result = case(gimp, "frames_served_kept_on_cancel")
     assert result["killed"].get("frame_shown"), "the plug-in never showed a frame"
+    assert result["killed"]["service_freed"], "the service kept the killed plug-in's frames job"
     assert result["status"] != "success" and result["returned"] is None
     assert result["images"][1] == result["images"][0] + 1
     names = [layer["name"] for layer in result["kept"]["layers"]]
