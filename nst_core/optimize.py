@@ -41,6 +41,7 @@ GD_STEP_FLOOR = 1e-12
 FP16_LOSS_SCALE = 1024.0  # static scale so half-precision gradients inside the network do not underflow
 LBFGS_HISTORY = 50  # pixel-sized vector pairs kept: part of the memory estimate (memory.py)
 LBFGS_FIRST_STEP = 0.03  # mean pixel displacement of each scale's first iteration (pixels in [0, 1])
+LBFGS_RETRY_SHRINK = 0.25  # a step that raised the loss is tried again at this share of its length
 LBFGS_CURVATURE_FLOOR = 1e-10  # pairs with s.y at or below this take no part (torch uses the same)
 # Snapshots keep at least this many times their own cost apart: they take at most ~5% of a run's time.
 SNAPSHOT_COST_FACTOR = 20.0
@@ -232,6 +233,8 @@ class Stepper:
     best_loss: float = math.inf
     best_image: torch.Tensor | None = None
     last_parts: dict[str, float] = field(default_factory=dict)
+    best_parts: dict[str, float] = field(default_factory=dict)
+    rejected: int = 0  # L-BFGS steps taken back (they raised the loss)
     _optimizer: torch.optim.Optimizer | None = None
     _lbfgs: LBFGS | None = None
 
@@ -243,23 +246,23 @@ class Stepper:
             self._optimizer = torch.optim.Adam([self.image], lr=self.learning_rate)
 
     def _evaluate(self) -> torch.Tensor:
-        """Loss and gradient at the current pixels; remembers them if they are the best so far."""
+        """Loss and gradient at the current pixels; remembers them if they are the best so far (a tie
+        counts as better: L-BFGS steps from the latest of equals)."""
         total, parts, self.image.grad = self.objective.value_and_grad(self.image.detach(), self.loss_scale)
         # The one read back to the host per iteration (on a GPU, its one wait): all values at once.
         values = torch.stack([total.detach().float(), *(v.detach().float() for v in parts.values())]).tolist()
         value = values[0]
-        if value < self.best_loss:
+        self.last_parts = {"total": value, **dict(zip(parts, values[1:], strict=True))}
+        if value <= self.best_loss:
             self.best_loss = value
             self.best_image = self.image.detach().clone()
-        self.last_parts = {"total": value, **dict(zip(parts, values[1:], strict=True))}
+            self.best_parts = self.last_parts
         return total
 
     def step(self) -> dict[str, float]:
         if self._lbfgs is not None:
-            self._evaluate()
-            with torch.no_grad():
-                assert self.image.grad is not None
-                self.image.view(-1).add_(self._lbfgs.step(self.image.grad.reshape(-1)))
+            self._lbfgs_step()
+            return self.last_parts
         elif self._optimizer is not None:
             self._optimizer.step(self._evaluate)
         else:
@@ -271,6 +274,24 @@ class Stepper:
         with torch.no_grad():
             self.image.clamp_(0, 1)
         return self.last_parts
+
+    def _lbfgs_step(self) -> None:
+        """One L-BFGS iteration with one evaluation, the loss never rising: every step starts from the
+        best picture so far, so a step that raised the loss (the first of a finer scale overshoots,
+        and without this the loss jumped up by up to 24% there on real features) is taken back to
+        that picture and tried at a quarter of its length. The iteration reports the picture it holds."""
+        best = self.best_loss
+        self._evaluate()
+        assert self._lbfgs is not None and self.image.grad is not None and self.best_image is not None
+        with torch.no_grad():
+            if self.last_parts["total"] > best:
+                self.rejected += 1
+                self.image.copy_(self.best_image)
+                self.image.view(-1).add_(self._lbfgs.shorten(LBFGS_RETRY_SHRINK))
+                self.last_parts = self.best_parts
+            else:
+                self.image.view(-1).add_(self._lbfgs.step(self.image.grad.reshape(-1)))
+            self.image.clamp_(0, 1)
 
     def result(self) -> torch.Tensor:
         return self.best_image if self.best_image is not None else self.image.detach()
@@ -481,7 +502,8 @@ def scale_inputs(
 
 class LBFGS:
     """Steps for a flat vector, given its gradient at each iteration: L-BFGS over the pixels, one
-    evaluation per iteration, no line search (the caller clamps to [0, 1]).
+    evaluation per iteration, no line search (the caller clamps to [0, 1], and takes a step that
+    raised the loss back to a shorter one: `shorten`).
 
     Ours rather than torch.optim.LBFGS for its first step. Torch's is lr * min(1, 1/|g|_1): with a
     million pixel values |g|_1 is large and the first iteration of every scale barely moves the
@@ -515,6 +537,14 @@ class LBFGS:
             step = self._two_loop(gradient)
         self._last = (gradient.clone(), step)
         return step
+
+    def shorten(self, factor: float) -> torch.Tensor:
+        """Instead of the last step, `factor` x it from the same picture: the step to add to that
+        picture. The next gradient pairs with this shorter step."""
+        assert self._last is not None
+        gradient, step = self._last
+        self._last = (gradient, step * factor)
+        return self._last[1]
 
     def _remember(self, s: torch.Tensor, y: torch.Tensor) -> None:
         sy, yy = s.dot(y), y.dot(y)

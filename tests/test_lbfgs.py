@@ -1,11 +1,13 @@
-"""The pixels' L-BFGS: the same recursion as torch's, a first step of a set size, no host reads."""
+"""The pixels' L-BFGS: the same recursion as torch's, a first step of a set size, no host reads, and
+a loss that never rises: a step that raised it is taken back and tried shorter."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from nst_core.optimize import LBFGS, LBFGS_FIRST_STEP
+from nst_core.objective import Evaluation
+from nst_core.optimize import LBFGS, LBFGS_FIRST_STEP, LBFGS_RETRY_SHRINK, Stepper
 
 
 def _quadratic(n: int, condition: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,3 +76,30 @@ def test_history_is_bounded_and_flat_pairs_take_no_part() -> None:
     for _ in range(5):
         optimizer.step(torch.randn(3))
     assert len(optimizer._pairs) == 3
+
+
+class _Bowl:
+    """sum((x - centre)^2): its minimum inside the pixels' [0, 1]."""
+
+    def __init__(self, centre: float) -> None:
+        self.centre = centre
+
+    def value_and_grad(self, image: torch.Tensor, loss_scale: float = 1.0) -> Evaluation:
+        offset = image - self.centre
+        total = (offset**2).sum()
+        return total, {"bowl": total}, 2 * offset
+
+
+def test_a_step_that_raises_the_loss_is_taken_back_and_tried_shorter() -> None:
+    """From 0.01 below the bowl's bottom the first step (0.03 per pixel) lands 0.02 above it, higher
+    up the bowl: that picture is not kept, the step is tried again at a quarter of its length, and the
+    curvature measured along it takes the next step to the bottom."""
+    stepper = Stepper(torch.full((1, 3, 4, 4), 0.49), _Bowl(0.5), "lbfgs", 0.02)
+    reported = [stepper.step()["total"] for _ in range(4)]
+    assert stepper.rejected == 1
+    assert all(later <= earlier for earlier, later in zip(reported, reported[1:], strict=False)), reported
+    assert reported[1] == reported[0]  # the taken-back iteration reports the picture held
+    shorter = 0.49 + LBFGS_FIRST_STEP * LBFGS_RETRY_SHRINK
+    assert reported[2] == pytest.approx(48 * (shorter - 0.5) ** 2, rel=1e-4)
+    assert stepper.best_loss < 1e-10
+    torch.testing.assert_close(stepper.result(), torch.full((1, 3, 4, 4), 0.5))
