@@ -34,18 +34,15 @@ Run = tuple[torch.Tensor, list[float]]  # the best picture, the loss of each pic
 Race = Callable[[torch.Tensor, Evaluates, int], Run]
 
 
-def engine_lbfgs(
-    start: torch.Tensor, objective: Evaluates, evaluations: int
-) -> tuple[torch.Tensor, list[float]]:
-    stepper = optimize.Stepper(start, objective, "lbfgs", 0.02)
-    held = [stepper.step()["total"] for _ in range(evaluations)]
-    return stepper.result(), held
+def stepped(kind: str) -> Race:
+    """The engine's own Stepper of `kind` (its L-BFGS, or Adam at the presets' step of 0.02)."""
 
+    def race(start: torch.Tensor, objective: Evaluates, evaluations: int) -> Run:
+        stepper = optimize.Stepper(start, objective, kind, 0.02)
+        held = [stepper.step()["total"] for _ in range(evaluations)]
+        return stepper.result(), held
 
-def adam(start: torch.Tensor, objective: Evaluates, evaluations: int) -> Run:
-    stepper = optimize.Stepper(start, objective, "adam", 0.02)
-    seen = [stepper.step()["total"] for _ in range(evaluations)]
-    return stepper.result(), seen
+    return race
 
 
 def torch_wolfe(
@@ -92,7 +89,11 @@ def torch_wolfe(
     return best[1], accepted
 
 
-RACERS: dict[str, Race] = {"engine L-BFGS": engine_lbfgs, "torch L-BFGS + Wolfe": torch_wolfe, "Adam": adam}
+RACERS: dict[str, Race] = {
+    "engine L-BFGS": stepped("lbfgs"),
+    "torch L-BFGS + Wolfe": torch_wolfe,
+    "Adam": stepped("adam"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -119,8 +119,8 @@ def test_a_job_forced_into_tiles_paints_the_whole_jobs_picture(vgg19_weights: Pa
     rounding (Gram). Over 20 the optimisation magnifies any rounding: the network's gradient is only
     piecewise smooth (ReLU, max pooling), so the whole job itself, its content moved by 1e-6, ends
     several /255 away from its unmoved self. So the tiled job may drift as far as that, and no
-    further. The loss of the whole job never rises on the way (it jumped up at the third step before
-    a step that raised it was taken back). (That `--max-memory` forces the tiles: tests/test_plan.py.)"""
+    further. The loss of the whole job never rises on the way. (That `--max-memory` forces the tiles:
+    tests/test_plan.py.)"""
     import dataclasses
 
     from nst_core.run import run_plan

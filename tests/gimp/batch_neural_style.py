@@ -226,9 +226,7 @@ def kill_plugin_when_a_frame_is_shown(report, started, plan):
         return
     os.kill(plugins[0], signal.SIGKILL)
     report.update(plugin_pid=plugins[0], frame_shown=True)
-    while time.monotonic() < end and service_health(plan).get("jobs", 1) != 0:
-        time.sleep(0.05)
-    report["service_freed"] = service_health(plan).get("jobs") == 0
+    report["service_freed"] = service_freed(plan, end)
 
 
 def first_live_layer(started):
@@ -265,6 +263,13 @@ def service_health(plan):
         return {}
 
 
+def service_freed(plan, end):
+    """Whether the service holds no job (any more) by the monotonic time `end`."""
+    while time.monotonic() < end and service_health(plan).get("jobs", 1) != 0:
+        time.sleep(0.05)
+    return service_health(plan).get("jobs") == 0
+
+
 def plugin_processes():
     """Pids of running neural_style.py plug-ins."""
     found = []
@@ -291,9 +296,7 @@ def kill_plugin_when_service_runs(report, plan):
     time.sleep(0.5)
     report["plugin_pid"] = plugins[0]
     os.kill(plugins[0], signal.SIGKILL)
-    while time.monotonic() < end and service_health(plan).get("jobs", 1) != 0:
-        time.sleep(0.05)
-    report["service_freed"] = service_health(plan).get("jobs") == 0
+    report["service_freed"] = service_freed(plan, end)
 
 
 def repeat_with_last_values(procedure, case):
