@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +81,11 @@ def _layout(model: str) -> tuple[tuple[str, int, int], ...]:
 # allocator and the convolution library keep besides the tensors themselves.
 RUNTIME_BYTES = {"cpu": 720 * MIB, "cuda": 0, "mps": 0}
 SAFETY = 1.1  # measured peaks were 0.95 to 1.11 times the model: err on the side of tiling
+# A tiled scale's peak, measured on CPU (blocks of 0.2 to 2 MP), was 0.955 times its tensors plus about
+# 80 MiB (what the allocator and the convolution library keep per block pass): no margin on the tensors
+# and this much beside them puts the peak 2-8% under the model, so the tiles grow until the job's peak
+# is within 10% under the budget.
+TILED_OVERHEAD = 128 * MIB
 FREE_SHARE = 0.85  # of the free memory: room for the images, the preview and other programs
 UNKNOWN_BUDGET = 1 << 62
 LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate, start, content, spare
@@ -97,8 +102,11 @@ def element_bytes(precision: str, device_type: str) -> int:
     return 2
 
 
-def activation_bytes(settings: Settings, width: int, height: int, device_type: str) -> int:
-    """Peak bytes of the network's tensors during one forward and backward pass at width x height."""
+def activation_bytes(
+    settings: Settings, width: int, height: int, device_type: str, in_blocks: bool = False
+) -> int:
+    """Peak bytes of the network's tensors during one forward and backward pass at width x height;
+    `in_blocks`: the pass of one block of a tiled scale (`tiling.TiledObjective`)."""
     layers = settings.content_layers + settings.style_layers
     shapes = layer_shapes(settings.model, layers, height, width)
     size = element_bytes(settings.precision, device_type)
@@ -115,11 +123,14 @@ def activation_bytes(settings: Settings, width: int, height: int, device_type: s
         # Kept: the content target and the difference to it (float32); while the loss and its
         # gradient are computed, two more of that size exist for a moment.
         kept += 4 * shapes[layer_index(settings.model, name)].output_elements * 4
+    style = [shapes[layer_index(settings.model, n)].output_elements for n in settings.style_layers]
+    if settings.masked or in_blocks:
+        # Regions, and every block of a tiled scale, hand autograd the loss's gradient at every style
+        # layer at once, kept until the backward pass.
+        kept += sum(style) * size
     if settings.masked:
-        # Regions hand autograd their gradient at every style layer, kept until the backward pass, and
-        # gather each layer's masked sums through a float32 copy of its features and a weighted one.
-        style = [shapes[layer_index(settings.model, n)].output_elements for n in settings.style_layers]
-        kept += sum(style) * size + 2 * max(style) * 4
+        # Regions gather each layer's masked sums through a float32 copy of its features and a weighted one.
+        kept += 2 * max(style) * 4
     largest = max(s.output_elements for s in shapes)
     # Backward at the first block holds, at once, the gradient arriving from deeper layers,
     # the Gram term's gradient, their sum and the ReLU's: the largest tensors of the run.
@@ -162,18 +173,22 @@ def job_bytes(
 
 
 def tiled_job_bytes(
-    settings: Settings, width: int, height: int, tile: int, margin: int, device_type: str, iterations: int
+    settings: Settings,
+    width: int,
+    height: int,
+    blocks: Iterable[tuple[int, int]],
+    device_type: str,
+    iterations: int,
 ) -> int:
-    """`job_bytes` of a width x height scale run in blocks of `tile` px plus `margin` on each side:
-    one block's network pass, and beside it the whole image's optimiser vectors, content features
-    at the content layers, and canvases."""
-    side_x, side_y = min(width, tile + 2 * margin), min(height, tile + 2 * margin)
-    block = activation_bytes(settings, side_x, side_y, device_type)
+    """`job_bytes` of a width x height scale run in `blocks` (each block's width and height, its margins
+    included): the largest block's network pass, and beside it the whole image's optimiser vectors,
+    content features at the content layers, and canvases."""
+    block = max(activation_bytes(settings, w, h, device_type, in_blocks=True) for w, h in set(blocks))
     whole = optimizer_bytes(settings, width, height, iterations) + canvas_bytes(width, height)
     shapes = layer_shapes(settings.model, settings.content_layers, height, width)
     content = sum(shapes[layer_index(settings.model, n)].output_elements * 4 for n in settings.content_layers)
     runtime = RUNTIME_BYTES.get(device_type, 0)
-    return int((block + whole + content) * SAFETY) + fixed_bytes(settings, device_type) - runtime
+    return block + whole + content + TILED_OVERHEAD + fixed_bytes(settings, device_type) - runtime
 
 
 def budget_bytes(settings: Settings, device: torch.device) -> int:

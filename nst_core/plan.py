@@ -298,10 +298,20 @@ def fits(settings: Settings, scale: ScalePlan, device_type: str, budget: int) ->
 
 
 def tile_bytes(settings: Settings, scale: ScalePlan, tile: int, device_type: str) -> int:
-    """A scale run in blocks of `tile`: one block's network pass beside the whole image's vectors."""
-    margin, _ = margin_for(settings)
+    """A scale run in blocks of `tile`: its largest block's network pass beside the whole image's vectors.
+
+    The blocks are the ones the run will use (`tiling.plan_blocks`): the pieces share each side evenly
+    and have no margin at the image's edges, so they are smaller than `tile` plus two margins (counting
+    that square over-estimated a 4000 x 3000 job by 1.6x)."""
+    margin, grid = margin_for(settings)
+    blocks = tiling.plan_blocks(scale.width, scale.height, tile, margin, grid)
     return memory.tiled_job_bytes(
-        settings, scale.width, scale.height, tile, margin, device_type, scale.iterations
+        settings,
+        scale.width,
+        scale.height,
+        ((b.padded.width, b.padded.height) for b in blocks),
+        device_type,
+        scale.iterations,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -11,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_core import memory
+from nst_core import memory, tiling
 from nst_core.optimize import LBFGS_HISTORY
 from nst_core.options import Options, resolve
-from nst_core.plan import build_plan
+from nst_core.plan import ScalePlan, build_plan, margin_for, tile_bytes
 
 
 def test_estimate_grows_with_pixels_and_shrinks_with_half_precision_on_gpus() -> None:
@@ -61,7 +62,7 @@ MEASURE = textwrap.dedent(
     """
     import json, sys
     import numpy as np
-    from nst_core import memory
+    from nst_core import memory, tiling
     from nst_core.options import Options, resolve
     from nst_core.run import stylize
 
@@ -94,3 +95,55 @@ def test_estimate_is_within_a_quarter_of_the_measured_peak(size: int, vgg19_weig
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])
     assert 0.75 <= result["peak"] / result["estimate"] <= 1.25, result
+
+
+MEASURE_TILED = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import torch
+    from nst_core.options import Options, resolve
+    from nst_core.plan import ScalePlan, build_plan, margin_for, tile_bytes
+    from nst_core.run import stylize
+
+    width, height, budget = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    options = Options(preset="fast", size=width, iterations=2, multiscale=False, device="cpu",
+                      weights=sys.argv[4], max_memory=budget, content_target=None)
+    plan = build_plan(resolve(options), (width, height), torch.device("cpu"), sys.argv[4], budget << 20)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    content = np.stack([x / width, y / height, 0.5 + 0 * x], axis=-1)
+    style = np.stack([np.sin(x / 7) * 0.5 + 0.5, y / height, x * y / (width * height)], axis=-1)
+
+    def peak():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+    before = peak()
+    stylize(content, [style[:256, :256]], options)
+    print(json.dumps({"job": peak() - before, "tiles": plan.tiles()}))
+    """
+)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
+def test_tiles_grow_until_the_peak_nears_the_budget(vgg19_weights: Path) -> None:
+    # A budget just above what two tiles side by side need: the plan must find that layout (counting
+    # a block as tile + 2 margins, it chose 6 tiles and peaked at 60-75% of the budget), and the job's
+    # peak must come within 15% under the budget without going (more than noise) over it.
+    width, height = 640, 480
+    options = Options(preset="fast", size=width, iterations=2, multiscale=False, content_target=None)
+    settings = resolve(options)
+    two = tile_bytes(settings, ScalePlan(width, height, 2), 480, "cpu")
+    assert tiling.tile_count(width, height, 480, margin_for(settings)[1]) == 2
+    budget = math.ceil(two / memory.MIB) + 1
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE_TILED, str(width), str(height), str(budget), str(vgg19_weights)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert [t["count"] for t in result["tiles"]] == [2], result
+    assert 0.85 <= result["job"] / (budget * memory.MIB) <= 1.02, result
