@@ -129,7 +129,7 @@ MEASURE_TILED = textwrap.dedent(
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
 def test_tiles_grow_until_the_peak_nears_the_budget(vgg19_weights: Path) -> None:
     # A budget just above what two tiles side by side need: the plan must find that layout (counting
-    # a block as tile + 2 margins, it chose 6 tiles and peaked at 60-75% of the budget), and the job's
+    # a block as tile + 2 margins, it chose 4 tiles and peaked at 70% of the budget), and the job's
     # peak must come within 15% under the budget without going (more than noise) over it.
     width, height = 640, 480
     options = Options(preset="fast", size=width, iterations=2, multiscale=False, content_target=None)
