@@ -10,6 +10,11 @@ one: the first, coarsest scale (a few percent of the job's work) is run with the
 weight is moved along the measured slope of log error against log weight (a secant step), and the
 scale is run again from the start until the error is within TOLERANCE of the target or TRIALS are
 spent; the trial nearest the target is kept, and the later scales keep its weight.
+
+A warm engine remembers each picture's trials (`Remembered`: weight and error, which depend on the
+content, the style and the settings, not on the target), so the dialog's next preview of the same
+picture and style, at the same or another strength, starts from the weight those trials point to and
+mostly needs one run of the first scale instead of three.
 """
 
 from __future__ import annotations
@@ -61,33 +66,57 @@ def content_error(ctx: RunContext, image: torch.Tensor, content: dict[str, torch
         return float(losses.weighted_sum(terms, weights))
 
 
+# (style weight, content error) points kept per picture: the latest few, around where the targets were.
+Remembered = list[tuple[float, float]]
+REMEMBERED_POINTS = 6
+
+
+def secant_weight(point: tuple[float, float], other: tuple[float, float] | None, target: float) -> float:
+    """A secant step in log-log space from `point` (weight, error) towards `target`, its slope measured
+    against `other` (or assumed: FIRST_SLOPE), kept within SLOPE_RANGE and the weight within WEIGHT_RANGE."""
+    weight, error = point
+    slope = FIRST_SLOPE
+    if other is not None and other[0] != weight:
+        rise = math.log(max(error, 1e-6) / max(other[1], 1e-6))
+        slope = min(max(rise / math.log(weight / other[0]), SLOPE_RANGE[0]), SLOPE_RANGE[1])
+    weight *= math.exp(math.log(target / max(error, 1e-6)) / slope)
+    return min(max(weight, WEIGHT_RANGE[0]), WEIGHT_RANGE[1])
+
+
+def first_weight(remembered: Remembered, target: float, default: float) -> float:
+    """The weight to try first: where the remembered points' curve meets `target` (a secant through the
+    nearest point and the nearest on the target's other side, else the next nearest), or `default`."""
+    if not remembered:
+        return default
+    points = sorted(remembered, key=lambda p: abs(math.log(max(p[1], 1e-6) / target)))
+    nearest, rest = points[0], points[1:]
+    above = nearest[1] > target
+    other = next((p for p in rest if (p[1] > target) != above), rest[0] if rest else None)
+    return secant_weight(nearest, other, target)
+
+
 def next_weight(trials: list[Trial], target: float) -> float:
     """A secant step in log-log space towards `target`, from the last two trials (or the first and the
     assumed slope)."""
     last = trials[-1]
-    slope = FIRST_SLOPE
-    if len(trials) > 1:
-        before = trials[-2]
-        rise = math.log(max(last.error, 1e-6) / max(before.error, 1e-6))
-        run = math.log(last.style_weight / before.style_weight)
-        if run != 0:
-            slope = min(max(rise / run, SLOPE_RANGE[0]), SLOPE_RANGE[1])
-    weight = last.style_weight * math.exp(math.log(target / max(last.error, 1e-6)) / slope)
-    return min(max(weight, WEIGHT_RANGE[0]), WEIGHT_RANGE[1])
+    before = (trials[-2].style_weight, trials[-2].error) if len(trials) > 1 else None
+    return secant_weight((last.style_weight, last.error), before, target)
 
 
 def balanced_first_scale(
-    ctx: RunContext, allowed: int, run_scale: RunScale
+    ctx: RunContext, allowed: int, run_scale: RunScale, remembered: Remembered | None = None
 ) -> tuple[torch.Tensor, RunContext]:
     """Run the first scale (`run_scale`) up to `allowed` times until its content error meets the target:
     its image, and the context with the chosen style weight (strength folded in) for the later scales.
-    A stop (stop-and-keep) during a trial keeps that trial's picture."""
+    A stop (stop-and-keep) during a trial keeps that trial's picture. `remembered`: this picture's
+    earlier trials (a warm engine's), which choose the first weight and are added to."""
     settings = ctx.settings
     target = settings.effective_content_target
     assert target is not None
     trials: list[Trial] = []
     content: dict[str, torch.Tensor] | None = None
-    weight = settings.effective_style_weight
+    memory = [] if remembered is None else remembered
+    weight = first_weight(memory, target, settings.effective_style_weight)
     for index in range(allowed):
         chosen = replace(settings, style_weight=weight, strength=1.0)
         image = run_scale(replace(ctx, settings=chosen, trial=index, trials=allowed))
@@ -96,6 +125,8 @@ def balanced_first_scale(
         if content is None:
             content = content_features(ctx, (image.shape[-2], image.shape[-1]))
         trials.append(Trial(weight, content_error(ctx, image, content), image))
+        memory.append((weight, trials[-1].error))
+        del memory[:-REMEMBERED_POINTS]
         if trials[-1].miss(target) < math.log(TOLERANCE):
             break
         weight = next_weight(trials, target)

@@ -187,7 +187,10 @@ def run_plan(
         )
         if ctx.steering is not None:
             ctx.steering.begin()
-        result = images.from_tensor(_run_scales(ctx, plan))
+        remembered = None
+        if ctx.style_cache is not None and plan.scales[0].trials > 1 and frame is None:
+            remembered = _remembered_balance(ctx.style_cache, plan, content_in, masks)
+        result = images.from_tensor(_run_scales(ctx, plan, remembered))
         if watch is not None and ctx.steering is not None:
             steering = ctx.steering
             watch.stopped, watch.iteration = steering.stopped, steering.iterations
@@ -248,13 +251,32 @@ def _masks(
     return [regions.resize_mask(torch.from_numpy(p)[None, None].to(device), size) for p in planes]
 
 
-def _run_scales(ctx: RunContext, plan: Plan) -> torch.Tensor:
-    """Coarse to fine; returns the best iterate of the last scale (1 x 3 x H x W)."""
+def _remembered_balance(
+    cached: optimize.CachedStyles, plan: Plan, content_in: np.ndarray, masks: Sequence[np.ndarray] | None
+) -> balance.Remembered:
+    """A warm engine's list of the balance's trials for this picture: its key is everything the first
+    scale's content error depends on (the pixels, the styles, the masks, the first scale, the settings)
+    except the style weight and the target, which the trials are about."""
+    settings = replace(plan.settings, style_weight=0.0, strength=1.0, content_target=None)
+    key = (
+        "balance",
+        stylecache.pixels_digest(content_in),
+        cached.digests,
+        tuple(stylecache.pixels_digest(m) for m in masks or ()),
+        plan.scales[0],
+        settings,
+    )
+    return cached.cache.get(key, list)
+
+
+def _run_scales(ctx: RunContext, plan: Plan, remembered: balance.Remembered | None = None) -> torch.Tensor:
+    """Coarse to fine; returns the best iterate of the last scale (1 x 3 x H x W). `remembered`: a warm
+    engine's earlier balance trials for this picture (balance.py)."""
     image = None
     for index, scale in enumerate(plan.scales):
         if scale.trials > 1 and ctx.temporal is None:  # a frame keeps to the weights: no flicker
             image, ctx = balance.balanced_first_scale(
-                ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None)
+                ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None), remembered
             )
         else:
             image = _run_scale(ctx, plan, index, scale, image)

@@ -4,6 +4,7 @@ A style's targets (its Gram matrices, or its means and covariance square roots, 
 on the style's pixels as the network sees them, the size they are matched at, and the settings that
 shape the features; not on the content, the weights of the loss terms or the strength. A service's
 worker keeps them here, so that a repeated preview, or a job that changed only those, computes none.
+It keeps the balance's trials per picture here too (balance.py), so the next preview starts from them.
 
 `StyleCache` is an LRU of targets bounded by their bytes; `ScopedCache` is one run's view of it, its
 keys prefixed by what the whole run shares (model, weights file, pooling, device, precision). One-off
@@ -25,6 +26,8 @@ import numpy as np
 import torch
 
 STYLE_CACHE_BYTES = 256 << 20  # a style's targets at one scale are a few MiB (C x C per layer)
+# Values without tensors (the balance's trials) weigh nothing against the bytes: the count bounds them.
+STYLE_CACHE_ENTRIES = 1024
 
 T = TypeVar("T")
 
@@ -60,8 +63,9 @@ class StyleCache:
 
     Thread-safe; `computed` and `hits` count what `get` did, for the tests and the benchmark."""
 
-    def __init__(self, budget: int = STYLE_CACHE_BYTES) -> None:
+    def __init__(self, budget: int = STYLE_CACHE_BYTES, entries: int = STYLE_CACHE_ENTRIES) -> None:
         self.budget = budget
+        self.entries = entries
         self.computed = 0
         self.hits = 0
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
@@ -90,7 +94,7 @@ class StyleCache:
             if size <= self.budget and key not in self._entries:
                 self._entries[key] = (value, size)
                 self._held += size
-                while self._held > self.budget:
+                while self._held > self.budget or len(self._entries) > self.entries:
                     _, (_, dropped) = self._entries.popitem(last=False)
                     self._held -= dropped
         return value

@@ -4,15 +4,20 @@ the loss weights change, bounded in bytes, and the same pictures with it as with
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from samples import make_content_image, make_random_vgg_weights, make_style_image
+from skimage import data
 
-from nst_core import network
+from nst_core import balance, network
 from nst_core.options import Options
+from nst_core.paintings import FOLDER as PAINTINGS_FOLDER
 from nst_core.run import stylize
 from nst_core.stylecache import StyleCache
 
@@ -131,3 +136,49 @@ def test_the_cache_keeps_to_its_byte_budget_dropping_the_least_recently_used() -
     assert cache.computed == computed + 1  # "a" was kept, "b" had to go
     cache.get("huge", lambda: torch.zeros(1000))
     assert cache.held <= cache.budget  # a value larger than the budget is computed but never kept
+
+
+def test_the_cache_keeps_to_its_count_of_entries_too() -> None:
+    cache = StyleCache(entries=2)  # values without tensors (the balance's trials) weigh no bytes
+    for key in "abc":
+        cache.get(key, list)
+    assert len(cache) == 2 and cache.computed == 3
+    cache.get("a", list)
+    assert cache.computed == 4  # "a" was the oldest and had to go
+
+
+def balance_trials(
+    weights: Path, cache: StyleCache | None, monkeypatch, content, strength=1.0
+) -> list[float]:
+    """The content errors of the balance's runs of the first scale in one preview-sized job on real
+    features (random ones give no smooth curve of error against weight to remember)."""
+    measured: list[float] = []
+    real = balance.content_error
+    options = Options(size=182, iterations=12, device="cpu", seed=3, model="vgg16", weights=str(weights))
+    with monkeypatch.context() as patch:
+        patch.setattr(balance, "content_error", lambda *a: measured.append(real(*a)) or measured[-1])
+        stylize(content, [PAINTING], replace(options, strength=strength), style_cache=cache)
+    return measured
+
+
+PHOTO = data.astronaut().astype(np.float32) / 255
+PAINTING = (
+    np.asarray(Image.open(PAINTINGS_FOLDER / "starry_night.jpg").convert("RGB"), np.float32)[:256, :256] / 255
+)
+
+
+def test_a_warm_engine_remembers_the_balance_for_the_next_preview(real_vgg16_weights, monkeypatch) -> None:
+    """The balance's trials depend on the picture, the style and the settings, not on the target: a
+    warm engine keeps them, so the next job of the same picture (the dialog's next preview), at the same
+    or another strength, starts where they point; another picture starts afresh."""
+    target = 0.5  # the preset's, at strength 1
+    cold = balance_trials(real_vgg16_weights, None, monkeypatch, PHOTO)
+    assert len(cold) > 1  # the preset's weight missed the target, a secant step followed
+    cache = StyleCache()
+    assert balance_trials(real_vgg16_weights, cache, monkeypatch, PHOTO) == cold
+    again = balance_trials(real_vgg16_weights, cache, monkeypatch, PHOTO)
+    assert len(again) == 1 and abs(math.log(again[0] / target)) < abs(math.log(cold[-1] / target))
+    assert len(balance_trials(real_vgg16_weights, cache, monkeypatch, PHOTO, strength=0.7)) == 1
+    other = PHOTO[::-1].copy()
+    cold_other = balance_trials(real_vgg16_weights, None, monkeypatch, other)
+    assert balance_trials(real_vgg16_weights, cache, monkeypatch, other) == cold_other

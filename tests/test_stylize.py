@@ -295,3 +295,11 @@ def test_a_secant_step_moves_the_weight_towards_the_target() -> None:
     two = balance.Trial(2.5, 0.6, torch.zeros(1))  # slope log(1.5) / log(4) = 0.29
     weight = balance.next_weight([one, two], 0.45)
     assert 0.5 < weight < 2.5 and balance.next_weight([one, two], 0.6) == pytest.approx(2.5)
+
+
+def test_the_first_weight_follows_the_remembered_trials() -> None:
+    assert balance.first_weight([], 0.5, 10.0) == 10.0  # nothing remembered: the preset's weight
+    points = [(10.0, 0.8), (4.0, 0.64), (1.0, 0.36)]  # the target 0.5 lies between the weights 4 and 1
+    assert 1.0 < balance.first_weight(points, 0.5, 10.0) < 4.0
+    assert balance.first_weight(points, 0.9, 10.0) > 10.0  # beyond them: on from the nearest two
+    assert balance.first_weight(points, 0.36, 10.0) == pytest.approx(1.0)
