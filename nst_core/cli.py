@@ -121,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from . import client, service, weights
 
         token = client.read_token(Path(args.token_file), create=True)
-        path = weights.resolve_weights(args.weights)
+        path = weights.resolve_weights(args.weights, args.model)
         devices = service.worker_devices(args.device)
         limits = Limits(
             max_request_bytes=int(args.max_request_mb * 1024 * 1024),
@@ -144,6 +144,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 idle_timeout=args.idle_timeout,
                 state_file=Path(args.state_file) if args.state_file else None,
                 ready=ready,
+                model=args.model,
             )
         )
 
@@ -400,6 +401,12 @@ def _add_serve_parser(commands: argparse._SubParsersAction) -> None:
         "--token-file", required=True, metavar="FILE", help="the token clients must send (made if missing)"
     )
     _add_weights_flag(serve)
+    serve.add_argument(
+        "--model",
+        default="vgg19",
+        choices=MODELS,
+        help="the network the weights are for (install.py --model)",
+    )
     _add_device_flag(serve, "default auto: every CUDA GPU, else one")
     serve.add_argument(
         "--idle-timeout",

@@ -549,11 +549,13 @@ async def serve(
     idle_timeout: float = 0.0,
     state_file: Path | None = None,
     ready: Callable[[dict[str, Any]], None] | None = None,
+    model: str = "vgg19",
 ) -> None:
-    """Serve until SIGTERM/SIGINT or the idle timeout; `ready` gets the address once it listens."""
+    """Serve until SIGTERM/SIGINT or the idle timeout; `ready` gets the address once it listens. `model`:
+    the network `weights` hold (jobs name theirs; this one is loaded, and checked, at the start)."""
     from .network import load_features
 
-    load_features("vgg19", weights)  # read (and check) the weights now: the first job finds them loaded
+    load_features(model, weights)  # read (and check) the weights now: the first job finds them loaded
     sock = _listen(host, port)
     service = Service(token, [], limits or Limits(), idle_timeout)
     service.workers = [Worker(device, weights, service.finished) for device in devices]
@@ -564,7 +566,12 @@ async def serve(
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     state = {"version": PROTOCOL_VERSION, "url": f"http://{shown}:{bound_port}", "pid": os.getpid()}
     # What it runs, so that a plug-in whose config names another engine or weights starts its own.
-    state |= {"devices": service.device_names, "python": sys.executable, "weights": str(weights)}
+    state |= {
+        "devices": service.device_names,
+        "python": sys.executable,
+        "weights": str(weights),
+        "model": model,
+    }
     loop = asyncio.get_running_loop()
     for signum in _stop_signals():
         loop.add_signal_handler(signum, service.stopping.set)

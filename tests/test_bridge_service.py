@@ -240,6 +240,23 @@ def test_a_service_of_other_weights_or_another_engine_is_replaced(config, style_
     assert state["pid"] != first and wait_until(lambda: not pid_alive(first), 20)
 
 
+def test_an_install_for_vgg16_runs_on_the_warm_engine_and_a_vgg19_one_replaces_it(
+    config, style_png, vgg16_weights
+) -> None:
+    """install.py --model vgg16: the service is started for that network (it loaded VGG19 from the
+    VGG16 file, failed to start, and every preview fell back to a cold child process)."""
+    vgg16 = {**config, "weights": str(vgg16_weights), "model": "vgg16"}
+    options = nst_bridge.dialog_options(vgg16, OPTIONS)  # as the dialog asks: the installed network
+    child = run({**vgg16, "service": False}, style_png, options)[0]
+    served, engine = run(vgg16, style_png, options)
+    assert engine.server is not None and served == child
+    state = json.loads((Path(config["data_dir"]) / "service" / "service.json").read_text())
+    assert state["model"] == "vgg16" and state["weights"] == str(vgg16_weights)
+    first = state["pid"]
+    assert run(config, style_png)[1].server is not None  # the VGG19 install's: another service
+    assert service_pid(config) != first and wait_until(lambda: not pid_alive(first), 20)
+
+
 def frames_on(
     config: dict, style: Path, shown: list | None = None
 ) -> tuple[list, nst_bridge.FramesRun, list]:

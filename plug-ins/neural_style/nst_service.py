@@ -445,8 +445,8 @@ def _make_folder(folder):
 def _live(folder, config=None):
     # type: (str, dict | None) -> object
     """The service of `folder` when it answers (with our token); given a `config`, only one that runs
-    the config's engine Python and weights: one that runs others is stopped (a reinstall, or a config
-    a user changed), so that the caller starts the right one."""
+    the config's engine Python, weights and network: one that runs others is stopped (a reinstall, or a
+    config a user changed), so that the caller starts the right one."""
     try:
         state = nst_common.read_json(os.path.join(folder, STATE_NAME))
         server = Server(state["url"], read_token(os.path.join(folder, TOKEN_NAME)))
@@ -463,6 +463,8 @@ def _live(folder, config=None):
 def _serves(state, config):
     # type: (dict, dict) -> bool
     if state.get("python") != config.get("python"):
+        return False
+    if state.get("model", "vgg19") != (config.get("model") or "vgg19"):
         return False
     return not config.get("weights") or state.get("weights") == config["weights"]
 
@@ -529,6 +531,8 @@ def _start(config, folder, on_progress):
     command += ["--state-file", state_path, "--idle-timeout", "%d" % IDLE_SECONDS]
     if config.get("weights"):
         command += ["--weights", config["weights"]]
+    if config.get("model"):  # installed for another network (install.py --model)
+        command += ["--model", config["model"]]
     command = nst_common.engine_argv(config, command, outlive=True)  # Flatpak: on the host
     kwargs = {"env": nst_common.child_environment(nst_common.engine_environment(config))}  # type: dict
     if os.name == "nt":
