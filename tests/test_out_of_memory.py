@@ -111,6 +111,17 @@ def test_budget_too_small_for_any_tile_is_refused_before_running() -> None:
     assert "--max-memory" not in caught.value.message
 
 
+def test_a_small_picture_is_asked_for_what_it_needs_whole_when_tiles_would_need_more() -> None:
+    # Tiles carry fixed costs: at 384 x 255 the smallest need more than the whole picture does.
+    settings = resolve(Options(preset="fast", model="vgg16", iterations=3, multiscale=False, max_memory=300))
+    scale = ScalePlan(384, 255, 3)
+    whole = memory.job_bytes(settings, 384, 255, "cpu", 3)
+    assert tile_bytes(settings, scale, MIN_TILE, "cpu") > whole
+    with pytest.raises(OutOfMemoryError) as caught:
+        tiled(settings, scale, CPU, 300 << 20)
+    assert f"allow at least {math.ceil(whole / memory.MIB)} MiB (--max-memory)" in caught.value.message
+
+
 def test_the_message_suggests_the_largest_size_that_fits() -> None:
     settings = resolve(Options(iterations=10, multiscale=False))
     needed = memory.job_bytes(settings, 1024, 768, "mps", 10)
