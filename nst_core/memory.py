@@ -81,10 +81,10 @@ def _layout(model: str) -> tuple[tuple[str, int, int], ...]:
 # allocator and the convolution library keep besides the tensors themselves.
 RUNTIME_BYTES = {"cpu": 720 * MIB, "cuda": 0, "mps": 0}
 SAFETY = 1.1  # measured peaks were 0.95 to 1.11 times the model: err on the side of tiling
-# A tiled scale's peak, measured on CPU (blocks of 0.2 to 2 MP), was 0.955 times its tensors plus about
+# A tiled scale's peak, measured on CPU (blocks of 0.2 to 3.7 MP), was 0.955 times its tensors plus about
 # 80 MiB (what the allocator and the convolution library keep per block pass): no margin on the tensors
-# and this much beside them puts the peak 2-8% under the model, so the tiles grow until the job's peak
-# is within 10% under the budget.
+# and this much beside them puts the peak 2-5% under the model (docs/performance.md), so the tiles grow
+# until the job's peak is within 10% under the budget.
 TILED_OVERHEAD = 128 * MIB
 FREE_SHARE = 0.85  # of the free memory: room for the images, the preview and other programs
 UNKNOWN_BUDGET = 1 << 62

@@ -188,7 +188,7 @@ def run_plan(
         if ctx.steering is not None:
             ctx.steering.begin()
         remembered = None
-        if ctx.style_cache is not None and plan.scales[0].trials > 1 and frame is None:
+        if ctx.style_cache is not None and _balanced(ctx, plan.scales[0]):
             remembered = _remembered_balance(ctx.style_cache, plan, content_in, masks)
         result = images.from_tensor(_run_scales(ctx, plan, remembered))
         if watch is not None and ctx.steering is not None:
@@ -251,6 +251,12 @@ def _masks(
     return [regions.resize_mask(torch.from_numpy(p)[None, None].to(device), size) for p in planes]
 
 
+def _balanced(ctx: RunContext, scale: ScalePlan) -> bool:
+    """Whether the balance runs `scale`: the plan gave it trials, and it is no frame (a frame keeps to
+    the weights: no flicker)."""
+    return scale.trials > 1 and ctx.temporal is None
+
+
 def _remembered_balance(
     cached: optimize.CachedStyles, plan: Plan, content_in: np.ndarray, masks: Sequence[np.ndarray] | None
 ) -> balance.Remembered:
@@ -274,7 +280,7 @@ def _run_scales(ctx: RunContext, plan: Plan, remembered: balance.Remembered | No
     engine's earlier balance trials for this picture (balance.py)."""
     image = None
     for index, scale in enumerate(plan.scales):
-        if scale.trials > 1 and ctx.temporal is None:  # a frame keeps to the weights: no flicker
+        if _balanced(ctx, scale):
             image, ctx = balance.balanced_first_scale(
                 ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None), remembered
             )

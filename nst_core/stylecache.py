@@ -63,9 +63,9 @@ class StyleCache:
 
     Thread-safe; `computed` and `hits` count what `get` did, for the tests and the benchmark."""
 
-    def __init__(self, budget: int = STYLE_CACHE_BYTES, entries: int = STYLE_CACHE_ENTRIES) -> None:
+    def __init__(self, budget: int = STYLE_CACHE_BYTES, max_entries: int = STYLE_CACHE_ENTRIES) -> None:
         self.budget = budget
-        self.entries = entries
+        self.max_entries = max_entries
         self.computed = 0
         self.hits = 0
         self._entries: OrderedDict[Hashable, tuple[Any, int]] = OrderedDict()
@@ -94,7 +94,7 @@ class StyleCache:
             if size <= self.budget and key not in self._entries:
                 self._entries[key] = (value, size)
                 self._held += size
-                while self._held > self.budget or len(self._entries) > self.entries:
+                while self._held > self.budget or len(self._entries) > self.max_entries:
                     _, (_, dropped) = self._entries.popitem(last=False)
                     self._held -= dropped
         return value

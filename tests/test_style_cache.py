@@ -139,7 +139,7 @@ def test_the_cache_keeps_to_its_byte_budget_dropping_the_least_recently_used() -
 
 
 def test_the_cache_keeps_to_its_count_of_entries_too() -> None:
-    cache = StyleCache(entries=2)  # values without tensors (the balance's trials) weigh no bytes
+    cache = StyleCache(max_entries=2)  # values without tensors (the balance's trials) weigh no bytes
     for key in "abc":
         cache.get(key, list)
     assert len(cache) == 2 and cache.computed == 3
