@@ -5,10 +5,16 @@
 - histogram: before stylising, give each style the content's colour mean and covariance
   (a linear map x -> A (x - mu_s) + mu_c with A = Sigma_c^1/2 Sigma_s^-1/2).
 
+The same map the other way gives the user presets their start (`in_style_colors`): the photo in the
+style's colours, so the optimiser spends its iterations on the strokes rather than on moving every
+pixel's colour (a dark style's most of all; docs/quality.md).
+
 Arrays are H x W x 3 float32 in [0, 1].
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -53,8 +59,12 @@ def with_content_chroma(result_rgb: np.ndarray, content_rgb: np.ndarray) -> np.n
     return ycbcr_to_rgb(ycbcr)
 
 
+_STAT_PIXELS = 1 << 20  # a colour mean and covariance from at most this many pixels: as exact, cheaper
+
+
 def _mean_cov(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pixels = rgb.reshape(-1, 3).astype(np.float64)
+    pixels = rgb.reshape(-1, 3)
+    pixels = pixels[:: max(1, len(pixels) // _STAT_PIXELS)].astype(np.float64)
     mean = pixels.mean(axis=0)
     centred = pixels - mean
     return mean, centred.T @ centred / len(pixels) + _EPS * np.eye(3)
@@ -72,3 +82,41 @@ def match_color_statistics(style_rgb: np.ndarray, content_rgb: np.ndarray) -> np
     transform = _sym_power(cov_c, 0.5) @ _sym_power(cov_s, -0.5)
     pixels = (style_rgb.reshape(-1, 3) - mean_s) @ transform.T + mean_c
     return np.clip(pixels, 0.0, 1.0).reshape(style_rgb.shape).astype(np.float32)
+
+
+def _mixture(
+    stats: Sequence[tuple[np.ndarray, np.ndarray]], weights: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The mean and covariance of the styles' pixels pooled in proportion to `weights`."""
+    shares = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    mean = sum(w * m for w, (m, _) in zip(shares, stats, strict=True))
+    second = sum(w * (c + np.outer(m, m)) for w, (m, c) in zip(shares, stats, strict=True))
+    return mean, second - np.outer(mean, mean)
+
+
+def _recolored(
+    rgb: np.ndarray, mean_c: np.ndarray, cov_c: np.ndarray, target: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    mean_s, cov_s = target
+    transform = (_sym_power(cov_s, 0.5) @ _sym_power(cov_c, -0.5)).astype(np.float32)
+    pixels = (rgb.reshape(-1, 3) - mean_c.astype(np.float32)) @ transform.T + mean_s.astype(np.float32)
+    return np.clip(pixels, 0.0, 1.0).reshape(rgb.shape)
+
+
+def in_style_colors(
+    content_rgb: np.ndarray,
+    styles: Sequence[np.ndarray],
+    blend: Sequence[float],
+    planes: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
+    """The content recoloured to the styles' colour mean and covariance: without `planes` to the
+    styles' pixels pooled by `blend`, with them (H x W, one per style, summing to at most 1) each
+    region to its own style, and what no region covers left as it is."""
+    mean_c, cov_c = _mean_cov(content_rgb)
+    stats = [_mean_cov(s) for s in styles]
+    if planes is None:
+        return _recolored(content_rgb, mean_c, cov_c, _mixture(stats, blend))
+    out = content_rgb * (1.0 - np.sum(planes, axis=0))[..., None]
+    for plane, target in zip(planes, stats, strict=True):
+        out += plane[..., None] * _recolored(content_rgb, mean_c, cov_c, target)
+    return out.astype(np.float32)

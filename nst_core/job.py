@@ -21,7 +21,7 @@ from .errors import ImageError, OutputError, UsageError
 from .events import PROTOCOL_VERSION, Sink, done_event, progress_event, snapshot_event, start_event
 from .images import image_size, load_image, to_array
 from .optimize import CancelToken, ProgressCallback
-from .options import SNAPSHOT_EVERY, Options, check_mask_count
+from .options import SNAPSHOT_EVERY, STARTS, Options, check_mask_count
 from .output import Output, check_writable, deep_output, image_format, keep_depth, write_output
 from .paths import same_file
 from .plan import Plan, make_plan
@@ -174,7 +174,7 @@ def _with_job_paths(options: Options, base: Path) -> Options:
     """`options` with the file names it holds relative to the job file's folder."""
     if options.weights:
         options = replace(options, weights=str(base / options.weights))
-    if options.init and options.init not in ("content", "noise"):
+    if options.init and options.init not in STARTS:
         options = replace(options, init=str(base / options.init))
     return options
 
@@ -321,6 +321,6 @@ def _input_files(request: JobRequest) -> list[tuple[str, Path]]:
         *(("style mask", mask) for mask in request.masks or ()),
     ]
     named = [(role, image.path if isinstance(image, RawImage) else image) for role, image in images]
-    if request.options.init not in (None, "content", "noise"):
+    if request.options.init not in (None, *STARTS):
         named.append(("--init image", Path(request.options.init)))
     return named

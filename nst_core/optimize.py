@@ -303,7 +303,7 @@ def initial_image(
     if init == "noise":
         generator = torch.Generator().manual_seed(seed)  # on the CPU: the same noise on every device
         return torch.rand(content.shape, generator=generator).to(content.device)
-    if init == "image" and init_image is not None:
+    if init in ("image", "style-colors") and init_image is not None:
         return resize_tensor(init_image, content.shape[-2:])
     return content.clone()
 

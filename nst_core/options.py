@@ -21,6 +21,9 @@ OPTIMIZERS = ("lbfgs", "adam", "gd")
 STYLE_LOSSES = ("gram", "w2")
 MODELS = ("vgg19", "vgg16")
 POOLINGS = ("max", "avg")
+# The starts named by a word (any other `init` names a picture): the photo, the photo in the style's
+# colours (colors.in_style_colors), noise.
+STARTS = ("content", "style-colors", "noise")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What this engine can do beyond protocol version 1 as first published, for front ends to check
 # (`describe`) before they send it: an older engine ignores a job's style `mask` (docs/protocol.md).
@@ -68,7 +71,7 @@ class Options:
     style_blend: list[float] | None = None
     style_scale: float = 1.0
     keep_colors: str = "off"
-    init: str | None = None  # content | noise | path of an image
+    init: str | None = None  # content | style-colors | noise (STARTS) | path of an image
     optimizer: str | None = None
     learning_rate: float | None = None
     model: str | None = None
@@ -197,7 +200,7 @@ def resolve(options: Options, n_styles: int = 1) -> Settings:
     if options.style_weight is not None and options.content_target is None:
         recipe["content_target"] = None  # a style weight asked for is kept, not searched for
     init = options.init or preset.init
-    recipe["init"] = init if init in ("content", "noise") else "image"
+    recipe["init"] = init if init in STARTS else "image"
     return Settings(
         **recipe,
         strength=options.strength,

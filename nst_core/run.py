@@ -166,6 +166,8 @@ def run_plan(
             init = frame.init
         elif settings.init_path:
             init = images.split_alpha(images.load_image(settings.init_path))[0]
+        elif settings.init == "style-colors":
+            init = _in_style_colors(content_in, styles_in, settings.style_blend, masks, plan.scales[0])
         else:
             init = None
         layers = (*settings.content_layers, *settings.style_layers)
@@ -239,6 +241,20 @@ def _steering(
 def _temporal(frame: FrameStart, device: torch.device) -> optimize.Temporal:
     mask = torch.from_numpy(np.ascontiguousarray(frame.mask, dtype=np.float32))[None, None].to(device)
     return optimize.Temporal(images.to_tensor(frame.init, device), mask, frame.weight)
+
+
+def _in_style_colors(
+    content: np.ndarray,
+    styles: Sequence[np.ndarray],
+    blend: Sequence[float],
+    masks: Sequence[np.ndarray] | None,
+    first: ScalePlan,
+) -> np.ndarray:
+    """The photo in the styles' colours (each region in its own style's) at the first scale's size:
+    the only scale that starts from it."""
+    small = images.resize(content, first.width, first.height)
+    planes = None if masks is None else regions.content_masks(masks, first.width, first.height)
+    return colors.in_style_colors(small, styles, blend, planes)
 
 
 def _masks(

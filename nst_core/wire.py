@@ -15,7 +15,7 @@ from typing import Any, Literal
 from . import validate
 from .errors import DeviceError, UsageError
 from .events import PROTOCOL_VERSION
-from .options import DEVICES, Options
+from .options import DEVICES, STARTS, Options
 from .readable import mebibytes
 
 API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside it
@@ -180,8 +180,8 @@ def _options(data: Any, devices: tuple[str, ...]) -> Options:
     named = sorted(set(data) & set(SERVER_OPTIONS))
     _require(not named, f"option(s) {', '.join(named)} name files on the server, which uses its own")
     options = Options.from_dict(data)
-    if options.init not in (None, "content", "noise"):
-        raise bad_request("`init` names a file; a service job starts from content or noise")
+    if options.init not in (None, *STARTS):
+        raise bad_request(f"`init` names a file; a service job starts from {', '.join(STARTS)}")
     if options.device != "auto" and options.device not in devices:
         raise DeviceError(
             f"This server runs on {', '.join(devices)}, not {options.device}: choose its device or auto."

@@ -13,7 +13,8 @@ Each row's picture goes into one contact sheet per pair (columns: the settings, 
         [--sweep NAME=OPTIONS ...] [--set strength]
 
 A sweep names a row and its options as `key=value` pairs joined by commas, read as a job file's options
-(`preset=fast,strength=0.3,style_loss=gram`). Without --sweep: the user presets at strengths 0.3, 1, 3.
+(`preset=fast,strength=0.3,style_loss=gram`), a list's items joined by slashes
+(`style_layer_weights=1/1/0.5/0.25/0.1`). Without --sweep: the user presets at strengths 0.3, 1, 3.
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def parse_options(text: str) -> dict[str, object]:
     options: dict[str, object] = {}
     for item in filter(None, text.split(",")):
         key, value = item.split("=", 1)
+        if "/" in value:  # a list: style_layer_weights=1/1/0.5/0.25/0.1
+            options[key] = [json.loads(v) for v in value.split("/")]
+            continue
         try:
             options[key] = json.loads(value)
         except json.JSONDecodeError:

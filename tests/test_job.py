@@ -18,6 +18,7 @@ from samples import JobFiles
 from nst_core import cli
 from nst_core.errors import UsageError
 from nst_core.job import RawImage, parse_job, read_raw
+from nst_core.options import STARTS
 
 TINY = {"iterations": 2, "size": 48, "seed": 0, "device": "cpu"}
 TINY_FLAGS = [f"--{name}={value}" for name, value in TINY.items()]
@@ -68,6 +69,18 @@ def test_relative_paths_are_relative_to_the_job_file(tmp_path: Path) -> None:
     assert job.options.weights == str(tmp_path / "w.pth") and job.options.init == str(tmp_path / "start.png")
     assert job.output.path == tmp_path / "out.raw" and job.output.raw_format == "float32"
     assert job.result_size == "content"  # run-job always answers at the content's size
+
+
+def test_a_start_named_by_a_word_is_no_file(tmp_path: Path) -> None:
+    for start in STARTS:
+        data = {
+            "version": 1,
+            "content": {"path": "c.png"},
+            "styles": [{"path": "s.png"}],
+            "options": {"init": start},
+            "output": {"path": "o.png"},
+        }
+        assert parse_job(data, tmp_path).options.init == start
 
 
 def test_parsing_leaves_the_options_as_given(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from servers import Served, serving, start_server, stop_server, wait_until
 from nst_core import client, wire
 from nst_core.events import Sink
 from nst_core.images import load_image, to_array
-from nst_core.options import Options
+from nst_core.options import STARTS, Options
 from nst_core.output import raw_bytes
 from nst_core.run import stylize
 
@@ -223,6 +223,14 @@ def test_a_request_cannot_name_files_or_things_the_server_does_not_have(served, 
     status, event = post(served, json.dumps(header).encode() + b"\n" + rest)
     assert status in (400, 409) and message in event["message"], event
     quiet(served)
+
+
+def test_a_request_may_start_from_any_start_named_by_a_word(style_png: Path) -> None:
+    body = body_for(style_png, SMALL)
+    header = json.loads(body.split(b"\n", 1)[0])
+    for start in STARTS:
+        header["options"] = {**SMALL, "init": start}
+        assert wire.parse_header(json.dumps(header).encode(), wire.Limits(), ("cpu",)).options.init == start
 
 
 def stream_events(served: Served, body: bytes):

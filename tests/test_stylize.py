@@ -66,6 +66,22 @@ def test_style_loss_falls_and_content_stays(vgg19_weights: Path) -> None:
     assert np.abs(colors.luma(out) - colors.luma(content)).mean() < 0.15
 
 
+@pytest.mark.parametrize("init", ["style-colors", "content"])
+def test_the_presets_start_from_the_photo_in_the_styles_colours(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray, init: str
+) -> None:
+    """Two iterations barely move a picture: what it starts from shows in the result's colours."""
+    night = style * np.array([0.1, 0.15, 0.4], np.float32)  # dark blue
+    options = _options(vgg19_weights, init=None if init == "style-colors" else init)
+    out = nst_core.stylize(content, [night], options)
+    mean = out.reshape(-1, 3).mean(0)
+    nearer_style = (
+        np.abs(mean - night.reshape(-1, 3).mean(0)).sum()
+        < np.abs(mean - content.reshape(-1, 3).mean(0)).sum()
+    )
+    assert nearer_style == (init == "style-colors")
+
+
 def test_same_seed_same_bytes(vgg19_weights: Path, content: np.ndarray, style: np.ndarray) -> None:
     options = _options(vgg19_weights, init="noise", seed=7, iterations=3)
     first = nst_core.stylize(content, [style], options)
