@@ -38,7 +38,8 @@ def test_blocks_cover_the_image_once_on_the_pooling_grid(size: tuple[int, int]) 
 
 
 def test_the_margin_is_how_far_the_padding_reaches() -> None:
-    assert margin_for(resolve(Options(preset="balanced"))) == (80, 16)  # VGG19 up to relu5_1
+    assert margin_for(resolve(Options(preset="balanced"))) == (40, 8)  # VGG19 up to relu4_2
+    assert margin_for(resolve(Options(preset="balanced", style_layers=["relu1_1", "relu5_1"]))) == (80, 16)
     assert margin_for(
         resolve(Options(preset="balanced", style_layers=["relu1_1"], content_layers=["relu1_1"]))
     ) == (
