@@ -77,11 +77,17 @@ def _sym_power(matrix: np.ndarray, power: float) -> np.ndarray:
 
 def match_color_statistics(style_rgb: np.ndarray, content_rgb: np.ndarray) -> np.ndarray:
     """The style recoloured to the content's colour mean and covariance."""
-    mean_s, cov_s = _mean_cov(style_rgb)
-    mean_c, cov_c = _mean_cov(content_rgb)
-    transform = _sym_power(cov_c, 0.5) @ _sym_power(cov_s, -0.5)
-    pixels = (style_rgb.reshape(-1, 3) - mean_s) @ transform.T + mean_c
-    return np.clip(pixels, 0.0, 1.0).reshape(style_rgb.shape).astype(np.float32)
+    return _transferred(style_rgb, _mean_cov(style_rgb), _mean_cov(content_rgb))
+
+
+def _transferred(
+    rgb: np.ndarray, source: tuple[np.ndarray, np.ndarray], target: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """`rgb`, whose colours have the mean and covariance `source`, mapped to those of `target`."""
+    (mean_s, cov_s), (mean_t, cov_t) = source, target
+    transform = _sym_power(cov_t, 0.5) @ _sym_power(cov_s, -0.5)
+    pixels = (rgb.reshape(-1, 3) - mean_s) @ transform.T + mean_t
+    return np.clip(pixels, 0.0, 1.0).reshape(rgb.shape).astype(np.float32)
 
 
 def _mixture(
@@ -94,15 +100,6 @@ def _mixture(
     return mean, second - np.outer(mean, mean)
 
 
-def _recolored(
-    rgb: np.ndarray, mean_c: np.ndarray, cov_c: np.ndarray, target: tuple[np.ndarray, np.ndarray]
-) -> np.ndarray:
-    mean_s, cov_s = target
-    transform = (_sym_power(cov_s, 0.5) @ _sym_power(cov_c, -0.5)).astype(np.float32)
-    pixels = (rgb.reshape(-1, 3) - mean_c.astype(np.float32)) @ transform.T + mean_s.astype(np.float32)
-    return np.clip(pixels, 0.0, 1.0).reshape(rgb.shape)
-
-
 def in_style_colors(
     content_rgb: np.ndarray,
     styles: Sequence[np.ndarray],
@@ -112,11 +109,11 @@ def in_style_colors(
     """The content recoloured to the styles' colour mean and covariance: without `planes` to the
     styles' pixels pooled by `blend`, with them (H x W, one per style, summing to at most 1) each
     region to its own style, and what no region covers left as it is."""
-    mean_c, cov_c = _mean_cov(content_rgb)
+    own = _mean_cov(content_rgb)
     stats = [_mean_cov(s) for s in styles]
     if planes is None:
-        return _recolored(content_rgb, mean_c, cov_c, _mixture(stats, blend))
+        return _transferred(content_rgb, own, _mixture(stats, blend))
     out = content_rgb * (1.0 - np.sum(planes, axis=0))[..., None]
     for plane, target in zip(planes, stats, strict=True):
-        out += plane[..., None] * _recolored(content_rgb, mean_c, cov_c, target)
+        out += plane[..., None] * _transferred(content_rgb, own, target)
     return out.astype(np.float32)
