@@ -130,5 +130,6 @@ def balanced_first_scale(
         if trials[-1].miss(target) < math.log(TOLERANCE):
             break
         weight = next_weight(trials, target)
+    ctx.clock.settle(0, len(trials) / allowed)
     best = min(trials, key=lambda t: t.miss(target))
     return best.image, replace(ctx, settings=replace(settings, style_weight=best.style_weight, strength=1.0))

@@ -315,22 +315,41 @@ class Clock:
 
     costs: Sequence[float]
     start: float = field(default_factory=time.perf_counter)
+    # After `settle`: (the fraction shown when the costs changed, the same point under the new costs).
+    anchor: tuple[float, float] = (0.0, 0.0)
 
-    def fraction(self, scale: int, step: float, steps: int) -> float:
-        """Done after `step` of the `steps` that scale `scale` takes."""
+    def work_done(self, scale: int, step: float, steps: int) -> float:
+        """The share of the job's estimated work done after `step` of the `steps` of scale `scale`."""
         done = sum(self.costs[:scale]) + self.costs[scale] * step / steps
         return min(1.0, done / sum(self.costs))
 
+    def fraction(self, scale: int, step: float, steps: int) -> float:
+        """Done after `step` of the `steps` that scale `scale` takes, as the bar shows it: the work done,
+        carried on from where the bar stood when the costs last changed."""
+        shown, then = self.anchor
+        done = self.work_done(scale, step, steps)
+        return min(1.0, shown + (done - then) * (1 - shown) / (1 - then)) if then < 1 else done
+
+    def settle(self, scale: int, share: float) -> None:
+        """Scale `scale` ended after `share` of the work planned for it (the balance's first trial
+        landed): its cost shrinks to what it took, so the time left is right, and the bar runs on from
+        where it stands over the rest instead of leaping over the runs that never came."""
+        shown = self.fraction(scale, share, 1)
+        costs = list(self.costs)
+        costs[scale] *= share
+        self.costs = costs
+        self.anchor = (shown, self.work_done(scale, 1, 1))
+
     def progress(self, scale: int, step: int, steps: int, parts: dict[str, float]) -> Progress:
         elapsed = time.perf_counter() - self.start
-        fraction = self.fraction(scale, step, steps)
-        eta = elapsed * (1 - fraction) / fraction if fraction > 0 else 0.0
+        done = self.work_done(scale, step, steps)
+        eta = elapsed * (1 - done) / done if done > 0 else 0.0
         return Progress(
             scale=scale + 1,
             scales=len(self.costs),
             iteration=step,
             iterations=steps,
-            fraction=fraction,
+            fraction=self.fraction(scale, step, steps),
             elapsed=elapsed,
             eta=eta,
             loss=dict(parts),

@@ -305,6 +305,26 @@ def test_the_balance_reruns_the_first_scale_within_the_plan_and_its_progress(
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
 
+def test_when_the_first_trial_lands_the_progress_runs_on_without_a_jump(
+    vgg19_weights: Path, style: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The plan allows TRIALS runs of the first scale; when the first lands on the target (a warm
+    engine's repeat mostly does), the bar must not leap over the runs that never came: the step into the
+    second scale is no larger than the steps around it."""
+    content = _array(make_content_image(182, 136))
+    options = _options(vgg19_weights, size=182, iterations=12, multiscale=True, content_target=0.05)
+    monkeypatch.setattr(balance, "content_error", lambda *a: 0.05)  # every trial lands
+    recorder = Recorder()
+    nst_core.stylize(content, [style], options, progress=recorder)
+    reports = recorder.reports
+    assert {r.scale for r in reports} == {1, 2} and max(r.iteration for r in reports if r.scale == 1) < 12
+    fractions = [r.fraction for r in reports]
+    steps = [b - a for a, b in zip(fractions, fractions[1:], strict=False)]
+    boundary = next(i for i, r in enumerate(reports) if r.scale == 2) - 1
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert steps[boundary] <= 1.5 * max(steps[:boundary] + steps[boundary + 1 :])
+
+
 def test_a_secant_step_moves_the_weight_towards_the_target() -> None:
     one = balance.Trial(10.0, 0.9, torch.zeros(1))
     assert balance.next_weight([one], 0.45) == pytest.approx(10.0 * 0.5 ** (1 / balance.FIRST_SLOPE))
