@@ -39,9 +39,28 @@ def test_the_ladder_continues_above_the_preset_with_few_iterations() -> None:
     assert base[-1] == 384 and sides[-1] == 4000
     assert all(b > a for a, b in zip(sides, sides[1:], strict=False))
     above = steps[len(base) :]
-    assert [s for s, _ in above] == [768, 1536, 3072, 4000]
+    # Evenly spaced, not doubling to 3072 and then a last 1.3x step: that scale ran in tiles.
+    assert [s for s, _ in above] == [690, 1239, 2227, 4000]
     assert all(n <= steps[len(base) - 1][1] for _, n in above)  # fewer than the preset's top scale
     assert sum(n for _, n in steps[: len(base)]) == settings.iterations  # the preset's own, below
+
+
+def test_a_12_megapixel_fast_job_tiles_only_its_top_scale() -> None:
+    """Under a 24 GB machine's default budget (19.3 GiB) the scale below the top of a 4000 x 3000 `fast`
+    job runs whole: doubling had made it 3072 px, in 2 tiles, a third of the job's time."""
+    plan = _plan((4000, 3000), preset="fast", size=4000, max_memory=19.3 * 1024)
+    assert [s.longest for s in plan.scales if s.tile is not None] == [4000]
+
+
+@pytest.mark.parametrize("size", [400, 500, 1000, 1536, 3000, 8000])
+def test_the_steps_above_the_preset_are_even_and_at_most_about_double(size: int) -> None:
+    sides = [384] + [s for s, _ in ladder(resolve(Options(preset="fast", size=size)), size) if s > 384]
+    ratios = [b / a for a, b in zip(sides, sides[1:], strict=False)]
+    side, doublings = 384, 0
+    while side < size:  # the doubling ladder's scales, its last step stretched to the size
+        side, doublings = size if side * 2 >= size * 0.9 else side * 2, doublings + 1
+    assert sides[-1] == size and len(ratios) == doublings  # as many scales as doubling would take
+    assert max(ratios) <= 2 / 0.9 and max(ratios) - min(ratios) < 0.01
 
 
 def test_cost_grows_about_linearly_with_the_pixels() -> None:
