@@ -26,8 +26,9 @@ POOLINGS = ("max", "avg")
 STARTS = ("content", "style-colors", "noise")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What this engine can do beyond protocol version 1 as first published, for front ends to check
-# (`describe`) before they send it: an older engine ignores a job's style `mask` (docs/protocol.md).
-FEATURES = ("style_masks", "raw_styles", "snapshots", "stop")
+# (`describe`) before they send it: an older engine ignores a job's style `mask` (docs/protocol.md), and
+# refuses a `preview` it does not know.
+FEATURES = ("style_masks", "raw_styles", "snapshots", "stop", "previews")
 # Seconds of work between two snapshots of a running job (docs/protocol.md, "Snapshots"): the default,
 # and the range a job, the command line and the service accept.
 SNAPSHOT_EVERY = 2.0

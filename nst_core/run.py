@@ -10,14 +10,14 @@ back to ever smaller tiles, and whatever still fails becomes the one message of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import balance, colors, devices, images, memory, network, optimize, regions, stylecache
+from . import balance, colors, devices, images, memory, network, optimize, previews, regions, stylecache
 from .errors import Cancelled
 from .optimize import RunContext
 from .options import SNAPSHOT_EVERY, Options, check_mask_count
@@ -77,6 +77,7 @@ def stylize(
     frame: FrameStart | None = None,
     style_cache: stylecache.StyleCache | None = None,
     watch: Watch | None = None,
+    preview: bool = False,
 ) -> np.ndarray:
     """Repaint `content` in the style of `styles`: the engine's one entry, for the library and every
     front end (a job, the service's workers, batches and frames).
@@ -87,7 +88,9 @@ def stylize(
     that style), paint each style in its region (regions.py); `frame` starts an animation's frame from
     the previous one (frames.py); `device` overrides the options' (a service's worker); `style_cache`
     keeps the styles' targets for later runs (a warm engine's, stylecache.py); `watch` takes snapshots
-    and stops the run early, keeping its picture (`Watch`)."""
+    and stops the run early, keeping its picture (`Watch`); `preview` (with a `style_cache`) starts
+    from the last preview of the same picture when only weights changed, and is kept for the next
+    (previews.py)."""
     check_mask_count(None if masks is None else len(masks), len(styles))
     content_array = _checked(content, "content image")
     style_arrays = [_checked(s, f"style image {i + 1}") for i, s in enumerate(styles)]
@@ -104,7 +107,7 @@ def stylize(
     if on_start is not None:
         on_start(plan)
     result = run_plan(
-        plan, content_array, style_arrays, progress, cancel, frame, mask_arrays, style_cache, watch
+        plan, content_array, style_arrays, progress, cancel, frame, mask_arrays, style_cache, watch, preview
     )
     if cancel is not None and cancel.is_set():
         raise Cancelled()  # set during the last iteration: the caller must not take it for a result
@@ -149,9 +152,11 @@ def run_plan(
     masks: Sequence[np.ndarray] | None = None,
     style_cache: stylecache.StyleCache | None = None,
     watch: Watch | None = None,
+    preview: bool = False,
 ) -> np.ndarray:
     """Stylise checked H x W x C arrays (`images.to_array`) as `plan` says; `masks` (checked arrays of any
-    size, one per style, as `stylize` checks them) give each style its region; `watch` as `stylize`'s."""
+    size, one per style, as `stylize` checks them) give each style its region; `watch` and `preview` as
+    `stylize`'s."""
     settings, device = plan.settings, plan.device
     if frame is not None:
         settings = replace(settings, init="image")
@@ -192,7 +197,12 @@ def run_plan(
         remembered = None
         if ctx.style_cache is not None and _balanced(ctx, plan.scales[0]):
             remembered = _remembered_balance(ctx.style_cache, plan, content_in, masks)
-        result = images.from_tensor(_run_scales(ctx, plan, remembered))
+        if preview and ctx.style_cache is not None and frame is None:
+            key = previews.picture_key(ctx.style_cache, plan, content_in, masks)
+            image = _run_preview(ctx, plan, remembered, key)
+        else:
+            image = _run_scales(ctx, plan, remembered)
+        result = images.from_tensor(image)
         if watch is not None and ctx.steering is not None:
             steering = ctx.steering
             watch.stopped, watch.iteration = steering.stopped, steering.iterations
@@ -305,6 +315,29 @@ def _run_scales(ctx: RunContext, plan: Plan, remembered: balance.Remembered | No
         if ctx.steering is not None and ctx.steering.stopped:
             break  # a coarse scale's picture: `_finish` upscales it to the output like any other
     assert image is not None
+    return image
+
+
+def _run_preview(
+    ctx: RunContext, plan: Plan, remembered: balance.Remembered | None, key: Hashable
+) -> torch.Tensor:
+    """A preview (previews.py): from this picture's last one when only weights changed, else from
+    scratch; kept for the next unless stopped early."""
+    assert ctx.style_cache is not None
+    way = previews.follow(ctx.style_cache, key, ctx.settings, remembered)
+    if way is None:
+        image = _run_scales(ctx, plan, remembered)
+    elif way.same:
+        return way.kept.image
+    else:
+        top = len(plan.scales) - 1
+        for index in range(top):
+            ctx.clock.settle(index, 0.0)  # the scales below are the last preview's: none of their work
+        chosen = replace(ctx, settings=way.settings)
+        origin = optimize.initial_image(previews.origin_start(way.settings), ctx.content, 0, ctx.init_image)
+        image = _run_scale(chosen, plan, top, plan.scales[top], previews.start(way, origin))
+    if ctx.steering is None or not ctx.steering.stopped:
+        previews.keep(ctx.style_cache, key, image, ctx.settings)
     return image
 
 

@@ -163,6 +163,7 @@ class Worker:
                 masks=job.masks,
                 style_cache=self.style_cache,
                 watch=watch,
+                preview=request.preview,
             )
             job.result = raw_bytes(result, request.result_format)
             height, width, channels = result.shape

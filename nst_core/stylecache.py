@@ -4,7 +4,8 @@ A style's targets (its Gram matrices, or its means and covariance square roots, 
 on the style's pixels as the network sees them, the size they are matched at, and the settings that
 shape the features; not on the content, the weights of the loss terms or the strength. A service's
 worker keeps them here, so that a repeated preview, or a job that changed only those, computes none.
-It keeps the balance's trials per picture here too (balance.py), so the next preview starts from them.
+It keeps the balance's trials per picture here too (balance.py), so the next preview starts from them,
+and each picture's last preview (previews.py), so the next one after a change of weights starts there.
 
 `StyleCache` is an LRU of targets bounded by their bytes; `ScopedCache` is one run's view of it, its
 keys prefixed by what the whole run shares (model, weights file, pooling, device, precision). One-off
@@ -94,10 +95,35 @@ class StyleCache:
             if size <= self.budget and key not in self._entries:
                 self._entries[key] = (value, size)
                 self._held += size
-                while self._held > self.budget or len(self._entries) > self.max_entries:
-                    _, (_, dropped) = self._entries.popitem(last=False)
-                    self._held -= dropped
+                self._trim()
         return value
+
+    def peek(self, key: Hashable) -> Any | None:
+        """The value kept under `key`, or None; nothing computed, nothing counted."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: Hashable, value: Any) -> None:
+        """Keep `value` under `key` in place of what was there (dropped when it cannot fit the budget)."""
+        size = held_bytes(value)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._held -= old[1]
+            if size > self.budget:
+                return
+            self._entries[key] = (value, size)
+            self._held += size
+            self._trim()
+
+    def _trim(self) -> None:
+        while self._held > self.budget or len(self._entries) > self.max_entries:
+            _, (_, dropped) = self._entries.popitem(last=False)
+            self._held -= dropped
 
     def clear(self) -> None:
         with self._lock:
@@ -117,3 +143,9 @@ class ScopedCache:
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         return self.cache.get((self.scope, key), compute)
+
+    def peek(self, key: Hashable) -> Any | None:
+        return self.cache.peek((self.scope, key))
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self.cache.put((self.scope, key), value)

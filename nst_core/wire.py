@@ -22,7 +22,7 @@ API = "/v1"  # the path prefix: a later, incompatible protocol gets /v2 beside i
 CONTENT_TYPE = "application/x-nst-job"
 EVENTS_TYPE = "application/x-ndjson"
 HEADER_LIMIT = 64 * 1024  # the JSON header line; options and sizes need a few hundred bytes
-HEADER_KEYS = ("version", "content", "styles", "options", "result", "frames", "snapshot_every")
+HEADER_KEYS = ("version", "content", "styles", "options", "result", "frames", "snapshot_every", "preview")
 RESULT_SIZES = ("content", "working")
 # Options that would name a file on the server, or a device it was not started for: the server decides.
 SERVER_OPTIONS = ("weights",)
@@ -66,6 +66,7 @@ class WireJob:
     # An animation (`frames`): the frames after the content, in order, after everything else in the body.
     frames: tuple[Part, ...] | None = None
     snapshot_every: float | None = None  # seconds of work between snapshots streamed back; None: none
+    preview: bool = False  # a dialog's preview: may start from the last one of the picture (previews.py)
 
     @property
     def parts(self) -> tuple[Part, ...]:
@@ -122,7 +123,10 @@ def parse_header(line: bytes, limits: Limits, devices: tuple[str, ...]) -> WireJ
         every = validate.snapshot_every(every, "`snapshot_every`", _require)
         # A snapshot is one picture so far; an animation's frames each come back whole in its result.
         _require(frames is None, "an animation's frames take no `snapshot_every`; leave it out with `frames`")
-    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts, frames, every)
+    preview = data.get("preview", False)
+    _require(isinstance(preview, bool), f"`preview` is {preview!r}; use true or false")
+    _require(not (preview and frames), "an animation's frames take no `preview`; leave it out with `frames`")
+    job = WireJob(content, style_parts, weights, options, fmt, size, mask_parts, frames, every, preview)
     if job.body_bytes + len(line) + 1 > limits.max_request_bytes:
         raise too_large(job.body_bytes + len(line) + 1, limits)
     return job

@@ -72,6 +72,9 @@ NOT_RUNNABLE = {
     "python tests/optimizer_race.py --weights vgg16-imagenet.pth --size 256 --evaluations 30 60 120": (
         "minutes of painting on the real-feature weights (a benchmark)"
     ),
+    "python tests/preview_follow.py --weights vgg16-imagenet.pth --out previews": (
+        "minutes of painting on the real-feature weights (a benchmark)"
+    ),
     "python tests/race_neural_style_pt.py --checkout NEURAL_STYLE_PT --out race "
     "--pairs chelsea:starry_night": ("a checkout of neural-style-pt, and minutes of painting"),
 }

@@ -180,15 +180,24 @@ def test_a_failing_preview_says_why_in_one_line(config: dict, tmp_path: Path) ->
     worker.close()
 
 
-def test_a_preview_through_the_warm_engine(config: dict, style_png: Path) -> None:
+@pytest.mark.parametrize("listed", [True, False], ids=["engine-lists-previews", "older-engine"])
+def test_a_preview_through_the_warm_engine(config: dict, style_png: Path, listed: bool) -> None:
+    """An engine whose `describe` lacks "previews" (it would refuse the key) is sent none."""
     config["service"] = True
+    if not listed:
+        config["engine"]["features"].remove("previews")
     dialog = Dialog()
     worker = dialog.worker(config)
-    for index, strength in enumerate((1.0, 4.0)):
+    reported = []
+    for index, strength in enumerate((1.0, 4.0, 4.0)):
+        dialog.progress.clear()
         worker.start(job(style_png, strength=strength))
         dialog.pump(lambda n=index: len(dialog.shown) > n or dialog.failed, timeout=120)
-    assert dialog.failed == [] and len(dialog.shown) == 2
+        reported.append([f for f in dialog.progress if f > 0])
+    assert dialog.failed == [] and len(dialog.shown) == 3
     assert dialog.shown[0][0] != dialog.shown[1][0]  # the second one's setting was used
+    # The same settings again: the service's last preview (docs/protocol.md, `preview`), no iteration.
+    assert reported[1] and (reported[2] == []) == listed and dialog.shown[2] == dialog.shown[1]
     worker.close()
     service = json.loads((Path(config["data_dir"]) / "service" / "service.json").read_text())
     assert pid_alive(service["pid"])  # the warm engine ran them, and stays for the next preview

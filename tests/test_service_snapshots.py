@@ -1,5 +1,6 @@
-"""The engine service's snapshots and stop-and-keep (docs/protocol.md, "The engine service"): snapshot
-events with their pixels in the stream, POST .../stop, and the plug-ins' client of both."""
+"""The engine service's snapshots, stop-and-keep and previews (docs/protocol.md, "The engine service"):
+snapshot events with their pixels in the stream, POST .../stop, a `preview` that follows the last one,
+and the plug-ins' client of them."""
 
 from __future__ import annotations
 
@@ -33,6 +34,11 @@ def served(tmp_path_factory: pytest.TempPathFactory, vgg19_weights: Path):
 def with_snapshots(body: bytes, every: object) -> bytes:
     header, rest = body.split(b"\n", 1)
     return json.dumps({**json.loads(header), "snapshot_every": every}).encode() + b"\n" + rest
+
+
+def with_header(body: bytes, **keys: object) -> bytes:
+    header, rest = body.split(b"\n", 1)
+    return json.dumps({**json.loads(header), **keys}).encode() + b"\n" + rest
 
 
 def request(served: Served, method: str, path: str, body: bytes = b"") -> http.client.HTTPResponse:
@@ -132,3 +138,38 @@ def test_the_plugins_client_passes_snapshots_on_and_stops_and_keeps(served, styl
 
 def test_the_plugins_client_asks_for_the_engine_s_default_spacing() -> None:
     assert nst_service.SNAPSHOT_EVERY == SNAPSHOT_EVERY
+
+
+def streamed(response: http.client.HTTPResponse) -> tuple[list[dict], bytes]:
+    """A job's events to its end, and its result's bytes."""
+    assert response.status == 200
+    events = []
+    while events[-1:] == [] or events[-1]["event"] not in ("done", "error"):
+        events.append(json.loads(response.readline()))
+    return events, response.read(events[-1].get("bytes", 0))
+
+
+def test_a_served_preview_again_is_the_last_one_and_a_job_never_is(served, vgg19_weights, style_png) -> None:
+    options = {**LONG, "iterations": 4}
+    body = with_header(body_for(style_png, options), preview=True)
+    events, first = streamed(request(served, "POST", "/v1/jobs", body))
+    assert any(e["event"] == "progress" for e in events) and events[-1]["event"] == "done"
+    events, again = streamed(request(served, "POST", "/v1/jobs", body))
+    assert [e["event"] for e in events] == ["accepted", "start", "done"] and again == first
+    events, job = streamed(request(served, "POST", "/v1/jobs", body_for(style_png, options)))
+    assert sum(e["event"] == "progress" for e in events) == 4
+    assert job == first == local_result(vgg19_weights, style_png, options)
+    quiet(served)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"preview": "yes"}, "`preview` is 'yes'; use true or false"),
+        ({"preview": True, "frames": [{"bytes": 1}], "result": {"size": "working"}}, "take no `preview`"),
+    ],
+)
+def test_a_bad_preview_is_refused_from_the_header(served, style_png, keys, message) -> None:
+    response = request(served, "POST", "/v1/jobs", with_header(body_for(style_png, LONG), **keys))
+    assert response.status == 400 and message in json.loads(response.read())["message"]
+    quiet(served)

@@ -278,11 +278,12 @@ class EngineRun(object):
         path, self.content_data = self._write_raw("content.raw", data), data
         self.content = {"raw": path, "width": width, "height": height, "format": fmt, "channels": channels}
 
-    def run(self, styles, options, on_progress, masks=None, on_snapshot=None):
-        # type: (list, dict, object, list | None, object) -> bytes
+    def run(self, styles, options, on_progress, masks=None, on_snapshot=None, preview=False):
+        # type: (list, dict, object, list | None, object, bool) -> bytes
         """Stylise the content; styles: [(path or StylePixels, weight)]; masks: a RegionMask per style
         (region_masks) or None; on_progress(fraction, text) -> False cancels; on_snapshot(pixels, width,
-        height, channels, fraction): the picture so far in the content's format, maybe at the working size."""
+        height, channels, fraction): the picture so far in the content's format, maybe at the working size;
+        preview: a dialog's preview, which a warm engine may start from its last one (docs/protocol.md)."""
         options = dict(options)
         remote = options.get("device") == nst_common.REMOTE
         if remote:
@@ -294,7 +295,8 @@ class EngineRun(object):
         check_engine_features(self.config, styles, masks)
         if engine_can(self.config, "snapshots"):
             self.on_snapshot = on_snapshot
-        served = self._run_served(styles, options, remote, on_progress, masks)
+        preview = preview and engine_can(self.config, "previews")
+        served = self._run_served(styles, options, remote, on_progress, masks, preview)
         if served is not None:
             return served
         job_path = self._write_job(styles, options, masks)
@@ -312,8 +314,8 @@ class EngineRun(object):
         if last.get("event") == "error" or code != 0:
             raise self._failure(last, code)
 
-    def _run_served(self, styles, options, remote, on_progress, masks=None):
-        # type: (list, dict, bool, object, list | None) -> bytes | None
+    def _run_served(self, styles, options, remote, on_progress, masks=None, preview=False):
+        # type: (list, dict, bool, object, list | None, bool) -> bytes | None
         """The job on a remote server (`remote`) or this machine's warm engine service; None when
         neither can take it, and the child process runs it."""
         server = None
@@ -330,7 +332,7 @@ class EngineRun(object):
         self.serving = server
         try:
             data, self.started = server.run(
-                self.content_data, layout, styles, sent, on_progress, masks, self.on_snapshot
+                self.content_data, layout, styles, sent, on_progress, masks, self.on_snapshot, preview
             )
         except nst_service.Unavailable:
             return None  # it cannot run this job's device: the child process can

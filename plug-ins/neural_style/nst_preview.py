@@ -113,7 +113,7 @@ class PreviewWorker:
             with nst_bridge.EngineRun(self.config) as run:
                 run.set_content_raw(job.pixels, job.width, job.height, "u8", job.channels)
                 options = preview_options(self.config, job.options, job.width, job.height)
-                result = run.run(job.styles, options, report, job.masks)
+                result = run.run(job.styles, options, report, job.masks, preview=True)
         except nst_common.EngineError as error:
             if error.code != nst_common.EXIT_CANCELLED:
                 self.post(self._deliver, generation, self.fail, error.message)

@@ -142,16 +142,17 @@ class Server(object):
                 % (self.url, status)
             )
 
-    def run(self, content, layout, styles, options, on_progress, masks=None, on_snapshot=None):
-        # type: (bytes, dict, list, dict, object, list | None, object) -> tuple
+    def run(self, content, layout, styles, options, on_progress, masks=None, on_snapshot=None, preview=False):
+        # type: (bytes, dict, list, dict, object, list | None, object, bool) -> tuple
         """Stylise raw `content` (its `layout`: width, height, format, channels) in the style of `styles`
         [(path or StylePixels, weight)], each in its RegionMask of `masks` when given. Returns (result
         bytes in the content's layout, start event). `on_snapshot(pixels, width, height, channels,
         fraction)` gets the picture so far in the content's format now and then; `stop()` ends the job
         early, keeping that picture as the result. Unavailable when the server refuses our device
-        before starting; EngineError otherwise."""
+        before starting; EngineError otherwise. `preview`: a dialog's preview, which the service may
+        start from its last preview of the same picture (docs/protocol.md)."""
         every = SNAPSHOT_EVERY if on_snapshot is not None else None
-        body = _request_body(content, layout, styles, options, masks, every)
+        body = _request_body(content, layout, styles, options, masks, every, preview=preview)
         data, started, _done = self._send(body, on_progress, on_snapshot)
         return data, started
 
@@ -304,8 +305,10 @@ def _read_line(response):
             return b"".join(line)
 
 
-def _request_body(content, layout, styles, options, masks=None, snapshot_every=None, frames=None):
-    # type: (bytes, dict | None, list, dict, list | None, float | None, list | None) -> bytes
+def _request_body(
+    content, layout, styles, options, masks=None, snapshot_every=None, frames=None, preview=False
+):
+    # type: (bytes, dict | None, list, dict, list | None, float | None, list | None, bool) -> bytes
     """The request: `content` raw pixels in `layout`, or (layout None) an image file's bytes, as are an
     animation's later `frames`, which come back 8-bit at the working size."""
     images = []  # type: list
@@ -345,6 +348,8 @@ def _request_body(content, layout, styles, options, masks=None, snapshot_every=N
         images.extend(frames)
     if snapshot_every is not None:
         header["snapshot_every"] = snapshot_every
+    if preview:
+        header["preview"] = True
     return b"".join([_bytes(json.dumps(header)), b"\n", content] + images)
 
 

@@ -7,8 +7,9 @@
 # it is grabbed again, to WORK/dialog-size.png, once the estimate has been refreshed. The dialog's
 # size ("closed W H", then "open W H" with Advanced open) goes to WORK/dialog-geometry.txt.
 # With PREVIEW=1 in the environment, Preview is then pressed twice, the dialog grabbed to
-# WORK/dialog-preview.png once the first preview shows, the seconds from press to picture written
-# to WORK/preview-times.txt ("cold S" and "warm S"), and a third preview closed while in flight
+# WORK/dialog-preview.png once the first preview shows, then again after the style strength is typed
+# as 2, the seconds from press to picture written to WORK/preview-times.txt ("cold S", "warm S" and
+# "stronger S"), and after the strength is typed as 0.5 a fourth preview closed while in flight
 # (how long closing took: "close S"; the run folders left then: "left N").
 # The plug-in's estimate and preview lines (NST_DEBUG=1) end up in WORK/gimp.log.
 #   screenshot_dialog_inside.sh WORK DISPLAY_NUMBER [SIZE]
@@ -91,13 +92,20 @@ preview() {   # press Preview; "$1 SECONDS" (press to picture) into preview-time
         echo "no preview appeared in the dialog" >&2
     fi
 }
+strength() {   # type $1 into "Style s_trength" (Alt+T) and leave the field
+    xdotool key alt+t sleep 0.3 key ctrl+a sleep 0.2 type --delay 80 "$1"
+    xdotool sleep 0.2 key Tab sleep 0.2
+}
 if [[ ${PREVIEW:-} == 1 ]]; then
     : > "$work/preview-times.txt"
     run_folders > "$work/folders-before.txt"
     preview cold
     grab_dialog "$work/dialog-preview.png"
-    preview warm
-    xdotool key alt+p sleep 1   # a third one, in flight when the dialog closes
+    preview warm   # the same settings: the engine service's last preview
+    strength 2
+    preview stronger   # from the last preview: its top scale only (docs/protocol.md, `preview`)
+    strength 0.5
+    xdotool key alt+p sleep 1   # another, in flight when the dialog closes
 fi
 started=$(date +%s.%N)
 xdotool key Escape

@@ -58,20 +58,23 @@ PREVIEW_SHOWN = re.compile(r"^neural-style preview: Preview at (\d+)×(\d+) px",
 
 
 def test_the_dialog_previews_the_settings_and_stops_the_preview_when_closed(dialog: dict) -> None:
-    """Preview pressed twice (the first starts the engine service, the second uses it) and a third time
-    just before Cancel: the dialog closes at once, the preview's engine job and folder go with it."""
+    """Preview pressed twice (the first starts the engine service, the second uses it), again after the
+    strength changed (it follows the last preview), and once more just before Cancel: the dialog closes
+    at once, the preview's engine job and folder go with it."""
     assert "no preview appeared" not in dialog["stderr"], dialog["log"][-3000:]
     times = dict(line.split() for line in (dialog["work"] / "preview-times.txt").read_text().splitlines())
     shown = PREVIEW_SHOWN.findall(dialog["log"])
-    assert shown[:2] == [("256", "171"), ("256", "171")]  # the 300 x 200 layer, shrunk to 256 px
+    assert shown[:3] == [("256", "171")] * 3  # the 300 x 200 layer, shrunk to 256 px
+    assert set(times) >= {"cold", "warm", "stronger"}
+    assert "neural-style preview: Preview: settings changed" in dialog["log"]  # the typed strength
     assert "neural-style preview: Preview: starting the engine" in dialog["log"]
     assert re.search(r"^neural-style preview: Preview: scale \d/\d, iteration \d+/\d+, ", dialog["log"], re.M)
     assert float(times["close"]) < 15 and times["left"] == "0"
     assert "dialog closed: cancel" in dialog["stdout"]
     assert (dialog["work"] / "dialog-preview.png").stat().st_size > 0
     print(
-        f"GIMP {dialog['version']} preview: first {times['cold']} s, next {times['warm']} s, "
-        f"closed in flight in {times['close']} s"
+        f"GIMP {dialog['version']} preview: first {times['cold']} s, again {times['warm']} s, "
+        f"stronger {times['stronger']} s, closed in flight in {times['close']} s"
     )
 
 

@@ -1,0 +1,121 @@
+"""A warm engine's previews (nst_core/previews.py): one after a change of weights runs only its top scale,
+from the last preview of the same picture; the same settings again are the last preview; anything else,
+and every job that is no preview, paints from scratch."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from samples import make_content_image, make_style_image
+
+from nst_core import optimize, previews
+from nst_core.options import Options, resolve
+from nst_core.run import Watch, stylize
+from nst_core.stylecache import StyleCache
+
+
+def pixels(image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+CONTENT = pixels(make_content_image(182, 120))
+STYLE = pixels(make_style_image(64, 64))
+# Two scales (129 and 182 px), fixed weights: the mechanics, not the balance.
+BASE = {"size": 182, "iterations": 6, "device": "cpu", "seed": 3, "content_target": 0.0}
+
+
+def preview(weights: Path, cache: StyleCache, is_preview: bool = True, style=STYLE, watch=None, **fields):
+    """The result and the (scale, iteration) of each progress report."""
+    steps: list[tuple[int, int]] = []
+    options = Options(**{**BASE, "weights": str(weights), **fields})
+    result = stylize(
+        CONTENT,
+        [style],
+        options,
+        style_cache=cache,
+        preview=is_preview,
+        progress=lambda p: steps.append((p.scale, p.iteration)),
+        watch=watch,
+    )
+    return result, steps
+
+
+def test_a_preview_after_a_change_of_strength_runs_its_top_scale_only(vgg19_weights) -> None:
+    cache = StyleCache()
+    first, steps = preview(vgg19_weights, cache, content_target=None)  # the preset's balance
+    assert {scale for scale, _ in steps} == {1, 2}
+    top = max(iteration for scale, iteration in steps if scale == 2)
+    second, steps = preview(vgg19_weights, cache, content_target=None, strength=0.5)
+    assert [scale for scale, _ in steps] == [2] * top and steps[-1] == (2, top)
+    assert np.abs(second - first).mean() > 1e-3  # moved to the new weights
+    third, steps = preview(vgg19_weights, cache, content_target=None, strength=2.0, tv_weight=0.0)
+    assert [scale for scale, _ in steps] == [2] * top and np.abs(third - second).mean() > 1e-3
+
+
+def test_the_same_preview_again_is_the_last_one_without_an_iteration(vgg19_weights) -> None:
+    cache = StyleCache()
+    first, _ = preview(vgg19_weights, cache)
+    again, steps = preview(vgg19_weights, cache)
+    assert steps == [] and np.array_equal(first, again)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"style": pixels(make_style_image(64, 64, seed=2))}, {"seed": 4}, {"keep_colors": "luminance"}],
+    ids=["style", "seed", "keep_colors"],
+)
+def test_a_preview_of_another_style_or_setting_paints_from_scratch(vgg19_weights, change) -> None:
+    cache = StyleCache()
+    preview(vgg19_weights, cache)
+    _, steps = preview(vgg19_weights, cache, strength=0.5, **change)
+    assert steps[0] == (1, 1)
+
+
+def test_a_job_that_is_no_preview_neither_follows_nor_is_kept(vgg19_weights) -> None:
+    cache = StyleCache()
+    plain, _ = preview(vgg19_weights, StyleCache(), is_preview=False, strength=0.5)
+    preview(vgg19_weights, cache, is_preview=False)
+    second, steps = preview(vgg19_weights, cache, is_preview=False, strength=0.5)
+    assert steps[0] == (1, 1) and np.array_equal(plain, second)  # as if nothing had run before
+    _, steps = preview(vgg19_weights, cache, strength=2.0)  # the first preview: nothing to follow
+    assert steps[0] == (1, 1)
+
+
+def test_a_preview_stopped_early_is_not_followed(vgg19_weights) -> None:
+    cache = StyleCache()
+    stop = threading.Event()
+    stop.set()  # the run ends after its first iteration and keeps that picture
+    watch = Watch(stop=stop)
+    preview(vgg19_weights, cache, watch=watch)
+    assert watch.stopped
+    _, steps = preview(vgg19_weights, cache, strength=0.5)
+    assert steps[0] == (1, 1)
+
+
+def kept_way(strength: float, then: float, **fields) -> previews.Follow | None:
+    """The way from a kept preview at strength `then` to one at `strength` (the preset's balance)."""
+    cached = optimize.CachedStyles(StyleCache().scoped("net"), ("style",))
+    image = torch.full((1, 3, 4, 4), 0.8)
+    previews.keep(cached, "picture", image, resolve(Options(strength=then)))
+    settings = resolve(Options(strength=strength, **fields))
+    return previews.follow(cached, "picture", settings, [(1.0, 0.5), (10.0, 0.9)])
+
+
+def test_less_style_than_the_last_preview_starts_part_of_the_way_back() -> None:
+    less = kept_way(0.5, 1.0)
+    assert less is not None and not less.same
+    before, after = (resolve(Options(strength=s)).effective_content_target for s in (1.0, 0.5))
+    assert less.share == pytest.approx((after / before) ** previews.EASE_BACK) and 0 < less.share < 1
+    origin = torch.zeros(1, 3, 4, 4)
+    assert torch.allclose(previews.start(less, origin), torch.full_like(origin, 0.8 * less.share))
+    more = kept_way(2.0, 1.0)
+    assert more is not None and more.share == 1.0 and previews.start(more, origin) is more.kept.image
+    assert more.settings.strength == 1.0 and more.settings.style_weight != less.settings.style_weight
+    none = kept_way(0.0, 1.0)
+    assert none is not None and none.share == 0.0  # no style: the photo's start
+    same = kept_way(1.0, 1.0)
+    assert same is not None and same.same
