@@ -202,3 +202,19 @@ def test_a_preview_through_the_warm_engine(config: dict, style_png: Path, listed
     service = json.loads((Path(config["data_dir"]) / "service" / "service.json").read_text())
     assert pid_alive(service["pid"])  # the warm engine ran them, and stays for the next preview
     assert run_folders() == []
+
+
+def test_opening_the_dialog_starts_the_warm_engine(config: dict, style_png: Path) -> None:
+    config["service"] = True
+    state = Path(config["data_dir"]) / "service" / "service.json"
+    assert not state.exists()
+    nst_preview.warm_up(config).join(120)
+    service = json.loads(state.read_text())
+    assert pid_alive(service["pid"])
+    dialog = Dialog()
+    worker = dialog.worker(config)
+    worker.start(job(style_png))
+    dialog.pump(lambda: dialog.shown or dialog.failed, timeout=120)
+    worker.close()
+    assert dialog.failed == [] and len(dialog.shown) == 1
+    assert json.loads(state.read_text())["pid"] == service["pid"]  # the preview ran on the one started

@@ -182,6 +182,7 @@ class DialogPreview:
         self.box.show_all()
         self.picture.hide()
         config.connect("notify", self.changed)
+        nst_preview.warm_up(engine_config)
 
     def start(self, *_ignored: object) -> None:
         self.wanted = True

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import nst_bridge
 import nst_common
+import nst_service
 
 FALLBACK = {"size": 256, "iterations": 30}  # an engine whose description predates the preview's
 MIN_SIZE = 32  # the engine's smallest working size
@@ -46,6 +47,16 @@ def preview_options(config: dict, options: dict, width: int, height: int) -> dic
     """The dialog's engine options for a width x height preview copy: its own size, the preview's steps."""
     _size, iterations = preview_settings(config)
     return dict(options, size=max(MIN_SIZE, width, height), iterations=iterations)
+
+
+def warm_up(config: dict) -> threading.Thread:
+    """Start this machine's engine service in the background when the config asks for one and none
+    runs, so that the dialog's first preview, or its OK, finds the engine warm (starting it takes
+    Python, torch and the network: seconds a user spends choosing the style anyway). A preview pressed
+    meanwhile waits for the same start (nst_service's start lock). The thread is returned for tests."""
+    thread = threading.Thread(target=nst_service.local_service, args=(config, lambda *_: True), daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
