@@ -32,7 +32,7 @@ ENGINE_LAYERS: list[tuple[str, set[str]]] = [
             "ray_executor",
         },
     ),
-    ("the engine's entry, plan and estimate", {"run", "plan", "speed"}),
+    ("the engine's entry, plan and estimate", {"run", "previews", "plan", "speed"}),
     ("one scale's optimisation", {"balance", "optimize", "objective", "tiling", "memory", "stylecache"}),
     (
         "features, formulas and pixels",
