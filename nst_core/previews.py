@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from . import balance, stylecache
-from .optimize import CachedStyles
+from .optimize import CachedStyles, initial_image
 from .options import Settings
 from .plan import Plan
 
@@ -106,16 +106,14 @@ def follow(
     return Follow(kept, chosen, share)
 
 
-def origin_start(settings: Settings) -> str:
-    """The start a preview eases back towards: the run's own, or the photo for a start in noise."""
-    return "content" if settings.init == "noise" else settings.init
-
-
-def start(way: Follow, origin: torch.Tensor) -> torch.Tensor:
-    """The picture a following preview starts from: `share` of the way from `origin` (the run's own
-    start at the last scale's size) to the last preview."""
+def start(way: Follow, content: torch.Tensor, init_image: torch.Tensor | None) -> torch.Tensor:
+    """The picture a following preview starts from: `share` of the way to the last preview from the
+    run's own start (`optimize.initial_image` of `content`, the last scale's, and `init_image`), or
+    from the photo where that start is noise."""
     if way.share >= 1.0:
         return way.kept.image
+    init = way.settings.init
+    origin = initial_image("content" if init == "noise" else init, content, 0, init_image)
     return origin + way.share * (way.kept.image - origin)
 
 

@@ -334,8 +334,8 @@ def _run_preview(
         for index in range(top):
             ctx.clock.settle(index, 0.0)  # the scales below are the last preview's: none of their work
         chosen = replace(ctx, settings=way.settings)
-        origin = optimize.initial_image(previews.origin_start(way.settings), ctx.content, 0, ctx.init_image)
-        image = _run_scale(chosen, plan, top, plan.scales[top], previews.start(way, origin))
+        start = previews.start(way, ctx.content, ctx.init_image)
+        image = _run_scale(chosen, plan, top, plan.scales[top], start)
     if ctx.steering is None or not ctx.steering.stopped:
         previews.keep(ctx.style_cache, key, image, ctx.settings)
     return image

@@ -92,10 +92,8 @@ class StyleCache:
         size = held_bytes(value)
         with self._lock:
             self.computed += 1
-            if size <= self.budget and key not in self._entries:
-                self._entries[key] = (value, size)
-                self._held += size
-                self._trim()
+            if key not in self._entries:
+                self._add(key, value, size)
         return value
 
     def peek(self, key: Hashable) -> Any | None:
@@ -114,13 +112,14 @@ class StyleCache:
             old = self._entries.pop(key, None)
             if old is not None:
                 self._held -= old[1]
-            if size > self.budget:
-                return
-            self._entries[key] = (value, size)
-            self._held += size
-            self._trim()
+            self._add(key, value, size)
 
-    def _trim(self) -> None:
+    def _add(self, key: Hashable, value: Any, size: int) -> None:
+        """Under the lock: keep `value` when it fits the budget at all, the least recently used out."""
+        if size > self.budget:
+            return
+        self._entries[key] = (value, size)
+        self._held += size
         while self._held > self.budget or len(self._entries) > self.max_entries:
             _, (_, dropped) = self._entries.popitem(last=False)
             self._held -= dropped

@@ -5,22 +5,19 @@ and every job that is no preview, paints from scratch."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from samples import make_content_image, make_style_image
+from test_style_cache import pixels
 
 from nst_core import optimize, previews
 from nst_core.options import Options, resolve
 from nst_core.run import Watch, stylize
 from nst_core.stylecache import StyleCache
-
-
-def pixels(image) -> np.ndarray:
-    return np.asarray(image, dtype=np.float32) / 255
-
 
 CONTENT = pixels(make_content_image(182, 120))
 STYLE = pixels(make_style_image(64, 64))
@@ -110,10 +107,11 @@ def test_less_style_than_the_last_preview_starts_part_of_the_way_back() -> None:
     assert less is not None and not less.same
     before, after = (resolve(Options(strength=s)).effective_content_target for s in (1.0, 0.5))
     assert less.share == pytest.approx((after / before) ** previews.EASE_BACK) and 0 < less.share < 1
-    origin = torch.zeros(1, 3, 4, 4)
-    assert torch.allclose(previews.start(less, origin), torch.full_like(origin, 0.8 * less.share))
+    photo = torch.zeros(1, 3, 4, 4)  # the start is the photo (`init` content), here black
+    start = previews.start(replace(less, settings=replace(less.settings, init="content")), photo, None)
+    assert torch.allclose(start, torch.full_like(photo, 0.8 * less.share))
     more = kept_way(2.0, 1.0)
-    assert more is not None and more.share == 1.0 and previews.start(more, origin) is more.kept.image
+    assert more is not None and more.share == 1.0 and previews.start(more, photo, None) is more.kept.image
     assert more.settings.strength == 1.0 and more.settings.style_weight != less.settings.style_weight
     none = kept_way(0.0, 1.0)
     assert none is not None and none.share == 0.0  # no style: the photo's start

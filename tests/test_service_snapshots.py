@@ -31,11 +31,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, vgg19_weights: Path):
         yield served
 
 
-def with_snapshots(body: bytes, every: object) -> bytes:
-    header, rest = body.split(b"\n", 1)
-    return json.dumps({**json.loads(header), "snapshot_every": every}).encode() + b"\n" + rest
-
-
 def with_header(body: bytes, **keys: object) -> bytes:
     header, rest = body.split(b"\n", 1)
     return json.dumps({**json.loads(header), **keys}).encode() + b"\n" + rest
@@ -56,7 +51,7 @@ def quiet(served: Served) -> None:
 def test_snapshots_stream_with_their_pixels_and_stop_keeps_that_many_iterations(
     served, vgg19_weights, style_png
 ) -> None:
-    response = request(served, "POST", "/v1/jobs", with_snapshots(body_for(style_png, LONG), 0.2))
+    response = request(served, "POST", "/v1/jobs", with_header(body_for(style_png, LONG), snapshot_every=0.2))
     assert response.status == 200
     job = json.loads(response.readline())["job"]
     snapshots = []
@@ -84,7 +79,8 @@ def test_snapshots_stream_with_their_pixels_and_stop_keeps_that_many_iterations(
 
 @pytest.mark.parametrize("every", [0.1, "2", True, 4000])
 def test_a_bad_snapshot_every_is_refused_from_the_header(served, style_png, every) -> None:
-    response = request(served, "POST", "/v1/jobs", with_snapshots(body_for(style_png, LONG), every))
+    body = with_header(body_for(style_png, LONG), snapshot_every=every)
+    response = request(served, "POST", "/v1/jobs", body)
     assert response.status == 400
     message = json.loads(response.read())["message"]
     assert message == (
@@ -105,7 +101,7 @@ def test_an_animation_takes_no_snapshots_and_refuses_a_stop_clearly(served, styl
         "frames": [{"bytes": len(png)}, {"bytes": len(png)}],
     }
     body = json.dumps(header).encode() + b"\n" + png * 4
-    refused = request(served, "POST", "/v1/jobs", with_snapshots(body, 1))
+    refused = request(served, "POST", "/v1/jobs", with_header(body, snapshot_every=1))
     assert refused.status == 400
     assert "frames take no `snapshot_every`" in json.loads(refused.read())["message"]
     response = request(served, "POST", "/v1/jobs", body)
