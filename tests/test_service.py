@@ -363,6 +363,20 @@ def test_a_warm_job_reads_no_weights(served, style_png, vgg19_weights) -> None:
     assert read_bytes(served.process.pid) - before < vgg19_weights.stat().st_size / 10
 
 
+def test_the_service_freezes_what_it_loads_at_the_start_out_of_each_jobs_collection(vgg19_weights) -> None:
+    import gc
+
+    from nst_core import service
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    try:
+        service.warm_start("vgg19", vgg19_weights)
+        assert gc.get_freeze_count() > 10_000  # torch's modules, the network
+    finally:
+        gc.unfreeze()
+
+
 def test_the_raw_formats_sizes_are_their_numpy_types() -> None:
     """The wire counts a raw part's bytes with `itemsize`; the job and the decoding read it as `dtype`."""
     from nst_core.validate import RAW_FORMATS
