@@ -235,13 +235,14 @@ class Stepper:
     last_parts: dict[str, float] = field(default_factory=dict)
     best_parts: dict[str, float] = field(default_factory=dict)
     rejected: int = 0  # L-BFGS steps taken back (they raised the loss)
+    warm: Curvature | None = None  # where L-BFGS starts (a followed preview's)
     _optimizer: torch.optim.Optimizer | None = None
     _lbfgs: LBFGS | None = None
 
     def __post_init__(self) -> None:
         self.image = self.image.detach().contiguous().clone().requires_grad_(True)
         if self.kind == "lbfgs":
-            self._lbfgs = LBFGS(LBFGS_HISTORY)
+            self._lbfgs = LBFGS(LBFGS_HISTORY, warm=self.warm)
         elif self.kind == "adam":
             self._optimizer = torch.optim.Adam([self.image], lr=self.learning_rate)
 
@@ -295,6 +296,9 @@ class Stepper:
 
     def result(self) -> torch.Tensor:
         return self.best_image if self.best_image is not None else self.image.detach()
+
+    def curvature(self, newest: int) -> Curvature | None:
+        return None if self._lbfgs is None else self._lbfgs.curvature(newest)
 
 
 def initial_image(
@@ -409,6 +413,7 @@ class RunContext:
     steering: Steering | None = None
     trial: int = 0  # the run of this scale under way, and how many the plan allows (balance.py)
     trials: int = 1
+    carry: Carry | None = None  # a preview's curvature, from the last one and for the next (previews.py)
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -417,7 +422,12 @@ class RunContext:
     def stepper(self, start: torch.Tensor, objective: Evaluates) -> Stepper:
         settings = self.settings
         return Stepper(
-            start, objective, settings.optimizer, settings.learning_rate, loss_scale_for(self.autocast)
+            start,
+            objective,
+            settings.optimizer,
+            settings.learning_rate,
+            loss_scale_for(self.autocast),
+            warm=None if self.carry is None else self.carry.given,
         )
 
     def report(
@@ -483,7 +493,10 @@ def optimize_scale(
         step = ctx.trial * scale.iterations + iteration
         ctx.report(index, step, scale.steps, parts, stepper.result() if last else None, tiles)
 
-    return iterate(ctx, stepper, scale.iterations, on_step, index)
+    image = iterate(ctx, stepper, scale.iterations, on_step, index)
+    if ctx.carry is not None:
+        ctx.carry.left = stepper.curvature(ctx.carry.newest)
+    return image
 
 
 def start_image(
@@ -519,6 +532,26 @@ def scale_inputs(
 # -- L-BFGS ----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Curvature:
+    """What L-BFGS learnt of the loss's curvature near the picture it ended at: its newest pairs (s, y,
+    1/s.y) and gamma. A run of the same picture at the same size under other weights of the same terms
+    starts from it (previews.py) instead of from a first step that knows nothing."""
+
+    pairs: tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], ...]
+    gamma: torch.Tensor
+
+
+@dataclass
+class Carry:
+    """Curvature carried between runs of one picture (previews.py): `given` is where the L-BFGS of the
+    run's scales starts, and each scale leaves its own in `left` (the last scale's is the run's)."""
+
+    newest: int  # how many pairs a scale leaves
+    given: Curvature | None = None
+    left: Curvature | None = None
+
+
 class LBFGS:
     """Steps for a flat vector, given its gradient at each iteration: L-BFGS over the pixels, one
     evaluation per iteration, no line search (the caller clamps to [0, 1], and takes a step that
@@ -537,25 +570,36 @@ class LBFGS:
     too little curvature is kept with weight 0 rather than tested and dropped.
     """
 
-    def __init__(self, history: int, first_step: float = LBFGS_FIRST_STEP) -> None:
+    def __init__(
+        self, history: int, first_step: float = LBFGS_FIRST_STEP, warm: Curvature | None = None
+    ) -> None:
         self.history = history
         self.first_step = first_step
-        self._pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # s, y, 1/s.y (or 0)
-        self._gamma: torch.Tensor | None = None
+        # s, y, 1/s.y (or 0); from `warm`, the first step is already a quasi-Newton one
+        self._pairs: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = list(warm.pairs) if warm else []
+        self._gamma: torch.Tensor | None = warm.gamma if warm else None
         self._last: tuple[torch.Tensor, torch.Tensor] | None = None  # the previous gradient and step
 
     @torch.no_grad()
     def step(self, gradient: torch.Tensor) -> torch.Tensor:
         """The step to add to the vector whose gradient this is."""
-        if self._last is None:
+        if self._last is None and not self._pairs:
             tiny = torch.finfo(gradient.dtype).tiny
             step = gradient * (-self.first_step / gradient.abs().mean().clamp_min(tiny))
+        elif self._last is None:
+            step = self._two_loop(gradient)
         else:
             previous_gradient, previous_step = self._last
             self._remember(previous_step, gradient - previous_gradient)
             step = self._two_loop(gradient)
         self._last = (gradient.clone(), step)
         return step
+
+    def curvature(self, newest: int) -> Curvature | None:
+        """The `newest` pairs and gamma, for a run of the same vector under other weights to start from."""
+        if not self._pairs or self._gamma is None:
+            return None
+        return Curvature(tuple(self._pairs[-newest:]), self._gamma)
 
     def shorten(self, factor: float) -> torch.Tensor:
         """Instead of the last step, `factor` x it from the same picture: the step to add to that

@@ -325,19 +325,23 @@ def _run_preview(
     scratch; kept for the next unless stopped early."""
     assert ctx.style_cache is not None
     way = previews.follow(ctx.style_cache, key, ctx.settings, remembered)
+    carry = optimize.Carry(previews.FOLLOW_PAIRS)
     if way is None:
-        image = _run_scales(ctx, plan, remembered)
+        image = _run_scales(replace(ctx, carry=carry), plan, remembered)
     elif way.same:
         return way.kept.image
     else:
         top = len(plan.scales) - 1
         for index in range(top):
             ctx.clock.settle(index, 0.0)  # the scales below are the last preview's: none of their work
-        chosen = replace(ctx, settings=way.settings)
+        carry.given = way.kept.curvature
+        chosen = replace(ctx, settings=way.settings, carry=carry)
         start = previews.start(way, ctx.content, ctx.init_image)
-        image = _run_scale(chosen, plan, top, plan.scales[top], start)
+        scale = plan.scales[top]
+        scale = replace(scale, iterations=min(scale.iterations, previews.FOLLOW_ITERATIONS))
+        image = _run_scale(chosen, plan, top, scale, start)
     if ctx.steering is None or not ctx.steering.stopped:
-        previews.keep(ctx.style_cache, key, image, ctx.settings)
+        previews.keep(ctx.style_cache, key, image, ctx.settings, carry.left)
     return image
 
 

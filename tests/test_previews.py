@@ -53,6 +53,26 @@ def test_a_preview_after_a_change_of_strength_runs_its_top_scale_only(vgg19_weig
     assert [scale for scale, _ in steps] == [2] * top and np.abs(third - second).mean() > 1e-3
 
 
+def test_a_followed_preview_starts_from_the_curvature_the_last_one_left(vgg19_weights, monkeypatch) -> None:
+    """Its L-BFGS takes the last preview's newest pairs (a first step that knows the loss), and it runs
+    fewer iterations than its scale's own."""
+    kept: list[optimize.Curvature | None] = []
+    keep = previews.keep
+    monkeypatch.setattr(previews, "keep", lambda *args: (kept.append(args[-1]), keep(*args)))
+    fields = {"iterations": 30, "content_target": None}  # the top scale's own iterations: more than 4
+    cache = StyleCache()
+    preview(vgg19_weights, cache, **fields)
+    followed, steps = preview(vgg19_weights, cache, strength=2.0, **fields)
+    assert [scale for scale, _ in steps] == [2] * previews.FOLLOW_ITERATIONS
+    assert all(c is not None and 0 < len(c.pairs) <= previews.FOLLOW_PAIRS for c in kept)
+    # The same two previews when no curvature is left to carry: another picture.
+    monkeypatch.setattr(optimize.Stepper, "curvature", lambda self, newest: None)
+    cache = StyleCache()
+    preview(vgg19_weights, cache, **fields)
+    unaware, _ = preview(vgg19_weights, cache, strength=2.0, **fields)
+    assert np.abs(followed - unaware).mean() > 1e-3
+
+
 def test_the_same_preview_again_is_the_last_one_without_an_iteration(vgg19_weights) -> None:
     cache = StyleCache()
     first, _ = preview(vgg19_weights, cache)
@@ -97,7 +117,7 @@ def kept_way(strength: float, then: float, **fields) -> previews.Follow | None:
     """The way from a kept preview at strength `then` to one at `strength` (the preset's balance)."""
     cached = optimize.CachedStyles(StyleCache().scoped("net"), ("style",))
     image = torch.full((1, 3, 4, 4), 0.8)
-    previews.keep(cached, "picture", image, resolve(Options(strength=then)))
+    previews.keep(cached, "picture", image, resolve(Options(strength=then)), None)
     settings = resolve(Options(strength=strength, **fields))
     return previews.follow(cached, "picture", settings, [(1.0, 0.5), (10.0, 0.9)])
 
