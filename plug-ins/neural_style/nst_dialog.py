@@ -174,6 +174,8 @@ class DialogPreview:
         self.box.set_size_request(size, -1)
         self.button = Gtk.Button.new_with_mnemonic("_Preview")
         self.button.connect("clicked", self.start)
+        if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests click it where it is
+            self.button.connect("size-allocate", self.report_place)
         self.label = Gtk.Label(label=PREVIEW_HINT, xalign=0.0, wrap=True, max_width_chars=30)
         self.picture = Gtk.Image(valign=Gtk.Align.START)
         self.box.pack_start(self.button, False, False, 0)
@@ -231,6 +233,16 @@ class DialogPreview:
         self.label.set_text(text)
         if os.environ.get("NST_DEBUG") == "1":  # the dialog's tests read it there
             print(f"neural-style preview: {text}", file=sys.stderr, flush=True)
+
+    def report_place(self, button: object, _allocation: object) -> None:
+        """For the dialog's tests (NST_DEBUG=1): the button's middle in its window, where they click it
+        as a user would (a key press on a GTK button shows it pressed for 0.25 s before it acts)."""
+        place = button.translate_coordinates(button.get_toplevel(), 0, 0)
+        if place is None:
+            return  # not in a shown window yet: it is allocated again when it is
+        x, y = place
+        x, y = x + button.get_allocated_width() // 2, y + button.get_allocated_height() // 2
+        print(f"neural-style preview button: {x} {y}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         """The dialog closes: stop the preview's engine and wait for its files to go."""

@@ -6,11 +6,12 @@
 # everything shut down. With SIZE, Advanced is then opened, the working size typed into the dialog and
 # it is grabbed again, to WORK/dialog-size.png, once the estimate has been refreshed. The dialog's
 # size ("closed W H", then "open W H" with Advanced open) goes to WORK/dialog-geometry.txt.
-# With PREVIEW=1 in the environment, Preview is then pressed twice, the dialog grabbed to
-# WORK/dialog-preview.png once the first preview shows, then again after the style strength is typed
-# as 2, the seconds from press to picture written to WORK/preview-times.txt ("cold S", "warm S" and
-# "stronger S"), and after the strength is typed as 0.5 a fourth preview closed while in flight
-# (how long closing took: "close S"; the run folders left then: "left N").
+# With PREVIEW=1 in the environment, Preview is then clicked twice (with the mouse, where the plug-in
+# says the button is), the dialog grabbed to WORK/dialog-preview.png once the first preview shows, then
+# again after the style strength is typed as 2, the seconds from click to picture written to
+# WORK/preview-times.txt ("cold S", "warm S" and "stronger S"), and after the strength is typed as 0.5
+# a fourth preview closed while in flight (how long closing took: "close S"; the run folders left
+# then: "left N").
 # The plug-in's estimate and preview lines (NST_DEBUG=1) end up in WORK/gimp.log.
 #   screenshot_dialog_inside.sh WORK DISPLAY_NUMBER [SIZE]
 set -u
@@ -81,10 +82,16 @@ fi
 previews() { grep -c '^neural-style preview: Preview at' "$work/gimp.log"; }
 since() { python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$1"; }
 run_folders() { find /tmp -maxdepth 1 -name 'nst-plugin-*' | sort; }
-preview() {   # press Preview; "$1 SECONDS" (press to picture) into preview-times.txt
+click_preview() {   # where the plug-in last placed the button (NST_DEBUG), as a user clicks it
+    local place
+    place=$(grep '^neural-style preview button: ' "$work/gimp.log" | tail -n1 | cut -d' ' -f4,5)
+    # shellcheck disable=SC2086 # "X Y"
+    xdotool mousemove --window "$window" $place click 1
+}
+preview() {   # click Preview; "$1 SECONDS" (click to picture) into preview-times.txt
     local before started end
     before=$(previews) started=$(date +%s.%N) end=$((SECONDS + 120))
-    xdotool key alt+p
+    click_preview
     while (($(previews) <= before)) && ((SECONDS < end)); do sleep 0.1; done
     if (($(previews) > before)); then
         echo "$1 $(since "$started")" >> "$work/preview-times.txt"
@@ -105,7 +112,8 @@ if [[ ${PREVIEW:-} == 1 ]]; then
     strength 2
     preview stronger   # from the last preview: its top scale only (docs/protocol.md, `preview`)
     strength 0.5
-    xdotool key alt+p sleep 1   # another, in flight when the dialog closes
+    click_preview
+    sleep 1   # another, in flight when the dialog closes
 fi
 started=$(date +%s.%N)
 xdotool key Escape
