@@ -71,6 +71,13 @@ class Terms:
         return (guided.Region(self.style_targets),)
 
 
+def content_features(terms: Terms, content: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The content loss's targets: the content's features at `layers`."""
+    with torch.no_grad(), autocast(content.device, terms.autocast_dtype):
+        features = terms.network(content)
+        return {n: features[n].float() for n in layers}
+
+
 @dataclass(frozen=True)
 class Objective:
     """The loss of the whole image at once, its content features computed once."""
@@ -80,9 +87,7 @@ class Objective:
 
     @classmethod
     def build(cls, terms: Terms, content: torch.Tensor, layers: Sequence[str]) -> Objective:
-        with torch.no_grad(), autocast(content.device, terms.autocast_dtype):
-            features = terms.network(content)
-            return cls(terms, {n: features[n].float() for n in layers})
+        return cls(terms, content_features(terms, content, layers))
 
     @property
     def style_targets(self) -> dict[str, losses.StyleTarget]:

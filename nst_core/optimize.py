@@ -30,6 +30,7 @@ from .objective import (
     Statistics,
     Terms,
     blended_style_targets,
+    content_features,
     own_style_targets,
     style_statistics,
 )
@@ -139,9 +140,13 @@ def build_objective(
         own = own_targets(network, inputs, settings, autocast_dtype, tile, cached)
         masked = regions.build_regions(own, inputs.masks, settings.style_blend, network.factors)
         terms = Terms.of(network, settings, {}, autocast_dtype, masked)
-    if tile is None:
+    if tile is not None:
+        return tiling.TiledObjective.build(terms, inputs.content, tile, settings.content_layers)
+    if cached is None or cached.content is None:
         return Objective.build(terms, inputs.content, settings.content_layers)
-    return tiling.TiledObjective.build(terms, inputs.content, tile, settings.content_layers)
+    layers = tuple(settings.content_layers)
+    key = ("content", cached.content, tuple(inputs.content.shape[-2:]), layers)
+    return Objective(terms, cached.cache.get(key, lambda: content_features(terms, inputs.content, layers)))
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,9 @@ class CachedStyles:
 
     cache: ScopedCache
     digests: tuple[str, ...]
+    # The content's, where its features are kept too (a preview: the next one of the picture reads them
+    # again at its top scale, a sixth of its time there), else None: a job's content rarely comes twice.
+    content: str | None = None
 
     def style_keys(self, inputs: ScaleInputs, settings: Settings, tile: int | None) -> list[tuple]:
         """Each style's key at this scale: its pixels, the size they are matched at, the tile the

@@ -189,7 +189,9 @@ def run_plan(
             cancel=cancel,
             temporal=None if frame is None else _temporal(frame, device),
             masks=None if masks is None else _masks(masks, content.shape[:2], last, device),
-            style_cache=None if style_cache is None else _cached_styles(style_cache, plan, styles_in),
+            style_cache=None
+            if style_cache is None
+            else _cached_styles(style_cache, plan, styles_in, content_in if preview else None),
             steering=None if watch is None else _steering(watch, plan, rgb, alpha, content.shape[2]),
         )
         if ctx.steering is not None:
@@ -215,10 +217,11 @@ def run_plan(
 
 
 def _cached_styles(
-    cache: stylecache.StyleCache, plan: Plan, styles_in: Sequence[np.ndarray]
+    cache: stylecache.StyleCache, plan: Plan, styles_in: Sequence[np.ndarray], content_in: np.ndarray | None
 ) -> optimize.CachedStyles:
     """The run's view of a warm engine's cache: the network (model, weights file, pooling), the device
-    and the precision shape every target; each style's pixels (after keep_colors) name its own."""
+    and the precision shape every target; each style's pixels (after keep_colors) name its own, and the
+    content's (`content_in`, a preview's) and the size it is read at name its features."""
     settings = plan.settings
     scoped = cache.scoped(
         settings.model,
@@ -227,7 +230,11 @@ def _cached_styles(
         str(plan.device),
         str(plan.autocast),
     )
-    return optimize.CachedStyles(scoped, tuple(stylecache.pixels_digest(s) for s in styles_in))
+    content = None
+    if content_in is not None:
+        last = plan.scales[-1]
+        content = f"{stylecache.pixels_digest(content_in)} at {last.width}x{last.height}"
+    return optimize.CachedStyles(scoped, tuple(stylecache.pixels_digest(s) for s in styles_in), content)
 
 
 def _steering(

@@ -14,7 +14,7 @@ import torch
 from samples import make_content_image, make_style_image
 from test_style_cache import pixels
 
-from nst_core import optimize, previews
+from nst_core import objective, optimize, previews
 from nst_core.options import Options, resolve
 from nst_core.run import Watch, stylize
 from nst_core.stylecache import StyleCache
@@ -71,6 +71,27 @@ def test_a_followed_preview_starts_from_the_curvature_the_last_one_left(vgg19_we
     preview(vgg19_weights, cache, **fields)
     unaware, _ = preview(vgg19_weights, cache, strength=2.0, **fields)
     assert np.abs(followed - unaware).mean() > 1e-3
+
+
+def test_a_followed_preview_reads_the_content_features_kept_from_the_last(vgg19_weights, monkeypatch) -> None:
+    """Its top scale's content targets are the last preview's; a job that is no preview keeps none."""
+    computed: list[tuple[int, ...]] = []
+    features = objective.content_features
+
+    def counted(terms, content, layers):
+        computed.append(tuple(content.shape[-2:]))
+        return features(terms, content, layers)
+
+    monkeypatch.setattr(objective, "content_features", counted)
+    monkeypatch.setattr(optimize, "content_features", counted)
+    cache = StyleCache()
+    preview(vgg19_weights, cache)
+    assert len(computed) == 2  # one per scale
+    preview(vgg19_weights, cache, strength=0.5)
+    assert len(computed) == 2
+    preview(vgg19_weights, cache, is_preview=False, strength=0.5)
+    preview(vgg19_weights, cache, is_preview=False, strength=0.25)
+    assert len(computed) == 6  # each scale of each, every time
 
 
 def test_the_same_preview_again_is_the_last_one_without_an_iteration(vgg19_weights) -> None:
