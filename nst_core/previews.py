@@ -39,7 +39,8 @@ EASE_BACK = 0.5
 # left (`Kept.curvature`), and how many of the newest pairs it keeps for the next (each as large as the
 # picture). Measured on ImageNet VGG16 at 256 px, strength 1 -> 0.5 -> 0.25 -> 1 -> 2, on The Starry
 # Night and The Scream (docs/performance.md): from the curvature, 4 iterations moved more style than
-# the 6 of the top scale from a first step that knows nothing, at the same distance to the photo.
+# the 6 of the top scale from a first step that knows nothing, at the same distance to the photo, and 4
+# without it lagged: a preview with no curvature to start from (Adam leaves none) runs the scale's own.
 FOLLOW_ITERATIONS = 4
 FOLLOW_PAIRS = 8
 

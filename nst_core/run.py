@@ -345,7 +345,8 @@ def _run_preview(
         chosen = replace(ctx, settings=way.settings, carry=carry)
         start = previews.start(way, ctx.content, ctx.init_image)
         scale = plan.scales[top]
-        scale = replace(scale, iterations=min(scale.iterations, previews.FOLLOW_ITERATIONS))
+        if carry.given is not None:  # fewer iterations only where they start from the curvature
+            scale = replace(scale, iterations=min(scale.iterations, previews.FOLLOW_ITERATIONS))
         image = _run_scale(chosen, plan, top, scale, start)
     if ctx.steering is None or not ctx.steering.stopped:
         previews.keep(ctx.style_cache, key, image, ctx.settings, carry.left)
