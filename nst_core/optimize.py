@@ -156,8 +156,11 @@ class CachedStyles:
 
     cache: ScopedCache
     digests: tuple[str, ...]
-    # The content's, where its features are kept too (a preview: the next one of the picture reads them
-    # again at its top scale, a sixth of its time there), else None: a job's content rarely comes twice.
+    # The content's pixels as the network sees them: hashed once, for every key about this picture.
+    picture: str = ""
+    # The name of the content's features where they are kept too (a preview: the next one of the picture
+    # reads them again at its top scale, a sixth of its time there), else None: a job's content rarely
+    # comes twice.
     content: str | None = None
 
     def style_keys(self, inputs: ScaleInputs, settings: Settings, tile: int | None) -> list[tuple]:

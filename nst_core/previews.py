@@ -78,14 +78,12 @@ class Follow:
     same: bool = False
 
 
-def picture_key(
-    cached: CachedStyles, plan: Plan, content_in: np.ndarray, masks: Sequence[np.ndarray] | None
-) -> Hashable:
+def picture_key(cached: CachedStyles, plan: Plan, masks: Sequence[np.ndarray] | None) -> Hashable:
     """What a preview shares with the one it may follow: everything but `WEIGHTS`."""
     settings = replace(plan.settings, **WEIGHTS)
     return (
         "preview",
-        stylecache.pixels_digest(content_in),
+        cached.picture,
         cached.digests,
         tuple(stylecache.pixels_digest(m) for m in masks or ()),
         plan.scales,

@@ -191,16 +191,16 @@ def run_plan(
             masks=None if masks is None else _masks(masks, content.shape[:2], last, device),
             style_cache=None
             if style_cache is None
-            else _cached_styles(style_cache, plan, styles_in, content_in if preview else None),
+            else _cached_styles(style_cache, plan, styles_in, content_in, preview),
             steering=None if watch is None else _steering(watch, plan, rgb, alpha, content.shape[2]),
         )
         if ctx.steering is not None:
             ctx.steering.begin()
         remembered = None
         if ctx.style_cache is not None and _balanced(ctx, plan.scales[0]):
-            remembered = _remembered_balance(ctx.style_cache, plan, content_in, masks)
+            remembered = _remembered_balance(ctx.style_cache, plan, masks)
         if preview and ctx.style_cache is not None and frame is None:
-            key = previews.picture_key(ctx.style_cache, plan, content_in, masks)
+            key = previews.picture_key(ctx.style_cache, plan, masks)
             image = _run_preview(ctx, plan, remembered, key)
         else:
             image = _run_scales(ctx, plan, remembered)
@@ -217,11 +217,15 @@ def run_plan(
 
 
 def _cached_styles(
-    cache: stylecache.StyleCache, plan: Plan, styles_in: Sequence[np.ndarray], content_in: np.ndarray | None
+    cache: stylecache.StyleCache,
+    plan: Plan,
+    styles_in: Sequence[np.ndarray],
+    content_in: np.ndarray,
+    preview: bool,
 ) -> optimize.CachedStyles:
     """The run's view of a warm engine's cache: the network (model, weights file, pooling), the device
-    and the precision shape every target; each style's pixels (after keep_colors) name its own, and the
-    content's (`content_in`, a preview's) and the size it is read at name its features."""
+    and the precision shape every target; each style's pixels (after keep_colors) name its own, and
+    the content's name the picture, and for a preview, with the size it is read at, its features."""
     settings = plan.settings
     scoped = cache.scoped(
         settings.model,
@@ -230,11 +234,11 @@ def _cached_styles(
         str(plan.device),
         str(plan.autocast),
     )
-    content = None
-    if content_in is not None:
-        last = plan.scales[-1]
-        content = f"{stylecache.pixels_digest(content_in)} at {last.width}x{last.height}"
-    return optimize.CachedStyles(scoped, tuple(stylecache.pixels_digest(s) for s in styles_in), content)
+    picture = stylecache.pixels_digest(content_in)
+    last = plan.scales[-1]
+    content = f"{picture} at {last.width}x{last.height}" if preview else None
+    digests = tuple(stylecache.pixels_digest(s) for s in styles_in)
+    return optimize.CachedStyles(scoped, digests, picture, content)
 
 
 def _steering(
@@ -291,7 +295,7 @@ def _balanced(ctx: RunContext, scale: ScalePlan) -> bool:
 
 
 def _remembered_balance(
-    cached: optimize.CachedStyles, plan: Plan, content_in: np.ndarray, masks: Sequence[np.ndarray] | None
+    cached: optimize.CachedStyles, plan: Plan, masks: Sequence[np.ndarray] | None
 ) -> balance.Remembered:
     """A warm engine's list of the balance's trials for this picture: its key is everything the first
     scale's content error depends on (the pixels, the styles, the masks, the first scale, the settings)
@@ -299,7 +303,7 @@ def _remembered_balance(
     settings = replace(plan.settings, style_weight=0.0, strength=1.0, content_target=None)
     key = (
         "balance",
-        stylecache.pixels_digest(content_in),
+        cached.picture,
         cached.digests,
         tuple(stylecache.pixels_digest(m) for m in masks or ()),
         plan.scales[0],

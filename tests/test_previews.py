@@ -14,7 +14,7 @@ import torch
 from samples import make_content_image, make_style_image
 from test_style_cache import pixels
 
-from nst_core import objective, optimize, previews
+from nst_core import objective, optimize, previews, stylecache
 from nst_core.options import Options, resolve
 from nst_core.run import Watch, stylize
 from nst_core.stylecache import StyleCache
@@ -93,6 +93,15 @@ def test_a_followed_preview_reads_the_content_features_kept_from_the_last(vgg19_
     preview(vgg19_weights, cache, is_preview=False, strength=0.5)
     preview(vgg19_weights, cache, is_preview=False, strength=0.25)
     assert len(computed) == 6  # each scale of each, every time
+
+
+def test_a_preview_hashes_its_content_once(vgg19_weights, monkeypatch) -> None:
+    """The picture's name serves the kept features, the balance's trials and the preview's key alike."""
+    hashed: list[tuple[int, ...]] = []
+    digest = stylecache.pixels_digest
+    monkeypatch.setattr(stylecache, "pixels_digest", lambda a: (hashed.append(a.shape), digest(a))[1])
+    preview(vgg19_weights, StyleCache(), content_target=None)  # the balance's trials are looked up
+    assert hashed.count(CONTENT.shape[:2] + (3,)) == 1
 
 
 def test_the_same_preview_again_is_the_last_one_without_an_iteration(vgg19_weights) -> None:
