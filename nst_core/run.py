@@ -176,6 +176,7 @@ def run_plan(
         else:
             init = None
         layers = (*settings.content_layers, *settings.style_layers)
+        balanced = _balanced(plan.scales[0], framed=frame is not None)
         net = network.build_network(settings.model, plan.weights, layers, settings.pooling, device)
         ctx = RunContext(
             network=net,
@@ -191,13 +192,15 @@ def run_plan(
             masks=None if masks is None else _masks(masks, content.shape[:2], last, device),
             style_cache=None
             if style_cache is None
-            else _cached_styles(style_cache, plan, styles_in, content_in, preview),
+            else _cached_styles(
+                style_cache, plan, styles_in, content_in if preview or balanced else None, preview
+            ),
             steering=None if watch is None else _steering(watch, plan, rgb, alpha, content.shape[2]),
         )
         if ctx.steering is not None:
             ctx.steering.begin()
         remembered = None
-        if ctx.style_cache is not None and _balanced(ctx, plan.scales[0]):
+        if ctx.style_cache is not None and balanced:
             remembered = _remembered_balance(ctx.style_cache, plan, masks)
         if preview and ctx.style_cache is not None and frame is None:
             key = previews.picture_key(ctx.style_cache, plan, masks)
@@ -220,12 +223,13 @@ def _cached_styles(
     cache: stylecache.StyleCache,
     plan: Plan,
     styles_in: Sequence[np.ndarray],
-    content_in: np.ndarray,
+    content_in: np.ndarray | None,
     preview: bool,
 ) -> optimize.CachedStyles:
     """The run's view of a warm engine's cache: the network (model, weights file, pooling), the device
     and the precision shape every target; each style's pixels (after keep_colors) name its own, and
-    the content's name the picture, and for a preview, with the size it is read at, its features."""
+    the content's (`content_in`, where a key is about this picture: a preview's, the balance's trials)
+    name the picture, and for a preview, with the size it is read at, its features."""
     settings = plan.settings
     scoped = cache.scoped(
         settings.model,
@@ -234,7 +238,7 @@ def _cached_styles(
         str(plan.device),
         str(plan.autocast),
     )
-    picture = stylecache.pixels_digest(content_in)
+    picture = "" if content_in is None else stylecache.pixels_digest(content_in)
     last = plan.scales[-1]
     content = f"{picture} at {last.width}x{last.height}" if preview else None
     digests = tuple(stylecache.pixels_digest(s) for s in styles_in)
@@ -288,10 +292,10 @@ def _masks(
     return [regions.resize_mask(torch.from_numpy(p)[None, None].to(device), size) for p in planes]
 
 
-def _balanced(ctx: RunContext, scale: ScalePlan) -> bool:
+def _balanced(scale: ScalePlan, framed: bool) -> bool:
     """Whether the balance runs `scale`: the plan gave it trials, and it is no frame (a frame keeps to
     the weights: no flicker)."""
-    return scale.trials > 1 and ctx.temporal is None
+    return scale.trials > 1 and not framed
 
 
 def _remembered_balance(
@@ -317,7 +321,7 @@ def _run_scales(ctx: RunContext, plan: Plan, remembered: balance.Remembered | No
     engine's earlier balance trials for this picture (balance.py)."""
     image = None
     for index, scale in enumerate(plan.scales):
-        if _balanced(ctx, scale):
+        if _balanced(scale, framed=ctx.temporal is not None):
             image, ctx = balance.balanced_first_scale(
                 ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None), remembered
             )
