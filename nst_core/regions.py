@@ -146,28 +146,6 @@ def loss_from_sums(
     return total, gradients
 
 
-class _GivenGradient(torch.autograd.Function):
-    """A value whose gradient with respect to `features` is known already: it joins the graph of the
-    other terms, so one backward pass serves all of them."""
-
-    @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
-        value: torch.Tensor,
-        gradients: tuple[torch.Tensor, ...],
-        *features: torch.Tensor,
-    ) -> torch.Tensor:
-        ctx.gradients = gradients  # type: ignore[attr-defined]
-        return value.clone()
-
-    @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
-        gradients = ctx.gradients  # type: ignore[attr-defined]
-        return (None, None, *(g * grad.to(g.dtype) for g in gradients))
-
-
 def style_loss(
     regions: Sequence[Region], features: Mapping[str, torch.Tensor], weights: Mapping[str, float]
 ) -> torch.Tensor:
@@ -186,4 +164,4 @@ def style_loss(
             for name, gradient in grads.items():
                 grad = region.gradient(gradient, features[name].detach(), region.mask(name))
                 per_layer[name] = grad if name not in per_layer else per_layer[name] + grad
-    return _GivenGradient.apply(value, tuple(per_layer[n] for n in names), *(features[n] for n in names))
+    return losses.with_gradient(value, [per_layer[n] for n in names], [features[n] for n in names])

@@ -231,7 +231,7 @@ class TiledObjective:
                 )
                 outputs.append(core)
                 output_grads.append(((core.float() - targets[name]) * scale).to(core.dtype))
-            torch.autograd.backward(outputs, output_grads)
+            losses.with_gradient(image.new_zeros(()), output_grads, outputs).backward()
             assert crop.grad is not None
             block.padded.crop(grad).add_(crop.grad.float())
         if loss_scale != 1.0:
