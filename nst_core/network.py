@@ -18,7 +18,6 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
 from . import weights
@@ -32,12 +31,35 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _FIX_WEIGHTS = "re-run install.py or `python -m nst_core weights fetch`"
 
 
+# torchvision's VGG configurations "D" (vgg16) and "E" (vgg19): the output channels of each 3x3
+# convolution (each followed by a ReLU), "M" a 2x2 max pooling. Written here rather than read from
+# torchvision: importing torchvision took 1.1 s of every engine start, and this layout is all the engine
+# used of it (tests/test_network.py checks it against torchvision's own).
+VGG_LAYOUTS: dict[str, tuple[int | str, ...]] = {
+    "vgg16": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+    "vgg19": (
+        *(64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M"),
+        *(512, 512, 512, 512, "M", 512, 512, 512, 512, "M"),
+    ),
+}
+
+
 def blank_features(model: str) -> nn.Sequential:
-    """torchvision's `features` stack without allocating or initialising parameters."""
+    """torchvision's `features` stack (the same layers at the same indices) without allocating or
+    initialising parameters."""
     if model not in MODELS:
         raise UsageError(f"Unknown model '{model}': use one of {', '.join(MODELS)}.")
+    layers: list[nn.Module] = []
+    channels = 3
     with torch.device("meta"):
-        return getattr(torchvision.models, model)(weights=None).features
+        for width in VGG_LAYOUTS[model]:
+            if width == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                assert isinstance(width, int)
+                layers += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
+                channels = width
+    return nn.Sequential(*layers)
 
 
 @functools.cache

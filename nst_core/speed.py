@@ -53,11 +53,13 @@ class Speed:
 
 # Unmeasured devices. CPU: fitted to the scales of whole `fast` jobs on 2 cores (AVX-512): 153
 # GFLOP/s, 0.003 s per iteration and 1.1 s per scale reproduced each of six scales (136 to 1024 px)
-# within 4% (`calibrate` there: 142 GFLOP/s); per core, scaled by the cores here. A GPU: a modest
-# one, so that an unmeasured GPU is not promised too much.
+# within 4% (`calibrate` there: 142 GFLOP/s); per core, scaled by the cores here. Its start: a whole
+# one-iteration 32 px job takes 1.5 s on 2 cores (AMD EPYC), importing torch and mapping the weights'
+# features copy; 2.0 leaves room for a slower disk. A GPU: a modest one, so that an unmeasured GPU
+# is not promised too much.
 CPU_RATE_PER_CORE = 75e9
 DEFAULTS = {
-    "cpu": Speed(rate=CPU_RATE_PER_CORE * 2, overhead=0.005, startup=3.0, per_scale=1.1),
+    "cpu": Speed(rate=CPU_RATE_PER_CORE * 2, overhead=0.005, startup=2.0, per_scale=1.1),
     "cuda": Speed(rate=20e12, overhead=0.02, startup=6.0, per_scale=0.3),
     "mps": Speed(rate=2e12, overhead=0.05, startup=4.0, per_scale=0.5),
 }
