@@ -176,7 +176,7 @@ def test_a_plan_says_why_its_iterations_and_memory_differ_from_the_presets_and_b
     assert "(run up to 3 times to find the balance of content and style)" in words[1]
     assert re.fullmatch(
         r"Memory: about [\d.]+ GiB at the largest scale, more than the budget of 2\.9 GiB \(--max-memory\): "
-        r"720 MiB of it is the engine's own \(torch and its libraries\), which the budget leaves out; the "
+        r"560 MiB of it is the engine's own \(torch and its libraries\), which the budget leaves out; the "
         r"job's [\d.]+ GiB is within it\.",
         words[9],
     )
