@@ -226,11 +226,11 @@ def test_print_size_job_stays_under_the_budget_without_seams(vgg19_weights: Path
     (scale,) = plan.scales
     assert scale.tile is not None  # the job really was tiled
     margin, grid = margin_for(resolve(Options(**options)))
-    _assert_no_seams(out, [b.core for b in tiling.plan_blocks(2048, 1536, scale.tile, margin, grid)])
+    _assert_no_seams(out, content, [b.core for b in tiling.plan_blocks(2048, 1536, scale.tile, margin, grid)])
 
 
-def _assert_no_seams(image: np.ndarray, tiles: list[tiling.Window]) -> None:
-    """Mean gradient magnitude on the tiles' inner edges is not above the image's overall."""
+def _edges_and_inside(image: np.ndarray, tiles: list[tiling.Window]) -> tuple[float, float]:
+    """Mean gradient magnitude on the tiles' inner edges, and over the whole image."""
     gray = image.mean(axis=2)
     gx = np.abs(np.diff(gray, axis=1))
     gy = np.abs(np.diff(gray, axis=0))
@@ -238,5 +238,15 @@ def _assert_no_seams(image: np.ndarray, tiles: list[tiling.Window]) -> None:
     rows = sorted({t.y0 for t in tiles if t.y0 > 0} | {t.y1 for t in tiles if t.y1 < gray.shape[0]})
     assert cols and rows
     edge = np.mean([gx[:, c - 2 : c + 1].mean() for c in cols] + [gy[r - 2 : r + 1].mean() for r in rows])
-    inside = (gx.mean() + gy.mean()) / 2
-    assert edge <= inside * 1.15 + 1e-4, (edge, inside)
+    return float(edge), float((gx.mean() + gy.mean()) / 2)
+
+
+def _assert_no_seams(image: np.ndarray, content: np.ndarray, tiles: list[tiling.Window]) -> None:
+    """The tiles' inner edges are no sharper in the picture than the whole picture, beyond what the
+    content itself has on those lines: the sample photo has shapes on its quarter lines, where a
+    layout of 20 tiles cuts (edges 1.43 times its mean), and its picture measured 1.58 without a seam;
+    blocks without their margin made seams of 41 to 46 times the mean."""
+    edge, inside = _edges_and_inside(image, tiles)
+    content_edge, content_inside = _edges_and_inside(content, tiles)
+    allowed = inside * max(1.0, content_edge / content_inside) * 1.15 + 1e-4
+    assert edge <= allowed, (edge, inside, content_edge, content_inside)
