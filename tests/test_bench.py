@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from nst_core import optimize, speed
+from nst_core import network, optimize, speed
 from nst_core.bench import iteration
 from nst_core.network import build_network
 from nst_core.options import Options, resolve
@@ -330,3 +330,23 @@ def test_the_engine_package_carries_the_benchmarks(tmp_path: Path) -> None:
     paintings = {path.relative_to(root).as_posix() for path in (ENGINE / "styles").iterdir()}
     modules = {path.relative_to(root).as_posix() for path in ENGINE.rglob("*.py")}
     assert packed == modules | paintings  # the bundled paintings are the package's only data
+
+
+def test_random_weights_load_as_torchvision_initialises_them_without_importing_it(tmp_path: Path) -> None:
+    """A benchmark's own weights: in the engine's file layout, He-normal over each convolution's outputs
+    with zero biases (as torchvision initialises VGG), and made without importing torchvision, whose
+    160 MiB would count in a benchmark's peak."""
+    code = (
+        "import sys; from pathlib import Path; from nst_core.bench.runner import random_weights; "
+        "random_weights('vgg16', Path(sys.argv[1])); print('torchvision' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["False"]
+    features = network.load_features("vgg16", tmp_path / "vgg16-random.pth")
+    convolutions = [layer for layer in features if isinstance(layer, torch.nn.Conv2d)]
+    assert len(convolutions) == 13
+    for conv in convolutions:
+        expected = (2 / (conv.out_channels * 9)) ** 0.5
+        assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.1 and not conv.bias.any()
