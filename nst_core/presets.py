@@ -74,7 +74,9 @@ class Preset:
 # L-BFGS speckle; coarse-to-fine from 128 px (sqrt(2) apart, iterations falling by sqrt(2) per
 # scale). Iterations were sized so a square image at the tier's size took about 45 s, 2 min and
 # 5.5 min on 2 CPU cores (AVX-512); the faster iteration since (channels-last, written-out loss
-# gradients) brought that to 30 s, 80 s and 3.6 min, measured end to end. In
+# gradients) brought that to 30 s, 80 s and 3.6 min, measured end to end; with the balance's runs
+# of the first scale and the start without torchvision, 18-25 s, 55-65 s and 2.0-2.6 min
+# (docs/performance.md: "The presets end to end"). In
 # `python -m nst_core.bench --time-to-quality` `balanced` reaches in 85 s a total loss that
 # single-scale L-BFGS has not reached in 4x the time (docs/performance.md). A 4:3 image costs 3/4.
 # The start is the photo in the style's colours: on ImageNet VGG16 (`balanced`, 384 px, four pairs,
@@ -167,7 +169,7 @@ PRESETS: dict[str, Preset] = {
             description="Quick look: coarse-to-fine up to 384 px, few iterations.",
             size=384,
             iterations=50,
-            cost="about 30 s on a 2-core CPU (384 px square; measured 29-32 s)",
+            cost="about 25 s on a 2-core CPU (384 px square; measured 18-25 s)",
             seconds=30.0,
             **_USER_TIER,
         ),
@@ -177,7 +179,7 @@ PRESETS: dict[str, Preset] = {
             description="The default: coarse-to-fine up to 512 px.",
             size=512,
             iterations=110,
-            cost="about 80 s on a 2-core CPU (512 px square; measured 78-85 s)",
+            cost="about 65 s on a 2-core CPU (512 px square; measured 55-65 s)",
             seconds=80.0,
             **_USER_TIER,
         ),
@@ -187,7 +189,7 @@ PRESETS: dict[str, Preset] = {
             description="Highest quality: coarse-to-fine up to 768 px, more iterations.",
             size=768,
             iterations=200,
-            cost="about 3.5 min on a 2-core CPU (768 px square; measured 219 s)",
+            cost="about 2.5 min on a 2-core CPU (768 px square; measured 120-154 s)",
             seconds=210.0,
             **_USER_TIER,
         ),
