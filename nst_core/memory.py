@@ -82,12 +82,11 @@ def _layout(model: str) -> tuple[tuple[str, int, int], ...]:
 # imported torchvision, which was 160 MiB of it (after the imports 673 -> 511 MiB, after a 32 px job
 # 834 -> 674 MiB, 2 cores, AMD EPYC).
 RUNTIME_BYTES = {"cpu": 560 * MIB, "cuda": 0, "mps": 0}
-SAFETY = 1.1  # measured peaks were 0.95 to 1.11 times the model: err on the side of tiling
+SAFETY = 1.1  # on a whole scale's tensors: err on the side of tiling
 # A tiled scale's peak, measured on CPU (blocks of 0.2 to 3.7 MP), was 0.955 times its tensors plus about
-# 80 MiB (what the allocator and the convolution library keep per block pass): no margin on the tensors
-# and this much beside them puts the peak 2-5% under the model (docs/performance.md), so the tiles grow
-# until the job's peak is within 10% under the budget.
-TILED_OVERHEAD = 128 * MIB
+# 80 MiB: no margin on the tensors and this much beside them puts the peak 2-5% under the model, so the
+# tiles grow until the job's peak is within 10% under the budget.
+PASS_OVERHEAD = 128 * MIB  # what the allocator and the convolution library keep beside the tensors
 FREE_SHARE = 0.85  # of the free memory: room for the images, the preview and other programs
 UNKNOWN_BUDGET = 1 << 62
 LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate, start, content, spare
@@ -104,11 +103,9 @@ def element_bytes(precision: str, device_type: str) -> int:
     return 2
 
 
-def activation_bytes(
-    settings: Settings, width: int, height: int, device_type: str, in_blocks: bool = False
-) -> int:
-    """Peak bytes of the network's tensors during one forward and backward pass at width x height;
-    `in_blocks`: the pass of one block of a tiled scale (`tiling.TiledObjective`)."""
+def activation_bytes(settings: Settings, width: int, height: int, device_type: str) -> int:
+    """Peak bytes of the network's tensors during one forward and backward pass at width x height (a
+    whole scale, or one block of a tiled scale)."""
     layers = settings.content_layers + settings.style_layers
     shapes = layer_shapes(settings.model, layers, height, width)
     size = element_bytes(settings.precision, device_type)
@@ -126,10 +123,11 @@ def activation_bytes(
         # gradient are computed, two more of that size exist for a moment.
         kept += 4 * shapes[layer_index(settings.model, name)].output_elements * 4
     style = [shapes[layer_index(settings.model, n)].output_elements for n in settings.style_layers]
-    if settings.masked or in_blocks:
-        # Regions, and every block of a tiled scale, hand autograd the loss's gradient at every style
-        # layer at once, kept until the backward pass.
-        kept += sum(style) * size
+    # The style term's gradient at every style layer exists at once, from the start of the backward pass:
+    # the loss nodes come last in the graph, so autograd runs them all first (and the W2 loss is one node
+    # for all its layers; regions and the blocks of a tiled scale hand the gradients over themselves).
+    # Left out, whole jobs peaked up to 17% over the estimate (docs/performance.md).
+    kept += sum(style) * size
     if settings.masked:
         # Regions gather each layer's masked sums through a float32 copy of its features and a weighted one.
         kept += 2 * max(style) * 4
@@ -163,7 +161,7 @@ def estimate_peak_bytes(
     per_pixel = activation_bytes(settings, width, height, device_type) + optimizer_bytes(
         settings, width, height, iterations
     )
-    return int(per_pixel * SAFETY) + fixed_bytes(settings, device_type)
+    return int(per_pixel * SAFETY) + PASS_OVERHEAD + fixed_bytes(settings, device_type)
 
 
 def job_bytes(
@@ -185,12 +183,12 @@ def tiled_job_bytes(
     """`job_bytes` of a width x height scale run in `blocks` (each block's width and height, its margins
     included): the largest block's network pass, and beside it the whole image's optimiser vectors,
     content features at the content layers, and canvases."""
-    block = max(activation_bytes(settings, w, h, device_type, in_blocks=True) for w, h in set(blocks))
+    block = max(activation_bytes(settings, w, h, device_type) for w, h in set(blocks))
     whole = optimizer_bytes(settings, width, height, iterations) + canvas_bytes(width, height)
     shapes = layer_shapes(settings.model, settings.content_layers, height, width)
     content = sum(shapes[layer_index(settings.model, n)].output_elements * 4 for n in settings.content_layers)
     runtime = RUNTIME_BYTES.get(device_type, 0)
-    return block + whole + content + TILED_OVERHEAD + fixed_bytes(settings, device_type) - runtime
+    return block + whole + content + PASS_OVERHEAD + fixed_bytes(settings, device_type) - runtime
 
 
 def budget_bytes(settings: Settings, device: torch.device) -> int:

@@ -330,9 +330,8 @@ def tiled(settings: Settings, scale: ScalePlan, device: torch.device, budget: in
         lambda side: tile_bytes(settings, scale, side, device.type) <= budget, MIN_TILE, scale.longest
     )
     if tile is None:
-        # The least that runs it: the smallest tiles, or whole where their fixed costs make tiles dearer.
-        whole = memory.job_bytes(settings, scale.width, scale.height, device.type, scale.iterations)
-        needed = min(tile_bytes(settings, scale, MIN_TILE, device.type), whole)
+        # The least that runs it: the smallest tiles never need more than the whole image.
+        needed = tile_bytes(settings, scale, MIN_TILE, device.type)
         raise memory.not_enough_memory(
             settings, device, scale.width, scale.height, scale.iterations, needed, available=budget
         )

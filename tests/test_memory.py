@@ -84,8 +84,10 @@ MEASURE = textwrap.dedent(
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="peak RSS is read from /proc")
 @pytest.mark.parametrize("size", [256, 320, 384])
-def test_estimate_is_within_a_quarter_of_the_measured_peak(size: int, vgg19_weights: Path) -> None:
-    # One process per size, so each peak is that job's alone.
+def test_estimate_holds_the_measured_peak(size: int, vgg19_weights: Path) -> None:
+    # One process per size, so each peak is that job's alone. The estimate decides whether a scale runs
+    # whole within its budget, so the peak must not pass it by more than noise (with a margin of 1.1 and
+    # nothing beside the tensors it did, by 4-7%), nor fall far under it, which would tile for nothing.
     done = subprocess.run(
         [sys.executable, "-c", MEASURE, str(size), str(vgg19_weights)],
         capture_output=True,
@@ -94,7 +96,7 @@ def test_estimate_is_within_a_quarter_of_the_measured_peak(size: int, vgg19_weig
     )
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.splitlines()[-1])
-    assert 0.75 <= result["peak"] / result["estimate"] <= 1.25, result
+    assert 0.8 <= result["peak"] / result["estimate"] <= 1.02, result
 
 
 MEASURE_TILED = textwrap.dedent(
