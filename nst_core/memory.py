@@ -82,11 +82,13 @@ def _layout(model: str) -> tuple[tuple[str, int, int], ...]:
 # imported torchvision, which was 160 MiB of it (after the imports 673 -> 511 MiB, after a 32 px job
 # 834 -> 674 MiB, 2 cores, AMD EPYC).
 RUNTIME_BYTES = {"cpu": 560 * MIB, "cuda": 0, "mps": 0}
-SAFETY = 1.1  # on a whole scale's tensors: err on the side of tiling
-# A tiled scale's peak, measured on CPU (blocks of 0.2 to 3.7 MP), was 0.955 times its tensors plus about
-# 80 MiB: no margin on the tensors and this much beside them puts the peak 2-5% under the model, so the
-# tiles grow until the job's peak is within 10% under the budget.
-PASS_OVERHEAD = 128 * MIB  # what the allocator and the convolution library keep beside the tensors
+# A whole scale's tensors are counted with a margin, and beside them both a whole and a tiled scale count
+# what the allocator and the convolution library keep. Whole jobs then peaked 2-21% under the estimate
+# (VGG19, 256 to 1024 px); a tiled scale (blocks of 0.2 to 3.7 MP) peaked at 0.955 times its tensors plus
+# about 80 MiB, so its blocks take no margin, and the tiles grow until the peak is within 10% under the
+# budget (docs/performance.md).
+SAFETY = 1.1
+PASS_OVERHEAD = 128 * MIB
 FREE_SHARE = 0.85  # of the free memory: room for the images, the preview and other programs
 UNKNOWN_BUDGET = 1 << 62
 LBFGS_VECTORS = 8  # image, gradient, direction, previous gradient, best iterate, start, content, spare
