@@ -235,8 +235,9 @@ def scale_seconds(settings: Settings, scale: ScalePlan, speed: Speed) -> float:
     else:
         margin, grid = margin_for(settings)
         blocks = tiling.plan_blocks(scale.width, scale.height, scale.tile, margin, grid)
-        flops = sum(conv_flops(settings, b.padded.width, b.padded.height) for b in blocks)
-        per_iteration = speed.overhead + TILED_PASSES * flops / speed.rate
+        flops = [conv_flops(settings, b.padded.width, b.padded.height) for b in blocks]
+        # The last block's statistics pass is kept for autograd: a third of its passes is not run.
+        per_iteration = speed.overhead + TILED_PASSES * (sum(flops) - flops[-1] / 3) / speed.rate
     return (scale.iterations + SCALE_SETUP_ITERATIONS) * scale.trials * per_iteration + speed.per_scale
 
 

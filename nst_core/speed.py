@@ -30,7 +30,8 @@ from .weights import resolve_weights
 
 # A tiled iteration runs the network forward, then forward and backward again: three passes, not
 # two, so 1.5; with the blocks' sums, copies and gradient additions a 4000 x 3000 `fast` job
-# measured 1.9 (nst_core.bench.jobs: 1645 s, estimated 1307 s at 1.5).
+# measured 1.9 (nst_core.bench.jobs: 1645 s, estimated 1307 s at 1.5). The last block's first pass
+# is now kept for the second, which `plan.scale_seconds` takes off.
 TILED_PASSES = 1.9
 # Per scale, before its first iteration: the content's features and the style's statistics, about
 # one iteration's work.

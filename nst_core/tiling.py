@@ -10,11 +10,13 @@ block by block (the method of Galerne et al., "Scaling Painting Style Transfer",
    statistics, the loss, and the loss's gradient with respect to every feature (linear per
    position, `losses.FeatureGradient`) follow once;
 3. a second forward pass per block, this time kept for autograd, back-propagates that gradient from
-   its core; the blocks' input gradients add up to the whole image's, margins included;
+   its core; the blocks' input gradients add up to the whole image's, margins included. The last
+   block's first pass is already kept for autograd, and the second pass starts with it, so it runs
+   the network once (a block holds its graph in the second pass anyway: no more memory);
 4. the optimiser takes one step on the whole image.
 
 So the result is the untiled one up to floating-point rounding, at the price of the margins and of
-a second forward pass.
+a second forward pass for all blocks but one.
 """
 
 from __future__ import annotations
@@ -181,19 +183,32 @@ class TiledObjective:
         norms = {n: sum(t[n].pow(2).sum() for t in targets) + losses.EPS for n in layers}
         return cls(terms, blocks, tuple(targets), norms)  # type: ignore[arg-type]
 
+    def _forward(self, block: Block, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """A block's pass kept for autograd: its crop of `image`, a leaf that will hold its gradient, and
+        the features."""
+        crop = block.padded.crop(image).detach().requires_grad_(True)
+        with autocast(image.device, self.terms.autocast_dtype):
+            return crop, self.terms.network(crop)
+
     def value_and_grad(
         self, image: torch.Tensor, loss_scale: float = 1.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         terms, network = self.terms, self.terms.network
         content_layers = tuple(self.content_norms)
         # Pass 1: the whole image's statistics (each region's under its mask), and the content error,
-        # block by block.
+        # block by block; the last block's pass is kept for autograd, for pass 2 to start with.
         regions = terms.style_regions()
         sums = [region.sums() for region in regions]
         errors = dict.fromkeys(content_layers, image.new_zeros(()))
-        for block, targets in zip(self.blocks, self.content_targets, strict=True):
-            with torch.no_grad(), autocast(image.device, terms.autocast_dtype):
-                features = network(block.padded.crop(image))
+        last = len(self.blocks) - 1
+        kept: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None
+        for index, (block, targets) in enumerate(zip(self.blocks, self.content_targets, strict=True)):
+            if index == last:
+                kept = self._forward(block, image)
+                features = {name: value.detach() for name, value in kept[1].items()}
+            else:
+                with torch.no_grad(), autocast(image.device, terms.autocast_dtype):
+                    features = network(block.padded.crop(image))
             for region, region_sums in zip(regions, sums, strict=True):
                 for name, layer in region_sums.items():
                     factor = network.factors[name]
@@ -202,17 +217,20 @@ class TiledObjective:
             for name in content_layers:
                 core = block.core_features(features[name], network.factors[name]).float()
                 errors[name] = errors[name] + (core - targets[name]).pow(2).sum()
+            del features
         style, region_gradients = guided.loss_from_sums(
             regions, sums, terms.style_layer_weights, image.new_zeros((), dtype=torch.float32)
         )
         content_shares = losses.shares(terms.content_layer_weights, content_layers)
         content = sum(errors[n] / self.content_norms[n] * content_shares[n] for n in content_layers)
-        # Pass 2: each block back-propagates the whole image's gradient from its core.
+        # Pass 2: each block back-propagates the whole image's gradient from its core, the kept one first.
         grad = torch.zeros_like(image)
-        for block, targets in zip(self.blocks, self.content_targets, strict=True):
-            crop = block.padded.crop(image).detach().requires_grad_(True)
-            with autocast(image.device, terms.autocast_dtype):
-                features = network(crop)
+        for index in (last, *range(last)):
+            block, targets = self.blocks[index], self.content_targets[index]
+            if kept is not None:
+                (crop, features), kept = kept, None
+            else:
+                crop, features = self._forward(block, image)
             outputs, output_grads = [], []
             style_grads: dict[str, torch.Tensor] = {}
             for region, gradients in zip(regions, region_gradients, strict=True):

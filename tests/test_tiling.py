@@ -107,7 +107,12 @@ def test_tiled_loss_and_gradient_are_the_whole_images(kind: str, vgg19_weights: 
     total, parts, grad = optimize.build_objective(net, inputs, settings, None).value_and_grad(image)
     tiled = optimize.build_objective(net, inputs, settings, None, tile=160)
     assert len(tiled.blocks) == 9
+    passes: list[int] = []
+    hook = net.register_forward_hook(lambda *_: passes.append(1))
     tiled_total, tiled_parts, tiled_grad = tiled.value_and_grad(image)
+    hook.remove()
+    # Two passes a block (the statistics, then one kept for autograd), but the last block's first is kept.
+    assert len(passes) == 2 * len(tiled.blocks) - 1
     loss_tolerance, grad_tolerance = TOLERANCES[kind]
     for name in ("content", "style", "tv"):
         assert float(tiled_parts[name]) == pytest.approx(float(parts[name]), rel=loss_tolerance)
