@@ -12,7 +12,7 @@ block by block (the method of Galerne et al., "Scaling Painting Style Transfer",
 3. a second forward pass per block, this time kept for autograd, back-propagates that gradient from
    its core; the blocks' input gradients add up to the whole image's, margins included. The last
    block's first pass is already kept for autograd, and the second pass starts with it, so it runs
-   the network once (a block holds its graph in the second pass anyway: no more memory);
+   the network once (a block holds its graph in the second pass anyway);
 4. the optimiser takes one step on the whole image.
 
 So the result is the untiled one up to floating-point rounding, at the price of the margins and of
