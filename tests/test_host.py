@@ -55,8 +55,8 @@ def test_only_jobs_well_inside_their_budget_keep_freed_memory(monkeypatch: pytes
     calls: list[bool] = []
     monkeypatch.setattr(devices, "keep_freed_memory", calls.append)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    devices.prepare(cpu, 700, 1000)
-    devices.prepare(cpu, 900, 1000)  # would be tiled, or nearly: memory must go back to the system
+    devices.prepare(cpu, 600, 1000)
+    devices.prepare(cpu, 700, 1000)  # its kept heap could outgrow the budget (test_memory.py measures it)
     devices.prepare(cuda, 100, 1000)  # GPU memory has its own caching allocator
     assert calls == [True, False]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from nst_core import memory, tiling
+from nst_core import devices, memory, tiling
 from nst_core.optimize import LBFGS_HISTORY
 from nst_core.options import Options, resolve
 from nst_core.plan import ScalePlan, build_plan, margin_for, tile_bytes
@@ -104,11 +104,14 @@ MEASURE_TILED = textwrap.dedent(
     import json, sys
     import numpy as np
     import torch
+    from nst_core import devices
     from nst_core.options import Options, resolve
     from nst_core.plan import ScalePlan, build_plan, margin_for, tile_bytes
     from nst_core.run import stylize
 
     width, height, budget = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    if sys.argv[5] == "keep":  # whatever the budget: the job keeps its freed memory
+        devices.KEPT_HEAP_GROWTH = 0.0
     options = Options(preset="fast", size=width, iterations=2, multiscale=False, device="cpu",
                       weights=sys.argv[4], max_memory=budget, content_target=None)
     plan = build_plan(resolve(options), (width, height), torch.device("cpu"), sys.argv[4], budget << 20)
@@ -140,16 +143,26 @@ def test_tiles_grow_until_the_peak_nears_the_budget(vgg19_weights: Path) -> None
     two = tile_bytes(settings, ScalePlan(width, height, 2), 480, "cpu")
     assert tiling.tile_count(width, height, 480, margin_for(settings)[1]) == 2
     budget = math.ceil(two / memory.MIB) + 1
-    done = subprocess.run(
-        [sys.executable, "-c", MEASURE_TILED, str(width), str(height), str(budget), str(vgg19_weights)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result = json.loads(done.stdout.splitlines()[-1])
+    result = _tiled_job(width, height, budget, vgg19_weights, "default")
     assert [t["count"] for t in result["tiles"]] == [2], result
     assert 0.85 <= result["job"] / (budget * memory.MIB) <= 1.02, result
     # What a job imports counts in its peak and no model foresees it: torch's symbolic shapes (sympy,
     # 35 MiB) came with tensor gradients given to autograd.
     assert "sympy" not in result["imported"], result["imported"]
+    # The same job keeping its freed memory (as one well inside its budget does) fragments glibc's heap:
+    # its peak must stay within the growth a job is allowed before it may keep it (1.21-1.27x measured
+    # here, up to 1.44x at 4000 x 3000).
+    kept = _tiled_job(width, height, budget, vgg19_weights, "keep")
+    assert kept["tiles"] == result["tiles"]
+    assert kept["job"] <= result["job"] * devices.KEPT_HEAP_GROWTH, (kept, result)
+
+
+def _tiled_job(width: int, height: int, budget: int, weights: Path, mode: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", MEASURE_TILED, str(width), str(height), str(budget), str(weights), mode],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.splitlines()[-1])
