@@ -70,6 +70,9 @@ ProgressCallback = Callable[[Progress], None]
 # The current image (1 x 3 x h x w at its scale), the iterations the job has done, its fraction done, and
 # whether the picture is wanted at the output's size (else at the working size).
 TakeSnapshot = Callable[[torch.Tensor, int, float, bool], None]
+# Called after each step of a scale with the iteration, the scale's iterations and the loss's parts: True
+# ends the scale there.
+Watch = Callable[[int, int, dict[str, float]], bool]
 
 
 class Steering:
@@ -422,8 +425,9 @@ class RunContext:
     masks: Sequence[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at the output's size
     style_cache: CachedStyles | None = None  # a warm engine's kept targets (stylecache.py)
     steering: Steering | None = None
-    trial: int = 0  # the run of this scale under way, and how many the plan allows (balance.py)
-    trials: int = 1
+    steps_before: int = 0  # iterations of this scale run before this run (the balance's trials), and the
+    trials: int = 1  # runs of it the plan allows (balance.py)
+    watch: Watch | None = None  # may end a run of a scale early (a balance trial settled off its target)
     carry: Carry | None = None  # a preview's curvature, from the last one and for the next (previews.py)
 
     def check_cancel(self) -> None:
@@ -474,13 +478,16 @@ def iterate(
     after it; the best iterate."""
     for iteration in range(1, iterations + 1):
         ctx.check_cancel()
-        on_step(iteration, stepper.step())
+        parts = stepper.step()
+        on_step(iteration, parts)
         steering = ctx.steering
         if steering is not None:
-            step, steps = ctx.trial * iterations + iteration, iterations * ctx.trials
+            step, steps = ctx.steps_before + iteration, iterations * ctx.trials
             fraction = 0.0 if index is None else ctx.clock.fraction(index, step, steps)
             if steering.after_step(stepper.result, fraction):
                 break
+        if ctx.watch is not None and ctx.watch(iteration, iterations, parts):
+            break
     return stepper.result()
 
 
@@ -501,7 +508,7 @@ def optimize_scale(
 
     def on_step(iteration: int, parts: dict[str, float]) -> None:
         last = iteration == scale.iterations
-        step = ctx.trial * scale.iterations + iteration
+        step = ctx.steps_before + iteration
         ctx.report(index, step, scale.steps, parts, stepper.result() if last else None, tiles)
 
     image = iterate(ctx, stepper, scale.iterations, on_step, index)

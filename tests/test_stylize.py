@@ -6,6 +6,7 @@ colours are handled); they say nothing about how good a picture looks.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -323,6 +324,48 @@ def test_when_the_first_trial_lands_the_progress_runs_on_without_a_jump(
     boundary = next(i for i, r in enumerate(reports) if r.scale == 2) - 1
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert steps[boundary] <= 1.5 * max(steps[:boundary] + steps[boundary + 1 :])
+
+
+def test_a_trial_settled_off_its_target_ends_early_and_the_bar_runs_on(
+    vgg19_weights: Path, style: np.ndarray
+) -> None:
+    """A target far under any error the first scale reaches: each trial but the last ends at the first
+    step the rule allows (balance.Settling), the last runs in full, and the progress counts the steps
+    that ran, without a gap."""
+    content = _array(make_content_image(182, 136))
+    options = _options(vgg19_weights, size=182, iterations=40, multiscale=True, content_target=0.001)
+    iterations = nst_core.make_plan(options, (182, 136)).scales[0].iterations
+    earliest = math.floor(max(balance.SETTLE_WINDOW, balance.SETTLE_START * iterations)) + 1
+    assert earliest < iterations
+    recorder = Recorder()
+    nst_core.stylize(content, [style], options, progress=recorder)
+    reports = recorder.reports
+    first = [r.iteration for r in reports if r.scale == 1]
+    assert first == list(range(1, (balance.TRIALS - 1) * earliest + iterations + 1))
+    fractions = [r.fraction for r in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("errors", "ends"),
+    [
+        ([0.3] * 40, 11),  # settled 1.5x over the target: ends as soon as the rule may look (> 40 / 4)
+        ([0.14] * 40, 11),  # 0.7x: under it, the same
+        ([0.2 + 0.005 * (i % 2) for i in range(40)], None),  # within TOLERANCE
+        ([0.3 - 0.0025 * i for i in range(40)], None),  # drifting back into it by the last iteration
+        ([0.3, 0.22] * 20, None),  # every other error within TOLERANCE: not settled off the target
+    ],
+)
+def test_a_trial_ends_when_its_error_has_settled_off_the_target(
+    errors: list[float], ends: int | None
+) -> None:
+    watch = balance.Settling(target=0.2, content_weight=5.0, may_end=True)
+    ended = next((i for i, e in enumerate(errors, 1) if watch(i, len(errors), {"content": 5.0 * e})), None)
+    assert ended == ends
+    assert len(watch.errors) == (ends or len(errors)) and watch.ended == (ends is not None)
+    quiet = balance.Settling(target=0.2, content_weight=5.0, may_end=False)  # a last trial: only counts
+    assert not any(quiet(i, len(errors), {"content": 5.0 * e}) for i, e in enumerate(errors, 1))
+    assert len(quiet.errors) == len(errors)
 
 
 def test_a_secant_step_moves_the_weight_towards_the_target() -> None:
