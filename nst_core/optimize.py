@@ -425,8 +425,7 @@ class RunContext:
     masks: Sequence[torch.Tensor] | None = None  # one per style, 1 x 1 x H x W at the output's size
     style_cache: CachedStyles | None = None  # a warm engine's kept targets (stylecache.py)
     steering: Steering | None = None
-    steps_before: int = 0  # iterations of this scale run before this run (the balance's trials), and the
-    trials: int = 1  # runs of it the plan allows (balance.py)
+    steps_before: int = 0  # iterations of this scale run before this run (the balance's trials)
     watch: Watch | None = None  # may end a run of a scale early (a balance trial settled off its target)
     carry: Carry | None = None  # a preview's curvature, from the last one and for the next (previews.py)
 
@@ -471,18 +470,19 @@ def iterate(
     ctx: RunContext,
     stepper: Stepper,
     iterations: int,
+    steps: int,
     on_step: Callable[[int, dict[str, float]], None],
     index: int | None = None,
 ) -> torch.Tensor:
     """The step loop of every scale, whole or tiled: cancel checked before each step, stop and snapshots
-    after it; the best iterate."""
+    after it; the best iterate. `steps`: the scale's, its balance trials included (`ScalePlan.steps`)."""
     for iteration in range(1, iterations + 1):
         ctx.check_cancel()
         parts = stepper.step()
         on_step(iteration, parts)
         steering = ctx.steering
         if steering is not None:
-            step, steps = ctx.steps_before + iteration, iterations * ctx.trials
+            step = ctx.steps_before + iteration
             fraction = 0.0 if index is None else ctx.clock.fraction(index, step, steps)
             if steering.after_step(stepper.result, fraction):
                 break
@@ -492,9 +492,16 @@ def iterate(
 
 
 def optimize_scale(
-    ctx: RunContext, index: int | None, scale: ScalePlan, previous: torch.Tensor | None, tile: int | None
+    ctx: RunContext,
+    index: int | None,
+    scale: ScalePlan,
+    previous: torch.Tensor | None,
+    tile: int | None,
+    iterations: int | None = None,
 ) -> torch.Tensor:
-    """Scale number `index` of the schedule from `previous` (or the init), whole or in `tile` blocks."""
+    """Scale number `index` of the schedule from `previous` (or the init), whole or in `tile` blocks, for
+    its own iterations or `iterations` (a balance trial that carries on another's picture)."""
+    run = scale.iterations if iterations is None else iterations
     ctx.check_cancel()
     size = (scale.height, scale.width)
     inputs = scale_inputs(
@@ -507,11 +514,11 @@ def optimize_scale(
     stepper = ctx.stepper(start_image(previous, inputs.content, ctx.settings, ctx.init_image), objective)
 
     def on_step(iteration: int, parts: dict[str, float]) -> None:
-        last = iteration == scale.iterations
+        last = iteration == run
         step = ctx.steps_before + iteration
         ctx.report(index, step, scale.steps, parts, stepper.result() if last else None, tiles)
 
-    image = iterate(ctx, stepper, scale.iterations, on_step, index)
+    image = iterate(ctx, stepper, run, scale.steps, on_step, index)
     if ctx.carry is not None:
         ctx.carry.left = stepper.curvature(ctx.carry.newest)
     return image

@@ -23,26 +23,18 @@ import numpy as np
 import torch
 
 from . import balance, stylecache
-from .optimize import CachedStyles, Curvature, initial_image
+from .optimize import CachedStyles, Curvature
 from .options import Settings
 from .plan import Plan
 
-# Less style than the last preview: its picture starts part of the way back towards the run's own start,
-# (new target / old target) ** EASE_BACK of the way from there to the last preview, the content errors
-# aimed at (balance.py). Measured on ImageNet VGG16 at 256 px, strength 1 -> 0.5 -> 0.25, against a
-# preview painted from scratch: 0 (from the last picture as it is) kept too much style (The Starry Night
-# at 0.5: style judge 0.173 against 0.203), 1 gave too little (The Scream at 0.5: content judge 0.786
-# against 0.886), 0.5 came level on both judges on both pairs (docs/performance.md).
-EASE_BACK = 0.5
-
 # A followed preview's iterations at its top scale, its L-BFGS starting from the curvature the last one
-# left (`Kept.curvature`), and how many of the newest pairs it keeps for the next (each as large as the
-# picture). Measured on ImageNet VGG16 at 256 px, strength 1 -> 0.5 -> 0.25 -> 1 -> 2, on The Starry
-# Night and The Scream (docs/performance.md): from the curvature, 4 iterations moved more style than
-# the 6 of the top scale from a first step that knows nothing, at the same distance to the photo, and 4
-# without it lagged: a preview with no curvature to start from (Adam leaves none) runs the scale's own.
+# left (`Kept.curvature`: its newest balance.CARRIED_PAIRS pairs, each as large as the picture), and its
+# picture from the last one's, eased back where it asks for less style (`balance.ease_share`). Measured on
+# ImageNet VGG16 at 256 px, strength 1 -> 0.5 -> 0.25 -> 1 -> 2, on The Starry Night and The Scream
+# (docs/performance.md): from the curvature, 4 iterations moved more style than the 6 of the top scale
+# from a first step that knows nothing, at the same distance to the photo, and 4 without it lagged: a
+# preview with no curvature to start from (Adam leaves none) runs the scale's own.
 FOLLOW_ITERATIONS = 4
-FOLLOW_PAIRS = 8
 
 # The settings a preview may change and still start from the last one (the weights of the terms), and
 # the one value each takes in a picture's key.
@@ -107,8 +99,7 @@ def follow(
     if remembered and target is not None:
         weight = balance.first_weight(remembered, target, weight)
     chosen = replace(settings, style_weight=weight, strength=1.0)
-    before = kept.settings.effective_content_target
-    share = 1.0 if not before or target is None else min(1.0, target / before) ** EASE_BACK
+    share = balance.ease_share(target, kept.settings.effective_content_target)
     if not weight:
         share = 0.0  # no style at all: the photo's own start, nothing of the last painting
     return Follow(kept, chosen, share)
@@ -116,13 +107,8 @@ def follow(
 
 def start(way: Follow, content: torch.Tensor, init_image: torch.Tensor | None) -> torch.Tensor:
     """The picture a following preview starts from: `share` of the way to the last preview from the
-    run's own start (`optimize.initial_image` of `content`, the last scale's, and `init_image`), or
-    from the photo where that start is noise."""
-    if way.share >= 1.0:
-        return way.kept.image
-    init = way.settings.init
-    origin = initial_image("content" if init == "noise" else init, content, 0, init_image)
-    return origin + way.share * (way.kept.image - origin)
+    run's own start (`balance.eased_start`, `content` and `init_image` the last scale's)."""
+    return balance.eased_start(way.kept.image, way.share, way.settings.init, content, init_image)
 
 
 def keep(

@@ -323,7 +323,10 @@ def _run_scales(ctx: RunContext, plan: Plan, remembered: balance.Remembered | No
     for index, scale in enumerate(plan.scales):
         if _balanced(scale, framed=ctx.temporal is not None):
             image, ctx = balance.balanced_first_scale(
-                ctx, scale.trials, lambda c, first=scale: _run_scale(c, plan, 0, first, None), remembered
+                ctx,
+                scale.trials,
+                lambda c, start, iterations, first=scale: _run_scale(c, plan, 0, first, start, iterations),
+                remembered,
             )
         else:
             image = _run_scale(ctx, plan, index, scale, image)
@@ -340,7 +343,7 @@ def _run_preview(
     scratch; kept for the next unless stopped early."""
     assert ctx.style_cache is not None
     way = previews.follow(ctx.style_cache, key, ctx.settings, remembered)
-    carry = optimize.Carry(previews.FOLLOW_PAIRS)
+    carry = optimize.Carry(balance.CARRIED_PAIRS)
     if way is None:
         image = _run_scales(replace(ctx, carry=carry), plan, remembered)
     elif way.same:
@@ -362,13 +365,19 @@ def _run_preview(
 
 
 def _run_scale(
-    ctx: RunContext, plan: Plan, index: int | None, scale: ScalePlan, previous: torch.Tensor | None
+    ctx: RunContext,
+    plan: Plan,
+    index: int | None,
+    scale: ScalePlan,
+    previous: torch.Tensor | None,
+    iterations: int | None = None,
 ) -> torch.Tensor:
-    """A scale whole or in the plan's tiles; on running out of memory, again in ever smaller tiles."""
+    """A scale whole or in the plan's tiles, for its own or `iterations` iterations; on running out of
+    memory, again in ever smaller tiles."""
     tile = scale.tile
     while True:
         try:
-            return optimize.optimize_scale(ctx, index, scale, previous, tile)
+            return optimize.optimize_scale(ctx, index, scale, previous, tile, iterations)
         except Exception as exc:  # only running out of memory is handled here
             if not memory.is_out_of_memory(exc):
                 raise

@@ -14,7 +14,7 @@ import torch
 from samples import make_content_image, make_style_image
 from test_style_cache import pixels
 
-from nst_core import objective, optimize, previews, stylecache
+from nst_core import balance, objective, optimize, previews, stylecache
 from nst_core.options import Options, resolve
 from nst_core.run import Watch, stylize
 from nst_core.stylecache import StyleCache
@@ -64,7 +64,7 @@ def test_a_followed_preview_starts_from_the_curvature_the_last_one_left(vgg19_we
     preview(vgg19_weights, cache, **fields)
     followed, steps = preview(vgg19_weights, cache, strength=2.0, **fields)
     assert [scale for scale, _ in steps] == [2] * previews.FOLLOW_ITERATIONS
-    assert all(c is not None and 0 < len(c.pairs) <= previews.FOLLOW_PAIRS for c in kept)
+    assert all(c is not None and 0 < len(c.pairs) <= balance.CARRIED_PAIRS for c in kept)
     # The same two previews when no curvature is left to carry (Adam leaves none): another picture,
     # from the top scale's own iterations.
     monkeypatch.setattr(optimize.Stepper, "curvature", lambda self, newest: None)
@@ -160,7 +160,7 @@ def test_less_style_than_the_last_preview_starts_part_of_the_way_back() -> None:
     less = kept_way(0.5, 1.0)
     assert less is not None and not less.same
     before, after = (resolve(Options(strength=s)).effective_content_target for s in (1.0, 0.5))
-    assert less.share == pytest.approx((after / before) ** previews.EASE_BACK) and 0 < less.share < 1
+    assert less.share == pytest.approx((after / before) ** balance.EASE_BACK) and 0 < less.share < 1
     photo = torch.zeros(1, 3, 4, 4)  # the start is the photo (`init` content), here black
     start = previews.start(replace(less, settings=replace(less.settings, init="content")), photo, None)
     assert torch.allclose(start, torch.full_like(photo, 0.8 * less.share))

@@ -18,7 +18,7 @@ from samples import make_content_image, make_style_image
 import nst_core
 from nst_core import balance, colors, optimize
 from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
-from nst_core.options import Options
+from nst_core.options import Options, resolve
 from nst_core.plan import scale_sizes, split_iterations
 from nst_core.presets import PRESETS
 
@@ -330,18 +330,28 @@ def test_a_trial_settled_off_its_target_ends_early_and_the_bar_runs_on(
     vgg19_weights: Path, style: np.ndarray
 ) -> None:
     """A target far under any error the first scale reaches: each trial but the last ends at the first
-    step the rule allows (balance.Settling), the last runs in full, and the progress counts the steps
-    that ran, without a gap."""
+    step the rule allows (balance.Settling), each after the first carries the last one's picture on for
+    the iterations it left (balance.carried_start), the last runs all of those, and the progress counts
+    the steps that ran, without a gap."""
     content = _array(make_content_image(182, 136))
     options = _options(vgg19_weights, size=182, iterations=40, multiscale=True, content_target=0.001)
     iterations = nst_core.make_plan(options, (182, 136)).scales[0].iterations
-    earliest = math.floor(max(balance.SETTLE_WINDOW, balance.SETTLE_START * iterations)) + 1
-    assert earliest < iterations
+
+    def earliest(run: int) -> int:
+        return math.floor(max(balance.SETTLE_WINDOW, balance.SETTLE_START * run)) + 1
+
+    def left(ended: int) -> int:
+        return max(iterations - ended, math.ceil(balance.SETTLE_START * iterations))
+
+    runs = [earliest(iterations)]
+    runs.append(earliest(left(runs[0])))
+    runs.append(left(runs[1]))
+    assert balance.TRIALS == 3 and runs[0] < iterations and runs[1] < left(runs[0])
     recorder = Recorder()
     nst_core.stylize(content, [style], options, progress=recorder)
     reports = recorder.reports
     first = [r.iteration for r in reports if r.scale == 1]
-    assert first == list(range(1, (balance.TRIALS - 1) * earliest + iterations + 1))
+    assert first == list(range(1, sum(runs) + 1)) and sum(runs) < balance.TRIALS * iterations
     fractions = [r.fraction for r in reports]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
 
@@ -366,6 +376,43 @@ def test_a_trial_ends_when_its_error_has_settled_off_the_target(
     quiet = balance.Settling(target=0.2, content_weight=5.0, may_end=False)  # a last trial: only counts
     assert not any(quiet(i, len(errors), {"content": 5.0 * e}) for i, e in enumerate(errors, 1))
     assert len(quiet.errors) == len(errors)
+
+
+@pytest.mark.parametrize(("settled", "share"), [(0.3, (0.2 / 0.3) ** 0.5), (0.14, 1.0)])
+def test_a_trial_after_one_that_ended_early_carries_its_picture_on(
+    settled: float, share: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first trial settles at `settled` (over the target 0.2: eased back towards the start by
+    (0.2 / 0.3) ** EASE_BACK; under it: as it is) and ends early; the second starts from its picture and
+    its curvature for the iterations it left and lands; the third never runs."""
+    assert balance.EASE_BACK == 0.5
+    settings = resolve(Options(size=64, content_target=0.2, init="content"))
+    photo = torch.full((1, 3, 8, 8), 0.25)
+    runs: list[tuple[torch.Tensor | None, int | None, object]] = []
+    curvature = optimize.Curvature((), torch.ones(()))
+
+    def run_scale(
+        ctx: optimize.RunContext, start: torch.Tensor | None, iterations: int | None
+    ) -> torch.Tensor:
+        assert ctx.carry is not None and ctx.watch is not None
+        runs.append((start, iterations, ctx.carry.given))
+        count = iterations or 40
+        error = settled if len(runs) == 1 else 0.2
+        weight = ctx.settings.content_weight
+        next(i for i in range(1, count + 1) if ctx.watch(i, count, {"content": weight * error}) or i == count)
+        ctx.carry.left = curvature
+        return torch.full((1, 3, 8, 8), 0.75 if len(runs) == 1 else 0.5)
+
+    errors = iter([settled, 0.2])
+    monkeypatch.setattr(balance, "content_features", lambda *a: {})
+    monkeypatch.setattr(balance, "content_error", lambda *a: next(errors))
+    clock = optimize.Clock([1.0, 1.0])
+    ctx = optimize.RunContext(None, settings, photo, [], None, None, clock)  # type: ignore[arg-type]
+    image, _ = balance.balanced_first_scale(ctx, balance.TRIALS, run_scale)
+    assert len(runs) == 2 and runs[0] == (None, None, None) and image.mean().item() == 0.5
+    start, iterations, given = runs[1]
+    assert iterations == 40 - 11 and given is curvature  # ended at 11 of 40 (`Settling`)
+    assert start is not None and torch.allclose(start, photo + share * (0.75 - photo))
 
 
 def test_a_secant_step_moves_the_weight_towards_the_target() -> None:
