@@ -35,6 +35,7 @@ TRIALS = 3  # first-scale runs at most (the plan's): the preset's weight, then t
 TOLERANCE = 1.15  # within this factor of the target error: close enough, no further trial
 FIRST_SLOPE = 0.5  # d log(error) / d log(weight) assumed before a second point is measured
 SLOPE_RANGE = (0.1, 2.0)
+ERROR_FLOOR = 1e-6  # a content error of 0 (no content weight) still has a logarithm
 WEIGHT_RANGE = (1e-3, 1e5)
 # A trial ends early once the content errors of its last SETTLE_WINDOW iterations, and their trend carried
 # on to its last iteration, all miss the target by more than TOLERANCE on the same side, and not before
@@ -62,6 +63,11 @@ CARRIED_PAIRS = 8
 RunScale = Callable[[RunContext, torch.Tensor | None, int | None], torch.Tensor]
 
 
+def log_miss(error: float, target: float) -> float:
+    """log(error / target): how far, and on which side, a content error misses its target."""
+    return math.log(max(error, ERROR_FLOOR) / target)
+
+
 @dataclass(frozen=True)
 class Trial:
     style_weight: float
@@ -70,7 +76,7 @@ class Trial:
     ended_early: bool = False  # by `Settling`: its picture is unfinished
 
     def miss(self, target: float) -> float:
-        return abs(math.log(max(self.error, 1e-6) / target))
+        return abs(log_miss(self.error, target))
 
 
 @dataclass
@@ -87,12 +93,13 @@ class Settling:
 
     def __call__(self, iteration: int, iterations: int, parts: dict[str, float]) -> bool:
         self.iterations = iterations
-        self.errors.append(parts["content"] / self.content_weight if self.content_weight > 0 else 0.0)
         if self.content_weight <= 0:
+            self.errors.append(0.0)
             return False
+        self.errors.append(parts["content"] / self.content_weight)
         if not self.may_end or iteration <= max(SETTLE_WINDOW, SETTLE_START * iterations):
             return False
-        misses = [math.log(max(e, 1e-6) / self.target) for e in self.errors[-SETTLE_WINDOW:]]
+        misses = [log_miss(e, self.target) for e in self.errors[-SETTLE_WINDOW:]]
         ahead = misses[-1] + _slope(misses) * (iterations - iteration)
         bound = math.log(TOLERANCE)
         above = min(misses) > bound and ahead > bound
@@ -156,9 +163,9 @@ def secant_weight(point: tuple[float, float], other: tuple[float, float] | None,
     weight, error = point
     slope = FIRST_SLOPE
     if other is not None and other[0] != weight:
-        rise = math.log(max(error, 1e-6) / max(other[1], 1e-6))
+        rise = log_miss(error, max(other[1], ERROR_FLOOR))
         slope = min(max(rise / math.log(weight / other[0]), SLOPE_RANGE[0]), SLOPE_RANGE[1])
-    weight *= math.exp(math.log(target / max(error, 1e-6)) / slope)
+    weight *= math.exp(-log_miss(error, target) / slope)
     return min(max(weight, WEIGHT_RANGE[0]), WEIGHT_RANGE[1])
 
 
@@ -167,7 +174,7 @@ def first_weight(remembered: Remembered, target: float, default: float) -> float
     nearest point and the nearest on the target's other side, else the next nearest), or `default`."""
     if not remembered:
         return default
-    points = sorted(remembered, key=lambda p: abs(math.log(max(p[1], 1e-6) / target)))
+    points = sorted(remembered, key=lambda p: abs(log_miss(p[1], target)))
     nearest, rest = points[0], points[1:]
     above = nearest[1] > target
     other = next((p for p in rest if (p[1] > target) != above), rest[0] if rest else None)
