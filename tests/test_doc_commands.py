@@ -85,6 +85,12 @@ NOT_RUNNABLE = {
     '--pairs chelsea:starfield --ours "fast:preset=fast" "balanced:preset=balanced" '
     '"bal-s3:preset=balanced,strength=3" "bal-s4:preset=balanced,strength=4" '
     '"fast-s7:preset=fast,strength=7"': ("a checkout of neural-style-pt, and minutes of painting"),
+    "python tests/race_neural_style_pt.py --checkout NEURAL_STYLE_PT --out race --weights vgg16-imagenet.pth "
+    '--pairs chelsea:starfield --ours "fast:preset=fast" "balanced:preset=balanced" '
+    '"bal-s2.8:preset=balanced,strength=2.8" "bal-s3:preset=balanced,strength=3" '
+    '"bal-s4:preset=balanced,strength=4" "fast-s7:preset=fast,strength=7"': (
+        "a checkout of neural-style-pt, and minutes of painting"
+    ),
 }
 
 
