@@ -45,7 +45,7 @@ def test_one_detector_for_every_allocator(error: BaseException, expected: bool) 
 
 
 def _scale_run(monkeypatch: pytest.MonkeyPatch, whole, tiles) -> None:  # noqa: ANN001 (callables)
-    def scale_run(ctx, index, scale, previous, tile):  # noqa: ANN001, ANN202 (optimize_scale's own)
+    def scale_run(ctx, index, scale, previous, tile, iterations=None):  # noqa: ANN001, ANN202 (optimize_scale's own)
         return whole() if tile is None else tiles(tile)
 
     monkeypatch.setattr(run.optimize, "optimize_scale", scale_run)
