@@ -88,7 +88,7 @@ class Settling:
     content_weight: float
     may_end: bool
     errors: list[float] = field(default_factory=list)
-    iterations: int = 0  # the scale's, planned
+    iterations: int = 0  # planned for this run (a carried trial plans fewer than the scale has)
     ended: bool = False
 
     def __call__(self, iteration: int, iterations: int, parts: dict[str, float]) -> bool:
