@@ -120,9 +120,11 @@ def make_plan(
     output: Output = "content",
     device: torch.device | None = None,
     masked: bool = False,
+    framed: bool = False,
 ) -> Plan:
     """The plan for a content of `content_size` (width, height): usage errors first, then the init
-    image, the device and the weights, each a one-line NstError. `masked`: the styles have masks."""
+    image, the device and the weights, each a one-line NstError. `masked`: the styles have masks;
+    `framed`: an animation's frame that starts from the previous one (`build_plan`)."""
     settings = replace(resolve(options, n_styles), masked=masked)
     min_side = network.smallest_side(settings.model, (*settings.content_layers, *settings.style_layers))
     if settings.init_path and not Path(settings.init_path).is_file():
@@ -142,6 +144,7 @@ def make_plan(
         output=output,
         auto_size=auto_size,
         speed=speed,
+        framed=framed,
     )
 
 
@@ -156,9 +159,12 @@ def build_plan(
     output: Output = "content",
     auto_size: bool = False,
     speed: Speed | None = None,
+    framed: bool = False,
 ) -> Plan:
     """Sizes, scales and tiles for `settings` on `device` within `budget` bytes; with `auto_size`, the
-    largest working size whose estimate fits the preset's time on `speed`."""
+    largest working size whose estimate fits the preset's time on `speed`. A `framed` plan (a frame
+    that starts from the previous one) keeps the weights: no balance trials, but the working size of
+    the animation's first frame, which has them, so that every frame is painted at one size."""
     speed = speed or default_speed(device.type)
     width, height = content_size
     cap = size_cap(settings, content_size, output, auto_size)
@@ -166,13 +172,16 @@ def build_plan(
     if auto_size and seconds is not None:
 
         def in_time(side: int) -> bool:
-            return _scales_plan(settings, content_size, side, device, budget, min_side, speed)[2] <= seconds
+            return (
+                _scales_plan(settings, content_size, side, device, budget, min_side, speed, False)[2]
+                <= seconds
+            )
 
         low = min(settings.min_scale, cap)
         size = cap if cap <= low or in_time(cap) else memory.largest_side(in_time, low, cap) or low
     else:
         size = max(1, min(settings.size, cap))
-    scales, times, total = _scales_plan(settings, content_size, size, device, budget, min_side, speed)
+    scales, times, total = _scales_plan(settings, content_size, size, device, budget, min_side, speed, framed)
     if output == "content":
         output_size = (width, height)
     elif output == "working":
@@ -205,9 +214,10 @@ def _scales_plan(
     budget: int,
     min_side: int,
     speed: Speed,
+    framed: bool,
 ) -> tuple[list[ScalePlan], list[float], float]:
     """The scales up to `size`, each whole or tiled within `budget`, their estimated seconds, and the
-    job's (startup included)."""
+    job's (startup included); `framed` as `build_plan`'s."""
     width, height = content_size
     scales = []
     for side, iterations in ladder(settings, size):
@@ -216,7 +226,8 @@ def _scales_plan(
             whole if fits(settings, whole, device.type, budget) else tiled(settings, whole, device, budget)
         )
     # Only a coarse first scale is worth repeating: a single-scale plan keeps the weights.
-    if settings.effective_content_target is not None and settings.init != "image" and len(scales) > 1:
+    balanced = settings.effective_content_target is not None and settings.init != "image"
+    if balanced and not framed and len(scales) > 1:
         scales[0] = replace(scales[0], trials=balance.TRIALS)
     times = [scale_seconds(settings, s, speed) for s in scales]
     return scales, times, speed.startup + sum(times)

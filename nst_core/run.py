@@ -103,6 +103,7 @@ def stylize(
         output=output_size or "content",
         device=device,
         masked=mask_arrays is not None,
+        framed=frame is not None,
     )
     if on_start is not None:
         on_start(plan)

@@ -21,6 +21,7 @@ from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
 from nst_core.options import Options, resolve
 from nst_core.plan import scale_sizes, split_iterations
 from nst_core.presets import PRESETS
+from nst_core.run import FrameStart
 
 
 def _array(image) -> np.ndarray:
@@ -304,6 +305,28 @@ def test_the_balance_reruns_the_first_scale_within_the_plan_and_its_progress(
     assert len(first) in (2, 4, 6) and first == [(i, 2 * balance.TRIALS) for i in range(1, len(first) + 1)]
     fractions = [r.fraction for r in reports]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+
+
+def test_a_frame_keeps_the_weights_and_its_plan_and_progress_count_one_run_of_the_first_scale(
+    vgg19_weights: Path, style: np.ndarray
+) -> None:
+    """An animation's frame after the first keeps the preset's weights (no flicker), so its plan gives
+    the first scale no balance trials: the progress counts the iterations that run, and the bar reaches
+    the second scale without leaping over runs that never come. Its working size is the first frame's."""
+    content = _array(make_content_image(182, 136))
+    options = _options(vgg19_weights, size=182, iterations=3, multiscale=True, content_target=0.05)
+    frame = FrameStart(content[..., :3].copy(), np.ones(content.shape[:2], np.float32), 200.0)
+    heard: list[nst_core.Plan] = []
+    recorder = Recorder()
+    nst_core.stylize(content, [style], options, progress=recorder, frame=frame, on_start=heard.append)
+    (plan,) = heard
+    assert [(s.iterations, s.trials) for s in plan.scales] == [(2, 1), (1, 1)]
+    assert plan.working_size == nst_core.make_plan(options, (182, 136)).working_size
+    reports = recorder.reports
+    assert [(r.scale, r.iteration, r.iterations) for r in reports] == [(1, 1, 2), (1, 2, 2), (2, 1, 1)]
+    fractions = [r.fraction for r in reports]
+    assert fractions[0] < fractions[1] < fractions[2] == pytest.approx(1.0)
+    assert fractions[2] - fractions[1] < 0.6  # the last scale's share of the work, not the two runs skipped
 
 
 def test_when_the_first_trial_lands_the_progress_runs_on_without_a_jump(
