@@ -22,12 +22,25 @@ FAST = Speed(rate=400e12, overhead=0.002, startup=5.0)
 
 
 def _plan(
-    content: tuple[int, int], *, speed: Speed = SLOW, device: torch.device = CPU, **options: object
+    content: tuple[int, int],
+    *,
+    speed: Speed = SLOW,
+    device: torch.device = CPU,
+    framed: bool = False,
+    **options: object,
 ) -> Plan:
     chosen = Options(**options)  # type: ignore[arg-type]
     budget = int(chosen.max_memory) << 20 if chosen.max_memory else 1 << 40
+    auto_size = chosen.size is None
     return build_plan(
-        resolve(chosen), content, device, Path("w.pth"), budget, auto_size=chosen.size is None, speed=speed
+        resolve(chosen),
+        content,
+        device,
+        Path("w.pth"),
+        budget,
+        auto_size=auto_size,
+        speed=speed,
+        framed=framed,
     )
 
 
@@ -89,6 +102,18 @@ def test_auto_size_is_the_largest_that_fits_the_presets_time() -> None:
     assert _plan((300, 200), preset="best").working_size == 300  # never above the layer
     assert _plan((4000, 3000), preset="fast", size=2000).working_size == 2000  # an explicit size wins
     assert _plan((4000, 3000), preset="gatys-vgg16").working_size == 512  # no time: the preset's size
+
+
+def test_a_frame_plans_no_balance_trials_at_the_first_frames_size() -> None:
+    """A frame that starts from the previous one keeps the weights: its plan counts one run of the first
+    scale, and a size chosen by time is still the first frame's (which has the trials), so that every
+    frame of an animation is painted at one size."""
+    first = _plan((4000, 3000), preset="balanced")
+    later = _plan((4000, 3000), preset="balanced", framed=True)
+    assert first.scales[0].trials > 1 and [s.trials for s in later.scales] == [1] * len(later.scales)
+    assert later.working_size == first.working_size < 4000
+    assert later.estimated_seconds < first.estimated_seconds
+    assert later.iterations == first.iterations - first.scales[0].steps + first.scales[0].iterations
 
 
 def test_the_estimate_follows_the_speed() -> None:
