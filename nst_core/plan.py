@@ -22,7 +22,15 @@ from .errors import ImageError
 from .images import fit_size
 from .options import Options, Settings, preset_by_name, resolve
 from .readable import data_size, duration
-from .speed import SCALE_SETUP_ITERATIONS, TILED_PASSES, Speed, conv_flops, default_speed, device_speed
+from .speed import (
+    SCALE_SETUP_ITERATIONS,
+    TILED_PASSES,
+    Speed,
+    conv_flops,
+    default_speed,
+    device_speed,
+    speed_key,
+)
 from .tiling import ScalePlan
 from .weights import resolve_weights
 
@@ -133,7 +141,8 @@ def make_plan(
     weights = resolve_weights(settings.weights, settings.model)
     budget = memory.budget_bytes(settings, device)
     auto_size = options.size is None
-    speed = device_speed(describe_device(device), device.type)
+    autocast = network.autocast_dtype(device, settings.precision, settings.style_loss)
+    speed = device_speed(speed_key(device, autocast), device.type, autocast=autocast)
     return build_plan(
         settings,
         content_size,
@@ -165,7 +174,8 @@ def build_plan(
     largest working size whose estimate fits the preset's time on `speed`. A `framed` plan (a frame
     that starts from the previous one) keeps the weights: no balance trials, but the working size of
     the animation's first frame, which has them, so that every frame is painted at one size."""
-    speed = speed or default_speed(device.type)
+    autocast = network.autocast_dtype(device, settings.precision, settings.style_loss)
+    speed = speed or default_speed(device.type, autocast=autocast)
     width, height = content_size
     cap = size_cap(settings, content_size, output, auto_size)
     seconds = preset_by_name(settings.name).seconds
@@ -200,7 +210,7 @@ def build_plan(
         output_size=output_size,
         budget=budget,
         estimate=estimate,
-        autocast=network.autocast_dtype(device, settings.precision),
+        autocast=autocast,
         seconds=tuple(times),
         startup=speed.startup,
     )
@@ -370,8 +380,11 @@ def plan_data(plan: Plan) -> dict[str, Any]:
 def describe_plan(plan: Plan) -> str:
     width, height = plan.output_size
     count = len(plan.scales)
+    # A CPU runs the network in bf16 only where it has AMX (network.autocast_dtype): say so, as the
+    # pictures differ from an fp32 machine's by rounding.
+    bf16 = " (the network in bf16)" if plan.device.type == "cpu" and plan.autocast == torch.bfloat16 else ""
     lines = [
-        f"Plan on {describe_device(plan.device)}: working size {plan.working_size} px, result "
+        f"Plan on {describe_device(plan.device)}{bf16}: working size {plan.working_size} px, result "
         f"{width}x{height} px, {count} scale{'s' if count > 1 else ''}:"
     ]
     tiles = {entry["scale"]: entry["count"] for entry in plan.tiles()}
@@ -429,7 +442,7 @@ def memory_line(plan: Plan) -> str:
 
 
 def time_line(plan: Plan) -> str:
-    measured = device_speed(describe_device(plan.device), plan.device.type).measured
+    measured = device_speed(speed_key(plan.device, plan.autocast), plan.device.type).measured
     speed = "this device's measured speed" if measured else "a typical speed (`calibrate` measures this one)"
     total, start = duration(plan.estimated_seconds), duration(plan.startup)
     return f"Time: about {total}, {start} of it to start, at {speed}."

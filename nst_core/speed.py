@@ -59,6 +59,9 @@ class Speed:
 # features copy; 2.0 leaves room for a slower disk. A GPU: a modest one, so that an unmeasured GPU
 # is not promised too much.
 CPU_RATE_PER_CORE = 75e9
+# bf16 on a CPU with AMX (`network.autocast_dtype`): the convolutions' rate, times fp32's, measured by
+# `calibrate` on 2 cores (docs/performance.md, "bf16 on CPUs with AMX").
+CPU_BF16_SPEEDUP = 2.0
 DEFAULTS = {
     "cpu": Speed(rate=CPU_RATE_PER_CORE * 2, overhead=0.005, startup=2.0, per_scale=1.1),
     "cuda": Speed(rate=20e12, overhead=0.02, startup=6.0, per_scale=0.3),
@@ -83,16 +86,27 @@ def speed_file(folder: Path | None = None) -> Path:
     return (folder or data_dir()) / SPEED_FILE
 
 
-def default_speed(device_type: str, cores: int | None = None) -> Speed:
+def default_speed(device_type: str, cores: int | None = None, autocast: torch.dtype | None = None) -> Speed:
     if device_type == "cpu":
         rate = CPU_RATE_PER_CORE * max(1, cores or devices.available_cores())
+        rate *= CPU_BF16_SPEEDUP if autocast == torch.bfloat16 else 1.0
         return dataclasses.replace(DEFAULTS["cpu"], rate=rate)
     return DEFAULTS.get(device_type, DEFAULTS["cuda"])
 
 
-def device_speed(device_key: str, device_type: str, folder: Path | None = None) -> Speed:
-    """The speed recorded for `device_key` (e.g. "cpu", "cuda:0 (NVIDIA H100)"), or the default."""
-    default = default_speed(device_type)
+def speed_key(device: torch.device, autocast: torch.dtype | None) -> str:
+    """What a speed is recorded under: the device's label, and on a CPU "bf16" where the network runs in
+    it, since a CPU's rate then doubles (a GPU always runs in its mixed precision)."""
+    bf16 = device.type == "cpu" and autocast == torch.bfloat16
+    return devices.describe_device(device) + (" bf16" if bf16 else "")
+
+
+def device_speed(
+    device_key: str, device_type: str, folder: Path | None = None, autocast: torch.dtype | None = None
+) -> Speed:
+    """The speed recorded for `device_key` (`speed_key`: "cpu", "cpu bf16", "cuda:0 (NVIDIA H100)"), or
+    the default for the device's type and the network's precision."""
+    default = default_speed(device_type, autocast=autocast)
     try:
         records = json.loads(speed_file(folder).read_text())
         return Speed(**{**asdict(default), **records[device_key], "measured": True})
@@ -171,7 +185,7 @@ def calibrate(
     network = build_network(
         settings.model, weights, settings.content_layers + settings.style_layers, settings.pooling, device
     )
-    dtype = autocast_dtype(device, settings.precision)
+    dtype = autocast_dtype(device, settings.precision, settings.style_loss)
     steps = CALIBRATION_STEPS.get(device.type, 5)
     samples = []
     for side in CALIBRATION_SIDES.get(device.type, (256, 512)):
@@ -193,8 +207,9 @@ def calibrate_and_record(
     started = time.perf_counter()
     device = devices.pick_device(device_name)
     path = resolve_weights(weights, model)
+    settings = resolve(Options(preset="balanced", model=model))
+    key = speed_key(device, autocast_dtype(device, settings.precision, settings.style_loss))
     default = default_speed(device.type)
-    key = devices.describe_device(device)
     announce(key)
     measured = calibrate(path, device, default.startup, default.per_scale, model)
     recorded = record_speed(key, measured)

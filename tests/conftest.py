@@ -54,6 +54,15 @@ def style_png(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def cpu_without_amx(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CPU without AMX, where the user presets run in fp32 by default (most machines): for tests whose
+    words or speed records name the precision, so that they read the same on every CPU."""
+    from nst_core import network  # here, not above: collecting the tests needs no torch
+
+    monkeypatch.setattr(network, "_cpu_has_amx", lambda: False)
+
+
+@pytest.fixture
 def isolated_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine's data folder and torch's cache in `tmp_path`: no test sees the user's weights."""
     monkeypatch.setenv("NST_DATA_DIR", str(tmp_path / "data"))

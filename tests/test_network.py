@@ -344,3 +344,24 @@ def test_weights_fetch_writes_the_copy(
     reads.clear()
     assert cli.main(["weights", "fetch", "--dir", str(official.parent)]) == 0
     assert reads == []  # a sound copy is left as it is
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_a_cpu_with_amx_runs_the_user_presets_in_bf16_unless_told_otherwise(
+    amx: bool, vgg19_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`auto` on a CPU: bf16 where it has AMX and the style loss is W2 (the user presets': level judges
+    in about half the time), fp32 elsewhere and for Gram; `fp32` and `bf16` as asked."""
+    monkeypatch.setattr(network, "_cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(network, "_cpu_has_bf16", lambda: True)
+
+    def autocast(**options: object) -> torch.dtype | None:
+        chosen = Options(weights=str(vgg19_weights), device="cpu", **options)  # type: ignore[arg-type]
+        return nst_core.make_plan(chosen, (64, 48)).autocast
+
+    assert autocast() == (torch.bfloat16 if amx else None)
+    assert autocast(preset="fast") == autocast(preset="best") == autocast()
+    assert autocast(style_loss="gram") is None and autocast(preset="gatys-vgg16") is None
+    assert autocast(precision="fp32") is None and autocast(precision="bf16") == torch.bfloat16
+    monkeypatch.setattr(network, "_cpu_has_bf16", lambda: False)  # no bf16 convolutions at all
+    assert autocast() is None and autocast(precision="bf16") is None

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from nst_core import cli, speed
+from nst_core import cli, network, speed
 from nst_core.options import Options, preset_by_name, resolve
-from nst_core.plan import Plan, build_plan, ladder
+from nst_core.plan import Plan, build_plan, ladder, make_plan
 from nst_core.speed import Speed
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # planned, never run: no GPU needed
@@ -154,6 +155,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(
     style_png: Path,
     vgg19_weights: Path,
     capsys: pytest.CaptureFixture[str],
+    cpu_without_amx: None,
 ) -> None:
     out, before = tmp_path / "out.png", sorted(tmp_path.iterdir())
     argv = ["stylize", str(content_png), str(style_png), "-o", str(out), "--dry-run", "--preset", "fast"]
@@ -184,7 +186,7 @@ def test_plan_command_for_a_layer_size(vgg19_weights: Path, capsys: pytest.Captu
 
 
 def test_a_plan_says_why_its_iterations_and_memory_differ_from_the_presets_and_budget(
-    vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+    vgg19_weights: Path, capsys: pytest.CaptureFixture[str], cpu_without_amx: None
 ) -> None:
     """Above the preset's size the scales add iterations; the engine's own memory is outside the budget."""
     argv = ["plan", "--width", "4000", "--height", "3000", "--preset", "fast", "--device", "cpu"]
@@ -215,7 +217,7 @@ def test_a_plan_says_why_its_iterations_and_memory_differ_from_the_presets_and_b
 
 
 def test_calibrate_records_the_speed_the_plans_then_use(
-    isolated_data: None, vgg19_weights: Path, capsys: pytest.CaptureFixture[str]
+    isolated_data: None, vgg19_weights: Path, capsys: pytest.CaptureFixture[str], cpu_without_amx: None
 ) -> None:
     """A line on stderr while it measures, one on stdout when done (the installer asks for --json)."""
     assert speed.device_speed("cpu", "cpu").measured is False
@@ -243,3 +245,31 @@ def test_fit_speed_through_timings_that_fall_takes_the_largest_as_all_work() -> 
     """A loaded machine can time the small size slower than the large one: no absurd rate from that."""
     fitted = speed.fit_speed([(1e9, 0.5), (4e9, 0.2)], startup=1.0)
     assert fitted.rate == pytest.approx(2e10) and fitted.overhead == 0.0
+
+
+def test_a_cpu_with_amx_plans_at_its_bf16_speed_and_says_so(
+    isolated_data: None,
+    vgg19_weights: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where the user presets run in bf16 (a CPU with AMX), a speed is recorded apart from fp32's: an fp32
+    calibration does not time a bf16 job, which then plans at the default CPU rate times its speed-up."""
+    monkeypatch.setattr(network, "_cpu_has_amx", lambda: True)
+    monkeypatch.setattr(network, "_cpu_has_bf16", lambda: True)
+    speed.record_speed("cpu", Speed(rate=1e9, overhead=0.01, startup=1.0))  # measured in fp32
+    options = {"weights": str(vgg19_weights), "device": "cpu", "size": 96}
+    bf16 = make_plan(Options(**options), (96, 64))
+    fp32 = make_plan(Options(**options, precision="fp32"), (96, 64))
+    assert (bf16.autocast, fp32.autocast) == (torch.bfloat16, None)
+    assert speed.speed_key(CPU, bf16.autocast) == "cpu bf16" and speed.speed_key(CPU, None) == "cpu"
+    recorded, default = speed.device_speed("cpu", "cpu"), speed.default_speed("cpu")
+    assert recorded.measured and fp32.estimated_seconds > 10 * bf16.estimated_seconds
+    assert speed.device_speed("cpu bf16", "cpu", autocast=torch.bfloat16) == replace(
+        default, rate=default.rate * speed.CPU_BF16_SPEEDUP
+    )
+    argv = ["plan", "--width", "96", "--height", "64", "--device", "cpu", "--weights", str(vgg19_weights)]
+    assert cli.main(argv) == 0
+    words = capsys.readouterr().out.splitlines()
+    assert words[0].startswith("Plan on cpu (the network in bf16): working size 96 px")
+    assert words[-1].endswith("at a typical speed (`calibrate` measures this one).")

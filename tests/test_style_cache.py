@@ -92,8 +92,10 @@ SHAPING = {
 def test_a_change_that_shapes_the_targets_computes_them_anew(
     change, vgg19_weights, vgg16_weights, other_vgg19, monkeypatch
 ) -> None:
-    # bf16 on any CPU: the targets' dtype is what counts here, not the speed of the instructions.
+    # bf16 on any CPU when asked for, and fp32 by default (as on a CPU without AMX): the targets' dtype
+    # is what counts here, not the speed of the instructions.
     monkeypatch.setattr(network, "_cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(network, "_cpu_has_amx", lambda: False)
     changed = SHAPING[change]({"other": str(other_vgg19), "vgg16": str(vgg16_weights)})
     weights = changed.pop("weights", vgg19_weights)
     cache = StyleCache()
