@@ -91,6 +91,12 @@ NOT_RUNNABLE = {
     '"bal-s4:preset=balanced,strength=4" "fast-s7:preset=fast,strength=7"': (
         "a checkout of neural-style-pt, and minutes of painting"
     ),
+    "python tests/race_neural_style_pt.py --checkout NEURAL_STYLE_PT --out race --weights vgg16-imagenet.pth "
+    '--pairs chelsea:starfield chelsea:starry_night --ours "fast:preset=fast" "balanced:preset=balanced" '
+    '"bal-s2.8:preset=balanced,strength=2.8" "bal-s3:preset=balanced,strength=3" '
+    '"fast-s7:preset=fast,strength=7" "bal-s3-fp32:preset=balanced,strength=3,precision=fp32"': (
+        "a checkout of neural-style-pt, and minutes of painting"
+    ),
 }
 
 
