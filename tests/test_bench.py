@@ -350,3 +350,17 @@ def test_random_weights_load_as_torchvision_initialises_them_without_importing_i
     for conv in convolutions:
         expected = (2 / (conv.out_channels * 9)) ** 0.5
         assert abs(float(conv.weight.detach().std()) / expected - 1) < 0.1 and not conv.bias.any()
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_the_benchmarks_auto_precision_is_what_a_job_runs_in(
+    amx: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--precision auto` times the network as a job of the preset runs it (`network.autocast_dtype`):
+    bf16 for W2 on a CPU with AMX, else fp32; a precision asked for stays."""
+    monkeypatch.setattr(network, "_cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(network, "_cpu_has_bf16", lambda: True)
+    cpu = torch.device("cpu")
+    assert iteration._auto_precision("auto", cpu, "w2") == ("bf16" if amx else "fp32")
+    assert iteration._auto_precision("auto", cpu, "gram") == "fp32"
+    assert iteration._auto_precision("fp16", cpu, "w2") == "fp16"

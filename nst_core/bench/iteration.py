@@ -26,7 +26,7 @@ from torch import nn
 from .. import devices, losses, memory, optimize, speed
 from ..devices import describe_device, pick_device
 from ..images import from_tensor
-from ..network import build_network, layer_index, load_features
+from ..network import autocast_dtype, build_network, layer_index, load_features
 from ..options import Options, Settings, resolve
 from ..speed import best_time, synchronize, synthetic_images
 from .runner import print_row, random_weights
@@ -424,7 +424,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--precision",
         choices=["auto", *DTYPES],
         default="auto",
-        help="network precision (auto: fp32 on CPU, fp16 autocast on CUDA)",
+        help="network precision (auto: what a job of the preset runs in on this device)",
     )
     parser.add_argument("--preset", default="balanced")
     parser.add_argument(
@@ -461,18 +461,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _auto_precision(name: str, device: torch.device) -> str:
+def _auto_precision(name: str, device: torch.device, style_loss: str) -> str:
+    """`name`, or for "auto" the precision a job's network runs in on `device` (`autocast_dtype`)."""
     if name != "auto":
         return name
-    return "fp16" if device.type == "cuda" else "fp32"
+    dtype = autocast_dtype(device, name, style_loss)
+    return next((key for key, value in DTYPES.items() if value == dtype), "fp32")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     device = pick_device(args.device)
-    args.precision = _auto_precision(args.precision, device)
     sizes = args.sizes or ([512, 1024, 2048] if device.type == "cuda" else [256, 512])
     settings = resolve(Options(preset=args.preset, multiscale=False, style_loss=args.style_loss))
+    args.precision = _auto_precision(args.precision, device, settings.style_loss)
     # The host as a job prepares it, for a job of the largest size (for both steps alike).
     needed = max(memory.job_bytes(settings, size, size, device.type) for size in sizes)
     devices.prepare(device, needed, memory.budget_bytes(settings, device))
