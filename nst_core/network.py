@@ -286,7 +286,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
-def autocast_dtype(device: torch.device, precision: str, style_loss: str = "w2") -> torch.dtype | None:
+def autocast_dtype(device: torch.device, precision: str, style_loss: str) -> torch.dtype | None:
     """Mixed precision for the network; statistics and losses stay float32 (losses.py).
 
     On CUDA by default. On a CPU when asked for (`bf16`) and the CPU has bf16 instructions, and by

@@ -183,7 +183,7 @@ def build_plan(
 
         def in_time(side: int) -> bool:
             return (
-                _scales_plan(settings, content_size, side, device, budget, min_side, speed, False)[2]
+                _scales_plan(settings, content_size, side, device, budget, min_side, speed, framed=False)[2]
                 <= seconds
             )
 
@@ -191,7 +191,9 @@ def build_plan(
         size = cap if cap <= low or in_time(cap) else memory.largest_side(in_time, low, cap) or low
     else:
         size = max(1, min(settings.size, cap))
-    scales, times, total = _scales_plan(settings, content_size, size, device, budget, min_side, speed, framed)
+    scales, times, total = _scales_plan(
+        settings, content_size, size, device, budget, min_side, speed, framed=framed
+    )
     if output == "content":
         output_size = (width, height)
     elif output == "working":
@@ -224,6 +226,7 @@ def _scales_plan(
     budget: int,
     min_side: int,
     speed: Speed,
+    *,
     framed: bool,
 ) -> tuple[list[ScalePlan], list[float], float]:
     """The scales up to `size`, each whole or tiled within `budget`, their estimated seconds, and the
