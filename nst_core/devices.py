@@ -7,6 +7,7 @@ import ctypes
 import functools
 import os
 import sys
+import time
 from typing import Any
 
 import torch
@@ -153,6 +154,71 @@ def use_all_cores() -> None:
     torch.set_num_threads(min(cores, limit))
 
 
+# A core that another program keeps busy stalls every step: the engine's threads meet at the end of each
+# operation, and the one that shares a core arrives last. So a CPU job leaves the cores that others keep
+# busy to them, judged over this long at its start (ten of the kernel's clock ticks per core).
+BUSY_SAMPLE_SECONDS = 0.1
+# Cores that others use at least this much of count as theirs. Measured with `fast` at 384 px on 2 cores
+# beside a process busy for a share of each 20 ms (docs/performance.md, "Beside a busy program"): at a
+# whole core one thread took 0.64 of the time of two, at three quarters they were level, at a half and a
+# quarter two threads took 0.79 and 0.74 of one's.
+BUSY_CORE_SHARE = 0.75
+
+
+def cpu_ticks(stat: str, cpus: set[int]) -> tuple[int, int]:
+    """(busy, all) clock ticks summed over `cpus` from /proc/stat's text. Busy is user, nice, system,
+    irq and softirq time; steal (another machine's) and idle and iowait are not."""
+    busy = total = 0
+    for line in stat.splitlines():
+        name, *fields = line.split()
+        if not (name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus):
+            continue
+        ticks = [int(field) for field in fields[:8]]
+        busy += ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]
+        total += sum(ticks)
+    return busy, total
+
+
+def _read_stat() -> str | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            return stat.read()
+    except OSError:  # not Linux
+        return None
+
+
+def cores_busy_elsewhere(seconds: float = BUSY_SAMPLE_SECONDS) -> float:
+    """How many of this process's cores other programs kept busy over the next `seconds`: the cores'
+    busy time less this process's own, in cores; 0.0 where the system does not say."""
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    first = _read_stat()
+    if first is None or not cpus:
+        return 0.0
+    own = time.process_time()
+    time.sleep(seconds)
+    second = _read_stat()
+    own = time.process_time() - own
+    if second is None:
+        return 0.0
+    (busy_before, total_before), (busy_after, total_after) = cpu_ticks(first, cpus), cpu_ticks(second, cpus)
+    ticks_per_core = (total_after - total_before) / len(cpus)
+    if ticks_per_core <= 0:
+        return 0.0
+    own_ticks = own * os.sysconf("SC_CLK_TCK")
+    return max(0.0, (busy_after - busy_before - own_ticks) / ticks_per_core)
+
+
+def use_idle_cores() -> None:
+    """`use_all_cores` for a CPU job, less the cores other programs keep busy as it starts; a count
+    given by a cluster task or OMP_NUM_THREADS is kept as it is."""
+    cores = available_cores()
+    if _thread_limit or _threads_asked() or cores == 1:
+        use_all_cores()
+        return
+    busy = int(cores_busy_elsewhere() + 1 - BUSY_CORE_SHARE)
+    torch.set_num_threads(max(1, cores - busy))
+
+
 def _threads_asked() -> int | None:
     value = os.environ.get("OMP_NUM_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else None
@@ -194,9 +260,11 @@ def keep_freed_memory(keep: bool = True) -> bool:
 
 def prepare(device: torch.device, estimate: int, budget: int) -> None:
     """Before each job on `device` whose peak is estimated at `estimate` bytes within `budget`."""
-    use_all_cores()
     if device.type == "cpu":
+        use_idle_cores()
         keep_freed_memory(estimate * KEPT_HEAP_GROWTH <= budget)
+    else:
+        use_all_cores()
     # cuDNN times its algorithms on each new shape and keeps the fastest: a job has one shape per
     # scale (and per tile size), each run for many iterations, so the trials pay for themselves.
     torch.backends.cudnn.benchmark = device.type == "cuda"

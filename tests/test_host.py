@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -90,4 +91,44 @@ def test_the_engine_takes_every_core_unless_a_cluster_task_or_omp_num_threads_sa
         assert torch.get_num_threads() == 4
     finally:
         devices.limit_threads(None)
+        torch.set_num_threads(before)
+
+
+def test_cpu_ticks_sum_the_busy_and_all_ticks_of_the_cores_asked_for() -> None:
+    stat = (
+        "cpu  40 1 20 900 9 1 2 7 0 0\n"
+        "cpu0 10 0 5 300 3 0 1 2 0 0\n"
+        "cpu1 20 1 10 250 4 1 1 5 0 0\n"
+        "cpu10 10 0 5 350 2 0 0 0 0 0\n"
+        "intr 66601 0 0\n"
+    )
+    # busy: user, nice, system, irq, softirq; steal (the 8th field) counts in all ticks, not as busy
+    assert devices.cpu_ticks(stat, {1, 10}) == (20 + 1 + 10 + 1 + 1 + 10 + 5, 292 + 367)
+    assert devices.cpu_ticks(stat, {0}) == (16, 321)
+    assert devices.cpu_ticks(stat, {5}) == (0, 0)
+
+
+BUSY_LOOP = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); print(flush=True)\nwhile True: pass"
+
+
+@pytest.mark.skipif(devices.available_cores() < 2, reason="needs a core to leave to another program")
+def test_a_cpu_job_leaves_the_core_another_program_keeps_busy_unless_a_thread_count_was_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before, cores = torch.get_num_threads(), devices.available_cores()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    busy = subprocess.Popen(
+        [sys.executable, "-c", BUSY_LOOP, str(max(os.sched_getaffinity(0)))], stdout=subprocess.PIPE
+    )
+    try:
+        assert busy.stdout is not None and busy.stdout.readline()  # pinned and looping
+        assert devices.cores_busy_elsewhere() > 0.7
+        devices.prepare(torch.device("cpu"), 1, 2**30)
+        assert torch.get_num_threads() <= cores - 1
+        monkeypatch.setenv("OMP_NUM_THREADS", str(cores))  # asked for: kept, busy or not
+        devices.prepare(torch.device("cpu"), 1, 2**30)
+        assert torch.get_num_threads() == cores
+    finally:
+        busy.kill()
+        busy.wait()
         torch.set_num_threads(before)
