@@ -216,7 +216,28 @@ def use_idle_cores() -> None:
         use_all_cores()
         return
     busy = int(cores_busy_elsewhere() + 1 - BUSY_CORE_SHARE)
-    torch.set_num_threads(max(1, cores - busy))
+    if torch.get_num_threads() != max(1, cores - busy):  # a look that finds nothing new changes nothing
+        torch.set_num_threads(max(1, cores - busy))
+
+
+# How often a long CPU job looks again (between two of its steps): other programs' load comes and goes.
+LOOK_AGAIN_SECONDS = 30.0
+
+
+class IdleCoresPace:
+    """Between a CPU job's steps: `use_idle_cores` again once `every` seconds have passed since the last
+    look, so that a job that began beside a busy program takes its cores back when that one ends, and
+    one that began alone gives a core up to a program that starts later. A look costs
+    BUSY_SAMPLE_SECONDS, a third of a percent of the time between looks."""
+
+    def __init__(self, every: float | None = None) -> None:
+        self.every = LOOK_AGAIN_SECONDS if every is None else every
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= self.every:
+            use_idle_cores()
+            self.last = time.monotonic()
 
 
 def _threads_asked() -> int | None:

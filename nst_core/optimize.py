@@ -428,6 +428,7 @@ class RunContext:
     steps_before: int = 0  # iterations of this scale run before this run (the balance's trials)
     watch: Watch | None = None  # may end a run of a scale early (a balance trial settled off its target)
     carry: Carry | None = None  # a preview's curvature, from the last one and for the next (previews.py)
+    pace: Callable[[], None] | None = None  # called between steps (devices.IdleCoresPace on a CPU)
 
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -488,6 +489,8 @@ def iterate(
                 break
         if ctx.watch is not None and ctx.watch(iteration, iterations, parts):
             break
+        if ctx.pace is not None:
+            ctx.pace()
     return stepper.result()
 
 

@@ -197,6 +197,7 @@ def run_plan(
                 style_cache, plan, styles_in, content_in if preview or balanced else None, preview
             ),
             steering=None if watch is None else _steering(watch, plan, rgb, alpha, content.shape[2]),
+            pace=devices.IdleCoresPace() if device.type == "cpu" else None,
         )
         if ctx.steering is not None:
             ctx.steering.begin()

@@ -112,7 +112,7 @@ BUSY_LOOP = "import os, sys; os.sched_setaffinity(0, {int(sys.argv[1])}); print(
 
 
 @pytest.mark.skipif(devices.available_cores() < 2, reason="needs a core to leave to another program")
-def test_a_cpu_job_leaves_the_core_another_program_keeps_busy_unless_a_thread_count_was_given(
+def test_a_cpu_job_leaves_the_core_another_program_keeps_busy_until_it_ends_unless_a_count_was_given(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     before, cores = torch.get_num_threads(), devices.available_cores()
@@ -127,6 +127,16 @@ def test_a_cpu_job_leaves_the_core_another_program_keeps_busy_unless_a_thread_co
         assert torch.get_num_threads() <= cores - 1
         monkeypatch.setenv("OMP_NUM_THREADS", str(cores))  # asked for: kept, busy or not
         devices.prepare(torch.device("cpu"), 1, 2**30)
+        assert torch.get_num_threads() == cores
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        devices.prepare(torch.device("cpu"), 1, 2**30)
+        pace = devices.IdleCoresPace(every=3600.0)
+        busy.kill()
+        busy.wait()
+        pace()  # too soon to look again
+        assert torch.get_num_threads() <= cores - 1
+        pace.every = 0.0
+        pace()  # the busy program has ended: its core is the job's again
         assert torch.get_num_threads() == cores
     finally:
         busy.kill()

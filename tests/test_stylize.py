@@ -16,7 +16,7 @@ import torch
 from samples import make_content_image, make_style_image
 
 import nst_core
-from nst_core import balance, colors, optimize
+from nst_core import balance, colors, devices, optimize
 from nst_core.errors import Cancelled, ImageError, UsageError, WeightsError
 from nst_core.options import Options, resolve
 from nst_core.plan import scale_sizes, split_iterations
@@ -198,6 +198,17 @@ def test_progress_reports(vgg19_weights: Path, style: np.ndarray) -> None:
     assert all(isinstance(v, float) for r in reports for v in r.loss.values())
     assert [r.preview is not None for r in reports] == [False, True, True]
     assert reports[1].preview.shape == (96, 129, 3) and reports[2].preview.shape == (136, 182, 3)
+
+
+def test_a_cpu_job_looks_at_other_programs_load_as_it_starts_and_again_between_its_steps(
+    vgg19_weights: Path, content: np.ndarray, style: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[int] = []
+    monkeypatch.setattr(devices, "LOOK_AGAIN_SECONDS", 0.0)  # every step is due a look
+    monkeypatch.setattr(devices, "use_idle_cores", lambda: looks.append(torch.get_num_threads()))
+    options = _options(vgg19_weights, iterations=3, multiscale=False, content_target=0.0, device="cpu")
+    nst_core.stylize(content, [style], options)
+    assert len(looks) == 1 + 3
 
 
 def test_scale_schedule() -> None:
