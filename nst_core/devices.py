@@ -209,8 +209,8 @@ def cores_busy_elsewhere(seconds: float = BUSY_SAMPLE_SECONDS) -> float:
 
 
 def use_idle_cores() -> None:
-    """`use_all_cores` for a CPU job, less the cores other programs keep busy as it starts; a count
-    given by a cluster task or OMP_NUM_THREADS is kept as it is."""
+    """`use_all_cores` for a CPU job, less the cores other programs keep busy now (a look of
+    BUSY_SAMPLE_SECONDS); a count given by a cluster task or OMP_NUM_THREADS is kept as it is."""
     cores = available_cores()
     if _thread_limit or _threads_asked() or cores == 1:
         use_all_cores()

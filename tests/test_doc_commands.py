@@ -97,6 +97,11 @@ NOT_RUNNABLE = {
     '"fast-s7:preset=fast,strength=7" "bal-s3-fp32:preset=balanced,strength=3,precision=fp32"': (
         "a checkout of neural-style-pt, and minutes of painting"
     ),
+    "python tests/race_neural_style_pt.py --checkout NEURAL_STYLE_PT --out race --weights vgg16-imagenet.pth "
+    '--pairs chelsea:starfield --ours "bal-s2.8:preset=balanced,strength=2.8" '
+    '"bal-s3:preset=balanced,strength=3" "bal-s3.3:preset=balanced,strength=3.3"': (
+        "a checkout of neural-style-pt, and minutes of painting"
+    ),
 }
 
 
